@@ -1,0 +1,47 @@
+"""Dataset identifiers as in nnU-Net: ``Dataset101_ACDC``, addressable as ``101`` or by full name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from autocmr.errors import DatasetError
+
+_NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+
+
+def make_dataset_name(dataset_id: int, short_name: str) -> str:
+    if not 1 <= int(dataset_id) <= 999:
+        raise DatasetError(f"dataset id must be between 1 and 999, got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", short_name):
+        raise DatasetError(f"dataset short name {short_name!r} may only contain letters, digits, '_' and '-'")
+    return f"Dataset{int(dataset_id):03d}_{short_name}"
+
+
+def parse_dataset_name(name: str) -> tuple[int, str]:
+    match = _NAME.match(name)
+    if not match:
+        raise DatasetError(f"{name!r} is not a dataset name of the form DatasetNNN_Name")
+    return int(match.group(1)), match.group(2)
+
+
+def resolve_dataset_name(identifier: str | int, *search_roots: Path) -> str:
+    """Turn ``101``, ``"101"`` or ``"Dataset101_ACDC"`` into the full name, looking in ``search_roots``.
+
+    A full name is returned as is (it may not exist yet). A bare id must match exactly one folder across
+    the roots; otherwise a :class:`DatasetError` lists what was found.
+    """
+    text = str(identifier).strip()
+    if _NAME.match(text):
+        return text
+    if not text.isdigit():
+        raise DatasetError(f"dataset {text!r}: give an id such as 101 or a name such as Dataset101_ACDC")
+    prefix = f"Dataset{int(text):03d}_"
+    found = sorted({p.name for root in search_roots if Path(root).is_dir()
+                    for p in Path(root).iterdir() if p.is_dir() and p.name.startswith(prefix)})
+    if len(found) == 1:
+        return found[0]
+    where = ", ".join(str(r) for r in search_roots)
+    if not found:
+        raise DatasetError(f"no dataset with id {int(text)} in {where}; convert or copy one there first "
+                           f"(e.g. `autocmr_convert acdc PATH -d {int(text)}`)")
+    raise DatasetError(f"dataset id {int(text)} is ambiguous in {where}: {found}; use the full name")

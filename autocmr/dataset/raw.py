@@ -1,0 +1,193 @@
+"""The raw dataset format: nnU-Net v2 layout read unchanged, plus an optional ``cases.csv``.
+
+Layout::
+
+    DatasetXXX_Name/
+        dataset.json          channel_names, labels, numTraining, file_ending (nnU-Net v2)
+        imagesTr/CASE_0000.nii.gz   one file per channel
+        labelsTr/CASE.nii.gz
+        imagesTs/...          optional
+        cases.csv             optional, autocmr: one row per case, column ``case_id`` plus any of
+                              ``subject`` (cases of one patient, e.g. ED and ES, share it: used for
+                              patient-level folds), ``phase``, ``group``, ``vendor``, ``centre``, ...
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autocmr.errors import DatasetError
+from autocmr.io.atomic import write_json_atomic, write_text_atomic
+
+CASES_CSV = "cases.csv"
+DATASET_JSON = "dataset.json"
+
+
+@dataclass(frozen=True)
+class DatasetJson:
+    """The fields of nnU-Net v2's dataset.json that autocmr uses (others are kept in ``extra``)."""
+
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    num_training: int
+    file_ending: str = ".nii.gz"
+    name: str = ""
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return sorted(v for v in self.labels.values() if v != 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"channel_names": self.channel_names, "labels": self.labels, "numTraining": self.num_training,
+             "file_ending": self.file_ending}
+        if self.name:
+            d["name"] = self.name
+        if self.description:
+            d["description"] = self.description
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = DATASET_JSON) -> "DatasetJson":
+        missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending") if k not in d]
+        if missing:
+            raise DatasetError(f"{source}: missing required keys {missing}")
+        labels: dict[str, int] = {}
+        for name, value in d["labels"].items():
+            if isinstance(value, (list, tuple)):
+                raise DatasetError(f"{source}: label {name!r} is a region {value}; region-based training is "
+                                   "not supported by autocmr, give one integer per label")
+            labels[str(name)] = int(value)
+        if 0 not in labels.values():
+            raise DatasetError(f"{source}: labels must include background = 0, got {labels}")
+        known = {"channel_names", "labels", "numTraining", "file_ending", "name", "description"}
+        return cls(
+            channel_names={str(k): str(v) for k, v in d["channel_names"].items()},
+            labels=labels,
+            num_training=int(d["numTraining"]),
+            file_ending=str(d["file_ending"]),
+            name=str(d.get("name", "")),
+            description=str(d.get("description", "")),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetJson":
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"{path}: dataset.json not found")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+@dataclass(frozen=True)
+class RawCase:
+    case_id: str
+    images: tuple[Path, ...]  # one per channel, channel order
+    label: Path | None
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A raw dataset folder: its dataset.json, its training cases and their metadata."""
+
+    root: Path
+    dataset_json: DatasetJson
+    cases: tuple[RawCase, ...]
+    metadata: pd.DataFrame  # indexed by case_id; at least a ``subject`` column
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def case_ids(self) -> list[str]:
+        return [c.case_id for c in self.cases]
+
+    def subjects(self) -> dict[str, list[str]]:
+        """Subject id -> its case ids (sorted), for patient-level cross-validation."""
+        groups: dict[str, list[str]] = {}
+        for case_id, subject in self.metadata["subject"].items():
+            groups.setdefault(str(subject), []).append(str(case_id))
+        return {s: sorted(c) for s, c in sorted(groups.items())}
+
+
+def list_cases(images_dir: Path, labels_dir: Path | None, file_ending: str, num_channels: int) -> list[RawCase]:
+    """Cases from the ``CASE_XXXX<ending>`` files in ``images_dir`` (labels matched by case id)."""
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: images folder not found")
+    by_case: dict[str, dict[int, Path]] = {}
+    for f in sorted(images_dir.iterdir()):
+        if not f.name.endswith(file_ending) or f.name.startswith("."):
+            continue
+        stem = f.name[: -len(file_ending)]
+        if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+            raise DatasetError(f"{f}: image files must be named CASE_XXXX{file_ending} (XXXX = channel)")
+        by_case.setdefault(stem[:-5], {})[int(stem[-4:])] = f
+    cases = []
+    for case_id, channels in sorted(by_case.items()):
+        expected = list(range(num_channels))
+        if sorted(channels) != expected:
+            raise DatasetError(f"{images_dir}: case {case_id} has channels {sorted(channels)}, expected {expected}")
+        label = None
+        if labels_dir is not None:
+            label = labels_dir / f"{case_id}{file_ending}"
+        cases.append(RawCase(case_id, tuple(channels[c] for c in expected), label))
+    return cases
+
+
+def load_metadata(root: Path, case_ids: list[str]) -> pd.DataFrame:
+    """Read ``cases.csv`` if present; every case gets a row, ``subject`` defaults to the case id."""
+    path = root / CASES_CSV
+    if path.is_file():
+        table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
+        if "case_id" not in table.columns:
+            raise DatasetError(f"{path}: needs a 'case_id' column, found {list(table.columns)}")
+        if table["case_id"].duplicated().any():
+            dupes = sorted(table.loc[table["case_id"].duplicated(), "case_id"].unique())
+            raise DatasetError(f"{path}: duplicated case ids {dupes[:5]}")
+        table = table.set_index("case_id")
+    else:
+        table = pd.DataFrame(index=pd.Index([], name="case_id"))
+    table = table.reindex(case_ids)
+    if "subject" not in table.columns:
+        table["subject"] = table.index
+    table["subject"] = table["subject"].fillna(pd.Series(table.index, index=table.index)).astype(str)
+    return table
+
+
+def load_raw_dataset(root: str | Path) -> RawDataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: raw dataset folder not found")
+    dj = DatasetJson.load(root / DATASET_JSON)
+    cases = list_cases(root / "imagesTr", root / "labelsTr", dj.file_ending, dj.num_channels)
+    if not cases:
+        raise DatasetError(f"{root / 'imagesTr'}: no training images ending in {dj.file_ending}")
+    metadata = load_metadata(root, [c.case_id for c in cases])
+    return RawDataset(root, dj, tuple(cases), metadata)
+
+
+def write_cases_csv(root: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write per-case metadata (each row needs ``case_id``) atomically."""
+    table = pd.DataFrame(rows)
+    if "case_id" not in table.columns:
+        raise ValueError("each metadata row needs a 'case_id'")
+    cols = ["case_id"] + (["subject"] if "subject" in table.columns else [])
+    table = table[cols + [c for c in table.columns if c not in cols]]
+    write_text_atomic(Path(root) / CASES_CSV, table.to_csv(index=False))

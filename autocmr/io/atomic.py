@@ -1,0 +1,68 @@
+"""Write files under a temporary name in the target folder, then rename: readers never see half a file."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+TEMP_PREFIX = ".tmp_"
+
+
+def temporary_sibling(path: str | Path) -> Path:
+    """A unique temporary path beside ``path`` that keeps its full suffix (e.g. ``.nii.gz``)."""
+    path = Path(path)
+    return path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}_{path.name}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``path``, on failure delete it.
+
+    Example::
+
+        with atomic_path(out) as tmp:
+            sitk.WriteImage(image, str(tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars/arrays and paths appear in metadata; convert them instead of failing mid-write.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON: {value!r}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporary files left by an interrupted run in ``folder``; returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for item in folder.iterdir():
+        if item.name.startswith(TEMP_PREFIX) and item.is_file():
+            item.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,168 @@
+"""NIfTI (and any SimpleITK-readable) image I/O that keeps the exact geometry of each file.
+
+Arrays are in numpy order: ``(z, y, x)`` for 3D and ``(t, z, y, x)`` for 4D cine. :class:`Geometry`
+stores spacing, origin and direction in SimpleITK (x, y, z[, t]) order so a mask can be written back with
+the input's exact header.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from autocmr.errors import InputFileError
+from autocmr.io.atomic import atomic_path
+
+# Geometry comparisons: values closer than this are considered equal (mm and direction cosines).
+DEFAULT_GEOMETRY_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical geometry of an image in SimpleITK order (x, y, z[, t])."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]  # row-major, dim*dim values
+
+    @property
+    def dim(self) -> int:
+        return len(self.size)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Array shape in numpy order."""
+        return tuple(reversed(self.size))
+
+    @property
+    def spacing_zyx(self) -> tuple[float, ...]:
+        """Spacing in numpy order (matches :attr:`shape`)."""
+        return tuple(reversed(self.spacing))
+
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=float).reshape(self.dim, self.dim)
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        return cls(
+            size=tuple(int(v) for v in image.GetSize()),
+            spacing=tuple(float(v) for v in image.GetSpacing()),
+            origin=tuple(float(v) for v in image.GetOrigin()),
+            direction=tuple(float(v) for v in image.GetDirection()),
+        )
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def spatial(self) -> "Geometry":
+        """The 3D part of a 4D geometry (time axis dropped); a 3D geometry is returned unchanged."""
+        if self.dim == 3:
+            return self
+        if self.dim != 4:
+            raise ValueError(f"spatial() expects a 3D or 4D geometry, got {self.dim}D")
+        d = self.direction_matrix()[:3, :3]
+        return Geometry(self.size[:3], self.spacing[:3], self.origin[:3], tuple(d.ravel().tolist()))
+
+    def differences(self, other: "Geometry", tol: float = DEFAULT_GEOMETRY_TOLERANCE) -> list[str]:
+        """Human-readable list of what differs between two geometries (empty when they match)."""
+        problems: list[str] = []
+        if self.size != other.size:
+            problems.append(f"size {self.size} vs {other.size}")
+            return problems
+        for name in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            scale = 1.0 if name == "direction" else max(1.0, float(np.abs(a).max(initial=0.0)))
+            if a.shape != b.shape or not np.allclose(a, b, atol=tol * scale, rtol=0):
+                problems.append(f"{name} {tuple(np.round(a, 4))} vs {tuple(np.round(b, 4))}")
+        return problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
+                "direction": list(self.direction)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Geometry":
+        return cls(tuple(int(v) for v in d["size"]), tuple(float(v) for v in d["spacing"]),
+                   tuple(float(v) for v in d["origin"]), tuple(float(v) for v in d["direction"]))
+
+
+def _reader(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    # ITK prints warnings such as "unexpected scales in sform" for many clinical NIfTI files (all of
+    # ACDC); they are harmless for us and would drown the logs. Errors still raise.
+    reader.SetGlobalWarningDisplay(False)
+    return reader
+
+
+def read_header(path: str | Path) -> Geometry:
+    """Read only the geometry of an image file (fast: no pixel data)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "file does not exist")
+    reader = _reader(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputFileError(path, f"cannot read image header ({_first_line(exc)})") from exc
+    return Geometry(
+        size=tuple(int(v) for v in reader.GetSize()),
+        spacing=tuple(float(v) for v in reader.GetSpacing()),
+        origin=tuple(float(v) for v in reader.GetOrigin()),
+        direction=tuple(float(v) for v in reader.GetDirection()),
+    )
+
+
+def read_sitk(path: str | Path) -> sitk.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "file does not exist")
+    try:
+        return _reader(path).Execute()
+    except RuntimeError as exc:
+        raise InputFileError(path, f"cannot read image ({_first_line(exc)})") from exc
+
+
+def read_image(path: str | Path, dtype: Any = None) -> tuple[np.ndarray, Geometry]:
+    """Read an image as a numpy array (numpy axis order) and its geometry.
+
+    Multi-component (vector) images are rejected: autocmr expects one channel per file.
+    """
+    image = read_sitk(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputFileError(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                                   "expected a scalar image (one channel per file)")
+    array = sitk.GetArrayFromImage(image)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return array, Geometry.of(image)
+
+
+def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
+    image = sitk.GetImageFromArray(array)
+    return geometry.apply_to(image)
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, *, compress: bool = True) -> None:
+    """Write ``array`` with ``geometry`` to ``path`` atomically (temporary name, then rename)."""
+    write_sitk(to_sitk(np.ascontiguousarray(array), geometry), path, compress=compress)
+
+
+def write_sitk(image: sitk.Image, path: str | Path, *, compress: bool = True) -> None:
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK's messages start with file/line noise; the last non-empty line carries the reason.
+    return lines[-1] if lines else type(exc).__name__
