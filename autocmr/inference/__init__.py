@@ -1,1 +1,1 @@
-"""inference"""
+"""Inference: sliding-window prediction, fold ensembling, export to native space, postprocessing."""

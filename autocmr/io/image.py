@@ -80,7 +80,7 @@ class Geometry:
             a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
             scale = 1.0 if name == "direction" else max(1.0, float(np.abs(a).max(initial=0.0)))
             if a.shape != b.shape or not np.allclose(a, b, atol=tol * scale, rtol=0):
-                problems.append(f"{name} {tuple(np.round(a, 4))} vs {tuple(np.round(b, 4))}")
+                problems.append(f"{name} {tuple(np.round(a, 4).tolist())} vs {tuple(np.round(b, 4).tolist())}")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def read_image(path: str | Path, dtype: Any = None) -> tuple[np.ndarray, Geometr
 def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     if tuple(array.shape) != geometry.shape:
         raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
-    image = sitk.GetImageFromArray(array)
+    image = sitk.GetImageFromArray(array, isVector=False)
     return geometry.apply_to(image)
 
 

@@ -1,1 +1,1 @@
-"""planners"""
+"""Dataset fingerprint and plans: what autocmr derives from the data before any training."""

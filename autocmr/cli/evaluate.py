@@ -1,0 +1,63 @@
+"""``autocmr_evaluate``: compare predicted label maps with references; metrics, clinical agreement, plots."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocmr_evaluate",
+        description="Evaluate predicted label maps against reference label maps (files matched by name). "
+                    "Writes summary.json, cases.csv, clinical.csv and plots into the output folder and prints "
+                    "per-class Dice, IoU, HD95 and ASSD and the agreement of clinical measures.")
+    parser.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")
+    parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label maps")
+    parser.add_argument("-meta", "--metadata", default=None,
+                        help="cases.csv with case_id, subject, phase (ED/ES), group, vendor, ... "
+                             "(default: cases.csv in or beside the reference folder, if any)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output folder (default: <pred>/evaluation, or <pred>/comparison with --compare)")
+    parser.add_argument("--by", nargs="+", default=None, metavar="COLUMN",
+                        help="metadata columns to break results down by, e.g. phase group vendor")
+    parser.add_argument("--compare", default=None, metavar="PRED_B",
+                        help="second prediction folder: paired comparison with -pred (Wilcoxon test)")
+    parser.add_argument("--labels", default=None,
+                        help="classes as JSON text or file ({\"LV\": 1, ...} or a dataset.json); "
+                             "default: autocmr LV=1 MYO=2 RV=3")
+    parser.add_argument("--file-ending", default=".nii.gz", help="image file ending (default .nii.gz)")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only, no PNG plots")
+    parser.add_argument("-j", "--workers", type=int, default=1, help="worker processes (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import logging
+    from pathlib import Path
+
+    from autocmr.errors import AutocmrError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options = dict(labels=args.labels, metadata=args.metadata, by=args.by, file_ending=args.file_ending,
+                   num_workers=args.workers, make_plots=not args.no_plots)
+    try:
+        if args.compare:
+            from autocmr.evaluation.compare import compare_predictions
+
+            output = args.output or str(Path(args.prediction) / "comparison")
+            result = compare_predictions(args.reference, args.prediction, args.compare, output, **options)
+        else:
+            from autocmr.evaluation.evaluate import evaluate_folders
+
+            result = evaluate_folders(args.reference, args.prediction, args.output, **options)
+    except AutocmrError as exc:
+        print(f"autocmr_evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    print(result.report())
+    print(f"\nResults written to {result.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Shared machinery of the dataset converters: staged output, file transfer, parallel cases, problem reports.
+
+Overwrite policy (all converters): a dataset is built in a hidden staging folder beside its final place
+(``RAW/.autocmr_staging_XXXX/DatasetNNN_Name``) and moved into place only once every case converted. An
+existing, non-empty dataset folder is refused up front unless ``overwrite=True``; with it, the old folder
+is replaced only after the new conversion succeeded, so a failed run never leaves a half-written or
+half-deleted dataset behind.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from autocmr.dataset.integrity import label_values
+from autocmr.dataset.labels import remap_labels
+from autocmr.dataset.raw import DATASET_JSON, DatasetJson, write_cases_csv
+from autocmr.errors import DatasetError, InputFileError
+from autocmr.io.image import read_header, read_image, write_image
+from autocmr.parallel import default_workers, run_all
+from autocmr.settings import resolve_roots
+
+logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".autocmr_staging_"
+NIFTI_GZ, NIFTI = ".nii.gz", ".nii"
+# gzip level for .nii inputs re-packed as .nii.gz: level 1 is several times faster than the default 6 and
+# costs only a few percent in size on MR images; the bytes inside stay identical.
+GZIP_LEVEL = 1
+# Below this many cases, starting worker processes (about a second each with ``spawn``) costs more than
+# it saves.
+MIN_CASES_FOR_POOL = 4
+# At most this many problems are spelled out in an error message; the count says how many there were.
+MAX_LISTED_PROBLEMS = 50
+# An unexpected error shared by more cases than this is reported once, with a count.
+MAX_SAME_FAILURE = 3
+
+
+@dataclass(frozen=True)
+class ConversionProblem:
+    """One thing wrong with one source file (picklable: returned from worker processes)."""
+
+    file: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+def resolve_raw_root(raw_root: str | Path | None) -> Path:
+    """``raw_root`` as an absolute path; ``None`` means the configured raw root (flag > env > default)."""
+    return resolve_roots(raw=raw_root).raw
+
+
+def resolve_workers(num_workers: int | None) -> int:
+    """``None`` means all cores available to this process."""
+    return default_workers() if num_workers is None else max(1, int(num_workers))
+
+
+def raise_problems(what: str, problems: Sequence[ConversionProblem | str], target: Path) -> None:
+    """Raise one :class:`DatasetError` listing every problem (no-op when there are none)."""
+    if not problems:
+        return
+    lines = [str(p) for p in problems]
+    shown = lines[:MAX_LISTED_PROBLEMS]
+    more = len(lines) - len(shown)
+    tail = f"\n  ... and {more} more" if more else ""
+    raise DatasetError(f"{what}: {len(lines)} problem(s), nothing was written to {target}:\n  "
+                       + "\n  ".join(shown) + tail)
+
+
+def convert_staged(raw_root: str | Path | None, dataset_name: str, build: Callable[[Path], Path], *,
+                   overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Path:
+    """Run ``build(staging_raw_root) -> dataset_folder`` and move its result to ``raw_root/dataset_name``.
+
+    Any converter that takes a raw root can be wrapped this way (see the overwrite policy above).
+    ``sources`` are the input paths: a source inside the dataset being replaced is refused, because
+    replacing the dataset would delete it.
+    """
+    raw_root = resolve_raw_root(raw_root)
+    target = raw_root / dataset_name
+    _refuse_existing(target, overwrite)
+    for source in sources:
+        source = Path(source).resolve()
+        if source == target or target in source.parents:
+            raise DatasetError(f"{source}: the source lies inside the dataset folder {target} that the "
+                               "conversion would replace; convert into another dataset id or name")
+    raw_root.mkdir(parents=True, exist_ok=True)
+    staging_root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=raw_root))
+    try:
+        built = Path(build(staging_root))
+        if built != staging_root / dataset_name or not (built / DATASET_JSON).is_file():
+            raise DatasetError(f"converter output {built} is not the dataset folder "
+                               f"{staging_root / dataset_name} with a {DATASET_JSON}")
+        _install(built, target, overwrite, staging_root)
+        return target
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _refuse_existing(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise DatasetError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise DatasetError(f"{target}: dataset folder already exists; pass overwrite=True (CLI: --overwrite) "
+                           "to replace it once the new conversion has succeeded")
+
+
+def _install(built: Path, target: Path, overwrite: bool, staging_root: Path) -> None:
+    """Move ``built`` to ``target``; an existing target is set aside first and deleted afterwards."""
+    _refuse_existing(target, overwrite)  # again: another process may have written it meanwhile
+    previous = staging_root / "previous"
+    if target.exists():
+        os.rename(target, previous)
+    try:
+        os.rename(built, target)
+    except OSError:
+        if previous.exists():
+            os.rename(previous, target)
+        raise
+    logger.info("dataset written to %s", target)
+
+
+def output_ending(file_name: str) -> str:
+    """File ending used in the raw dataset for a source file: NIfTI becomes ``.nii.gz``, others stay."""
+    if file_name.endswith(NIFTI_GZ) or file_name.endswith(NIFTI):
+        return NIFTI_GZ
+    suffix = Path(file_name).suffix
+    if not suffix:
+        raise DatasetError(f"{file_name}: cannot tell the image format (no file extension)")
+    return suffix
+
+
+def copy_image_file(src: Path, dst: Path) -> None:
+    """Copy an image keeping its bytes (and so its exact header); ``.nii`` is gzipped to ``.nii.gz``.
+
+    Only the header is read, to fail early on files that are not images; pixel data is checked by
+    :func:`autocmr.dataset.integrity.check_dataset`.
+    """
+    read_header(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.name.endswith(NIFTI) and dst.name.endswith(NIFTI_GZ):
+        with open(src, "rb") as fin, gzip.open(dst, "wb", compresslevel=GZIP_LEVEL) as fout:
+            shutil.copyfileobj(fin, fout)
+    elif output_ending(src.name) == output_ending(dst.name):
+        shutil.copyfile(src, dst)
+    else:
+        array, geometry = read_image(src)
+        write_image(array, geometry, dst)
+
+
+def check_values(values: Sequence[int], mapping: dict[int, int], path: Path) -> None:
+    unknown = sorted(set(values) - set(mapping))
+    if unknown:
+        raise InputFileError(path, f"label values {unknown} are not among the expected values {sorted(mapping)}")
+
+
+def transfer_label(src: Path, dst: Path, mapping: dict[int, int]) -> None:
+    """Copy a label file byte-for-byte when ``mapping`` leaves its values unchanged, else re-write it.
+
+    Raises InputFileError for unreadable files, non-integer values or values not in ``mapping``.
+    """
+    array, geometry = read_image(src)
+    values = label_values(array, src)
+    check_values(values, mapping, src)
+    if all(mapping[v] == v for v in values) and output_ending(src.name) == output_ending(dst.name):
+        copy_image_file(src, dst)
+        return
+    remapped = remap_labels(array, mapping, source=str(src))
+    write_image(remapped.astype(np.uint8, copy=False), geometry, dst)
+
+
+def run_cases(fn: Callable[..., list[ConversionProblem]], jobs: list[tuple[str, tuple[Any, ...]]], *,
+              num_workers: int, desc: str) -> list[ConversionProblem]:
+    """Run ``fn(*args)`` per case (in a process pool when worthwhile) and gather all problems.
+
+    ``fn`` returns the problems of its case; an unexpected exception becomes a problem of that case too.
+    """
+    workers = min(num_workers, len(jobs))
+    if workers <= 1 or len(jobs) < MIN_CASES_FOR_POOL:
+        results, failures = run_all(fn, jobs, num_workers=1, desc=desc)
+    else:
+        # No torch here: a bare spawn pool starts much faster than autocmr.parallel.make_pool's workers.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results, failures = run_all(fn, jobs, num_workers=workers, desc=desc, pool=pool)
+    problems = [p for key, _ in jobs for p in results.get(key, [])]
+    by_message: dict[str, list[str]] = {}
+    for key, message in failures.items():
+        by_message.setdefault(message, []).append(key)
+    for message, keys in by_message.items():
+        # A crashed pool fails every pending case with the same message: say it once.
+        if len(keys) > MAX_SAME_FAILURE:
+            problems.append(ConversionProblem(Path(sorted(keys)[0]), f"conversion failed ({message}), and "
+                                              f"{len(keys) - 1} other cases with the same error"))
+        else:
+            problems += [ConversionProblem(Path(key), f"conversion failed ({message})") for key in sorted(keys)]
+    return problems
+
+
+def problems_of(exc: Exception, fallback: Path) -> ConversionProblem:
+    """A problem from an expected per-case exception (the file it names, or ``fallback``)."""
+    if isinstance(exc, InputFileError):
+        return ConversionProblem(exc.path, exc.reason)
+    return ConversionProblem(fallback, str(exc))
+
+
+def finish_dataset(folder: Path, dataset_json: DatasetJson, rows: list[dict[str, Any]]) -> None:
+    """Write dataset.json and (when there are rows) cases.csv."""
+    dataset_json.save(folder / DATASET_JSON)
+    if rows:
+        write_cases_csv(folder, rows)
+
+
+def summarize_dataset(folder: str | Path) -> str:
+    """One line: training cases, test images, label names (for CLI output and logs)."""
+    folder = Path(folder)
+    dj = DatasetJson.load(folder / DATASET_JSON)
+    test_dir = folder / "imagesTs"
+    n_test = len([f for f in test_dir.iterdir() if f.name.endswith(dj.file_ending)]) if test_dir.is_dir() else 0
+    labels = ", ".join(f"{v} {k}" for k, v in sorted(dj.labels.items(), key=lambda kv: kv[1]) if v)
+    return (f"{folder.name}: {dj.num_training} training cases, {n_test // max(1, dj.num_channels)} test "
+            f"images, {dj.num_channels} channel(s), labels {labels}")
+
+
+__all__ = ["ConversionProblem", "STAGING_PREFIX", "convert_staged", "copy_image_file",
+           "raise_problems", "resolve_raw_root", "resolve_workers", "summarize_dataset", "transfer_label"]

@@ -1,0 +1,185 @@
+"""Convert a plain folder of image/label pairs (one channel per case) into an autocmr raw dataset.
+
+Pairs are matched by name: an image ``NAME<ending>`` (or ``NAME_0000<ending>``) pairs with the label
+``NAME<ending>`` or ``NAME_gt``/``NAME_seg``/``NAME_label``/``NAME_labels`` ``<ending>`` in the labels folder
+(which may be the images folder itself). Every unmatched or ambiguous file is reported, all at once.
+Images are copied byte-for-byte; labels too, unless a label map changes their values.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from autocmr.dataset.converters.common import (ConversionProblem, convert_staged, copy_image_file, finish_dataset,
+                                               output_ending, problems_of, raise_problems, resolve_workers,
+                                               run_cases, transfer_label)
+from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.dataset.naming import make_dataset_name
+from autocmr.dataset.raw import DatasetJson
+from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
+CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix; only single-channel folders are converted
+
+
+def parse_label_map(label_map: Mapping[Any, Any] | str | Path | None) -> dict[int, int]:
+    """``{"1": 3, "3": 1}`` (a mapping, a JSON string or a JSON file) as ``{1: 3, 3: 1}``."""
+    if label_map is None:
+        return {}
+    if isinstance(label_map, Path) or (isinstance(label_map, str) and Path(label_map).is_file()):
+        label_map = Path(label_map).read_text(encoding="utf-8")
+    if isinstance(label_map, str):
+        try:
+            label_map = json.loads(label_map)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"label map {label_map!r} is not valid JSON ({exc})") from exc
+    if not isinstance(label_map, Mapping):
+        raise ConfigurationError(f"label map must map source values to target values, got {label_map!r}")
+    try:
+        return {int(k): int(v) for k, v in label_map.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"label map {dict(label_map)} must map integers to integers") from exc
+
+
+def label_mapping(labels: Mapping[str, int], label_map: Mapping[int, int]) -> dict[int, int]:
+    """Source value -> target value: the declared values map to themselves unless ``label_map`` says otherwise."""
+    targets = set(labels.values())
+    bad = {k: v for k, v in label_map.items() if v not in targets or k < 0}
+    if bad:
+        raise ConfigurationError(f"label map entries {bad} map to values that are not declared labels "
+                                 f"{dict(labels)} (or from negative values)")
+    return {**{v: v for v in targets}, **dict(label_map)}
+
+
+def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
+                ) -> tuple[list[tuple[str, Path, Path]], list[ConversionProblem]]:
+    """``(case_id, image, label)`` for every matched pair, and a problem for every unmatched file."""
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: folder not found")
+    same = images_dir.resolve() == labels_dir.resolve()
+    # In a shared folder only suffixed files are labels; every other file is an image.
+    label_files = {f.name[: -len(file_ending)]: f for f in sorted(labels_dir.iterdir())
+                   if f.name.endswith(file_ending) and not f.name.startswith(".")
+                   and (not same or f.name[: -len(file_ending)].endswith(LABEL_SUFFIXES))}
+    images: dict[str, Path] = {}
+    problems: list[ConversionProblem] = []
+    for f in sorted(images_dir.iterdir()):
+        if not f.name.endswith(file_ending) or f.name.startswith("."):
+            continue
+        stem = f.name[: -len(file_ending)]
+        if same and stem.endswith(LABEL_SUFFIXES):
+            continue  # a label beside its image
+        case_id = stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem
+        if case_id in images:
+            problems.append(ConversionProblem(f, f"same case id {case_id!r} as {images[case_id].name}"))
+            continue
+        images[case_id] = f
+    if not images:
+        endings = sorted({"".join(f.suffixes) for f in images_dir.iterdir() if f.is_file()})
+        raise DatasetError(f"{images_dir}: no image ending in {file_ending} (file endings found: {endings})")
+    pairs, used = [], set()
+    for case_id, image in images.items():
+        stem = image.name[: -len(file_ending)]
+        names = [n for n in dict.fromkeys([case_id, stem] + [case_id + s for s in LABEL_SUFFIXES])
+                 if n in label_files]
+        if len(names) == 1:
+            pairs.append((case_id, image, label_files[names[0]]))
+            used.add(names[0])
+        elif names:
+            problems.append(ConversionProblem(image, f"several labels match: {[n + file_ending for n in names]}"))
+            used.update(names)
+        else:
+            looked = ", ".join(case_id + s + file_ending for s in ("",) + LABEL_SUFFIXES)
+            problems.append(ConversionProblem(image, f"no label found in {labels_dir} (looked for {looked})"))
+    problems += [ConversionProblem(f, "label without a matching image")
+                 for n, f in label_files.items() if n not in used]
+    return pairs, problems
+
+
+def convert_folder(images_dir: str | Path, labels_dir: str | Path, raw_root: str | Path | None, dataset_id: int, *,
+                   short_name: str, label_map: Mapping[Any, Any] | str | None = None,
+                   labels: Mapping[str, int] | None = None, file_ending: str = ".nii.gz",
+                   metadata_csv: str | Path | None = None, channel_name: str = "cineMRI",
+                   num_workers: int | None = None, overwrite: bool = False) -> Path:
+    """Convert matched image/label pairs into ``raw_root/DatasetNNN_<short_name>``; returns the folder.
+
+    Args:
+        images_dir, labels_dir: the folders (may be the same folder).
+        raw_root: the raw root (``None``: flag > $AUTOCMR_RAW > default).
+        dataset_id, short_name: name the dataset ``DatasetNNN_<short_name>``.
+        label_map: source label value -> target value, e.g. ``{"1": 3, "3": 1}``; unlisted declared values
+            stay as they are, any other value is an error.
+        labels: the dataset's label names and values (default autocmr's: background, LV, MYO, RV).
+        file_ending: of the source files; NIfTI (``.nii``/``.nii.gz``) is stored as ``.nii.gz``.
+        metadata_csv: optional per-case metadata with a ``case_id`` column (``subject``, ``phase``, ...).
+        channel_name: the channel's name in dataset.json.
+        num_workers: worker processes (``None``: all cores).
+        overwrite: replace an existing dataset folder (only after the new conversion succeeded).
+    """
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    name = make_dataset_name(dataset_id, short_name)
+    labels = dict(labels or AUTOCMR_LABELS)
+    DatasetJson.from_dict({"channel_names": {"0": channel_name}, "labels": labels, "numTraining": 0,
+                           "file_ending": file_ending}, source="labels")  # validates the label names/values
+    mapping = label_mapping(labels, parse_label_map(label_map))
+    pairs, problems = match_pairs(images_dir, labels_dir, file_ending)
+    rows = _metadata_rows(metadata_csv, [c for c, _, _ in pairs])
+    ending = output_ending(file_ending)
+
+    def build(staging_root: Path) -> Path:
+        folder = staging_root / name
+        jobs = [(str(image), (image, label, folder, case_id, mapping, ending)) for case_id, image, label in pairs]
+        found = problems + run_cases(_convert_pair, jobs, num_workers=resolve_workers(num_workers),
+                                     desc=short_name)
+        raise_problems(f"conversion of {images_dir}", found, staging_root.parent / name)
+        dj = DatasetJson({"0": channel_name}, labels, len(pairs), ending, short_name,
+                         f"converted from {images_dir} and {labels_dir}")
+        finish_dataset(folder, dj, rows)
+        return folder
+
+    return convert_staged(raw_root, name, build, overwrite=overwrite, sources=[images_dir, labels_dir])
+
+
+def _metadata_rows(metadata_csv: str | Path | None, case_ids: list[str]) -> list[dict[str, Any]]:
+    if metadata_csv is None:
+        return []
+    path = Path(metadata_csv)
+    try:
+        table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read metadata CSV ({exc})") from exc
+    if "case_id" not in table.columns:
+        raise DatasetError(f"{path}: needs a 'case_id' column, found {list(table.columns)}")
+    if table["case_id"].duplicated().any():
+        raise DatasetError(f"{path}: duplicated case ids {sorted(table.loc[table['case_id'].duplicated(), 'case_id'])[:5]}")
+    unknown = sorted(set(table["case_id"]) - set(case_ids))
+    if unknown:
+        logger.warning("%s: %d rows for cases not in the dataset, dropped (e.g. %s)", path, len(unknown), unknown[:3])
+    table = table[table["case_id"].isin(case_ids)]
+    return [{k: v for k, v in row.items() if not pd.isna(v)} for row in table.to_dict("records")]
+
+
+def _convert_pair(image: Path, label: Path, folder: Path, case_id: str, mapping: dict[int, int],
+                  ending: str) -> list[ConversionProblem]:
+    """Worker: copy one image and transfer (copy or remap) its label; returns the problems."""
+    problems = []
+    for src, dst, action in ((image, folder / "imagesTr" / f"{case_id}_0000{ending}", "image"),
+                             (label, folder / "labelsTr" / f"{case_id}{ending}", "label")):
+        try:
+            if action == "image":
+                copy_image_file(src, dst)
+            else:
+                transfer_label(src, dst, mapping)
+        except AutocmrError as exc:
+            problems.append(problems_of(exc, src))
+    return problems
+
+
+__all__ = ["LABEL_SUFFIXES", "convert_folder", "label_mapping", "match_pairs", "parse_label_map"]

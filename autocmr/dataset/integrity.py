@@ -1,0 +1,327 @@
+"""Check a raw dataset before planning: every file readable, geometry consistent, label values declared.
+
+:func:`check_dataset` reads every image and label (pixel data too, in a process pool) and returns one
+:class:`IntegrityReport` listing all problems found, so that a user fixes them in one pass instead of
+meeting them one at a time deep inside preprocessing or training.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import multiprocessing
+import struct
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson
+from autocmr.errors import DatasetError, InputFileError
+from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry, read_image
+from autocmr.parallel import run_all
+
+logger = logging.getLogger(__name__)
+
+ERROR, WARNING = "error", "warning"
+EXPECTED_DIM = 3  # autocmr trains on 3D stacks (z, y, x), one channel per file
+_CHANNEL_DIGITS = 4  # nnU-Net's CASE_XXXX channel suffix
+# NIfTI datatype codes of floating-point voxels (nifti1.h: DT_FLOAT32, DT_FLOAT64) -> numpy type.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+_NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540  # header sizes in bytes (sizeof_hdr)
+
+
+@dataclass(frozen=True)
+class IntegrityProblem:
+    """One problem: the case (empty for dataset-level problems), the file at fault, what is wrong."""
+
+    case_id: str
+    file: Path
+    reason: str
+    severity: str = ERROR
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """All problems found in one dataset."""
+
+    dataset_folder: Path
+    num_training: int
+    num_test: int
+    problems: tuple[IntegrityProblem, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> list[IntegrityProblem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[IntegrityProblem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    def format(self) -> str:
+        """A header line and one line per problem (severity, case, file relative to the dataset, reason)."""
+        head = (f"{self.dataset_folder}: {self.num_training} training cases, {self.num_test} test cases checked; "
+                f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        if not self.problems:
+            return head + " - no problems found"
+        rows = [(p.severity, p.case_id or "-", self._relative(p.file), p.reason)
+                for p in sorted(self.problems, key=lambda p: (p.severity != ERROR, p.case_id, str(p.file)))]
+        widths = [max(len(r[i]) for r in rows + [("severity", "case", "file", "")]) for i in range(3)]
+        lines = [head, "  ".join(h.ljust(w) for h, w in zip(("severity", "case", "file"), widths)) + "  problem"]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+        return "\n".join(lines)
+
+    def raise_if_errors(self) -> None:
+        """Raise :class:`DatasetError` with the full listing when there is any error."""
+        if not self.ok:
+            raise DatasetError("the dataset has problems that must be fixed first:\n" + self.format())
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.dataset_folder))
+        except ValueError:
+            return str(path)
+
+
+def check_dataset(dataset_folder: str | Path, *, num_workers: int = 1,
+                  tolerance: float = DEFAULT_GEOMETRY_TOLERANCE) -> IntegrityReport:
+    """Check every case of a raw dataset folder; returns the report (it never stops at the first problem).
+
+    Args:
+        dataset_folder: a ``DatasetNNN_Name`` folder in the raw format.
+        num_workers: processes reading the files in parallel.
+        tolerance: geometry tolerance (mm for spacing/origin, relative for large values; direction cosines).
+    """
+    folder = Path(dataset_folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: dataset folder not found")
+    try:
+        dj = DatasetJson.load(folder / DATASET_JSON)
+    except DatasetError as exc:
+        problem = IntegrityProblem("", folder / DATASET_JSON, str(exc).removeprefix(f"{folder / DATASET_JSON}: "))
+        return IntegrityReport(folder, 0, 0, (problem,))
+    problems: list[IntegrityProblem] = []
+    train = _list_cases(folder / "imagesTr", dj, problems)
+    test = _list_cases(folder / "imagesTs", dj, problems) if (folder / "imagesTs").is_dir() else {}
+    if not (folder / "imagesTr").is_dir():
+        problems.append(IntegrityProblem("", folder / "imagesTr", "training images folder not found"))
+    labels = _list_labels(folder / "labelsTr", dj.file_ending, set(train), problems)
+    if dj.num_training != len(train):
+        problems.append(IntegrityProblem("", folder / DATASET_JSON, f"numTraining is {dj.num_training} but "
+                                         f"{len(train)} training cases were found in imagesTr"))
+    problems += _check_cases_csv(folder / CASES_CSV, set(train) | set(test))
+    allowed = sorted(dj.labels.values())
+    jobs = [(case_id, (case_id, train[case_id], labels.get(case_id), allowed, tolerance)) for case_id in train]
+    jobs += [(case_id, (case_id, test[case_id], None, allowed, tolerance)) for case_id in test]
+    problems += _run_checks(jobs, num_workers)
+    report = IntegrityReport(folder, len(train), len(test), tuple(problems))
+    logger.info("integrity check of %s: %d error(s), %d warning(s)", folder, len(report.errors), len(report.warnings))
+    return report
+
+
+def _list_cases(images_dir: Path, dj: DatasetJson, problems: list[IntegrityProblem]) -> dict[str, list[Path]]:
+    """Case id -> channel files, from ``CASE_XXXX<ending>`` names; bad names and missing channels are problems."""
+    if not images_dir.is_dir():
+        return {}
+    by_case: dict[str, dict[int, Path]] = {}
+    ending = dj.file_ending
+    for f in sorted(images_dir.iterdir()):
+        if f.name.startswith("."):
+            continue
+        if not f.name.endswith(ending):
+            problems.append(IntegrityProblem("", f, f"not a {ending} file (dataset.json file_ending)", WARNING))
+            continue
+        stem = f.name[: -len(ending)]
+        channel = stem[-_CHANNEL_DIGITS:]
+        if len(stem) <= _CHANNEL_DIGITS + 1 or stem[-_CHANNEL_DIGITS - 1] != "_" or not channel.isdigit():
+            problems.append(IntegrityProblem("", f, f"image name must be CASE_XXXX{ending} (XXXX = channel)"))
+            continue
+        by_case.setdefault(stem[: -_CHANNEL_DIGITS - 1], {})[int(channel)] = f
+    cases = {}
+    expected = list(range(dj.num_channels))
+    for case_id, channels in sorted(by_case.items()):
+        if sorted(channels) != expected:
+            problems.append(IntegrityProblem(case_id, channels[min(channels)], f"has channels {sorted(channels)}, "
+                                             f"dataset.json declares {expected}"))
+            continue
+        cases[case_id] = [channels[c] for c in expected]
+    return cases
+
+
+def _list_labels(labels_dir: Path, ending: str, cases: set[str], problems: list[IntegrityProblem]) -> dict[str, Path]:
+    found = {f.name[: -len(ending)]: f for f in sorted(labels_dir.iterdir())
+             if f.name.endswith(ending) and not f.name.startswith(".")} if labels_dir.is_dir() else {}
+    for case_id, f in found.items():
+        if case_id not in cases:
+            problems.append(IntegrityProblem(case_id, f, "label without a training image", WARNING))
+    for case_id in sorted(cases - set(found)):
+        problems.append(IntegrityProblem(case_id, labels_dir / f"{case_id}{ending}", "label file missing"))
+    return {c: f for c, f in found.items() if c in cases}
+
+
+def _check_cases_csv(path: Path, known: set[str]) -> list[IntegrityProblem]:
+    if not path.is_file():
+        return []
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        return [IntegrityProblem("", path, f"cannot read as CSV ({exc})")]
+    if "case_id" not in table.columns:
+        return [IntegrityProblem("", path, f"needs a 'case_id' column, found {list(table.columns)}")]
+    problems = []
+    for case_id, rows in table.groupby("case_id", sort=True):
+        if len(rows) > 1:
+            subjects = sorted(rows["subject"].fillna("").unique()) if "subject" in rows else []
+            what = f"mapped to several subjects {subjects}" if len(subjects) > 1 else "listed more than once"
+            problems.append(IntegrityProblem(str(case_id), path, f"{len(rows)} rows: case {what}"))
+    unknown = sorted(set(table["case_id"].dropna()) - known)
+    problems += [IntegrityProblem(c, path, "row for a case that is not in imagesTr or imagesTs", WARNING)
+                 for c in unknown]
+    return problems
+
+
+def _run_checks(jobs: list, num_workers: int) -> list[IntegrityProblem]:
+    if num_workers <= 1 or len(jobs) < 2:
+        results, failures = run_all(check_case, jobs, num_workers=1, desc="checking")
+    else:
+        context = multiprocessing.get_context("spawn")  # no torch needed here: a bare pool starts faster
+        with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=context) as pool:
+            results, failures = run_all(check_case, jobs, num_workers=num_workers, desc="checking", pool=pool)
+    problems = [p for key, _ in jobs for p in results.get(key, [])]
+    problems += [IntegrityProblem(key, args[1][0], f"check failed ({failures[key]})")
+                 for key, args in jobs if key in failures]
+    return problems
+
+
+def check_case(case_id: str, images: list[Path], label: Path | None, allowed: list[int],
+               tolerance: float = DEFAULT_GEOMETRY_TOLERANCE) -> list[IntegrityProblem]:
+    """All problems of one case: its channel images and (for training cases) its label."""
+    problems: list[IntegrityProblem] = []
+    reference: tuple[Path, Geometry] | None = None
+    for path in images:
+        geometry = _check_image(case_id, path, problems)
+        if geometry is None:
+            continue
+        if reference is None:
+            reference = (path, geometry)
+        else:
+            _compare(case_id, path, geometry, reference, tolerance, problems)
+    if label is None:
+        return problems
+    try:
+        array, geometry = read_image(label)
+    except InputFileError as exc:
+        return problems + [IntegrityProblem(case_id, label, exc.reason)]
+    if _dim_ok(case_id, label, array.shape, problems) and reference is not None:
+        _compare(case_id, label, geometry, reference, tolerance, problems)
+    problems += _label_value_problems(case_id, label, array, allowed)
+    return problems
+
+
+def _check_image(case_id: str, path: Path, problems: list[IntegrityProblem]) -> Geometry | None:
+    try:
+        array, geometry = read_image(path)
+    except InputFileError as exc:
+        problems.append(IntegrityProblem(case_id, path, exc.reason))
+        return None
+    dim_ok = _dim_ok(case_id, path, array.shape, problems)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        # ITK's NIfTI reader turns NaN into 0: where zeros appear, look at the stored voxels themselves.
+        if not bad and not array.all():
+            bad = count_nonfinite_nifti(path) or 0
+        if bad:
+            problems.append(IntegrityProblem(case_id, path, f"{bad} voxels are NaN or infinite"))
+    if array.size:
+        low, high = np.nanmin(array), np.nanmax(array)
+        if low == high:
+            what = "all zero" if low == 0 else f"constant (every voxel is {low})"
+            problems.append(IntegrityProblem(case_id, path, f"empty image: {what}"))
+    return geometry if dim_ok else None
+
+
+def count_nonfinite_nifti(path: str | Path) -> int | None:
+    """Number of NaN/inf voxels stored in a floating-point NIfTI file; ``None`` if not such a file.
+
+    Reads the raw voxel bytes because ITK (hence :func:`read_image`) silently replaces NaN by 0.
+    """
+    path = Path(path)
+    if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+        return None
+    try:
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+            header = f.read(_NIFTI2_HEADER)
+            endian = next((e for e in "<>" if struct.unpack(e + "i", header[:4])[0] in
+                           (_NIFTI1_HEADER, _NIFTI2_HEADER)), None)
+            if endian is None:
+                return None
+            if struct.unpack(endian + "i", header[:4])[0] == _NIFTI1_HEADER:
+                datatype = struct.unpack(endian + "h", header[70:72])[0]
+                offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            else:
+                datatype = struct.unpack(endian + "h", header[12:14])[0]
+                offset = struct.unpack(endian + "q", header[168:176])[0]
+            if datatype not in _NIFTI_FLOATS:
+                return None
+            if offset > len(header):
+                f.read(offset - len(header))  # header extensions
+            data = header[offset:] + f.read()
+    except (OSError, EOFError, struct.error):
+        return None
+    dtype = np.dtype(endian + _NIFTI_FLOATS[datatype])
+    values = np.frombuffer(data[: len(data) // dtype.itemsize * dtype.itemsize], dtype=dtype)
+    return int(np.count_nonzero(~np.isfinite(values)))
+
+
+def _dim_ok(case_id: str, path: Path, shape: tuple[int, ...], problems: list[IntegrityProblem]) -> bool:
+    if len(shape) == EXPECTED_DIM:
+        return True
+    hint = " (a 4D cine? convert its ED/ES frames to 3D cases)" if len(shape) == 4 else ""
+    problems.append(IntegrityProblem(case_id, path, f"{len(shape)}D array of shape {shape}, expected a 3D "
+                                                    f"image (z, y, x){hint}"))
+    return False
+
+
+def _compare(case_id: str, path: Path, geometry: Geometry, reference: tuple[Path, Geometry], tolerance: float,
+             problems: list[IntegrityProblem]) -> None:
+    differences = reference[1].differences(geometry, tolerance)
+    if differences:
+        problems.append(IntegrityProblem(case_id, path, f"geometry differs from {reference[0].name}: "
+                                                        + "; ".join(differences)))
+
+
+def label_values(label: np.ndarray, path: str | Path) -> list[int]:
+    """Distinct values of a label array; non-integer values raise :class:`InputFileError` naming ``path``."""
+    if np.issubdtype(label.dtype, np.unsignedinteger):
+        return [int(v) for v in np.flatnonzero(np.bincount(label.ravel()))]  # much faster than np.unique
+    values = np.unique(label)
+    if not np.issubdtype(label.dtype, np.integer):
+        fractional = values[~np.isfinite(values) | (np.round(values) != values)]
+        if fractional.size:
+            raise InputFileError(path, f"non-integer label values {fractional[:5].tolist()}")
+    return [int(v) for v in values]
+
+
+def _label_value_problems(case_id: str, path: Path, label: np.ndarray, allowed: list[int]) -> list[IntegrityProblem]:
+    try:
+        values = label_values(label, path)
+    except InputFileError as exc:
+        return [IntegrityProblem(case_id, path, exc.reason)]
+    problems = []
+    undeclared = sorted(set(values) - set(allowed))
+    if undeclared:
+        problems.append(IntegrityProblem(case_id, path, f"label values {undeclared} are not declared in "
+                                                        f"dataset.json labels {allowed}"))
+    if values == [0]:
+        problems.append(IntegrityProblem(case_id, path, "label is all background", WARNING))
+    return problems
+
+
+__all__ = ["ERROR", "WARNING", "IntegrityProblem", "IntegrityReport", "check_case", "check_dataset",
+           "count_nonfinite_nifti", "label_values"]

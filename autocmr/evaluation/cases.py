@@ -1,0 +1,241 @@
+"""Finding, reading and checking the cases of an evaluation; turning one case into per-class metric rows.
+
+Every problem with one case (unreadable file, geometry or shape mismatch, unexpected label values, missing
+prediction) becomes a :class:`CaseFailure`; the rest of the cases are still evaluated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.errors import ConfigurationError, DatasetError, InputFileError
+from autocmr.evaluation.clinical import frame_case_id, subject_and_phase
+from autocmr.evaluation.metrics import case_metrics
+from autocmr.io.image import read_image
+
+logger = logging.getLogger(__name__)
+
+CASES_CSV = "cases.csv"
+# Reference files named like ACDC ground truth (``patient001_frame01_gt.nii.gz``) give the case id without
+# this suffix, so predictions named ``patient001_frame01.nii.gz`` match them.
+REFERENCE_SUFFIX = "_gt"
+# Label ranges up to this size are checked with a bincount (fast); larger ones with np.unique.
+_BINCOUNT_MAX_LABEL = 1024
+
+
+@dataclass(frozen=True)
+class CaseFailure:
+    """A case that could not be evaluated: its id, the file at fault (if any) and why."""
+
+    case_id: str
+    file: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CasePair:
+    """A reference file and the prediction file matched to it."""
+
+    case_id: str
+    reference: Path
+    prediction: Path
+
+
+def resolve_labels(labels: Mapping[str, int] | str | Path | None) -> dict[str, int]:
+    """Foreground classes to evaluate (name -> value, background dropped).
+
+    ``labels`` is a mapping, JSON text, or a JSON file (a plain mapping or a ``dataset.json`` with a
+    ``labels`` entry); ``None`` gives the autocmr classes (1 LV, 2 MYO, 3 RV).
+    """
+    if labels is None:
+        labels = AUTOCMR_LABELS
+    elif isinstance(labels, (str, Path)):
+        labels = _labels_from_json(labels)
+    out: dict[str, int] = {}
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ConfigurationError(f"label {name!r} has value {value!r}; expected an integer")
+        if int(value) != 0:
+            out[str(name)] = int(value)
+    if not out:
+        raise ConfigurationError(f"labels {dict(labels)} contain no foreground class (value != 0)")
+    if len(set(out.values())) != len(out):
+        raise ConfigurationError(f"labels {out} give the same value to several classes")
+    return out
+
+
+def _labels_from_json(spec: str | Path) -> Mapping[str, Any]:
+    text = str(spec)
+    path = Path(text)
+    source = text
+    if not text.lstrip().startswith("{"):
+        if not path.is_file():
+            raise ConfigurationError(f"labels {text!r}: neither JSON text nor an existing JSON file")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"labels {source}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+        data = data["labels"]  # a dataset.json
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"labels {source}: expected a JSON object name -> value, got {type(data).__name__}")
+    return data
+
+
+def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequence[Path] = ()) -> pd.DataFrame | None:
+    """Case metadata indexed by case id (strings), or None.
+
+    ``metadata`` is a table (with a ``case_id`` column or index) or a CSV path; when None, the first
+    ``cases.csv`` found in ``search`` folders is used (a raw dataset keeps it beside ``labelsTr``).
+    """
+    if metadata is None:
+        found = [Path(d) / CASES_CSV for d in search if (Path(d) / CASES_CSV).is_file()]
+        if not found:
+            return None
+        metadata = found[0]
+        logger.info("using case metadata from %s", metadata)
+    source = "metadata table"
+    if isinstance(metadata, (str, Path)):
+        source = str(metadata)
+        if not Path(metadata).is_file():
+            raise DatasetError(f"{metadata}: metadata file not found")
+        table = pd.read_csv(metadata, dtype={"case_id": str, "subject": str})
+    else:
+        table = metadata.copy()
+        if "case_id" not in table.columns:
+            table = table.rename_axis("case_id").reset_index()
+    if "case_id" not in table.columns:
+        raise DatasetError(f"{source}: needs a 'case_id' column, found {list(table.columns)}")
+    table["case_id"] = table["case_id"].astype(str)
+    dupes = sorted(table.loc[table["case_id"].duplicated(), "case_id"].unique())
+    if dupes:
+        raise DatasetError(f"{source}: duplicated case ids {dupes[:5]}")
+    return table.set_index("case_id")
+
+
+def case_info(case_ids: Sequence[str], metadata: pd.DataFrame | None) -> pd.DataFrame:
+    """Metadata rows for ``case_ids`` with ``subject`` and ``phase`` completed from the ids when absent."""
+    info = (metadata.reindex(list(case_ids)) if metadata is not None
+            else pd.DataFrame(index=pd.Index(list(case_ids), name="case_id")))
+    inferred = [subject_and_phase(c, metadata) for c in info.index]
+    for col, pos in (("subject", 0), ("phase", 1)):
+        guess = pd.Series([g[pos] for g in inferred], index=info.index, dtype=object)
+        info[col] = info[col].where(info[col].notna(), guess) if col in info.columns else guess
+    info["subject"] = info["subject"].where(info["subject"].notna(), pd.Series(info.index, index=info.index))
+    return info
+
+
+def match_files(reference_dir: Path, prediction_dir: Path, file_ending: str
+                ) -> tuple[list[CasePair], list[CaseFailure], list[str]]:
+    """Pair reference and prediction files; returns pairs, references without prediction, unused predictions.
+
+    A reference ``CASE<ending>`` (or ``CASE_gt<ending>``) matches the prediction ``CASE<ending>``, or one
+    named exactly like the reference. Hidden files (temporaries) are ignored.
+    """
+    def listing(folder: Path) -> dict[str, Path]:
+        return {f.name: f for f in sorted(folder.iterdir())
+                if f.is_file() and f.name.endswith(file_ending) and not f.name.startswith(".")}
+
+    refs, preds = listing(reference_dir), listing(prediction_dir)
+    if not refs:
+        raise DatasetError(f"{reference_dir}: no reference files ending in {file_ending}")
+    pairs, missing, used = [], [], set()
+    for name, ref in refs.items():
+        case_id = name[: -len(file_ending)]
+        if case_id.endswith(REFERENCE_SUFFIX) and len(case_id) > len(REFERENCE_SUFFIX):
+            case_id = case_id[: -len(REFERENCE_SUFFIX)]
+        candidates = [n for n in (case_id + file_ending, name) if n in preds]
+        if candidates:
+            used.add(candidates[0])
+            pairs.append(CasePair(case_id, ref, preds[candidates[0]]))
+        else:
+            missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in {prediction_dir}"))
+    unmatched = sorted(set(preds) - used)
+    return pairs, missing, unmatched
+
+
+def _label_problem(array: np.ndarray, allowed: set[int], what: str) -> str | None:
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.issubdtype(array.dtype, np.number) or not np.array_equal(array, np.round(array)):
+            return f"{what} has non-integer values (dtype {array.dtype}); expected a label map"
+        array = array.astype(np.int64)
+    low, high = int(array.min(initial=0)), int(array.max(initial=0))
+    if low >= 0 and high <= _BINCOUNT_MAX_LABEL:
+        values = np.flatnonzero(np.bincount(array.ravel().astype(np.int64, copy=False), minlength=1))
+    else:
+        values = np.unique(array)
+    unexpected = sorted(int(v) for v in values if int(v) not in allowed)
+    if unexpected:
+        return f"{what} has unexpected label values {unexpected[:10]} (expected a subset of {sorted(allowed)})"
+    return None
+
+
+def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
+                    labels: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Per-class metric rows of one case; a 4D array (one more axis than ``spacing``) gives rows per frame.
+
+    Raises ``ValueError`` naming the problem (shape, spacing, label values).
+    """
+    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if reference.shape != prediction.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
+    allowed = {0, *labels.values()}
+    for array, what in ((reference, "reference"), (prediction, "prediction")):
+        problem = _label_problem(array, allowed, what)
+        if problem:
+            raise ValueError(problem)
+    spacing = tuple(float(s) for s in spacing)
+    if reference.ndim == len(spacing):
+        frames: list[tuple[int | None, np.ndarray, np.ndarray]] = [(None, reference, prediction)]
+    elif reference.ndim == len(spacing) + 1:
+        frames = [(t, reference[t], prediction[t]) for t in range(reference.shape[0])]
+    else:
+        raise ValueError(f"spacing {spacing} does not fit arrays of shape {reference.shape}")
+    rows = []
+    for t, ref, pred in frames:
+        cid = case_id if t is None else frame_case_id(case_id, t)
+        for name, values in case_metrics(ref, pred, spacing, labels).items():
+            rows.append({"case_id": cid, "source_case": case_id, "frame": t, "class": name, **values})
+    return rows
+
+
+def evaluate_pair(pair: CasePair, labels: Mapping[str, int]) -> tuple[list[dict[str, Any]], CaseFailure | None]:
+    """Read and evaluate one reference/prediction pair (runs in worker processes: module-level)."""
+    try:
+        ref, ref_geo = read_image(pair.reference)
+        pred, pred_geo = read_image(pair.prediction)
+    except InputFileError as exc:
+        return [], CaseFailure(pair.case_id, str(exc.path), exc.reason)
+    problems = ref_geo.differences(pred_geo)
+    if problems:
+        return [], CaseFailure(pair.case_id, str(pair.prediction),
+                               "geometry differs from the reference: " + "; ".join(problems))
+    spacing = ref_geo.spatial().spacing_zyx if ref_geo.dim == 4 else ref_geo.spacing_zyx
+    try:
+        rows = evaluate_arrays(pair.case_id, ref, pred, spacing, labels)
+    except ValueError as exc:
+        faulty = pair.reference if str(exc).startswith("reference") else pair.prediction
+        return [], CaseFailure(pair.case_id, str(faulty), str(exc))
+    logger.debug("evaluated %s", pair.case_id)
+    return rows, None
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a column name (for per-breakdown plots)."""
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", str(text)).strip("_") or "column"
+
+
+__all__ = ["CaseFailure", "CasePair", "case_info", "evaluate_arrays", "evaluate_pair", "load_metadata",
+           "match_files", "resolve_labels"]

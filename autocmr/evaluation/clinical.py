@@ -1,0 +1,218 @@
+"""Clinical measures of cardiac function from label maps: ventricular volumes, ejection fractions, LV mass.
+
+Structures are found by class name: ``LV`` (LV cavity), ``MYO`` (LV myocardium), ``RV`` (RV cavity), the
+autocmr convention (:data:`autocmr.dataset.labels.AUTOCMR_LABELS`). Volumes are voxel counts x voxel volume
+(summation of discs, no interpolation between slices), in mL; EF in %; mass in g.
+
+End-diastole (ED) and end-systole (ES) come from metadata (a ``cases.csv`` table with ``case_id``,
+``subject`` and ``phase`` in {ED, ES}; without one, case ids ending in ``_ED`` / ``_ES`` are recognised), or,
+for a 4D cine mask, from the LV cavity volume curve: ED = largest, ES = smallest volume. The predicted
+curve chooses the predicted ED/ES frames, as a fully automatic analysis would.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.evaluation.metrics import VOL_PRED, VOL_REF, voxel_volume_ml
+
+logger = logging.getLogger(__name__)
+
+# Myocardial tissue density, g/mL (Vinnakota & Bassingthwaighte 2004; the value used by SCMR guidelines).
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+STRUCTURES = ("LV", "MYO", "RV")
+MEASURE_UNITS: dict[str, str] = {
+    "LVEDV": "mL", "LVESV": "mL", "LVSV": "mL", "LVEF": "%", "LVM": "g",
+    "RVEDV": "mL", "RVESV": "mL", "RVSV": "mL", "RVEF": "%",
+}
+MEASURES = tuple(MEASURE_UNITS)
+ED, ES = "ED", "ES"
+# Case ids such as ``patient001_ED`` or ``subject003-es`` carry subject and phase when no metadata is given.
+_PHASE_IN_ID = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECASE)
+
+
+def _ejection_fraction(edv: float, esv: float) -> float:
+    # An empty (or missing) diastolic cavity has no defined ejection fraction.
+    return 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
+
+
+def measures_from_volumes(ed: Mapping[str, float], es: Mapping[str, float]) -> dict[str, float]:
+    """Clinical measures from structure volumes (mL) at ED and ES (keys ``LV``, ``MYO``, ``RV``).
+
+    A structure missing from the mappings gives NaN for the measures that need it.
+    """
+    nan = float("nan")
+    lv_ed, lv_es = float(ed.get("LV", nan)), float(es.get("LV", nan))
+    rv_ed, rv_es = float(ed.get("RV", nan)), float(es.get("RV", nan))
+    return {
+        "LVEDV": lv_ed, "LVESV": lv_es, "LVSV": lv_ed - lv_es, "LVEF": _ejection_fraction(lv_ed, lv_es),
+        "LVM": float(ed.get("MYO", nan)) * MYOCARDIAL_DENSITY_G_PER_ML,
+        "RVEDV": rv_ed, "RVESV": rv_es, "RVSV": rv_ed - rv_es, "RVEF": _ejection_fraction(rv_ed, rv_es),
+    }
+
+
+def structure_volumes(mask: np.ndarray, spacing: Sequence[float], *,
+                      labels: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Volumes (mL) of LV, MYO and RV in a 3D label map (``labels`` defaults to the autocmr convention)."""
+    labels = AUTOCMR_LABELS if labels is None else labels
+    mask = np.asarray(mask)
+    if len(spacing) != mask.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {mask.ndim}D mask")
+    vv = voxel_volume_ml(spacing)
+    return {name: float(np.count_nonzero(mask == labels[name])) * vv for name in STRUCTURES if name in labels}
+
+
+def clinical_measures(ed_mask: np.ndarray, es_mask: np.ndarray, spacing: Sequence[float], *,
+                      labels: Mapping[str, int] | None = None) -> dict[str, float]:
+    """LVEDV, LVESV, LVSV (mL), LVEF (%), LVM (g), RVEDV, RVESV, RVSV (mL), RVEF (%) of one subject.
+
+    Args:
+        ed_mask, es_mask: label maps (z, y, x) at end-diastole and end-systole.
+        spacing: voxel size in mm, (z, y, x).
+        labels: class name -> value; defaults to autocmr (1 LV, 2 MYO, 3 RV).
+    """
+    return measures_from_volumes(structure_volumes(ed_mask, spacing, labels=labels),
+                                 structure_volumes(es_mask, spacing, labels=labels))
+
+
+def ed_es_from_curve(lv_volumes: Sequence[float] | np.ndarray) -> tuple[int, int]:
+    """Frame indices of ED (largest LV cavity volume) and ES (smallest); ties go to the first frame."""
+    curve = np.asarray(lv_volumes, dtype=float)
+    if curve.ndim != 1 or curve.size == 0:
+        raise ValueError(f"LV volume curve must be a non-empty 1D sequence, got shape {curve.shape}")
+    if not np.isfinite(curve).all():
+        raise ValueError(f"LV volume curve has undefined values: {curve.tolist()}")
+    return int(np.argmax(curve)), int(np.argmin(curve))
+
+
+def subject_and_phase(case_id: str, metadata: pd.DataFrame | None) -> tuple[str | None, str | None]:
+    """Subject and phase (``ED``/``ES``/other or None) of a case from metadata or, failing that, its id."""
+    if metadata is not None and case_id in metadata.index and {"subject", "phase"} <= set(metadata.columns):
+        subject, phase = metadata.at[case_id, "subject"], metadata.at[case_id, "phase"]
+        if isinstance(phase, str) and phase.strip() and not pd.isna(subject):
+            return str(subject), phase.strip().upper()
+    match = _PHASE_IN_ID.match(case_id)
+    if match:
+        return match.group("subject"), match.group("phase").upper()
+    return None, None
+
+
+def _volume_lookup(volumes: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """case id -> {"ref": {structure: mL}, "pred": {...}} from per-case x class rows."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for case_id, name, v_ref, v_pred in volumes[["case_id", "class", VOL_REF, VOL_PRED]].itertuples(index=False):
+        entry = out.setdefault(str(case_id), {"ref": {}, "pred": {}})
+        if name in STRUCTURES:
+            entry["ref"][name], entry["pred"][name] = float(v_ref), float(v_pred)
+    return out
+
+
+def _row(subject: str, ref: tuple[Any, Any, dict], pred: tuple[Any, Any, dict], note: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {"subject": subject, "ref_ED": ref[0], "ref_ES": ref[1],
+                           "pred_ED": pred[0], "pred_ES": pred[1]}
+    row.update({f"ref_{m}": ref[2].get(m, float("nan")) for m in MEASURES})
+    row.update({f"pred_{m}": pred[2].get(m, float("nan")) for m in MEASURES})
+    row["note"] = note
+    return row
+
+
+def _cine_rows(volumes: pd.DataFrame, lookup: dict, metadata: pd.DataFrame | None) -> list[dict[str, Any]]:
+    rows = []
+    cine = volumes[volumes["frame"].notna()]
+    for source, frames in cine.groupby("source_case", sort=True):
+        order = frames.drop_duplicates("case_id").sort_values("frame")
+        ids, frame_no = order["case_id"].astype(str).tolist(), order["frame"].astype(int).tolist()
+        subject = str(source)
+        if metadata is not None and source in metadata.index and "subject" in metadata.columns:
+            subject = str(metadata.at[source, "subject"]) if pd.notna(metadata.at[source, "subject"]) else subject
+        if len(ids) < 2 or "LV" not in lookup[ids[0]]["ref"]:
+            note = "a cine needs at least two frames and an LV class to find ED and ES"
+            rows.append(_row(subject, (None, None, {}), (None, None, {}), note))
+            continue
+        sides = []
+        for side in ("ref", "pred"):
+            ed, es = ed_es_from_curve([lookup[c][side]["LV"] for c in ids])
+            sides.append((frame_no[ed], frame_no[es],
+                          measures_from_volumes(lookup[ids[ed]][side], lookup[ids[es]][side])))
+        rows.append(_row(subject, sides[0], sides[1]))
+    return rows
+
+
+def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | None) -> list[dict[str, Any]]:
+    by_subject: dict[str, dict[str, list[str]]] = {}
+    for case_id in case_ids:
+        subject, phase = subject_and_phase(case_id, metadata)
+        if subject is not None and phase in (ED, ES):
+            by_subject.setdefault(subject, {ED: [], ES: []})[phase].append(case_id)
+    rows = []
+    for subject, phases in sorted(by_subject.items()):
+        eds, ess = phases[ED], phases[ES]
+        if len(eds) != 1 or len(ess) != 1:
+            note = f"needs one ED and one ES case, found ED {eds} and ES {ess}"
+            logger.warning("clinical measures skipped for subject %s: %s", subject, note)
+            rows.append(_row(subject, (None, None, {}), (None, None, {}), note))
+            continue
+        ed, es = eds[0], ess[0]
+        rows.append(_row(subject, (ed, es, measures_from_volumes(lookup[ed]["ref"], lookup[es]["ref"])),
+                         (ed, es, measures_from_volumes(lookup[ed]["pred"], lookup[es]["pred"]))))
+    return rows
+
+
+def clinical_table(volumes: pd.DataFrame, metadata: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-subject reference and predicted clinical measures from per-case x class volume rows.
+
+    Args:
+        volumes: rows with ``case_id``, ``class``, ``vol_ref_ml``, ``vol_pred_ml`` and optionally
+            ``source_case`` and ``frame`` (frames of a 4D cine: ED/ES from the LV volume curve).
+        metadata: indexed by case id, with ``subject`` and ``phase`` columns (3D cases).
+
+    Returns:
+        One row per subject: ``subject``, ``ref_ED``/``ref_ES``/``pred_ED``/``pred_ES`` (case ids, or frame
+        numbers for a cine), ``ref_<M>`` and ``pred_<M>`` for each measure in :data:`MEASURES`, and ``note``
+        (why a subject's measures are missing; empty when computed). Cases without a known subject/phase are
+        left out.
+    """
+    missing = {"case_id", "class", VOL_REF, VOL_PRED} - set(volumes.columns)
+    if missing:
+        raise ValueError(f"volume table lacks columns {sorted(missing)}")
+    if "frame" not in volumes.columns:
+        volumes = volumes.assign(frame=pd.NA)
+    if "source_case" not in volumes.columns:
+        volumes = volumes.assign(source_case=volumes["case_id"])
+    lookup = _volume_lookup(volumes)
+    rows = _cine_rows(volumes, lookup, metadata)
+    still = volumes.loc[volumes["frame"].isna(), "case_id"].astype(str).unique()
+    rows += _phase_rows(still, lookup, metadata)
+    columns = list(_row("", (None, None, {}), (None, None, {})))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
+                              metadata: pd.DataFrame | None = None, *,
+                              labels: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """:func:`clinical_table` from ``(case_id, reference, prediction, spacing)`` masks (3D, or 4D cine)."""
+    rows = []
+    for case_id, ref, pred, spacing in cases:
+        ref, pred = np.asarray(ref), np.asarray(pred)
+        frames = [(None, ref, pred)] if ref.ndim == len(spacing) else list(zip(range(len(ref)), ref, pred))
+        for t, r, p in frames:
+            vr, vp = structure_volumes(r, spacing, labels=labels), structure_volumes(p, spacing, labels=labels)
+            cid = case_id if t is None else frame_case_id(case_id, t)
+            rows += [{"case_id": cid, "class": s, VOL_REF: vr[s], VOL_PRED: vp[s], "source_case": case_id,
+                      "frame": pd.NA if t is None else t} for s in vr]
+    return clinical_table(pd.DataFrame(rows), metadata)
+
+
+def frame_case_id(case_id: str, frame: int) -> str:
+    """Case id of one frame of a 4D mask: ``CASE@tNN``."""
+    return f"{case_id}@t{int(frame):02d}"
+
+
+__all__ = ["MEASURES", "MEASURE_UNITS", "MYOCARDIAL_DENSITY_G_PER_ML", "clinical_measures", "clinical_table",
+           "clinical_table_from_masks", "ed_es_from_curve", "frame_case_id", "measures_from_volumes",
+           "structure_volumes", "subject_and_phase"]

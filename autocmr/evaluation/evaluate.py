@@ -1,0 +1,209 @@
+"""Evaluate predicted label maps against references: in memory or from two folders of files.
+
+Outputs (when an output folder is given): ``summary.json``, ``cases.csv`` (one row per case x class),
+``clinical.csv`` (per subject, reference and predicted measures), ``breakdowns.csv`` and PNG plots.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autocmr.errors import ConfigurationError, DatasetError
+from autocmr.evaluation import plots
+from autocmr.evaluation.cases import (CaseFailure, case_info, evaluate_arrays, evaluate_pair, load_metadata,
+                                      match_files, resolve_labels, safe_name)
+from autocmr.evaluation.clinical import STRUCTURES, clinical_table
+from autocmr.evaluation.report import build_summary, format_summary, group_values, write_tables
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_SUBDIR = "evaluation"
+LabelsSpec = Mapping[str, int] | str | Path | None
+MetadataSpec = pd.DataFrame | str | Path | None
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation produced.
+
+    Attributes:
+        summary: the content of ``summary.json`` (see :mod:`autocmr.evaluation.report`).
+        cases: one row per case (or 4D frame) x class: metrics and the case's metadata.
+        failures: cases that could not be evaluated, with the reason.
+        clinical: per-subject reference and predicted clinical measures (None without LV/MYO/RV classes).
+        output_dir: where the files were written (None for an in-memory evaluation without output).
+        files: the files written.
+    """
+
+    summary: dict[str, Any]
+    cases: pd.DataFrame
+    failures: list[CaseFailure]
+    clinical: pd.DataFrame | None = None
+    output_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def report(self) -> str:
+        """Terminal text: per-class metrics, clinical agreement, failures."""
+        return format_summary(self.summary)
+
+
+def _check_by(by: Sequence[str] | None, info: pd.DataFrame) -> list[str]:
+    by = list(by or [])
+    missing = [c for c in by if c not in info.columns]
+    if missing:
+        raise ConfigurationError(f"breakdown columns {missing} are not in the case metadata; available: "
+                                 f"{sorted(info.columns)} (give a cases.csv with -meta)")
+    return by
+
+
+def _case_table(rows: list[dict[str, Any]], info: pd.DataFrame) -> pd.DataFrame:
+    cases = pd.DataFrame(rows)
+    cases["frame"] = cases["frame"].astype("Int64")
+    meta = info.drop(columns=[c for c in info.columns if c in cases.columns], errors="ignore")
+    return cases.join(meta, on="source_case")
+
+
+def _finish(rows: list[dict[str, Any]], failures: list[CaseFailure], *, labels: dict[str, int],
+            metadata: pd.DataFrame | None, by: Sequence[str] | None, output_dir: Path | None,
+            extra: Mapping[str, Any], make_plots: bool) -> EvaluationResult:
+    if not rows:
+        reasons = "; ".join(f"{f.case_id}: {f.reason}" for f in failures[:5])
+        raise DatasetError(f"no case could be evaluated ({len(failures)} failed{': ' + reasons if reasons else ''})")
+    sources = list(dict.fromkeys(r["source_case"] for r in rows))
+    info = case_info(sources, metadata)
+    by = _check_by(by, info)
+    cases = _case_table(rows, info)
+    classes = list(labels)
+    clinical = None
+    if set(STRUCTURES) & set(classes):
+        clinical = clinical_table(cases, info)
+    summary, breakdown_table = build_summary(cases, classes, labels=labels, failures=failures, clinical=clinical,
+                                             by=by, extra=extra)
+    if failures:
+        logger.warning("%d cases could not be evaluated (listed in the summary's 'failures'), first: %s: %s",
+                       len(failures), failures[0].case_id, failures[0].reason)
+    result = EvaluationResult(summary, cases, list(failures), clinical, output_dir)
+    if output_dir is not None:
+        result.files = write_tables(output_dir, summary, cases, clinical, breakdown_table)
+        if make_plots:
+            result.files += _write_plots(output_dir, cases, clinical, by, classes)
+        logger.info("evaluation written to %s", output_dir)
+    return result
+
+
+def _write_plots(output_dir: Path, cases: pd.DataFrame, clinical: pd.DataFrame | None, by: Sequence[str],
+                 classes: Sequence[str]) -> list[Path]:
+    written = [plots.plot_metric_boxes(cases, classes, output_dir / "metrics.png")]
+    for column in by:
+        groups = group_values(cases, column)
+        written.append(plots.plot_breakdown(cases, groups, column, classes,
+                                            output_dir / f"breakdown_{safe_name(column)}.png"))
+    if clinical is not None and not clinical.empty:
+        written += [plots.plot_bland_altman(clinical, output_dir / "clinical_bland_altman.png"),
+                    plots.plot_clinical_scatter(clinical, output_dir / "clinical_scatter.png")]
+    return [p for p in written if p is not None]
+
+
+def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
+                   output_dir: str | Path | None = None, *, labels: LabelsSpec = None,
+                   metadata: MetadataSpec = None, by: Sequence[str] | None = None,
+                   make_plots: bool = True) -> EvaluationResult:
+    """Evaluate in-memory cases (no files needed, e.g. a trainer's final validation).
+
+    Args:
+        cases: ``(case_id, reference, prediction, spacing)`` with label maps in numpy order (z, y, x), or
+            (t, z, y, x) for a cine, and the spatial spacing in mm (z, y, x).
+        output_dir: folder for summary.json, cases.csv, plots...; None writes nothing.
+        labels: classes to evaluate (mapping, JSON text or file); default autocmr LV/MYO/RV.
+        metadata: per-case table (``case_id``, ``subject``, ``phase``, ...) or a CSV path.
+        by: metadata columns to break the results down by.
+        make_plots: False writes the tables only (plots take about a second each).
+
+    Raises:
+        DatasetError: no case could be evaluated.
+        ConfigurationError: bad labels or a breakdown column the metadata lacks.
+    """
+    label_map = resolve_labels(labels)
+    meta = load_metadata(metadata)
+    _check_by(by, case_info([], meta))  # fail before the work, not after
+    rows: list[dict[str, Any]] = []
+    failures: list[CaseFailure] = []
+    for case_id, reference, prediction, spacing in cases:
+        try:
+            rows += evaluate_arrays(str(case_id), reference, prediction, spacing, label_map)
+        except ValueError as exc:
+            failures.append(CaseFailure(str(case_id), None, str(exc)))
+    out = Path(output_dir) if output_dir is not None else None
+    return _finish(rows, failures, labels=label_map, metadata=meta, by=by, output_dir=out, extra={},
+                   make_plots=make_plots)
+
+
+def _run_pairs(pairs: list, labels: dict[str, int], num_workers: int) -> list[tuple[list, CaseFailure | None]]:
+    if num_workers <= 1 or len(pairs) <= 1:
+        return [evaluate_pair(p, labels) for p in pairs]
+    # spawn, not fork: SimpleITK and BLAS keep thread pools that a forked child can inherit locked.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(num_workers, len(pairs)), mp_context=context) as pool:
+        return list(pool.map(evaluate_pair, pairs, repeat(labels), chunksize=1))
+
+
+def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, output_dir: str | Path | None = None, *,
+                     labels: LabelsSpec = None, metadata: MetadataSpec = None, by: Sequence[str] | None = None,
+                     file_ending: str = ".nii.gz", num_workers: int = 1,
+                     write_outputs: bool = True, make_plots: bool = True) -> EvaluationResult:
+    """Evaluate every prediction file against its reference and write the results.
+
+    References ``CASE<ending>`` (or ACDC-style ``CASE_gt<ending>``) are matched to predictions
+    ``CASE<ending>`` or to a prediction named exactly like the reference. 3D and 4D (cine) files are read
+    with :func:`autocmr.io.image.read_image`; 4D files are evaluated per frame (``CASE@tNN``).
+
+    Args:
+        reference_dir: folder of reference label maps.
+        prediction_dir: folder of predicted label maps.
+        output_dir: where to write; default ``<prediction_dir>/evaluation``.
+        labels: classes to evaluate (mapping, JSON text or file); default autocmr LV/MYO/RV.
+        metadata: ``cases.csv``-style table or path; default the ``cases.csv`` in or beside ``reference_dir``.
+        by: metadata columns to break results down by (e.g. ``group``, ``vendor``, ``phase``).
+        file_ending: ending of the image files.
+        num_workers: processes reading and evaluating cases.
+        write_outputs: False computes everything but writes no file.
+        make_plots: False writes the tables only (plots take about a second each).
+
+    Raises:
+        DatasetError: a folder is missing, has no reference files, or no case could be evaluated.
+        ConfigurationError: bad labels or a breakdown column the metadata lacks.
+    """
+    reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
+    for folder, what in ((reference_dir, "reference"), (prediction_dir, "prediction")):
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: {what} folder not found")
+    label_map = resolve_labels(labels)
+    meta = load_metadata(metadata, search=(reference_dir, reference_dir.parent))
+    _check_by(by, case_info([], meta))
+    pairs, failures, unmatched = match_files(reference_dir, prediction_dir, file_ending)
+    if unmatched:
+        logger.warning("%d prediction files have no reference and are ignored: %s", len(unmatched), unmatched[:5])
+    logger.info("evaluating %d cases from %s against %s", len(pairs), prediction_dir, reference_dir)
+    rows: list[dict[str, Any]] = []
+    for case_rows, failure in _run_pairs(pairs, label_map, num_workers):
+        rows += case_rows
+        if failure is not None:
+            failures.append(failure)
+    failures.sort(key=lambda f: f.case_id)
+    out = Path(output_dir) if output_dir is not None else prediction_dir / DEFAULT_OUTPUT_SUBDIR
+    out = out if write_outputs else None
+    extra = {"reference_dir": str(reference_dir), "prediction_dir": str(prediction_dir),
+             "unmatched_predictions": unmatched}
+    return _finish(rows, failures, labels=label_map, metadata=meta, by=by, output_dir=out, extra=extra,
+                   make_plots=make_plots)
+
+
+__all__ = ["EvaluationResult", "evaluate_cases", "evaluate_folders"]

@@ -1,0 +1,41 @@
+"""From probabilities in preprocessed space back to a label map in the input's native space."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from autocmr.io.orientation import Reorientation
+from autocmr.planners.plans import Configuration, Plans
+from autocmr.preprocessing.cropping import uncrop
+from autocmr.preprocessing.resampling import argmax_resampled, resample_probabilities
+
+
+def labels_to_native(probabilities: torch.Tensor, props: dict[str, Any], plans: Plans, config: Configuration) -> np.ndarray:
+    """Label map (uint8) in the stored order of the input, from probabilities (C, z, y, x)."""
+    bbox = [tuple(b) for b in props["bbox"]]
+    label = argmax_resampled(probabilities, props["shape_after_crop"], anisotropic=config.resampling.anisotropic)
+    label = uncrop(label, bbox, props["shape_before_crop"], fill=0)
+    return _to_stored_order(label, props, plans)
+
+
+def probabilities_to_native(probabilities: torch.Tensor, props: dict[str, Any], plans: Plans,
+                            config: Configuration) -> np.ndarray:
+    """Class probabilities (C, z, y, x) in the stored order of the input (background 1 outside the crop)."""
+    bbox = [tuple(b) for b in props["bbox"]]
+    probs = resample_probabilities(probabilities, props["shape_after_crop"],
+                                   anisotropic=config.resampling.anisotropic).numpy()
+    full = uncrop(probs, bbox, props["shape_before_crop"], fill=0)
+    outside = np.ones(props["shape_before_crop"], bool)
+    outside[tuple(slice(a, b) for a, b in bbox)] = False
+    full[0][outside] = 1.0
+    return _to_stored_order(full, props, plans)
+
+
+def _to_stored_order(array: np.ndarray, props: dict[str, Any], plans: Plans) -> np.ndarray:
+    lead = array.ndim - 3
+    back = plans.transpose_backward
+    array = np.transpose(array, tuple(range(lead)) + tuple(lead + a for a in back))
+    reo = Reorientation.from_dict(props["reorientation"])
+    return np.ascontiguousarray(reo.invert(array))

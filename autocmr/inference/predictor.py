@@ -1,0 +1,134 @@
+"""Predict label maps with a trained model folder: preprocessing as in training, sliding window over
+every fold's network (softmax averaged), export to native space, postprocessing."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from autocmr.device import resolve_device
+from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.inference.export import labels_to_native, probabilities_to_native
+from autocmr.inference.model_folder import ModelFolder
+from autocmr.inference.postprocessing import PostprocessingDecision
+from autocmr.inference.sliding_window import DEFAULT_STEP, predict_logits
+from autocmr.io.image import Geometry
+from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.planners.plans import Configuration, Plans
+from autocmr.preprocessing.preprocessor import preprocess_arrays
+
+logger = logging.getLogger(__name__)
+POSTPROCESS_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: np.ndarray  # uint8, stored order of the input
+    probabilities: np.ndarray | None  # float32 (C, ...) in stored order, when requested
+
+
+class Predictor:
+    """Holds the networks of a model folder; thread-unsafe, one per process."""
+
+    def __init__(self, model_dir: str | Path, *, folds: Sequence[str | int] | None = None, checkpoint: str = "final",
+                 device: str = "auto", mirror: bool = True, step: float = DEFAULT_STEP, tile_batch: int | None = None,
+                 postprocess: str = "auto", harmonise: bool = False) -> None:
+        if postprocess not in POSTPROCESS_MODES:
+            raise ConfigurationError(f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}")
+        if not 0 < step <= 1:
+            raise ConfigurationError(f"step must be in (0, 1], got {step}")
+        self.model = ModelFolder.open(model_dir)
+        self.plans, self.config = self.model.plans, self.model.configuration
+        self.device = resolve_device(device)
+        self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
+        self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
+        self.step = step
+        dim = self.config.dim
+        anisotropic = self.config.resampling.anisotropic
+        self.mirror_axes: tuple[int, ...] = () if not mirror else ((0, 1) if dim == 2 else ((1, 2) if anisotropic else (0, 1, 2)))
+        self.tile_batch = tile_batch or (16 if dim == 2 else 2)
+        self.postprocessing = self._postprocessing(postprocess)
+        self.harmoniser = None
+        if harmonise:
+            from autocmr.inference.harmonisation import Harmoniser
+
+            self.harmoniser = Harmoniser.from_model_folder(self.model)
+
+    def _postprocessing(self, mode: str) -> PostprocessingDecision:
+        if mode == "off":
+            return PostprocessingDecision()
+        if mode == "on":
+            return PostprocessingDecision(True, tuple(self.plans.foreground_labels))
+        stored = self.model.read_json("postprocessing.json")
+        return PostprocessingDecision.from_dict(stored) if stored else PostprocessingDecision()
+
+    @torch.no_grad()
+    def probabilities(self, data: np.ndarray) -> torch.Tensor:
+        """Softmax probabilities (C, z, y, x) averaged over folds, for preprocessed ``data`` (c, z, y, x)."""
+        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        total = None
+        for network in self.networks:
+            logits = predict_logits(network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(),
+                                    step=self.step, mirror_axes=self.mirror_axes, tile_batch=self.tile_batch,
+                                    device=self.device)
+            probs = torch.softmax(logits, dim=0)
+            total = probs if total is None else total + probs
+        return total / len(self.networks)
+
+    def preprocess(self, data: np.ndarray, spacing: Sequence[float],
+                   reorientation: Reorientation) -> tuple[np.ndarray, dict[str, Any]]:
+        """Stage 1 (CPU, can run in a worker): canonical ``data`` (c, z, y, x) -> network input + properties."""
+        if data.ndim != 4 or data.shape[0] != self.model.plans_channels():
+            raise InputFileError("<array>", f"expected {self.model.plans_channels()} channel(s) of a 3D image, "
+                                            f"got array of shape {data.shape}")
+        pre, _, props = preprocess_arrays(data, None, tuple(spacing), self.plans, self.config)
+        if self.harmoniser is not None:
+            pre = self.harmoniser.apply(pre)
+        props["reorientation"] = reorientation.to_dict()
+        return pre, props
+
+    def export(self, probabilities: torch.Tensor, props: dict[str, Any], *,
+               return_probabilities: bool = False) -> Prediction:
+        """Stage 3 (CPU, can run in a worker): see :func:`export_prediction`."""
+        return export_prediction(probabilities, props, self.plans, self.config, self.postprocessing,
+                                 return_probabilities=return_probabilities)
+
+    def predict_canonical(self, data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation,
+                          *, return_probabilities: bool = False) -> Prediction:
+        """``data`` (c, z, y, x) in canonical order with canonical ``spacing``; output in stored order."""
+        pre, props = self.preprocess(data, spacing, reorientation)
+        return self.export(self.probabilities(pre), props, return_probabilities=return_probabilities)
+
+    def predict_array(self, image: np.ndarray, spacing: Sequence[float], *, direction: Sequence[float] | None = None,
+                      return_probabilities: bool = False) -> Prediction:
+        """Segment an in-memory image (z, y, x) or (c, z, y, x) with ``spacing`` in the same numpy order.
+
+        ``direction`` (9 values, SimpleITK order) lets the model see the image in canonical orientation;
+        without it the array is taken as already canonical.
+        """
+        data = image[None] if image.ndim == 3 else image
+        size = tuple(reversed(data.shape[1:]))
+        geometry = Geometry(size, tuple(float(s) for s in reversed(spacing)), (0.0, 0.0, 0.0),
+                            tuple(direction) if direction is not None else tuple(np.eye(3).ravel()))
+        reo = canonical_reorientation(geometry)
+        return self.predict_canonical(np.ascontiguousarray(reo.apply(data)), reo.spacing(tuple(spacing)), reo,
+                                      return_probabilities=return_probabilities)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": str(self.model.path), "configuration": self.config.name, "folds": self.folds,
+                "device": str(self.device), "mirror_axes": list(self.mirror_axes), "step": self.step,
+                "postprocessing": {"foreground_lcc": self.postprocessing.foreground_lcc,
+                                   "per_label_lcc": list(self.postprocessing.per_label_lcc)}}
+
+
+def export_prediction(probabilities: torch.Tensor, props: dict[str, Any], plans: Plans, config: Configuration,
+                      postprocessing: PostprocessingDecision, *, return_probabilities: bool = False) -> Prediction:
+    """Probabilities in network space -> postprocessed label map (and optionally probabilities) in the
+    input's stored order. A plain function of picklable arguments, so it can run in a worker process."""
+    label = postprocessing.apply(labels_to_native(probabilities, props, plans, config))
+    probs = probabilities_to_native(probabilities, props, plans, config) if return_probabilities else None
+    return Prediction(label, probs)

@@ -1,0 +1,486 @@
+"""Read DICOM series (single 3D stacks and 2D+time / 3D+time cine) into numpy arrays with their geometry.
+
+Users point inference at a folder that may hold several series, nested folders and non-DICOM files.
+:func:`find_dicom_series` lists the series (headers only, fast); :func:`read_dicom_series` builds one volume:
+
+* slices are sorted by the projection of ImagePositionPatient (IPP) on the slice normal
+  ``n = row x column`` (the two triplets of ImageOrientationPatient, IOP), so ``z`` increases along ``n``;
+* images sharing a slice location are cardiac phases, sorted by TriggerTime (by InstanceNumber when
+  TriggerTime is absent or does not tell them apart);
+* the slice gap is the median IPP distance along ``n`` (a warning when gaps differ by more than 10%);
+* the geometry is in SimpleITK order (x, y, z[, t]) in LPS: direction columns are IOP's row direction,
+  its column direction and ``n``; spacing is (PixelSpacing[1], PixelSpacing[0], slice gap[, time step]);
+  the origin is the IPP of the first slice along ``n`` (time origin 0).
+
+This matches what ITK/GDCM produce for one phase, so a mask written with this geometry overlays the scan.
+Enhanced (multi-frame) DICOM is not supported: convert it first (e.g. dcm2niix).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from autocmr.errors import InputFileError
+from autocmr.io.image import Geometry
+
+logger = logging.getLogger(__name__)
+
+# File name endings that mark a file as DICOM even without the "DICM" preamble (old or anonymised exports).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Direction cosines (unitless) and pixel spacings (mm) closer than these are the same within a series;
+# scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a real change of plane.
+ORIENTATION_TOLERANCE = 1e-3
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
+# Two images whose IPPs are closer than this (mm) share a slice location (IPP is written with ~4 decimals).
+SAME_POSITION_TOLERANCE_MM = 0.01
+# Slice gaps deviating from the median gap by more than this fraction are reported (a missing slice or a
+# stack assembled from several acquisitions); the volume then uses the median gap and is only approximate.
+SLICE_GAP_WARN_FRACTION = 0.10
+# A gap below this fraction of the median gap means slices overlap: two stacks interleaved in one series.
+SLICE_GAP_OVERLAP_FRACTION = 0.5
+# Time step (ms) used when no image has a TriggerTime.
+DEFAULT_TIME_STEP_MS = 1.0
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One series found in a folder (from headers only)."""
+
+    series_instance_uid: str
+    description: str
+    modality: str
+    files: tuple[Path, ...]
+    n_locations: int  # distinct ImagePositionPatient values (0 when the tag is missing)
+    n_phases: int  # images per location (the largest count if they differ)
+    series_number: int | None = None
+
+
+@dataclass(frozen=True)
+class DicomVolume:
+    """A series read into an array with its geometry.
+
+    ``array`` is float32 (rescale slope/intercept applied) in numpy order: ``(t, z, y, x)`` for cine
+    (more than one phase per location), ``(z, y, x)`` otherwise. ``geometry`` is 4D or 3D accordingly.
+    ``trigger_times`` gives, per phase, the median TriggerTime (ms) over locations (NaN when absent);
+    ``files`` maps ``(z_index, t_index)`` to the source file (``t_index`` is 0 for a single phase).
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    trigger_times: tuple[float, ...]
+    files: Mapping[tuple[int, int], Path]
+    series_instance_uid: str = ""
+
+    @property
+    def is_cine(self) -> bool:
+        return self.array.ndim == 4
+
+
+@dataclass(frozen=True)
+class _Header:
+    """The header fields needed to place one image."""
+
+    path: Path
+    series_uid: str
+    description: str
+    modality: str
+    series_number: int | None
+    instance_number: int | None
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, ...] | None
+    shape: tuple[int, int] | None
+    trigger_time: float | None
+    n_frames: int
+    slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
+
+
+# ---------------------------------------------------------------------------------------------- scanning
+
+
+def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+    """List the DICOM series under ``folder`` (recursively), ordered by series number then UID.
+
+    Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
+    but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
+    """
+    headers, unreadable = _scan(Path(folder))
+    _warn_unreadable(unreadable)
+    return [_series_info(uid, members) for uid, members in _group_by_series(headers).items()]
+
+
+def _scan(folder: Path) -> tuple[list[_Header], list[InputFileError]]:
+    """Headers of the DICOM files under ``folder``, and the problems of DICOM-looking unreadable files."""
+    if not folder.is_dir():
+        raise InputFileError(folder, "DICOM folder does not exist")
+    headers: list[_Header] = []
+    unreadable: list[InputFileError] = []
+    for path in sorted(_iter_files(folder)):
+        try:
+            header = _read_header(path)
+        except InputFileError as exc:
+            unreadable.append(exc)
+            continue
+        if header is not None:
+            headers.append(header)
+    return headers, unreadable
+
+
+def _iter_files(folder: Path) -> Iterator[Path]:
+    for path in folder.rglob("*"):
+        # Hidden files (.DS_Store, our own temporaries) are never images.
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            yield path
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+@contextmanager
+def _lenient_pydicom() -> Iterator[None]:
+    """Do not validate values while reading (restored afterwards); also usable as a decorator.
+
+    pydicom warns and logs about every non-conformant value (e.g. UIDs with leading zeros, common in
+    anonymised data) when an element is first accessed; they do not affect geometry or pixels and would
+    flood the output with one message per file.
+    """
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
+@_lenient_pydicom()
+def _read_header(path: Path) -> _Header | None:
+    """The header of ``path``; None for a non-DICOM file; InputFileError for a broken DICOM-looking one."""
+    looks_dicom = _looks_like_dicom(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
+    except InvalidDicomError as exc:
+        if looks_dicom:
+            raise InputFileError(path, f"looks like DICOM but cannot be parsed ({exc})") from exc
+        return None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        if looks_dicom:
+            raise InputFileError(path, f"looks like DICOM but cannot be read ({type(exc).__name__}: {exc})") from exc
+        return None
+    missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if k not in ds]
+    if missing:
+        # pydicom stops quietly at the end of a truncated file, so an image whose header lacks these tags is
+        # broken; other objects (DICOMDIR, structured reports, presentation states) are not images: skip.
+        sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
+        if sop is None and looks_dicom:
+            raise InputFileError(path, "looks like DICOM but has no SOP class (corrupt or truncated?)")
+        if sop is not None and "Image Storage" in getattr(sop, "name", ""):
+            raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
+        return None
+    return _header_from_dataset(path, ds)
+
+
+def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> _Header:
+    def floats(keyword: str, n: int) -> tuple[float, ...] | None:
+        value = ds.get(keyword)
+        if value is None:
+            return None
+        try:
+            values = tuple(float(v) for v in value)
+        except (TypeError, ValueError) as exc:
+            raise InputFileError(path, f"{keyword} is not numeric: {value!r}") from exc
+        if len(values) != n:
+            raise InputFileError(path, f"{keyword} has {len(values)} values, expected {n}: {value!r}")
+        return values
+
+    def number(keyword: str) -> float | None:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        return float(value)
+
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    instance = number("InstanceNumber")
+    series_number = number("SeriesNumber")
+    return _Header(
+        path=path, series_uid=str(ds.SeriesInstanceUID), description=str(ds.get("SeriesDescription", "")),
+        modality=str(ds.get("Modality", "")),
+        series_number=None if series_number is None else int(series_number),
+        instance_number=None if instance is None else int(instance),
+        position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
+        pixel_spacing=floats("PixelSpacing", 2),
+        shape=None if rows is None or cols is None else (int(rows), int(cols)),
+        trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames") or 1),
+        slice_gap_hint=number("SpacingBetweenSlices") or number("SliceThickness"),
+    )
+
+
+def _group_by_series(headers: Sequence[_Header]) -> dict[str, list[_Header]]:
+    groups: dict[str, list[_Header]] = {}
+    for h in headers:
+        groups.setdefault(h.series_uid, []).append(h)
+    order = sorted(groups, key=lambda uid: (groups[uid][0].series_number is None,
+                                            groups[uid][0].series_number or 0, uid))
+    return {uid: groups[uid] for uid in order}
+
+
+def _series_info(uid: str, members: Sequence[_Header]) -> DicomSeriesInfo:
+    counts: dict[tuple[float, ...], int] = {}
+    for h in members:
+        if h.position is not None:
+            key = tuple(np.round(np.asarray(h.position) / SAME_POSITION_TOLERANCE_MM).astype(int).tolist())
+            counts[key] = counts.get(key, 0) + 1
+    first = members[0]
+    return DicomSeriesInfo(uid, first.description, first.modality, tuple(h.path for h in members),
+                           len(counts), max(counts.values(), default=0), first.series_number)
+
+
+def _warn_unreadable(unreadable: Sequence[InputFileError]) -> None:
+    for item in unreadable:
+        logger.warning("skipping %s: %s", item.path, item.reason)
+
+
+def _describe(info: DicomSeriesInfo) -> str:
+    return (f"{info.series_instance_uid} (series {info.series_number}, {info.description or 'no description'}, "
+            f"{info.modality}, {len(info.files)} files, {info.n_locations} locations x {info.n_phases} phases)")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
+                      series_uid: str | None = None) -> DicomVolume:
+    """Read one series as a volume (3D) or cine (4D); see the module docstring for conventions.
+
+    Args:
+        files_or_folder: a folder (searched recursively; it must hold exactly one series unless
+            ``series_uid`` is given) or a list of DICOM files.
+        series_uid: the SeriesInstanceUID to read when several series are present.
+
+    Raises:
+        InputFileError: no DICOM found, several series and none chosen, or the series cannot form a
+            regular grid (mixed orientations or pixel spacings, uneven phases per location, overlapping or
+            duplicated slices, missing pixel data).
+    """
+    headers, source, unreadable = _collect(files_or_folder)
+    series = _group_by_series(headers)
+    note = _unreadable_note(unreadable)
+    if not series:
+        raise InputFileError(source, f"no DICOM images found{note}")
+    found = "; ".join(_describe(_series_info(u, m)) for u, m in series.items())
+    if series_uid is not None and series_uid not in series:
+        raise InputFileError(source, f"series {series_uid} not found; available: {found}")
+    if series_uid is None and len(series) > 1:
+        raise InputFileError(source, f"holds {len(series)} DICOM series, choose one with series_uid: {found}")
+    members = series[series_uid] if series_uid is not None else next(iter(series.values()))
+    _warn_unreadable(unreadable)
+    try:
+        return _assemble(members, source)
+    except InputFileError as exc:
+        if note and exc.path == source:
+            raise InputFileError(source, exc.reason + note) from exc
+        raise
+
+
+def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[_Header], Path, list[InputFileError]]:
+    if isinstance(files_or_folder, (str, Path)):
+        folder = Path(files_or_folder)
+        headers, unreadable = _scan(folder)
+        return headers, folder, unreadable
+    paths = [Path(p) for p in files_or_folder]
+    if not paths:
+        raise InputFileError(Path("."), "empty list of DICOM files")
+    headers = []
+    for path in paths:
+        if not path.is_file():
+            raise InputFileError(path, "file does not exist")
+        header = _read_header(path)
+        if header is None:
+            raise InputFileError(path, "not a DICOM file")
+        headers.append(header)
+    return headers, Path(os.path.commonpath([p.resolve().parent for p in paths])), []
+
+
+def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
+    if not unreadable:
+        return ""
+    shown = ", ".join(f"{u.path.name} ({u.reason})" for u in unreadable[:3])
+    more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    return f"; {len(unreadable)} DICOM-looking files could not be read: {shown}{more}"
+
+
+def _assemble(members: Sequence[_Header], source: Path) -> DicomVolume:
+    _check_consistent(members, source)
+    row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    grid = _arrange(members, normal, source)
+    gap = _slice_gap(grid, normal, source)
+    n_z, n_t = len(grid), len(grid[0])
+    rows, cols = members[0].shape
+    array = np.empty((n_t, n_z, rows, cols), np.float32)
+    for z, location in enumerate(grid):
+        for t, header in enumerate(location):
+            array[t, z] = _read_pixels(header)
+    dy, dx = members[0].pixel_spacing  # PixelSpacing is (row spacing, column spacing)
+    direction = np.column_stack([row, col, normal])
+    origin = tuple(float(v) for v in grid[0][0].position)
+    times = _trigger_times(grid)
+    files = MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
+    if n_t == 1:
+        geometry = Geometry((cols, rows, n_z), (dx, dy, gap), origin, tuple(direction.ravel().tolist()))
+        return DicomVolume(array[0], geometry, times, files, members[0].series_uid)
+    d4 = np.eye(4)
+    d4[:3, :3] = direction
+    geometry = Geometry((cols, rows, n_z, n_t), (dx, dy, gap, _time_step(grid)), origin + (0.0,),
+                        tuple(d4.ravel().tolist()))
+    return DicomVolume(array, geometry, times, files, members[0].series_uid)
+
+
+def _check_consistent(members: Sequence[_Header], source: Path) -> None:
+    first = members[0]
+    for h in members:
+        missing = [name for name, value in (("ImagePositionPatient", h.position),
+                                            ("ImageOrientationPatient", h.orientation),
+                                            ("PixelSpacing", h.pixel_spacing), ("Rows/Columns", h.shape))
+                   if value is None]
+        if missing:
+            raise InputFileError(h.path, f"missing {', '.join(missing)}: cannot place the image in space")
+        if h.n_frames > 1:
+            raise InputFileError(h.path, f"multi-frame (enhanced) DICOM with {h.n_frames} frames is not "
+                                         "supported; convert the series first (e.g. dcm2niix)")
+    checks = (("orientations", "orientation", ORIENTATION_TOLERANCE),
+              ("pixel spacings", "pixel_spacing", PIXEL_SPACING_TOLERANCE_MM), ("image sizes", "shape", 0.0))
+    for h in members[1:]:
+        for what, field, tolerance in checks:
+            a, b = getattr(first, field), getattr(h, field)
+            if np.abs(np.subtract(a, b)).max() > tolerance:
+                raise InputFileError(source, f"mixed {what} in one series: {first.path.name} has {a}, "
+                                             f"{h.path.name} has {b}")
+
+
+def _arrange(members: Sequence[_Header], normal: np.ndarray, source: Path) -> list[list[_Header]]:
+    """Group images into slice locations (sorted along ``normal``), each sorted by cardiac phase."""
+    ordered = sorted(members, key=lambda h: float(np.dot(h.position, normal)))
+    locations: list[list[_Header]] = []
+    for h in ordered:
+        if locations and float(np.dot(np.subtract(h.position, locations[-1][0].position), normal)) \
+                < SAME_POSITION_TOLERANCE_MM:
+            ref = locations[-1][0]
+            if np.linalg.norm(np.subtract(h.position, ref.position)) > SAME_POSITION_TOLERANCE_MM:
+                raise InputFileError(source, f"slices overlap: {ref.path.name} and {h.path.name} lie in the "
+                                             f"same plane at different positions {ref.position} / {h.position}")
+            locations[-1].append(h)
+        else:
+            locations.append([h])
+    counts = [len(loc) for loc in locations]
+    if len(set(counts)) > 1:
+        detail = ", ".join(f"{loc[0].path.name}: {len(loc)}" for loc in locations)
+        raise InputFileError(source, f"uneven number of phases per slice location ({detail}); a phase is "
+                                     "missing or extra images were mixed in")
+    # TriggerTime orders phases only when it tells them apart (real-time cine may write 0 everywhere).
+    use_trigger = all(h.trigger_time is not None for h in members) and \
+        all(len({h.trigger_time for h in loc}) == len(loc) for loc in locations)
+    if not use_trigger and any(h.instance_number is None for h in members):
+        raise InputFileError(source, "TriggerTime does not distinguish the phases and InstanceNumber is "
+                                     "missing: cannot order the cardiac phases")
+    for loc in locations:
+        loc.sort(key=lambda h: h.trigger_time if use_trigger else h.instance_number)
+        for a, b in zip(loc, loc[1:]):
+            if not use_trigger and a.instance_number == b.instance_number:
+                raise InputFileError(source, f"duplicate images at one slice location with the same phase: "
+                                             f"{a.path.name} and {b.path.name}")
+    return locations
+
+
+def _slice_gap(grid: Sequence[Sequence[_Header]], normal: np.ndarray, source: Path) -> float:
+    if len(grid) == 1:
+        hint = grid[0][0].slice_gap_hint
+        return float(hint) if hint and hint > 0 else 1.0
+    depths = np.array([float(np.dot(loc[0].position, normal)) for loc in grid])
+    gaps = np.diff(depths)
+    median = float(np.median(gaps))
+    small = int(np.argmin(gaps))
+    if gaps[small] < SLICE_GAP_OVERLAP_FRACTION * median:
+        raise InputFileError(source, f"slices overlap: {grid[small][0].path.name} and {grid[small + 1][0].path.name} "
+                                     f"are {gaps[small]:.3f} mm apart, the median gap is {median:.3f} mm")
+    worst = float(np.abs(gaps - median).max())
+    if worst > SLICE_GAP_WARN_FRACTION * median:
+        logger.warning("%s: slice gaps vary from %.3f to %.3f mm (median %.3f mm); the volume uses the median "
+                       "and is approximate (missing slice?)", source, gaps.min(), gaps.max(), median)
+    return median
+
+
+def _trigger_times(grid: Sequence[Sequence[_Header]]) -> tuple[float, ...]:
+    n_t = len(grid[0])
+    out = []
+    for t in range(n_t):
+        values = [loc[t].trigger_time for loc in grid if loc[t].trigger_time is not None]
+        out.append(float(np.median(values)) if values else float("nan"))
+    return tuple(out)
+
+
+def _time_step(grid: Sequence[Sequence[_Header]]) -> float:
+    steps = [b.trigger_time - a.trigger_time for loc in grid for a, b in zip(loc, loc[1:])
+             if a.trigger_time is not None and b.trigger_time is not None]
+    if not steps:
+        logger.warning("%s: no TriggerTime; using a time step of %.1f ms", grid[0][0].path.parent,
+                       DEFAULT_TIME_STEP_MS)
+        return DEFAULT_TIME_STEP_MS
+    step = float(np.median(steps))
+    return step if step > 0 else DEFAULT_TIME_STEP_MS
+
+
+@_lenient_pydicom()
+def _read_pixels(header: _Header) -> np.ndarray:
+    path = header.path
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InputFileError(path, "has no pixel data")
+    try:
+        pixels = ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
+        raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    if pixels.shape != header.shape:
+        raise InputFileError(path, f"pixel data has shape {pixels.shape}, expected (Rows, Columns) = {header.shape}"
+                                   " (colour or multi-frame images are not supported)")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def write_dicom_as_nifti(folder: str | Path, output_path: str | Path, *, series_uid: str | None = None) -> Path:
+    """Read the series in ``folder`` and write it as (3D or 4D cine) NIfTI, atomically; returns the path."""
+    from autocmr.io.cine import write_cine
+    from autocmr.io.image import write_image
+
+    volume = read_dicom_series(folder, series_uid=series_uid)
+    output_path = Path(output_path)
+    if volume.is_cine:
+        write_cine(volume.array, volume.geometry, output_path)
+    else:
+        write_image(volume.array, volume.geometry, output_path)
+    logger.info("wrote %s (%s) from %s", output_path, "x".join(map(str, volume.array.shape)), folder)
+    return output_path
+
+
+__all__ = ["DicomSeriesInfo", "DicomVolume", "find_dicom_series", "read_dicom_series", "write_dicom_as_nifti"]

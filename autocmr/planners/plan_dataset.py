@@ -1,0 +1,125 @@
+"""`autocmr_plan`: integrity check -> fingerprint -> plans (GPU and CPU targets) -> preprocessing.
+
+Everything is written atomically and case by case, so an interrupted run can simply be restarted: the
+fingerprint is reused while the raw files are unchanged and up-to-date preprocessed cases are skipped.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from autocmr import __version__
+from autocmr.dataset.naming import resolve_dataset_name
+from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
+from autocmr.errors import DatasetError, PlansError
+from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
+from autocmr.parallel import default_workers, make_pool, run_all
+from autocmr.planners.fingerprint import Fingerprint, compute_fingerprint, source_signature
+from autocmr.planners.planner import plan
+from autocmr.planners.plans import Plans
+from autocmr.preprocessing import storage
+from autocmr.preprocessing.preprocessor import case_signature, preprocess_case
+from autocmr.settings import Roots
+
+logger = logging.getLogger(__name__)
+FINGERPRINT_JSON = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    dataset_folder: Path  # in the preprocessed root
+    plans_files: tuple[Path, ...]
+    preprocessed: dict[str, int]  # data identifier -> cases written this run
+    skipped: dict[str, int]  # data identifier -> cases already up to date
+
+
+def preprocessed_folder(roots: Roots, dataset: str | int) -> Path:
+    name = resolve_dataset_name(dataset, roots.raw, roots.preprocessed)
+    return roots.preprocessed / name
+
+
+def load_plans(roots: Roots, dataset: str | int, plans_name: str) -> Plans:
+    return Plans.load(preprocessed_folder(roots, dataset) / f"{plans_name}.json")
+
+
+def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = ("gpu", "cpu"),
+                 configurations: Sequence[str] | None = None, num_workers: int | None = None,
+                 check: bool = True, preprocess: bool = True, seed: int = 0) -> PlanResult:
+    """Plan (and preprocess) a raw dataset; see the module doc."""
+    name = resolve_dataset_name(dataset, roots.raw)
+    raw_folder = roots.raw / name
+    raw = load_raw_dataset(raw_folder)
+    out = roots.preprocessed / name
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    workers = num_workers if num_workers is not None else default_workers()
+    if check:
+        from autocmr.dataset.integrity import check_dataset
+
+        check_dataset(raw_folder, num_workers=workers).raise_if_errors()
+    pool = make_pool(workers) if workers > 1 else None
+    try:
+        fingerprint = _fingerprint(raw, out, workers, seed, pool)
+        plans_files, all_plans = [], []
+        for target in targets:
+            plans = plan(fingerprint, target=target, autocmr_version=__version__)
+            path = out / f"{plans.plans_name}.json"
+            plans.save(path)
+            plans_files.append(path)
+            all_plans.append(plans)
+        for f in (DATASET_JSON, CASES_CSV):
+            if (raw_folder / f).is_file():
+                shutil.copyfile(raw_folder / f, out / f)
+        done, skipped = {}, {}
+        if preprocess:
+            done, skipped = _preprocess_all(raw, all_plans, configurations, out, workers, seed, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return PlanResult(out, tuple(plans_files), done, skipped)
+
+
+def _fingerprint(raw, out: Path, workers: int, seed: int, pool) -> Fingerprint:
+    path = out / FINGERPRINT_JSON
+    if path.is_file():
+        try:
+            existing = Fingerprint.load(path)
+            if existing.source_signature == source_signature(raw) and existing.seed == seed:
+                logger.info("reusing fingerprint %s (raw data unchanged)", path)
+                return existing
+        except PlansError as exc:
+            logger.warning("recomputing fingerprint: %s", exc)
+    fingerprint = compute_fingerprint(raw, num_workers=workers, seed=seed, pool=pool)
+    fingerprint.save(path)
+    return fingerprint
+
+
+def _preprocess_all(raw, all_plans: list[Plans], configurations, out: Path, workers: int, seed: int, pool):
+    done: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    seen: set[str] = set()
+    for plans in all_plans:
+        for cname, config in plans.configurations.items():
+            if configurations and cname not in configurations:
+                continue
+            if config.data_identifier in seen:
+                continue  # another plan preprocesses identically: share its data
+            seen.add(config.data_identifier)
+            folder = out / config.data_identifier
+            folder.mkdir(exist_ok=True)
+            remove_stale_temporaries(folder)
+            todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
+            skipped[config.data_identifier] = len(raw.cases) - len(todo)
+            jobs = [(c.case_id, (c, plans, config, folder, seed)) for c in todo]
+            _, failures = run_all(preprocess_case, jobs, num_workers=workers, pool=pool,
+                                  desc=f"preprocess {cname}")
+            if failures:
+                listing = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
+                raise DatasetError(f"{raw.root}: {len(failures)} case(s) failed to preprocess for {cname}:\n{listing}")
+            done[config.data_identifier] = len(todo)
+            write_json_atomic(folder / "configuration.json", {"plans": plans.plans_name, "configuration": cname,
+                                                               "data_identifier": config.data_identifier})
+    return done, skipped

@@ -1,0 +1,95 @@
+"""Preprocess cases for one configuration: transpose, crop to non-zero, normalise, resample, store.
+
+The same :func:`preprocess_arrays` serves training data and images at inference, so both see identical
+preprocessing. Properties keep everything needed to map a prediction back to the input's native space.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autocmr.dataset.raw import RawCase
+from autocmr.planners.plans import Configuration, Plans
+from autocmr.preprocessing import storage
+from autocmr.preprocessing.cropping import crop, nonzero_bbox
+from autocmr.preprocessing.loading import load_case
+from autocmr.preprocessing.normalization import normalize
+from autocmr.preprocessing.resampling import resample_image, resample_label, target_shape
+
+logger = logging.getLogger(__name__)
+
+MAX_LOCATIONS_PER_CLASS = 10_000  # sampled voxels per foreground class for oversampling
+MIN_LOCATION_COVERAGE = 0.01  # ...or 1 % of the class' voxels when that is more
+
+
+def config_target_spacing(config: Configuration, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Target spacing for a case: the ``2d`` configuration keeps the case's own slice spacing."""
+    if config.resampling.resample_through_plane:
+        return config.spacing
+    return (float(spacing[0]),) + tuple(config.spacing[1:])  # type: ignore[return-value]
+
+
+def preprocess_arrays(data: np.ndarray, seg: np.ndarray | None, spacing: tuple[float, float, float],
+                      plans: Plans, config: Configuration) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Canonical-order arrays -> network-ready arrays and the properties needed to undo it."""
+    order = plans.transpose_forward
+    data = np.ascontiguousarray(data.transpose((0,) + tuple(a + 1 for a in order)))
+    if seg is not None:
+        seg = np.ascontiguousarray(seg.transpose(order))
+    spacing_t = tuple(float(spacing[a]) for a in order)
+    shape_before_crop = tuple(int(n) for n in data.shape[1:])
+    bbox = nonzero_bbox(data)
+    data = crop(data, bbox)
+    seg = crop(seg, bbox) if seg is not None else None
+    data = normalize(data, config.normalization, config.use_mask_for_norm, plans.intensity)
+    new_spacing = config_target_spacing(config, spacing_t)
+    new_shape = target_shape(data.shape[1:], spacing_t, new_spacing)
+    anisotropic = config.resampling.anisotropic
+    data = resample_image(data, new_shape, anisotropic=anisotropic, order=config.resampling.image_order)
+    if seg is not None:
+        seg = resample_label(seg, new_shape, anisotropic=anisotropic)
+    props = {
+        "spacing": list(spacing_t), "target_spacing": list(new_spacing),
+        "shape_before_crop": list(shape_before_crop), "bbox": [list(b) for b in bbox],
+        "shape_after_crop": [b - a for a, b in bbox], "shape_after_resampling": list(new_shape),
+    }
+    return data, seg, props
+
+
+def sample_locations(seg: np.ndarray, classes: list[int], seed: int) -> dict[int, np.ndarray]:
+    """Up to ``MAX_LOCATIONS_PER_CLASS`` (z, y, x) coordinates of each foreground class (seeded)."""
+    rng = np.random.default_rng(seed)
+    out: dict[int, np.ndarray] = {}
+    for cls in classes:
+        coords = np.argwhere(seg == cls)
+        n = min(len(coords), max(MAX_LOCATIONS_PER_CLASS, int(np.ceil(len(coords) * MIN_LOCATION_COVERAGE))))
+        out[cls] = coords[rng.choice(len(coords), n, replace=False)] if n < len(coords) else coords
+    return out
+
+
+def case_signature(case: RawCase, config: Configuration) -> str:
+    h = hashlib.sha256(config.data_identifier.encode())
+    for f in case.images + ((case.label,) if case.label else ()):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def preprocess_case(case: RawCase, plans: Plans, config: Configuration, out_folder: Path, seed: int = 0) -> str:
+    """Read, preprocess and store one training case; returns its case id."""
+    loaded = load_case(case.images, case.label)
+    data, seg, props = preprocess_arrays(loaded.data, loaded.seg, loaded.spacing, plans, config)
+    classes = [c for c in plans.foreground_labels]
+    locations = sample_locations(seg, classes, seed=zlib.crc32(case.case_id.encode()) + seed) if seg is not None else {}
+    props.update({
+        "case_id": case.case_id, "signature": case_signature(case, config),
+        "geometry": loaded.geometry.to_dict(), "reorientation": loaded.reorientation.to_dict(),
+        "classes": sorted(int(v) for v in np.unique(seg)) if seg is not None else [],
+    })
+    storage.save_case(out_folder, case.case_id, data, seg, locations, props)
+    return case.case_id

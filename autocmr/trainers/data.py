@@ -1,0 +1,96 @@
+"""Patch sampling from preprocessed cases (2D slices or 3D patches), with foreground oversampling."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from autocmr.preprocessing import storage
+
+DEFAULT_CACHE_BYTES = 3 * 1024**3  # per process; ACDC (2d) needs ~0.4 GB
+
+
+class CaseCache:
+    """Preprocessed cases of one data folder, loaded lazily and kept in memory (LRU, bounded by bytes)."""
+
+    def __init__(self, folder: Path, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, case_id: str) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        if case_id in self._items:
+            self._items.move_to_end(case_id)
+            return self._items[case_id]
+        data, seg = storage.load_arrays(self.folder, case_id)
+        if seg is None:
+            raise FileNotFoundError(f"{self.folder / case_id}_seg.b2nd: training case has no label")
+        item = (data, seg, storage.load_locations(self.folder, case_id))
+        self._items[case_id] = item
+        self._bytes += data.nbytes + seg.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (d, s, _) = self._items.popitem(last=False)
+            self._bytes -= d.nbytes + s.nbytes
+        return item
+
+
+def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """``array[..., start:start+size]`` over the trailing axes, zero-padded where it leaves the array."""
+    lead = array.ndim - len(size)
+    out = np.zeros(array.shape[:lead] + tuple(size), dtype=array.dtype)
+    src, dst = [slice(None)] * lead, [slice(None)] * lead
+    for n, s, k in zip(array.shape[lead:], start, size):
+        a, b = max(s, 0), min(s + k, n)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - s, b - s))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+class PatchSampler:
+    """Draws batches of (image, label) regions of ``sample_size`` around chosen centres.
+
+    The last ``round(batch_size * oversampling)`` samples of each batch (at least one when oversampling is
+    on) are centred on a voxel of a random foreground class present in the case; the others anywhere. In
+    2D a slice is chosen first (the foreground voxel's slice when oversampling).
+    """
+
+    def __init__(self, cache: CaseCache, case_ids: Sequence[str], *, dim: int, sample_size: Sequence[int],
+                 batch_size: int, oversampling: float, foreground_labels: Sequence[int]) -> None:
+        if not case_ids:
+            raise ValueError("PatchSampler needs at least one case")
+        self.cache = cache
+        self.case_ids = list(case_ids)
+        self.dim = dim
+        self.sample_size = tuple(int(s) for s in sample_size)
+        self.batch_size = batch_size
+        self.n_forced = max(1, round(batch_size * oversampling)) if oversampling > 0 else 0
+        self.foreground_labels = list(foreground_labels)
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        images, segs = [], []
+        for i in range(self.batch_size):
+            forced = i >= self.batch_size - self.n_forced
+            data, seg, locations = self.cache.get(self.case_ids[rng.integers(len(self.case_ids))])
+            centre = self._centre(rng, seg.shape[1:], locations, forced)
+            if self.dim == 2:
+                z = centre[0]
+                data, seg, centre = data[:, z], seg[:, z], centre[1:]
+            start = [c - s // 2 for c, s in zip(centre, self.sample_size)]
+            images.append(crop_padded(data, start, self.sample_size))
+            segs.append(crop_padded(seg, start, self.sample_size))
+        return np.stack(images), np.stack(segs)
+
+    def _centre(self, rng: np.random.Generator, shape: Sequence[int], locations: dict[int, np.ndarray],
+                forced: bool) -> list[int]:
+        if forced:
+            present = [c for c in self.foreground_labels if c in locations and len(locations[c])]
+            if present:
+                coords = locations[present[rng.integers(len(present))]]
+                return [int(v) for v in coords[rng.integers(len(coords))]]
+        return [int(rng.integers(n)) for n in shape]

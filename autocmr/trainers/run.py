@@ -1,0 +1,165 @@
+"""`autocmr_train`: set up one fold's run (plans, data, splits, model folder) and train it."""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autocmr.dataset.naming import resolve_dataset_name
+from autocmr.dataset.raw import CASES_CSV, DatasetJson, load_metadata
+from autocmr.device import resolve_device
+from autocmr.errors import AutocmrError, DatasetError
+from autocmr.inference.model_folder import ModelFolder, model_folder_name
+from autocmr.io.atomic import write_json_atomic
+from autocmr.networks.unet import build_network
+from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Plans
+from autocmr.preprocessing import storage
+from autocmr.settings import Roots
+from autocmr.trainers.checkpoint import load_checkpoint
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.progress import RunLog
+from autocmr.trainers.splits import SPLITS_FILE, load_or_create_splits, read_splits, select_fold
+from autocmr.trainers.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+DEFAULT_CPU_BUDGET_S = 3600.0  # CPU runs without --epochs/--time-budget train for an hour
+DEFAULT_GPU_EPOCHS = 1000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    fold_dir: Path
+    epochs: int
+    validation: dict[str, Any]
+
+
+def choose_plans_name(folder: Path, requested: str | None, device: torch.device) -> str:
+    if requested:
+        return requested
+    if device.type == "cpu" and (folder / f"{CPU_PLANS_NAME}.json").is_file():
+        return CPU_PLANS_NAME
+    return DEFAULT_PLANS_NAME
+
+
+def resolve_schedule(options: TrainOptions, device: torch.device, log: RunLog) -> TrainOptions:
+    if options.epochs is not None or options.time_budget_s is not None:
+        return options
+    if device.type == "cpu":
+        log(f"no --epochs or --time-budget given: training on the CPU for {DEFAULT_CPU_BUDGET_S / 60:.0f} min")
+        return options.updated(time_budget_s=DEFAULT_CPU_BUDGET_S)
+    return options.updated(epochs=DEFAULT_GPU_EPOCHS)
+
+
+def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    plans.save(model_dir / "plans.json")
+    for name in ("dataset.json", "fingerprint.json", SPLITS_FILE, CASES_CSV):
+        if (pre_dir / name).is_file():
+            shutil.copyfile(pre_dir / name, model_dir / name)
+    write_json_atomic(model_dir / "model.json", {"dataset": plans.dataset_name, "plans_name": plans.plans_name,
+                                                 "configuration": configuration})
+
+
+def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots, *, options: TrainOptions,
+          plans_name: str | None = None, continue_training: bool = False, splits_file: str | Path | None = None,
+          output_dir: str | Path | None = None) -> TrainResult:
+    """Train one fold (see the module doc); returns where it was written and the validation summary."""
+    name = resolve_dataset_name(dataset, roots.preprocessed)
+    pre_dir = roots.preprocessed / name
+    if not pre_dir.is_dir():
+        raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")
+    device = resolve_device(options.device)
+    if options.pretrained:
+        from autocmr.trainers.pretrained_plans import plans_for_finetuning
+
+        plans = plans_for_finetuning(options.pretrained, name, configuration, roots)
+    else:
+        plans = Plans.load(pre_dir / f"{choose_plans_name(pre_dir, plans_name, device)}.json")
+    config = plans.configuration(configuration)
+    data_dir = pre_dir / config.data_identifier
+    cases = storage.list_cases(data_dir) if data_dir.is_dir() else []
+    if not cases:
+        raise DatasetError(f"{data_dir}: no preprocessed cases for {configuration}; run `autocmr_plan -d {dataset}`")
+    metadata = load_metadata(roots.raw / name if (roots.raw / name).is_dir() else pre_dir, cases)
+    subjects: dict[str, list[str]] = {}
+    for case_id, subject in metadata["subject"].items():
+        subjects.setdefault(str(subject), []).append(str(case_id))
+    if splits_file:
+        folds = read_splits(Path(splits_file))
+    elif str(fold) == "all":
+        folds = []
+    else:
+        folds = load_or_create_splits(pre_dir / SPLITS_FILE, subjects)
+    train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS_FILE))
+    model_dir = Path(output_dir) if output_dir else roots.results / name / model_folder_name(plans.plans_name, configuration)
+    fold_dir = model_dir / f"fold_{fold}"
+    log = RunLog(fold_dir / "log.txt")
+    options = resolve_schedule(options, device, log)
+    _prepare_model_dir(model_dir, pre_dir, plans, configuration)
+    write_json_atomic(fold_dir / "options.json", {"options": options.to_dict(), "digest": options.digest(),
+                                                  "device": str(device)})
+    torch.manual_seed(options.seed)
+    network = build_network(config.topology, len(plans.channel_names), len(plans.labels))
+    trainable = None
+    if options.pretrained:
+        from autocmr.trainers.finetune import freeze, load_pretrained
+
+        report = load_pretrained(network, ModelFolder.open(options.pretrained), plans.labels)
+        trainable = freeze(network, options.freeze, options.unfreeze_blocks)
+        log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
+            f"{sum(p.numel() for p in trainable)} trainable parameters")
+    raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
+    trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
+                      val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
+                      parameters=trainable)
+    latest = fold_dir / "checkpoint_latest.pth"
+    if continue_training and latest.is_file():
+        trainer.restore(load_checkpoint(latest))
+        log(f"resumed from {latest} at epoch {trainer.state.epoch}")
+    elif continue_training:
+        log(f"--continue given but {latest} does not exist: starting from scratch")
+    _write_intensity_reference(model_dir, data_dir, train_cases)
+    try:
+        trainer.run()
+    except torch.cuda.OutOfMemoryError as exc:
+        raise AutocmrError(f"out of GPU memory with batch {trainer.batch_size} and patch {config.patch_size}; "
+                           "lower --batch-size or train with the CPU-target plans (-p autocmrPlans_cpu)") from exc
+    except MemoryError as exc:
+        raise AutocmrError("out of memory; lower --batch-size or --num-workers") from exc
+    summary: dict[str, Any] = {}
+    if options.final_validation and val_cases:
+        from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
+
+        file_ending = DatasetJson.load(pre_dir / "dataset.json").file_ending
+        summary = run_final_validation(trainer, raw_folder, file_ending, metadata=metadata)
+        if raw_folder is not None:
+            decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
+        log(f"final validation: {_dice_line(summary)}")
+    return TrainResult(fold_dir, trainer.state.epoch, summary)
+
+
+def _dice_line(summary: dict[str, Any]) -> str:
+    classes = summary.get("classes") or summary.get("per_class") or {}
+    parts = []
+    for cname, stats in classes.items():
+        dice = stats.get("dice") if isinstance(stats, dict) else None
+        value = dice.get("mean") if isinstance(dice, dict) else dice
+        if value is not None:
+            parts.append(f"{cname} Dice {value:.4f}")
+    return ", ".join(parts) or "see validation/summary.json"
+
+
+def _write_intensity_reference(model_dir: Path, data_dir: Path, train_cases: list[str]) -> None:
+    from autocmr.inference.harmonisation import REFERENCE_JSON, build_reference, save_reference
+
+    path = model_dir / REFERENCE_JSON
+    if path.is_file():
+        return
+    images = (storage.load_arrays(data_dir, c)[0] for c in train_cases[:50])  # 50 cases describe it well
+    save_reference(path, build_reference(images))
+
+

@@ -1,0 +1,69 @@
+"""Cross-validation folds at the subject level (ED and ES of one patient always in the same fold)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from autocmr.errors import ConfigurationError
+from autocmr.io.atomic import write_json_atomic
+
+SPLITS_FILE = "splits.json"
+DEFAULT_FOLDS = 5
+
+
+def subject_folds(subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAULT_FOLDS, seed: int = 12345) -> list[dict[str, list[str]]]:
+    """Shuffle subjects (seeded) and deal them into ``n_folds`` folds; each fold lists train/val case ids."""
+    names = sorted(subjects)
+    if len(names) < n_folds:
+        raise ConfigurationError(f"{len(names)} subjects cannot be split into {n_folds} folds; "
+                                 "use fold 'all' or fewer folds (--folds-count)")
+    order = np.random.default_rng(seed).permutation(len(names))
+    groups = [[names[i] for i in order[k::n_folds]] for k in range(n_folds)]
+    folds = []
+    for k in range(n_folds):
+        val_subjects = set(groups[k])
+        val = sorted(c for s in val_subjects for c in subjects[s])
+        train = sorted(c for s in names if s not in val_subjects for c in subjects[s])
+        folds.append({"train": train, "val": val})
+    return folds
+
+
+def load_or_create_splits(path: Path, subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAULT_FOLDS,
+                          seed: int = 12345) -> list[dict[str, list[str]]]:
+    """Reuse the saved splits (so every fold of a run sees the same partition) or create and save them."""
+    if path.is_file():
+        return read_splits(path)
+    folds = subject_folds(subjects, n_folds=n_folds, seed=seed)
+    write_json_atomic(path, folds)
+    return folds
+
+
+def read_splits(path: Path) -> list[dict[str, list[str]]]:
+    try:
+        folds = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path}: cannot read splits ({exc})") from exc
+    if not isinstance(folds, list) or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
+        raise ConfigurationError(f"{path}: splits must be a list of {{'train': [...], 'val': [...]}} objects")
+    return folds
+
+
+def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: Sequence[str],
+                source: str = "splits") -> tuple[list[str], list[str]]:
+    """Train and validation case ids for ``fold`` (an index, or 'all': train on everything, no validation)."""
+    if str(fold) == "all":
+        return sorted(all_cases), []
+    try:
+        k = int(fold)
+        entry = folds[k]
+    except (ValueError, IndexError):
+        raise ConfigurationError(f"fold {fold!r} not in {source}: valid folds are 0..{len(folds) - 1} or 'all'") from None
+    unknown = sorted(set(entry["train"] + entry["val"]) - set(all_cases))
+    if unknown:
+        raise ConfigurationError(f"{source}: fold {k} names cases that are not preprocessed: {unknown[:5]}")
+    if not entry["val"]:
+        raise ConfigurationError(f"{source}: fold {k} has no validation subjects; use fold 'all' to train without validation")
+    return list(entry["train"]), list(entry["val"])

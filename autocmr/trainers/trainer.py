@@ -1,0 +1,276 @@
+"""The training loop, organised as lifecycle hooks (start, epoch start, train step, validation step,
+epoch end, end). Hyper-parameters come from :class:`TrainOptions`; nothing is changed by subclassing."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autocmr.errors import AutocmrError, ConfigurationError
+from autocmr.networks.unet import GenericUNet
+from autocmr.planners.plans import Configuration, Plans
+from autocmr.trainers.augmentation import build_transforms, in_plane_only, preset, sampling_patch_size
+from autocmr.trainers.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from autocmr.trainers.data import CaseCache, PatchSampler
+from autocmr.trainers.loader import BatchStream, deep_supervision_scales, make_loader
+from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.progress import RunLog, plot_progress
+
+logger = logging.getLogger(__name__)
+HISTORY_KEYS = ("train_loss", "val_loss", "pseudo_dice", "ema_dice", "lr", "epoch_time", "class_dice")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    train_seconds: float = 0.0  # time spent in completed epochs (survives resumes)
+    best_ema: float = -1.0
+    ema: float | None = None
+    reserve_s: float | None = None  # time kept for the final validation (measured)
+    history: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+
+
+class Trainer:
+    def __init__(self, *, network: GenericUNet, plans: Plans, config: Configuration, data_folder: Path,
+                 train_cases: Sequence[str], val_cases: Sequence[str], output_dir: Path, options: TrainOptions,
+                 device: torch.device, log: RunLog, parameters: Sequence[torch.nn.Parameter] | None = None) -> None:
+        self.network, self.plans, self.config = network.to(device), plans, config
+        self.train_cases, self.val_cases = list(train_cases), list(val_cases)
+        self.output_dir, self.options, self.device, self.log = output_dir, options, device, log
+        self.data_folder = data_folder
+        self.state = TrainState()
+        params = list(parameters) if parameters is not None else [p for p in network.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=options.learning_rate, momentum=options.momentum,
+                                         nesterov=True, weight_decay=options.weight_decay)
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
+        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice), n_outputs)
+        self.ds_scales = deep_supervision_scales(config.topology.strides, n_outputs)
+        self.batch_size = options.batch_size or config.batch_size
+        self.epochs = options.epochs
+        self.start_time = time.monotonic()
+        self._loaders: dict[str, Any] = {}
+
+    # ----- data ---------------------------------------------------------------------------------------
+    def _stream(self, cases: Sequence[str], *, augment: bool, seed: int, start: int) -> BatchStream:
+        params = preset(self.options.augmentation if augment else "none")
+        anisotropic = self.config.resampling.anisotropic
+        in_plane = in_plane_only(self.config.dim, anisotropic)
+        size = sampling_patch_size(self.config.patch_size, params, in_plane=in_plane) if augment else self.config.patch_size
+        sampler = PatchSampler(CaseCache(self.data_folder), cases, dim=self.config.dim, sample_size=size,
+                               batch_size=self.batch_size, oversampling=self.config.foreground_oversampling,
+                               foreground_labels=self.plans.foreground_labels)
+        transforms = build_transforms(params, self.config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales)
+        return BatchStream(sampler, transforms, seed=seed, start_iteration=start)
+
+    def _workers(self) -> int:
+        if self.options.num_workers is not None:
+            return self.options.num_workers
+        return 1 if self.device.type == "cpu" else 4
+
+    def _iterators(self) -> tuple[Any, Any]:
+        start = self.state.epoch * self.options.iterations_per_epoch
+        workers = self._workers()
+        train = make_loader(self._stream(self.train_cases, augment=True, seed=self.options.seed, start=start),
+                            num_workers=workers, pin_memory=self.device.type == "cuda")
+        val_cases = self.val_cases or self.train_cases
+        val = make_loader(self._stream(val_cases, augment=False, seed=self.options.seed + 1,
+                                       start=self.state.epoch * self.options.val_iterations),
+                          num_workers=1 if workers > 0 else 0)
+        return iter(train), iter(val)
+
+    # ----- schedule -----------------------------------------------------------------------------------
+    def training_budget(self) -> float | None:
+        if self.options.time_budget_s is None:
+            return None
+        return max(self.options.time_budget_s - (self.state.reserve_s or 0.0), 1.0)
+
+    def progress(self) -> float:
+        """Fraction of the schedule done (epochs and/or time budget, whichever is further along)."""
+        p = 0.0
+        if self.epochs:
+            p = self.state.epoch / self.epochs
+        budget = self.training_budget()
+        if budget:
+            p = max(p, self.state.train_seconds / budget)
+        return min(p, 1.0)
+
+    def finished(self) -> bool:
+        if self.epochs and self.state.epoch >= self.epochs:
+            return True
+        budget = self.training_budget()
+        if budget and self.state.history["epoch_time"]:
+            recent = float(np.mean(self.state.history["epoch_time"][-3:]))
+            # stop when another epoch would overrun the budget (the first epoch always runs)
+            return self.state.train_seconds + recent > budget
+        return False
+
+    def current_lr(self) -> float:
+        return self.options.learning_rate * (1.0 - self.progress()) ** self.options.poly_exponent
+
+    # ----- steps --------------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+
+    def train_step(self, batch: dict[str, Any]) -> float:
+        x = batch["image"].to(self.device, non_blocking=True)
+        targets = [t.to(self.device, non_blocking=True) for t in batch["target"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss(self.network(x), targets)
+        if not torch.isfinite(loss):
+            raise AutocmrError(f"training loss became {loss.item()} at epoch {self.state.epoch}; lower the learning "
+                               "rate (--lr) or check the preprocessed data for extreme values")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any]) -> tuple[float, np.ndarray]:
+        """Loss and per-class (tp, fp, fn) counts at full resolution."""
+        x = batch["image"].to(self.device)
+        targets = [t.to(self.device) for t in batch["target"]]
+        with self._autocast():
+            out = self.network(x)
+            loss = self.loss(out, targets)
+        logits = out[0] if isinstance(out, list) else out
+        pred, ref = logits.argmax(1), targets[0][:, 0]
+        counts = []
+        for c in range(1, logits.shape[1]):
+            p, r = pred == c, ref == c
+            counts.append([(p & r).sum().item(), (p & ~r).sum().item(), (~p & r).sum().item()])
+        return float(loss), np.asarray(counts, float)
+
+    # ----- lifecycle ----------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.log(f"training {self.plans.dataset_name} {self.config.name} ({self.plans.plans_name}) on {self.device}: "
+                 f"{len(self.train_cases)} train / {len(self.val_cases)} val cases, patch {self.config.patch_size}, "
+                 f"batch {self.batch_size}, augmentation '{self.options.augmentation}', options {self.options.digest()}")
+
+    def run_epoch(self, train_it, val_it) -> None:
+        t0 = time.monotonic()
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.network.train()
+        losses = []
+        bar = tqdm(range(self.options.iterations_per_epoch), desc=f"epoch {self.state.epoch}", unit="it",
+                   disable=None, leave=False)
+        for _ in bar:
+            losses.append(self.train_step(_next(train_it)))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        self.network.eval()
+        val_losses, counts = [], 0.0
+        for _ in range(self.options.val_iterations):
+            loss, c = self.validation_step(_next(val_it))
+            val_losses.append(loss)
+            counts = counts + c
+        self.network.train()
+        self.on_epoch_end(float(np.mean(losses)), float(np.mean(val_losses)) if val_losses else math.nan, counts, lr,
+                          time.monotonic() - t0)
+
+    def on_epoch_end(self, train_loss: float, val_loss: float, counts: Any, lr: float, seconds: float) -> None:
+        s = self.state
+        dice = [2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else math.nan for tp, fp, fn in np.atleast_2d(counts)]
+        pseudo = float(np.nanmean(dice)) if np.isfinite(dice).any() else 0.0
+        s.ema = pseudo if s.ema is None else self.options.ema_decay * s.ema + (1 - self.options.ema_decay) * pseudo
+        s.epoch += 1
+        s.train_seconds += seconds
+        for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
+            s.history[key].append(value)
+        self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
+                 f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s")
+        if s.ema > s.best_ema:
+            s.best_ema = s.ema
+            self.save("best")
+        if s.epoch % self.options.save_every == 0 or self.finished():
+            self.save("latest")
+        plot_progress(s.history, self.output_dir / "progress.png")
+
+    def run(self) -> None:
+        self.on_train_start()
+        if self.finished():
+            self.log("schedule already complete; nothing to train")
+            return
+        train_it, val_it = self._iterators()
+        try:
+            while not self.finished():
+                self.run_epoch(train_it, val_it)
+                if self.state.reserve_s is None and self.options.time_budget_s:
+                    self.state.reserve_s = self.estimate_final_validation()
+        finally:
+            del train_it, val_it  # stops the worker processes
+        self.on_train_end()
+
+    def on_train_end(self) -> None:
+        self.save("final")
+        self.save("latest")
+        self.log(f"training done after {self.state.epoch} epochs ({self.state.train_seconds / 60:.1f} min of "
+                 f"training); best EMA pseudo Dice {self.state.best_ema:.4f}")
+
+    def estimate_final_validation(self) -> float:
+        """Seconds the final validation will take (one validation case timed, scaled; 20 % margin)."""
+        if not self.val_cases or not self.options.final_validation:
+            return 0.0
+        from autocmr.trainers.validation import time_one_case
+
+        seconds = time_one_case(self)
+        reserve = 1.2 * seconds * len(self.val_cases) + 10.0
+        self.log(f"final validation estimated at {reserve:.0f} s ({seconds:.1f} s per case); kept out of the budget")
+        return reserve
+
+    # ----- checkpoints --------------------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "state": {"epoch": s.epoch, "train_seconds": s.train_seconds, "best_ema": s.best_ema, "ema": s.ema,
+                      "reserve_s": s.reserve_s, "history": s.history},
+            "epochs": self.epochs, "options": self.options.to_dict(), "rng": rng_state(),
+            "plans_name": self.plans.plans_name, "configuration": self.config.name,
+            "topology": self.config.topology.__dict__,
+        }
+
+    def save(self, which: str) -> None:
+        save_checkpoint(self.output_dir / f"checkpoint_{which}.pth", self.checkpoint_payload())
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        if payload.get("configuration") != self.config.name or payload.get("plans_name") != self.plans.plans_name:
+            raise ConfigurationError(f"checkpoint is from {payload.get('plans_name')}/{payload.get('configuration')}, "
+                                     f"not {self.plans.plans_name}/{self.config.name}")
+        self.network.load_state_dict(payload["network"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        st = payload["state"]
+        self.state = TrainState(st["epoch"], st["train_seconds"], st["best_ema"], st["ema"], st["reserve_s"],
+                                st["history"])
+        self.epochs = payload.get("epochs", self.epochs)
+        restore_rng_state(payload["rng"])
+
+
+def _next(iterator) -> dict[str, Any]:
+    try:
+        return next(iterator)
+    except RuntimeError as exc:
+        raise AutocmrError(f"the data loader failed ({exc}); rerun with --num-workers 0 to see the error in the "
+                           "main process") from exc

@@ -1,0 +1,289 @@
+"""Dataset converters: ACDC (a few real patients), a synthetic M&Ms tree, plain folders, and the CLI."""
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autocmr.cli.convert import main
+from autocmr.dataset.converters import convert_acdc, convert_folder, convert_mnms
+from autocmr.dataset.converters.common import STAGING_PREFIX
+from autocmr.dataset.converters.mnms import read_mnms_info
+from autocmr.dataset.integrity import check_dataset
+from autocmr.dataset.raw import DatasetJson, load_raw_dataset
+from autocmr.errors import DatasetError
+from autocmr.io.image import Geometry, read_header, read_image, write_image
+from autocmr.testing.phantoms import make_phantom_case, make_phantom_cine
+
+# patient001 (DCM) and patient061 (NOR): two pathology groups, different frame numbers.
+ACDC_PATIENTS = ("patient001", "patient061")
+
+
+@pytest.fixture()
+def acdc_subset(acdc_root: Path, tmp_path: Path) -> Path:
+    src = tmp_path / "acdc"
+    for patient in ACDC_PATIENTS:
+        shutil.copytree(acdc_root / patient, src / patient)
+    return src
+
+
+def _staging_left(raw: Path) -> list[Path]:
+    return [p for p in raw.iterdir() if p.name.startswith(STAGING_PREFIX)] if raw.is_dir() else []
+
+
+def test_acdc_real_patients(acdc_subset: Path, tmp_path: Path) -> None:
+    # patient003 without ground truth stands for the ACDC testing layout.
+    test_patient = acdc_subset / "patient003"
+    test_patient.mkdir()
+    original = acdc_subset / "patient001"
+    shutil.copy(original / "Info.cfg", test_patient / "Info.cfg")
+    for frame in ("01", "12"):
+        shutil.copy(original / f"patient001_frame{frame}.nii.gz", test_patient / f"patient003_frame{frame}.nii.gz")
+    raw = tmp_path / "raw"
+
+    folder = convert_acdc(acdc_subset, raw, 101, num_workers=2)
+
+    assert folder == raw / "Dataset101_ACDC"
+    dj = DatasetJson.load(folder / "dataset.json")
+    assert dj.labels == {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
+    assert dj.channel_names == {"0": "cineMRI"} and dj.num_training == 4
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [
+        "patient003_frame01_0000.nii.gz", "patient003_frame12_0000.nii.gz"]
+    dataset = load_raw_dataset(folder)
+    assert dataset.case_ids() == ["patient001_frame01", "patient001_frame12", "patient061_frame01",
+                                  "patient061_frame10"]
+    assert dataset.subjects()["patient001"] == ["patient001_frame01", "patient001_frame12"]
+    row = dataset.metadata.loc["patient001_frame12"]
+    assert (row["phase"], int(row["frame"]), row["group"], float(row["height"]), float(row["weight"]),
+            int(row["n_frames"]), row["vendor"], row["centre"]) == ("ES", 12, "DCM", 184.0, 95.0, 30,
+                                                                     "Siemens", "Dijon")
+    assert dataset.metadata.loc["patient061_frame01", "group"] == "NOR"
+    assert dataset.metadata.loc["patient061_frame01", "phase"] == "ED"
+
+    src_image = original / "patient001_frame01.nii.gz"
+    src_label, src_geometry = read_image(original / "patient001_frame01_gt.nii.gz")
+    label, geometry = read_image(folder / "labelsTr" / "patient001_frame01.nii.gz")
+    assert np.array_equal(label == 1, src_label == 3)  # LV cavity was 3 in ACDC
+    assert np.array_equal(label == 2, src_label == 2)
+    assert np.array_equal(label == 3, src_label == 1)
+    assert (label == 1).sum() > 1000
+    assert read_header(src_image).differences(geometry, tol=1e-6) == []
+    assert filecmp.cmp(src_image, folder / "imagesTr" / "patient001_frame01_0000.nii.gz", shallow=False)
+    assert check_dataset(folder).ok
+    assert _staging_left(raw) == []
+
+
+def test_acdc_collects_all_problems_and_writes_nothing(acdc_subset: Path, tmp_path: Path) -> None:
+    p1, p61 = (acdc_subset / p for p in ACDC_PATIENTS)
+    label, geometry = read_image(p1 / "patient001_frame12_gt.nii.gz")
+    label[0, 0, 0] = 5
+    (p1 / "patient001_frame12_gt.nii.gz").unlink()
+    write_image(label, geometry, p1 / "patient001_frame12_gt.nii.gz")
+    (p61 / "patient061_frame10_gt.nii.gz").unlink()
+    broken = acdc_subset / "patient099"
+    broken.mkdir()
+    shutil.copy(p61 / "patient061_frame01.nii.gz", broken / "patient099_frame01.nii.gz")
+    raw = tmp_path / "raw"
+
+    with pytest.raises(DatasetError) as info:
+        convert_acdc(acdc_subset, raw, 101, num_workers=1)
+
+    message = str(info.value)
+    assert "patient001_frame12_gt.nii.gz: label values [5]" in message
+    assert "patient061_frame10.nii.gz: no ground truth" in message
+    assert "patient099/Info.cfg: Info.cfg not found" in message
+    assert not (raw / "Dataset101_ACDC").exists() and _staging_left(raw) == []
+
+
+def test_acdc_overwrite_policy(acdc_subset: Path, tmp_path: Path) -> None:
+    shutil.rmtree(acdc_subset / "patient061")
+    raw = tmp_path / "raw"
+    folder = convert_acdc(acdc_subset, raw, 101, num_workers=1)
+    marker = folder / "marker.txt"
+    marker.write_text("old")
+
+    with pytest.raises(DatasetError, match="already exists"):
+        convert_acdc(acdc_subset, raw, 101, num_workers=1)
+    # A failing conversion with overwrite=True leaves the old dataset untouched.
+    (acdc_subset / "patient001" / "Info.cfg").unlink()
+    with pytest.raises(DatasetError, match="Info.cfg not found"):
+        convert_acdc(acdc_subset, raw, 101, num_workers=1, overwrite=True)
+    assert marker.read_text() == "old"
+    (acdc_subset / "patient001" / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: DCM\nHeight: 184.0\n"
+                                                         "NbFrame: 30\nWeight: 95.0\n")
+    assert convert_acdc(acdc_subset, raw, 101, num_workers=1, overwrite=True) == folder
+    assert not marker.exists() and (folder / "labelsTr" / "patient001_frame12.nii.gz").is_file()
+    assert _staging_left(raw) == []
+
+
+def _write_mnms_subject(root: Path, code: str, seed: int, *, labelled: bool) -> tuple[np.ndarray, np.ndarray, Geometry, int, int]:
+    cine, gt, g4, ed, es = make_phantom_cine(seed, n_frames=6, fov_mm=100)
+    annotated = np.zeros_like(gt)
+    annotated[[ed, es]] = gt[[ed, es]]  # M&Ms labels exist on the ED and ES frames only
+    write_image(cine, g4, root / code / f"{code}_sa.nii.gz")
+    if labelled:
+        write_image(annotated, g4, root / code / f"{code}_sa_gt.nii.gz")
+    return cine, annotated, g4, ed, es
+
+
+def _mnms_tree(tmp_path: Path) -> tuple[Path, Path, dict]:
+    source = tmp_path / "MnMs"
+    subjects = {"A0S9V9": _write_mnms_subject(source / "Training" / "Labeled", "A0S9V9", 1, labelled=True),
+                "B2C3D4": _write_mnms_subject(source / "Validation", "B2C3D4", 2, labelled=True),
+                "E5F6G7": _write_mnms_subject(source / "Testing", "E5F6G7", 3, labelled=False)}
+    # The official CSV's layout: an unnamed index column, then these columns.
+    rows = [(i, code, name, letter, centre, v[3], v[4], pathology) for i, (code, name, letter, centre, pathology, v)
+            in enumerate([("A0S9V9", "Siemens", "A", 1, "HCM", subjects["A0S9V9"]),
+                          ("B2C3D4", "Philips", "B", 2, "NOR", subjects["B2C3D4"]),
+                          ("E5F6G7", "GE", "C", 4, "DCM", subjects["E5F6G7"]),
+                          ("Z9Z9Z9", "Canon", "D", 5, "NOR", subjects["E5F6G7"])])]
+    info = tmp_path / "211230_M&Ms_Dataset_information_diagnosis_opendataset.csv"
+    pd.DataFrame(rows, columns=["", "External code", "VendorName", "Vendor", "Centre", "ED", "ES", "Pathology"]
+                 ).to_csv(info, index=False)
+    return source, info, subjects
+
+
+def test_mnms_synthetic_tree(tmp_path: Path) -> None:
+    source, info, subjects = _mnms_tree(tmp_path)
+    folder = convert_mnms(source, info, tmp_path / "raw", 114, num_workers=1)
+
+    assert folder.name == "Dataset114_MnMs"
+    dataset = load_raw_dataset(folder)
+    assert dataset.case_ids() == ["A0S9V9_ED", "A0S9V9_ES", "B2C3D4_ED", "B2C3D4_ES"]
+    assert dataset.dataset_json.num_training == 4
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["E5F6G7_ED_0000.nii.gz",
+                                                                       "E5F6G7_ES_0000.nii.gz"]
+    cine, gt, g4, ed, es = subjects["A0S9V9"]
+    for phase, t in (("ED", ed), ("ES", es)):
+        image, geometry = read_image(folder / "imagesTr" / f"A0S9V9_{phase}_0000.nii.gz")
+        label, label_geometry = read_image(folder / "labelsTr" / f"A0S9V9_{phase}.nii.gz")
+        assert np.array_equal(image, cine[t]) and np.array_equal(label, gt[t]) and label.any()
+        assert geometry.differences(g4.spatial(), tol=1e-6) == [] and label_geometry == geometry
+    meta = dataset.metadata
+    assert (meta.loc["A0S9V9_ES", "phase"], meta.loc["A0S9V9_ES", "subject"]) == ("ES", "A0S9V9")
+    row = meta.loc["B2C3D4_ED", ["vendor_code", "vendor", "centre", "pathology"]]
+    assert [str(v) for v in row] == ["B", "Philips", "2", "NOR"]
+    assert int(meta.loc["A0S9V9_ES", "frame"]) == es
+    assert check_dataset(folder).ok
+
+
+def test_mnms_column_variants_and_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "info.csv"
+    path.write_text("external_code, vendor name,VENDOR,center,ed,es\nA0S9V9,Siemens,A,1,0,9\n")
+    table = read_mnms_info(path)
+    assert table.loc[0, ["subject", "vendor", "vendor_code", "centre", "ED", "ES"]].tolist() == [
+        "A0S9V9", "Siemens", "A", "1", "0", "9"]
+    path.write_text("External code,VendorName,Vendor,Centre,ED\nA0S9V9,Siemens,A,1,0\n")
+    with pytest.raises(DatasetError, match=r"missing column\(s\) ES.*columns found: \['External code'"):
+        read_mnms_info(path)
+
+
+def test_mnms_reports_wrong_frames_and_unknown_subjects(tmp_path: Path) -> None:
+    source, info, subjects = _mnms_tree(tmp_path)
+    table = pd.read_csv(info)
+    table.loc[table["External code"] == "A0S9V9", "ES"] += 1  # a frame that is not annotated
+    table.loc[table["External code"] == "B2C3D4", "ED"] = 40  # beyond the 6 frames
+    table = table[table["External code"] != "E5F6G7"]
+    table.to_csv(info, index=False)
+    with pytest.raises(DatasetError) as err:
+        convert_mnms(source, info, tmp_path / "raw", 114, num_workers=1)
+    message = str(err.value)
+    assert "A0S9V9_sa_gt.nii.gz: ES frame" in message and "no annotation" in message
+    assert "B2C3D4_sa.nii.gz: frame indices {'ED': 40} outside the 6 frames" in message
+    assert "E5F6G7_sa.nii.gz: subject E5F6G7 is not in" in message
+    assert not (tmp_path / "raw" / "Dataset114_MnMs").exists()
+
+
+def _folder_pairs(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    truth = {}
+    for i, (image_name, label_name) in enumerate([("case_a.nii.gz", "case_a_gt.nii.gz"),
+                                                  ("case_b_0000.nii.gz", "case_b_seg.nii.gz"),
+                                                  ("case_c.nii.gz", "case_c.nii.gz")]):
+        case = make_phantom_case(i, fov_mm=100)
+        swapped = np.choose(case.label, [0, 3, 2, 1]).astype(np.uint8)  # stored with 1 <-> 3 swapped
+        write_image(case.image, case.geometry, images / image_name)
+        write_image(swapped, case.geometry, labels / label_name)
+        truth[image_name.split(".")[0].removesuffix("_0000")] = case.label
+    return images, labels, truth
+
+
+def test_folder_with_label_map_and_metadata(tmp_path: Path) -> None:
+    images, labels, truth = _folder_pairs(tmp_path)
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("case_id,subject,phase\ncase_a,s1,ED\ncase_b,s1,ES\nnot_a_case,s9,ED\n")
+    folder = convert_folder(images, labels, tmp_path / "raw", 120, short_name="Mine", label_map={"1": 3, "3": 1},
+                            metadata_csv=metadata, num_workers=1)
+    dataset = load_raw_dataset(folder)
+    assert dataset.case_ids() == ["case_a", "case_b", "case_c"]
+    for case_id, expected in truth.items():
+        label, _ = read_image(folder / "labelsTr" / f"{case_id}.nii.gz")
+        assert np.array_equal(label, expected)
+    assert dataset.subjects() == {"case_c": ["case_c"], "s1": ["case_a", "case_b"]}
+    assert filecmp.cmp(images / "case_b_0000.nii.gz", folder / "imagesTr" / "case_b_0000.nii.gz", shallow=False)
+
+    # Without a map the labels are copied byte-for-byte.
+    plain = convert_folder(images, labels, tmp_path / "raw", 121, short_name="Plain", num_workers=1)
+    assert filecmp.cmp(labels / "case_a_gt.nii.gz", plain / "labelsTr" / "case_a.nii.gz", shallow=False)
+
+
+def test_folder_reports_every_unmatched_file(tmp_path: Path) -> None:
+    images, labels, _ = _folder_pairs(tmp_path)
+    case = make_phantom_case(7, fov_mm=100)
+    write_image(case.image, case.geometry, images / "lonely.nii.gz")
+    write_image(case.label, case.geometry, labels / "orphan_label.nii.gz")
+    bad = case.label.copy()
+    bad[0, 0, 0] = 9
+    write_image(bad, case.geometry, labels / "case_a_gt.nii.gz")
+    with pytest.raises(DatasetError) as err:
+        convert_folder(images, labels, tmp_path / "raw", 120, short_name="Mine", num_workers=1)
+    message = str(err.value)
+    assert "lonely.nii.gz: no label found" in message
+    assert "orphan_label.nii.gz: label without a matching image" in message
+    assert "case_a_gt.nii.gz: label values [9]" in message
+
+
+def test_folder_labels_beside_images(tmp_path: Path) -> None:
+    folder_in = tmp_path / "mixed"
+    case = make_phantom_case(3, fov_mm=100)
+    write_image(case.image, case.geometry, folder_in / "x1.nii.gz")
+    write_image(case.label, case.geometry, folder_in / "x1_label.nii.gz")
+    out = convert_folder(folder_in, folder_in, tmp_path / "raw", 122, short_name="Mixed", num_workers=1)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 1
+    assert (out / "labelsTr" / "x1.nii.gz").is_file()
+
+
+def test_cli_acdc_and_check(acdc_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    raw = tmp_path / "raw"
+    assert main(["acdc", str(acdc_subset), "-d", "101", "--raw", str(raw), "-j", "1"]) == 0
+    out = capsys.readouterr().out
+    assert str(raw / "Dataset101_ACDC") in out and "4 training cases" in out
+
+    assert main(["acdc", str(acdc_subset), "-d", "101", "--raw", str(raw), "-j", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "already exists" in captured.err
+    assert "Traceback" not in captured.err
+
+    assert main(["check", "-d", "101", "--raw", str(raw), "-j", "1"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    (raw / "Dataset101_ACDC" / "labelsTr" / "patient061_frame01.nii.gz").unlink()
+    assert main(["check", "-d", "Dataset101_ACDC", "--raw", str(raw), "-j", "1"]) == 1
+    assert "label file missing" in capsys.readouterr().out
+
+
+def test_cli_folder_with_label_map(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    images, labels, truth = _folder_pairs(tmp_path)
+    raw = tmp_path / "raw"
+    argv = ["folder", "--images", str(images), "--labels", str(labels), "-d", "120", "--name", "Mine",
+            "--raw", str(raw), "-j", "1", "--label-map", '{"1": 3, "3": 1}']
+    assert main(argv) == 0
+    assert "Dataset120_Mine: 3 training cases" in capsys.readouterr().out
+    label, _ = read_image(raw / "Dataset120_Mine" / "labelsTr" / "case_a.nii.gz")
+    assert np.array_equal(label, truth["case_a"])
+    assert main(argv[:-1] + ["{not json"]) == 2
+    assert "error: label map" in capsys.readouterr().err

@@ -1,0 +1,255 @@
+"""DICOM series reading: ordering, geometry and values on tiny synthetic series, broken inputs, and the
+real Sunnybrook cine checked against SimpleITK/GDCM's own reader."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from scipy.spatial.transform import Rotation
+
+from autocmr.errors import InputFileError
+from autocmr.io.cine import read_cine
+from autocmr.io.dicom import find_dicom_series, read_dicom_series, write_dicom_as_nifti
+
+# Oblique short-axis-like plane; non-square pixels and images so that row/column swaps show.
+ROTATION = Rotation.from_euler("xyz", [25.0, -40.0, 15.0], degrees=True).as_matrix()
+PIXEL_SPACING = (0.8, 1.1)  # DICOM order: (row spacing = y, column spacing = x), mm
+SLICE_GAP = 7.5  # mm
+ORIGIN = np.array([-31.5, 12.25, 80.0])
+ROWS, COLS = 5, 6
+SLOPE, INTERCEPT = 0.5, 3.0
+
+
+def _ds(value: float) -> str:
+    return f"{value:.10g}"  # DS strings are at most 16 characters
+
+
+def _write_image(path: Path, pixels: np.ndarray, *, series_uid: str, position: np.ndarray, instance: int,
+                 trigger_time: float | None, orientation: np.ndarray = ROTATION) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesDescription, ds.SeriesNumber = "MR", series_uid, "sax cine", 7
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([orientation[:, 0], orientation[:, 1]])]
+    ds.PixelSpacing = [_ds(v) for v in PIXEL_SPACING]
+    ds.SliceThickness = _ds(SLICE_GAP)
+    if trigger_time is not None:
+        ds.TriggerTime = _ds(trigger_time)
+    ds.RescaleSlope, ds.RescaleIntercept = _ds(SLOPE), _ds(INTERCEPT)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = pixels.astype("<i2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _write_series(folder: Path, stored: np.ndarray, *, seed: int = 0, trigger: bool = True,
+                  gaps: list[float] | None = None) -> dict[tuple[int, int], Path]:
+    """Write ``stored`` (t, z, y, x) int16 as one DICOM file per image under shuffled names.
+
+    Slice z lies at ORIGIN + offset_z * normal; files are numbered against the anatomical order and
+    instance numbers run backwards in time, so only IPP and TriggerTime give the right order.
+    """
+    rng = np.random.default_rng(seed)
+    n_t, n_z = stored.shape[:2]
+    offsets = np.concatenate([[0.0], np.cumsum(gaps if gaps is not None else [SLICE_GAP] * (n_z - 1))])
+    uid = generate_uid()
+    names = rng.permutation(n_t * n_z)
+    paths = {}
+    for z in range(n_z):
+        for t in range(n_t):
+            path = folder / f"IM{names[z * n_t + t]:04d}"
+            _write_image(path, stored[t, z], series_uid=uid, position=ORIGIN + offsets[z] * ROTATION[:, 2],
+                         instance=1000 - (z * n_t + t), trigger_time=20.0 + 35.0 * t + 0.5 * z if trigger else None)
+            paths[(z, t)] = path
+    return paths
+
+
+@pytest.fixture
+def stored() -> np.ndarray:
+    """2 locations x 3 phases of 5x6 images with distinct values."""
+    rng = np.random.default_rng(1)
+    return rng.integers(-200, 2000, size=(3, 2, ROWS, COLS)).astype(np.int16)
+
+
+def test_synthetic_cine_order_geometry_and_values(tmp_path, stored):
+    paths = _write_series(tmp_path / "series", stored)
+    volume = read_dicom_series(tmp_path / "series")
+    assert volume.is_cine and volume.array.dtype == np.float32
+    np.testing.assert_allclose(volume.array, stored * SLOPE + INTERCEPT)
+    assert dict(volume.files) == paths
+    np.testing.assert_allclose(volume.trigger_times, [20.25, 55.25, 90.25])
+    g = volume.geometry
+    assert g.size == (COLS, ROWS, 2, 3)
+    np.testing.assert_allclose(g.spacing, (PIXEL_SPACING[1], PIXEL_SPACING[0], SLICE_GAP, 35.0), atol=1e-6)
+    np.testing.assert_allclose(g.origin, tuple(ORIGIN) + (0.0,), atol=1e-6)
+    np.testing.assert_allclose(g.direction_matrix()[:3, :3], ROTATION, atol=1e-6)
+    # Independent check of the voxel -> patient mapping with SimpleITK: voxel (x=4, y=3) of slice 1 lies at
+    # IPP + x * column spacing * row direction + y * row spacing * column direction.
+    image = g.spatial().apply_to(sitk.Image(COLS, ROWS, 2, sitk.sitkFloat32))
+    expected = ORIGIN + SLICE_GAP * ROTATION[:, 2] + 4 * PIXEL_SPACING[1] * ROTATION[:, 0] \
+        + 3 * PIXEL_SPACING[0] * ROTATION[:, 1]
+    np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((4, 3, 1)), expected, atol=1e-5)
+
+
+def test_single_phase_is_3d_and_instance_number_orders_phases(tmp_path, stored):
+    _write_series(tmp_path / "one", stored[:1])
+    volume = read_dicom_series(tmp_path / "one")
+    assert volume.array.shape == (2, ROWS, COLS) and volume.geometry.dim == 3
+    assert set(volume.files) == {(0, 0), (1, 0)}
+    # Without TriggerTime, InstanceNumber orders the phases (here it runs backwards in time).
+    _write_series(tmp_path / "notrigger", stored, trigger=False)
+    volume = read_dicom_series(tmp_path / "notrigger")
+    np.testing.assert_allclose(volume.array, stored[::-1] * SLOPE + INTERCEPT)
+    assert np.isnan(volume.trigger_times).all()
+    # One location with several phases (e.g. a long-axis cine): the slice gap comes from SliceThickness.
+    _write_series(tmp_path / "lax", stored[:, :1])
+    volume = read_dicom_series(tmp_path / "lax")
+    assert volume.array.shape == (3, 1, ROWS, COLS)
+    assert volume.geometry.spacing[2:] == pytest.approx((SLICE_GAP, 35.0))
+
+
+def test_folder_with_several_series_nested_and_junk(tmp_path, stored, caplog):
+    _write_series(tmp_path / "a" / "cine", stored, seed=1)
+    _write_series(tmp_path / "b" / "deeper" / "stack", stored[:1], seed=2)
+    (tmp_path / "README.txt").write_text("not an image\n")
+    (tmp_path / "a" / "notes.json").write_text("{}")
+    (tmp_path / "a" / "broken.dcm").write_bytes(b"\x00" * 10)  # DICOM-looking name, unreadable
+    with caplog.at_level(logging.WARNING):
+        series = find_dicom_series(tmp_path)
+    assert "broken.dcm" in caplog.text and "README" not in caplog.text
+    shapes = sorted((s.n_locations, s.n_phases, len(s.files)) for s in series)
+    assert shapes == [(2, 1, 2), (2, 3, 6)]
+    with pytest.raises(InputFileError, match="2 DICOM series.*series_uid"):
+        read_dicom_series(tmp_path)
+    cine = next(s for s in series if s.n_phases == 3)
+    assert read_dicom_series(tmp_path, series_uid=cine.series_instance_uid).array.shape == (3, 2, ROWS, COLS)
+    # An explicit file list works too, in any order.
+    files = list(reversed(cine.files))
+    assert read_dicom_series(files).geometry.size == (COLS, ROWS, 2, 3)
+
+
+def test_missing_phase_and_duplicates_are_reported(tmp_path, stored):
+    paths = _write_series(tmp_path / "s", stored)
+    paths[(1, 2)].unlink()
+    with pytest.raises(InputFileError, match="uneven number of phases"):
+        read_dicom_series(tmp_path / "s")
+
+    paths = _write_series(tmp_path / "d", stored[:1])
+    for z in range(2):  # every location gets a second copy of its only phase
+        shutil.copy(paths[(z, 0)], tmp_path / "d" / f"copy{z}")
+    with pytest.raises(InputFileError, match="duplicate images"):
+        read_dicom_series(tmp_path / "d")
+
+
+@pytest.mark.parametrize("keep", [150, 300, 450, -20])
+def test_truncated_file_is_named(tmp_path, stored, keep):
+    """Cut inside the file meta, the header or the pixel data: the error names the file."""
+    paths = _write_series(tmp_path, stored)
+    victim = paths[(1, 1)]
+    data = victim.read_bytes()
+    assert len(data) > 500  # the cuts below fall inside the header / pixel data
+    victim.write_bytes(data[:keep])
+    with pytest.raises(InputFileError, match=f"could not be read: {victim.name} |{victim.name}: cannot decode pixel"):
+        read_dicom_series(tmp_path)
+
+
+def test_inconsistent_headers_are_reported(tmp_path, stored):
+    paths = _write_series(tmp_path / "o", stored)
+    ds = pydicom.dcmread(paths[(1, 0)])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.save_as(paths[(1, 0)])
+    with pytest.raises(InputFileError, match="mixed orientations"):
+        read_dicom_series(tmp_path / "o")
+
+    paths = _write_series(tmp_path / "q", stored)
+    ds = pydicom.dcmread(paths[(0, 1)])
+    ds.PixelSpacing = ["0.8", "1.2"]
+    ds.save_as(paths[(0, 1)])
+    with pytest.raises(InputFileError, match="mixed pixel spacings"):
+        read_dicom_series(tmp_path / "q")
+
+    paths = _write_series(tmp_path / "p", stored)
+    ds = pydicom.dcmread(paths[(0, 2)])
+    del ds.PixelData
+    ds.save_as(paths[(0, 2)])
+    with pytest.raises(InputFileError, match="no pixel data") as info:
+        read_dicom_series(tmp_path / "p")
+    assert info.value.path == paths[(0, 2)]
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("x")
+    with pytest.raises(InputFileError, match="no DICOM"):
+        read_dicom_series(tmp_path / "empty")
+
+
+def test_slice_gaps_uneven_warns_and_overlap_fails(tmp_path, stored, caplog):
+    three = np.concatenate([stored, stored[:, :1]], axis=1)  # 3 locations
+    _write_series(tmp_path / "uneven", three[:1], gaps=[SLICE_GAP, 1.3 * SLICE_GAP])
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "uneven")
+    assert "slice gaps vary" in caplog.text
+    assert volume.array.shape[0] == 3
+    _write_series(tmp_path / "overlap", three[:1], gaps=[SLICE_GAP, 0.2 * SLICE_GAP])
+    with pytest.raises(InputFileError, match="overlap"):
+        read_dicom_series(tmp_path / "overlap")
+
+
+def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
+    _write_series(tmp_path / "s", stored)
+    out = write_dicom_as_nifti(tmp_path / "s", tmp_path / "out" / "cine.nii.gz")
+    array, geometry = read_cine(out)
+    volume = read_dicom_series(tmp_path / "s")
+    np.testing.assert_allclose(array, volume.array)
+    assert geometry.differences(volume.geometry, tol=1e-5) == []
+
+
+# --------------------------------------------------------------------------------------- real data
+
+
+@pytest.fixture(scope="module")
+def sunnybrook_volume(sunnybrook_root):
+    return read_dicom_series(sunnybrook_root / "dicom")
+
+
+def test_sunnybrook_layout(sunnybrook_root, sunnybrook_volume):
+    (info,) = find_dicom_series(sunnybrook_root)
+    assert (info.n_locations, info.n_phases, len(info.files)) == (12, 20, 240)
+    v = sunnybrook_volume
+    assert v.array.shape == (20, 12, 256, 256)
+    np.testing.assert_allclose(v.geometry.spacing[:3], (1.367188, 1.367188, 10.0), atol=1e-3)
+    assert 30.0 < v.geometry.spacing[3] < 45.0  # 20 phases over a ~750 ms R-R interval
+    assert np.all(np.diff(v.trigger_times) > 0)
+    # The files of one location are consecutive instances in time order (the scanner's own numbering).
+    for z in range(12):
+        numbers = [int(v.files[(z, t)].stem) for t in range(20)]
+        assert numbers == list(range(numbers[0], numbers[0] + 20))
+
+
+@pytest.mark.parametrize("phase", [0, 18])
+def test_sunnybrook_phase_matches_simpleitk(tmp_path, sunnybrook_volume, phase):
+    v = sunnybrook_volume
+    # Let GDCM sort this phase's files itself (by position), from a folder holding only them.
+    for z in range(12):
+        (tmp_path / v.files[(z, phase)].name).symlink_to(v.files[(z, phase)])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path)))
+    reference = reader.Execute()
+    ours = v.geometry.spatial()
+    ref_geometry = ours.of(reference)
+    assert ours.differences(ref_geometry, tol=1e-3) == []
+    np.testing.assert_array_equal(v.array[phase], sitk.GetArrayFromImage(reference).astype(np.float32))
