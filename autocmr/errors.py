@@ -16,6 +16,9 @@ class InputFileError(AutocmrError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable across worker processes (the default would pass one argument)
+        return (type(self), (self.path, self.reason))
+
 
 class DatasetError(AutocmrError):
     """A dataset folder is missing, ambiguous or malformed."""

@@ -1,1 +1,1 @@
-"""cli"""
+"""Thin command-line entry points: each parses arguments and calls one library function."""

@@ -19,6 +19,7 @@ import pandas as pd
 
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson
 from autocmr.errors import DatasetError, InputFileError
+from autocmr.io.completeness import check_complete
 from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry, read_image
 from autocmr.parallel import run_all
 
@@ -215,6 +216,7 @@ def check_case(case_id: str, images: list[Path], label: Path | None, allowed: li
     if label is None:
         return problems
     try:
+        check_complete(label)
         array, geometry = read_image(label)
     except InputFileError as exc:
         return problems + [IntegrityProblem(case_id, label, exc.reason)]
@@ -226,6 +228,7 @@ def check_case(case_id: str, images: list[Path], label: Path | None, allowed: li
 
 def _check_image(case_id: str, path: Path, problems: list[IntegrityProblem]) -> Geometry | None:
     try:
+        check_complete(path)
         array, geometry = read_image(path)
     except InputFileError as exc:
         problems.append(IntegrityProblem(case_id, path, exc.reason))

@@ -82,14 +82,7 @@ class Predictor:
     def preprocess(self, data: np.ndarray, spacing: Sequence[float],
                    reorientation: Reorientation) -> tuple[np.ndarray, dict[str, Any]]:
         """Stage 1 (CPU, can run in a worker): canonical ``data`` (c, z, y, x) -> network input + properties."""
-        if data.ndim != 4 or data.shape[0] != self.model.plans_channels():
-            raise InputFileError("<array>", f"expected {self.model.plans_channels()} channel(s) of a 3D image, "
-                                            f"got array of shape {data.shape}")
-        pre, _, props = preprocess_arrays(data, None, tuple(spacing), self.plans, self.config)
-        if self.harmoniser is not None:
-            pre = self.harmoniser.apply(pre)
-        props["reorientation"] = reorientation.to_dict()
-        return pre, props
+        return preprocess_for_model(data, spacing, reorientation, self.plans, self.config, self.harmoniser)
 
     def export(self, probabilities: torch.Tensor, props: dict[str, Any], *,
                return_probabilities: bool = False) -> Prediction:
@@ -132,3 +125,18 @@ def export_prediction(probabilities: torch.Tensor, props: dict[str, Any], plans:
     label = postprocessing.apply(labels_to_native(probabilities, props, plans, config))
     probs = probabilities_to_native(probabilities, props, plans, config) if return_probabilities else None
     return Prediction(label, probs)
+
+
+def preprocess_for_model(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, plans: Plans,
+                         config: Configuration, harmoniser: Any = None, *,
+                         source: str | Path = "<array>") -> tuple[np.ndarray, dict[str, Any]]:
+    """Canonical ``data`` (c, z, y, x) -> network input and properties, exactly as in training (plus the
+    optional harmonisation). A plain function of picklable arguments, so it can run in a worker process."""
+    channels = len(plans.channel_names)
+    if data.ndim != 4 or data.shape[0] != channels:
+        raise InputFileError(source, f"expected {channels} channel(s) of a 3D image, got array of shape {data.shape}")
+    pre, _, props = preprocess_arrays(data, None, tuple(spacing), plans, config)
+    if harmoniser is not None:
+        pre = harmoniser.apply(pre)
+    props["reorientation"] = reorientation.to_dict()
+    return pre, props

@@ -69,22 +69,22 @@ def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequen
     """
     device = torch.device(device)
     dim = len(patch_size)
-    volume = data if dim == 3 else data.permute(1, 0, 2, 3)  # 2D: slices become the batch
+    volume = data[None] if dim == 3 else data.permute(1, 0, 2, 3)  # 2D: slices become the batch
     volume, crops = _pad_to(volume, patch_size)
     spatial = volume.shape[-dim:]
     starts = [tile_starts(n, p, step) for n, p in zip(spatial, patch_size)]
     weight = gaussian_importance(patch_size) if use_gaussian else torch.ones(tuple(patch_size))
-    lead = volume.shape[0] if dim == 2 else 1
+    lead = volume.shape[0]
     out = torch.zeros((lead, num_classes) + tuple(spatial), dtype=torch.float32)
     norm = torch.zeros(tuple(spatial), dtype=torch.float32)
     tiles = [(s, corner) for s in range(lead) for corner in itertools.product(*starts)]
     for corner in itertools.product(*starts):
-        norm[tuple(slice(c, c + p) for c, p in zip(corner, patch_size))] += weight
+        norm[_region(corner, patch_size)] += weight
     flips = mirror_combinations([a + 2 for a in mirror_axes])
     weight_dev = weight.to(device)
     for i in range(0, len(tiles), tile_batch):
         chunk = tiles[i:i + tile_batch]
-        x = torch.stack([_tile(volume, s, corner, patch_size, dim) for s, corner in chunk]).to(device)
+        x = torch.stack([volume[(s, slice(None)) + _region(corner, patch_size)] for s, corner in chunk]).to(device)
         logits = None
         for f in flips:
             y = network(torch.flip(x, f) if f else x)
@@ -93,13 +93,11 @@ def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequen
         logits = (logits / len(flips)) * weight_dev
         logits = logits.float().cpu()
         for (s, corner), tile in zip(chunk, logits):
-            region = (s, slice(None)) + tuple(slice(c, c + p) for c, p in zip(corner, patch_size))
-            out[region] += tile
+            out[(s, slice(None)) + _region(corner, patch_size)] += tile
     out /= norm
     out = out[(slice(None), slice(None)) + tuple(crops)]
     return out.permute(1, 0, 2, 3).contiguous() if dim == 2 else out[0]
 
 
-def _tile(volume: torch.Tensor, s: int, corner: Sequence[int], patch: Sequence[int], dim: int) -> torch.Tensor:
-    region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-    return volume[(s, slice(None)) + region] if dim == 2 else volume[(0, slice(None)) + region]
+def _region(corner: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(c, c + p) for c, p in zip(corner, patch))

@@ -164,10 +164,12 @@ def make_phantom_subject(rng: np.random.Generator | int, **kwargs) -> dict[str, 
 def make_phantom_cine(rng: np.random.Generator | int, *, n_frames: int = 12, fov_mm: float = 200.0,
                       oblique: bool = False) -> tuple[np.ndarray, np.ndarray, Geometry, int, int]:
     """A 4D cine (t, z, y, x) with labels, its 4D geometry, and the ED and ES frame indices."""
+    if n_frames < 2:
+        raise ValueError(f"a cine needs at least 2 frames, got {n_frames}")
     rng = np.random.default_rng(rng)
     anatomy = sample_anatomy(rng)
     g3 = sample_geometry(rng, oblique=oblique, fov_mm=fov_mm)
-    es = n_frames // 3
+    es = max(1, n_frames // 3)
     phases = [0.5 - 0.5 * np.cos(np.pi * t / es) if t <= es else
               0.5 + 0.5 * np.cos(np.pi * (t - es) / (n_frames - es)) for t in range(n_frames)]
     frames = [make_phantom_case(rng, phase=float(p), anatomy=anatomy, geometry=g3) for p in phases]

@@ -101,6 +101,21 @@ def sampling_patch_size(patch_size: Sequence[int], params: AugmentationParams, *
     return tuple(int(math.ceil(v - 1e-6)) for v in size)
 
 
+@dataclass(frozen=True)
+class RandomRotation:
+    """Rotation angle sampler for SpatialTransform (a class, not a closure, so workers can unpickle it).
+
+    In 3D, angle 0 rotates about axis 0 (through-plane): the only rotation used for thick-slice stacks."""
+
+    max_radians: float
+    in_plane: bool
+
+    def __call__(self, image=None, dim=None, **_) -> float:  # noqa: ANN001 - batchgeneratorsv2 callback
+        if self.in_plane and dim != 0:
+            return 0.0
+        return float(np.random.uniform(-self.max_radians, self.max_radians))
+
+
 def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, anisotropic: bool,
                      ds_scales: Sequence[Sequence[float]] | None) -> ComposeTransforms:
     """Per-sample transform pipeline: spatial (cropping the final patch), intensity, mirroring, DS targets."""
@@ -108,12 +123,7 @@ def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, a
     in_plane = in_plane_only(dim, anisotropic)
     rot = math.radians(params.rotation_deg if (dim == 2 or in_plane) else params.rotation_deg_3d)
 
-    def rotation(image=None, dim=None, **_):  # noqa: ANN001 - batchgeneratorsv2 callback signature
-        # In 3D, angle 0 rotates about axis 0 (through-plane): the only rotation for thick-slice stacks.
-        if in_plane and dim != 0:
-            return 0.0
-        return float(np.random.uniform(-rot, rot))
-
+    rotation = RandomRotation(rot, in_plane)
     transforms = [SpatialTransform(
         tuple(patch_size), 0, random_crop=False, p_elastic_deform=params.p_elastic, p_rotation=params.p_rotation,
         rotation=rotation, p_scaling=params.p_scaling, scaling=params.scaling,

@@ -2,10 +2,11 @@
 dataset, whose cases are preprocessed to those plans. The new dataset's own plans are not used."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from autocmr.dataset.raw import load_raw_dataset
+from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.inference.model_folder import ModelFolder
 from autocmr.parallel import default_workers, run_all
@@ -35,6 +36,9 @@ def plans_for_finetuning(pretrained: str | Path, dataset_name: str, configuratio
     pre_dir = roots.preprocessed / dataset_name
     pre_dir.mkdir(parents=True, exist_ok=True)
     plans.save(pre_dir / f"{plans.plans_name}.json")
+    for name in (DATASET_JSON, CASES_CSV):  # the model folder copies them from here
+        if (raw_dir / name).is_file():
+            shutil.copyfile(raw_dir / name, pre_dir / name)
     config = model.configuration
     folder = pre_dir / config.data_identifier
     todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]

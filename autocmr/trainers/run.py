@@ -68,7 +68,11 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
           plans_name: str | None = None, continue_training: bool = False, splits_file: str | Path | None = None,
           output_dir: str | Path | None = None) -> TrainResult:
     """Train one fold (see the module doc); returns where it was written and the validation summary."""
-    name = resolve_dataset_name(dataset, roots.preprocessed)
+    try:
+        name = resolve_dataset_name(dataset, roots.preprocessed)
+    except DatasetError:
+        name = resolve_dataset_name(dataset, roots.raw)  # raises when the dataset is nowhere
+        raise DatasetError(f"{name} has not been planned yet; run `autocmr_plan -d {dataset}` first") from None
     pre_dir = roots.preprocessed / name
     if not pre_dir.is_dir():
         raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")

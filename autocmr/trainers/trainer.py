@@ -189,7 +189,8 @@ class Trainer:
 
     def on_epoch_end(self, train_loss: float, val_loss: float, counts: Any, lr: float, seconds: float) -> None:
         s = self.state
-        dice = [2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else math.nan for tp, fp, fn in np.atleast_2d(counts)]
+        dice = [float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) > 0 else math.nan
+                for tp, fp, fn in np.atleast_2d(counts)]
         pseudo = float(np.nanmean(dice)) if np.isfinite(dice).any() else 0.0
         s.ema = pseudo if s.ema is None else self.options.ema_decay * s.ema + (1 - self.options.ema_decay) * pseudo
         s.epoch += 1

@@ -1,0 +1,42 @@
+"""Shared pieces of the command-line entry points: data-root flags, logging, error reporting."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+
+def add_root_flags(parser: argparse.ArgumentParser, *which: str) -> None:
+    """``--raw``/``--preprocessed``/``--results``: override $AUTOCMR_RAW etc. (default under $AUTOCMR_HOME,
+    itself ~/autocmr_data)."""
+    for name in which:
+        parser.add_argument(f"--{name}", default=None, metavar="DIR",
+                            help=f"{name} data root (default: $AUTOCMR_{name.upper()}, else $AUTOCMR_HOME/{name})")
+
+
+def roots_from(args: argparse.Namespace):
+    from autocmr.settings import resolve_roots
+
+    return resolve_roots(raw=getattr(args, "raw", None), preprocessed=getattr(args, "preprocessed", None),
+                         results=getattr(args, "results", None))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("numexpr", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_command(fn: Callable[[], int]) -> int:
+    """Run ``fn``; autocmr's own errors become ``error: message`` on stderr and exit code 2."""
+    from autocmr.errors import AutocmrError
+
+    try:
+        return fn()
+    except AutocmrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130

@@ -1,0 +1,83 @@
+"""``autocmr_predict -i IN -o OUT``: segment every image in a folder (NIfTI 3D, 4D cine, DICOM series).
+
+Examples::
+
+    autocmr_predict -i scans/ -o masks/ -d 101 -c 2d           # trained model of dataset 101, all folds
+    autocmr_predict -i scans/ -o masks/ -m ~/models/acdc_2d    # a copied model folder
+    autocmr_predict -i dicom_study/ -o masks/ -d 101 -c 2d -f 0 --device cpu
+    autocmr_predict -i scans/ -o masks/ -d 101 -c 2d --num-parts 4 --part-id 2   # one of four machines
+
+Masks (``NAME.nii.gz``, uint8: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity) have the exact
+header of their input; a 4D cine gets a 4D mask. DICOM series are also written as NIfTI under
+``OUT/images_from_dicom/``. ``OUT/failures.json`` lists cases that could not be predicted and why.
+Exit code: 0 all cases predicted, 1 some failed, 2 bad options or model.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autocmr.cli.common import add_root_flags, run_command, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autocmr_predict", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("Examples::", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--input", required=True, help="folder of images / DICOM (or a single file)")
+    p.add_argument("-o", "--output", required=True, help="folder for the masks (created if needed)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("-m", "--model", default=None, help="model folder (holds plans.json and fold_N/)")
+    model.add_argument("-d", "--dataset", default=None, help="dataset id (101) or name of a trained model")
+    p.add_argument("-c", "--configuration", default=None, help="configuration with -d: 2d or 3d_fullres")
+    p.add_argument("-p", "--plans", default=None,
+                   help="plans name with -d (default: autocmrPlans_cpu on the CPU when trained, else autocmrPlans)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: all available)")
+    p.add_argument("--checkpoint", default="final", choices=("final", "best", "latest"),
+                   help="which checkpoint of each fold (default final)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--no-mirror", action="store_true", help="no test-time mirroring (faster, slightly worse)")
+    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
+                                                           "(default 0.5; 1 is faster)")
+    p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases whose mask exists")
+    p.add_argument("--num-parts", type=int, default=1, help="split the cases over this many runs (default 1)")
+    p.add_argument("--part-id", type=int, default=0, help="which part this run does, 0..num-parts-1")
+    p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz (float16)")
+    p.add_argument("--postprocess", default="auto", choices=("auto", "on", "off"),
+                   help="largest-component postprocessing: auto (as chosen at training), on, off")
+    p.add_argument("--harmonise", action="store_true",
+                   help="match image intensities to the training set (histogram matching)")
+    p.add_argument("-j", "--num-workers", type=int, default=None,
+                   help="processes reading and writing cases (0: none; default: a few)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_root_flags(p, "results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dataset is not None and not args.configuration:
+        parser.error("-d/--dataset needs -c/--configuration (e.g. -c 2d)")
+    if args.model is not None and (args.configuration or args.plans):
+        parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model")
+    setup_logging(args.verbose)
+
+    def go() -> int:
+        from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
+
+        model = args.model or ModelSpec(args.dataset, args.configuration, args.plans, args.results)
+        options = PredictorOptions(folds=tuple(args.folds) if args.folds else None, checkpoint=args.checkpoint,
+                                   device=args.device, mirror=not args.no_mirror, step=args.step,
+                                   postprocess=args.postprocess, harmonise=args.harmonise)
+        report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
+                                num_parts=args.num_parts, part_id=args.part_id,
+                                save_probabilities=args.save_probabilities, num_workers=args.num_workers)
+        print(report.summary())
+        return 0 if report.ok else 1
+
+    return run_command(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""``autocmr_train DATASET CONFIGURATION FOLD``: train one fold of a 5-fold, subject-level cross-validation.
+
+Examples::
+
+    autocmr_train 101 2d 0                          # CPU: 60 min budget and CPU plans by default
+    autocmr_train 101 2d 0 --time-budget 20m --augmentation cross-domain
+    autocmr_train 101 3d_fullres all --epochs 500   # all cases, no validation
+    autocmr_train 101 2d 0 --continue               # resume after an interruption
+    autocmr_train 130 2d 0 --pretrained ~/autocmr_data/results/Dataset101_ACDC/autocmrPlans_cpu__2d \\
+        --freeze decoder --time-budget 10m          # fine-tune on a few cases of a new site
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autocmr.cli.common import add_root_flags, roots_from, run_command, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autocmr_train", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("Examples::", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="dataset id (101) or name (Dataset101_ACDC)")
+    p.add_argument("configuration", help="2d or 3d_fullres")
+    p.add_argument("fold", help="fold 0-4, or 'all'")
+    p.add_argument("-p", "--plans", default=None, help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 1000 on GPU; on CPU the budget)")
+    p.add_argument("--iterations", type=int, default=250, help="training iterations per epoch (default 250)")
+    p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice batches per epoch (default 50)")
+    p.add_argument("--time-budget", default=None, help="wall-clock budget incl. final validation, e.g. 60m, 1h30m")
+    p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate (default 0.01, poly decay 0.9)")
+    p.add_argument("--augmentation", default="default", help="augmentation preset: default, cross-domain, none")
+    p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--num-workers", type=int, default=None, help="augmentation worker processes (0: in-process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=5, help="epochs between 'latest' checkpoints (default 5)")
+    p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from checkpoint_latest")
+    p.add_argument("--splits", default=None, help="custom splits JSON: [{'train': [...], 'val': [...]}, ...]")
+    p.add_argument("--no-final-validation", action="store_true", help="skip predicting the validation cases")
+    p.add_argument("--no-mirror-validation", action="store_true", help="final validation without test-time mirroring")
+    p.add_argument("--pretrained", default=None, help="model folder to fine-tune from (its plans are used)")
+    p.add_argument("--freeze", default="none", choices=("none", "encoder", "decoder"),
+                   help="part of the pretrained network to keep fixed (default none)")
+    p.add_argument("--unfreeze-blocks", type=int, default=0,
+                   help="with --freeze encoder: train the first N encoder stages anyway")
+    p.add_argument("-o", "--output", default=None, help="model folder to write (default under the results root)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_root_flags(p, "raw", "preprocessed", "results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def go() -> int:
+        from autocmr.trainers.options import TrainOptions, parse_duration
+        from autocmr.trainers.run import train
+
+        options = TrainOptions(
+            epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
+            learning_rate=args.lr, augmentation=args.augmentation, seed=args.seed, device=args.device,
+            time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
+            num_workers=args.num_workers, batch_size=args.batch_size, save_every=args.save_every,
+            final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,
+            pretrained=args.pretrained, freeze=args.freeze, unfreeze_blocks=args.unfreeze_blocks,
+        )
+        result = train(args.dataset, args.configuration, args.fold, roots_from(args), options=options,
+                       plans_name=args.plans, continue_training=args.continue_training, splits_file=args.splits,
+                       output_dir=args.output)
+        print(f"model written to {result.fold_dir} ({result.epochs} epochs)")
+        return 0
+
+    return run_command(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""Predict every image of a folder (NIfTI 3D, 4D cine, DICOM series) with one model: ``autocmr_predict``.
+
+Three stages overlap, as in nnU-Net's predictor: worker processes read and preprocess the next cases
+(stage 1) and resample finished predictions back to the input's space and write them (stage 3) while the
+main process runs the network (stage 2). Only a few cases are read ahead, so memory stays bounded. Frames of a
+4D cine are predicted and exported one by one and joined into one 4D mask with the input's exact header.
+
+Every file is written atomically (temporary name, then rename): an interrupted run leaves no half-written
+mask, and ``continue_=True`` picks up where it stopped. A case that fails (unreadable file, wrong channels,
+NaN values, a crashed worker) is recorded with its file and reason and the batch goes on; ``failures.json``
+and ``predictions.json`` are written into the output folder at the end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autocmr.errors import ConfigurationError, InputFileError, PlansError
+from autocmr.inference.inputs import IMAGES_FROM_DICOM, CaseFailure, PredictionJob, check_complete, discover_jobs
+from autocmr.inference.predictor import Predictor, export_prediction, preprocess_for_model
+from autocmr.inference.sliding_window import DEFAULT_STEP
+from autocmr.io.atomic import TEMP_PREFIX, atomic_path, write_json_atomic
+from autocmr.io.cine import join_frames, read_cine, write_cine
+from autocmr.io.dicom import read_dicom_series
+from autocmr.io.image import Geometry, write_image
+from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.parallel import default_workers, make_pool
+from autocmr.preprocessing.loading import load_case
+
+logger = logging.getLogger(__name__)
+
+FAILURES_JSON = "failures.json"
+PREDICTIONS_JSON = "predictions.json"
+MAX_AUTO_WORKERS = 3  # reading/exporting rarely needs more to keep one network busy (nnU-Net uses 3 + 3)
+WORKER_ATTEMPTS = 2  # a task whose worker process died is retried once in a fresh pool, then reported
+PENDING_EXPORTS_PER_WORKER = 2  # predicted frames waiting for export; bounds memory if export is the bottleneck
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model chosen by dataset and configuration, found under the results root (flag > env > default)."""
+
+    dataset: str | int
+    configuration: str
+    plans: str | None = None  # default: autocmrPlans_cpu on the CPU when that model exists, else autocmrPlans
+    results: str | Path | None = None
+
+    def resolve(self, device: str = "auto") -> Path:
+        from autocmr.device import resolve_device
+        from autocmr.inference.model_folder import model_folder
+        from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME
+        from autocmr.settings import resolve_roots
+
+        roots = resolve_roots(results=self.results)
+        if self.plans:
+            path = model_folder(roots, self.dataset, self.plans, self.configuration)
+        else:
+            cpu = model_folder(roots, self.dataset, CPU_PLANS_NAME, self.configuration)
+            on_cpu = resolve_device(device).type == "cpu"
+            path = cpu if on_cpu and cpu.is_dir() else model_folder(roots, self.dataset, DEFAULT_PLANS_NAME,
+                                                                     self.configuration)
+        if not path.is_dir():
+            found = sorted(p.name for p in path.parent.glob("*__*") if p.is_dir()) if path.parent.is_dir() else []
+            raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} "
+                             f"(train one with autocmr_train, or give a model folder with -m)")
+        return path
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How to build a :class:`Predictor` from a model folder (see its arguments)."""
+
+    folds: tuple[str, ...] | None = None  # None: every fold with the checkpoint
+    checkpoint: str = "final"
+    device: str = "auto"
+    mirror: bool = True
+    step: float = DEFAULT_STEP
+    postprocess: str = "auto"
+    harmonise: bool = False
+    tile_batch: int | None = None
+
+    def build(self, model_dir: str | Path) -> Predictor:
+        return Predictor(model_dir, folds=self.folds, checkpoint=self.checkpoint, device=self.device,
+                         mirror=self.mirror, step=self.step, tile_batch=self.tile_batch,
+                         postprocess=self.postprocess, harmonise=self.harmonise)
+
+
+@dataclass
+class BatchReport:
+    """What :func:`predict_folder` did. ``timings`` maps a case name to seconds per stage."""
+
+    output_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        lines = [f"{len(self.done)} predicted, {len(self.skipped)} skipped (output exists), "
+                 f"{len(self.failures)} failed in {self.wall_s:.1f} s; masks in {self.output_dir}"]
+        lines += [f"  FAILED {f.name}: {f.file}: {f.reason}" for f in self.failures]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _ModelContext:
+    """What the worker processes need from the model (picklable: no networks)."""
+
+    plans: Any
+    config: Any
+    postprocessing: Any
+    harmoniser: Any
+    num_channels: int
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> "_ModelContext":
+        return cls(predictor.plans, predictor.config, predictor.postprocessing, predictor.harmoniser,
+                   predictor.model.plans_channels())
+
+
+@dataclass
+class _Loaded:
+    """Stage 1 output: network inputs with their properties, one per frame, and the output geometry."""
+
+    units: list[tuple[np.ndarray, dict[str, Any]] | None]
+    geometry: Geometry
+    seconds: float
+
+
+def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predictor | str | Path | ModelSpec, *,
+                   options: PredictorOptions | None = None, continue_: bool = False, num_parts: int = 1,
+                   part_id: int = 0, save_probabilities: bool = False, num_workers: int | None = None) -> BatchReport:
+    """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
+
+    Args:
+        input_path: images (see :mod:`autocmr.inference.inputs` for what is recognised).
+        output_dir: receives ``NAME.nii.gz`` masks (uint8, the input's exact geometry), optional
+            ``NAME_probabilities.npz``, ``images_from_dicom/``, ``failures.json`` and ``predictions.json``.
+        model: a :class:`Predictor`, a model folder, or a :class:`ModelSpec`.
+        options: how to build the predictor when ``model`` is not one already.
+        continue_: skip cases whose mask (and probabilities, if requested) already exist.
+        num_parts, part_id: run only every ``num_parts``-th case of the sorted list, starting at ``part_id``
+            (several machines share a folder); reports are then named ``failures_partK.json`` etc.
+        save_probabilities: also write float16 class probabilities, (C, ...) or (t, C, ...) for a cine.
+        num_workers: processes for reading and exporting; 0 runs everything here; None picks a few.
+
+    Raises:
+        AutocmrError: the model cannot be loaded, the input does not exist or holds no image, bad options.
+    """
+    start = time.perf_counter()
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ConfigurationError(f"part_id must be in [0, num_parts) with num_parts >= 1, got part {part_id} of "
+                                 f"{num_parts}")
+    predictor = _make_predictor(model, options or PredictorOptions())
+    out = Path(output_dir).expanduser()
+    discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
+    if not discovery.jobs and not discovery.problems:
+        raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = list(discovery.jobs[part_id::num_parts])
+    report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
+    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities)]
+    todo = [j for j in jobs if j.name not in set(report.skipped)]
+    names = _report_names(num_parts, part_id)
+    _remove_stale_temporaries(out, todo, names)
+    workers = _Workers(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
+    logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
+                len(todo), len(report.skipped), len(report.failures), workers.num_workers)
+    run = _BatchRun(predictor, _ModelContext.of(predictor), workers, save_probabilities, report)
+    try:
+        run.run(todo)
+    finally:
+        workers.close()
+        run.bar.close()
+    report.wall_s = time.perf_counter() - start
+    report.done.sort()
+    report.failures.sort(key=lambda f: (f.name, f.file))
+    _write_reports(report, predictor, input_path, jobs, names, (num_parts, part_id))
+    logger.info("%s", report.summary().splitlines()[0])
+    return report
+
+
+def _make_predictor(model: Predictor | str | Path | ModelSpec, options: PredictorOptions) -> Predictor:
+    if isinstance(model, Predictor):
+        return model
+    if isinstance(model, ModelSpec):
+        return options.build(model.resolve(options.device))
+    return options.build(model)
+
+
+def _auto_workers(n_jobs: int) -> int:
+    # Starting a process costs seconds (torch import); a single case is faster in this process.
+    return 0 if n_jobs <= 1 else min(MAX_AUTO_WORKERS, max(1, default_workers() // 2))
+
+
+def _finished(job: PredictionJob, save_probabilities: bool) -> bool:
+    return job.output.is_file() and (not save_probabilities or job.probabilities_path.is_file())
+
+
+def _report_names(num_parts: int, part_id: int) -> tuple[str, str]:
+    if num_parts == 1:
+        return FAILURES_JSON, PREDICTIONS_JSON
+    return tuple(n.replace(".json", f"_part{part_id}.json") for n in (FAILURES_JSON, PREDICTIONS_JSON))  # type: ignore
+
+
+def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:
+    """Delete temporaries an interrupted run left for *these* outputs (other parts may be writing now)."""
+    targets = set(names) | {p.name for j in jobs for p in (j.output, j.probabilities_path, j.image_copy) if p}
+    for folder in (out, out / IMAGES_FROM_DICOM):
+        if folder.is_dir():
+            for item in folder.iterdir():
+                parts = item.name.split("_", 2)  # ".tmp", random hex, target name (see autocmr.io.atomic)
+                if item.name.startswith(TEMP_PREFIX) and len(parts) == 3 and parts[2] in targets:
+                    item.unlink(missing_ok=True)
+
+
+def _write_reports(report: BatchReport, predictor: Predictor, input_path: str | Path, jobs: Sequence[PredictionJob],
+                   names: tuple[str, str], part: tuple[int, int]) -> None:
+    failures_name, predictions_name = names
+    write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
+    path = report.output_dir / predictions_name
+    cases: dict[str, Any] = {}
+    try:  # keep what an earlier run (continued now) recorded about the cases it predicted
+        cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
+    except (ValueError, AttributeError, OSError):
+        cases = {}
+    by_name = {j.name: j for j in jobs}
+    for name in report.done:
+        job = by_name[name]
+        cases[name] = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
+                       "seconds": {k: round(v, 3) for k, v in report.timings[name].items()}}
+    write_json_atomic(path, {"predictor": predictor.describe(), "input": str(input_path),
+                             "num_parts": part[0], "part_id": part[1], "wall_s": round(report.wall_s, 3),
+                             "done": report.done, "skipped": report.skipped,
+                             "failed": [f.name for f in report.failures],
+                             "cases": dict(sorted(cases.items()))})
+
+
+# --------------------------------------------------------------------------------- stages (worker side)
+
+
+class _StageError(Exception):
+    """A case's error carried out of a worker as plain text: library exceptions (and autocmr's
+    InputFileError, whose constructor takes two arguments) do not always survive pickling."""
+
+    def __init__(self, file: str | None, reason: str) -> None:
+        super().__init__(file, reason)
+        self.file, self.reason = file, reason
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one stage; any error becomes a :class:`_StageError` naming the file at fault when known."""
+    try:
+        return fn(*args)
+    except InputFileError as exc:
+        raise _StageError(str(exc.path), exc.reason) from None
+    except Exception as exc:  # noqa: BLE001 - reported for this case only
+        lines = str(exc).strip().splitlines()
+        raise _StageError(None, f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__) from None
+
+
+def _load_job(job: PredictionJob, ctx: _ModelContext) -> _Loaded:
+    """Stage 1: read the job's image(s), bring each frame to canonical order and preprocess it."""
+    start = time.perf_counter()
+    for source in job.sources if job.kind != "dicom" else ():
+        check_complete(source)
+    if job.kind == "3d":
+        case = load_case(job.sources)
+        units = [_preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)]
+        return _Loaded(units, case.geometry, time.perf_counter() - start)
+    if job.kind == "cine":
+        frames, geometry = read_cine(job.sources[0])
+        if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+            raise InputFileError(job.sources[0], "contains NaN or infinite values")
+    else:
+        volume = read_dicom_series(job.sources)
+        frames, geometry = volume.array, volume.geometry
+        _write_volume(frames, geometry, job.image_copy)
+        frames = frames if volume.is_cine else frames[None]
+    reo = canonical_reorientation(geometry)
+    spacing = reo.spacing(geometry.spatial().spacing_zyx)
+    units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
+                         ctx, job.source) for frame in frames]
+    return _Loaded(units, geometry, time.perf_counter() - start)
+
+
+def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: _ModelContext,
+                source: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    return preprocess_for_model(data, spacing, reorientation, ctx.plans, ctx.config, ctx.harmoniser, source=source)
+
+
+def _export_unit(probabilities: np.ndarray, props: dict[str, Any], ctx: _ModelContext,
+                 with_probabilities: bool) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Stage 3a: probabilities in network space -> uint8 mask (and float16 probabilities) in stored order."""
+    start = time.perf_counter()
+    prediction = export_prediction(torch.from_numpy(probabilities), props, ctx.plans, ctx.config, ctx.postprocessing,
+                                   return_probabilities=with_probabilities)
+    probs = prediction.probabilities.astype(np.float16) if prediction.probabilities is not None else None
+    return prediction.label.astype(np.uint8, copy=False), probs, time.perf_counter() - start
+
+
+def _write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[np.ndarray] | None,
+               geometry: Geometry) -> float:
+    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry."""
+    start = time.perf_counter()
+    if probabilities is not None:
+        probs = np.stack(probabilities) if geometry.dim == 4 else probabilities[0]
+        with atomic_path(job.probabilities_path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probabilities=probs)
+    _write_volume(join_frames(labels, geometry) if geometry.dim == 4 else labels[0], geometry, job.output)
+    return time.perf_counter() - start
+
+
+def _write_volume(array: np.ndarray, geometry: Geometry, path: Path | None) -> None:
+    if path is not None:
+        (write_cine if geometry.dim == 4 else write_image)(array, geometry, path)
+
+
+# --------------------------------------------------------------------------------- scheduling (main side)
+
+
+class _Task:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.future: Future = Future()
+        self.attempts = 0
+        self.generation = 0
+
+
+class _Workers:
+    """A spawn process pool (or inline execution with 0 workers) that survives a crashed worker process."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.pool = make_pool(num_workers) if num_workers > 0 else None
+        self.generation = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
+        task = _Task(_guarded, (fn,) + args)
+        self._start(task)
+        return task
+
+    def _start(self, task: _Task) -> None:
+        task.attempts += 1
+        if self.pool is None:
+            task.future = Future()
+            try:
+                task.future.set_result(task.fn(*task.args))
+            except Exception as exc:  # noqa: BLE001 - delivered through result() like a worker's error
+                task.future.set_exception(exc)
+            return
+        try:
+            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
+        except BrokenProcessPool:
+            self._restart(self.generation)
+            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
+
+    def result(self, task: _Task) -> Any:
+        while True:
+            try:
+                return task.future.result()
+            except BrokenProcessPool as exc:
+                if task.attempts >= WORKER_ATTEMPTS:
+                    raise RuntimeError("the worker process died while handling this case (killed, out of memory "
+                                       "or a crash in a library)") from exc
+                self._restart(task.generation)
+                self._start(task)
+
+    def _restart(self, generation: int) -> None:
+        if generation != self.generation or self.pool is None:
+            return  # already replaced since that task was submitted
+        logger.warning("a worker process died; starting new workers and retrying the affected cases once")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = make_pool(self.num_workers)
+        self.generation += 1
+
+    @staticmethod
+    def wait_any(tasks: Sequence[_Task]) -> None:
+        wait([t.future for t in tasks], return_when=FIRST_COMPLETED)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _JobState:
+    job: PredictionJob
+    geometry: Geometry
+    labels: list[np.ndarray | None]
+    probabilities: list[np.ndarray | None]
+    seconds: dict[str, float]
+    failed: bool = False
+
+
+class _BatchRun:
+    """Feeds stage 1 a few cases ahead, runs the network here, hands exports and writes to the workers."""
+
+    def __init__(self, predictor: Predictor, ctx: _ModelContext, workers: _Workers, save_probabilities: bool,
+                 report: BatchReport) -> None:
+        self.predictor, self.ctx, self.workers, self.report = predictor, ctx, workers, report
+        self.save_probabilities = save_probabilities
+        self.prefetch = max(1, workers.num_workers + 1)
+        self.max_exports = max(1, PENDING_EXPORTS_PER_WORKER * workers.num_workers)
+        self.loads: deque[tuple[PredictionJob, _Task]] = deque()
+        self.exports: list[tuple[_JobState, int, _Task]] = []
+        self.writes: list[tuple[_JobState, _Task]] = []
+        self.bar = tqdm(total=0, desc="predicting", unit="case", disable=None)
+
+    def run(self, jobs: Sequence[PredictionJob]) -> None:
+        self.bar.reset(total=len(jobs))
+        queue = deque(jobs)
+        self._fill(queue)
+        while self.loads:
+            job, task = self.loads.popleft()
+            self._fill(queue)  # the next cases load while this one is predicted
+            try:
+                loaded = self.workers.result(task)
+            except Exception as exc:  # noqa: BLE001 - any error in one case is reported, the batch goes on
+                self._fail(job, exc)
+                continue
+            self._predict(job, loaded)
+        while self.exports or self.writes:
+            self._collect(block=True)
+
+    def _fill(self, queue: deque[PredictionJob]) -> None:
+        while queue and len(self.loads) < self.prefetch:
+            job = queue.popleft()
+            self.loads.append((job, self.workers.submit(_load_job, job, self.ctx)))
+
+    def _predict(self, job: PredictionJob, loaded: _Loaded) -> None:
+        n = len(loaded.units)
+        state = _JobState(job, loaded.geometry, [None] * n, [None] * n,
+                          {"load_s": loaded.seconds, "predict_s": 0.0, "export_s": 0.0, "frames": n})
+        for index in range(n):
+            pre, props = loaded.units[index]  # type: ignore[misc]
+            loaded.units[index] = None  # free each frame's input once predicted
+            t0 = time.perf_counter()
+            try:
+                probs = self.predictor.probabilities(pre).float().cpu().numpy()
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory on this case only
+                self._fail(job, exc, state)
+                return
+            state.seconds["predict_s"] += time.perf_counter() - t0
+            task = self.workers.submit(_export_unit, probs, props, self.ctx, self.save_probabilities)
+            self.exports.append((state, index, task))
+            self._collect(block=False)
+            while len(self.exports) > self.max_exports:
+                self._collect(block=True)
+
+    def _collect(self, *, block: bool) -> None:
+        """Handle finished exports (submitting a job's write once all its frames are in) and writes."""
+        if block and self.exports + self.writes and not any(t.future.done() for *_, t in self.exports + self.writes):
+            self.workers.wait_any([t for *_, t in self.exports] + [t for _, t in self.writes])
+        for item in [e for e in self.exports if e[2].future.done()]:
+            self.exports.remove(item)
+            state, index, task = item
+            try:
+                label, probs, seconds = self.workers.result(task)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(state.job, exc, state)
+                continue
+            state.labels[index], state.probabilities[index] = label, probs
+            state.seconds["export_s"] += seconds
+            if not state.failed and all(lab is not None for lab in state.labels):
+                probabilities = state.probabilities if self.save_probabilities else None
+                self.writes.append((state, self.workers.submit(_write_job, state.job, state.labels, probabilities,
+                                                               state.geometry)))
+        for item in [w for w in self.writes if w[1].future.done()]:
+            self.writes.remove(item)
+            state, task = item
+            try:
+                state.seconds["write_s"] = self.workers.result(task)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(state.job, exc, state)
+                continue
+            self.report.done.append(state.job.name)
+            self.report.timings[state.job.name] = state.seconds
+            self.bar.update()
+
+    def _fail(self, job: PredictionJob, exc: BaseException, state: _JobState | None = None) -> None:
+        if state is not None:
+            if state.failed:
+                return
+            state.failed = True
+        if isinstance(exc, _StageError):
+            failure = CaseFailure(job.name, exc.file or str(job.source), exc.reason)
+        elif isinstance(exc, InputFileError):
+            failure = CaseFailure(job.name, str(exc.path), exc.reason)
+        else:
+            text = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            failure = CaseFailure(job.name, str(job.source), reason)
+        logger.debug("%s failed", job.name, exc_info=exc)
+        logger.warning("%s failed: %s: %s", job.name, failure.file, failure.reason)
+        self.report.failures.append(failure)
+        self.bar.update()
+
+
+__all__ = ["BatchReport", "ModelSpec", "PredictorOptions", "predict_folder"]

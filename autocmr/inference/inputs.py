@@ -1,0 +1,269 @@
+"""Find the prediction jobs in an input folder (or a single file) for ``autocmr_predict``.
+
+What counts as a job:
+
+* a 3D image (``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``) at the top level of the folder, named either the
+  nnU-Net way (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``... one file per channel, grouped by ``CASE``) or
+  plainly (``CASE.nii.gz``, one channel). A ``_NNNN`` suffix without a ``_0000`` sibling is part of a
+  plain name. A 4D file with a single frame counts as 3D;
+* a 4D cine file (more than one frame): every frame is segmented, the mask is 4D with the input's header;
+* a DICOM series anywhere under the folder (the folder itself or any sub-folder): one job per series,
+  named after its folder plus the series number and description.
+
+Top-level files that are neither are reported as problems ("not an image"). Files in sub-folders that are
+not DICOM are ignored, because DICOM exports carry side files (DICOMDIR, contours, reports). Hidden files,
+which include autocmr's own temporary files (``.tmp_*``), are never looked at.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.io.cine import is_cine
+from autocmr.io.dicom import DicomSeriesInfo, find_dicom_series
+from autocmr.io.completeness import check_complete
+from autocmr.io.image import read_header
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+OUTPUT_SUFFIX = ".nii.gz"  # masks are always written as NIfTI, whatever the input format
+IMAGES_FROM_DICOM = "images_from_dicom"  # sub-folder of the output holding DICOM series converted to NIfTI
+PROBABILITIES_SUFFIX = "_probabilities.npz"
+JOB_KINDS = ("3d", "cine", "dicom")
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
+
+
+@dataclass(frozen=True)
+class PredictionJob:
+    """One image to segment: ``sources`` are the channel files (3d, cine) or the DICOM files (dicom)."""
+
+    name: str
+    kind: str  # one of JOB_KINDS
+    sources: tuple[Path, ...]
+    output: Path
+    series_uid: str | None = None  # DICOM only
+
+    @property
+    def source(self) -> Path:
+        """The file (or, for DICOM, the folder) to name in messages."""
+        if self.kind == "dicom":
+            return Path(os.path.commonpath([p.parent for p in self.sources]))
+        return self.sources[0]
+
+    @property
+    def image_copy(self) -> Path | None:
+        """Where a DICOM series is written as NIfTI, so that users can overlay the mask on it."""
+        return self.output.parent / IMAGES_FROM_DICOM / f"{self.name}{OUTPUT_SUFFIX}" if self.kind == "dicom" else None
+
+    @property
+    def probabilities_path(self) -> Path:
+        return self.output.parent / f"{self.name}{PROBABILITIES_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class CaseFailure:
+    """A case that could not be predicted: its name, the file at fault and why."""
+
+    name: str
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "file": self.file, "reason": self.reason}
+
+
+_Found = tuple[list[PredictionJob], list[CaseFailure]]
+
+
+@dataclass(frozen=True)
+class Discovery:
+    jobs: tuple[PredictionJob, ...]  # sorted by name
+    problems: tuple[CaseFailure, ...]  # inputs that cannot become jobs
+
+
+def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channels: int | None = None) -> Discovery:
+    """Jobs in ``input_path`` (a folder or one file) writing into ``output_dir``.
+
+    Args:
+        input_path: folder of images / DICOM, or a single image or DICOM file.
+        output_dir: where masks go (``NAME.nii.gz``); inside the input folder is fine (it is skipped), the
+            input folder itself is not.
+        num_channels: channels the model expects; cases with another count become problems. ``None``
+            skips that check.
+
+    Raises:
+        InputFileError: ``input_path`` does not exist.
+        ConfigurationError: ``output_dir`` is the input folder.
+    """
+    source, out = Path(input_path).expanduser(), Path(output_dir).expanduser()
+    if not source.exists():
+        raise InputFileError(source, "input does not exist")
+    if source.is_dir() and source.resolve() == out.resolve():
+        raise ConfigurationError(f"output folder {out} is the input folder; choose another output folder")
+    if source.is_dir():
+        jobs, problems = _discover_folder(source, out, num_channels)
+    else:
+        jobs, problems = _discover_file(source, out, num_channels)
+    jobs, clashes = _unique_names(jobs)
+    return Discovery(tuple(sorted(jobs, key=lambda j: j.name)),
+                     tuple(sorted(problems + clashes, key=lambda p: (p.name, p.file))))
+
+
+def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Found:
+    top = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in top if _image_suffix(p)]
+    jobs, problems = _image_jobs(images, out, num_channels)
+    dicom_jobs, dicom_problems, dicom_files = _dicom_jobs(find_dicom_series(folder), folder, out, num_channels)
+    jobs += dicom_jobs
+    problems += dicom_problems
+    for path in top:
+        if not _image_suffix(path) and path.resolve() not in dicom_files:
+            problems.append(CaseFailure(path.name, str(path), "not an image (expected " + ", ".join(IMAGE_SUFFIXES)
+                                        + " or DICOM)"))
+    _warn_nested_images(folder, out)
+    return jobs, problems
+
+
+def _discover_file(path: Path, out: Path, num_channels: int | None) -> _Found:
+    if _image_suffix(path):
+        match = _CHANNEL.match(_stem(path))
+        if match is None:
+            return _image_jobs([path], out, num_channels)
+        siblings = [p for p in sorted(path.parent.iterdir()) if p.is_file() and _image_suffix(p)
+                    and (m := _CHANNEL.match(_stem(p))) is not None and m.group("case") == match.group("case")]
+        jobs, problems = _image_jobs(siblings, out, num_channels)
+        keep = [j for j in jobs if path in j.sources]
+        return keep, [p for p in problems if p.file == str(path) or p.name == match.group("case")]
+    series = [s for s in find_dicom_series(path.parent) if path.resolve() in {f.resolve() for f in s.files}]
+    if not series:
+        return [], [CaseFailure(path.name, str(path), "not an image (expected " + ", ".join(IMAGE_SUFFIXES)
+                                + " or DICOM)")]
+    jobs, problems, _ = _dicom_jobs(series, path.parent, out, num_channels)
+    return jobs, problems
+
+
+def _image_suffix(path: Path) -> str | None:
+    lower = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s) and len(lower) > len(s)), None)
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(_image_suffix(path) or "")]
+
+
+def _image_jobs(images: Sequence[Path], out: Path, num_channels: int | None) -> _Found:
+    """Group files into cases (nnU-Net channel naming or plain names) and classify them 3D / cine."""
+    by_case: dict[str, dict[int, Path]] = {}
+    for path in images:
+        if match := _CHANNEL.match(_stem(path)):
+            by_case.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+    groups: list[tuple[str, dict[int, Path]]] = []
+    grouped: set[str] = set()
+    for path in images:
+        match = _CHANNEL.match(_stem(path))
+        if match and 0 in by_case[match.group("case")]:
+            if match.group("case") not in grouped:
+                grouped.add(match.group("case"))
+                groups.append((match.group("case"), by_case[match.group("case")]))
+        else:  # plain name, or a _NNNN suffix that is not a channel number (no _0000 beside it)
+            groups.append((_stem(path), {0: path}))
+    jobs, problems = [], []
+    for name, channels in groups:
+        job_or_problem = _image_job(name, channels, out, num_channels)
+        (jobs if isinstance(job_or_problem, PredictionJob) else problems).append(job_or_problem)
+    return jobs, problems
+
+
+def _image_job(name: str, channels: dict[int, Path], out: Path,
+               num_channels: int | None) -> PredictionJob | CaseFailure:
+    indices = sorted(channels)
+    files = [channels[i] for i in indices]
+    if indices != list(range(len(files))):
+        found = ", ".join(f"_{i:04d}" for i in indices)
+        return CaseFailure(name, str(files[0]), f"channel files are not numbered _0000, _0001, ... without gaps "
+                                                f"(found {found})")
+    if num_channels is not None and len(files) != num_channels:
+        listed = ", ".join(f.name for f in files)
+        return CaseFailure(name, str(files[0]), f"has {len(files)} channel(s) ({listed}) but the model expects "
+                                                f"{num_channels}")
+    try:
+        geometry = read_header(files[0])
+    except InputFileError as exc:
+        return CaseFailure(name, str(files[0]), f"not an image ({exc.reason})")
+    if geometry.dim not in (3, 4):
+        return CaseFailure(name, str(files[0]), f"is a {geometry.dim}D image; expected 3D or 4D (cine)")
+    kind = "cine" if is_cine(geometry) else "3d"
+    if kind == "cine" and len(files) > 1:
+        return CaseFailure(name, str(files[0]), "4D cine with several channel files is not supported")
+    return PredictionJob(name, kind, tuple(files), out / f"{name}{OUTPUT_SUFFIX}")
+
+
+def _dicom_jobs(series: Iterable[DicomSeriesInfo], root: Path, out: Path,
+                num_channels: int | None) -> tuple[list[PredictionJob], list[CaseFailure], set[Path]]:
+    """One job per series; also returns every file that belongs to a series (resolved paths)."""
+    jobs, problems, members = [], [], set()
+    out_resolved = out.resolve()
+    for info in series:
+        files = tuple(sorted(info.files))
+        folder = Path(os.path.commonpath([f.parent for f in files]))
+        if out_resolved == folder.resolve() or out_resolved in folder.resolve().parents:
+            continue  # never read our own output folder as input
+        members.update(f.resolve() for f in files)
+        name = _dicom_name(info, folder, root)
+        if num_channels is not None and num_channels != 1:
+            problems.append(CaseFailure(name, str(folder), f"DICOM series give one channel but the model expects "
+                                                           f"{num_channels}"))
+            continue
+        jobs.append(PredictionJob(name, "dicom", files, out / f"{name}{OUTPUT_SUFFIX}", info.series_instance_uid))
+    return jobs, problems, members
+
+
+def _dicom_name(info: DicomSeriesInfo, folder: Path, root: Path) -> str:
+    relative = folder.resolve().relative_to(root.resolve()) if folder.resolve() != root.resolve() else None
+    parts = list(relative.parts) if relative is not None else [root.resolve().name]
+    if info.series_number is not None:
+        parts.append(f"s{info.series_number}")
+    if info.description.strip():
+        parts.append(info.description.strip()[:MAX_DESCRIPTION_CHARS])
+    return sanitise_name("_".join(parts))
+
+
+def sanitise_name(text: str) -> str:
+    """A file-name-safe version of ``text``: letters, digits, ``.``, ``_`` and ``-`` only."""
+    name = _UNSAFE.sub("_", text).strip("._-")
+    return re.sub(r"_+", "_", name) or "series"
+
+
+def _unique_names(jobs: list[PredictionJob]) -> _Found:
+    """Two inputs that would write the same mask: keep the first (sorted by source), report the others."""
+    seen: dict[str, PredictionJob] = {}
+    clashes = []
+    for job in sorted(jobs, key=lambda j: (j.name, str(j.source))):
+        if job.name in seen:
+            clashes.append(CaseFailure(job.name, str(job.source), f"output name {job.name} is already used by "
+                                                                  f"{seen[job.name].source}; rename one of them"))
+        else:
+            seen[job.name] = job
+    return list(seen.values()), clashes
+
+
+def _warn_nested_images(folder: Path, out: Path) -> None:
+    out_resolved = out.resolve()
+    nested = [p for p in folder.rglob("*") if p.parent != folder and p.is_file() and _image_suffix(p)
+              and out_resolved not in p.resolve().parents
+              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if nested:
+        logger.warning("%d image file(s) in sub-folders of %s are not predicted (only DICOM is searched in "
+                       "sub-folders), e.g. %s", len(nested), folder, nested[0])
+
+
+__all__ = ["CaseFailure", "Discovery", "IMAGES_FROM_DICOM", "IMAGE_SUFFIXES", "JOB_KINDS", "PredictionJob",
+           "check_complete", "discover_jobs", "sanitise_name"]

@@ -1,0 +1,159 @@
+"""Batch prediction: same masks as the in-memory API, probabilities, stale temporaries, crashed workers, and the
+real Sunnybrook cine DICOM study.
+
+Also home of the helpers the other prediction tests import: the tiny trained model (trained once per test
+process) and small phantom / DICOM writers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from autocmr.inference import batch
+from autocmr.inference.batch import PredictorOptions, predict_folder
+from autocmr.inference.predictor import Predictor
+from autocmr.io.dicom import read_dicom_series
+from autocmr.io.image import Geometry, read_header, read_image, write_image
+from autocmr.io.orientation import store_permuted
+from autocmr.testing.phantoms import PhantomCase, make_phantom_case, sample_geometry
+
+SMALL_FOV_MM = 120.0
+SMALL_SLICES = 5  # fewer slices than a real stack: the network cost is per slice
+_MODEL: dict[str, Path] = {}
+_PREDICTOR: dict[str, Predictor] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A real (poorly) trained 2D model folder; trained once per test process, whichever file asks first."""
+    if "dir" not in _MODEL:
+        from autocmr.testing.tiny_model import make_tiny_model
+
+        _MODEL["dir"] = make_tiny_model(tmp_path_factory.mktemp("tiny_model"))[0]
+    return _MODEL["dir"]
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_model_dir) -> Predictor:
+    """The tiny model on the CPU without mirroring (tests check plumbing, not accuracy)."""
+    if "p" not in _PREDICTOR:
+        _PREDICTOR["p"] = PredictorOptions(device="cpu", mirror=False).build(tiny_model_dir)
+    return _PREDICTOR["p"]
+
+
+def small_case(seed: int, *, oblique: bool = False, slices: int = SMALL_SLICES, phase: float = 0.0) -> PhantomCase:
+    rng = np.random.default_rng(seed)
+    g = sample_geometry(rng, fov_mm=SMALL_FOV_MM, oblique=oblique)
+    geometry = Geometry(g.size[:2] + (slices,), g.spacing, g.origin, g.direction)
+    return make_phantom_case(rng, phase=phase, geometry=geometry)
+
+
+def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5, description: str = "sax cine",
+                       pixel_spacing: tuple[float, float] = (1.8, 1.8), slice_gap: float = 10.0,
+                       origin: tuple[float, float, float] = (-50.0, -60.0, 20.0), time_step: float = 40.0) -> str:
+    """Write ``frames`` (t, z, y, x), int16, as one single-frame DICOM file per image; returns the series UID.
+
+    Rows run along patient y, columns along x, slices along z (an axial-like stack; enough to place it).
+    """
+    uid = generate_uid()
+    n_t, n_z, rows, cols = frames.shape
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in range(n_z):
+        for t in range(n_t):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+            ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "MR", uid, series_number
+            ds.SeriesDescription = description
+            ds.InstanceNumber = z * n_t + t + 1
+            ds.ImagePositionPatient = [f"{v:.6g}" for v in (origin[0], origin[1], origin[2] + z * slice_gap)]
+            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+            ds.PixelSpacing = [f"{v:.6g}" for v in pixel_spacing]
+            ds.SliceThickness = f"{slice_gap:.6g}"
+            ds.TriggerTime = f"{t * time_step:.6g}"
+            ds.Rows, ds.Columns = rows, cols
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.PixelData = np.ascontiguousarray(frames[t, z], dtype="<i2").tobytes()
+            ds.save_as(folder / f"IM_{series_number}_{z * n_t + t:04d}.dcm", enforce_file_format=True)
+    return uid
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.startswith(".tmp_")]
+
+
+def test_batch_mask_equals_in_memory_prediction(tmp_path, tiny_predictor):
+    case = small_case(3, oblique=True)
+    # Stored with a permutation and flips, so that the batch path has to reorient like predict_array does.
+    image, geometry = store_permuted(case.image, case.geometry, (2, 0, 1), (True, False, True))
+    write_image(image, geometry, tmp_path / "in" / "case_0000.nii.gz")
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, save_probabilities=True)
+    assert report.done == ["case"] and report.ok
+    mask, mask_geometry = read_image(tmp_path / "out" / "case.nii.gz")
+    assert mask.dtype == np.uint8 and not mask_geometry.differences(geometry, 1e-5)
+    expected = tiny_predictor.predict_array(image, geometry.spacing_zyx, direction=geometry.direction,
+                                            return_probabilities=True)
+    np.testing.assert_array_equal(mask, expected.label)
+    assert len(np.unique(mask)) > 1  # a real prediction, not an empty mask
+    with np.load(tmp_path / "out" / "case_probabilities.npz") as npz:
+        probs = npz["probabilities"]
+    assert probs.dtype == np.float16 and probs.shape == (4,) + image.shape
+    np.testing.assert_allclose(probs, expected.probabilities, atol=2e-3)
+    assert not temporaries(tmp_path / "out")
+
+
+def test_stale_temporaries_of_this_run_are_removed_others_kept(tmp_path, tiny_predictor):
+    case = small_case(4)
+    write_image(case.image, case.geometry, tmp_path / "in" / "mine.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".tmp_0123456789ab_mine.nii.gz"  # left by an interrupted run that was writing mine.nii.gz
+    stale.write_bytes(b"half a file")
+    other = out / ".tmp_0123456789ab_other.nii.gz"  # another part of a sharded run may be writing this now
+    other.write_bytes(b"in progress elsewhere")
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
+    assert report.done == ["mine"] and not stale.exists() and other.exists()
+    assert (out / "failures.json").read_text().strip() == "[]"
+
+
+def _crash_on_name(job, ctx):
+    """Stage 1 replacement, run in a worker process: the case named 'crash' kills its worker."""
+    if job.name == "crash":
+        os._exit(3)
+    return batch._load_job(job, ctx)  # the worker imported autocmr afresh: this is the real stage 1
+
+
+def test_crashed_worker_is_reported_and_the_batch_goes_on(tmp_path, tiny_predictor, monkeypatch):
+    for seed, name in ((5, "crash"), (6, "fine")):
+        case = small_case(seed, slices=3)
+        write_image(case.image, case.geometry, tmp_path / "in" / f"{name}.nii.gz")
+    # The pool pickles the function by reference; in the spawned worker, autocmr's own _load_job is unpatched.
+    monkeypatch.setattr(batch, "_load_job", _crash_on_name)
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=1)
+    assert report.done == ["fine"] and (tmp_path / "out" / "fine.nii.gz").is_file()
+    assert [(f.name, f.file) for f in report.failures] == [("crash", str(tmp_path / "in" / "crash.nii.gz"))]
+    assert "worker process died" in report.failures[0].reason
+    assert not (tmp_path / "out" / "crash.nii.gz").exists() and not temporaries(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_sunnybrook_cine_dicom_gives_4d_mask_with_dicom_geometry(tmp_path, sunnybrook_root, tiny_model_dir):
+    options = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    report = predict_folder(sunnybrook_root, tmp_path / "out", tiny_model_dir, options=options, num_workers=1)
+    assert report.ok and report.done == ["dicom_s300"]
+    volume = read_dicom_series(sunnybrook_root / "dicom")
+    mask_geometry = read_header(tmp_path / "out" / "dicom_s300.nii.gz")
+    assert mask_geometry.size == (256, 256, 12, 20)
+    assert not mask_geometry.differences(volume.geometry, 1e-5)
+    image_copy = tmp_path / "out" / "images_from_dicom" / "dicom_s300.nii.gz"
+    assert not read_header(image_copy).differences(volume.geometry, 1e-5)
+    assert report.timings["dicom_s300"]["frames"] == 20

@@ -1,0 +1,149 @@
+"""Job discovery for autocmr_predict: naming styles, channels, 3D/cine, DICOM series, files to ignore or report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.inference.inputs import PredictionJob, discover_jobs, sanitise_name
+from autocmr.io.cine import write_cine
+from autocmr.io.image import Geometry, write_image
+
+GEOMETRY = Geometry((5, 4, 3), (1.5, 1.5, 8.0), (1.0, 2.0, 3.0), tuple(np.eye(3).ravel().tolist()))
+
+
+def _image(path: Path, geometry: Geometry = GEOMETRY) -> Path:
+    write_image(np.zeros(geometry.shape, np.float32), geometry, path)
+    return path
+
+
+def _cine(path: Path, frames: int) -> Path:
+    d4 = np.eye(4)
+    g4 = Geometry(GEOMETRY.size + (frames,), GEOMETRY.spacing + (40.0,), GEOMETRY.origin + (0.0,),
+                  tuple(d4.ravel().tolist()))
+    write_cine(np.zeros(g4.shape, np.float32), g4, path)
+    return path
+
+
+def _by_name(jobs: tuple[PredictionJob, ...]) -> dict[str, PredictionJob]:
+    return {j.name: j for j in jobs}
+
+
+def test_naming_styles_channels_and_kinds(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _image(src / "two_0000.nii.gz")
+    _image(src / "two_0001.nii.gz")
+    _image(src / "plain.nii.gz")
+    _image(src / "scan_0003.nii")  # _NNNN without a _0000 sibling: part of a plain name
+    _image(src / "other.mha")
+    _cine(src / "cine.nii.gz", frames=4)
+    _cine(src / "oneframe.nii.gz", frames=1)
+    found = discover_jobs(src, out)
+    jobs = _by_name(found.jobs)
+    assert not found.problems
+    assert list(jobs) == sorted(jobs)
+    assert jobs["two"].sources == (src / "two_0000.nii.gz", src / "two_0001.nii.gz")
+    assert jobs["plain"].sources == (src / "plain.nii.gz",) and jobs["plain"].kind == "3d"
+    assert jobs["scan_0003"].kind == "3d" and jobs["other"].kind == "3d"
+    assert jobs["cine"].kind == "cine"
+    assert jobs["oneframe"].kind == "3d"  # a 4D file with one frame is a 3D image
+    assert jobs["two"].output == out / "two.nii.gz" and jobs["other"].output == out / "other.nii.gz"
+
+
+def test_channel_count_gaps_and_clashes_are_problems(tmp_path):
+    src = tmp_path / "in"
+    _image(src / "two_0000.nii.gz")
+    _image(src / "two_0001.nii.gz")
+    _image(src / "gap_0000.nii.gz")
+    _image(src / "gap_0002.nii.gz")
+    _image(src / "dup.nii.gz")
+    _image(src / "dup_0000.nii.gz")
+    _image(src / "ok.nii.gz")
+    found = discover_jobs(src, tmp_path / "out", num_channels=1)
+    problems = {p.name: p for p in found.problems}
+    assert "expects 1" in problems["two"].reason and "two_0001.nii.gz" in problems["two"].reason
+    assert "without gaps" in problems["gap"].reason and "_0002" in problems["gap"].reason
+    assert "already used" in problems["dup"].reason
+    assert [j.name for j in found.jobs] == ["dup", "ok"]  # the first of two clashing inputs is kept
+
+
+def test_broken_and_foreign_files(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "in" / "predictions"
+    _image(src / "good.nii.gz")
+    (src / "notes.txt").write_text("not an image")
+    (src / "fake.nii.gz").write_text("this is text, not NIfTI")
+    (src / ".DS_Store").write_text("hidden")
+    (src / ".tmp_0123456789ab_good.nii.gz").write_text("temporary of an interrupted run")
+    _image(out / "good.nii.gz")  # our own output folder inside the input is not read as input
+    found = discover_jobs(src, out)
+    assert [j.name for j in found.jobs] == ["good"]
+    problems = {p.name: p for p in found.problems}
+    assert set(problems) == {"notes.txt", "fake"}
+    assert problems["notes.txt"].reason.startswith("not an image")
+    assert problems["notes.txt"].file == str(src / "notes.txt")
+    assert problems["fake"].reason.startswith("not an image") and problems["fake"].file.endswith("fake.nii.gz")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        discover_jobs(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ConfigurationError, match="input folder"):
+        discover_jobs(tmp_path / "in", tmp_path / "in")
+
+
+def test_single_file_input_gathers_its_channels(tmp_path):
+    _image(tmp_path / "a_0000.nii.gz")
+    _image(tmp_path / "a_0001.nii.gz")
+    _image(tmp_path / "b.nii.gz")
+    found = discover_jobs(tmp_path / "a_0001.nii.gz", tmp_path / "out")
+    assert [(j.name, len(j.sources)) for j in found.jobs] == [("a", 2)]
+    found = discover_jobs(tmp_path / "b.nii.gz", tmp_path / "out")
+    assert [j.name for j in found.jobs] == ["b"]
+    (tmp_path / "c.txt").write_text("x")
+    assert discover_jobs(tmp_path / "c.txt", tmp_path / "out").problems[0].reason.startswith("not an image")
+
+
+def test_dicom_series_in_subfolders(tmp_path):
+    from tests.inference.test_batch import write_dicom_series
+
+    src = tmp_path / "in"
+    frames = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)
+    write_dicom_series(src / "patient 1" / "cine", frames, series_number=7, description="SAX cine/bh")
+    write_dicom_series(src / "patient 1" / "cine", frames[:1], series_number=8, description="")
+    write_dicom_series(src, frames[:1], series_number=2, description="")  # DICOM at the top level too
+    (src / "patient 1" / "cine" / "DICOMDIR.txt").write_text("side file")  # ignored in sub-folders
+    found = discover_jobs(src, tmp_path / "out")
+    assert not found.problems
+    jobs = _by_name(found.jobs)
+    assert set(jobs) == {"patient_1_cine_s7_SAX_cine_bh", "patient_1_cine_s8", "in_s2"}
+    job = jobs["patient_1_cine_s7_SAX_cine_bh"]
+    assert job.kind == "dicom" and len(job.sources) == 6 and job.series_uid
+    assert job.source == src / "patient 1" / "cine"
+    assert job.image_copy == tmp_path / "out" / "images_from_dicom" / f"{job.name}.nii.gz"
+    assert "expects 2" in discover_jobs(src, tmp_path / "out", num_channels=2).problems[0].reason
+
+
+def test_sanitise_name():
+    assert sanitise_name("a b/c:d__e") == "a_b_c_d_e"
+    assert sanitise_name("..//") == "series"
+
+
+def test_sunnybrook_study_is_one_cine_series(sunnybrook_root):
+    found = discover_jobs(sunnybrook_root, Path("/nonexistent/out"))
+    assert not found.problems  # contour text files in sub-folders are not reported
+    assert [(j.name, j.kind, len(j.sources)) for j in found.jobs] == [("dicom_s300", "dicom", 240)]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_truncated_nifti_is_detected(tmp_path, suffix):
+    from autocmr.inference.inputs import check_complete
+
+    path = _image(tmp_path / f"a{suffix}", Geometry((40, 30, 3), (1.5, 1.5, 8.0), (0.0,) * 3, GEOMETRY.direction))
+    check_complete(path)  # intact: no error
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    with pytest.raises(InputFileError, match="truncated"):
+        check_complete(path)

@@ -1,0 +1,81 @@
+"""autocmr_plan end to end on phantoms and on real ACDC cases."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from autocmr.cli.plan import main as plan_main
+from autocmr.dataset.converters import convert_acdc
+from autocmr.errors import DatasetError
+from autocmr.planners.plan_dataset import plan_dataset
+from autocmr.planners.plans import Plans
+from autocmr.preprocessing import storage
+from autocmr.settings import resolve_roots
+from autocmr.testing.phantoms import write_phantom_dataset
+
+
+@pytest.fixture()
+def roots(tmp_path):
+    return resolve_roots(raw=tmp_path / "raw", preprocessed=tmp_path / "pre", results=tmp_path / "res")
+
+
+def test_plan_writes_plans_fingerprint_and_skips_up_to_date_cases(roots):
+    write_phantom_dataset(roots.raw, n_subjects=3, dataset_id=950, fov_mm=120, reorient=True)
+    first = plan_dataset(950, roots, num_workers=1)
+    assert set(p.name for p in first.plans_files) == {"autocmrPlans.json", "autocmrPlans_cpu.json"}
+    assert sum(first.preprocessed.values()) == 12  # 6 cases x (2d, 3d_fullres); cpu plans share the data
+    fingerprint = json.loads((first.dataset_folder / "fingerprint.json").read_text())
+    assert len(fingerprint["cases"]) == 6 and fingerprint["cases"][0]["spacing"][0] > 5
+    second = plan_dataset(950, roots, num_workers=1)
+    assert sum(second.preprocessed.values()) == 0 and sum(second.skipped.values()) == 12
+    plans = Plans.load(first.dataset_folder / "autocmrPlans.json")
+    folder = first.dataset_folder / plans.configuration("2d").data_identifier
+    props = storage.load_properties(folder, "subject000_ED")
+    data, seg = storage.load_arrays(folder, "subject000_ED")
+    assert data.dtype == np.float32 and seg.shape[1:] == data.shape[1:]
+    assert set(np.unique(seg)) <= {0, 1, 2, 3}
+    assert abs(float(data.mean())) < 0.2 and abs(float(data.std()) - 1) < 0.2  # z-scored
+    assert props["target_spacing"][1:] == pytest.approx(plans.configuration("2d").spacing[1:])
+
+
+def test_interrupted_run_is_completed_by_rerun(roots):
+    folder = write_phantom_dataset(roots.raw, n_subjects=3, dataset_id=951, fov_mm=120)
+    result = plan_dataset(951, roots, num_workers=1, configurations=("2d",))
+    plans = Plans.load(result.dataset_folder / "autocmrPlans.json")
+    data_dir = result.dataset_folder / plans.configuration("2d").data_identifier
+    # simulate a crash: one case's properties never written, a stale temporary file left behind
+    (data_dir / "subject001_ES.json").unlink()
+    (data_dir / ".tmp_abc_subject002_ED.b2nd").write_bytes(b"partial")
+    again = plan_dataset(951, roots, num_workers=1, configurations=("2d",))
+    assert again.preprocessed[plans.configuration("2d").data_identifier] == 1
+    assert not list(data_dir.glob(".tmp_*"))
+    assert len(storage.list_cases(data_dir)) == 6
+    assert folder.is_dir()
+
+
+def test_broken_dataset_is_refused_before_planning(roots):
+    folder = write_phantom_dataset(roots.raw, n_subjects=2, dataset_id=952, fov_mm=120)
+    (folder / "labelsTr" / "subject000_ED.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DatasetError, match="subject000_ED"):
+        plan_dataset(952, roots, num_workers=1)
+    assert not (roots.preprocessed / folder.name / "autocmrPlans.json").exists()
+
+
+def test_real_acdc_cases_convert_and_plan(acdc_root, tmp_path, roots):
+    source = tmp_path / "acdc"
+    for p in ("patient001", "patient021", "patient041", "patient061", "patient081"):
+        shutil.copytree(acdc_root / p, source / p)
+    convert_acdc(source, roots.raw, 101, num_workers=1)
+    code = plan_main(["-d", "101", "-j", "1", "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed),
+                      "-c", "2d"])
+    assert code == 0
+    plans = Plans.load(roots.preprocessed / "Dataset101_ACDC" / "autocmrPlans.json")
+    fp = json.loads((roots.preprocessed / "Dataset101_ACDC" / "fingerprint.json").read_text())
+    inplane = np.median([c["spacing"][1] for c in fp["cases"]])
+    assert plans.configuration("2d").spacing[1] == pytest.approx(inplane)
+    assert 1.2 <= inplane <= 2.0
+    c3 = plans.configuration("3d_fullres")
+    assert c3.spacing[0] > 2 * c3.spacing[1]

@@ -1,0 +1,123 @@
+"""Planner rules on hand-made fingerprints (no files)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autocmr.errors import ConfigurationError, PlansError
+from autocmr.planners.fingerprint import CaseFingerprint, Fingerprint
+from autocmr.planners.planner import CPU, GPU, fullres_spacing, plan, transpose_order
+from autocmr.planners.plans import IntensityStats, Plans
+from autocmr.planners.topology import make_topology
+from autocmr.networks.unet import training_flops
+
+LABELS = {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
+
+
+def cine_fingerprint(spacings, shapes, name="Dataset900_Test") -> Fingerprint:
+    cases = tuple(CaseFingerprint(f"c{i}", tuple(map(float, sp)), tuple(sh), tuple(sh), (0, 1, 2, 3), 1.0)
+                  for i, (sp, sh) in enumerate(zip(spacings, shapes)))
+    stats = (IntensityStats(100.0, 50.0, 90.0, 5.0, 300.0, 0.0, 400.0),)
+    return Fingerprint(name, LABELS, {"0": "cineMRI"}, cases, stats, "sig")
+
+
+def acdc_like(n=20, seed=0) -> Fingerprint:
+    rng = np.random.default_rng(seed)
+    inplane = rng.choice([1.25, 1.4, 1.5625, 1.6, 1.8], size=n)
+    thick = rng.choice([5.0, 6.5, 10.0, 10.0, 10.0], size=n)
+    spacings = [(t, p, p) for t, p in zip(thick, inplane)]
+    shapes = [(int(rng.integers(7, 12)), int(rng.integers(200, 260)), int(rng.integers(200, 260))) for _ in range(n)]
+    return cine_fingerprint(spacings, shapes)
+
+
+def test_2d_target_spacing_is_median_in_plane_and_keeps_slices_native():
+    fp = acdc_like()
+    plans = plan(fp)
+    c2d = plans.configuration("2d")
+    spacings = fp.spacings()
+    assert c2d.spacing[1:] == pytest.approx(tuple(np.median(spacings[:, 1:], axis=0)))
+    assert not c2d.resampling.resample_through_plane
+    assert c2d.dim == 2 and len(c2d.patch_size) == 2
+
+
+def test_3d_keeps_through_plane_axis_anisotropic_with_tenth_percentile_rule():
+    fp = acdc_like()
+    c3d = plan(fp).configuration("3d_fullres")
+    z = fp.spacings()[:, 0]
+    assert c3d.spacing[0] == pytest.approx(max(np.percentile(z, 10), max(c3d.spacing[1:]) + 1e-5))
+    assert c3d.spacing[0] > 3 * c3d.spacing[1]  # still anisotropic
+    assert c3d.resampling.anisotropic and c3d.resampling.resample_through_plane
+    # coarse axis: 1-wide kernels before in-plane pooling has caught up
+    assert c3d.topology.kernels[0][0] == 1 and c3d.topology.kernels[0][1:] == (3, 3)
+
+
+def test_isotropic_data_use_plain_median():
+    sp = [(1.0, 1.0, 1.0), (1.2, 1.2, 1.2), (1.1, 1.1, 1.1)]
+    t = fullres_spacing(np.array(sp), np.array([[100, 100, 100]] * 3, float))
+    assert t == pytest.approx([1.1, 1.1, 1.1])
+
+
+def test_transpose_puts_coarsest_axis_first():
+    assert transpose_order(np.array([1.5, 10.0, 1.5])) == (1, 0, 2)
+    assert transpose_order(np.array([8.0, 1.2, 1.2])) == (0, 1, 2)
+
+
+def test_topology_pools_down_to_four_voxels_and_doubles_features_with_cap():
+    t = make_topology((1.5, 1.5), (256, 224), base_features=32, max_features=512, max_stages=8)
+    shapes = np.array([256, 224])
+    for s in t.strides:
+        shapes = shapes // np.array(s)
+    assert (shapes >= 4).all() and ((shapes // 2) < 4).any()
+    assert t.features == tuple(min(32 * 2**i, 512) for i in range(t.n_stages))
+    assert t.strides[0] == (1, 1)
+
+
+def test_anisotropic_axis_pooled_only_once_spacing_catches_up():
+    t = make_topology((10.0, 1.5, 1.5), (12, 256, 256), base_features=32, max_features=320, max_stages=6)
+    z_strides = [s[0] for s in t.strides]
+    assert z_strides[:3] == [1, 1, 1]  # 10 mm vs 1.5, 3, 6 mm in-plane: too coarse to pool
+    assert t.kernels[0] == (1, 3, 3)
+
+
+def test_patch_divisible_by_total_stride_and_batch_rules():
+    plans = plan(acdc_like())
+    for c in plans.configurations.values():
+        total = c.topology.total_stride()
+        assert all(p % s == 0 for p, s in zip(c.patch_size, total))
+        assert c.batch_size >= 2
+
+
+def test_cpu_target_is_smaller_and_within_its_compute_budget():
+    fp = acdc_like()
+    gpu, cpu = plan(fp, target="gpu"), plan(fp, target="cpu")
+    g2, c2 = gpu.configuration("2d"), cpu.configuration("2d")
+    assert cpu.plans_name == "autocmrPlans_cpu" and gpu.plans_name == "autocmrPlans"
+    assert c2.topology.features[0] < g2.topology.features[0]
+    assert max(c2.patch_size) <= CPU.max_patch_2d
+    assert training_flops(c2.topology, c2.patch_size) * c2.batch_size <= CPU.flop_budget
+    # same preprocessing -> shared data folder
+    assert c2.data_identifier == g2.data_identifier
+    assert GPU.memory_budget_bytes and CPU.flop_budget
+
+
+def test_plans_json_round_trip_and_version_check(tmp_path):
+    plans = plan(acdc_like())
+    path = tmp_path / "plans.json"
+    plans.save(path)
+    assert Plans.load(path) == plans
+    data = plans.to_dict()
+    data["schema_version"] = 99
+    with pytest.raises(PlansError, match="schema version 99"):
+        Plans.from_dict(data, source="x.json")
+    with pytest.raises(PlansError, match="valid names"):
+        plans.configuration("3d_lowres")
+
+
+def test_unknown_target_lists_valid_names():
+    with pytest.raises(ConfigurationError, match="valid"):
+        plan(acdc_like(), target="tpu")
+
+
+def test_single_slice_data_get_no_3d_configuration():
+    fp = cine_fingerprint([(10.0, 1.4, 1.4)] * 4, [(1, 200, 200)] * 4)
+    assert set(plan(fp).configurations) == {"2d"}

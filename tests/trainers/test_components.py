@@ -1,0 +1,135 @@
+"""Loss, splits, augmentation presets and the seeded batch stream."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from autocmr.errors import ConfigurationError
+from autocmr.trainers.augmentation import (PRESETS, RandomRotation, build_transforms, preset,
+                                           sampling_patch_size)
+from autocmr.trainers.data import PatchSampler, crop_padded
+from autocmr.trainers.loader import BatchStream, deep_supervision_scales
+from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss, SoftDiceLoss, deep_supervision_weights
+from autocmr.trainers.options import TrainOptions, parse_duration
+from autocmr.trainers.splits import select_fold, subject_folds
+
+
+def test_dice_loss_is_zero_for_perfect_prediction_and_high_for_wrong():
+    target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    target[:, :, 2:6, 2:6] = 1
+    good = torch.full((2, 2, 8, 8), -20.0)
+    good[:, 1][target[:, 0] == 1] = 20
+    good[:, 0][target[:, 0] == 0] = 20
+    dice = SoftDiceLoss(batch_dice=True)
+    assert float(dice(good, target)) < 1e-3
+    assert float(dice(-good, target)) > 0.99
+    combined = DiceCELoss(batch_dice=False)
+    assert float(combined(good, target)) < float(combined(torch.zeros_like(good), target))
+
+
+def test_deep_supervision_weights_halve_and_ignore_coarsest():
+    w = deep_supervision_weights(4)
+    assert w[3] == 0 and w[0] == pytest.approx(2 * w[1]) and sum(w) == pytest.approx(1)
+    loss = DeepSupervisionLoss(DiceCELoss(batch_dice=True), 3)
+    outs = [torch.randn(1, 3, 8, 8), torch.randn(1, 3, 4, 4), torch.randn(1, 3, 2, 2)]
+    targets = [torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, 4, 4, dtype=torch.long),
+               torch.zeros(1, 1, 2, 2, dtype=torch.long)]
+    assert torch.isfinite(loss(outs, targets))
+    assert deep_supervision_scales([(1, 1), (2, 2), (2, 1)], 3) == [[1, 1], [0.5, 0.5], [0.25, 0.5]]
+
+
+def test_subject_folds_keep_ed_and_es_together_and_cover_everything_once():
+    subjects = {f"p{i:03d}": [f"p{i:03d}_ED", f"p{i:03d}_ES"] for i in range(23)}
+    folds = subject_folds(subjects, n_folds=5, seed=1)
+    val_all = [c for f in folds for c in f["val"]]
+    assert sorted(val_all) == sorted(c for cs in subjects.values() for c in cs)
+    for f in folds:
+        for s, cases in subjects.items():
+            assert all(c in f["val"] for c in cases) or all(c in f["train"] for c in cases)
+        assert not set(f["train"]) & set(f["val"])
+    assert folds == subject_folds(subjects, n_folds=5, seed=1)  # seeded
+    assert folds != subject_folds(subjects, n_folds=5, seed=2)
+
+
+def test_fold_selection_errors_are_clear():
+    subjects = {f"s{i}": [f"s{i}"] for i in range(5)}
+    folds = subject_folds(subjects)
+    cases = [f"s{i}" for i in range(5)]
+    assert select_fold(folds, "all", cases) == (sorted(cases), [])
+    with pytest.raises(ConfigurationError, match="valid folds are 0..4"):
+        select_fold(folds, 7, cases)
+    with pytest.raises(ConfigurationError, match="no validation subjects"):
+        select_fold([{"train": cases, "val": []}], 0, cases)
+    with pytest.raises(ConfigurationError, match="cannot be split"):
+        subject_folds({"a": ["a"], "b": ["b"]})
+
+
+def test_presets_and_durations():
+    assert {"default", "cross-domain", "none"} <= set(PRESETS)
+    with pytest.raises(ConfigurationError, match="valid"):
+        preset("heavy")
+    cross, default = preset("cross-domain"), preset("default")
+    assert cross.p_brightness > default.p_brightness and cross.brightness == (0.5, 1.5)
+    assert parse_duration("60m") == 3600 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+    with pytest.raises(ConfigurationError):
+        parse_duration("an hour")
+    with pytest.raises(ConfigurationError, match="freeze"):
+        TrainOptions(freeze="all")
+
+
+def test_sampling_patch_covers_rotated_and_zoomed_patch():
+    size = sampling_patch_size((64, 32), preset("default"), in_plane=False)
+    assert size[0] >= 64 * 1.4 and size[1] >= 64  # rotation mixes the axes
+    assert sampling_patch_size((64, 64), preset("none"), in_plane=False) == (64, 64)
+    size3 = sampling_patch_size((8, 64, 64), preset("default"), in_plane=True)
+    assert size3[0] == 8  # thick-slice stacks are not rotated or zoomed through-plane
+
+
+def test_transforms_produce_patch_and_deep_supervision_targets_reproducibly():
+    rot = RandomRotation(0.5, True)
+    assert pickle.loads(pickle.dumps(rot)) == rot  # workers must unpickle it
+    t = build_transforms(preset("cross-domain"), (32, 32), anisotropic=False, ds_scales=[[1, 1], [0.5, 0.5]])
+    img = torch.randn(1, 46, 46)
+    seg = torch.zeros(1, 46, 46, dtype=torch.int16)
+    seg[:, 10:30, 10:30] = 2
+    outs = []
+    for _ in range(2):
+        np.random.seed(3)
+        torch.manual_seed(3)
+        outs.append(t(image=img.clone(), segmentation=seg.clone()))
+    assert outs[0]["image"].shape == (1, 32, 32)
+    assert [s.shape for s in outs[0]["segmentation"]] == [(1, 32, 32), (1, 16, 16)]
+    assert torch.equal(outs[0]["image"], outs[1]["image"])
+    assert set(torch.unique(outs[0]["segmentation"][0]).tolist()) <= {0, 2}
+
+
+class _FakeCache:
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        data = rng.normal(size=(1, 6, 40, 40)).astype(np.float32)
+        seg = np.zeros((1, 6, 40, 40), np.int8)
+        seg[0, 2:4, 30:35, 30:35] = 1
+        self.item = (data, seg, {1: np.argwhere(seg[0] == 1)})
+
+    def get(self, case_id):
+        return self.item
+
+
+def test_foreground_oversampling_and_stream_determinism():
+    sampler = PatchSampler(_FakeCache(), ["a"], dim=2, sample_size=(16, 16), batch_size=3, oversampling=0.33,
+                           foreground_labels=[1])
+    _, segs = sampler.sample(np.random.default_rng(0))
+    assert (segs[-1] == 1).any()  # the last sample is forced to contain foreground
+    stream = BatchStream(sampler, None, seed=5)
+    a, b, c = stream.batch(7), stream.batch(7), stream.batch(8)
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+
+
+def test_crop_padded_pads_outside_the_array():
+    arr = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    out = crop_padded(arr, (-1, 2), (3, 4))
+    assert out.shape == (1, 3, 4)
+    assert (out[:, 0] == 0).all() and out[0, 1, 0] == arr[0, 0, 2] and (out[0, 1, 2:] == 0).all()

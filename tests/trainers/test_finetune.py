@@ -1,0 +1,99 @@
+"""Fine-tuning: frozen weights stay fixed, heads follow label names, incompatible inputs fail clearly."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autocmr.dataset.raw import DatasetJson
+from autocmr.errors import ConfigurationError
+from autocmr.inference.model_folder import ModelFolder
+from autocmr.io.image import read_image, write_image
+from autocmr.networks.unet import build_network
+from autocmr.testing.phantoms import write_phantom_dataset
+from autocmr.testing.tiny_model import make_tiny_model
+from autocmr.trainers.finetune import freeze, head_channel_map, load_pretrained
+from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.run import train
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _step(network, params):
+    opt = torch.optim.SGD(params, lr=0.1)
+    x = torch.randn(2, 1, 64, 64)
+    target = [torch.randint(0, network.num_classes, (2, 1, 64 // 2**k, 64 // 2**k)) for k in range(5)]
+    network.train()
+    loss = DeepSupervisionLoss(DiceCELoss(batch_dice=True), len(network.heads))(network(x), target)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_head_channels_follow_label_names():
+    old = {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
+    assert head_channel_map(old, {"background": 0, "LV": 1, "MYO": 2}) == {0: 0, 1: 1, 2: 2}
+    assert head_channel_map(old, {"background": 0, "RV": 1, "LV": 2}) == {0: 0, 1: 3, 2: 1}
+    with pytest.raises(ConfigurationError, match="label sets do not map"):
+        head_channel_map(old, {"background": 0, "aorta": 1})
+
+
+def test_adapted_heads_copy_known_labels_and_frozen_parts_stay_fixed(tiny):
+    model_dir, _ = tiny
+    model = ModelFolder.open(model_dir)
+    new_labels = {"background": 0, "MYO": 1, "LV": 2}
+    net = build_network(model.configuration.topology, 1, 3)
+    report = load_pretrained(net, model, new_labels)
+    old = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)["network"]
+    head = "heads.0.weight"
+    assert torch.equal(net.state_dict()[head][1], old[head][2])  # MYO row
+    assert torch.equal(net.state_dict()[head][2], old[head][1])  # LV row
+    assert report["mapped_labels"] == 3
+
+    trainable = freeze(net, "decoder")
+    before_dec, before_enc = _snapshot(net.decoder), _snapshot(net.encoder)
+    _step(net, trainable)
+    assert all(torch.equal(v, net.decoder.state_dict()[k]) for k, v in before_dec.items())
+    assert any(not torch.equal(v, net.encoder.state_dict()[k]) for k, v in before_enc.items())
+
+    trainable = freeze(net, "encoder", unfreeze_blocks=1)
+    first, rest = _snapshot(net.encoder[0]), _snapshot(net.encoder[1:])
+    _step(net, trainable)
+    assert any(not torch.equal(v, net.encoder[0].state_dict()[k]) for k, v in first.items())
+    assert all(torch.equal(v, net.encoder[1:].state_dict()[k]) for k, v in rest.items())
+
+
+def test_finetuning_run_uses_the_pretrained_plans_on_a_new_dataset(tiny, tmp_path):
+    model_dir, roots = tiny
+    folder = write_phantom_dataset(roots.raw, n_subjects=5, seed=7, dataset_id=991, short_name="NewSite", fov_mm=140)
+    # the new site annotates LV and MYO only (as Sunnybrook): drop RV from labels and dataset.json
+    for f in (folder / "labelsTr").iterdir():
+        label, geometry = read_image(f)
+        label[label == 3] = 0
+        write_image(label.astype(np.uint8), geometry, f)
+    dj = DatasetJson.load(folder / "dataset.json")
+    DatasetJson(dj.channel_names, {"background": 0, "LV": 1, "MYO": 2}, dj.num_training, dj.file_ending).save(
+        folder / "dataset.json")
+    (roots.preprocessed / folder.name).mkdir(parents=True, exist_ok=True)
+    options = TrainOptions(epochs=1, iterations_per_epoch=3, val_iterations=1, num_workers=0, batch_size=2,
+                           device="cpu", pretrained=str(model_dir), freeze="decoder", final_validation=True)
+    result = train(991, "2d", 0, roots, options=options)
+    plans = json.loads((result.fold_dir.parent / "plans.json").read_text())
+    assert plans["plans_name"].startswith("autocmrPlans_cpu_from_Dataset990")
+    assert tuple(plans["configurations"]["2d"]["patch_size"]) == ModelFolder.open(model_dir).configuration.patch_size
+    assert plans["labels"] == {"background": 0, "LV": 1, "MYO": 2}
+    assert "fine-tuning from" in (result.fold_dir / "log.txt").read_text()
+    summary = json.loads((result.fold_dir / "validation" / "summary.json").read_text())
+    assert set(summary["classes"]) == {"LV", "MYO"}
+    with pytest.raises(ConfigurationError, match="fine-tune it with configuration '2d'"):
+        train(991, "3d_fullres", 0, roots, options=options)

@@ -1,0 +1,95 @@
+"""Short real trainings on phantoms: the loss goes down, an interrupted run resumes exactly, outputs exist."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autocmr.errors import ConfigurationError, DatasetError, PlansError
+from autocmr.planners.plan_dataset import plan_dataset
+from autocmr.settings import resolve_roots
+from autocmr.testing.phantoms import write_phantom_dataset
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.run import train
+from autocmr.trainers.trainer import Trainer
+
+DATASET = 960
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    roots = resolve_roots(raw=base / "raw", preprocessed=base / "pre", results=base / "res")
+    write_phantom_dataset(roots.raw, n_subjects=5, dataset_id=DATASET, fov_mm=120)
+    plan_dataset(DATASET, roots, targets=("cpu",), configurations=("2d",), num_workers=1, check=False)
+    return roots
+
+
+def options(**kw):
+    base = dict(epochs=3, iterations_per_epoch=6, val_iterations=2, num_workers=0, batch_size=2, device="cpu",
+                final_validation=False, save_every=1, augmentation="none")
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_training_lowers_the_loss_and_writes_outputs(roots, tmp_path):
+    out = tmp_path / "model"
+    result = train(DATASET, "2d", 0, roots, options=options(epochs=4, iterations_per_epoch=8), output_dir=out)
+    history = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=False)["state"]["history"]
+    assert history["train_loss"][-1] < 0.8 * history["train_loss"][0]
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth", "log.txt",
+                 "progress.png", "options.json"):
+        assert (result.fold_dir / name).is_file(), name
+    for name in ("plans.json", "dataset.json", "fingerprint.json", "splits.json", "model.json",
+                 "intensity_reference.json"):
+        assert (out / name).is_file(), name
+    splits = json.loads((out / "splits.json").read_text())
+    val = splits[0]["val"]
+    assert {c.rsplit("_", 1)[0] for c in val}.isdisjoint({c.rsplit("_", 1)[0] for c in splits[0]["train"]})
+
+
+def test_interrupted_run_resumes_exactly(roots, tmp_path, monkeypatch):
+    reference = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "a")
+    expected = torch.load(reference.fold_dir / "checkpoint_final.pth", weights_only=False)["network"]
+
+    original = Trainer.run_epoch
+
+    def crash_after_two(self, *args):
+        if self.state.epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "run_epoch", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "b")
+    monkeypatch.setattr(Trainer, "run_epoch", original)
+    resumed = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "b", continue_training=True)
+    assert resumed.epochs == 3
+    assert "resumed from" in (resumed.fold_dir / "log.txt").read_text()
+    got = torch.load(resumed.fold_dir / "checkpoint_final.pth", weights_only=False)["network"]
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-6), key
+
+
+def test_time_budget_stops_the_run(roots, tmp_path):
+    result = train(DATASET, "2d", 0, roots, options=options(epochs=None, time_budget_s=8, iterations_per_epoch=3),
+                   output_dir=tmp_path / "budget")
+    state = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=False)["state"]
+    assert 1 <= result.epochs < 50
+    assert state["train_seconds"] <= 8 + max(state["history"]["epoch_time"])
+    lrs = state["history"]["lr"]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
+
+
+def test_clear_errors_for_missing_data_and_bad_fold(roots, tmp_path):
+    empty = resolve_roots(raw=tmp_path / "r", preprocessed=tmp_path / "p", results=tmp_path / "o")
+    with pytest.raises(DatasetError, match="no dataset with id 961"):
+        train(961, "2d", 0, empty, options=options())
+    write_phantom_dataset(empty.raw, n_subjects=1, dataset_id=961, fov_mm=100)
+    with pytest.raises(DatasetError, match="autocmr_plan -d 961"):
+        train(961, "2d", 0, empty, options=options())
+    with pytest.raises(ConfigurationError, match="valid folds"):
+        train(DATASET, "2d", 9, roots, options=options(), output_dir=tmp_path / "x")
+    with pytest.raises(PlansError, match="valid names"):
+        train(DATASET, "3d_lowres", 0, roots, options=options(), output_dir=tmp_path / "y")
