@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Iterable, TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+WORKER_ATTEMPTS = 2  # a task whose worker process died is retried once in a fresh pool, then reported
 
 
 def default_workers() -> int:
@@ -77,3 +79,68 @@ def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PoolTask:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.future: Future = Future()
+        self.attempts = 0
+        self.generation = 0
+
+
+class ResilientPool:
+    """A spawn process pool (or inline execution with 0 workers) that survives a crashed worker process:
+    a task whose worker died is retried once in a fresh pool, then reported as failed."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.pool = make_pool(num_workers) if num_workers > 0 else None
+        self.generation = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> PoolTask:
+        task = PoolTask(fn, args)
+        self._start(task)
+        return task
+
+    def _start(self, task: PoolTask) -> None:
+        task.attempts += 1
+        if self.pool is None:
+            task.future = Future()
+            try:
+                task.future.set_result(task.fn(*task.args))
+            except Exception as exc:  # noqa: BLE001 - delivered through result() like a worker's error
+                task.future.set_exception(exc)
+            return
+        try:
+            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
+        except BrokenProcessPool:
+            self._restart(self.generation)
+            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
+
+    def result(self, task: PoolTask) -> Any:
+        while True:
+            try:
+                return task.future.result()
+            except BrokenProcessPool as exc:
+                if task.attempts >= WORKER_ATTEMPTS:
+                    raise RuntimeError("the worker process died while handling this case (killed, out of memory "
+                                       "or a crash in a library)") from exc
+                self._restart(task.generation)
+                self._start(task)
+
+    def _restart(self, generation: int) -> None:
+        if generation != self.generation or self.pool is None:
+            return  # already replaced since that task was submitted
+        logger.warning("a worker process died; starting new workers and retrying the affected cases once")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = make_pool(self.num_workers)
+        self.generation += 1
+
+    @staticmethod
+    def wait_any(tasks: Sequence[PoolTask]) -> None:
+        wait([t.future for t in tasks], return_when=FIRST_COMPLETED)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)

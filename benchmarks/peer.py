@@ -420,7 +420,10 @@ def _signature(m: Any) -> str:
         return (f"{name}(in={m.in_channels}, out={m.out_channels}, k={tuple(m.kernel_size)}, s={tuple(m.stride)}, "
                 f"p={tuple(m.padding)}, bias={m.bias is not None})")
     if isinstance(m, nn.modules.instancenorm._InstanceNorm):
-        return f"{name}({m.num_features}, eps={m.eps}, affine={m.affine}, running={m.track_running_stats})"
+        return f"InstanceNorm({m.num_features}, eps={m.eps}, affine={m.affine}, running={m.track_running_stats})"
+    if isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels:
+        # autocmr computes instance norm as a group norm with one group per channel (same maths, faster kernel)
+        return f"InstanceNorm({m.num_channels}, eps={m.eps}, affine={m.affine}, running=False)"
     if isinstance(m, nn.LeakyReLU):
         return f"LeakyReLU({m.negative_slope})"
     if isinstance(m, nn.modules.dropout._DropoutNd):

@@ -9,6 +9,12 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per test worker: `-n 2` on a 2-core machine then uses each core once
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def shared_data_root() -> Path:
     return Path(os.environ.get("AUTOCMR_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", default=None,
                         help="classes as JSON text or file ({\"LV\": 1, ...} or a dataset.json); "
                              "default: autocmr LV=1 MYO=2 RV=3")
+    parser.add_argument("--ignore-pred-labels", type=int, nargs="+", default=[], metavar="VALUE",
+                        help="predicted label values to count as background, e.g. 3 (RV) when the reference "
+                             "annotates LV and MYO only")
     parser.add_argument("--file-ending", default=".nii.gz", help="image file ending (default .nii.gz)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only, no PNG plots")
     parser.add_argument("-j", "--workers", type=int, default=1, help="worker processes (default 1)")
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from autocmr.evaluation.evaluate import evaluate_folders
 
-            result = evaluate_folders(args.reference, args.prediction, args.output, **options)
+            result = evaluate_folders(args.reference, args.prediction, args.output,
+                                      ignore_labels=args.ignore_pred_labels, **options)
     except AutocmrError as exc:
         print(f"autocmr_evaluate: error: {exc}", file=sys.stderr)
         return 1

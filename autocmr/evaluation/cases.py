@@ -183,12 +183,16 @@ def _label_problem(array: np.ndarray, allowed: set[int], what: str) -> str | Non
 
 
 def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                    labels: Mapping[str, int]) -> list[dict[str, Any]]:
+                    labels: Mapping[str, int], ignore: Sequence[int] = ()) -> list[dict[str, Any]]:
     """Per-class metric rows of one case; a 4D array (one more axis than ``spacing``) gives rows per frame.
 
-    Raises ``ValueError`` naming the problem (shape, spacing, label values).
+    ``ignore``: predicted label values counted as background (structures the reference does not annotate,
+    e.g. the RV when the reference is an LV-only study). Raises ``ValueError`` naming the problem (shape,
+    spacing, label values).
     """
     reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if len(ignore):
+        prediction = np.where(np.isin(prediction, list(ignore)), 0, prediction)
     if reference.shape != prediction.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
     allowed = {0, *labels.values()}
@@ -211,7 +215,8 @@ def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray,
     return rows
 
 
-def evaluate_pair(pair: CasePair, labels: Mapping[str, int]) -> tuple[list[dict[str, Any]], CaseFailure | None]:
+def evaluate_pair(pair: CasePair, labels: Mapping[str, int],
+                  ignore: Sequence[int] = ()) -> tuple[list[dict[str, Any]], CaseFailure | None]:
     """Read and evaluate one reference/prediction pair (runs in worker processes: module-level)."""
     try:
         ref, ref_geo = read_image(pair.reference)
@@ -224,7 +229,7 @@ def evaluate_pair(pair: CasePair, labels: Mapping[str, int]) -> tuple[list[dict[
                                "geometry differs from the reference: " + "; ".join(problems))
     spacing = ref_geo.spatial().spacing_zyx if ref_geo.dim == 4 else ref_geo.spacing_zyx
     try:
-        rows = evaluate_arrays(pair.case_id, ref, pred, spacing, labels)
+        rows = evaluate_arrays(pair.case_id, ref, pred, spacing, labels, ignore)
     except ValueError as exc:
         faulty = pair.reference if str(exc).startswith("reference") else pair.prediction
         return [], CaseFailure(pair.case_id, str(faulty), str(exc))

@@ -115,7 +115,7 @@ def _write_plots(output_dir: Path, cases: pd.DataFrame, clinical: pd.DataFrame |
 def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
                    output_dir: str | Path | None = None, *, labels: LabelsSpec = None,
                    metadata: MetadataSpec = None, by: Sequence[str] | None = None,
-                   make_plots: bool = True) -> EvaluationResult:
+                   make_plots: bool = True, ignore_labels: Sequence[int] = ()) -> EvaluationResult:
     """Evaluate in-memory cases (no files needed, e.g. a trainer's final validation).
 
     Args:
@@ -138,7 +138,7 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[f
     failures: list[CaseFailure] = []
     for case_id, reference, prediction, spacing in cases:
         try:
-            rows += evaluate_arrays(str(case_id), reference, prediction, spacing, label_map)
+            rows += evaluate_arrays(str(case_id), reference, prediction, spacing, label_map, ignore_labels)
         except ValueError as exc:
             failures.append(CaseFailure(str(case_id), None, str(exc)))
     out = Path(output_dir) if output_dir is not None else None
@@ -146,19 +146,21 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[f
                    make_plots=make_plots)
 
 
-def _run_pairs(pairs: list, labels: dict[str, int], num_workers: int) -> list[tuple[list, CaseFailure | None]]:
+def _run_pairs(pairs: list, labels: dict[str, int], num_workers: int,
+               ignore: Sequence[int] = ()) -> list[tuple[list, CaseFailure | None]]:
     if num_workers <= 1 or len(pairs) <= 1:
-        return [evaluate_pair(p, labels) for p in pairs]
+        return [evaluate_pair(p, labels, ignore) for p in pairs]
     # spawn, not fork: SimpleITK and BLAS keep thread pools that a forked child can inherit locked.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(num_workers, len(pairs)), mp_context=context) as pool:
-        return list(pool.map(evaluate_pair, pairs, repeat(labels), chunksize=1))
+        return list(pool.map(evaluate_pair, pairs, repeat(labels), repeat(tuple(ignore)), chunksize=1))
 
 
 def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, output_dir: str | Path | None = None, *,
                      labels: LabelsSpec = None, metadata: MetadataSpec = None, by: Sequence[str] | None = None,
                      file_ending: str = ".nii.gz", num_workers: int = 1,
-                     write_outputs: bool = True, make_plots: bool = True) -> EvaluationResult:
+                     write_outputs: bool = True, make_plots: bool = True,
+                     ignore_labels: Sequence[int] = ()) -> EvaluationResult:
     """Evaluate every prediction file against its reference and write the results.
 
     References ``CASE<ending>`` (or ACDC-style ``CASE_gt<ending>``) are matched to predictions
@@ -176,6 +178,7 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, outp
         num_workers: processes reading and evaluating cases.
         write_outputs: False computes everything but writes no file.
         make_plots: False writes the tables only (plots take about a second each).
+        ignore_labels: predicted label values counted as background (e.g. 3 = RV for an LV-only reference).
 
     Raises:
         DatasetError: a folder is missing, has no reference files, or no case could be evaluated.
@@ -193,7 +196,7 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, outp
         logger.warning("%d prediction files have no reference and are ignored: %s", len(unmatched), unmatched[:5])
     logger.info("evaluating %d cases from %s against %s", len(pairs), prediction_dir, reference_dir)
     rows: list[dict[str, Any]] = []
-    for case_rows, failure in _run_pairs(pairs, label_map, num_workers):
+    for case_rows, failure in _run_pairs(pairs, label_map, num_workers, ignore_labels):
         rows += case_rows
         if failure is not None:
             failures.append(failure)

@@ -16,8 +16,6 @@ import json
 import logging
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,16 +24,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocmr.errors import ConfigurationError, InputFileError, PlansError
+from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, CaseFailure, PredictionJob, check_complete, discover_jobs
-from autocmr.inference.predictor import Predictor, export_prediction, preprocess_for_model
-from autocmr.inference.sliding_window import DEFAULT_STEP
+from autocmr.inference.model_folder import ModelSpec
+from autocmr.inference.predictor import Predictor, PredictorOptions, export_prediction, preprocess_for_model
 from autocmr.io.atomic import TEMP_PREFIX, atomic_path, write_json_atomic
 from autocmr.io.cine import join_frames, read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
 from autocmr.io.image import Geometry, write_image
 from autocmr.io.orientation import Reorientation, canonical_reorientation
-from autocmr.parallel import default_workers, make_pool
+from autocmr.parallel import PoolTask, ResilientPool, default_workers
 from autocmr.preprocessing.loading import load_case
 
 logger = logging.getLogger(__name__)
@@ -43,57 +41,7 @@ logger = logging.getLogger(__name__)
 FAILURES_JSON = "failures.json"
 PREDICTIONS_JSON = "predictions.json"
 MAX_AUTO_WORKERS = 3  # reading/exporting rarely needs more to keep one network busy (nnU-Net uses 3 + 3)
-WORKER_ATTEMPTS = 2  # a task whose worker process died is retried once in a fresh pool, then reported
 PENDING_EXPORTS_PER_WORKER = 2  # predicted frames waiting for export; bounds memory if export is the bottleneck
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model chosen by dataset and configuration, found under the results root (flag > env > default)."""
-
-    dataset: str | int
-    configuration: str
-    plans: str | None = None  # default: autocmrPlans_cpu on the CPU when that model exists, else autocmrPlans
-    results: str | Path | None = None
-
-    def resolve(self, device: str = "auto") -> Path:
-        from autocmr.device import resolve_device
-        from autocmr.inference.model_folder import model_folder
-        from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME
-        from autocmr.settings import resolve_roots
-
-        roots = resolve_roots(results=self.results)
-        if self.plans:
-            path = model_folder(roots, self.dataset, self.plans, self.configuration)
-        else:
-            cpu = model_folder(roots, self.dataset, CPU_PLANS_NAME, self.configuration)
-            on_cpu = resolve_device(device).type == "cpu"
-            path = cpu if on_cpu and cpu.is_dir() else model_folder(roots, self.dataset, DEFAULT_PLANS_NAME,
-                                                                     self.configuration)
-        if not path.is_dir():
-            found = sorted(p.name for p in path.parent.glob("*__*") if p.is_dir()) if path.parent.is_dir() else []
-            raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} "
-                             f"(train one with autocmr_train, or give a model folder with -m)")
-        return path
-
-
-@dataclass(frozen=True)
-class PredictorOptions:
-    """How to build a :class:`Predictor` from a model folder (see its arguments)."""
-
-    folds: tuple[str, ...] | None = None  # None: every fold with the checkpoint
-    checkpoint: str = "final"
-    device: str = "auto"
-    mirror: bool = True
-    step: float = DEFAULT_STEP
-    postprocess: str = "auto"
-    harmonise: bool = False
-    tile_batch: int | None = None
-
-    def build(self, model_dir: str | Path) -> Predictor:
-        return Predictor(model_dir, folds=self.folds, checkpoint=self.checkpoint, device=self.device,
-                         mirror=self.mirror, step=self.step, tile_batch=self.tile_batch,
-                         postprocess=self.postprocess, harmonise=self.harmonise)
 
 
 @dataclass
@@ -179,7 +127,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     todo = [j for j in jobs if j.name not in set(report.skipped)]
     names = _report_names(num_parts, part_id)
     _remove_stale_temporaries(out, todo, names)
-    workers = _Workers(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
+    workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
     logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
     run = _BatchRun(predictor, _ModelContext.of(predictor), workers, save_probabilities, report)
@@ -335,70 +283,6 @@ def _write_volume(array: np.ndarray, geometry: Geometry, path: Path | None) -> N
 # --------------------------------------------------------------------------------- scheduling (main side)
 
 
-class _Task:
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn, self.args = fn, args
-        self.future: Future = Future()
-        self.attempts = 0
-        self.generation = 0
-
-
-class _Workers:
-    """A spawn process pool (or inline execution with 0 workers) that survives a crashed worker process."""
-
-    def __init__(self, num_workers: int) -> None:
-        self.num_workers = num_workers
-        self.pool = make_pool(num_workers) if num_workers > 0 else None
-        self.generation = 0
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
-        task = _Task(_guarded, (fn,) + args)
-        self._start(task)
-        return task
-
-    def _start(self, task: _Task) -> None:
-        task.attempts += 1
-        if self.pool is None:
-            task.future = Future()
-            try:
-                task.future.set_result(task.fn(*task.args))
-            except Exception as exc:  # noqa: BLE001 - delivered through result() like a worker's error
-                task.future.set_exception(exc)
-            return
-        try:
-            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
-        except BrokenProcessPool:
-            self._restart(self.generation)
-            task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
-
-    def result(self, task: _Task) -> Any:
-        while True:
-            try:
-                return task.future.result()
-            except BrokenProcessPool as exc:
-                if task.attempts >= WORKER_ATTEMPTS:
-                    raise RuntimeError("the worker process died while handling this case (killed, out of memory "
-                                       "or a crash in a library)") from exc
-                self._restart(task.generation)
-                self._start(task)
-
-    def _restart(self, generation: int) -> None:
-        if generation != self.generation or self.pool is None:
-            return  # already replaced since that task was submitted
-        logger.warning("a worker process died; starting new workers and retrying the affected cases once")
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = make_pool(self.num_workers)
-        self.generation += 1
-
-    @staticmethod
-    def wait_any(tasks: Sequence[_Task]) -> None:
-        wait([t.future for t in tasks], return_when=FIRST_COMPLETED)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 @dataclass
 class _JobState:
     job: PredictionJob
@@ -412,15 +296,15 @@ class _JobState:
 class _BatchRun:
     """Feeds stage 1 a few cases ahead, runs the network here, hands exports and writes to the workers."""
 
-    def __init__(self, predictor: Predictor, ctx: _ModelContext, workers: _Workers, save_probabilities: bool,
+    def __init__(self, predictor: Predictor, ctx: _ModelContext, workers: ResilientPool, save_probabilities: bool,
                  report: BatchReport) -> None:
         self.predictor, self.ctx, self.workers, self.report = predictor, ctx, workers, report
         self.save_probabilities = save_probabilities
         self.prefetch = max(1, workers.num_workers + 1)
         self.max_exports = max(1, PENDING_EXPORTS_PER_WORKER * workers.num_workers)
-        self.loads: deque[tuple[PredictionJob, _Task]] = deque()
-        self.exports: list[tuple[_JobState, int, _Task]] = []
-        self.writes: list[tuple[_JobState, _Task]] = []
+        self.loads: deque[tuple[PredictionJob, PoolTask]] = deque()
+        self.exports: list[tuple[_JobState, int, PoolTask]] = []
+        self.writes: list[tuple[_JobState, PoolTask]] = []
         self.bar = tqdm(total=0, desc="predicting", unit="case", disable=None)
 
     def run(self, jobs: Sequence[PredictionJob]) -> None:
@@ -442,7 +326,7 @@ class _BatchRun:
     def _fill(self, queue: deque[PredictionJob]) -> None:
         while queue and len(self.loads) < self.prefetch:
             job = queue.popleft()
-            self.loads.append((job, self.workers.submit(_load_job, job, self.ctx)))
+            self.loads.append((job, self.workers.submit(_guarded, _load_job, job, self.ctx)))
 
     def _predict(self, job: PredictionJob, loaded: _Loaded) -> None:
         n = len(loaded.units)
@@ -458,7 +342,7 @@ class _BatchRun:
                 self._fail(job, exc, state)
                 return
             state.seconds["predict_s"] += time.perf_counter() - t0
-            task = self.workers.submit(_export_unit, probs, props, self.ctx, self.save_probabilities)
+            task = self.workers.submit(_guarded, _export_unit, probs, props, self.ctx, self.save_probabilities)
             self.exports.append((state, index, task))
             self._collect(block=False)
             while len(self.exports) > self.max_exports:
@@ -480,8 +364,8 @@ class _BatchRun:
             state.seconds["export_s"] += seconds
             if not state.failed and all(lab is not None for lab in state.labels):
                 probabilities = state.probabilities if self.save_probabilities else None
-                self.writes.append((state, self.workers.submit(_write_job, state.job, state.labels, probabilities,
-                                                               state.geometry)))
+                self.writes.append((state, self.workers.submit(_guarded, _write_job, state.job, state.labels,
+                                                               probabilities, state.geometry)))
         for item in [w for w in self.writes if w[1].future.done()]:
             self.writes.remove(item)
             state, task = item

@@ -87,3 +87,33 @@ class ModelFolder:
     def read_json(self, name: str, default: Any = None) -> Any:
         p = self.path / name
         return json.loads(p.read_text()) if p.is_file() else default
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model chosen by dataset and configuration, found under the results root (flag > env > default)."""
+
+    dataset: str | int
+    configuration: str
+    plans: str | None = None  # default: autocmrPlans_cpu on the CPU when that model exists, else autocmrPlans
+    results: str | Path | None = None
+
+    def resolve(self, device: str = "auto") -> Path:
+        from autocmr.device import resolve_device
+        from autocmr.inference.model_folder import model_folder
+        from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME
+        from autocmr.settings import resolve_roots
+
+        roots = resolve_roots(results=self.results)
+        if self.plans:
+            path = model_folder(roots, self.dataset, self.plans, self.configuration)
+        else:
+            cpu = model_folder(roots, self.dataset, CPU_PLANS_NAME, self.configuration)
+            on_cpu = resolve_device(device).type == "cpu"
+            path = cpu if on_cpu and cpu.is_dir() else model_folder(roots, self.dataset, DEFAULT_PLANS_NAME,
+                                                                     self.configuration)
+        if not path.is_dir():
+            found = sorted(p.name for p in path.parent.glob("*__*") if p.is_dir()) if path.parent.is_dir() else []
+            raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} "
+                             f"(train one with autocmr_train, or give a model folder with -m)")
+        return path

@@ -31,6 +31,25 @@ class Prediction:
     probabilities: np.ndarray | None  # float32 (C, ...) in stored order, when requested
 
 
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How to build a :class:`Predictor` from a model folder (see its arguments)."""
+
+    folds: tuple[str, ...] | None = None  # None: every fold with the checkpoint
+    checkpoint: str = "final"
+    device: str = "auto"
+    mirror: bool = True
+    step: float = DEFAULT_STEP
+    postprocess: str = "auto"
+    harmonise: bool = False
+    tile_batch: int | None = None
+
+    def build(self, model_dir: str | Path) -> Predictor:
+        return Predictor(model_dir, folds=self.folds, checkpoint=self.checkpoint, device=self.device,
+                         mirror=self.mirror, step=self.step, tile_batch=self.tile_batch,
+                         postprocess=self.postprocess, harmonise=self.harmonise)
+
+
 class Predictor:
     """Holds the networks of a model folder; thread-unsafe, one per process."""
 

@@ -19,29 +19,27 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from autocmr.errors import InputFileError
+from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
+                                   find_dicom_series, group_by_series, lenient_pydicom, read_dicom_header,
+                                   scan_folder, series_info, warn_unreadable)
 from autocmr.io.image import Geometry
 
 logger = logging.getLogger(__name__)
 
-# File name endings that mark a file as DICOM even without the "DICM" preamble (old or anonymised exports).
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 # Direction cosines (unitless) and pixel spacings (mm) closer than these are the same within a series;
 # scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a real change of plane.
 ORIENTATION_TOLERANCE = 1e-3
 PIXEL_SPACING_TOLERANCE_MM = 1e-3
-# Two images whose IPPs are closer than this (mm) share a slice location (IPP is written with ~4 decimals).
-SAME_POSITION_TOLERANCE_MM = 0.01
 # Slice gaps deviating from the median gap by more than this fraction are reported (a missing slice or a
 # stack assembled from several acquisitions); the volume then uses the median gap and is only approximate.
 SLICE_GAP_WARN_FRACTION = 0.10
@@ -49,19 +47,6 @@ SLICE_GAP_WARN_FRACTION = 0.10
 SLICE_GAP_OVERLAP_FRACTION = 0.5
 # Time step (ms) used when no image has a TriggerTime.
 DEFAULT_TIME_STEP_MS = 1.0
-
-
-@dataclass(frozen=True)
-class DicomSeriesInfo:
-    """One series found in a folder (from headers only)."""
-
-    series_instance_uid: str
-    description: str
-    modality: str
-    files: tuple[Path, ...]
-    n_locations: int  # distinct ImagePositionPatient values (0 when the tag is missing)
-    n_phases: int  # images per location (the largest count if they differ)
-    series_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,181 +70,6 @@ class DicomVolume:
         return self.array.ndim == 4
 
 
-@dataclass(frozen=True)
-class _Header:
-    """The header fields needed to place one image."""
-
-    path: Path
-    series_uid: str
-    description: str
-    modality: str
-    series_number: int | None
-    instance_number: int | None
-    position: tuple[float, ...] | None
-    orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, ...] | None
-    shape: tuple[int, int] | None
-    trigger_time: float | None
-    n_frames: int
-    slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
-
-
-# ---------------------------------------------------------------------------------------------- scanning
-
-
-def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
-    """List the DICOM series under ``folder`` (recursively), ordered by series number then UID.
-
-    Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
-    but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
-    """
-    headers, unreadable = _scan(Path(folder))
-    _warn_unreadable(unreadable)
-    return [_series_info(uid, members) for uid, members in _group_by_series(headers).items()]
-
-
-def _scan(folder: Path) -> tuple[list[_Header], list[InputFileError]]:
-    """Headers of the DICOM files under ``folder``, and the problems of DICOM-looking unreadable files."""
-    if not folder.is_dir():
-        raise InputFileError(folder, "DICOM folder does not exist")
-    headers: list[_Header] = []
-    unreadable: list[InputFileError] = []
-    for path in sorted(_iter_files(folder)):
-        try:
-            header = _read_header(path)
-        except InputFileError as exc:
-            unreadable.append(exc)
-            continue
-        if header is not None:
-            headers.append(header)
-    return headers, unreadable
-
-
-def _iter_files(folder: Path) -> Iterator[Path]:
-    for path in folder.rglob("*"):
-        # Hidden files (.DS_Store, our own temporaries) are never images.
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
-            yield path
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with path.open("rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-@contextmanager
-def _lenient_pydicom() -> Iterator[None]:
-    """Do not validate values while reading (restored afterwards); also usable as a decorator.
-
-    pydicom warns and logs about every non-conformant value (e.g. UIDs with leading zeros, common in
-    anonymised data) when an element is first accessed; they do not affect geometry or pixels and would
-    flood the output with one message per file.
-    """
-    previous = pydicom.config.settings.reading_validation_mode
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    try:
-        yield
-    finally:
-        pydicom.config.settings.reading_validation_mode = previous
-
-
-@_lenient_pydicom()
-def _read_header(path: Path) -> _Header | None:
-    """The header of ``path``; None for a non-DICOM file; InputFileError for a broken DICOM-looking one."""
-    looks_dicom = _looks_like_dicom(path)
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
-    except InvalidDicomError as exc:
-        if looks_dicom:
-            raise InputFileError(path, f"looks like DICOM but cannot be parsed ({exc})") from exc
-        return None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        if looks_dicom:
-            raise InputFileError(path, f"looks like DICOM but cannot be read ({type(exc).__name__}: {exc})") from exc
-        return None
-    missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if k not in ds]
-    if missing:
-        # pydicom stops quietly at the end of a truncated file, so an image whose header lacks these tags is
-        # broken; other objects (DICOMDIR, structured reports, presentation states) are not images: skip.
-        sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
-        if sop is None and looks_dicom:
-            raise InputFileError(path, "looks like DICOM but has no SOP class (corrupt or truncated?)")
-        if sop is not None and "Image Storage" in getattr(sop, "name", ""):
-            raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
-        return None
-    return _header_from_dataset(path, ds)
-
-
-def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> _Header:
-    def floats(keyword: str, n: int) -> tuple[float, ...] | None:
-        value = ds.get(keyword)
-        if value is None:
-            return None
-        try:
-            values = tuple(float(v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise InputFileError(path, f"{keyword} is not numeric: {value!r}") from exc
-        if len(values) != n:
-            raise InputFileError(path, f"{keyword} has {len(values)} values, expected {n}: {value!r}")
-        return values
-
-    def number(keyword: str) -> float | None:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            return None
-        return float(value)
-
-    rows, cols = ds.get("Rows"), ds.get("Columns")
-    instance = number("InstanceNumber")
-    series_number = number("SeriesNumber")
-    return _Header(
-        path=path, series_uid=str(ds.SeriesInstanceUID), description=str(ds.get("SeriesDescription", "")),
-        modality=str(ds.get("Modality", "")),
-        series_number=None if series_number is None else int(series_number),
-        instance_number=None if instance is None else int(instance),
-        position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
-        pixel_spacing=floats("PixelSpacing", 2),
-        shape=None if rows is None or cols is None else (int(rows), int(cols)),
-        trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames") or 1),
-        slice_gap_hint=number("SpacingBetweenSlices") or number("SliceThickness"),
-    )
-
-
-def _group_by_series(headers: Sequence[_Header]) -> dict[str, list[_Header]]:
-    groups: dict[str, list[_Header]] = {}
-    for h in headers:
-        groups.setdefault(h.series_uid, []).append(h)
-    order = sorted(groups, key=lambda uid: (groups[uid][0].series_number is None,
-                                            groups[uid][0].series_number or 0, uid))
-    return {uid: groups[uid] for uid in order}
-
-
-def _series_info(uid: str, members: Sequence[_Header]) -> DicomSeriesInfo:
-    counts: dict[tuple[float, ...], int] = {}
-    for h in members:
-        if h.position is not None:
-            key = tuple(np.round(np.asarray(h.position) / SAME_POSITION_TOLERANCE_MM).astype(int).tolist())
-            counts[key] = counts.get(key, 0) + 1
-    first = members[0]
-    return DicomSeriesInfo(uid, first.description, first.modality, tuple(h.path for h in members),
-                           len(counts), max(counts.values(), default=0), first.series_number)
-
-
-def _warn_unreadable(unreadable: Sequence[InputFileError]) -> None:
-    for item in unreadable:
-        logger.warning("skipping %s: %s", item.path, item.reason)
-
-
-def _describe(info: DicomSeriesInfo) -> str:
-    return (f"{info.series_instance_uid} (series {info.series_number}, {info.description or 'no description'}, "
-            f"{info.modality}, {len(info.files)} files, {info.n_locations} locations x {info.n_phases} phases)")
-
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -279,17 +89,17 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
             duplicated slices, missing pixel data).
     """
     headers, source, unreadable = _collect(files_or_folder)
-    series = _group_by_series(headers)
+    series = group_by_series(headers)
     note = _unreadable_note(unreadable)
     if not series:
         raise InputFileError(source, f"no DICOM images found{note}")
-    found = "; ".join(_describe(_series_info(u, m)) for u, m in series.items())
+    found = "; ".join(describe_series(series_info(u, m)) for u, m in series.items())
     if series_uid is not None and series_uid not in series:
         raise InputFileError(source, f"series {series_uid} not found; available: {found}")
     if series_uid is None and len(series) > 1:
         raise InputFileError(source, f"holds {len(series)} DICOM series, choose one with series_uid: {found}")
     members = series[series_uid] if series_uid is not None else next(iter(series.values()))
-    _warn_unreadable(unreadable)
+    warn_unreadable(unreadable)
     try:
         return _assemble(members, source)
     except InputFileError as exc:
@@ -298,10 +108,10 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
         raise
 
 
-def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[_Header], Path, list[InputFileError]]:
+def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[DicomHeader], Path, list[InputFileError]]:
     if isinstance(files_or_folder, (str, Path)):
         folder = Path(files_or_folder)
-        headers, unreadable = _scan(folder)
+        headers, unreadable = scan_folder(folder)
         return headers, folder, unreadable
     paths = [Path(p) for p in files_or_folder]
     if not paths:
@@ -310,7 +120,7 @@ def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[_
     for path in paths:
         if not path.is_file():
             raise InputFileError(path, "file does not exist")
-        header = _read_header(path)
+        header = read_dicom_header(path)
         if header is None:
             raise InputFileError(path, "not a DICOM file")
         headers.append(header)
@@ -325,7 +135,7 @@ def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
     return f"; {len(unreadable)} DICOM-looking files could not be read: {shown}{more}"
 
 
-def _assemble(members: Sequence[_Header], source: Path) -> DicomVolume:
+def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     _check_consistent(members, source)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
     normal = np.cross(row, col)
@@ -353,7 +163,7 @@ def _assemble(members: Sequence[_Header], source: Path) -> DicomVolume:
     return DicomVolume(array, geometry, times, files, members[0].series_uid)
 
 
-def _check_consistent(members: Sequence[_Header], source: Path) -> None:
+def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
     first = members[0]
     for h in members:
         missing = [name for name, value in (("ImagePositionPatient", h.position),
@@ -375,10 +185,10 @@ def _check_consistent(members: Sequence[_Header], source: Path) -> None:
                                              f"{h.path.name} has {b}")
 
 
-def _arrange(members: Sequence[_Header], normal: np.ndarray, source: Path) -> list[list[_Header]]:
+def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -> list[list[DicomHeader]]:
     """Group images into slice locations (sorted along ``normal``), each sorted by cardiac phase."""
     ordered = sorted(members, key=lambda h: float(np.dot(h.position, normal)))
-    locations: list[list[_Header]] = []
+    locations: list[list[DicomHeader]] = []
     for h in ordered:
         if locations and float(np.dot(np.subtract(h.position, locations[-1][0].position), normal)) \
                 < SAME_POSITION_TOLERANCE_MM:
@@ -409,7 +219,7 @@ def _arrange(members: Sequence[_Header], normal: np.ndarray, source: Path) -> li
     return locations
 
 
-def _slice_gap(grid: Sequence[Sequence[_Header]], normal: np.ndarray, source: Path) -> float:
+def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source: Path) -> float:
     if len(grid) == 1:
         hint = grid[0][0].slice_gap_hint
         return float(hint) if hint and hint > 0 else 1.0
@@ -427,7 +237,7 @@ def _slice_gap(grid: Sequence[Sequence[_Header]], normal: np.ndarray, source: Pa
     return median
 
 
-def _trigger_times(grid: Sequence[Sequence[_Header]]) -> tuple[float, ...]:
+def _trigger_times(grid: Sequence[Sequence[DicomHeader]]) -> tuple[float, ...]:
     n_t = len(grid[0])
     out = []
     for t in range(n_t):
@@ -436,7 +246,7 @@ def _trigger_times(grid: Sequence[Sequence[_Header]]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _time_step(grid: Sequence[Sequence[_Header]]) -> float:
+def _time_step(grid: Sequence[Sequence[DicomHeader]]) -> float:
     steps = [b.trigger_time - a.trigger_time for loc in grid for a, b in zip(loc, loc[1:])
              if a.trigger_time is not None and b.trigger_time is not None]
     if not steps:
@@ -447,8 +257,8 @@ def _time_step(grid: Sequence[Sequence[_Header]]) -> float:
     return step if step > 0 else DEFAULT_TIME_STEP_MS
 
 
-@_lenient_pydicom()
-def _read_pixels(header: _Header) -> np.ndarray:
+@lenient_pydicom()
+def _read_pixels(header: DicomHeader) -> np.ndarray:
     path = header.path
     try:
         ds = pydicom.dcmread(path, force=True)

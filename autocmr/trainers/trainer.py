@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.networks.unet import GenericUNet
+from autocmr.parallel import default_workers
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.trainers.augmentation import build_transforms, in_plane_only, preset, sampling_patch_size
 from autocmr.trainers.checkpoint import restore_rng_state, rng_state, save_checkpoint
@@ -76,7 +77,13 @@ class Trainer:
     def _workers(self) -> int:
         if self.options.num_workers is not None:
             return self.options.num_workers
-        return 1 if self.device.type == "cpu" else 4
+        cores = default_workers()
+        if self.device.type == "cpu":
+            # Training already keeps every core busy; on small machines a background augmentation process
+            # only competes with it (measured on 2 cores: 0.62 vs 0.57 s per iteration), so batches are
+            # made in-process there.
+            return 0 if cores <= 4 else 2
+        return max(1, min(8, cores - 1))
 
     def _iterators(self) -> tuple[Any, Any]:
         start = self.state.epoch * self.options.iterations_per_epoch

@@ -1,0 +1,215 @@
+"""Find DICOM series in a folder tree from headers only (fast): which files belong to which series.
+
+Files are grouped by SeriesInstanceUID; non-DICOM files are skipped silently, while files that look like
+DICOM (a "DICM" preamble or a DICOM file ending) but cannot be read are reported. pydicom's value
+validation is relaxed while reading, because real exports often carry slightly invalid values (UIDs).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from autocmr.errors import InputFileError
+
+logger = logging.getLogger(__name__)
+
+# File name endings that mark a file as DICOM even without the "DICM" preamble (old or anonymised exports).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Two images whose IPPs are closer than this (mm) share a slice location (IPP is written with ~4 decimals).
+SAME_POSITION_TOLERANCE_MM = 0.01
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One series found in a folder (from headers only)."""
+
+    series_instance_uid: str
+    description: str
+    modality: str
+    files: tuple[Path, ...]
+    n_locations: int  # distinct ImagePositionPatient values (0 when the tag is missing)
+    n_phases: int  # images per location (the largest count if they differ)
+    series_number: int | None = None
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """The header fields needed to place one image."""
+
+    path: Path
+    series_uid: str
+    description: str
+    modality: str
+    series_number: int | None
+    instance_number: int | None
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, ...] | None
+    shape: tuple[int, int] | None
+    trigger_time: float | None
+    n_frames: int
+    slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
+
+
+# ---------------------------------------------------------------------------------------------- scanning
+
+
+def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+    """List the DICOM series under ``folder`` (recursively), ordered by series number then UID.
+
+    Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
+    but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
+    """
+    headers, unreadable = scan_folder(Path(folder))
+    warn_unreadable(unreadable)
+    return [series_info(uid, members) for uid, members in group_by_series(headers).items()]
+
+
+def scan_folder(folder: Path) -> tuple[list[DicomHeader], list[InputFileError]]:
+    """Headers of the DICOM files under ``folder``, and the problems of DICOM-looking unreadable files."""
+    if not folder.is_dir():
+        raise InputFileError(folder, "DICOM folder does not exist")
+    headers: list[DicomHeader] = []
+    unreadable: list[InputFileError] = []
+    for path in sorted(_iter_files(folder)):
+        try:
+            header = read_dicom_header(path)
+        except InputFileError as exc:
+            unreadable.append(exc)
+            continue
+        if header is not None:
+            headers.append(header)
+    return headers, unreadable
+
+
+def _iter_files(folder: Path) -> Iterator[Path]:
+    for path in folder.rglob("*"):
+        # Hidden files (.DS_Store, our own temporaries) are never images.
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            yield path
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+@contextmanager
+def lenient_pydicom() -> Iterator[None]:
+    """Do not validate values while reading (restored afterwards); also usable as a decorator.
+
+    pydicom warns and logs about every non-conformant value (e.g. UIDs with leading zeros, common in
+    anonymised data) when an element is first accessed; they do not affect geometry or pixels and would
+    flood the output with one message per file.
+    """
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
+@lenient_pydicom()
+def read_dicom_header(path: Path) -> DicomHeader | None:
+    """The header of ``path``; None for a non-DICOM file; InputFileError for a broken DICOM-looking one."""
+    looks_dicom = _looks_like_dicom(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
+    except InvalidDicomError as exc:
+        if looks_dicom:
+            raise InputFileError(path, f"looks like DICOM but cannot be parsed ({exc})") from exc
+        return None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        if looks_dicom:
+            raise InputFileError(path, f"looks like DICOM but cannot be read ({type(exc).__name__}: {exc})") from exc
+        return None
+    missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if k not in ds]
+    if missing:
+        # pydicom stops quietly at the end of a truncated file, so an image whose header lacks these tags is
+        # broken; other objects (DICOMDIR, structured reports, presentation states) are not images: skip.
+        sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
+        if sop is None and looks_dicom:
+            raise InputFileError(path, "looks like DICOM but has no SOP class (corrupt or truncated?)")
+        if sop is not None and "Image Storage" in getattr(sop, "name", ""):
+            raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
+        return None
+    return _header_from_dataset(path, ds)
+
+
+def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
+    def floats(keyword: str, n: int) -> tuple[float, ...] | None:
+        value = ds.get(keyword)
+        if value is None:
+            return None
+        try:
+            values = tuple(float(v) for v in value)
+        except (TypeError, ValueError) as exc:
+            raise InputFileError(path, f"{keyword} is not numeric: {value!r}") from exc
+        if len(values) != n:
+            raise InputFileError(path, f"{keyword} has {len(values)} values, expected {n}: {value!r}")
+        return values
+
+    def number(keyword: str) -> float | None:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        return float(value)
+
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    instance = number("InstanceNumber")
+    series_number = number("SeriesNumber")
+    return DicomHeader(
+        path=path, series_uid=str(ds.SeriesInstanceUID), description=str(ds.get("SeriesDescription", "")),
+        modality=str(ds.get("Modality", "")),
+        series_number=None if series_number is None else int(series_number),
+        instance_number=None if instance is None else int(instance),
+        position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
+        pixel_spacing=floats("PixelSpacing", 2),
+        shape=None if rows is None or cols is None else (int(rows), int(cols)),
+        trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames") or 1),
+        slice_gap_hint=number("SpacingBetweenSlices") or number("SliceThickness"),
+    )
+
+
+def group_by_series(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHeader]]:
+    groups: dict[str, list[DicomHeader]] = {}
+    for h in headers:
+        groups.setdefault(h.series_uid, []).append(h)
+    order = sorted(groups, key=lambda uid: (groups[uid][0].series_number is None,
+                                            groups[uid][0].series_number or 0, uid))
+    return {uid: groups[uid] for uid in order}
+
+
+def series_info(uid: str, members: Sequence[DicomHeader]) -> DicomSeriesInfo:
+    counts: dict[tuple[float, ...], int] = {}
+    for h in members:
+        if h.position is not None:
+            key = tuple(np.round(np.asarray(h.position) / SAME_POSITION_TOLERANCE_MM).astype(int).tolist())
+            counts[key] = counts.get(key, 0) + 1
+    first = members[0]
+    return DicomSeriesInfo(uid, first.description, first.modality, tuple(h.path for h in members),
+                           len(counts), max(counts.values(), default=0), first.series_number)
+
+
+def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:
+    for item in unreadable:
+        logger.warning("skipping %s: %s", item.path, item.reason)
+
+
+def describe_series(info: DicomSeriesInfo) -> str:
+    return (f"{info.series_instance_uid} (series {info.series_number}, {info.description or 'no description'}, "
+            f"{info.modality}, {len(info.files)} files, {info.n_locations} locations x {info.n_phases} phases)")
