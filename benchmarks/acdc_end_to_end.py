@@ -50,15 +50,18 @@ def main(argv: list[str] | None = None) -> int:
          env, logs, results)
     splits = json.loads((home / "preprocessed" / "Dataset101_ACDC" / "splits.json").read_text())
     val = splits[int(args.fold)]["val"]
-    inputs = home / "validation_images"
+    inputs, refs = home / "validation_images", home / "validation_labels"
     inputs.mkdir()
-    for case in val:
-        (inputs / f"{case}_0000.nii.gz").symlink_to(home / "raw" / "Dataset101_ACDC" / "imagesTr" / f"{case}_0000.nii.gz")
+    refs.mkdir()
+    raw = home / "raw" / "Dataset101_ACDC"
+    for case in val:  # the fold's validation subjects only (the model never saw them)
+        (inputs / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+        (refs / f"{case}.nii.gz").symlink_to(raw / "labelsTr" / f"{case}.nii.gz")
     pred = home / "predictions"
     model = home / "results" / "Dataset101_ACDC" / f"autocmrPlans_cpu__{args.configuration}"
     step("predict", [script("autocmr_predict"), "-i", str(inputs), "-o", str(pred), "-m", str(model),
                      "-f", args.fold, "--device", "cpu"], env, logs, results)
-    step("evaluate", [script("autocmr_evaluate"), "-ref", str(home / "raw" / "Dataset101_ACDC" / "labelsTr"),
+    step("evaluate", [script("autocmr_evaluate"), "-ref", str(refs),
                       "-pred", str(pred), "-meta", str(home / "raw" / "Dataset101_ACDC" / "cases.csv"),
                       "--by", "group", "phase", "-o", str(home / "evaluation")], env, logs, results)
     summary = json.loads((home / "evaluation" / "summary.json").read_text())

@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source-budget", default="20m")
     ap.add_argument("--finetune-budget", default="5m")
-    ap.add_argument("--test-subjects", type=int, default=16)
+    ap.add_argument("--test-subjects", type=int, default=12)
+    ap.add_argument("--mirror", action="store_true", help="test-time mirroring (off by default here: 4x faster, and "
+                                                        "the comparisons are between models, all predicted alike)")
     args = ap.parse_args(argv)
     require(ACDC / "patient001", "ACDC training data")
     home = fresh(WORK / "cross_domain")
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
             tag = f"{model.name}_{'shift' if images == shifted else 'plain'}{'_hm' if harmonise else ''}"
             pred = home / "predictions" / tag
             run(f"predict_{tag}", [script("autocmr_predict"), "-i", str(images), "-o", str(pred), "-m", str(model),
-                                   "--device", "cpu"] + (["--harmonise"] if harmonise else []), env, logs, t)
+                                   "--device", "cpu"] + (["--harmonise"] if harmonise else [])
+                + ([] if args.mirror else ["--no-mirror"]), env, logs, t)
             ev = home / "evaluation" / tag
             run(f"evaluate_{tag}", [script("autocmr_evaluate"), "-ref", str(refs), "-pred", str(pred), "-o", str(ev),
                                     "--no-plots", "--by", "group"], env, logs, t)
@@ -144,8 +147,8 @@ def main(argv=None) -> int:
                 tag = f"sunnybrook_{models[label].name}{'_hm' if harmonise else ''}"
                 pred = home / "predictions" / tag
                 run(f"predict_{tag}", [script("autocmr_predict"), "-i", str(sb / "imagesTr"), "-o", str(pred), "-m",
-                                       str(models[label]), "--device", "cpu"] + (["--harmonise"] if harmonise else []),
-                    env, logs, t)
+                                       str(models[label]), "--device", "cpu"] + (["--harmonise"] if harmonise else [])
+                    + ([] if args.mirror else ["--no-mirror"]), env, logs, t)
                 ev = home / "evaluation" / tag
                 run(f"evaluate_{tag}", [script("autocmr_evaluate"), "-ref", str(sb / "labelsTr"), "-pred", str(pred),
                                         "-o", str(ev), "--no-plots", "--labels", str(sb / "dataset.json"),

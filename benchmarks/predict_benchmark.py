@@ -86,7 +86,8 @@ def main(argv=None) -> int:
                  "--device", "cpu", "--postprocess", "off"] + ([] if mirror else ["--no-mirror"])
         ma = run_measured(cmd_a, env=pair.autocmr_env, log_path=logs / f"autocmr_{tag}.log")
         cmd_n = peer.predict_cmd(inputs, out_n, 101, CONFIG, [0], trainer=trainer, disable_tta=not mirror)
-        mn = run_measured(cmd_n, env=pair.nnunet_env(), log_path=logs / f"nnunet_{tag}.log")
+        mn = run_measured(cmd_n, env=pair.nnunet_env(ext_trainer_dir=base / "nnunet_trainers"),
+                          log_path=logs / f"nnunet_{tag}.log")
         assert ma.returncode == 0 and mn.returncode == 0, f"a prediction failed, see {logs}"
         row = {"mirroring": mirror, "volumes": len(ed),
                "autocmr_s_per_volume": ma.wall_s / len(ed), "nnunet_s_per_volume": mn.wall_s / len(ed),

@@ -43,3 +43,25 @@ def _isolated_roots(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("AUTOCMR_HOME", str(home))
     for var in ("AUTOCMR_RAW", "AUTOCMR_PREPROCESSED", "AUTOCMR_RESULTS"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(model folder, roots) of a small model trained on phantoms once per test process (~10 s)."""
+    from autocmr.testing.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model) -> Path:
+    """A real (poorly) trained 2D model folder; trained once per test process, whichever file asks first."""
+    return tiny_model[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_model_dir):
+    """The tiny model on the CPU without mirroring (tests check plumbing, not accuracy)."""
+    from autocmr.inference.predictor import PredictorOptions
+
+    return PredictorOptions(device="cpu", mirror=False).build(tiny_model_dir)

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", default=None, help="wall-clock budget incl. final validation, e.g. 60m, 1h30m")
     p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate (default 0.01, poly decay 0.9)")
     p.add_argument("--augmentation", default="default", help="augmentation preset: default, cross-domain, none")
+    p.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation preset")
     p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--num-workers", type=int, default=None, help="augmentation worker processes (0: in-process)")
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         options = TrainOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
-            learning_rate=args.lr, augmentation=args.augmentation, seed=args.seed, device=args.device,
+            learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
+            device=args.device,
             time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
             num_workers=args.num_workers, batch_size=args.batch_size, save_every=args.save_every,
             final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,

@@ -57,6 +57,8 @@ class AugmentationParams:
     mirror: bool = True
 
 
+ELASTIC_PROBABILITY = 0.2  # per sample, when elastic deformation is switched on (--elastic)
+
 PRESETS: dict[str, AugmentationParams] = {
     "default": AugmentationParams(),
     "cross-domain": AugmentationParams(

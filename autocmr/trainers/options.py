@@ -28,6 +28,7 @@ class TrainOptions:
     poly_exponent: float = 0.9
     grad_clip: float = 12.0
     augmentation: str = "default"
+    elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
     device: str = "auto"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from autocmr.dataset.raw import CASES_CSV, DatasetJson, load_metadata
 from autocmr.device import resolve_device
 from autocmr.errors import AutocmrError, DatasetError
 from autocmr.inference.model_folder import ModelFolder, model_folder_name
-from autocmr.io.atomic import write_json_atomic
+from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
 from autocmr.networks.unet import build_network
 from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Plans
 from autocmr.preprocessing import storage
@@ -68,13 +69,17 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
           plans_name: str | None = None, continue_training: bool = False, splits_file: str | Path | None = None,
           output_dir: str | Path | None = None) -> TrainResult:
     """Train one fold (see the module doc); returns where it was written and the validation summary."""
-    try:
-        name = resolve_dataset_name(dataset, roots.preprocessed)
-    except DatasetError:
-        name = resolve_dataset_name(dataset, roots.raw)  # raises when the dataset is nowhere
-        raise DatasetError(f"{name} has not been planned yet; run `autocmr_plan -d {dataset}` first") from None
+    start_time = time.monotonic()  # the time budget counts from here
+    if options.pretrained:  # fine-tuning preprocesses the raw cases to the pretrained plans itself
+        name = resolve_dataset_name(dataset, roots.preprocessed, roots.raw)
+    else:
+        try:
+            name = resolve_dataset_name(dataset, roots.preprocessed)
+        except DatasetError:
+            name = resolve_dataset_name(dataset, roots.raw)  # raises when the dataset is nowhere
+            raise DatasetError(f"{name} has not been planned yet; run `autocmr_plan -d {dataset}` first") from None
     pre_dir = roots.preprocessed / name
-    if not pre_dir.is_dir():
+    if not pre_dir.is_dir() and not options.pretrained:
         raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")
     device = resolve_device(options.device)
     if options.pretrained:
@@ -102,6 +107,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     model_dir = Path(output_dir) if output_dir else roots.results / name / model_folder_name(plans.plans_name, configuration)
     fold_dir = model_dir / f"fold_{fold}"
     log = RunLog(fold_dir / "log.txt")
+    remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
     options = resolve_schedule(options, device, log)
     _prepare_model_dir(model_dir, pre_dir, plans, configuration)
     write_json_atomic(fold_dir / "options.json", {"options": options.to_dict(), "digest": options.digest(),
@@ -119,7 +125,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
     trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
                       val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
-                      parameters=trainable)
+                      parameters=trainable, start_time=start_time)
     latest = fold_dir / "checkpoint_latest.pth"
     if continue_training and latest.is_file():
         trainer.restore(load_checkpoint(latest))

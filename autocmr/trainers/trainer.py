@@ -18,7 +18,8 @@ from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.networks.unet import GenericUNet
 from autocmr.parallel import default_workers
 from autocmr.planners.plans import Configuration, Plans
-from autocmr.trainers.augmentation import build_transforms, in_plane_only, preset, sampling_patch_size
+from autocmr.trainers.augmentation import (ELASTIC_PROBABILITY, build_transforms, in_plane_only, preset,
+                                           sampling_patch_size, with_overrides)
 from autocmr.trainers.checkpoint import restore_rng_state, rng_state, save_checkpoint
 from autocmr.trainers.data import CaseCache, PatchSampler
 from autocmr.trainers.loader import BatchStream, deep_supervision_scales, make_loader
@@ -27,6 +28,7 @@ from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog, plot_progress
 
 logger = logging.getLogger(__name__)
+VALIDATION_MARGIN = 1.3  # the final validation was measured 20 % slower than its one-case estimate on ACDC
 HISTORY_KEYS = ("train_loss", "val_loss", "pseudo_dice", "ema_dice", "lr", "epoch_time", "class_dice")
 
 
@@ -34,6 +36,7 @@ HISTORY_KEYS = ("train_loss", "val_loss", "pseudo_dice", "ema_dice", "lr", "epoc
 class TrainState:
     epoch: int = 0  # epochs completed
     train_seconds: float = 0.0  # time spent in completed epochs (survives resumes)
+    wall_seconds: float = 0.0  # wall-clock time of the run so far, set-up and checkpoints included (survives resumes)
     best_ema: float = -1.0
     ema: float | None = None
     reserve_s: float | None = None  # time kept for the final validation (measured)
@@ -43,7 +46,8 @@ class TrainState:
 class Trainer:
     def __init__(self, *, network: GenericUNet, plans: Plans, config: Configuration, data_folder: Path,
                  train_cases: Sequence[str], val_cases: Sequence[str], output_dir: Path, options: TrainOptions,
-                 device: torch.device, log: RunLog, parameters: Sequence[torch.nn.Parameter] | None = None) -> None:
+                 device: torch.device, log: RunLog, parameters: Sequence[torch.nn.Parameter] | None = None,
+                 start_time: float | None = None) -> None:
         self.network, self.plans, self.config = network.to(device), plans, config
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.output_dir, self.options, self.device, self.log = output_dir, options, device, log
@@ -59,12 +63,15 @@ class Trainer:
         self.ds_scales = deep_supervision_scales(config.topology.strides, n_outputs)
         self.batch_size = options.batch_size or config.batch_size
         self.epochs = options.epochs
-        self.start_time = time.monotonic()
+        self.start_time = time.monotonic() if start_time is None else start_time
+        self._wall_before = 0.0  # wall time of earlier sessions of a resumed run
         self._loaders: dict[str, Any] = {}
 
     # ----- data ---------------------------------------------------------------------------------------
     def _stream(self, cases: Sequence[str], *, augment: bool, seed: int, start: int) -> BatchStream:
         params = preset(self.options.augmentation if augment else "none")
+        if augment and self.options.elastic:
+            params = with_overrides(params, p_elastic=ELASTIC_PROBABILITY)
         anisotropic = self.config.resampling.anisotropic
         in_plane = in_plane_only(self.config.dim, anisotropic)
         size = sampling_patch_size(self.config.patch_size, params, in_plane=in_plane) if augment else self.config.patch_size
@@ -109,7 +116,7 @@ class Trainer:
             p = self.state.epoch / self.epochs
         budget = self.training_budget()
         if budget:
-            p = max(p, self.state.train_seconds / budget)
+            p = max(p, max(self.state.train_seconds, self.state.wall_seconds) / budget)
         return min(p, 1.0)
 
     def finished(self) -> bool:
@@ -118,8 +125,9 @@ class Trainer:
         budget = self.training_budget()
         if budget and self.state.history["epoch_time"]:
             recent = float(np.mean(self.state.history["epoch_time"][-3:]))
-            # stop when another epoch would overrun the budget (the first epoch always runs)
-            return self.state.train_seconds + recent > budget
+            # stop when another epoch would overrun the budget (the first epoch always runs); wall time
+            # counts set-up, checkpoints and plots too, so the whole command keeps to the budget
+            return max(self.state.train_seconds, self.state.wall_seconds) + recent > budget
         return False
 
     def current_lr(self) -> float:
@@ -202,6 +210,7 @@ class Trainer:
         s.ema = pseudo if s.ema is None else self.options.ema_decay * s.ema + (1 - self.options.ema_decay) * pseudo
         s.epoch += 1
         s.train_seconds += seconds
+        s.wall_seconds = self._wall_before + (time.monotonic() - self.start_time)
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
@@ -241,7 +250,7 @@ class Trainer:
         from autocmr.trainers.validation import time_one_case
 
         seconds = time_one_case(self)
-        reserve = 1.2 * seconds * len(self.val_cases) + 10.0
+        reserve = VALIDATION_MARGIN * seconds * len(self.val_cases) + 10.0
         self.log(f"final validation estimated at {reserve:.0f} s ({seconds:.1f} s per case); kept out of the budget")
         return reserve
 
@@ -251,8 +260,8 @@ class Trainer:
         return {
             "network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "state": {"epoch": s.epoch, "train_seconds": s.train_seconds, "best_ema": s.best_ema, "ema": s.ema,
-                      "reserve_s": s.reserve_s, "history": s.history},
+            "state": {"epoch": s.epoch, "train_seconds": s.train_seconds, "wall_seconds": s.wall_seconds,
+                      "best_ema": s.best_ema, "ema": s.ema, "reserve_s": s.reserve_s, "history": s.history},
             "epochs": self.epochs, "options": self.options.to_dict(), "rng": rng_state(),
             "plans_name": self.plans.plans_name, "configuration": self.config.name,
             "topology": self.config.topology.__dict__,
@@ -270,8 +279,10 @@ class Trainer:
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         st = payload["state"]
-        self.state = TrainState(st["epoch"], st["train_seconds"], st["best_ema"], st["ema"], st["reserve_s"],
-                                st["history"])
+        self.state = TrainState(st["epoch"], st["train_seconds"], st.get("wall_seconds", st["train_seconds"]),
+                                st["best_ema"], st["ema"], st["reserve_s"], st["history"])
+        self._wall_before = self.state.wall_seconds
+        self.start_time = time.monotonic()
         self.epochs = payload.get("epochs", self.epochs)
         restore_rng_state(payload["rng"])
 

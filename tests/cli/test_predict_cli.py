@@ -14,7 +14,7 @@ from autocmr.io.dicom import read_dicom_series
 from autocmr.inference.batch import PredictorOptions
 from autocmr.io.image import Geometry, read_header, read_image, write_image
 from autocmr.testing.phantoms import make_phantom_cine
-from tests.inference.test_batch import small_case, temporaries, tiny_model_dir, write_dicom_series  # noqa: F401
+from tests.helpers import small_case, temporaries, write_dicom_series
 
 HEADER_TOLERANCE = 1e-5
 FAST = ["--no-mirror", "--device", "cpu"]  # plumbing tests: the network's quality is not under test

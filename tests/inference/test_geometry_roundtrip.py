@@ -7,7 +7,7 @@ import numpy as np
 from autocmr.inference.batch import predict_folder
 from autocmr.io.image import read_header, read_image, write_image
 from autocmr.io.orientation import store_permuted, to_canonical
-from tests.inference.test_batch import small_case, temporaries, tiny_model_dir, tiny_predictor  # noqa: F401
+from tests.helpers import small_case, temporaries
 
 HEADER_TOLERANCE = 1e-5  # mm / direction cosines: masks must carry the input header, not an approximation
 # (axes, flips) of the stored copies: identity, two reversed orders (e.g. PIR-like), one plain flip.

@@ -107,7 +107,7 @@ def test_single_file_input_gathers_its_channels(tmp_path):
 
 
 def test_dicom_series_in_subfolders(tmp_path):
-    from tests.inference.test_batch import write_dicom_series
+    from tests.helpers import write_dicom_series
 
     src = tmp_path / "in"
     frames = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)

@@ -13,16 +13,10 @@ from autocmr.inference.model_folder import ModelFolder
 from autocmr.io.image import read_image, write_image
 from autocmr.networks.unet import build_network
 from autocmr.testing.phantoms import write_phantom_dataset
-from autocmr.testing.tiny_model import make_tiny_model
 from autocmr.trainers.finetune import freeze, head_channel_map, load_pretrained
 from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.run import train
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 def _step(network, params):
@@ -48,8 +42,8 @@ def test_head_channels_follow_label_names():
         head_channel_map(old, {"background": 0, "aorta": 1})
 
 
-def test_adapted_heads_copy_known_labels_and_frozen_parts_stay_fixed(tiny):
-    model_dir, _ = tiny
+def test_adapted_heads_copy_known_labels_and_frozen_parts_stay_fixed(tiny_model):
+    model_dir, _ = tiny_model
     model = ModelFolder.open(model_dir)
     new_labels = {"background": 0, "MYO": 1, "LV": 2}
     net = build_network(model.configuration.topology, 1, 3)
@@ -73,8 +67,8 @@ def test_adapted_heads_copy_known_labels_and_frozen_parts_stay_fixed(tiny):
     assert all(torch.equal(v, net.encoder[1:].state_dict()[k]) for k, v in rest.items())
 
 
-def test_finetuning_run_uses_the_pretrained_plans_on_a_new_dataset(tiny, tmp_path):
-    model_dir, roots = tiny
+def test_finetuning_run_uses_the_pretrained_plans_on_a_new_dataset(tiny_model, tmp_path):
+    model_dir, roots = tiny_model
     folder = write_phantom_dataset(roots.raw, n_subjects=5, seed=7, dataset_id=991, short_name="NewSite", fov_mm=140)
     # the new site annotates LV and MYO only (as Sunnybrook): drop RV from labels and dataset.json
     for f in (folder / "labelsTr").iterdir():
@@ -84,7 +78,6 @@ def test_finetuning_run_uses_the_pretrained_plans_on_a_new_dataset(tiny, tmp_pat
     dj = DatasetJson.load(folder / "dataset.json")
     DatasetJson(dj.channel_names, {"background": 0, "LV": 1, "MYO": 2}, dj.num_training, dj.file_ending).save(
         folder / "dataset.json")
-    (roots.preprocessed / folder.name).mkdir(parents=True, exist_ok=True)
     options = TrainOptions(epochs=1, iterations_per_epoch=3, val_iterations=1, num_workers=0, batch_size=2,
                            device="cpu", pretrained=str(model_dir), freeze="decoder", final_validation=True)
     result = train(991, "2d", 0, roots, options=options)

@@ -93,3 +93,52 @@ def test_clear_errors_for_missing_data_and_bad_fold(roots, tmp_path):
         train(DATASET, "2d", 9, roots, options=options(), output_dir=tmp_path / "x")
     with pytest.raises(PlansError, match="valid names"):
         train(DATASET, "3d_lowres", 0, roots, options=options(), output_dir=tmp_path / "y")
+
+
+def test_3d_fullres_trains_and_predicts(tmp_path):
+    """The 3D path: anisotropic 3D patches, in-plane-only rotation, 3D deep supervision, 3D sliding window."""
+    from autocmr.inference.predictor import Predictor
+    from autocmr.testing.phantoms import make_phantom_case
+
+    roots3 = resolve_roots(raw=tmp_path / "raw", preprocessed=tmp_path / "pre", results=tmp_path / "res")
+    write_phantom_dataset(roots3.raw, n_subjects=5, dataset_id=962, fov_mm=120)
+    plan_dataset(962, roots3, targets=("cpu",), configurations=("3d_fullres",), num_workers=1, check=False)
+    result = train(962, "3d_fullres", 0, roots3, options=options(epochs=1, iterations_per_epoch=3, elastic=True,
+                                                                  augmentation="default"))
+    assert (result.fold_dir / "checkpoint_final.pth").is_file()
+    predictor = Predictor(result.fold_dir.parent, device="cpu")
+    assert predictor.config.dim == 3 and predictor.mirror_axes == (1, 2)
+    case = make_phantom_case(11, fov_mm=120, oblique=True)
+    label = predictor.predict_array(case.image, case.geometry.spacing_zyx, direction=case.geometry.direction).label
+    assert label.shape == case.image.shape and label.dtype.name == "uint8"
+
+
+def test_kill_9_then_continue_loses_at_most_the_epochs_since_the_last_checkpoint(roots, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "killed"
+    cmd = [str(Path(sys.executable).parent / "autocmr_train"), str(DATASET), "2d", "0", "--epochs", "6",
+           "--iterations", "4", "--val-iterations", "1", "--batch-size", "2", "--num-workers", "0", "--device", "cpu",
+           "--save-every", "1", "--augmentation", "none", "--no-final-validation", "-o", str(out),
+           "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed), "--results", str(roots.results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    deadline = time.monotonic() + 300
+    while not latest.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert latest.is_file(), "no checkpoint was written before the kill"
+    saved_epoch = torch.load(latest, weights_only=False)["state"]["epoch"]
+    done = subprocess.run(cmd + ["--continue"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (out / "fold_0" / "log.txt").read_text()
+    assert f"resumed from {latest} at epoch {saved_epoch}" in log
+    final = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=False)["state"]
+    assert final["epoch"] == 6 and len(final["history"]["train_loss"]) == 6
+    assert not list((out / "fold_0").glob(".tmp_*"))  # a kill during a checkpoint write leaves none behind
