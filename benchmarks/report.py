@@ -114,12 +114,15 @@ def budget_lines(probe: dict | None, budget: dict | None) -> list[str]:
 
 
 def cross_domain_table(d: dict) -> list[str]:
-    lines = [f"**Across domains** (issue #7; `benchmarks/cross_domain.py`, {d['machine']['date'][:10]}): trained on "
-             f"{d['source_subjects']} ACDC patients of the NOR, MINF and DCM groups, tested on "
-             f"{d['target_test_subjects']} HCM and RV patients (plain, and with a simulated scanner change: gamma 1.7 "
-             f"and a bias field); source training {d['args']['source_budget']}, fine-tuning "
-             f"{d['args']['finetune_budget']} on 1 or 3 target patients (decoder frozen); mirroring "
-             f"{'on' if d['args'].get('mirror') else 'off'} in this experiment. Dice:", "",
+    reused = " (source models trained in the same script's previous run and reused)" if d.get(
+        "source_models_reused") else ""
+    lines = [f"**Across domains** (issue #7; `benchmarks/cross_domain.py`, {d['machine']['date'][:10]}): source "
+             f"site = {d['source_subjects']} ACDC patients of the NOR, MINF and DCM groups; target site = HCM and RV "
+             "patients with a simulated scanner change (gamma 1.7 and a smooth bias field on their images). "
+             f"Source training {d['args']['source_budget']}{reused}; fine-tuning {d['args']['finetune_budget']} "
+             "on 1 or 3 target-site patients (decoder frozen, lr 0.001); tested on "
+             f"{d['target_test_subjects']} other target patients ({2 * d['target_test_subjects']} volumes); "
+             f"mirroring {'on' if d['args'].get('mirror') else 'off'} in this experiment. Dice:", "",
              "| model | test images | harmonise | LV | MYO | RV | mean |", "|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         lines.append(f"| {r['model']} | {r['test']} | {'yes' if r['harmonise'] else 'no'} | {r['LV']:.3f} | "

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=250, help="training iterations per epoch (default 250)")
     p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice batches per epoch (default 50)")
     p.add_argument("--time-budget", default=None, help="wall-clock budget incl. final validation, e.g. 60m, 1h30m")
-    p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate (default 0.01, poly decay 0.9)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate, poly decay 0.9 (default 0.01; 0.001 with --pretrained)")
     p.add_argument("--augmentation", default="default", help="augmentation preset: default, cross-domain, none")
     p.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation preset")
     p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")

@@ -49,7 +49,7 @@ def _mixed_folder(src: Path) -> None:
     write_image(case.image, case.geometry, src / "twochan_0001.nii.gz")
 
 
-def test_mixed_folder(tmp_path, tiny_model_dir, capsys):  # noqa: F811
+def test_mixed_folder(tmp_path, tiny_model_dir, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     _mixed_folder(src)
     rc = main(["-i", str(src), "-o", str(out), "-m", str(tiny_model_dir), "-j", "1", "--save-probabilities",
@@ -92,7 +92,7 @@ def test_mixed_folder(tmp_path, tiny_model_dir, capsys):  # noqa: F811
     assert not temporaries(out)
 
 
-def test_sharding_and_continue(tmp_path, tiny_model_dir):  # noqa: F811
+def test_sharding_and_continue(tmp_path, tiny_model_dir):
     src, out = tmp_path / "in", tmp_path / "out"
     for seed in range(3):
         case = small_case(40 + seed, slices=3)
@@ -113,7 +113,7 @@ def test_sharding_and_continue(tmp_path, tiny_model_dir):  # noqa: F811
     assert not temporaries(out)
 
 
-def test_model_by_dataset_and_results_root(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+def test_model_by_dataset_and_results_root(tmp_path, tiny_model_dir, monkeypatch):
     results = tiny_model_dir.parent.parent
     case = small_case(50, slices=3)
     write_image(case.image, case.geometry, tmp_path / "in" / "one.nii.gz")
@@ -127,7 +127,7 @@ def test_model_by_dataset_and_results_root(tmp_path, tiny_model_dir, monkeypatch
     assert record["predictor"]["model"].endswith("autocmrPlans_cpu__2d") and record["skipped"] == ["one"]
 
 
-def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):  # noqa: F811
+def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):
     (tmp_path / "in").mkdir()
     geometry = Geometry((5, 4, 3), (1.0, 1.0, 8.0), (0.0,) * 3, tuple(np.eye(3).ravel().tolist()))
     write_image(np.ones((3, 4, 5), np.float32), geometry, tmp_path / "in" / "a.nii.gz")

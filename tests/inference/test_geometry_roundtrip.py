@@ -15,7 +15,7 @@ STORAGE = {"canonical": ((0, 1, 2), (False, False, False)), "rev": ((2, 1, 0), (
            "rot": ((1, 2, 0), (False, True, False)), "flip": ((0, 1, 2), (True, True, False))}
 
 
-def test_reoriented_copies_give_identical_masks_with_their_own_headers(tmp_path, tiny_predictor):  # noqa: F811
+def test_reoriented_copies_give_identical_masks_with_their_own_headers(tmp_path, tiny_predictor):
     bases = {"axial": small_case(11), "oblique": small_case(12, oblique=True)}
     variants = {"axial": ("canonical", "rev", "rot"), "oblique": ("canonical", "rev", "flip")}
     src = tmp_path / "in"

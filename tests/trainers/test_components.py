@@ -80,6 +80,16 @@ def test_presets_and_durations():
         TrainOptions(freeze="all")
 
 
+def test_learning_rate_defaults_lower_for_fine_tuning_and_survives_a_round_trip():
+    assert TrainOptions().learning_rate == 1e-2
+    tuned = TrainOptions(pretrained="model_dir")
+    assert tuned.learning_rate == 1e-3
+    assert TrainOptions(pretrained="model_dir", learning_rate=5e-3).learning_rate == 5e-3
+    assert TrainOptions.from_dict(tuned.to_dict()) == tuned  # stored resolved: --continue resumes alike
+    with pytest.raises(ConfigurationError, match="learning rate"):
+        TrainOptions(learning_rate=0.0)
+
+
 def test_sampling_patch_covers_rotated_and_zoomed_patch():
     size = sampling_patch_size((64, 32), preset("default"), in_plane=False)
     assert size[0] >= 64 * 1.4 and size[1] >= 64  # rotation mixes the axes

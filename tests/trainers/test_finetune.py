@@ -90,3 +90,30 @@ def test_finetuning_run_uses_the_pretrained_plans_on_a_new_dataset(tiny_model, t
     assert set(summary["classes"]) == {"LV", "MYO"}
     with pytest.raises(ConfigurationError, match="fine-tune it with configuration '2d'"):
         train(991, "3d_fullres", 0, roots, options=options)
+
+
+def test_finetuned_model_without_validation_inherits_postprocessing_by_label_name(tiny_model, tmp_path):
+    import shutil
+
+    from autocmr.inference.postprocessing import PostprocessingDecision
+
+    model_dir, roots = tiny_model
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(model_dir, pretrained)
+    PostprocessingDecision(True, (1, 3), {}).save(pretrained / "postprocessing.json")  # LV and RV
+    folder = write_phantom_dataset(roots.raw, n_subjects=2, seed=8, dataset_id=992, short_name="AcdcLabels",
+                                   fov_mm=140)
+    for f in (folder / "labelsTr").iterdir():  # ACDC's convention: RV 1, MYO 2, LV 3
+        label, geometry = read_image(f)
+        write_image(np.choose(label, [0, 3, 2, 1]).astype(np.uint8), geometry, f)
+    dj = DatasetJson.load(folder / "dataset.json")
+    DatasetJson(dj.channel_names, {"background": 0, "RV": 1, "MYO": 2, "LV": 3}, dj.num_training,
+                dj.file_ending).save(folder / "dataset.json")
+    options = TrainOptions(epochs=1, iterations_per_epoch=2, val_iterations=1, num_workers=0, batch_size=2,
+                           device="cpu", pretrained=str(pretrained), freeze="decoder")
+    result = train(992, "2d", "all", roots, options=options, output_dir=tmp_path / "tuned")
+    decision = json.loads((tmp_path / "tuned" / "postprocessing.json").read_text())
+    assert decision["foreground_lcc"] is True
+    assert sorted(decision["per_label_lcc"]) == [1, 3] and decision["per_label_lcc"] == [3, 1]  # LV is 3, RV 1 now
+    assert decision["evidence"]["inherited_from"] == str(pretrained.resolve())
+    assert result.fold_dir.name == "fold_all"
