@@ -114,11 +114,12 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
                                                   "device": str(device)})
     torch.manual_seed(options.seed)
     network = build_network(config.topology, len(plans.channel_names), len(plans.labels))
-    trainable = None
+    trainable, pretrained = None, None
     if options.pretrained:
         from autocmr.trainers.finetune import freeze, load_pretrained
 
-        report = load_pretrained(network, ModelFolder.open(options.pretrained), plans.labels)
+        pretrained = ModelFolder.open(options.pretrained)
+        report = load_pretrained(network, pretrained, plans.labels)
         trainable = freeze(network, options.freeze, options.unfreeze_blocks)
         log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
             f"{sum(p.numel() for p in trainable)} trainable parameters")
@@ -149,8 +150,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         if raw_folder is not None:
             decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
         log(f"final validation: {_dice_line(summary)}")
-    if options.pretrained and not (model_dir / "postprocessing.json").is_file():
-        _inherit_postprocessing(model_dir, ModelFolder.open(options.pretrained), plans.labels, log)
+    if pretrained is not None and not (model_dir / "postprocessing.json").is_file():
+        _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
     return TrainResult(fold_dir, trainer.state.epoch, summary)
 
 
@@ -159,13 +160,14 @@ def _inherit_postprocessing(model_dir: Path, pretrained: ModelFolder, labels: di
     postprocessing, labels matched by name. Without it, stray islands far from the heart survive: on ACDC they
     raised HD95 several-fold and cost fine-tuned models their Dice gain."""
     from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.trainers.finetune import head_channel_map
 
     stored = pretrained.read_json("postprocessing.json")
     if not stored:
         return
     old = PostprocessingDecision.from_dict(stored)
-    name_of = {value: name for name, value in pretrained.plans.labels.items()}
-    per_label = tuple(labels[name_of[v]] for v in old.per_label_lcc if name_of.get(v) in labels)
+    new_value = {old_value: new for new, old_value in head_channel_map(pretrained.plans.labels, labels).items()}
+    per_label = tuple(new_value[v] for v in old.per_label_lcc if v in new_value)
     evidence = {"inherited_from": str(Path(pretrained.path).resolve())}
     PostprocessingDecision(old.foreground_lcc, per_label, evidence).save(model_dir / "postprocessing.json")
     log(f"postprocessing inherited from {pretrained.path}: foreground LCC {old.foreground_lcc}, per label {per_label}")

@@ -1,8 +1,6 @@
 """Batch prediction: same masks as the in-memory API, probabilities, stale temporaries, crashed workers, and the
-real Sunnybrook cine DICOM study.
-
-Also home of the helpers the other prediction tests import: the tiny trained model (trained once per test
-process) and small phantom / DICOM writers.
+real Sunnybrook cine DICOM study. The tiny trained model comes from tests/conftest.py, the small phantom and
+DICOM writers from tests/helpers.py.
 """
 from __future__ import annotations
 
