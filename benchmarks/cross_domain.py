@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def shifted_copy(images: list[Path], out: Path, seed: int = 0) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source-budget", default="15m")
-    ap.add_argument("--finetune-budget", default="5m")
+    ap.add_argument("--finetune-budget", default="5m", help="upper limit for each fine-tuning run; autocmr's "
+                    "default schedule (scaled to the number of fine-tuning subjects) usually ends first")
     ap.add_argument("--test-subjects", type=int, default=12)
     ap.add_argument("--mirror", action="store_true", help="test-time mirroring (off by default here: 4x faster, and "
                                                         "the comparisons are between models, all predicted alike)")
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     if not reused:
         run("plan_source", [script("autocmr_plan"), "-d", "111", "--target", "cpu", "-c", "2d"], env, logs, t)
     models = {}
+    finetune_iterations: dict[str, int] = {}  # the schedule autocmr chose (the budget is only an upper limit)
     for aug in ("default", "cross-domain"):
         out = home / "models" / f"source_{aug}"
         if not reused:
@@ -138,6 +141,10 @@ def main(argv=None) -> int:
                                        "--freeze", "decoder", "--time-budget", args.finetune_budget,
                                        "--augmentation", aug, "--device", "cpu", "-o", str(ft)], env, logs, t)
             models[f"+ fine-tune {n} subject{'s' if n > 1 else ''} ({aug} aug)"] = ft
+            chosen = json.loads((ft / "fold_all" / "options.json").read_text())["options"]
+            trained = re.search(r"training done after (\d+) epochs", (ft / "fold_all" / "log.txt").read_text())
+            finetune_iterations[ft.name] = {"scheduled": chosen["epochs"] * chosen["iterations_per_epoch"],
+                                            "trained": int(trained.group(1)) * chosen["iterations_per_epoch"]}
     test_cases = cases(test)
     inputs = home / "test_images"
     inputs.mkdir()
@@ -194,7 +201,7 @@ def main(argv=None) -> int:
                 print(sunny[-1], flush=True)
     result = {"machine": machine(), "args": vars(args), "source_models_reused": reused,
               "source_subjects": len(source), "target_test_subjects": len(test),
-              "finetune_subjects": finetune_pool, "rows": rows, "sunnybrook": sunny, "timings_s": t}
+              "finetune_subjects": finetune_pool, "finetune_iterations": finetune_iterations, "rows": rows, "sunnybrook": sunny, "timings_s": t}
     print(f"results: {save_results('cross_domain', result)}")
     return 0
 

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     cfg = plans["configurations"][args.configuration]
     result = {"machine": machine(), "trainer": args.trainer, "configuration": args.configuration,
               "patch_size": cfg.get("patch_size"), "batch_size": cfg.get("batch_size"),
-              "epochs_done": len(epochs), "training_s": sum(epochs), "total_s": m.wall_s, "timed_out": m.timed_out,
+              "epochs_done": len(epochs), "epoch_s": epochs, "training_s": sum(epochs), "total_s": m.wall_s, "timed_out": m.timed_out,
               "returncode": m.returncode, "validation_dice": dice, "peak_pss_mb": m.peak_pss_mb}
     print(json.dumps(result, indent=2))
     print(f"results: {save_results(f'nnunet_budget_{args.trainer}_{args.configuration}', result)}")

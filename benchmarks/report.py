@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -14,6 +15,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def latest_budget_run() -> dict | None:
+    """The most recent `nnunet_budget.py` run on autocmr's CPU network (whichever epochs variant it used)."""
+    runs = [json.loads(p.read_text()) for p in RESULTS.glob("nnunet_budget_*_2d_autocmr_cpu.json")]
+    return max(runs, key=lambda r: r["machine"]["date"]) if runs else None
 
 
 def plan_table(d: dict) -> list[str]:
@@ -63,12 +70,18 @@ def e2e_table(d: dict) -> list[str]:
 
 
 def train_table(d: dict) -> list[str]:
+    def runs(key: str) -> str:  # older results hold one run (a flat list), newer ones a list per run
+        v = d[key]
+        v = v if v and isinstance(v[0], list) else [v]
+        return " / ".join(", ".join(f"{t:.0f}" for t in run) for run in v)
+
+    turns = f", {d['repeats']} runs of each tool taking turns" if d.get("repeats") else ""
     return [f"**Training throughput on the CPU** (issue #3; `benchmarks/train_benchmark.py`, {d['machine']['date'][:10]}): "
             f"{d['network']}, fold 0, {d['epochs']} epochs of {d['iterations_per_epoch']} training + "
-            f"{d['val_iterations_per_epoch']} validation iterations each; first epoch excluded.", "",
+            f"{d['val_iterations_per_epoch']} validation iterations each{turns}; median epoch time, first epoch of "
+            "each run excluded.", "",
             "| | autocmr_train | nnU-Net v2 `nnUNetTrainer` (same network, checked layer by layer) |", "|---|---|---|",
-            f"| epoch times (s) | {', '.join(f'{t:.0f}' for t in d['autocmr_epoch_s'])} | "
-            f"{', '.join(f'{t:.0f}' for t in d['nnunet_epoch_s'])} |",
+            f"| epoch times (s), per run | {runs('autocmr_epoch_s')} | {runs('nnunet_epoch_s')} |",
             f"| training iterations/s | **{d['autocmr_it_per_s']:.2f}** | {d['nnunet_it_per_s']:.2f} |",
             f"| speed-up | **{d['speedup']:.2f}×** | 1 |", ""]
 
@@ -104,13 +117,30 @@ def budget_lines(probe: dict | None, budget: dict | None) -> list[str]:
                      f"{probe['projected_1_epoch_min'] / 60:.1f} h: nothing of its default schedule fits.")
     if budget:
         dice = budget["validation_dice"]
+        epochs = budget.get("epoch_s") or []
+        pace = (f" (median epoch {statistics.median(epochs):.0f} s, so its next variant, 20 epochs, would need "
+                f"{20 * statistics.median(epochs) / 60:.0f} min of training alone)") if epochs else ""
         lines.append(f"With autocmr's CPU network instead, the longest epochs variant that fits is "
-                     f"`{budget['trainer']}`: {budget['epochs_done']} epochs in {budget['training_s'] / 60:.1f} min, "
-                     f"{budget['total_s'] / 60:.1f} min with its final validation; validation Dice LV "
+                     f"`{budget['trainer']}`: {budget['epochs_done']} epochs in {budget['training_s'] / 60:.1f} min"
+                     f"{pace}, {budget['total_s'] / 60:.1f} min with its final validation; validation Dice LV "
                      f"{dice.get('LV', float('nan')):.3f}, MYO {dice.get('MYO', float('nan')):.3f}, RV "
                      f"{dice.get('RV', float('nan')):.3f} (mean {dice.get('mean', float('nan')):.3f}; nnU-Net's own "
                      "evaluation, no postprocessing).")
     return lines + [""] if lines else []
+
+
+def finetune_schedule_text(d: dict) -> str:
+    its = d.get("finetune_iterations")
+    if not its:  # runs before the case-scaled schedule: the budget was the schedule
+        return f", {d['args']['finetune_budget']} each"
+    by_subjects: dict[str, set[int]] = {}
+    for name, n in its.items():  # finetune<subjects>_<augmentation>
+        by_subjects.setdefault(name.split("_")[0].removeprefix("finetune"), set()).add(n["trained"])
+    listed = ", ".join(f"{'/'.join(map(str, sorted(v)))} iterations for {k} subject{'s' if k != '1' else ''}"
+                       for k, v in sorted(by_subjects.items()))
+    capped = any(n["trained"] < n["scheduled"] for n in its.values())
+    return (f" with autocmr's default fine-tuning schedule, which grows with the number of subjects ({listed}, "
+            f"batch 7; {d['args']['finetune_budget']} cap {'reached' if capped else 'not reached'})")
 
 
 def cross_domain_table(d: dict) -> list[str]:
@@ -119,8 +149,8 @@ def cross_domain_table(d: dict) -> list[str]:
     lines = [f"**Across domains** (issue #7; `benchmarks/cross_domain.py`, {d['machine']['date'][:10]}): source "
              f"site = {d['source_subjects']} ACDC patients of the NOR, MINF and DCM groups; target site = HCM and RV "
              "patients with a simulated scanner change (gamma 1.7 and a smooth bias field on their images). "
-             f"Source training {d['args']['source_budget']}{reused}; fine-tuning {d['args']['finetune_budget']} "
-             "on 1 or 3 target-site patients (decoder frozen, lr 0.001); tested on "
+             f"Source training {d['args']['source_budget']}{reused}; fine-tuning on 1 or 3 target-site patients "
+             f"(decoder frozen, lr 0.001){finetune_schedule_text(d)}; tested on "
              f"{d['target_test_subjects']} other target patients ({2 * d['target_test_subjects']} volumes); "
              f"mirroring {'on' if d['args'].get('mirror') else 'off'} in this experiment. Dice:", "",
              "| model | test images | harmonise | LV | MYO | RV | mean |", "|---|---|---|---|---|---|---|"]
@@ -142,7 +172,7 @@ def main() -> int:
         d = load(name)
         if d:
             out += fn(d)
-    out += budget_lines(load("nnunet_probe_2d"), load("nnunet_budget_nnUNetTrainer_10epochs_2d_autocmr_cpu"))
+    out += budget_lines(load("nnunet_probe_2d"), latest_budget_run())
     for name, fn in (("predict_benchmark", predict_table), ("cross_domain", cross_domain_table)):
         d = load(name)
         if d:

@@ -23,12 +23,11 @@ from autocmr.settings import Roots
 from autocmr.trainers.checkpoint import load_checkpoint
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
+from autocmr.trainers.schedule import resolve_schedule
 from autocmr.trainers.splits import SPLITS_FILE, load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
 
 logger = logging.getLogger(__name__)
-DEFAULT_CPU_BUDGET_S = 3600.0  # CPU runs without --epochs/--time-budget train for an hour
-DEFAULT_GPU_EPOCHS = 1000
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,6 @@ def choose_plans_name(folder: Path, requested: str | None, device: torch.device)
     if device.type == "cpu" and (folder / f"{CPU_PLANS_NAME}.json").is_file():
         return CPU_PLANS_NAME
     return DEFAULT_PLANS_NAME
-
-
-def resolve_schedule(options: TrainOptions, device: torch.device, log: RunLog) -> TrainOptions:
-    if options.epochs is not None or options.time_budget_s is not None:
-        return options
-    if device.type == "cpu":
-        log(f"no --epochs or --time-budget given: training on the CPU for {DEFAULT_CPU_BUDGET_S / 60:.0f} min")
-        return options.updated(time_budget_s=DEFAULT_CPU_BUDGET_S)
-    return options.updated(epochs=DEFAULT_GPU_EPOCHS)
 
 
 def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str) -> None:
@@ -108,7 +98,10 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     fold_dir = model_dir / f"fold_{fold}"
     log = RunLog(fold_dir / "log.txt")
     remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
-    options = resolve_schedule(options, device, log)
+    subject_of = {c: s for s, members in subjects.items() for c in members}
+    options = resolve_schedule(options, device, log, training_samples=_training_samples(data_dir, train_cases, config),
+                               training_subjects=len({subject_of.get(c, c) for c in train_cases}),
+                               batch_size=options.batch_size or config.batch_size)
     _prepare_model_dir(model_dir, pre_dir, plans, configuration)
     write_json_atomic(fold_dir / "options.json", {"options": options.to_dict(), "digest": options.digest(),
                                                   "device": str(device)})
@@ -171,6 +164,13 @@ def _inherit_postprocessing(model_dir: Path, pretrained: ModelFolder, labels: di
     evidence = {"inherited_from": str(Path(pretrained.path).resolve())}
     PostprocessingDecision(old.foreground_lcc, per_label, evidence).save(model_dir / "postprocessing.json")
     log(f"postprocessing inherited from {pretrained.path}: foreground LCC {old.foreground_lcc}, per label {per_label}")
+
+
+def _training_samples(data_dir: Path, cases: list[str], config: Any) -> int:
+    """What one training patch is drawn from: a slice of a case for 2D configurations, a case for 3D."""
+    if len(config.patch_size) == 3:
+        return len(cases)
+    return sum(int(storage.load_properties(data_dir, c)["shape_after_resampling"][0]) for c in cases)
 
 
 def _dice_line(summary: dict[str, Any]) -> str:

@@ -116,7 +116,7 @@ class Trainer:
             p = self.state.epoch / self.epochs
         budget = self.training_budget()
         if budget:
-            p = max(p, max(self.state.train_seconds, self.state.wall_seconds) / budget)
+            p = max(p, self.state.wall_seconds / budget)
         return min(p, 1.0)
 
     def finished(self) -> bool:
@@ -127,7 +127,7 @@ class Trainer:
             recent = float(np.mean(self.state.history["epoch_time"][-3:]))
             # stop when another epoch would overrun the budget (the first epoch always runs); wall time
             # counts set-up, checkpoints and plots too, so the whole command keeps to the budget
-            return max(self.state.train_seconds, self.state.wall_seconds) + recent > budget
+            return self.state.wall_seconds + recent > budget
         return False
 
     def current_lr(self) -> float:
