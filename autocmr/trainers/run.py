@@ -98,9 +98,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     fold_dir = model_dir / f"fold_{fold}"
     log = RunLog(fold_dir / "log.txt")
     remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
-    subject_of = {c: s for s, members in subjects.items() for c in members}
     options = resolve_schedule(options, device, log, training_samples=_training_samples(data_dir, train_cases, config),
-                               training_subjects=len({subject_of.get(c, c) for c in train_cases}),
+                               training_subjects=metadata.loc[train_cases, "subject"].nunique(),
                                batch_size=options.batch_size or config.batch_size)
     _prepare_model_dir(model_dir, pre_dir, plans, configuration)
     write_json_atomic(fold_dir / "options.json", {"options": options.to_dict(), "digest": options.digest(),

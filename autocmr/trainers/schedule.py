@@ -5,9 +5,9 @@ Fine-tuning on a handful of cases overfits quickly, and the fewer the subjects t
 anatomy is memorised long before three patients' is. On the cross-domain benchmark (a model from one ACDC
 site fine-tuned on another site's patients, decoder frozen, lr 0.001, batch 7) one subject (18 slices) gave
 its best target-site Dice after ~23 passes over its slices, less after ~45 and worse than no fine-tuning
-after ~90, while three subjects (52 slices) were better after ~100 passes than after ~40. So the default is a number of passes over the
-training samples that grows with the number of subjects, not a time. It is a heuristic calibrated on that
-one experiment; --epochs/--iterations override it.
+after ~90, while three subjects (52 slices) were better after ~100 passes than after ~40. So the default is
+a number of passes over the training samples that grows with the number of subjects, not a time. It is a
+heuristic calibrated on that one experiment; --epochs/--iterations override it.
 """
 from __future__ import annotations
 
