@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from autocmr.allocator import keep_freed_memory
 from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.export import labels_to_native, probabilities_to_native
@@ -63,6 +64,8 @@ class Predictor:
         self.model = ModelFolder.open(model_dir)
         self.plans, self.config = self.model.plans, self.model.configuration
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # sliding-window tiles re-allocate the same buffers: no page faults for them
         self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
         self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
         self.step = step

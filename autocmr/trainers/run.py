@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from autocmr.allocator import keep_freed_memory
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import CASES_CSV, DatasetJson, load_metadata
 from autocmr.device import resolve_device
@@ -72,6 +73,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     if not pre_dir.is_dir() and not options.pretrained:
         raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")
     device = resolve_device(options.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # ~15 % faster CPU steps: no page faults for re-allocated activations
     if options.pretrained:
         from autocmr.trainers.pretrained_plans import plans_for_finetuning
 
