@@ -1,4 +1,4 @@
-"""Keep freed heap memory in the process during CPU training instead of returning it to the OS each step.
+"""Keep freed heap memory in the process during CPU training and inference instead of returning it to the OS.
 
 glibc serves large allocations with ``mmap`` above a threshold and unmaps them again on ``free``; a U-Net
 step on the CPU allocates and frees the same few hundred MB of activations and gradients every iteration, so
