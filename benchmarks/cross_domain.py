@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     if not reused:
         run("plan_source", [script("autocmr_plan"), "-d", "111", "--target", "cpu", "-c", "2d"], env, logs, t)
     models = {}
-    finetune_iterations: dict[str, int] = {}  # the schedule autocmr chose (the budget is only an upper limit)
+    finetune_iterations: dict[str, dict[str, int]] = {}  # the schedule autocmr chose (the budget is only an upper limit)
     for aug in ("default", "cross-domain"):
         out = home / "models" / f"source_{aug}"
         if not reused:
@@ -201,7 +201,8 @@ def main(argv=None) -> int:
                 print(sunny[-1], flush=True)
     result = {"machine": machine(), "args": vars(args), "source_models_reused": reused,
               "source_subjects": len(source), "target_test_subjects": len(test),
-              "finetune_subjects": finetune_pool, "finetune_iterations": finetune_iterations, "rows": rows, "sunnybrook": sunny, "timings_s": t}
+              "finetune_subjects": finetune_pool, "finetune_iterations": finetune_iterations, "rows": rows,
+              "sunnybrook": sunny, "timings_s": t}
     print(f"results: {save_results('cross_domain', result)}")
     return 0
 

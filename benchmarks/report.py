@@ -71,15 +71,12 @@ def e2e_table(d: dict) -> list[str]:
 
 
 def train_table(d: dict) -> list[str]:
-    def runs(key: str) -> str:  # older results hold one run (a flat list), newer ones a list per run
-        v = d[key]
-        v = v if v and isinstance(v[0], list) else [v]
-        return " / ".join(", ".join(f"{t:.0f}" for t in run) for run in v)
+    def runs(key: str) -> str:
+        return " / ".join(", ".join(f"{t:.0f}" for t in run) for run in d[key])
 
-    turns = f", {d['repeats']} runs of each tool taking turns" if d.get("repeats") else ""
     return [f"**Training throughput on the CPU** (issue #3; `benchmarks/train_benchmark.py`, {d['machine']['date'][:10]}): "
             f"{d['network']}, fold 0, {d['epochs']} epochs of {d['iterations_per_epoch']} training + "
-            f"{d['val_iterations_per_epoch']} validation iterations each{turns}; median epoch time, first epoch of "
+            f"{d['val_iterations_per_epoch']} validation iterations each, {d['repeats']} runs of each tool taking turns; median epoch time, first epoch of "
             "each run excluded.", "",
             "| | autocmr_train | nnU-Net v2 `nnUNetTrainer` (same network, checked layer by layer) |", "|---|---|---|",
             f"| epoch times (s), per run | {runs('autocmr_epoch_s')} | {runs('nnunet_epoch_s')} |",
@@ -131,13 +128,10 @@ def budget_lines(probe: dict | None, budget: dict | None, e2e: dict | None) -> l
                      f"{probe['projected_1_epoch_min'] / 60:.1f} h: nothing of its default schedule fits.")
     if budget:
         dice = budget["validation_dice"]
-        epochs = budget.get("epoch_s") or []
-        pace = ""
-        if epochs:
-            larger = [n for n in NNUNET_EPOCH_VARIANTS if n > budget["epochs_done"]]
-            if larger:
-                pace = (f"; at its median {statistics.median(epochs):.0f} s per epoch the next variant, "
-                        f"{larger[0]} epochs, would need {larger[0] * statistics.median(epochs) / 60:.0f} min")
+        epoch_s = statistics.median(budget["epoch_s"])
+        larger = [n for n in NNUNET_EPOCH_VARIANTS if n > budget["epochs_done"]]
+        pace = (f"; at its median {epoch_s:.0f} s per epoch the next variant, {larger[0]} epochs, would need "
+                f"{larger[0] * epoch_s / 60:.0f} min") if larger else ""
         lines.append(f"With autocmr's CPU network instead (same plans, same fold), the longest of nnU-Net's epochs "
                      f"variants that fits is `{budget['trainer']}`: {budget['epochs_done']} epochs in "
                      f"{budget['training_s'] / 60:.1f} min, {budget['total_s'] / 60:.1f} min with its final "
@@ -154,9 +148,7 @@ def budget_lines(probe: dict | None, budget: dict | None, e2e: dict | None) -> l
 
 
 def finetune_schedule_text(d: dict) -> str:
-    its = d.get("finetune_iterations")
-    if not its:  # runs before the case-scaled schedule: the budget was the schedule
-        return f", {d['args']['finetune_budget']} each"
+    its = d["finetune_iterations"]
     by_subjects: dict[str, set[int]] = {}
     for name, n in its.items():  # finetune<subjects>_<augmentation>
         by_subjects.setdefault(name.split("_")[0].removeprefix("finetune"), set()).add(n["trained"])
