@@ -30,3 +30,17 @@ class PlansError(AutocmrError):
 
 class ConfigurationError(AutocmrError):
     """An option or a combination of options is invalid."""
+
+
+class DocumentError(PlansError):
+    """A persisted document (checkpoint, model manifest, run options, case properties, model card) is missing,
+    corrupt, modified since it was written, or of a version this autocmr cannot read."""
+
+
+def exception_text(exc: BaseException, *, whole_message: bool = False) -> str:
+    """How a failure is reported in failure lists and logs: ``Type: first line of the message`` (the type alone
+    when there is no message); ``whole_message`` keeps every line instead of the first."""
+    text = str(exc).strip()
+    if not whole_message:
+        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from autocmr.errors import exception_text
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 WORKER_ATTEMPTS = 2  # a task whose worker process died is retried once in a fresh pool, then reported
@@ -54,7 +56,7 @@ def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *
             try:
                 results[key] = fn(*args)
             except Exception as exc:  # noqa: BLE001 - reported per job, the batch goes on
-                failures[key] = _describe(exc)
+                failures[key] = exception_text(exc, whole_message=True)
             bar.update()
         bar.close()
         return results, failures
@@ -67,18 +69,13 @@ def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *
             try:
                 results[key] = future.result()
             except Exception as exc:  # noqa: BLE001 - includes a crashed worker (BrokenProcessPool)
-                failures[key] = _describe(exc)
+                failures[key] = exception_text(exc, whole_message=True)
             bar.update()
     finally:
         bar.close()
         if own_pool:
             pool.shutdown(wait=True, cancel_futures=True)
     return results, failures
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class PoolTask:

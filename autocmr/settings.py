@@ -14,6 +14,8 @@ ENV_HOME = "AUTOCMR_HOME"
 ENV_RAW = "AUTOCMR_RAW"
 ENV_PREPROCESSED = "AUTOCMR_PREPROCESSED"
 ENV_RESULTS = "AUTOCMR_RESULTS"
+ENV_MODELS = "AUTOCMR_MODELS"  # where `autocmr_models import` installs models (default $AUTOCMR_HOME/models)
+ENV_DEFAULT_MODEL = "AUTOCMR_DEFAULT_MODEL"  # a model folder used instead of the packaged default model
 DEFAULT_HOME = Path("~/autocmr_data")
 
 
@@ -50,3 +52,14 @@ def resolve_roots(
         preprocessed=_pick(preprocessed, ENV_PREPROCESSED, "preprocessed"),
         results=_pick(results, ENV_RESULTS, "results"),
     )
+
+
+def resolve_models_dir(explicit: str | Path | None = None) -> Path:
+    """Folder of imported models (flag > $AUTOCMR_MODELS > $AUTOCMR_HOME/models)."""
+    return _pick(explicit, ENV_MODELS, "models")
+
+
+def default_model_override() -> Path | None:
+    """The model folder named by $AUTOCMR_DEFAULT_MODEL, used in place of the packaged default; None if unset."""
+    value = os.environ.get(ENV_DEFAULT_MODEL)
+    return Path(value).expanduser().resolve() if value else None

@@ -105,7 +105,9 @@ _NN_TO_OURS = [
 def autocmr_weights_into_nnunet(autocmr_checkpoint: Path, nnunet_checkpoint: Path, out: Path) -> None:
     """Write an nnU-Net checkpoint carrying autocmr's trained weights (identical architecture), so both
     tools' inference pipelines can be timed on the very same model."""
-    ours = torch.load(autocmr_checkpoint, map_location="cpu", weights_only=False)["network"]
+    from autocmr.documents.checkpoint import load_checkpoint  # weights_only; reads older autocmr checkpoints too
+
+    ours = load_checkpoint(autocmr_checkpoint)["network"]
     ckpt = torch.load(nnunet_checkpoint, map_location="cpu", weights_only=False)
     new = {}
     for key, value in ckpt["network_weights"].items():

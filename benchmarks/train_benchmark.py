@@ -31,7 +31,7 @@ def autocmr_epoch_times(pair, epochs: int, logs) -> list[float]:
     assert m.returncode == 0, "autocmr_train failed"
     import torch
 
-    state = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=False)["state"]
+    state = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
     return [float(t) for t in state["history"]["epoch_time"]], m
 
 

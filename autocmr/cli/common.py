@@ -24,7 +24,7 @@ def roots_from(args: argparse.Namespace):
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("numexpr", "matplotlib", "PIL"):
+    for noisy in ("numexpr", "matplotlib", "PIL", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -40,3 +40,14 @@ def run_command(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return 130
+
+
+def keep_freed_memory_for(device: str) -> None:
+    """The allocator setting of the commands that train or predict: keep freed heap memory in the process when
+    the work runs on the CPU (``autocmr.allocator``: ~15 % faster CPU steps). A process-wide side effect, so
+    only entry points apply it; Python API users call :func:`autocmr.allocator.keep_freed_memory` themselves."""
+    from autocmr.allocator import keep_freed_memory
+    from autocmr.device import resolve_device
+
+    if resolve_device(device).type == "cpu":
+        keep_freed_memory()

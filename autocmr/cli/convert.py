@@ -34,6 +34,10 @@ def _common(parser: argparse.ArgumentParser, command: str, *, workers: bool = Tr
         parser.add_argument("-j", "--num-workers", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset folder (only once the new conversion succeeded)")
+    if command in ("acdc", "sunnybrook"):
+        parser.add_argument("--strict", action="store_true",
+                            help="fail on any bad file and write nothing (default: skip the bad frames or images, "
+                                 "list them in conversion_skipped.json and convert the rest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +76,8 @@ def _convert(args: argparse.Namespace) -> Path:
 
     options = {"short_name": args.name, "overwrite": args.overwrite}
     if args.command == "acdc":
-        return converters.convert_acdc(args.source, args.raw, args.dataset_id, num_workers=args.num_workers, **options)
+        return converters.convert_acdc(args.source, args.raw, args.dataset_id, num_workers=args.num_workers,
+                                       strict=args.strict, **options)
     if args.command == "mnms":
         return converters.convert_mnms(args.source, args.info, args.raw, args.dataset_id,
                                        num_workers=args.num_workers, **options)
@@ -83,7 +88,8 @@ def _convert(args: argparse.Namespace) -> Path:
     from autocmr.dataset.converters.sunnybrook import convert_sunnybrook
     from autocmr.dataset.naming import make_dataset_name
 
-    build = partial(convert_sunnybrook, args.source, dataset_id=args.dataset_id, short_name=args.name)
+    build = partial(convert_sunnybrook, args.source, dataset_id=args.dataset_id, short_name=args.name,
+                    strict=args.strict)
     return converters.convert_staged(args.raw, make_dataset_name(args.dataset_id, args.name), build,
                                      overwrite=args.overwrite, sources=[args.source])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import run_command, setup_logging
+from autocmr.cli.common import keep_freed_memory_for, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         from autocmr.demo import run_demo
+
+        keep_freed_memory_for(args.device)
 
         result = run_demo(args.output, minutes=args.minutes, n_subjects=args.subjects, n_test=args.test_subjects,
                           seed=args.seed, device=args.device)

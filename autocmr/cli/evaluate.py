@@ -12,14 +12,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes summary.json, cases.csv, clinical.csv and plots into the output folder and prints "
                     "per-class Dice, IoU, HD95 and ASSD and the agreement of clinical measures.")
     parser.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")
-    parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label maps")
+    parser.add_argument("-pred", "--prediction", required=True, nargs="+",
+                        help="folder of predicted label maps, or several pooled (e.g. MODEL/fold_*/validation: a "
+                             "whole cross-validation; needs -o)")
     parser.add_argument("-meta", "--metadata", default=None,
                         help="cases.csv with case_id, subject, phase (ED/ES), group, vendor, ... "
                              "(default: cases.csv in or beside the reference folder, if any)")
     parser.add_argument("-o", "--output", default=None,
                         help="output folder (default: <pred>/evaluation, or <pred>/comparison with --compare)")
     parser.add_argument("--by", nargs="+", default=None, metavar="COLUMN",
-                        help="metadata columns to break results down by, e.g. phase group vendor")
+                        help="metadata columns to break results down by, e.g. phase group vendor; "
+                             "slice_position: volume error, Dice and added/missed slices by position in the "
+                             "reference LV (basal/mid/apical thirds, above the base, below the apex)")
+    parser.add_argument("--base-end", default="auto", choices=("auto", "first", "last"),
+                        help="with --by slice_position: which end of the slice stack is basal; auto decides "
+                             "per subject from the reference anatomy (default)")
     parser.add_argument("--compare", default=None, metavar="PRED_B",
                         help="second prediction folder: paired comparison with -pred (Wilcoxon test)")
     parser.add_argument("--labels", default=None,
@@ -39,22 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     from pathlib import Path
 
-    from autocmr.errors import AutocmrError
+    from autocmr.errors import AutocmrError, ConfigurationError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = dict(labels=args.labels, metadata=args.metadata, by=args.by, file_ending=args.file_ending,
                    num_workers=args.workers, make_plots=not args.no_plots)
     try:
+        prediction = args.prediction[0] if len(args.prediction) == 1 else args.prediction
         if args.compare:
             from autocmr.evaluation.compare import compare_predictions
 
-            output = args.output or str(Path(args.prediction) / "comparison")
-            result = compare_predictions(args.reference, args.prediction, args.compare, output, **options)
+            if len(args.prediction) > 1:
+                raise ConfigurationError("--compare takes one prediction folder for -pred")
+            output = args.output or str(Path(prediction) / "comparison")
+            result = compare_predictions(args.reference, prediction, args.compare, output, **options)
         else:
             from autocmr.evaluation.evaluate import evaluate_folders
 
-            result = evaluate_folders(args.reference, args.prediction, args.output,
-                                      ignore_labels=args.ignore_pred_labels, **options)
+            result = evaluate_folders(args.reference, prediction, args.output,
+                                      ignore_labels=args.ignore_pred_labels, base_end=args.base_end, **options)
     except AutocmrError as exc:
         print(f"autocmr_evaluate: error: {exc}", file=sys.stderr)
         return 1

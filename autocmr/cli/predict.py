@@ -2,14 +2,21 @@
 
 Examples::
 
+    autocmr_predict -i scans/ -o masks/                        # the default model shipped with autocmr
     autocmr_predict -i scans/ -o masks/ -d 101 -c 2d           # trained model of dataset 101, all folds
     autocmr_predict -i scans/ -o masks/ -m ~/models/acdc_2d    # a copied model folder
     autocmr_predict -i dicom_study/ -o masks/ -d 101 -c 2d -f 0 --device cpu
     autocmr_predict -i scans/ -o masks/ -d 101 -c 2d --num-parts 4 --part-id 2   # one of four machines
+    autocmr_predict -i scans/ -o masks/ -d 101 -c 2d --devices cuda:0 cuda:1      # one process per GPU
+    autocmr_predict -i dicom_study/ -o masks/ -d 101 -c 2d --output-format both  # + DICOM-SEG per series
 
 Masks (``NAME.nii.gz``, uint8: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity) have the exact
-header of their input; a 4D cine gets a 4D mask. DICOM series are also written as NIfTI under
-``OUT/images_from_dicom/``. ``OUT/failures.json`` lists cases that could not be predicted and why.
+header of their input; a 4D cine gets a 4D mask (by default full accuracy on its ED and ES frames, a fast
+pass on the others; ``--cine full`` for every frame). DICOM series are also written as NIfTI under
+``OUT/images_from_dicom/``; ``--output-format dicom-seg|both`` writes ``NAME_seg.dcm`` (or ``NAME_seg/``,
+one file per cardiac phase) referencing the source images. ``OUT/failures.json`` lists cases that could
+not be predicted and why. ``measures.csv``, ``volumes.csv``, ``qc.csv``, ``figures/`` and ``report.html``
+(volumes, ED/ES, EF, LV mass and quality control per subject) are written beside the masks.
 Exit code: 0 all cases predicted, 1 some failed, 2 bad options or model.
 """
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, run_command, setup_logging
+from autocmr.cli.common import add_root_flags, keep_freed_memory_for, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", required=True, help="folder of images / DICOM (or a single file)")
     p.add_argument("-o", "--output", required=True, help="folder for the masks (created if needed)")
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("-m", "--model", default=None, help="model folder (holds plans.json and fold_N/)")
+    model = p.add_mutually_exclusive_group()  # neither: the default model shipped with autocmr
+    model.add_argument("-m", "--model", default=None,
+                       help="model folder (holds plans.json and fold_N/), 'default' (the model shipped with autocmr, "
+                            "used when neither -m nor -d is given) or the name of a model installed with "
+                            "autocmr_models import")
     model.add_argument("-d", "--dataset", default=None, help="dataset id (101) or name of a trained model")
+    model.add_argument("--selection", default=None, metavar="SELECTION_JSON",
+                       help="selection.json of autocmr_find_best: the model or ensemble chosen by cross-validation, "
+                            "with its folds and postprocessing")
     p.add_argument("-c", "--configuration", default=None, help="configuration with -d: 2d or 3d_fullres")
     p.add_argument("-p", "--plans", default=None,
                    help="plans name with -d (default: autocmrPlans_cpu on the CPU when trained, else autocmrPlans)")
@@ -42,11 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases whose mask exists")
     p.add_argument("--num-parts", type=int, default=1, help="split the cases over this many runs (default 1)")
     p.add_argument("--part-id", type=int, default=0, help="which part this run does, 0..num-parts-1")
+    p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
+                   help="one worker process per device (e.g. cuda:0 cuda:1), each predicting a part of the cases; "
+                        "the parts' tables are merged at the end (see autocmr_merge_parts)")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz (float16)")
     p.add_argument("--postprocess", default="auto", choices=("auto", "on", "off"),
                    help="largest-component postprocessing: auto (as chosen at training), on, off")
     p.add_argument("--harmonise", action="store_true",
                    help="match image intensities to the training set (histogram matching)")
+    p.add_argument("--output-format", default="nifti", choices=("nifti", "dicom-seg", "both"),
+                   help="masks as NIfTI (default), DICOM-SEG referencing the source series, or both; DICOM-SEG "
+                        "applies to DICOM inputs only (others get NIfTI, with a warning)")
+    p.add_argument("--cine", default="fast", choices=("fast", "full"),
+                   help="4D cines: fast (one fold, no mirroring over all frames, full accuracy on ED and ES; "
+                        "default) or full (every frame at full accuracy, slower)")
+    p.add_argument("--metadata", default=None, metavar="CASES_CSV",
+                   help="cases.csv (case_id, subject, phase) pairing ED/ES files into subjects for the measures "
+                        "(default: a cases.csv in or beside the input folder; else names _ED/_ES, _frameNN + Info.cfg)")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="masks only: no measures.csv, volumes.csv, qc.csv, figures/ or report.html")
     p.add_argument("-j", "--num-workers", type=int, default=None,
                    help="processes reading and writing cases (0: none; default: a few)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -59,20 +86,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset is not None and not args.configuration:
         parser.error("-d/--dataset needs -c/--configuration (e.g. -c 2d)")
-    if args.model is not None and (args.configuration or args.plans):
-        parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model")
+    if (args.model is not None or args.selection is not None) and (args.configuration or args.plans):
+        parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model or --selection")
     setup_logging(args.verbose)
 
     def go() -> int:
         from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
+        from autocmr.inference.fast_cine import CineOptions
 
-        model = args.model or ModelSpec(args.dataset, args.configuration, args.plans, args.results)
+        keep_freed_memory_for(args.device)
+
+        model = (ModelSpec(args.dataset, args.configuration, args.plans, args.results) if args.dataset is not None
+                 else args.model or "default")
         options = PredictorOptions(folds=tuple(args.folds) if args.folds else None, checkpoint=args.checkpoint,
                                    device=args.device, mirror=not args.no_mirror, step=args.step,
                                    postprocess=args.postprocess, harmonise=args.harmonise)
+        if args.selection:  # the configuration or ensemble chosen by autocmr_find_best (autocmr.selection)
+            from autocmr.selection.apply import predict_with_selection
+
+            report = predict_with_selection(args.input, args.output, args.selection, options=options,
+                                            continue_=args.continue_, num_workers=args.num_workers)
+            print(report.summary())
+            return 0 if report.ok else 1
+        if args.devices:  # one process per device, each a part of this run (autocmr.inference.multi_device)
+            from functools import partial
+
+            from autocmr.inference.multi_device import predict_on_devices
+
+            predict_folder = partial(predict_on_devices, devices=args.devices)  # noqa: F811 - same call below
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
-                                save_probabilities=args.save_probabilities, num_workers=args.num_workers)
+                                save_probabilities=args.save_probabilities, num_workers=args.num_workers,
+                                cine=CineOptions(mode=args.cine), output_format=args.output_format,
+                                analyse=not args.no_analysis, metadata=args.metadata)
         print(report.summary())
         return 0 if report.ok else 1
 

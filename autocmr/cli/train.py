@@ -1,4 +1,4 @@
-"""``autocmr_train DATASET CONFIGURATION FOLD``: train one fold of a 5-fold, subject-level cross-validation.
+"""``autocmr_train DATASET CONFIGURATION FOLD [FOLD ...]``: train folds of a 5-fold, subject-level cross-validation.
 
 Examples::
 
@@ -6,6 +6,9 @@ Examples::
     autocmr_train 101 2d 0 --time-budget 20m --augmentation cross-domain
     autocmr_train 101 3d_fullres all --epochs 500   # all cases, no validation
     autocmr_train 101 2d 0 --continue               # resume after an interruption
+    autocmr_train 101 2d 0 --num-gpus 4             # one fold, data-parallel on 4 GPUs of this machine
+    torchrun --nproc_per_node 4 -m autocmr.cli.train 101 2d 0   # the same, started by torchrun (or srun)
+    autocmr_train 101 2d 0 1 2 3 4 --devices cuda:0 cuda:1      # five folds, two at a time, one per GPU
     autocmr_train 130 2d 0 --pretrained ~/autocmr_data/results/Dataset101_ACDC/autocmrPlans_cpu__2d \\
         --freeze decoder                            # fine-tune on a few cases of a new site
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, roots_from, run_command, setup_logging
+from autocmr.cli.common import add_root_flags, keep_freed_memory_for, roots_from, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset id (101) or name (Dataset101_ACDC)")
     p.add_argument("configuration", help="2d or 3d_fullres")
-    p.add_argument("fold", help="fold 0-4, or 'all'")
+    p.add_argument("fold", nargs="+", help="fold 0-4, or 'all'; several folds train one after another (or "
+                   "at once with --devices)")
     p.add_argument("-p", "--plans", default=None, help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 1000 on GPU; on CPU the time budget; "
                    "when fine-tuning, 25 passes over the training slices per training subject)")
@@ -41,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=5, help="epochs between 'latest' checkpoints (default 5)")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from checkpoint_latest")
+    p.add_argument("--allow-changed-options", action="store_true",
+                   help="with --continue: resume even if options that change the result differ from the stored ones")
     p.add_argument("--splits", default=None, help="custom splits JSON: [{'train': [...], 'val': [...]}, ...]")
     p.add_argument("--no-final-validation", action="store_true", help="skip predicting the validation cases")
     p.add_argument("--no-mirror-validation", action="store_true", help="final validation without test-time mirroring")
@@ -49,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="part of the pretrained network to keep fixed (default none)")
     p.add_argument("--unfreeze-blocks", type=int, default=0,
                    help="with --freeze encoder: train the first N encoder stages anyway")
+    p.add_argument("--num-gpus", "--num-processes", dest="num_processes", type=int, default=1, metavar="N",
+                   help="data-parallel processes for one fold on this machine: one per GPU (nccl), or with "
+                   "--device cpu N CPU processes (gloo). The plans' batch is split across them")
+    p.add_argument("--devices", nargs="+", default=(), metavar="DEVICE",
+                   help="train the folds at once, one process per device (e.g. cuda:0 cuda:1; 'cpu cpu' shares the "
+                   "cores); folds are dealt out in turn")
+    p.add_argument("--ddp-timeout", default="30m", help="a data-parallel rank waiting longer than this for the "
+                   "others fails, ending the job (default 30m)")
     p.add_argument("-o", "--output", default=None, help="model folder to write (default under the results root)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_root_flags(p, "raw", "preprocessed", "results")
@@ -60,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def go() -> int:
+        from autocmr.trainers.distributed_launch import TrainRequest, run_training
         from autocmr.trainers.options import TrainOptions, parse_duration
-        from autocmr.trainers.run import train
+
+        keep_freed_memory_for(args.device)
 
         options = TrainOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
@@ -72,11 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,
             pretrained=args.pretrained, freeze=args.freeze, unfreeze_blocks=args.unfreeze_blocks,
         )
-        result = train(args.dataset, args.configuration, args.fold, roots_from(args), options=options,
-                       plans_name=args.plans, continue_training=args.continue_training, splits_file=args.splits,
-                       output_dir=args.output)
-        print(f"model written to {result.fold_dir} ({result.epochs} epochs)")
-        return 0
+        request = TrainRequest(args.dataset, args.configuration, args.fold[0], roots_from(args), options,
+                               plans_name=args.plans, continue_training=args.continue_training,
+                               splits_file=args.splits, output_dir=args.output,
+                               allow_changed_options=args.allow_changed_options)
+        report = run_training(request, args.fold, num_processes=args.num_processes, devices=args.devices,
+                              timeout_s=parse_duration(args.ddp_timeout))
+        for result in report.results.values():
+            print(f"model written to {result.fold_dir} ({result.epochs} epochs)")
+        for fold, error in sorted(report.failures.items()):
+            print(f"error: fold {fold}: {error}", file=sys.stderr)
+        return 1 if report.failures else 0
 
     return run_command(go)
 

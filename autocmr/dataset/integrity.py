@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson
+from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson, scan_channel_files
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry, read_image
+from autocmr.io.validity import check_voxels
 from autocmr.parallel import run_all
 
 logger = logging.getLogger(__name__)
 
 ERROR, WARNING = "error", "warning"
 EXPECTED_DIM = 3  # autocmr trains on 3D stacks (z, y, x), one channel per file
-_CHANNEL_DIGITS = 4  # nnU-Net's CASE_XXXX channel suffix
 # NIfTI datatype codes of floating-point voxels (nifti1.h: DT_FLOAT32, DT_FLOAT64) -> numpy type.
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 _NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540  # header sizes in bytes (sizeof_hdr)
@@ -130,29 +130,18 @@ def _list_cases(images_dir: Path, dj: DatasetJson, problems: list[IntegrityProbl
     """Case id -> channel files, from ``CASE_XXXX<ending>`` names; bad names and missing channels are problems."""
     if not images_dir.is_dir():
         return {}
-    by_case: dict[str, dict[int, Path]] = {}
     ending = dj.file_ending
-    for f in sorted(images_dir.iterdir()):
-        if f.name.startswith("."):
-            continue
-        if not f.name.endswith(ending):
-            problems.append(IntegrityProblem("", f, f"not a {ending} file (dataset.json file_ending)", WARNING))
-            continue
-        stem = f.name[: -len(ending)]
-        channel = stem[-_CHANNEL_DIGITS:]
-        if len(stem) <= _CHANNEL_DIGITS + 1 or stem[-_CHANNEL_DIGITS - 1] != "_" or not channel.isdigit():
-            problems.append(IntegrityProblem("", f, f"image name must be CASE_XXXX{ending} (XXXX = channel)"))
-            continue
-        by_case.setdefault(stem[: -_CHANNEL_DIGITS - 1], {})[int(channel)] = f
-    cases = {}
+    scan = scan_channel_files(images_dir, ending)
+    for f in sorted(scan.other_files + scan.misnamed):  # in file order, as a user reads the folder
+        problems.append(IntegrityProblem("", f, f"not a {ending} file (dataset.json file_ending)", WARNING)
+                        if f in scan.other_files else
+                        IntegrityProblem("", f, f"image name must be CASE_XXXX{ending} (XXXX = channel)"))
     expected = list(range(dj.num_channels))
-    for case_id, channels in sorted(by_case.items()):
-        if sorted(channels) != expected:
-            problems.append(IntegrityProblem(case_id, channels[min(channels)], f"has channels {sorted(channels)}, "
-                                             f"dataset.json declares {expected}"))
-            continue
-        cases[case_id] = [channels[c] for c in expected]
-    return cases
+    wrong = scan.channels_wrong(dj.num_channels)
+    for case_id, found in wrong.items():
+        problems.append(IntegrityProblem(case_id, scan.by_case[case_id][min(found)],
+                                         f"has channels {found}, dataset.json declares {expected}"))
+    return {c: [ch[i] for i in expected] for c, ch in sorted(scan.by_case.items()) if c not in wrong}
 
 
 def _list_labels(labels_dir: Path, ending: str, cases: set[str], problems: list[IntegrityProblem]) -> dict[str, Path]:
@@ -234,25 +223,18 @@ def _check_image(case_id: str, path: Path, problems: list[IntegrityProblem]) -> 
         problems.append(IntegrityProblem(case_id, path, exc.reason))
         return None
     dim_ok = _dim_ok(case_id, path, array.shape, problems)
-    if np.issubdtype(array.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        # ITK's NIfTI reader turns NaN into 0: where zeros appear, look at the stored voxels themselves.
-        if not bad and not array.all():
-            bad = count_nonfinite_nifti(path) or 0
-        if bad:
-            problems.append(IntegrityProblem(case_id, path, f"{bad} voxels are NaN or infinite"))
-    if array.size:
-        low, high = np.nanmin(array), np.nanmax(array)
-        if low == high:
-            what = "all zero" if low == 0 else f"constant (every voxel is {low})"
-            problems.append(IntegrityProblem(case_id, path, f"empty image: {what}"))
+    try:  # the same policy as prediction (autocmr.io.validity): NaN/inf and constant images are refused
+        check_voxels(array, path)
+    except InputFileError as exc:
+        problems.append(IntegrityProblem(case_id, path, exc.reason))
     return geometry if dim_ok else None
 
 
 def count_nonfinite_nifti(path: str | Path) -> int | None:
     """Number of NaN/inf voxels stored in a floating-point NIfTI file; ``None`` if not such a file.
 
-    Reads the raw voxel bytes because ITK (hence :func:`read_image`) silently replaces NaN by 0.
+    Reads the raw voxel bytes; :func:`~autocmr.io.image.read_image` keeps NaN itself now, so the integrity
+    check no longer needs this, but it stays for callers that only want the count.
     """
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):

@@ -7,6 +7,14 @@ from pathlib import Path
 from autocmr.errors import DatasetError
 
 _NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net's CASE_XXXX, XXXX = channel
+
+
+def split_channel_suffix(stem: str) -> tuple[str, int] | None:
+    """``("CASE", 1)`` for the channel file stem ``CASE_0001`` (name without its file ending); None when the
+    stem has no four-digit ``_XXXX`` suffix."""
+    match = _CHANNEL_SUFFIX.match(stem)
+    return (match.group("case"), int(match.group("channel"))) if match else None
 
 
 def make_dataset_name(dataset_id: int, short_name: str) -> str:
@@ -15,13 +23,6 @@ def make_dataset_name(dataset_id: int, short_name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", short_name):
         raise DatasetError(f"dataset short name {short_name!r} may only contain letters, digits, '_' and '-'")
     return f"Dataset{int(dataset_id):03d}_{short_name}"
-
-
-def parse_dataset_name(name: str) -> tuple[int, str]:
-    match = _NAME.match(name)
-    if not match:
-        raise DatasetError(f"{name!r} is not a dataset name of the form DatasetNNN_Name")
-    return int(match.group(1)), match.group(2)
 
 
 def resolve_dataset_name(identifier: str | int, *search_roots: Path) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
+from autocmr.dataset.naming import split_channel_suffix
 from autocmr.errors import DatasetError
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
@@ -102,6 +103,19 @@ class RawCase:
     images: tuple[Path, ...]  # one per channel, channel order
     label: Path | None
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Its channel images, then its label when it has one."""
+        return self.images + ((self.label,) if self.label else ())
+
+
+def hash_file_stats(h: Any, files: Iterable[Path]) -> None:
+    """Add each file's name, size and modification time to the hashlib object ``h``: the signature of raw data
+    (fingerprint, preprocessed cases) changes when a file is replaced or edited, without reading the files."""
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+
 
 @dataclass(frozen=True)
 class RawDataset:
@@ -127,27 +141,50 @@ class RawDataset:
         return {s: sorted(c) for s, c in sorted(groups.items())}
 
 
+@dataclass(frozen=True)
+class ChannelFiles:
+    """What a folder in the raw layout holds: ``CASE_XXXX<ending>`` images, one file per channel XXXX."""
+
+    by_case: dict[str, dict[int, Path]]  # case id -> channel -> file
+    misnamed: tuple[Path, ...]  # ends in the file ending but has no _XXXX channel suffix
+    other_files: tuple[Path, ...]  # does not end in the file ending (hidden files are not listed at all)
+
+    def channels_wrong(self, num_channels: int) -> dict[str, list[int]]:
+        """Case id -> the channels found, for every case whose channels are not exactly 0 .. num_channels-1."""
+        expected = list(range(num_channels))
+        return {c: sorted(ch) for c, ch in sorted(self.by_case.items()) if sorted(ch) != expected}
+
+
+def scan_channel_files(images_dir: Path, file_ending: str) -> ChannelFiles:
+    """Sort the files of ``images_dir`` into cases and channels (the one reader of the raw image layout)."""
+    by_case: dict[str, dict[int, Path]] = {}
+    misnamed, other = [], []
+    for f in sorted(images_dir.iterdir()):
+        if f.name.startswith("."):
+            continue
+        if not f.name.endswith(file_ending):
+            other.append(f)
+        elif (parsed := split_channel_suffix(f.name[: -len(file_ending)])) is None:
+            misnamed.append(f)
+        else:
+            by_case.setdefault(parsed[0], {})[parsed[1]] = f
+    return ChannelFiles(by_case, tuple(misnamed), tuple(other))
+
+
 def list_cases(images_dir: Path, labels_dir: Path | None, file_ending: str, num_channels: int) -> list[RawCase]:
     """Cases from the ``CASE_XXXX<ending>`` files in ``images_dir`` (labels matched by case id)."""
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: images folder not found")
-    by_case: dict[str, dict[int, Path]] = {}
-    for f in sorted(images_dir.iterdir()):
-        if not f.name.endswith(file_ending) or f.name.startswith("."):
-            continue
-        stem = f.name[: -len(file_ending)]
-        if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
-            raise DatasetError(f"{f}: image files must be named CASE_XXXX{file_ending} (XXXX = channel)")
-        by_case.setdefault(stem[:-5], {})[int(stem[-4:])] = f
+    scan = scan_channel_files(images_dir, file_ending)
+    if scan.misnamed:
+        raise DatasetError(f"{scan.misnamed[0]}: image files must be named CASE_XXXX{file_ending} (XXXX = channel)")
+    if wrong := scan.channels_wrong(num_channels):
+        case_id, found = next(iter(wrong.items()))
+        raise DatasetError(f"{images_dir}: case {case_id} has channels {found}, expected {list(range(num_channels))}")
     cases = []
-    for case_id, channels in sorted(by_case.items()):
-        expected = list(range(num_channels))
-        if sorted(channels) != expected:
-            raise DatasetError(f"{images_dir}: case {case_id} has channels {sorted(channels)}, expected {expected}")
-        label = None
-        if labels_dir is not None:
-            label = labels_dir / f"{case_id}{file_ending}"
-        cases.append(RawCase(case_id, tuple(channels[c] for c in expected), label))
+    for case_id, channels in sorted(scan.by_case.items()):
+        label = labels_dir / f"{case_id}{file_ending}" if labels_dir is not None else None
+        cases.append(RawCase(case_id, tuple(channels[c] for c in range(num_channels)), label))
     return cases
 
 

@@ -7,6 +7,7 @@ Public entry points::
     clinical_measures(ed_mask, es_mask, spacing)                   # one subject
     evaluate_cases(cases, output_dir=None, ...)                    # in memory (trainer validation)
     evaluate_folders(reference_dir, prediction_dir, ...)           # files -> summary.json, cases.csv, plots
+    evaluate_folders(..., by=["slice_position", "group"])          # + errors by basal/mid/apical position
     compare_predictions(reference_dir, prediction_a, prediction_b, output_dir, ...)
 
 Submodules import matplotlib only when plotting and pandas/scipy when used through these functions.

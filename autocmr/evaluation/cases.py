@@ -19,7 +19,8 @@ from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
 from autocmr.evaluation.clinical import frame_case_id, subject_and_phase
 from autocmr.evaluation.metrics import case_metrics
-from autocmr.io.image import read_image
+from autocmr.evaluation.slice_position import SliceProfile, slice_profile
+from autocmr.io.image import Geometry, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -137,18 +138,25 @@ def case_info(case_ids: Sequence[str], metadata: pd.DataFrame | None) -> pd.Data
     return info
 
 
-def match_files(reference_dir: Path, prediction_dir: Path, file_ending: str
+def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file_ending: str
                 ) -> tuple[list[CasePair], list[CaseFailure], list[str]]:
     """Pair reference and prediction files; returns pairs, references without prediction, unused predictions.
 
     A reference ``CASE<ending>`` (or ``CASE_gt<ending>``) matches the prediction ``CASE<ending>``, or one
-    named exactly like the reference. Hidden files (temporaries) are ignored.
+    named exactly like the reference. Hidden files (temporaries) are ignored. Several prediction folders
+    (e.g. the ``fold_N/validation`` folders of a cross-validation) are pooled; a file name found in two of
+    them raises :class:`DatasetError`.
     """
     def listing(folder: Path) -> dict[str, Path]:
         return {f.name: f for f in sorted(folder.iterdir())
                 if f.is_file() and f.name.endswith(file_ending) and not f.name.startswith(".")}
 
-    refs, preds = listing(reference_dir), listing(prediction_dir)
+    refs, preds = listing(reference_dir), {}
+    for folder in [prediction_dir] if isinstance(prediction_dir, (str, Path)) else prediction_dir:
+        for name, path in listing(Path(folder)).items():
+            if name in preds:
+                raise DatasetError(f"prediction {name} is in two folders: {preds[name]} and {path}")
+            preds[name] = path
     if not refs:
         raise DatasetError(f"{reference_dir}: no reference files ending in {file_ending}")
     pairs, missing, used = [], [], set()
@@ -218,23 +226,47 @@ def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray,
 def evaluate_pair(pair: CasePair, labels: Mapping[str, int],
                   ignore: Sequence[int] = ()) -> tuple[list[dict[str, Any]], CaseFailure | None]:
     """Read and evaluate one reference/prediction pair (runs in worker processes: module-level)."""
+    rows, _, failure = evaluate_pair_detailed(pair, labels, ignore)
+    return rows, failure
+
+
+def evaluate_pair_detailed(pair: CasePair, labels: Mapping[str, int], ignore: Sequence[int] = (), *,
+                           slice_positions: bool = False
+                           ) -> tuple[list[dict[str, Any]], list[SliceProfile], CaseFailure | None]:
+    """:func:`evaluate_pair` plus, with ``slice_positions``, the per-slice volumes of each 3D case or frame."""
     try:
         ref, ref_geo = read_image(pair.reference)
         pred, pred_geo = read_image(pair.prediction)
     except InputFileError as exc:
-        return [], CaseFailure(pair.case_id, str(exc.path), exc.reason)
+        return [], [], CaseFailure(pair.case_id, str(exc.path), exc.reason)
     problems = ref_geo.differences(pred_geo)
     if problems:
-        return [], CaseFailure(pair.case_id, str(pair.prediction),
-                               "geometry differs from the reference: " + "; ".join(problems))
+        return [], [], CaseFailure(pair.case_id, str(pair.prediction),
+                                   "geometry differs from the reference: " + "; ".join(problems))
     spacing = ref_geo.spatial().spacing_zyx if ref_geo.dim == 4 else ref_geo.spacing_zyx
     try:
         rows = evaluate_arrays(pair.case_id, ref, pred, spacing, labels, ignore)
     except ValueError as exc:
         faulty = pair.reference if str(exc).startswith("reference") else pair.prediction
-        return [], CaseFailure(pair.case_id, str(faulty), str(exc))
+        return [], [], CaseFailure(pair.case_id, str(faulty), str(exc))
+    profiles = (case_slice_profiles(pair.case_id, ref, pred, spacing, labels, ignore, geometry=ref_geo)
+                if slice_positions else [])
     logger.debug("evaluated %s", pair.case_id)
-    return rows, None
+    return rows, profiles, None
+
+
+def case_slice_profiles(case_id: str, reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
+                        labels: Mapping[str, int], ignore: Sequence[int] = (), *,
+                        geometry: Geometry | None = None) -> list[SliceProfile]:
+    """Per-slice volumes (:func:`autocmr.evaluation.slice_position.slice_profile`) of a 3D case or each frame of
+    a 4D one; arrays already checked by :func:`evaluate_arrays`."""
+    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if len(ignore):
+        prediction = np.where(np.isin(prediction, list(ignore)), 0, prediction)
+    if reference.ndim == len(spacing):
+        return [slice_profile(case_id, reference, prediction, spacing, labels, geometry=geometry)]
+    return [slice_profile(frame_case_id(case_id, t), reference[t], prediction[t], spacing, labels, geometry=geometry,
+                          source_case=case_id, frame=t) for t in range(reference.shape[0])]
 
 
 def safe_name(text: str) -> str:
@@ -242,5 +274,6 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-]+", "_", str(text)).strip("_") or "column"
 
 
-__all__ = ["CaseFailure", "CasePair", "case_info", "evaluate_arrays", "evaluate_pair", "load_metadata",
+__all__ = ["CaseFailure", "CasePair", "case_info", "case_slice_profiles", "evaluate_arrays", "evaluate_pair",
+           "evaluate_pair_detailed", "load_metadata",
            "match_files", "resolve_labels"]

@@ -16,6 +16,7 @@ from autocmr.evaluation import plots
 from autocmr.evaluation.agreement import paired_comparison
 from autocmr.evaluation.evaluate import EvaluationResult, LabelsSpec, MetadataSpec, evaluate_folders
 from autocmr.evaluation.metrics import ASSD, DICE, HD, HD95, IOU, METRICS
+from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import SUMMARY_SCHEMA_VERSION, group_values, json_safe
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
@@ -100,7 +101,8 @@ def compare_predictions(reference_dir: str | Path, prediction_a: str | Path, pre
     b = evaluate_folders(reference_dir, prediction_b, out / "B" if out else None, **options)
     classes = list(a.summary["labels"])
     paired = paired_cases(a.cases, b.cases)
-    summary, table = comparison_summary(paired, a, b, classes, list(by or []))
+    # the slice-position breakdown is in A/ and B/; paired groups are per-case metadata columns only
+    summary, table = comparison_summary(paired, a, b, classes, [c for c in by or [] if c != SLICE_POSITION])
     summary = {"reference_dir": str(reference_dir), "prediction_a": str(prediction_a),
                "prediction_b": str(prediction_b), **summary}
     if out is not None:

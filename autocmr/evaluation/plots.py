@@ -87,6 +87,42 @@ def plot_breakdown(cases: pd.DataFrame, groups: pd.Series, column: str, classes:
     return _save(fig, path)
 
 
+# (summary column, axis title) of the slice-position figure's rows.
+POSITION_PANELS = (("vol_error_ml_mean", "volume error pred - ref (mL)"), ("dice_mean", "Dice"))
+
+
+def plot_slice_positions(summary: pd.DataFrame, classes: Sequence[str], positions: Sequence[str], path: Path) -> Path | None:
+    """Mean volume error (top row, bars with +-1 SD) and mean Dice (bottom row) by slice position, one panel
+    per class, one bar colour per phase (ED, ES). ``summary`` is the ``by == "all"`` part of
+    :func:`autocmr.evaluation.position_report.position_summary`."""
+    rows = summary[summary["by"] == "all"]
+    classes = [c for c in classes if c in set(rows["class"])]
+    if not classes:
+        return None
+    phases = sorted(rows["phase"].unique())
+    fig, axes = _figure(len(POSITION_PANELS), len(classes))
+    x = np.arange(len(positions))
+    width = 0.8 / len(phases)
+    for row, (column, title) in enumerate(POSITION_PANELS):
+        for col, name in enumerate(classes):
+            ax = axes[row, col]
+            for k, phase in enumerate(phases):
+                part = rows[(rows["class"] == name) & (rows["phase"] == phase)].set_index("position")
+                values = [float(part[column].get(p, np.nan)) if p in part.index else np.nan for p in positions]
+                errors = None
+                if column == "vol_error_ml_mean":
+                    errors = [float(part["vol_error_ml_sd"].get(p, np.nan)) if p in part.index else np.nan
+                              for p in positions]
+                ax.bar(x + (k - (len(phases) - 1) / 2) * width, values, width, yerr=errors, capsize=2, label=phase)
+            if column == "vol_error_ml_mean":
+                ax.axhline(0.0, color="k", lw=0.8)
+            ax.set_xticks(x, [p.replace("_", " ") for p in positions])
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+            ax.set_title(f"{name}: {title}", fontsize=9)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7)
+    return _save(fig, path)
+
 def _plottable_measures(clinical: pd.DataFrame) -> list[str]:
     return [m for m in MEASURES
             if (np.isfinite(clinical[f"ref_{m}"].to_numpy(float)) & np.isfinite(clinical[f"pred_{m}"].to_numpy(float))).any()]
@@ -156,4 +192,5 @@ def plot_comparison(paired: pd.DataFrame, classes: Sequence[str], path: Path, *,
     return _save(fig, path)
 
 
-__all__ = ["plot_bland_altman", "plot_breakdown", "plot_clinical_scatter", "plot_comparison", "plot_metric_boxes"]
+__all__ = ["plot_bland_altman", "plot_breakdown", "plot_clinical_scatter", "plot_comparison", "plot_metric_boxes",
+           "plot_slice_positions"]

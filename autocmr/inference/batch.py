@@ -3,7 +3,9 @@
 Three stages overlap, as in nnU-Net's predictor: worker processes read and preprocess the next cases
 (stage 1) and resample finished predictions back to the input's space and write them (stage 3) while the
 main process runs the network (stage 2). Only a few cases are read ahead, so memory stays bounded. Frames of a
-4D cine are predicted and exported one by one and joined into one 4D mask with the input's exact header.
+4D cine are predicted and exported one by one and joined into one 4D mask with the input's exact header; by
+default a cine takes the fast path instead (:mod:`autocmr.inference.fast_cine`: a cheap pass over every frame,
+full accuracy on ED and ES). DICOM inputs can also get DICOM-SEG objects (:mod:`autocmr.io.dicom_seg`).
 
 Every file is written atomically (temporary name, then rename): an interrupted run leaves no half-written
 mask, and ``continue_=True`` picks up where it stopped. A case that fails (unreadable file, wrong channels,
@@ -24,15 +26,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.errors import ConfigurationError, InputFileError, exception_text
+from autocmr.inference.fast_cine import CineOptions, predict_cine_fast
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, CaseFailure, PredictionJob, check_complete, discover_jobs
 from autocmr.inference.model_folder import ModelSpec
 from autocmr.inference.predictor import Predictor, PredictorOptions, export_prediction, preprocess_for_model
 from autocmr.io.atomic import TEMP_PREFIX, atomic_path, write_json_atomic
 from autocmr.io.cine import join_frames, read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
+from autocmr.io.dicom_seg import OUTPUT_FORMATS, seg_output_exists, write_seg_for_series
 from autocmr.io.image import Geometry, write_image
+from autocmr.io.nifti import is_nifti, write_mask_like
 from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.io.validity import captured_input_warnings, check_voxels
 from autocmr.parallel import PoolTask, ResilientPool, default_workers
 from autocmr.preprocessing.loading import load_case
 
@@ -53,6 +59,9 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # per case: bad input handled (autocmr.io.validity)
+    uncertainty: dict[str, list[float]] = field(default_factory=dict)  # per frame; see Prediction.uncertainty
+    cine: dict[str, dict[str, Any]] = field(default_factory=dict)  # fast cine path: ED/ES, full-accuracy frames
     wall_s: float = 0.0
 
     @property
@@ -89,11 +98,14 @@ class _Loaded:
     units: list[tuple[np.ndarray, dict[str, Any]] | None]
     geometry: Geometry
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predictor | str | Path | ModelSpec, *,
                    options: PredictorOptions | None = None, continue_: bool = False, num_parts: int = 1,
-                   part_id: int = 0, save_probabilities: bool = False, num_workers: int | None = None) -> BatchReport:
+                   part_id: int = 0, save_probabilities: bool = False, num_workers: int | None = None,
+                   analyse: bool = True, metadata: str | Path | None = None, cine: CineOptions | None = None,
+                   output_format: str = "nifti") -> BatchReport:
     """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
 
     Args:
@@ -107,6 +119,12 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             (several machines share a folder); reports are then named ``failures_partK.json`` etc.
         save_probabilities: also write float16 class probabilities, (C, ...) or (t, C, ...) for a cine.
         num_workers: processes for reading and exporting; 0 runs everything here; None picks a few.
+        analyse: also write measures, volume curves, QC, figures and ``report.html`` for the predicted
+            subjects (see :mod:`autocmr.analysis`).
+        metadata: ``cases.csv`` pairing ED/ES cases into subjects (default: one found beside the input).
+        cine: how 4D cines are predicted (default: the fast path of :mod:`autocmr.inference.fast_cine`).
+        output_format: "nifti", "dicom-seg" or "both"; DICOM-SEG (:mod:`autocmr.io.dicom_seg`) is written
+            for DICOM inputs only, other inputs always get NIfTI masks (with a warning).
 
     Raises:
         AutocmrError: the model cannot be loaded, the input does not exist or holds no image, bad options.
@@ -115,22 +133,26 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ConfigurationError(f"part_id must be in [0, num_parts) with num_parts >= 1, got part {part_id} of "
                                  f"{num_parts}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigurationError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     predictor = _make_predictor(model, options or PredictorOptions())
     out = Path(output_dir).expanduser()
     discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
     if not discovery.jobs and not discovery.problems:
         raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")
+    _warn_non_dicom(discovery.jobs, output_format)
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(discovery.jobs[part_id::num_parts])
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
-    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities)]
+    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
     todo = [j for j in jobs if j.name not in set(report.skipped)]
     names = _report_names(num_parts, part_id)
     _remove_stale_temporaries(out, todo, names)
     workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
     logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
-    run = _BatchRun(predictor, _ModelContext.of(predictor), workers, save_probabilities, report)
+    run = _BatchRun(predictor, _ModelContext.of(predictor), workers, save_probabilities, report,
+                    cine=cine or CineOptions(), output_format=output_format)
     try:
         run.run(todo)
     finally:
@@ -140,6 +162,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     report.done.sort()
     report.failures.sort(key=lambda f: (f.name, f.file))
     _write_reports(report, predictor, input_path, jobs, names, (num_parts, part_id))
+    if analyse:  # imported here: the analysis sits above inference in the data flow
+        from autocmr.analysis.pipeline import analyse_batch
+
+        analyse_batch(report, jobs, input_path, metadata=metadata, part=(num_parts, part_id))
     logger.info("%s", report.summary().splitlines()[0])
     return report
 
@@ -157,8 +183,25 @@ def _auto_workers(n_jobs: int) -> int:
     return 0 if n_jobs <= 1 else min(MAX_AUTO_WORKERS, max(1, default_workers() // 2))
 
 
-def _finished(job: PredictionJob, save_probabilities: bool) -> bool:
-    return job.output.is_file() and (not save_probabilities or job.probabilities_path.is_file())
+def _finished(job: PredictionJob, save_probabilities: bool, output_format: str = "nifti") -> bool:
+    wants_seg, wants_nifti = _writes_seg(job, output_format), _writes_nifti(job, output_format)
+    return ((not wants_nifti or job.output.is_file()) and (not wants_seg or seg_output_exists(job.output))
+            and (not save_probabilities or job.probabilities_path.is_file()))
+
+
+def _writes_seg(job: PredictionJob, output_format: str) -> bool:
+    return job.kind == "dicom" and output_format != "nifti"
+
+
+def _writes_nifti(job: PredictionJob, output_format: str) -> bool:
+    return not (job.kind == "dicom" and output_format == "dicom-seg")
+
+
+def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
+    others = [j.name for j in jobs if j.kind != "dicom"]
+    if output_format != "nifti" and others:
+        logger.warning("--output-format %s: DICOM-SEG needs a DICOM source series; %d input(s) that are not DICOM "
+                       "(e.g. %s) get NIfTI masks", output_format, len(others), others[0])
 
 
 def _report_names(num_parts: int, part_id: int) -> tuple[str, str]:
@@ -192,7 +235,11 @@ def _write_reports(report: BatchReport, predictor: Predictor, input_path: str | 
     for name in report.done:
         job = by_name[name]
         cases[name] = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
-                       "seconds": {k: round(v, 3) for k, v in report.timings[name].items()}}
+                       "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
+                       "warnings": report.warnings.get(name, []),
+                       "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
+        if name in report.cine:
+            cases[name]["cine"] = report.cine[name]
     write_json_atomic(path, {"predictor": predictor.describe(), "input": str(input_path),
                              "num_parts": part[0], "part_id": part[1], "wall_s": round(report.wall_s, 3),
                              "done": report.done, "skipped": report.skipped,
@@ -219,12 +266,19 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
     except InputFileError as exc:
         raise _StageError(str(exc.path), exc.reason) from None
     except Exception as exc:  # noqa: BLE001 - reported for this case only
-        lines = str(exc).strip().splitlines()
-        raise _StageError(None, f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__) from None
+        raise _StageError(None, exception_text(exc)) from None
 
 
 def _load_job(job: PredictionJob, ctx: _ModelContext) -> _Loaded:
-    """Stage 1: read the job's image(s), bring each frame to canonical order and preprocess it."""
+    """Stage 1, recording what the readers warned about (a corrected header, irregular DICOM slices...)."""
+    with captured_input_warnings() as notes:
+        loaded = _read_and_preprocess(job, ctx)
+    loaded.warnings[:0] = notes
+    return loaded
+
+
+def _read_and_preprocess(job: PredictionJob, ctx: _ModelContext) -> _Loaded:
+    """Read the job's image(s), bring each frame to canonical order and preprocess it."""
     start = time.perf_counter()
     for source in job.sources if job.kind != "dicom" else ():
         check_complete(source)
@@ -234,18 +288,18 @@ def _load_job(job: PredictionJob, ctx: _ModelContext) -> _Loaded:
         return _Loaded(units, case.geometry, time.perf_counter() - start)
     if job.kind == "cine":
         frames, geometry = read_cine(job.sources[0])
-        if frames.dtype.kind == "f" and not np.isfinite(frames).all():
-            raise InputFileError(job.sources[0], "contains NaN or infinite values")
+        warnings = check_voxels(frames, job.sources[0], frame_axis=0)  # one policy for every path
     else:
         volume = read_dicom_series(job.sources)
         frames, geometry = volume.array, volume.geometry
+        warnings = check_voxels(frames, job.source, frame_axis=0 if volume.is_cine else None)
         _write_volume(frames, geometry, job.image_copy)
         frames = frames if volume.is_cine else frames[None]
     reo = canonical_reorientation(geometry)
     spacing = reo.spacing(geometry.spatial().spacing_zyx)
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
                          ctx, job.source) for frame in frames]
-    return _Loaded(units, geometry, time.perf_counter() - start)
+    return _Loaded(units, geometry, time.perf_counter() - start, warnings)
 
 
 def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: _ModelContext,
@@ -264,14 +318,23 @@ def _export_unit(probabilities: np.ndarray, props: dict[str, Any], ctx: _ModelCo
 
 
 def _write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[np.ndarray] | None,
-               geometry: Geometry) -> float:
-    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry."""
+               geometry: Geometry, output_format: str = "nifti", phase_notes: dict[int, str] | None = None) -> float:
+    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry, and/or DICOM-SEG."""
     start = time.perf_counter()
+    if _writes_seg(job, output_format):
+        mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
+        write_seg_for_series(mask, job.sources, job.output, phase_notes=phase_notes)
+        if not _writes_nifti(job, output_format):
+            return time.perf_counter() - start
     if probabilities is not None:
         probs = np.stack(probabilities) if geometry.dim == 4 else probabilities[0]
         with atomic_path(job.probabilities_path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, probabilities=probs)
-    _write_volume(join_frames(labels, geometry) if geometry.dim == 4 else labels[0], geometry, job.output)
+    mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
+    template = job.sources[0] if job.kind != "dicom" and is_nifti(job.sources[0]) else None
+    # A NIfTI input's own header (qform, sform, codes) goes to its mask, so it overlays in every viewer.
+    if template is None or not write_mask_like(mask, geometry, job.output, template):
+        _write_volume(mask, geometry, job.output)
     return time.perf_counter() - start
 
 
@@ -291,15 +354,19 @@ class _JobState:
     probabilities: list[np.ndarray | None]
     seconds: dict[str, float]
     failed: bool = False
+    phase_notes: dict[int, str] | None = None  # fast cine path: how each frame was predicted (for DICOM-SEG)
+    warnings: list[str] = field(default_factory=list)
+    uncertainty: list[float] = field(default_factory=list)  # per frame, in frame order
 
 
 class _BatchRun:
     """Feeds stage 1 a few cases ahead, runs the network here, hands exports and writes to the workers."""
 
     def __init__(self, predictor: Predictor, ctx: _ModelContext, workers: ResilientPool, save_probabilities: bool,
-                 report: BatchReport) -> None:
+                 report: BatchReport, *, cine: CineOptions = CineOptions(), output_format: str = "nifti") -> None:
         self.predictor, self.ctx, self.workers, self.report = predictor, ctx, workers, report
         self.save_probabilities = save_probabilities
+        self.cine, self.output_format = cine, output_format
         self.prefetch = max(1, workers.num_workers + 1)
         self.max_exports = max(1, PENDING_EXPORTS_PER_WORKER * workers.num_workers)
         self.loads: deque[tuple[PredictionJob, PoolTask]] = deque()
@@ -331,13 +398,19 @@ class _BatchRun:
     def _predict(self, job: PredictionJob, loaded: _Loaded) -> None:
         n = len(loaded.units)
         state = _JobState(job, loaded.geometry, [None] * n, [None] * n,
-                          {"load_s": loaded.seconds, "predict_s": 0.0, "export_s": 0.0, "frames": n})
+                          {"load_s": loaded.seconds, "predict_s": 0.0, "export_s": 0.0, "frames": n},
+                          warnings=loaded.warnings)
+        if n > 1 and self.cine.mode == "fast":
+            self._predict_cine_fast(state, loaded)
+            return
         for index in range(n):
             pre, props = loaded.units[index]  # type: ignore[misc]
             loaded.units[index] = None  # free each frame's input once predicted
             t0 = time.perf_counter()
             try:
-                probs = self.predictor.probabilities(pre).float().cpu().numpy()
+                probs_tensor, uncertainty = self.predictor.probabilities_and_uncertainty(pre)
+                probs = probs_tensor.float().cpu().numpy()
+                state.uncertainty.append(uncertainty)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory on this case only
                 self._fail(job, exc, state)
                 return
@@ -347,6 +420,29 @@ class _BatchRun:
             self._collect(block=False)
             while len(self.exports) > self.max_exports:
                 self._collect(block=True)
+
+    def _predict_cine_fast(self, state: _JobState, loaded: _Loaded) -> None:
+        """All frames of a cine at once (they are exported here: ED/ES come from the exported masks)."""
+        t0 = time.perf_counter()
+        voxel_ml = float(np.prod(state.geometry.spatial().spacing)) / 1000.0
+        try:
+            result = predict_cine_fast(self.predictor, loaded.units, voxel_ml,  # type: ignore[arg-type]
+                                       options=self.cine, with_probabilities=self.save_probabilities)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on this case only
+            self._fail(state.job, exc, state)
+            return
+        loaded.units.clear()
+        state.seconds["predict_s"] = time.perf_counter() - t0  # export included (done while predicting)
+        state.labels, state.probabilities = list(result.labels), list(result.probabilities)
+        state.uncertainty, state.phase_notes = result.uncertainty, result.phase_notes()
+        self.report.cine[state.job.name] = result.describe()
+        self._submit_write(state)
+        self._collect(block=False)
+
+    def _submit_write(self, state: _JobState) -> None:
+        probabilities = state.probabilities if self.save_probabilities else None
+        self.writes.append((state, self.workers.submit(_guarded, _write_job, state.job, state.labels, probabilities,
+                                                       state.geometry, self.output_format, state.phase_notes)))
 
     def _collect(self, *, block: bool) -> None:
         """Handle finished exports (submitting a job's write once all its frames are in) and writes."""
@@ -363,9 +459,7 @@ class _BatchRun:
             state.labels[index], state.probabilities[index] = label, probs
             state.seconds["export_s"] += seconds
             if not state.failed and all(lab is not None for lab in state.labels):
-                probabilities = state.probabilities if self.save_probabilities else None
-                self.writes.append((state, self.workers.submit(_guarded, _write_job, state.job, state.labels,
-                                                               probabilities, state.geometry)))
+                self._submit_write(state)
         for item in [w for w in self.writes if w[1].future.done()]:
             self.writes.remove(item)
             state, task = item
@@ -376,6 +470,8 @@ class _BatchRun:
                 continue
             self.report.done.append(state.job.name)
             self.report.timings[state.job.name] = state.seconds
+            self.report.warnings[state.job.name] = state.warnings
+            self.report.uncertainty[state.job.name] = state.uncertainty
             self.bar.update()
 
     def _fail(self, job: PredictionJob, exc: BaseException, state: _JobState | None = None) -> None:
@@ -388,9 +484,7 @@ class _BatchRun:
         elif isinstance(exc, InputFileError):
             failure = CaseFailure(job.name, str(exc.path), exc.reason)
         else:
-            text = str(exc).strip().splitlines()
-            reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-            failure = CaseFailure(job.name, str(job.source), reason)
+            failure = CaseFailure(job.name, str(job.source), exception_text(exc))
         logger.debug("%s failed", job.name, exc_info=exc)
         logger.warning("%s failed: %s: %s", job.name, failure.file, failure.reason)
         self.report.failures.append(failure)

@@ -10,7 +10,8 @@ What counts as a job:
 * a DICOM series anywhere under the folder (the folder itself or any sub-folder): one job per series,
   named after its folder plus the series number and description.
 
-Top-level files that are neither are reported as problems ("not an image"). Files in sub-folders that are
+Top-level files that are neither are reported as problems ("not an image"), and so is every file that looks
+like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Files in sub-folders that are
 not DICOM are ignored, because DICOM exports carry side files (DICOMDIR, contours, reports). Hidden files,
 which include autocmr's own temporary files (``.tmp_*``), are never looked at.
 """
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from autocmr.dataset.naming import split_channel_suffix
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.io.cine import is_cine
 from autocmr.io.dicom import DicomSeriesInfo, find_dicom_series
+from autocmr.io.dicom_scan import group_by_series, scan_folder, series_info
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import read_header
 
@@ -36,7 +39,6 @@ OUTPUT_SUFFIX = ".nii.gz"  # masks are always written as NIfTI, whatever the inp
 IMAGES_FROM_DICOM = "images_from_dicom"  # sub-folder of the output holding DICOM series converted to NIfTI
 PROBABILITIES_SUFFIX = "_probabilities.npz"
 JOB_KINDS = ("3d", "cine", "dicom")
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
 
@@ -121,9 +123,12 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
     top = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in top if _image_suffix(p)]
     jobs, problems = _image_jobs(images, out, num_channels)
-    dicom_jobs, dicom_problems, dicom_files = _dicom_jobs(find_dicom_series(folder), folder, out, num_channels)
+    headers, unreadable = scan_folder(folder)
+    series = [series_info(uid, members) for uid, members in group_by_series(headers).items()]
+    dicom_jobs, dicom_problems, dicom_files = _dicom_jobs(series, folder, out, num_channels)
     jobs += dicom_jobs
-    problems += dicom_problems
+    problems += dicom_problems + _unreadable_dicom(unreadable, folder, out)
+    dicom_files |= {u.path.resolve() for u in unreadable}
     for path in top:
         if not _image_suffix(path) and path.resolve() not in dicom_files:
             problems.append(CaseFailure(path.name, str(path), "not an image (expected " + ", ".join(IMAGE_SUFFIXES)
@@ -132,16 +137,30 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
     return jobs, problems
 
 
+def _unreadable_dicom(unreadable: Sequence[InputFileError], folder: Path, out: Path) -> list[CaseFailure]:
+    """Each DICOM-looking file that cannot be read is a failure of its own (its series, if any, goes on
+    without it and fails or warns when the missing image breaks its grid)."""
+    out_resolved = out.resolve()
+    problems = []
+    for item in unreadable:
+        if out_resolved in item.path.resolve().parents:
+            continue
+        name = sanitise_name(str(item.path.relative_to(folder).with_suffix("")))
+        problems.append(CaseFailure(name, str(item.path), f"unreadable DICOM file, skipped: {item.reason}"))
+    return problems
+
+
 def _discover_file(path: Path, out: Path, num_channels: int | None) -> _Found:
     if _image_suffix(path):
-        match = _CHANNEL.match(_stem(path))
-        if match is None:
+        parsed = split_channel_suffix(_stem(path))
+        if parsed is None:
             return _image_jobs([path], out, num_channels)
+        case = parsed[0]
         siblings = [p for p in sorted(path.parent.iterdir()) if p.is_file() and _image_suffix(p)
-                    and (m := _CHANNEL.match(_stem(p))) is not None and m.group("case") == match.group("case")]
+                    and (s := split_channel_suffix(_stem(p))) is not None and s[0] == case]
         jobs, problems = _image_jobs(siblings, out, num_channels)
         keep = [j for j in jobs if path in j.sources]
-        return keep, [p for p in problems if p.file == str(path) or p.name == match.group("case")]
+        return keep, [p for p in problems if p.file == str(path) or p.name == case]
     series = [s for s in find_dicom_series(path.parent) if path.resolve() in {f.resolve() for f in s.files}]
     if not series:
         return [], [CaseFailure(path.name, str(path), "not an image (expected " + ", ".join(IMAGE_SUFFIXES)
@@ -163,16 +182,16 @@ def _image_jobs(images: Sequence[Path], out: Path, num_channels: int | None) -> 
     """Group files into cases (nnU-Net channel naming or plain names) and classify them 3D / cine."""
     by_case: dict[str, dict[int, Path]] = {}
     for path in images:
-        if match := _CHANNEL.match(_stem(path)):
-            by_case.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+        if parsed := split_channel_suffix(_stem(path)):
+            by_case.setdefault(parsed[0], {})[parsed[1]] = path
     groups: list[tuple[str, dict[int, Path]]] = []
     grouped: set[str] = set()
     for path in images:
-        match = _CHANNEL.match(_stem(path))
-        if match and 0 in by_case[match.group("case")]:
-            if match.group("case") not in grouped:
-                grouped.add(match.group("case"))
-                groups.append((match.group("case"), by_case[match.group("case")]))
+        parsed = split_channel_suffix(_stem(path))
+        if parsed and 0 in by_case[parsed[0]]:
+            if parsed[0] not in grouped:
+                grouped.add(parsed[0])
+                groups.append((parsed[0], by_case[parsed[0]]))
         else:  # plain name, or a _NNNN suffix that is not a channel number (no _0000 beside it)
             groups.append((_stem(path), {0: path}))
     jobs, problems = [], []

@@ -1,13 +1,15 @@
 """A trained model folder: self-contained (plans, dataset.json, fingerprint, folds' checkpoints).
 
-Layout: ``<results>/<dataset>/<plans_name>__<configuration>/`` holding ``plans.json``, ``dataset.json``,
-``fingerprint.json``, ``splits.json`` and ``fold_N/checkpoint_{final,best,latest}.pth``. Copy the folder
-to another machine and predict with ``autocmr_predict -m FOLDER``.
+Layout: ``<results>/<dataset>/<plans_name>__<configuration>/`` holding ``model.json`` (the manifest),
+``plans.json``, ``dataset.json``, ``fingerprint.json``, ``splits.json`` and
+``fold_N/checkpoint_{final,best,latest}.pth`` (file names: :mod:`autocmr.documents.layout`). Copy the folder
+to another machine and predict with ``autocmr_predict -m FOLDER``. Checkpoints are checked against the
+manifest's sha256 and read with ``weights_only=True``.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,13 +17,16 @@ import torch
 
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson
+from autocmr.documents import layout
+from autocmr.documents.checkpoint import load_checkpoint
+from autocmr.documents.manifest import ModelManifest, verify_weight_file
 from autocmr.errors import PlansError
 from autocmr.networks.unet import GenericUNet, build_network
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.settings import Roots
 
-PLANS_JSON = "plans.json"
-CHECKPOINTS = ("final", "best", "latest")
+PLANS_JSON = layout.PLANS
+CHECKPOINTS = layout.CHECKPOINT_KINDS
 
 
 def model_folder_name(plans_name: str, configuration: str) -> str:
@@ -39,25 +44,31 @@ class ModelFolder:
     plans: Plans
     configuration: Configuration
     dataset_json: DatasetJson
+    manifest: ModelManifest | None = field(default=None, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> "ModelFolder":
-        path = Path(path)
+        """Open a model folder, or a model by name (``default``, or one imported with ``autocmr_models``)."""
+        from autocmr.models.registry import resolve_model
+
+        path = resolve_model(path)
         if not (path / PLANS_JSON).is_file():
             raise PlansError(f"{path}: not a model folder (no {PLANS_JSON}); train one with autocmr_train or "
                              "give the folder that contains plans.json and fold_N/")
         plans = Plans.load(path / PLANS_JSON)
-        meta = json.loads((path / "model.json").read_text()) if (path / "model.json").is_file() else {}
-        cname = meta.get("configuration") or path.name.split("__")[-1]
-        return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / "dataset.json"))
+        manifest = ModelManifest.load(path)
+        cname = manifest.configuration if manifest is not None else path.name.split("__")[-1]
+        return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / layout.DATASET), manifest)
 
     def available_folds(self, checkpoint: str = "final") -> list[str]:
-        return sorted(p.parent.name[5:] for p in self.path.glob(f"fold_*/checkpoint_{checkpoint}.pth"))
+        prefix = len(layout.FOLD_PREFIX)
+        return sorted(p.parent.name[prefix:] for p in self.path.glob(f"{layout.FOLD_PREFIX}*/"
+                                                                      f"{layout.checkpoint_name(checkpoint)}"))
 
     def checkpoint_path(self, fold: str, checkpoint: str = "final") -> Path:
         if checkpoint not in CHECKPOINTS:
             raise PlansError(f"unknown checkpoint {checkpoint!r}; valid: {list(CHECKPOINTS)}")
-        return self.path / f"fold_{fold}" / f"checkpoint_{checkpoint}.pth"
+        return self.path / layout.checkpoint_relpath(fold, checkpoint)
 
     def load_networks(self, folds: Sequence[str] | None, checkpoint: str, device: torch.device) -> list[GenericUNet]:
         folds = list(folds) if folds else self.available_folds(checkpoint)
@@ -69,7 +80,7 @@ class ModelFolder:
     def _load(self, path: Path, device: torch.device) -> GenericUNet:
         if not path.is_file():
             raise PlansError(f"{path}: checkpoint not found; available folds: {self.available_folds()}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = self.load_checkpoint(path)
         network = build_network(self.configuration.topology, self.plans_channels(), self.num_classes())
         try:
             network.load_state_dict(state["network"])
@@ -77,6 +88,13 @@ class ModelFolder:
             raise PlansError(f"{path}: checkpoint does not match the network described by {self.path / PLANS_JSON} "
                              f"({str(exc).splitlines()[0]})") from exc
         return network.to(device).eval()
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint of this folder, verified against the manifest's sha256 and read without running code."""
+        if not path.is_file():
+            raise PlansError(f"{path}: checkpoint not found; available folds: {self.available_folds()}")
+        verify_weight_file(self.path, self.manifest, path.relative_to(self.path).as_posix())
+        return load_checkpoint(path)
 
     def plans_channels(self) -> int:
         return len(self.plans.channel_names)
@@ -101,17 +119,16 @@ class ModelSpec:
     def resolve(self, device: str = "auto") -> Path:
         from autocmr.device import resolve_device
         from autocmr.inference.model_folder import model_folder
-        from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME
+        from autocmr.documents.plans import CPU_PLANS_NAME, default_plans_name
         from autocmr.settings import resolve_roots
 
         roots = resolve_roots(results=self.results)
         if self.plans:
             path = model_folder(roots, self.dataset, self.plans, self.configuration)
         else:
-            cpu = model_folder(roots, self.dataset, CPU_PLANS_NAME, self.configuration)
-            on_cpu = resolve_device(device).type == "cpu"
-            path = cpu if on_cpu and cpu.is_dir() else model_folder(roots, self.dataset, DEFAULT_PLANS_NAME,
-                                                                     self.configuration)
+            cpu_exists = model_folder(roots, self.dataset, CPU_PLANS_NAME, self.configuration).is_dir()
+            name = default_plans_name(resolve_device(device).type, cpu_plans_exist=cpu_exists)
+            path = model_folder(roots, self.dataset, name, self.configuration)
         if not path.is_dir():
             found = sorted(p.name for p in path.parent.glob("*__*") if p.is_dir()) if path.parent.is_dir() else []
             raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} "

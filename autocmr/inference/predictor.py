@@ -3,20 +3,20 @@ every fold's network (softmax averaged), export to native space, postprocessing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from autocmr.allocator import keep_freed_memory
 from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.export import labels_to_native, probabilities_to_native
 from autocmr.inference.model_folder import ModelFolder
 from autocmr.inference.postprocessing import PostprocessingDecision
-from autocmr.inference.sliding_window import DEFAULT_STEP, predict_logits
+from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, disagreement_score, predict_logits,
+                                              predict_logits_and_spread)
 from autocmr.io.image import Geometry
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.planners.plans import Configuration, Plans
@@ -30,6 +30,7 @@ POSTPROCESS_MODES = ("auto", "on", "off")
 class Prediction:
     label: np.ndarray  # uint8, stored order of the input
     probabilities: np.ndarray | None  # float32 (C, ...) in stored order, when requested
+    uncertainty: float = float("nan")  # members' disagreement (sliding_window.disagreement_score); NaN: not computed
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,12 @@ class PredictorOptions:
 
 
 class Predictor:
-    """Holds the networks of a model folder; thread-unsafe, one per process."""
+    """Holds the networks of a model folder; thread-unsafe, one per process.
+
+    CPU prediction is faster with :func:`autocmr.allocator.keep_freed_memory` (sliding-window tiles re-allocate
+    the same buffers), a process-wide allocator setting that ``autocmr_predict`` applies; a Python caller opts
+    in by calling it before predicting.
+    """
 
     def __init__(self, model_dir: str | Path, *, folds: Sequence[str | int] | None = None, checkpoint: str = "final",
                  device: str = "auto", mirror: bool = True, step: float = DEFAULT_STEP, tile_batch: int | None = None,
@@ -64,8 +70,6 @@ class Predictor:
         self.model = ModelFolder.open(model_dir)
         self.plans, self.config = self.model.plans, self.model.configuration
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # sliding-window tiles re-allocate the same buffers: no page faults for them
         self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
         self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
         self.step = step
@@ -101,6 +105,24 @@ class Predictor:
             total = probs if total is None else total + probs
         return total / len(self.networks)
 
+    @torch.no_grad()
+    def probabilities_and_uncertainty(self, data: np.ndarray) -> tuple[torch.Tensor, float]:
+        """:meth:`probabilities` (the same values) and the disagreement of the ensemble's members (every
+        fold x every mirroring) from the same passes; NaN when there is a single member."""
+        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        total: torch.Tensor | None = None
+        spread: MemberSpread | None = None
+        for network in self.networks:
+            logits, member_spread = predict_logits_and_spread(
+                network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(), step=self.step,
+                mirror_axes=self.mirror_axes, tile_batch=self.tile_batch, device=self.device)
+            probs = torch.softmax(logits, dim=0)
+            total = probs if total is None else total + probs
+            spread = member_spread if spread is None else spread.add(member_spread)
+        assert total is not None and spread is not None
+        mean = total / len(self.networks)
+        return mean, disagreement_score(spread, mean)
+
     def preprocess(self, data: np.ndarray, spacing: Sequence[float],
                    reorientation: Reorientation) -> tuple[np.ndarray, dict[str, Any]]:
         """Stage 1 (CPU, can run in a worker): canonical ``data`` (c, z, y, x) -> network input + properties."""
@@ -116,7 +138,9 @@ class Predictor:
                           *, return_probabilities: bool = False) -> Prediction:
         """``data`` (c, z, y, x) in canonical order with canonical ``spacing``; output in stored order."""
         pre, props = self.preprocess(data, spacing, reorientation)
-        return self.export(self.probabilities(pre), props, return_probabilities=return_probabilities)
+        probabilities, uncertainty = self.probabilities_and_uncertainty(pre)
+        return replace(self.export(probabilities, props, return_probabilities=return_probabilities),
+                       uncertainty=uncertainty)
 
     def predict_array(self, image: np.ndarray, spacing: Sequence[float], *, direction: Sequence[float] | None = None,
                       return_probabilities: bool = False) -> Prediction:

@@ -3,11 +3,17 @@
 Tiles overlap by (1 - step) of the patch; each tile's logits are weighted by a Gaussian centred on the
 tile (sigma = patch/8) because predictions near a patch border see less context. 2D models run over all
 slices with tiles of several slices batched together.
+
+Optionally (:func:`predict_logits_and_spread`) the pass also accumulates how much its members (the
+mirrorings) disagree: the softmax of each mirrored pass and the sum of its squares, blended with the same
+Gaussian weights. Together with other networks' sums this gives the ensemble's per-voxel variance without
+any extra network pass (see :func:`disagreement_score`).
 """
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -58,6 +64,23 @@ def _pad_to(t: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, list[sl
     return (torch.nn.functional.pad(t, flat) if any(flat) else t), crops
 
 
+@dataclass
+class MemberSpread:
+    """Running sums over ensemble members of softmax probabilities, for the disagreement score.
+
+    ``sum_probabilities`` (C, z, y, x) and ``sum_squares`` (z, y, x, summed over classes) are sums over
+    ``members`` passes (each blended over tiles with the Gaussian weights); add networks with :meth:`add`.
+    """
+
+    sum_probabilities: torch.Tensor
+    sum_squares: torch.Tensor
+    members: int
+
+    def add(self, other: "MemberSpread") -> "MemberSpread":
+        return MemberSpread(self.sum_probabilities + other.sum_probabilities, self.sum_squares + other.sum_squares,
+                            self.members + other.members)
+
+
 @torch.no_grad()
 def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
                    step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (), tile_batch: int = 8,
@@ -67,6 +90,27 @@ def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequen
     ``patch_size`` has 2 entries for a 2D network (applied slice by slice) or 3 for a 3D one.
     ``mirror_axes`` are spatial axes of the patch (0-based) to flip for test-time augmentation.
     """
+    return _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
+                           mirror_axes=mirror_axes, tile_batch=tile_batch, device=device, use_gaussian=use_gaussian,
+                           with_spread=False)[0]
+
+
+@torch.no_grad()
+def predict_logits_and_spread(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int],
+                              num_classes: int, step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (),
+                              tile_batch: int = 8, device: torch.device | str = "cpu",
+                              use_gaussian: bool = True) -> tuple[torch.Tensor, MemberSpread]:
+    """:func:`predict_logits` plus the :class:`MemberSpread` of its mirrored passes (identical logits)."""
+    logits, spread = _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
+                                     mirror_axes=mirror_axes, tile_batch=tile_batch, device=device,
+                                     use_gaussian=use_gaussian, with_spread=True)
+    assert spread is not None
+    return logits, spread
+
+
+def _sliding_window(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
+                    step: float, mirror_axes: Sequence[int], tile_batch: int, device: torch.device | str,
+                    use_gaussian: bool, with_spread: bool) -> tuple[torch.Tensor, MemberSpread | None]:
     device = torch.device(device)
     dim = len(patch_size)
     volume = data[None] if dim == 3 else data.permute(1, 0, 2, 3)  # 2D: slices become the batch
@@ -76,6 +120,8 @@ def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequen
     weight = gaussian_importance(patch_size) if use_gaussian else torch.ones(tuple(patch_size))
     lead = volume.shape[0]
     out = torch.zeros((lead, num_classes) + tuple(spatial), dtype=torch.float32)
+    # spread: channels 0..C-1 sum the members' probabilities, channel C their summed squares
+    spread = torch.zeros((lead, num_classes + 1) + tuple(spatial), dtype=torch.float32) if with_spread else None
     norm = torch.zeros(tuple(spatial), dtype=torch.float32)
     tiles = [(s, corner) for s in range(lead) for corner in itertools.product(*starts)]
     for corner in itertools.product(*starts):
@@ -85,18 +131,45 @@ def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequen
     for i in range(0, len(tiles), tile_batch):
         chunk = tiles[i:i + tile_batch]
         x = torch.stack([volume[(s, slice(None)) + _region(corner, patch_size)] for s, corner in chunk]).to(device)
-        logits = None
+        logits, moments = None, None
         for f in flips:
             y = network(torch.flip(x, f) if f else x)
             y = torch.flip(y, f) if f else y
             logits = y if logits is None else logits + y
-        logits = (logits / len(flips)) * weight_dev
-        logits = logits.float().cpu()
-        for (s, corner), tile in zip(chunk, logits):
-            out[(s, slice(None)) + _region(corner, patch_size)] += tile
+            if spread is not None:
+                p = torch.softmax(y.float(), dim=1)
+                m = torch.cat([p, (p * p).sum(dim=1, keepdim=True)], dim=1)
+                moments = m if moments is None else moments + m
+        logits = ((logits / len(flips)) * weight_dev).float().cpu()
+        moments = (moments * weight_dev).cpu() if moments is not None else None
+        for j, (s, corner) in enumerate(chunk):
+            out[(s, slice(None)) + _region(corner, patch_size)] += logits[j]
+            if spread is not None and moments is not None:
+                spread[(s, slice(None)) + _region(corner, patch_size)] += moments[j]
     out /= norm
     out = out[(slice(None), slice(None)) + tuple(crops)]
-    return out.permute(1, 0, 2, 3).contiguous() if dim == 2 else out[0]
+    out = out.permute(1, 0, 2, 3).contiguous() if dim == 2 else out[0]
+    if spread is None:
+        return out, None
+    spread /= norm
+    spread = spread[(slice(None), slice(None)) + tuple(crops)]
+    spread = spread.permute(1, 0, 2, 3).contiguous() if dim == 2 else spread[0]
+    return out, MemberSpread(spread[:num_classes], spread[num_classes], len(flips))
+
+
+def disagreement_score(spread: MemberSpread, probabilities: torch.Tensor) -> float:
+    """How much the ensemble's members disagree on a case: the per-voxel variance of the members' softmax
+    probabilities (summed over classes), summed over the image and divided by the number of voxels the
+    ensemble calls foreground. Boundary-only disagreement gives a small score; members that disagree about
+    whole structures give a large one. NaN for a single member (no mirroring, one network): nothing to
+    compare.
+    """
+    if spread.members < 2:
+        return float("nan")
+    mean = spread.sum_probabilities / spread.members
+    variance = (spread.sum_squares / spread.members - (mean * mean).sum(dim=0)).clamp_min(0)
+    foreground = int((probabilities.argmax(dim=0) != 0).sum())
+    return float(variance.sum()) / max(foreground, 1)
 
 
 def _region(corner: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:

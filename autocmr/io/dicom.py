@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
@@ -266,6 +267,7 @@ def _read_pixels(header: DicomHeader) -> np.ndarray:
         raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise InputFileError(path, "has no pixel data")
+    _infer_transfer_syntax(ds)
     try:
         pixels = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
@@ -276,6 +278,21 @@ def _read_pixels(header: DicomHeader) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:
+    """Files without file meta (old exports, a bare data set) do not name their transfer syntax, and pydicom
+    will not decode their pixels; the encoding it parsed them with (always uncompressed) says which it is."""
+    meta = ds.get("file_meta")
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    syntax = (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian) if little else ExplicitVRBigEndian
+    if meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
 
 
 def write_dicom_as_nifti(folder: str | Path, output_path: str | Path, *, series_uid: str | None = None) -> Path:

@@ -6,6 +6,7 @@ the input's exact header.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import SimpleITK as sitk
 
 from autocmr.errors import InputFileError
 from autocmr.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
 
 # Geometry comparisons: values closer than this are considered equal (mm and direction cosines).
 DEFAULT_GEOMETRY_TOLERANCE = 1e-3
@@ -111,7 +114,7 @@ def read_header(path: str | Path) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputFileError(path, f"cannot read image header ({_first_line(exc)})") from exc
+        return _nifti_fallback(path, exc, header_only=True)[1]  # type: ignore[index]
     return Geometry(
         size=tuple(int(v) for v in reader.GetSize()),
         spacing=tuple(float(v) for v in reader.GetSpacing()),
@@ -121,13 +124,65 @@ def read_header(path: str | Path) -> Geometry:
 
 
 def read_sitk(path: str | Path) -> sitk.Image:
+    """Read an image with SimpleITK; NIfTI files ITK refuses are read with nibabel (:mod:`autocmr.io.nifti`).
+
+    NaN and inf stored in a floating-point NIfTI file are kept (ITK's reader turns them into 0, which would
+    hide bad input from every check downstream).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "file does not exist")
     try:
-        return _reader(path).Execute()
+        image = _reader(path).Execute()
     except RuntimeError as exc:
-        raise InputFileError(path, f"cannot read image ({_first_line(exc)})") from exc
+        array, geometry = _nifti_fallback(path, exc, header_only=False)
+        return to_sitk(array, geometry)  # type: ignore[arg-type]
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _is_nifti(path):
+        image = _restore_nonfinite(image, path)
+    return image
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _nifti_fallback(path: Path, exc: RuntimeError, *, header_only: bool) -> tuple[np.ndarray | None, Geometry]:
+    """Read a NIfTI file that ITK refused (NIfTI-2, sform a little off orthonormal) with nibabel."""
+    what = "image header" if header_only else "image"
+    if not _is_nifti(path):
+        raise InputFileError(path, f"cannot read {what} ({_first_line(exc)})") from exc
+    from autocmr.io import nifti
+
+    try:
+        if header_only:
+            found, array = nifti.read_nifti_header(path), None
+        else:
+            array, found = nifti.read_nifti(path)
+    except InputFileError as fallback_exc:
+        raise InputFileError(path, f"cannot read {what} (ITK: {_first_line(exc)}; nibabel: "
+                                   f"{fallback_exc.reason})") from exc
+    if note := found.note(path):
+        logger.warning("%s", note)
+    else:
+        logger.info("%s: read with nibabel (ITK: %s)", path, _first_line(exc))
+    return array, found.geometry
+
+
+def _restore_nonfinite(image: sitk.Image, path: Path) -> sitk.Image:
+    array = sitk.GetArrayViewFromImage(image)
+    if array.all():  # ITK writes 0 where NaN was stored: no zero, nothing hidden
+        return image
+    from autocmr.io import nifti
+
+    try:
+        stored = nifti.stored_voxels_if_nonfinite(path)
+    except (InputFileError, OSError, EOFError, ValueError):  # nibabel cannot read what ITK could: keep ITK's
+        return image
+    if stored is None or stored.shape != array.shape:
+        return image
+    restored = sitk.GetImageFromArray(stored.astype(array.dtype, copy=False), isVector=False)
+    restored.CopyInformation(image)
+    return restored
 
 
 def read_image(path: str | Path, dtype: Any = None) -> tuple[np.ndarray, Geometry]:

@@ -52,9 +52,6 @@ class Reorientation:
         """Canonical-order spacing from stored numpy-order spacing."""
         return tuple(float(spacing_zyx[a]) for a in self.axes)  # type: ignore[return-value]
 
-    def is_identity(self) -> bool:
-        return self.axes == (0, 1, 2) and not any(self.flips)
-
     def to_dict(self) -> dict:
         return {"axes": list(self.axes), "flips": list(self.flips)}
 

@@ -1,7 +1,7 @@
 """Generic U-Net for 2D and 3D: per stage two conv -> instance norm -> LeakyReLU blocks, strided-conv
 downsampling, transposed-conv upsampling with skip concatenation, a 1x1 head at every decoder stage for
 deep supervision, He initialisation. Layer types are chosen from ``dim``; the shape comes from the plans'
-:class:`~autocmr.planners.plans.Topology`.
+:class:`~autocmr.documents.plans.Topology`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from autocmr.planners.plans import Topology
+from autocmr.documents.plans import Topology
 
 LEAKY_SLOPE = 1e-2  # LeakyReLU negative slope (nnU-Net recipe)
 NORM_EPS = 1e-5
@@ -84,13 +84,6 @@ class GenericUNet(nn.Module):
         if self.deep_supervision and self.training:
             return outputs[::-1]
         return self.heads[-1](x)
-
-    @property
-    def encoder_modules(self) -> nn.ModuleList:
-        return self.encoder
-
-    def decoder_modules(self) -> list[nn.Module]:
-        return [self.upsample, self.decoder]
 
 
 def _he_init(module: nn.Module) -> None:

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from autocmr.dataset.raw import RawCase, RawDataset
-from autocmr.errors import DatasetError, PlansError
+from autocmr.dataset.raw import RawCase, RawDataset, hash_file_stats
+from autocmr.documents.plans import IntensityStats
+from autocmr.documents.versioning import check_version, read_json_document
+from autocmr.errors import DatasetError, DocumentError, exception_text
 from autocmr.io.atomic import write_json_atomic
 from autocmr.parallel import run_all
-from autocmr.planners.plans import IntensityStats
 from autocmr.preprocessing.cropping import crop, nonzero_bbox
 from autocmr.preprocessing.loading import load_case
 
@@ -59,14 +60,17 @@ class Fingerprint:
 
     @classmethod
     def load(cls, path: str | Path) -> "Fingerprint":
+        """The fingerprint in ``path``; a missing, corrupt, malformed or other-version file raises a
+        :class:`~autocmr.errors.PlansError` (a DocumentError) naming the file, never a KeyError."""
         path = Path(path)
-        if not path.is_file():
-            raise PlansError(f"{path}: fingerprint not found; run `autocmr_plan` first")
-        d = json.loads(path.read_text(encoding="utf-8"))
-        if d.get("schema_version") != FINGERPRINT_SCHEMA_VERSION:
-            raise PlansError(f"{path}: fingerprint schema version {d.get('schema_version')!r}, expected "
-                             f"{FINGERPRINT_SCHEMA_VERSION}; re-run `autocmr_plan`")
-        return from_dict(d)
+        rerun = "re-run `autocmr_plan`"
+        d = read_json_document(path, kind="fingerprint", what_to_rerun=rerun)
+        check_version(path, d.get("schema_version"), kind="fingerprint", supported=(FINGERPRINT_SCHEMA_VERSION,),
+                      what_to_rerun=rerun)
+        try:
+            return from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DocumentError(f"{path}: malformed fingerprint ({exception_text(exc)}); {rerun}") from exc
 
 
 def from_dict(d: dict[str, Any]) -> Fingerprint:
@@ -81,9 +85,7 @@ def source_signature(raw: RawDataset) -> str:
     """Hash of every raw file's name, size and modification time: changes when the dataset does."""
     h = hashlib.sha256()
     for case in raw.cases:
-        for f in case.images + ((case.label,) if case.label else ()):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        hash_file_stats(h, case.files)
     h.update(json.dumps(raw.dataset_json.to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 

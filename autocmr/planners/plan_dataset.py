@@ -14,14 +14,13 @@ from typing import Sequence
 from autocmr import __version__
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
-from autocmr.errors import DatasetError, PlansError
+from autocmr.documents.plans import Plans
+from autocmr.errors import PlansError
 from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
-from autocmr.parallel import default_workers, make_pool, run_all
+from autocmr.parallel import default_workers, make_pool
 from autocmr.planners.fingerprint import Fingerprint, compute_fingerprint, source_signature
 from autocmr.planners.planner import plan
-from autocmr.planners.plans import Plans
-from autocmr.preprocessing import storage
-from autocmr.preprocessing.preprocessor import case_signature, preprocess_case
+from autocmr.preprocessing.preprocessor import preprocess_stale_cases
 from autocmr.settings import Roots
 
 logger = logging.getLogger(__name__)
@@ -39,10 +38,6 @@ class PlanResult:
 def preprocessed_folder(roots: Roots, dataset: str | int) -> Path:
     name = resolve_dataset_name(dataset, roots.raw, roots.preprocessed)
     return roots.preprocessed / name
-
-
-def load_plans(roots: Roots, dataset: str | int, plans_name: str) -> Plans:
-    return Plans.load(preprocessed_folder(roots, dataset) / f"{plans_name}.json")
 
 
 def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = ("gpu", "cpu"),
@@ -90,7 +85,7 @@ def _fingerprint(raw, out: Path, workers: int, seed: int, pool) -> Fingerprint:
             if existing.source_signature == source_signature(raw) and existing.seed == seed:
                 logger.info("reusing fingerprint %s (raw data unchanged)", path)
                 return existing
-        except PlansError as exc:
+        except PlansError as exc:  # corrupt, truncated or from another schema version: it is only a cache
             logger.warning("recomputing fingerprint: %s", exc)
     fingerprint = compute_fingerprint(raw, num_workers=workers, seed=seed, pool=pool)
     fingerprint.save(path)
@@ -109,17 +104,8 @@ def _preprocess_all(raw, all_plans: list[Plans], configurations, out: Path, work
                 continue  # another plan preprocesses identically: share its data
             seen.add(config.data_identifier)
             folder = out / config.data_identifier
-            folder.mkdir(exist_ok=True)
-            remove_stale_temporaries(folder)
-            todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
-            skipped[config.data_identifier] = len(raw.cases) - len(todo)
-            jobs = [(c.case_id, (c, plans, config, folder, seed)) for c in todo]
-            _, failures = run_all(preprocess_case, jobs, num_workers=workers, pool=pool,
-                                  desc=f"preprocess {cname}")
-            if failures:
-                listing = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
-                raise DatasetError(f"{raw.root}: {len(failures)} case(s) failed to preprocess for {cname}:\n{listing}")
-            done[config.data_identifier] = len(todo)
+            done[config.data_identifier], skipped[config.data_identifier] = preprocess_stale_cases(
+                raw, plans, config, folder, num_workers=workers, seed=seed, pool=pool)
             write_json_atomic(folder / "configuration.json", {"plans": plans.plans_name, "configuration": cname,
                                                                "data_identifier": config.data_identifier})
     return done, skipped

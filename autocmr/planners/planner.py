@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autocmr.documents.plans import (CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Configuration, Plans, Resampling,
+                                    Topology)
 from autocmr.errors import ConfigurationError, PlansError
 from autocmr.networks.unet import activation_elements, training_flops
 from autocmr.planners.fingerprint import Fingerprint
-from autocmr.planners.plans import (CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Configuration, Plans, Resampling,
-                                    Topology)
 from autocmr.planners.topology import fit_patch, shrink_patch
 from autocmr.preprocessing.normalization import scheme_for_channel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from autocmr.planners.plans import Topology
+from autocmr.documents.plans import Topology
 
 # Pool an axis only while its feature map stays at least this many voxels wide (issue #2: 4-voxel minimum).
 MIN_FEATURE_MAP = 4

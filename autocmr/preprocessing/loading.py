@@ -10,6 +10,7 @@ import numpy as np
 from autocmr.errors import InputFileError
 from autocmr.io.image import Geometry, read_image
 from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.io.validity import check_voxels
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,7 @@ def load_case(image_files: Sequence[str | Path], label_file: str | Path | None =
     arrays, geometry = [], None
     for f in image_files:
         array, g = _read_3d(Path(f))
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InputFileError(f, "contains NaN or infinite values")
+        check_voxels(array, f)  # NaN/inf and constant images are refused (autocmr.io.validity)
         if geometry is None:
             geometry = g
         elif problems := geometry.differences(g, tolerance):

@@ -5,8 +5,8 @@ from typing import Callable
 
 import numpy as np
 
+from autocmr.documents.plans import IntensityStats
 from autocmr.errors import ConfigurationError
-from autocmr.planners.plans import IntensityStats
 
 EPS = 1e-8
 

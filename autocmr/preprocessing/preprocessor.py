@@ -13,8 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from autocmr.dataset.raw import RawCase
-from autocmr.planners.plans import Configuration, Plans
+from autocmr.dataset.raw import RawCase, RawDataset, hash_file_stats
+from autocmr.documents.case_properties import CaseProperties
+from autocmr.documents.plans import Configuration, Plans
+from autocmr.errors import DatasetError
+from autocmr.io.atomic import remove_stale_temporaries
+from autocmr.parallel import default_workers, run_all
 from autocmr.preprocessing import storage
 from autocmr.preprocessing.cropping import crop, nonzero_bbox
 from autocmr.preprocessing.loading import load_case
@@ -73,10 +77,9 @@ def sample_locations(seg: np.ndarray, classes: list[int], seed: int) -> dict[int
 
 
 def case_signature(case: RawCase, config: Configuration) -> str:
+    """Changes when the case's raw files or the configuration's preprocessing do: stored data are then stale."""
     h = hashlib.sha256(config.data_identifier.encode())
-    for f in case.images + ((case.label,) if case.label else ()):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    hash_file_stats(h, case.files)
     return h.hexdigest()[:16]
 
 
@@ -91,5 +94,24 @@ def preprocess_case(case: RawCase, plans: Plans, config: Configuration, out_fold
         "geometry": loaded.geometry.to_dict(), "reorientation": loaded.reorientation.to_dict(),
         "classes": sorted(int(v) for v in np.unique(seg)) if seg is not None else [],
     })
-    storage.save_case(out_folder, case.case_id, data, seg, locations, props)
+    storage.save_case(out_folder, case.case_id, data, seg, locations, CaseProperties.from_dict(props).to_dict())
     return case.case_id
+
+
+def preprocess_stale_cases(raw: RawDataset, plans: Plans, config: Configuration, folder: Path, *,
+                           num_workers: int | None = None, seed: int = 0, pool: Any = None) -> tuple[int, int]:
+    """Preprocess the cases of ``raw`` whose stored data in ``folder`` are missing or stale (see
+    :func:`case_signature`); returns (cases preprocessed, cases already current). ``num_workers`` None: about
+    one process per 8 cases, at most :func:`~autocmr.parallel.default_workers`. Raises :class:`DatasetError`
+    listing every case that failed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
+    if num_workers is None:
+        num_workers = min(default_workers(), max(1, len(todo) // 8))
+    jobs = [(c.case_id, (c, plans, config, folder, seed)) for c in todo]
+    _, failures = run_all(preprocess_case, jobs, num_workers=num_workers, pool=pool, desc=f"preprocess {config.name}")
+    if failures:
+        listing = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
+        raise DatasetError(f"{raw.root}: {len(failures)} case(s) failed to preprocess for {config.name}:\n{listing}")
+    return len(todo), len(raw.cases) - len(todo)

@@ -16,7 +16,7 @@ from typing import Any
 import blosc2
 import numpy as np
 
-from autocmr.errors import InputFileError
+from autocmr.errors import InputFileError, exception_text
 from autocmr.io.atomic import atomic_path, write_json_atomic
 
 # LZ4 at a moderate level: normalised float images compress little, so decompression speed matters more.
@@ -32,7 +32,7 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         return blosc2.open(str(path), mode="r")[:]
     except Exception as exc:  # noqa: BLE001 - blosc2 raises several types for corrupt files
-        raise InputFileError(path, f"cannot read preprocessed array ({type(exc).__name__}: {exc}); "
+        raise InputFileError(path, f"cannot read preprocessed array ({exception_text(exc)}); "
                                    "delete it and re-run autocmr_plan") from exc
 
 

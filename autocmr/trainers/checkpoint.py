@@ -1,41 +1,31 @@
-"""Checkpoints written atomically, with everything needed to resume a run exactly."""
+"""Training checkpoints: everything needed to resume a run exactly, in the checkpoint document's format
+(:mod:`autocmr.documents.checkpoint`: tensors and plain values only, read with ``weights_only=True``)."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from autocmr.errors import PlansError
-from autocmr.io.atomic import atomic_path
+from autocmr.documents.checkpoint import load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, save_checkpoint
+
+__all__ = ["load_checkpoint", "restore_rng_state", "rng_state", "save_checkpoint"]
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The process's random states as tensors and plain values (python's is a tuple of ints)."""
+    state = {"python": random.getstate(), "numpy": numpy_rng_to_plain(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np.random.set_state(numpy_rng_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PlansError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated files
-        raise PlansError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc

@@ -52,16 +52,24 @@ def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) ->
     return out
 
 
+def forced_samples(batch_size: int, oversampling: float) -> int:
+    """Samples of a batch forced onto foreground: ``round(batch_size * oversampling)``, at least one when on."""
+    return max(1, round(batch_size * oversampling)) if oversampling > 0 else 0
+
+
 class PatchSampler:
     """Draws batches of (image, label) regions of ``sample_size`` around chosen centres.
 
     The last ``round(batch_size * oversampling)`` samples of each batch (at least one when oversampling is
     on) are centred on a voxel of a random foreground class present in the case; the others anywhere. In
-    2D a slice is chosen first (the foreground voxel's slice when oversampling).
+    2D a slice is chosen first (the foreground voxel's slice when oversampling). ``forced`` overrides that
+    count: a data-parallel rank draws its share of the global batch's forced samples (see
+    :func:`autocmr.trainers.distributed.batch_share`).
     """
 
     def __init__(self, cache: CaseCache, case_ids: Sequence[str], *, dim: int, sample_size: Sequence[int],
-                 batch_size: int, oversampling: float, foreground_labels: Sequence[int]) -> None:
+                 batch_size: int, oversampling: float, foreground_labels: Sequence[int],
+                 forced: int | None = None) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         self.cache = cache
@@ -69,7 +77,9 @@ class PatchSampler:
         self.dim = dim
         self.sample_size = tuple(int(s) for s in sample_size)
         self.batch_size = batch_size
-        self.n_forced = max(1, round(batch_size * oversampling)) if oversampling > 0 else 0
+        self.n_forced = forced_samples(batch_size, oversampling) if forced is None else forced
+        if not 0 <= self.n_forced <= batch_size:
+            raise ValueError(f"forced samples must be in [0, {batch_size}], got {self.n_forced}")
         self.foreground_labels = list(foreground_labels)
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from autocmr.errors import ConfigurationError
@@ -45,7 +44,7 @@ def head_channel_map(old_labels: dict[str, int], new_labels: dict[str, int]) -> 
 
 def load_pretrained(network: GenericUNet, model: ModelFolder, new_labels: dict[str, int]) -> dict[str, int]:
     """Copy weights from ``model`` into ``network``; heads adapted by label name. Returns counts for the log."""
-    state = torch.load(pretrained_checkpoint(model), map_location="cpu", weights_only=False)["network"]
+    state = model.load_checkpoint(pretrained_checkpoint(model))["network"]  # verified, weights_only
     if len(model.plans.channel_names) != network.encoder[0][0][0].in_channels:
         raise ConfigurationError(f"{model.path}: pretrained model takes {len(model.plans.channel_names)} input "
                                  f"channel(s), the new dataset has {network.encoder[0][0][0].in_channels}")

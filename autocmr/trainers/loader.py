@@ -1,7 +1,8 @@
 """Background batch production: sample, augment and collate in worker processes.
 
 Batch ``i`` is produced from generators seeded with (run seed, i), so the stream is identical whatever the
-number of workers and after a resume. Workers are torch DataLoader workers: a crashed worker raises a clear
+number of workers and after a resume. A data-parallel rank other than 0 adds its rank to that seed: ranks
+never draw the same batch or the same augmentation, and rank 0 draws what a single process would. Workers are torch DataLoader workers: a crashed worker raises a clear
 error in the trainer and a stalled one times out instead of hanging.
 """
 from __future__ import annotations
@@ -18,15 +19,18 @@ BATCH_TIMEOUT_S = 300  # a worker that produces nothing for this long is conside
 
 
 class BatchStream(IterableDataset):
-    def __init__(self, sampler: PatchSampler, transforms: Any, *, seed: int, start_iteration: int = 0) -> None:
+    def __init__(self, sampler: PatchSampler, transforms: Any, *, seed: int, start_iteration: int = 0,
+                 rank: int = 0) -> None:
         super().__init__()
         self.sampler = sampler
         self.transforms = transforms
         self.seed = seed
         self.start_iteration = start_iteration
+        self.rank = rank
 
     def batch(self, iteration: int) -> dict[str, Any]:
-        seed_seq = np.random.SeedSequence([self.seed, iteration])
+        # rank 0 keeps the single-process entropy, so a 1-process run is unchanged by data parallelism
+        seed_seq = np.random.SeedSequence([self.seed, iteration] + ([self.rank] if self.rank else []))
         np_seed, torch_seed = seed_seq.generate_state(2)
         np.random.seed(int(np_seed))  # batchgeneratorsv2 samples from the global generators
         torch.manual_seed(int(torch_seed))

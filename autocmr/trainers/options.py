@@ -17,6 +17,9 @@ LEARNING_RATE = 1e-2
 # Fine-tuning starts ten times lower: at 1e-2 (with momentum 0.99) a few cases of a new site pull the
 # pretrained weights far from what they learnt, and the tuned model ends up worse than the untuned one.
 FINETUNE_LEARNING_RATE = 1e-3
+# Options that decide how fast or where a run goes, not what it learns: left out of the hash that names the
+# experiment, and free to change when a run is resumed (batches are the same whatever the number of workers).
+RUNTIME_ONLY_OPTIONS = frozenset({"device", "num_workers", "save_every"})
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,27 @@ class TrainOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def result_options(self) -> dict[str, Any]:
+        """The options that change what the run learns (all but :data:`RUNTIME_ONLY_OPTIONS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY_OPTIONS}
+
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of :meth:`result_options`: two runs with the same digest learn the same thing."""
+        return hashlib.sha256(json.dumps(self.result_options(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def differences_from(self, stored: dict[str, Any]) -> list[str]:
+        """Result-changing options whose ``stored`` value (a run's saved options) differs from this one's, as
+        ``"name: stored -> requested"``. An option missing from ``stored`` (added to autocmr after that run was
+        started) counts as its default; one this autocmr does not know is reported as a difference."""
+        defaults = {f.name: f.default for f in fields(self)}
+        changes = []
+        for name, requested in self.result_options().items():
+            before = stored.get(name, defaults[name])
+            if _normalised(before) != _normalised(requested):
+                changes.append(f"{name}: {before!r} -> {requested!r}")
+        changes += [f"{name}: {value!r} -> (unknown to this autocmr)" for name, value in sorted(stored.items())
+                    if name not in defaults]
+        return changes
 
     def updated(self, **changes: Any) -> "TrainOptions":
         return replace(self, **changes)
@@ -74,7 +96,15 @@ class TrainOptions:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown = sorted(set(d) - names)
+        if unknown:  # never drop a setting silently: it may have changed the run
+            raise ConfigurationError(f"unknown training option(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def _normalised(value: Any) -> Any:
+    """JSON round trips turn tuples into lists and ints into floats where a float was stored."""
+    return json.loads(json.dumps(value))
 
 
 def parse_duration(text: str) -> float:

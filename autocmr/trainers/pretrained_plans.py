@@ -9,10 +9,8 @@ from pathlib import Path
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.inference.model_folder import ModelFolder
-from autocmr.parallel import default_workers, run_all
 from autocmr.planners.plans import Plans
-from autocmr.preprocessing import storage
-from autocmr.preprocessing.preprocessor import case_signature, preprocess_case
+from autocmr.preprocessing.preprocessor import preprocess_stale_cases
 from autocmr.settings import Roots
 
 
@@ -40,12 +38,5 @@ def plans_for_finetuning(pretrained: str | Path, dataset_name: str, configuratio
         if (raw_dir / name).is_file():
             shutil.copyfile(raw_dir / name, pre_dir / name)
     config = model.configuration
-    folder = pre_dir / config.data_identifier
-    todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
-    workers = num_workers if num_workers is not None else min(default_workers(), max(1, len(todo) // 8))
-    _, failures = run_all(preprocess_case, [(c.case_id, (c, plans, config, folder)) for c in todo],
-                          num_workers=workers, desc="preprocess for fine-tuning")
-    if failures:
-        listing = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
-        raise DatasetError(f"{raw_dir}: {len(failures)} case(s) failed to preprocess:\n{listing}")
+    preprocess_stale_cases(raw, plans, config, pre_dir / config.data_identifier, num_workers=num_workers)
     return plans

@@ -10,20 +10,22 @@ from typing import Any
 
 import torch
 
-from autocmr.allocator import keep_freed_memory
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import CASES_CSV, DatasetJson, load_metadata
 from autocmr.device import resolve_device
+from autocmr.documents.manifest import ModelManifest
+from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, DatasetError
 from autocmr.inference.model_folder import ModelFolder, model_folder_name
-from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
+from autocmr.io.atomic import remove_stale_temporaries
 from autocmr.networks.unet import build_network
-from autocmr.planners.plans import CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Plans
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
 from autocmr.trainers.checkpoint import load_checkpoint
+from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_device
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
+from autocmr.trainers.run_folder import check_resume_options, finish_fold, start_fold, write_run_options
 from autocmr.trainers.schedule import resolve_schedule
 from autocmr.trainers.splits import SPLITS_FILE, load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
@@ -41,25 +43,36 @@ class TrainResult:
 def choose_plans_name(folder: Path, requested: str | None, device: torch.device) -> str:
     if requested:
         return requested
-    if device.type == "cpu" and (folder / f"{CPU_PLANS_NAME}.json").is_file():
-        return CPU_PLANS_NAME
-    return DEFAULT_PLANS_NAME
+    return default_plans_name(device.type, cpu_plans_exist=(folder / f"{CPU_PLANS_NAME}.json").is_file())
 
 
-def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str) -> None:
+def _identity(plans: Plans, configuration: str) -> ModelManifest:
+    return ModelManifest(plans.dataset_name, plans.plans_name, configuration)
+
+
+def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str, fold: str | int) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     plans.save(model_dir / "plans.json")
     for name in ("dataset.json", "fingerprint.json", SPLITS_FILE, CASES_CSV):
         if (pre_dir / name).is_file():
             shutil.copyfile(pre_dir / name, model_dir / name)
-    write_json_atomic(model_dir / "model.json", {"dataset": plans.dataset_name, "plans_name": plans.plans_name,
-                                                 "configuration": configuration})
+    start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
 
 
 def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots, *, options: TrainOptions,
           plans_name: str | None = None, continue_training: bool = False, splits_file: str | Path | None = None,
-          output_dir: str | Path | None = None) -> TrainResult:
-    """Train one fold (see the module doc); returns where it was written and the validation summary."""
+          output_dir: str | Path | None = None, distributed: DistributedContext | None = None,
+          allow_changed_options: bool = False) -> TrainResult:
+    """Train one fold (see the module doc); returns where it was written and the validation summary.
+
+    ``distributed``: this process's rank in a data-parallel job whose process group is already joined
+    (:mod:`autocmr.trainers.distributed_launch` does that); rank 0 alone writes into the model folder.
+    ``allow_changed_options``: with ``continue_training``, resume even when result-changing options differ
+    from the stored ones (otherwise refused, naming them).
+
+    CPU training runs ~15 % faster with :func:`autocmr.allocator.keep_freed_memory`, a process-wide allocator
+    setting that ``autocmr_train`` applies; callers of this function opt in by calling it first.
+    """
     start_time = time.monotonic()  # the time budget counts from here
     if options.pretrained:  # fine-tuning preprocesses the raw cases to the pretrained plans itself
         name = resolve_dataset_name(dataset, roots.preprocessed, roots.raw)
@@ -72,9 +85,9 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     pre_dir = roots.preprocessed / name
     if not pre_dir.is_dir() and not options.pretrained:
         raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")
-    device = resolve_device(options.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # ~15 % faster CPU steps: no page faults for re-allocated activations
+    dist = distributed or DistributedContext()
+    device = rank_device(resolve_device(options.device), dist)
+    dist.wait_for_main()  # rank 0 preprocesses fine-tuning data and creates the splits before the others look
     if options.pretrained:
         from autocmr.trainers.pretrained_plans import plans_for_finetuning
 
@@ -97,16 +110,20 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     else:
         folds = load_or_create_splits(pre_dir / SPLITS_FILE, subjects)
     train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS_FILE))
+    dist.main_done()
     model_dir = Path(output_dir) if output_dir else roots.results / name / model_folder_name(plans.plans_name, configuration)
     fold_dir = model_dir / f"fold_{fold}"
-    log = RunLog(fold_dir / "log.txt")
-    remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
+    log = RunLog(fold_dir / "log.txt") if dist.is_main else quiet_log
+    if dist.is_main:
+        remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
     options = resolve_schedule(options, device, log, training_samples=_training_samples(data_dir, train_cases, config),
                                training_subjects=metadata.loc[train_cases, "subject"].nunique(),
                                batch_size=options.batch_size or config.batch_size)
-    _prepare_model_dir(model_dir, pre_dir, plans, configuration)
-    write_json_atomic(fold_dir / "options.json", {"options": options.to_dict(), "digest": options.digest(),
-                                                  "device": str(device)})
+    resuming = continue_training and (fold_dir / "checkpoint_latest.pth").is_file()
+    changes = check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log) if resuming else []
+    if dist.is_main:
+        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold)
+        write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
     torch.manual_seed(options.seed)
     network = build_network(config.topology, len(plans.channel_names), len(plans.labels))
     trainable, pretrained = None, None
@@ -121,14 +138,15 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
     trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
                       val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
-                      parameters=trainable, start_time=start_time)
+                      parameters=trainable, start_time=start_time, distributed=dist)
     latest = fold_dir / "checkpoint_latest.pth"
     if continue_training and latest.is_file():
         trainer.restore(load_checkpoint(latest))
         log(f"resumed from {latest} at epoch {trainer.state.epoch}")
     elif continue_training:
         log(f"--continue given but {latest} does not exist: starting from scratch")
-    _write_intensity_reference(model_dir, data_dir, train_cases)
+    if dist.is_main:
+        _write_intensity_reference(model_dir, data_dir, train_cases)
     try:
         trainer.run()
     except torch.cuda.OutOfMemoryError as exc:
@@ -136,16 +154,18 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
                            "lower --batch-size or train with the CPU-target plans (-p autocmrPlans_cpu)") from exc
     except MemoryError as exc:
         raise AutocmrError("out of memory; lower --batch-size or --num-workers") from exc
+    if dist.is_main:
+        finish_fold(model_dir, _identity(plans, configuration), fold)  # sha256 of its checkpoints
     summary: dict[str, Any] = {}
     if options.final_validation and val_cases:
         from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
 
         file_ending = DatasetJson.load(pre_dir / "dataset.json").file_ending
-        summary = run_final_validation(trainer, raw_folder, file_ending, metadata=metadata)
-        if raw_folder is not None:
+        summary = run_final_validation(trainer, raw_folder, file_ending, metadata=metadata)  # ranks share it
+        if raw_folder is not None and dist.is_main:
             decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
         log(f"final validation: {_dice_line(summary)}")
-    if pretrained is not None and not (model_dir / "postprocessing.json").is_file():
+    if pretrained is not None and dist.is_main and not (model_dir / "postprocessing.json").is_file():
         _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
     return TrainResult(fold_dir, trainer.state.epoch, summary)
 
@@ -176,7 +196,7 @@ def _training_samples(data_dir: Path, cases: list[str], config: Any) -> int:
 
 
 def _dice_line(summary: dict[str, Any]) -> str:
-    classes = summary.get("classes") or summary.get("per_class") or {}
+    classes = summary.get("classes", {})
     parts = []
     for cname, stats in classes.items():
         dice = stats.get("dice") if isinstance(stats, dict) else None

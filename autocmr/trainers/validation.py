@@ -55,10 +55,12 @@ def run_final_validation(trainer: "Trainer", raw_folder: Path | None, file_endin
     from autocmr.evaluation import evaluate_cases
 
     out = trainer.output_dir / VALIDATION_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    if trainer.distributed.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     cases, pairs, missing = [], [], []
-    for case_id in trainer.val_cases:
-        label, props = predict_case(trainer, case_id)
+    # data-parallel ranks predict every world_size-th case; rank 0 receives them in order, writes and scores
+    predictions = trainer.distributed.map_gathered(lambda c: (c, *predict_case(trainer, c)), trainer.val_cases)
+    for case_id, label, props in predictions:
         geometry = Geometry.from_dict(props["geometry"])
         write_image(label, geometry, out / f"{case_id}{file_ending}")
         ref_path = raw_folder / "labelsTr" / f"{case_id}{file_ending}" if raw_folder else None
@@ -68,6 +70,8 @@ def run_final_validation(trainer: "Trainer", raw_folder: Path | None, file_endin
         reference, _ = read_image(ref_path)
         cases.append((case_id, reference.astype(np.uint8), label, geometry.spacing_zyx))
         pairs.append((reference, label))
+    if not trainer.distributed.is_main:
+        return {}
     if missing:
         trainer.log(f"final validation: no reference label for {len(missing)} case(s) (e.g. {missing[0]}); not scored")
     if not cases:

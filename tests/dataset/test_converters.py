@@ -12,7 +12,7 @@ import pytest
 
 from autocmr.cli.convert import main
 from autocmr.dataset.converters import convert_acdc, convert_folder, convert_mnms
-from autocmr.dataset.converters.common import STAGING_PREFIX
+from autocmr.dataset.converters.common import STAGING_PREFIX, summarize_dataset
 from autocmr.dataset.converters.mnms import read_mnms_info
 from autocmr.dataset.integrity import check_dataset
 from autocmr.dataset.raw import DatasetJson, load_raw_dataset
@@ -78,7 +78,8 @@ def test_acdc_real_patients(acdc_subset: Path, tmp_path: Path) -> None:
     assert _staging_left(raw) == []
 
 
-def test_acdc_collects_all_problems_and_writes_nothing(acdc_subset: Path, tmp_path: Path) -> None:
+def _break_acdc_subset(acdc_subset: Path) -> None:
+    """A bad label value (patient001 ES), a missing label (patient061 ES), a patient without Info.cfg."""
     p1, p61 = (acdc_subset / p for p in ACDC_PATIENTS)
     label, geometry = read_image(p1 / "patient001_frame12_gt.nii.gz")
     label[0, 0, 0] = 5
@@ -88,16 +89,48 @@ def test_acdc_collects_all_problems_and_writes_nothing(acdc_subset: Path, tmp_pa
     broken = acdc_subset / "patient099"
     broken.mkdir()
     shutil.copy(p61 / "patient061_frame01.nii.gz", broken / "patient099_frame01.nii.gz")
+
+
+def test_acdc_strict_collects_all_problems_and_writes_nothing(acdc_subset: Path, tmp_path: Path) -> None:
+    _break_acdc_subset(acdc_subset)
     raw = tmp_path / "raw"
 
     with pytest.raises(DatasetError) as info:
-        convert_acdc(acdc_subset, raw, 101, num_workers=1)
+        convert_acdc(acdc_subset, raw, 101, num_workers=1, strict=True)
 
     message = str(info.value)
     assert "patient001_frame12_gt.nii.gz: label values [5]" in message
     assert "patient061_frame10.nii.gz: no ground truth" in message
     assert "patient099/Info.cfg: Info.cfg not found" in message
     assert not (raw / "Dataset101_ACDC").exists() and _staging_left(raw) == []
+
+
+def test_acdc_skips_bad_frames_and_converts_the_rest(acdc_subset: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    _break_acdc_subset(acdc_subset)
+    (acdc_subset / "patient061" / "patient061_frame01.nii.gz").unlink()  # and a missing ED frame
+    raw = tmp_path / "raw"
+
+    folder = convert_acdc(acdc_subset, raw, 101, num_workers=1)
+
+    # Only patient001's ED frame is intact: every other frame is listed, nothing half-written remains.
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == ["patient001_frame01_0000.nii.gz"]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["patient001_frame01.nii.gz"]
+    assert not (folder / "imagesTs").exists()
+    assert DatasetJson.load(folder / "dataset.json").num_training == 1
+    assert list(pd.read_csv(folder / "cases.csv")["case_id"]) == ["patient001_frame01"]
+    skipped = json.loads((folder / "conversion_skipped.json").read_text())
+    assert skipped["converted_cases"] == 1
+    reasons = {f"{Path(s['file']).parent.name}/{Path(s['file']).name}": s["reason"] for s in skipped["skipped"]}
+    assert "label values [5]" in reasons["patient001/patient001_frame12_gt.nii.gz"]
+    assert "no ground truth" in reasons["patient061/patient061_frame10.nii.gz"]
+    assert "label without its image" in reasons["patient061/patient061_frame01_gt.nii.gz"]
+    assert "ED is frame 1 but no image" in reasons["patient061/Info.cfg"]
+    assert "Info.cfg not found" in reasons["patient099/Info.cfg"]
+    assert len(reasons) == len(skipped["skipped"]) == 5
+    assert "5 source file(s) skipped, 1 case(s) converted" in caplog.text
+    assert "5 source file(s) skipped" in summarize_dataset(folder)
+    assert check_dataset(folder).ok and _staging_left(raw) == []
 
 
 def test_acdc_overwrite_policy(acdc_subset: Path, tmp_path: Path) -> None:

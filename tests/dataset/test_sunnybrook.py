@@ -115,7 +115,8 @@ def test_contour_convention(tmp_path):
         read_contour(path, (8, 10))
 
 
-def test_bad_contours_are_collected(sunnybrook_root, tmp_path):
+def _study_with_image_59(sunnybrook_root, tmp_path):
+    """The real study's images with only image 59's contours (a good pair)."""
     study = tmp_path / "SC-HF-I-1"
     (study / "contours" / "i-contours").mkdir(parents=True)
     (study / "contours" / "o-contours").mkdir(parents=True)
@@ -124,11 +125,38 @@ def test_bad_contours_are_collected(sunnybrook_root, tmp_path):
         name = f"IM-0001-0059-{kind}contour-manual.txt"
         (study / "contours" / f"{kind}-contours" / name).symlink_to(
             sunnybrook_root / "contours" / f"{kind}-contours" / name)
+    return study
+
+
+def test_bad_contours_fail_a_strict_conversion(sunnybrook_root, tmp_path):
+    study = _study_with_image_59(sunnybrook_root, tmp_path)
     (study / "contours" / "i-contours" / "IM-0001-0079-icontour-manual.txt").write_text("10 10\nbroken\n")
     (study / "contours" / "o-contours" / "IM-0001-0079-ocontour-manual.txt").write_text("10 10\n20 10\n20 20\n")
     with pytest.raises(DatasetError, match=r"1 problem(.|\n)*0079-icontour"):
-        convert_sunnybrook(study, tmp_path / "raw", 131)
+        convert_sunnybrook(study, tmp_path / "raw", 131, strict=True)
     assert not (tmp_path / "raw" / "Dataset131_Sunnybrook").exists()  # nothing half-written
+
+
+def test_inconsistent_contours_are_skipped_and_the_rest_converted(sunnybrook_root, tmp_path, caplog):
+    """Image 79 gets image 59's endocardium and an epicardium moved 40 pixels away (as on SC-HF-I-6, whose
+    endocardium lies 32-61 % outside the epicardium on 5 images): image 79 is skipped, image 59 converts."""
+    study = _study_with_image_59(sunnybrook_root, tmp_path)
+    source = sunnybrook_root / "contours"
+    (study / "contours" / "i-contours" / "IM-0001-0079-icontour-manual.txt").write_text(
+        (source / "i-contours" / "IM-0001-0059-icontour-manual.txt").read_text())
+    epi = np.loadtxt(source / "o-contours" / "IM-0001-0059-ocontour-manual.txt") + [40.0, 0.0]
+    np.savetxt(study / "contours" / "o-contours" / "IM-0001-0079-ocontour-manual.txt", epi, fmt="%.2f")
+
+    folder = convert_sunnybrook(study, tmp_path / "raw", 131)
+
+    cases = pd.read_csv(folder / "cases.csv")
+    assert list(cases["image_number"]) == [59]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == [f"{cases['case_id'][0]}.nii.gz"]
+    skipped = json.loads((folder / "conversion_skipped.json").read_text())
+    assert skipped["converted_cases"] == 1 and len(skipped["skipped"]) == 1
+    assert skipped["skipped"][0]["file"].endswith("IM-0001-0079-icontour-manual.txt")
+    assert "of the endocardium lies outside the epicardium" in skipped["skipped"][0]["reason"]
+    assert "1 source file(s) skipped" in caplog.text
 
 
 def test_existing_dataset_is_not_replaced_without_overwrite(converted, sunnybrook_root):

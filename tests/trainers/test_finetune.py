@@ -48,7 +48,7 @@ def test_adapted_heads_copy_known_labels_and_frozen_parts_stay_fixed(tiny_model)
     new_labels = {"background": 0, "MYO": 1, "LV": 2}
     net = build_network(model.configuration.topology, 1, 3)
     report = load_pretrained(net, model, new_labels)
-    old = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)["network"]
+    old = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
     head = "heads.0.weight"
     assert torch.equal(net.state_dict()[head][1], old[head][2])  # MYO row
     assert torch.equal(net.state_dict()[head][2], old[head][1])  # LV row

@@ -36,7 +36,7 @@ def options(**kw):
 def test_training_lowers_the_loss_and_writes_outputs(roots, tmp_path):
     out = tmp_path / "model"
     result = train(DATASET, "2d", 0, roots, options=options(epochs=4, iterations_per_epoch=8), output_dir=out)
-    history = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=False)["state"]["history"]
+    history = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=True)["state"]["history"]
     assert history["train_loss"][-1] < 0.8 * history["train_loss"][0]
     for name in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth", "log.txt",
                  "progress.png", "options.json"):
@@ -51,7 +51,7 @@ def test_training_lowers_the_loss_and_writes_outputs(roots, tmp_path):
 
 def test_interrupted_run_resumes_exactly(roots, tmp_path, monkeypatch):
     reference = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "a")
-    expected = torch.load(reference.fold_dir / "checkpoint_final.pth", weights_only=False)["network"]
+    expected = torch.load(reference.fold_dir / "checkpoint_final.pth", weights_only=True)["network"]
 
     original = Trainer.run_epoch
 
@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_exactly(roots, tmp_path, monkeypatch):
     resumed = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "b", continue_training=True)
     assert resumed.epochs == 3
     assert "resumed from" in (resumed.fold_dir / "log.txt").read_text()
-    got = torch.load(resumed.fold_dir / "checkpoint_final.pth", weights_only=False)["network"]
+    got = torch.load(resumed.fold_dir / "checkpoint_final.pth", weights_only=True)["network"]
     for key in expected:
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
 
@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_exactly(roots, tmp_path, monkeypatch):
 def test_time_budget_stops_the_run(roots, tmp_path):
     result = train(DATASET, "2d", 0, roots, options=options(epochs=None, time_budget_s=8, iterations_per_epoch=3),
                    output_dir=tmp_path / "budget")
-    state = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=False)["state"]
+    state = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=True)["state"]
     assert 1 <= result.epochs < 50
     assert state["train_seconds"] <= 8 + max(state["history"]["epoch_time"])
     lrs = state["history"]["lr"]
@@ -134,11 +134,11 @@ def test_kill_9_then_continue_loses_at_most_the_epochs_since_the_last_checkpoint
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert latest.is_file(), "no checkpoint was written before the kill"
-    saved_epoch = torch.load(latest, weights_only=False)["state"]["epoch"]
+    saved_epoch = torch.load(latest, weights_only=True)["state"]["epoch"]
     done = subprocess.run(cmd + ["--continue"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (out / "fold_0" / "log.txt").read_text()
     assert f"resumed from {latest} at epoch {saved_epoch}" in log
-    final = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=False)["state"]
+    final = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
     assert final["epoch"] == 6 and len(final["history"]["train_loss"]) == 6
     assert not list((out / "fold_0").glob(".tmp_*"))  # a kill during a checkpoint write leaves none behind

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autocmr.dataset.converters.common import (ConversionProblem, convert_staged, copy_image_file, finish_dataset,
-                                               problems_of, raise_problems, resolve_workers, run_cases,
+                                               problems_of, resolve_workers, run_cases, settle_problems,
                                                transfer_label)
 from autocmr.dataset.labels import ACDC_TO_AUTOCMR, AUTOCMR_LABELS
 from autocmr.dataset.naming import make_dataset_name
@@ -60,7 +60,8 @@ def read_info_cfg(path: str | Path) -> dict[str, str]:
 
 
 def convert_acdc(source: str | Path, raw_root: str | Path | None, dataset_id: int = 101, *,
-                 short_name: str = "ACDC", num_workers: int | None = None, overwrite: bool = False) -> Path:
+                 short_name: str = "ACDC", num_workers: int | None = None, overwrite: bool = False,
+                 strict: bool = False) -> Path:
     """Convert the ACDC patients under ``source`` into ``raw_root/DatasetNNN_<short_name>``; returns it.
 
     Args:
@@ -70,32 +71,52 @@ def convert_acdc(source: str | Path, raw_root: str | Path | None, dataset_id: in
         short_name: the name part of ``DatasetNNN_Name``.
         num_workers: worker processes (``None``: all cores).
         overwrite: replace an existing dataset folder (only after the new conversion succeeded).
+        strict: any problem fails the whole conversion and nothing is written.
 
-    Every problem (unreadable file, missing label or frame, unexpected label values) is collected and all
-    are raised together in one :class:`DatasetError`; then nothing is written.
+    Every problem (unreadable file, missing label or frame, unexpected label values) is collected. By default
+    the frames at fault are skipped, listed in one warning and in ``conversion_skipped.json``, and the rest
+    is converted (a patient whose ED frame is missing keeps its ES case); with ``strict``, or when nothing
+    converted, all problems are raised together in one :class:`DatasetError` and nothing is written.
     """
     source = Path(source)
     name = make_dataset_name(dataset_id, short_name)
     frames, problems = scan_acdc(source)
-    train = [f for f in frames if f.label is not None]
-    if not train and not problems:
+    if not any(f.label is not None for f in frames) and not problems:
         raise DatasetError(f"{source}: no frame with ground truth (patientNNN_frameXX_gt.nii.gz) found")
+    converted: list[_Frame] = []
 
     def build(staging_root: Path) -> Path:
         folder = staging_root / name
         jobs = [(str(f.image), (f.image, f.label, folder, f.case_id)) for f in frames]
-        found = problems + run_cases(_convert_frame, jobs, num_workers=resolve_workers(num_workers),
-                                     desc="ACDC")
-        raise_problems(f"ACDC conversion of {source}", found, staging_root.parent / name)
+        found = run_cases(_convert_frame, jobs, num_workers=resolve_workers(num_workers), desc="ACDC")
+        converted[:] = _drop_failed(frames, found, folder)
+        settle_problems(f"ACDC conversion of {source}", problems + found, folder, converted=len(converted),
+                        strict=strict)
+        train = [f for f in converted if f.label is not None]
         dj = DatasetJson({"0": "cineMRI"}, dict(AUTOCMR_LABELS), len(train), ".nii.gz", short_name,
                          f"ACDC short-axis cine, ED and ES frames; labels remapped to autocmr's convention "
                          f"(1 LV, 2 MYO, 3 RV). {ACDC_CITATION}")
-        finish_dataset(folder, dj, [f.row for f in frames])
+        finish_dataset(folder, dj, [f.row for f in converted])
         return folder
 
     folder = convert_staged(raw_root, name, build, overwrite=overwrite, sources=[source])
-    logger.info("ACDC: %d training cases, %d test images -> %s", len(train), len(frames) - len(train), folder)
+    n_train = sum(f.label is not None for f in converted)
+    logger.info("ACDC: %d training cases, %d test images -> %s", n_train, len(converted) - n_train, folder)
     return folder
+
+
+def _drop_failed(frames: list[_Frame], problems: list[ConversionProblem], folder: Path) -> list[_Frame]:
+    """The frames that converted; what a failed frame wrote into the staging folder is removed."""
+    bad = {str(p.file) for p in problems}
+    kept = []
+    for frame in frames:
+        if str(frame.image) in bad or (frame.label is not None and str(frame.label) in bad):
+            for part in ("imagesTr", "imagesTs"):
+                (folder / part / f"{frame.case_id}_0000.nii.gz").unlink(missing_ok=True)
+            (folder / "labelsTr" / f"{frame.case_id}.nii.gz").unlink(missing_ok=True)
+        else:
+            kept.append(frame)
+    return kept
 
 
 def scan_acdc(source: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
@@ -110,9 +131,12 @@ def scan_acdc(source: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
     problems: list[ConversionProblem] = []
     for patient_dir in patient_dirs:
         try:
-            frames += _scan_patient(patient_dir)
-        except _PatientProblems as exc:
+            found, found_problems = _scan_patient(patient_dir)
+        except _PatientProblems as exc:  # nothing usable (no Info.cfg)
             problems += exc.problems
+            continue
+        frames += found
+        problems += found_problems
     return frames, problems
 
 
@@ -130,7 +154,8 @@ class _PatientProblems(Exception):
         self.problems = problems
 
 
-def _scan_patient(patient_dir: Path) -> list[_Frame]:
+def _scan_patient(patient_dir: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
+    """The patient's usable frames, and the problems of the others (missing image, label or frame)."""
     info = _patient_info(patient_dir)
     images: dict[int, Path] = {}
     labels: dict[int, Path] = {}
@@ -152,15 +177,14 @@ def _scan_patient(patient_dir: Path) -> list[_Frame]:
         if label is None and not is_test:
             problems.append(ConversionProblem(image, "no ground truth file "
                                                      f"{image.name.split('.')[0]}_gt.nii.gz beside it"))
+            continue
         case_id = image.name.split(".")[0]
         phase = "ED" if number == info["ED"] else "ES" if number == info["ES"] else ""
         row = {"case_id": case_id, "subject": patient_dir.name, "phase": phase, "frame": number,
                "group": info["Group"], "height": info["Height"], "weight": info["Weight"],
                "n_frames": info["NbFrame"], "vendor": ACDC_VENDOR, "centre": ACDC_CENTRE}
         frames.append(_Frame(case_id, image, label, row))
-    if problems:
-        raise _PatientProblems(problems)
-    return frames
+    return frames, problems
 
 
 def _patient_info(patient_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ half-deleted dataset behind.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from autocmr.dataset.integrity import label_values
 from autocmr.dataset.labels import remap_labels
 from autocmr.dataset.raw import DATASET_JSON, DatasetJson, write_cases_csv
 from autocmr.errors import DatasetError, InputFileError
+from autocmr.io.atomic import write_json_atomic
 from autocmr.io.image import read_header, read_image, write_image
 from autocmr.parallel import default_workers, run_all
 from autocmr.settings import resolve_roots
@@ -43,6 +45,8 @@ MIN_CASES_FOR_POOL = 4
 MAX_LISTED_PROBLEMS = 50
 # An unexpected error shared by more cases than this is reported once, with a count.
 MAX_SAME_FAILURE = 3
+# What a converter skipped (partial-skip policy, see settle_problems), written into the dataset folder.
+SKIPPED_JSON = "conversion_skipped.json"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,26 @@ def raise_problems(what: str, problems: Sequence[ConversionProblem | str], targe
     tail = f"\n  ... and {more} more" if more else ""
     raise DatasetError(f"{what}: {len(lines)} problem(s), nothing was written to {target}:\n  "
                        + "\n  ".join(shown) + tail)
+
+
+def settle_problems(what: str, problems: Sequence[ConversionProblem], folder: Path, *, converted: int,
+                    strict: bool) -> None:
+    """Partial-skip policy of the ACDC and Sunnybrook converters: the bad parts of a study are skipped.
+
+    With ``strict`` any problem fails the whole conversion (nothing is written). Otherwise the problems are
+    logged as one warning listing them and written to ``folder/conversion_skipped.json``, and the cases that
+    converted are kept; a conversion in which no case converted still fails.
+    """
+    if not problems:
+        return
+    if strict or converted == 0:
+        target = folder.parent.parent / folder.name  # folder is STAGING/Name; the dataset goes to RAW/Name
+        raise_problems(what + ("" if strict else ": no case could be converted"), problems, target)
+    lines = [str(p) for p in problems]
+    logger.warning("%s: %d source file(s) skipped, %d case(s) converted:\n  %s", what, len(lines), converted,
+                   "\n  ".join(lines[:MAX_LISTED_PROBLEMS]))
+    write_json_atomic(folder / SKIPPED_JSON, {"converted_cases": converted, "skipped": [
+        {"file": str(p.file), "reason": p.reason} for p in problems]})
 
 
 def convert_staged(raw_root: str | Path | None, dataset_name: str, build: Callable[[Path], Path], *,
@@ -227,9 +251,13 @@ def summarize_dataset(folder: str | Path) -> str:
     test_dir = folder / "imagesTs"
     n_test = len([f for f in test_dir.iterdir() if f.name.endswith(dj.file_ending)]) if test_dir.is_dir() else 0
     labels = ", ".join(f"{v} {k}" for k, v in sorted(dj.labels.items(), key=lambda kv: kv[1]) if v)
+    skipped = ""
+    if (folder / SKIPPED_JSON).is_file():
+        count = len(json.loads((folder / SKIPPED_JSON).read_text(encoding="utf-8")).get("skipped", []))
+        skipped = f"; {count} source file(s) skipped, see {SKIPPED_JSON}"
     return (f"{folder.name}: {dj.num_training} training cases, {n_test // max(1, dj.num_channels)} test "
-            f"images, {dj.num_channels} channel(s), labels {labels}")
+            f"images, {dj.num_channels} channel(s), labels {labels}{skipped}")
 
 
-__all__ = ["ConversionProblem", "STAGING_PREFIX", "convert_staged", "copy_image_file",
+__all__ = ["ConversionProblem", "SKIPPED_JSON", "STAGING_PREFIX", "settle_problems", "convert_staged", "copy_image_file",
            "raise_problems", "resolve_raw_root", "resolve_workers", "summarize_dataset", "transfer_label"]

@@ -29,7 +29,7 @@ import pydicom
 from skimage.draw import polygon2mask
 
 from autocmr.dataset.converters.common import (
-    ConversionProblem, convert_staged, finish_dataset, problems_of, raise_problems, summarize_dataset)
+    ConversionProblem, convert_staged, finish_dataset, problems_of, settle_problems, summarize_dataset)
 from autocmr.dataset.labels import LV, MYO
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
@@ -90,7 +90,7 @@ def contour_mask(points_rc: np.ndarray, image_shape: tuple[int, int]) -> np.ndar
 
 
 def convert_sunnybrook(study_dir: str | Path, raw_root: str | Path | None, dataset_id: int = 130, *,
-                       short_name: str = "Sunnybrook", overwrite: bool = False) -> Path:
+                       short_name: str = "Sunnybrook", overwrite: bool = False, strict: bool = False) -> Path:
     """Write the study's doubly-annotated images as ``raw_root/DatasetNNN_<short_name>``; returns it.
 
     Args:
@@ -99,9 +99,12 @@ def convert_sunnybrook(study_dir: str | Path, raw_root: str | Path | None, datas
         dataset_id: nnU-Net style dataset id.
         short_name: the name part of ``DatasetNNN_Name``.
         overwrite: replace an existing dataset folder (only after the new conversion succeeded).
+        strict: any problem fails the whole conversion and nothing is written.
 
-    Every case is attempted; problems (bad contour files, contours that do not nest) are collected and
-    raised together in one :class:`DatasetError`, and then nothing is written (see converters.common).
+    Every case is attempted. Images whose contours are bad (unreadable files, an endocardium outside the
+    epicardium) are skipped, listed in one warning and in ``conversion_skipped.json``, and the rest is
+    converted; with ``strict``, or when no image converted, the problems are raised together in one
+    :class:`DatasetError` and nothing is written (see converters.common).
     """
     study_dir = Path(study_dir)
     name = make_dataset_name(dataset_id, short_name)
@@ -109,7 +112,7 @@ def convert_sunnybrook(study_dir: str | Path, raw_root: str | Path | None, datas
     def build(staging_root: Path) -> Path:
         folder = staging_root / name
         rows, problems = _write_cases(study_dir, folder)
-        raise_problems(f"Sunnybrook conversion of {study_dir}", problems, staging_root.parent / name)
+        settle_problems(f"Sunnybrook conversion of {study_dir}", problems, folder, converted=len(rows), strict=strict)
         dj = DatasetJson({"0": "cineMRI"}, dict(SUNNYBROOK_LABELS), len(rows), ".nii.gz", short_name,
                          f"Sunnybrook Cardiac Data {study_dir.name}: single short-axis slices with manual LV "
                          f"cavity and myocardium (RV not annotated). {CITATION}")

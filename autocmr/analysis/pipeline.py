@@ -1,0 +1,286 @@
+"""From predicted masks to ``measures.csv``, ``volumes.csv``, ``qc.csv``, one PNG per subject and
+``report.html``, written next to the masks.
+
+:func:`analyse_batch` runs after ``autocmr_predict``'s batch (with ``--num-parts`` the files get the part's
+suffix, ``measures_part0.csv`` ...); :func:`analyse_cases` does the same for any list of mask files, and
+:func:`analyse_masks` works on in-memory masks. A subject whose analysis fails is reported with its reason
+(``status = failed``) and the others go on; every file is written atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autocmr.analysis.figures import subject_figure
+from autocmr.analysis.measures import FrameMask, measure_cine, measure_phases, volumes_only
+from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
+from autocmr.analysis.report import write_report
+from autocmr.analysis.subjects import CaseRecord, Subject, find_metadata, group_subjects, read_metadata
+from autocmr.analysis.tables import (FAILED, FIGURES_DIR, MEASURES_CSV, QC_CSV, REPORT_HTML, VOLUMES_CSV,
+                                     SubjectReport, with_suffix, write_tables)
+from autocmr.evaluation.clinical import ED, ES
+from autocmr.errors import InputFileError
+from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
+from autocmr.io.atomic import TEMP_PREFIX
+from autocmr.io.cine import read_cine
+from autocmr.io.image import read_header
+from autocmr.io.orientation import to_canonical
+
+if TYPE_CHECKING:
+    from autocmr.inference.batch import BatchReport
+
+logger = logging.getLogger(__name__)
+MS_PER_MINUTE = 60000.0
+
+
+@dataclass(frozen=True)
+class AnalysisOutputs:
+    reports: list[SubjectReport]
+    files: dict[str, Path]  # table / report name -> path written
+
+
+def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path: str | Path, *,
+                  metadata: str | Path | None = None, part: tuple[int, int] = (1, 0),
+                  thresholds: QcThresholds | None = None) -> AnalysisOutputs:
+    """Analyse the masks of a :func:`~autocmr.inference.batch.predict_folder` run (predicted or, with
+    ``continue_``, already there); its failed cases appear in the report with their reason."""
+    from autocmr.inference.batch import PREDICTIONS_JSON
+
+    suffix = "" if part[0] == 1 else f"_part{part[1]}"
+    stored = _stored_uncertainty(report.output_dir / with_suffix(PREDICTIONS_JSON, suffix))
+    finished = set(report.done) | set(report.skipped)
+    found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, [])) for job in jobs
+             if job.name in finished and job.output.is_file()]
+    cases, unreadable = _records(found)
+    metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
+    table = read_metadata(metadata_path) if metadata_path is not None else None
+    if metadata_path is not None:
+        logger.info("subjects and phases from %s", metadata_path)
+    return analyse_cases(cases, report.output_dir, metadata=table, failures=list(report.failures) + unreadable,
+                         suffix=suffix, thresholds=thresholds)
+
+
+def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None = None,
+                          thresholds: QcThresholds | None = None) -> AnalysisOutputs:
+    """Analyse a finished output folder again from its ``predictions.json`` and ``failures.json``, e.g. after
+    ``autocmr_merge_parts``: subjects whose ED and ES were predicted by different parts are paired here.
+
+    Raises:
+        InputFileError: the folder has no readable ``predictions.json``.
+    """
+    from autocmr.inference.batch import FAILURES_JSON, PREDICTIONS_JSON
+
+    out = Path(output_dir)
+    try:
+        recorded = json.loads((out / PREDICTIONS_JSON).read_text())
+        failures_found = json.loads((out / FAILURES_JSON).read_text()) if (out / FAILURES_JSON).is_file() else []
+    except (OSError, ValueError) as exc:
+        raise InputFileError(out / PREDICTIONS_JSON, f"cannot read the batch record ({exc})") from exc
+    found = []
+    for name, entry in sorted(recorded.get("cases", {}).items()):
+        job = PredictionJob(name, entry["kind"], tuple(Path(s) for s in entry["sources"]), Path(entry["output"]))
+        if job.output.is_file():
+            found.append((job, entry.get("uncertainty") or []))
+    cases, unreadable = _records(found)
+    failures = [CaseFailure(f["name"], f["file"], f["reason"]) for f in failures_found] + unreadable
+    metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
+    table = read_metadata(metadata_path) if metadata_path is not None else None
+    return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds)
+
+
+def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None]]]) -> tuple[list[CaseRecord],
+                                                                                   list[CaseFailure]]:
+    """Records of the jobs whose mask can be read; the others become failures naming the mask."""
+    cases, unreadable = [], []
+    for job, uncertainty in found:
+        try:
+            cases.append(case_record(job, uncertainty))
+        except InputFileError as exc:
+            unreadable.append(CaseFailure(job.name, str(exc.path), f"mask unreadable: {exc.reason}"))
+    return cases, unreadable
+
+
+def case_record(job: PredictionJob, uncertainty: Sequence[float | None] = ()) -> CaseRecord:
+    """What the analysis needs to know about one predicted job."""
+    geometry = read_header(job.output)
+    n_frames = geometry.size[3] if geometry.dim == 4 else 1
+    image = job.image_copy if job.kind == "dicom" else job.sources[0]
+    values = tuple(math.nan if u is None else float(u) for u in uncertainty)
+    return CaseRecord(job.name, job.output, image, job.sources, n_frames, values, job.kind)
+
+
+def _stored_uncertainty(predictions_json: Path) -> dict[str, list[float | None]]:
+    try:
+        cases = json.loads(predictions_json.read_text()).get("cases", {}) if predictions_json.is_file() else {}
+        return {name: list(entry.get("uncertainty") or []) for name, entry in cases.items()}
+    except (ValueError, AttributeError, OSError):
+        return {}
+
+
+def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metadata: pd.DataFrame | None = None,
+                  failures: Sequence[CaseFailure] = (), suffix: str = "", thresholds: QcThresholds | None = None,
+                  figures: bool = True) -> AnalysisOutputs:
+    """Group ``cases`` into subjects, analyse each and write the tables, figures and ``report.html``."""
+    out = Path(output_dir)
+    subjects = group_subjects(cases, metadata)
+    _remove_stale_temporaries(out, suffix, subjects)
+    reports = []
+    for subject in subjects:
+        try:
+            reports.append(_analyse_subject_files(subject, out, thresholds, figures))
+        except Exception as exc:  # noqa: BLE001 - one subject's problem is reported, the others go on
+            logger.warning("analysis of %s failed: %s", subject.name, exc)
+            logger.debug("analysis of %s failed", subject.name, exc_info=exc)
+            reports.append(_failed(subject.name, [str(c.mask) for c in subject.cases],
+                                   f"analysis failed: {type(exc).__name__}: {exc}"))
+    reports += [_failed(f.name, [f.file], f"prediction failed: {f.reason}") for f in failures]
+    files = write_tables(reports, out, suffix=suffix)
+    files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix))
+    flagged = sum(r.review for r in reports)
+    logger.info("analysis: %d subject(s), %d to review; see %s", len(reports), flagged, files[REPORT_HTML])
+    return AnalysisOutputs(reports, files)
+
+
+def _remove_stale_temporaries(out: Path, suffix: str, subjects: Sequence[Subject]) -> None:
+    """Temporaries a killed run left for *these* files (another part may be writing its own right now)."""
+    targets = {with_suffix(n, suffix) for n in (MEASURES_CSV, VOLUMES_CSV, QC_CSV, REPORT_HTML)}
+    targets |= {f"{sanitise_name(s.name)}.png" for s in subjects}
+    for folder in (out, out / FIGURES_DIR):
+        for item in folder.glob(f"{TEMP_PREFIX}*") if folder.is_dir() else ():
+            parts = item.name.split("_", 2)  # ".tmp", random hex, target name (see autocmr.io.atomic)
+            if len(parts) == 3 and parts[2] in targets:
+                item.unlink(missing_ok=True)
+
+
+def _failed(name: str, sources: list[str], reason: str) -> SubjectReport:
+    return SubjectReport(name, FAILED, qc=QcResult(["analysis_failed"]), sources=sources, notes=[reason])
+
+
+def analyse_masks(subject: str, frames: Sequence[FrameMask], *,
+                  thresholds: QcThresholds | None = None) -> SubjectReport:
+    """Measures and QC of in-memory masks: a cine (several frames without a phase, in frame order) or the
+    ED and/or ES masks (``phase`` set); anything else gives volumes only."""
+    phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
+    notes: list[str] = []
+    if phased and len(phased) == len(frames):
+        measures = measure_phases(subject, phased.get(ED), phased.get(ES))
+    elif len(frames) >= 2 and not phased:
+        measures = measure_cine(subject, frames)
+    else:
+        measures = volumes_only(subject, frames)
+        notes.append("no ED/ES: volumes only, no measures; QC of the mask's anatomy only")
+    checked = measures if measures.ed is not None or measures.es is not None else replace(measures, ed=frames[0])
+    qc = check_subject(checked, thresholds) if frames else QcResult()
+    n_slices = int(frames[0].label.shape[0]) if frames else None
+    return SubjectReport(subject, measures=measures, qc=qc, n_slices=n_slices, notes=measures.notes + notes)
+
+
+def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds | None,
+                           figures: bool) -> SubjectReport:
+    frames = _load_frames(subject)
+    report = analyse_masks(subject.name, frames, thresholds=thresholds)
+    report.notes = subject.notes + report.notes
+    report.grouped_by = subject.grouped_by
+    report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})
+    if subject.cine is not None and subject.cine.kind == "dicom":
+        report.heart_rate_bpm = dicom_heart_rate(subject.cine.sources)
+    if figures and report.measures is not None and (report.measures.ed is not None or report.measures.es is not None):
+        relative = f"{FIGURES_DIR}/{sanitise_name(subject.name)}.png"
+        _figure(subject, report, out / relative)
+        report.figure = relative
+    return report
+
+
+def _source_names(case: CaseRecord) -> list[Path]:
+    if case.kind == "dicom":  # hundreds of files: name the folder
+        return [case.sources[0].parent]
+    return list(case.sources)
+
+
+def _load_frames(subject: Subject) -> list[FrameMask]:
+    if subject.cine is not None:
+        masks, geometry = read_cine(subject.cine.mask)
+        spatial = geometry.spatial()
+        out = []
+        for t, mask in enumerate(masks):
+            label, spacing, _ = to_canonical(mask, spatial)
+            out.append(FrameMask(label, spacing, subject.cine.name, t, None, _uncertainty(subject.cine, t)))
+        return out
+    single = {p: cases[0] for p, cases in subject.phases.items() if len(cases) == 1}
+    records = [(single[p], p) for p in (ED, ES) if p in single] or [(c, None) for c in subject.unphased]
+    out = []
+    for case, phase in records:
+        masks, geometry = read_cine(case.mask)  # a 3D mask reads as one frame
+        label, spacing, _ = to_canonical(masks[0], geometry.spatial())
+        out.append(FrameMask(label, spacing, case.name, subject.frame_numbers.get(phase or ""), phase,
+                             _uncertainty(case, 0)))
+    return out
+
+
+def _uncertainty(case: CaseRecord, frame: int) -> float:
+    return case.uncertainty[frame] if frame < len(case.uncertainty) else math.nan
+
+
+def _figure(subject: Subject, report: SubjectReport, path: Path) -> None:
+    measures = report.measures
+    assert measures is not None
+    shown = [(p, f) for p, f in ((ED, measures.ed), (ES, measures.es)) if f is not None]
+    phases = [(p, _image_for(subject, f), f.label) for p, f in shown]
+    curve = {s: [float(row[s]) for row in measures.volume_rows] for s in ("LV", "RV", "MYO")}  # type: ignore[arg-type]
+    x = [row["frame"] if row["frame"] is not None else row["phase"] for row in measures.volume_rows]
+    markers = {str(row["phase"]): i for i, row in enumerate(measures.volume_rows) if row["phase"] in (ED, ES)}
+    values = measures.measures
+    shown_values = "   ".join(f"{m} {_rounded(values[m])} {unit}" for m, unit in
+                               (("LVEDV", "mL"), ("LVEF", "%"), ("LVM", "g"), ("RVEDV", "mL"), ("RVEF", "%")))
+    title = f"{subject.name}   {shown_values}"
+    if report.qc.flags:
+        title += "\nQC: " + ", ".join(report.qc.flags)
+    subject_figure(path, title, phases, shown[0][1].spacing, curve, x, markers)
+
+
+def _rounded(value: float) -> str:
+    return f"{value:.0f}" if math.isfinite(value) else "n/a"
+
+
+def _image_for(subject: Subject, frame: FrameMask) -> np.ndarray | None:
+    """The image under ``frame``'s mask, canonical; None when it cannot be read (the contours still show)."""
+    case = subject.cine or next((c for c in subject.cases if c.name == frame.case), None)
+    if case is None or case.image is None or not case.image.is_file():
+        return None
+    try:
+        images, geometry = read_cine(case.image)
+        index = frame.frame if subject.cine is not None and frame.frame is not None else 0
+        image, _, _ = to_canonical(images[index], geometry.spatial())
+    except Exception as exc:  # noqa: BLE001 - a figure without its image beats no figure
+        logger.warning("%s: image not shown in the figure (%s)", case.image, exc)
+        return None
+    return image if image.shape == frame.label.shape else None
+
+
+def dicom_heart_rate(files: Sequence[Path]) -> float | None:
+    """Heart rate (bpm) from a DICOM series: HeartRate, else 60000 / NominalInterval (R-R interval, ms)."""
+    import pydicom
+
+    for path in files[:3]:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
+                                 specific_tags=["HeartRate", "NominalInterval"])
+        except Exception:  # noqa: BLE001 - an unreadable header just means no heart rate
+            continue
+        rate, interval = ds.get("HeartRate"), ds.get("NominalInterval")
+        if rate is not None and float(rate) > 0:
+            return float(rate)
+        if interval is not None and float(interval) > 0:
+            return MS_PER_MINUTE / float(interval)
+    return None
+
+
+__all__ = ["AnalysisOutputs", "analyse_batch", "analyse_cases", "analyse_masks", "analyse_output_folder", "case_record",
+           "dicom_heart_rate"]

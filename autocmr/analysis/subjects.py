@@ -1,0 +1,181 @@
+"""Group predicted cases into subjects: a cine is one subject; separate ED and ES 3D files are paired.
+
+How a 3D case finds its subject and phase, first rule that applies:
+
+1. ``cases.csv`` metadata (``case_id`` = the case name, ``subject``, ``phase`` in ED/ES), as in autocmr raw
+   datasets; looked for beside the input folder (its parent, as ``imagesTr/`` sits beside ``cases.csv``)
+   or given explicitly;
+2. the name: ``SUBJECT_ED`` / ``SUBJECT_ES`` (also ``-ed``, ``-es``, any case);
+3. ACDC naming ``SUBJECT_frameNN`` with an ACDC ``Info.cfg`` beside the image (or in a ``SUBJECT/`` folder
+   beside it) giving the ED and ES frame numbers;
+4. otherwise the case is a subject of its own whose phase is unknown (volumes only, and a note).
+
+A 4D cine (NIfTI or a multi-phase DICOM series) is always one subject; its ``cases.csv`` row may rename it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from autocmr.dataset.converters.acdc import INFO_FILE, read_info_cfg
+from autocmr.errors import InputFileError
+from autocmr.evaluation.clinical import ED, ES, subject_and_phase
+
+logger = logging.getLogger(__name__)
+
+CASES_CSV = "cases.csv"
+_FRAME_IN_ID = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One predicted case as the analysis sees it.
+
+    Args:
+        name: the case name (mask ``NAME.nii.gz``).
+        mask: the predicted mask file.
+        image: the image to draw the contours on (first channel, or the NIfTI copy of a DICOM series).
+        sources: the input file(s) (for DICOM the series' files).
+        n_frames: frames in the mask (1 for 3D).
+        uncertainty: per frame, the ensemble disagreement score (NaN when not computed).
+    """
+
+    name: str
+    mask: Path
+    image: Path | None
+    sources: tuple[Path, ...]
+    n_frames: int = 1
+    uncertainty: tuple[float, ...] = ()
+    kind: str = "3d"
+
+    @property
+    def is_cine(self) -> bool:
+        return self.n_frames > 1
+
+
+@dataclass
+class Subject:
+    """The cases of one subject: a cine, or 3D cases by phase (``ED``/``ES``), plus how they were grouped."""
+
+    name: str
+    grouped_by: str
+    cine: CaseRecord | None = None
+    phases: dict[str, list[CaseRecord]] = field(default_factory=dict)
+    frame_numbers: dict[str, int] = field(default_factory=dict)  # phase -> frame number, when a name gives it
+    unphased: list[CaseRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cases(self) -> list[CaseRecord]:
+        found = [self.cine] if self.cine is not None else []
+        return found + [c for p in (ED, ES) for c in self.phases.get(p, [])] + self.unphased
+
+
+def find_metadata(input_path: str | Path) -> Path | None:
+    """``cases.csv`` in the input folder or beside it (its parent), if there is one."""
+    folder = Path(input_path).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    for candidate in (folder / CASES_CSV, folder.parent / CASES_CSV):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_metadata(path: str | Path) -> pd.DataFrame:
+    """A ``cases.csv`` indexed by ``case_id`` (``subject`` and ``phase`` columns are used when present).
+
+    Raises:
+        InputFileError: the file cannot be read as CSV or has no ``case_id`` column.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read the case table ({exc})") from exc
+    if "case_id" not in table.columns:
+        raise InputFileError(path, f"needs a 'case_id' column, found {list(table.columns)}")
+    return table.drop_duplicates("case_id").set_index("case_id")
+
+
+def group_subjects(cases: Sequence[CaseRecord], metadata: pd.DataFrame | None = None) -> list[Subject]:
+    """Subjects of ``cases`` (see the module doc for the rules), sorted by name."""
+    subjects: dict[str, Subject] = {}
+    for case in sorted(cases, key=lambda c: c.name):
+        if case.is_cine:
+            name = _metadata_subject(case.name, metadata) or case.name
+            key = name if name not in subjects else f"{name}@{case.name}"
+            subjects[key] = Subject(key, "cine", cine=case)
+            continue
+        subject, phase, frame, how = _subject_of_3d(case, metadata)
+        entry = subjects.setdefault(subject, Subject(subject, how))
+        if entry.cine is not None:  # a 3D case named like a cine subject: keep both, separately
+            entry = subjects.setdefault(f"{subject}@{case.name}", Subject(f"{subject}@{case.name}", how))
+        if phase in (ED, ES):
+            entry.phases.setdefault(phase, []).append(case)
+            if frame is not None:
+                entry.frame_numbers[phase] = frame
+        else:
+            entry.unphased.append(case)
+    for subject in subjects.values():
+        _check_phases(subject)
+    return [subjects[k] for k in sorted(subjects)]
+
+
+def _metadata_subject(name: str, metadata: pd.DataFrame | None) -> str | None:
+    if metadata is None or name not in metadata.index or "subject" not in metadata.columns:
+        return None
+    value = metadata.at[name, "subject"]
+    return None if pd.isna(value) or not str(value).strip() else str(value).strip()
+
+
+def _subject_of_3d(case: CaseRecord, metadata: pd.DataFrame | None) -> tuple[str, str | None, int | None, str]:
+    subject, phase = subject_and_phase(case.name, metadata)
+    if subject is not None and phase in (ED, ES):
+        in_table = metadata is not None and case.name in metadata.index
+        return subject, phase, None, CASES_CSV if in_table else "name (_ED/_ES)"
+    match = _FRAME_IN_ID.match(case.name)
+    if match:
+        frame = int(match.group("frame"))
+        info_phase = _phase_from_info_cfg(case, match.group("subject"), frame)
+        if info_phase is not None:
+            return match.group("subject"), info_phase, frame, f"{INFO_FILE} (_frameNN)"
+    return _metadata_subject(case.name, metadata) or case.name, None, None, "single case"
+
+
+def _phase_from_info_cfg(case: CaseRecord, subject: str, frame: int) -> str | None:
+    if not case.sources:
+        return None
+    folder = case.sources[0].parent
+    for candidate in (folder / INFO_FILE, folder / subject / INFO_FILE):
+        if candidate.is_file():
+            try:
+                info = read_info_cfg(candidate)
+                ed, es = int(info["ED"]), int(info["ES"])
+            except (KeyError, ValueError, OSError) as exc:
+                logger.warning("%s: cannot read the ED/ES frames (%s)", candidate, exc)
+                return None
+            return ED if frame == ed else ES if frame == es else None
+    return None
+
+
+def _check_phases(subject: Subject) -> None:
+    for phase in (ED, ES):
+        found = subject.phases.get(phase, [])
+        if len(found) > 1:
+            names = ", ".join(c.name for c in found)
+            subject.notes.append(f"several {phase} cases ({names}): measures needing {phase} not computed")
+    if subject.cine is None and subject.phases:
+        missing = [p for p in (ED, ES) if not subject.phases.get(p)]
+        if missing:
+            subject.notes.append(f"no {missing[0]} case: only the measures of "
+                                 f"{ES if missing[0] == ED else ED} are given")
+    if subject.unphased and not subject.phases and subject.cine is None:
+        subject.notes.append("phase unknown (no cases.csv row, no _ED/_ES or _frameNN + Info.cfg in the name): "
+                             "volumes only")
+
+
+__all__ = ["CASES_CSV", "CaseRecord", "Subject", "find_metadata", "group_subjects", "read_metadata"]

@@ -1,0 +1,138 @@
+"""The model manifest (``model.json``): a model folder's identity and the sha256 of each weight file.
+
+A model folder is copied between machines and received from colleagues; the manifest lets the reader check
+that every weight file is the one training (or the compact export) wrote: a corrupt or modified file fails
+with a message that names it. Version 1 is the ``model.json`` autocmr wrote before manifests (identity only,
+no checksums): such folders still load, with a warning saying how to add checksums.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from autocmr.documents.layout import MODEL_MANIFEST
+from autocmr.documents.versioning import check_version, read_json_document
+from autocmr.errors import DocumentError
+from autocmr.io.atomic import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_VERSION = 2
+LEGACY_SCHEMA_VERSION = 1
+UPGRADE_HINT = "run `autocmr_models upgrade FOLDER` to convert it"
+_HASH_CHUNK = 1 << 20
+
+
+def autocmr_version() -> str:
+    try:
+        return metadata.version("autocmr")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Identity of a model folder and the checksums of its weight files (paths relative, '/'-separated)."""
+
+    dataset: str
+    plans_name: str
+    configuration: str
+    weights: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    autocmr_version: str = field(default_factory=autocmr_version)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.schema_version == LEGACY_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, folder: Path) -> None:
+        write_json_atomic(folder / MODEL_MANIFEST, {**self.to_dict(), "schema_version": MANIFEST_SCHEMA_VERSION})
+
+    def with_weights(self, weights: dict[str, str]) -> "ModelManifest":
+        return replace(self, weights=dict(sorted(weights.items())), schema_version=MANIFEST_SCHEMA_VERSION)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> "ModelManifest":
+        version = check_version(path, data.get("schema_version", LEGACY_SCHEMA_VERSION), kind="model manifest",
+                                supported=(LEGACY_SCHEMA_VERSION, MANIFEST_SCHEMA_VERSION), what_to_rerun=UPGRADE_HINT)
+        try:
+            return cls(str(data["dataset"]), str(data["plans_name"]), str(data["configuration"]),
+                       {str(k): str(v) for k, v in (data.get("weights") or {}).items()}, data.get("name"),
+                       str(data.get("autocmr_version", "unknown")), version)
+        except KeyError as exc:
+            raise DocumentError(f"{path}: model manifest lacks {exc}; {UPGRADE_HINT}") from None
+
+    @classmethod
+    def load(cls, folder: Path) -> "ModelManifest | None":
+        """The folder's manifest, or None when it has no ``model.json`` at all."""
+        path = folder / MODEL_MANIFEST
+        if not path.exists():
+            return None
+        return cls.from_dict(read_json_document(path, kind="model manifest", what_to_rerun=UPGRADE_HINT), path)
+
+
+def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str) -> bool:
+    """Check one weight file against the manifest. True when verified, False when the manifest does not cover
+    it (a legacy folder or a fold still training: logged); a mismatch raises :class:`DocumentError`."""
+    path = folder / relpath
+    expected = manifest.weights.get(relpath) if manifest is not None else None
+    if expected is None:
+        why = UPGRADE_HINT if manifest is None or manifest.is_legacy else "a fold still training?"
+        logger.warning("%s: not covered by %s, loaded without a checksum (%s)", path, folder / MODEL_MANIFEST, why)
+        return False
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DocumentError(f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
+                            f"{folder / MODEL_MANIFEST}; the file is corrupt or was modified. Copy the model folder "
+                            "again from its source")
+    return True
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the manifest between processes training folds of one model at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: folds are trained one at a time there
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def update_weights(folder: Path, identity: ModelManifest, *, record: Iterable[str] = (),
+                   forget_prefix: str | None = None) -> ModelManifest:
+    """Record the current sha256 of the files ``record`` and drop entries under ``forget_prefix`` (a fold that
+    is being retrained), keeping other folds' entries. ``identity`` is used when the folder has no
+    manifest yet (or only a version-1 one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        current = ModelManifest.load(folder)
+        base = current if current is not None and not current.is_legacy else identity
+        weights = {k: v for k, v in base.weights.items() if not (forget_prefix and k.startswith(forget_prefix))}
+        weights.update({rel: sha256_of(folder / rel) for rel in record})
+        updated = base.with_weights(weights)
+        updated.save(folder)
+    return updated

@@ -1,0 +1,190 @@
+"""Plans: the typed, versioned JSON document that drives preprocessing, training and inference.
+
+One plans file per (dataset, plans name), e.g. ``autocmrPlans.json`` (GPU target) and
+``autocmrPlans_cpu.json`` (CPU target). A trained model folder carries a copy, so it is self-contained.
+Unknown or old schema versions fail with a clear message instead of a KeyError deep inside training.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocmr.errors import PlansError, exception_text
+from autocmr.io.atomic import write_json_atomic
+
+PLANS_SCHEMA_VERSION = 1
+DEFAULT_PLANS_NAME = "autocmrPlans"
+CPU_PLANS_NAME = "autocmrPlans_cpu"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A U-Net's shape: per resolution stage its features, conv kernel and the stride that enters it."""
+
+    dim: int
+    features: tuple[int, ...]
+    kernels: tuple[tuple[int, ...], ...]
+    strides: tuple[tuple[int, ...], ...]  # strides[0] is all ones
+    convs_per_stage: int = 2
+    deep_supervision: bool = True
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.features)
+
+    def total_stride(self) -> tuple[int, ...]:
+        """Product of strides per axis: patch sizes must be divisible by it."""
+        out = [1] * self.dim
+        for s in self.strides:
+            out = [a * b for a, b in zip(out, s)]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How a configuration resamples. Through-plane (axis 0) may stay native (``2d``) or use nearest
+    neighbour when the data are anisotropic, because interpolating across 8-10 mm slices invents anatomy."""
+
+    resample_through_plane: bool
+    anisotropic: bool
+    image_order: int = 3  # in-plane: cubic for images
+    label_order: int = 1  # in-plane: linear on one-hot, then argmax (never invents classes)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    dim: int
+    data_identifier: str  # preprocessed folder name; shared by configurations that preprocess identically
+    spacing: tuple[float, float, float]  # target spacing (transposed numpy order); axis 0 = median if native
+    resampling: Resampling
+    median_shape: tuple[int, int, int]  # after resampling
+    patch_size: tuple[int, ...]
+    batch_size: int
+    topology: Topology
+    normalization: tuple[str, ...]  # one scheme per channel
+    use_mask_for_norm: tuple[bool, ...]
+    batch_dice: bool
+    foreground_oversampling: float = 0.33  # fraction of each batch forced to contain foreground
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """Foreground intensity statistics of one channel (sampled over the training set)."""
+
+    mean: float
+    std: float
+    median: float
+    p00_5: float
+    p99_5: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class Plans:
+    dataset_name: str
+    plans_name: str
+    target: str  # "gpu" or "cpu": what the patch/batch/network were sized for
+    labels: dict[str, int]
+    channel_names: dict[str, str]
+    transpose_forward: tuple[int, int, int]
+    original_median_spacing: tuple[float, float, float]  # canonical numpy order, before transpose
+    original_median_shape: tuple[int, int, int]
+    intensity: tuple[IntensityStats, ...]
+    configurations: dict[str, Configuration]
+    autocmr_version: str = ""
+    schema_version: int = PLANS_SCHEMA_VERSION
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transpose_backward(self) -> tuple[int, int, int]:
+        return tuple(self.transpose_forward.index(i) for i in range(3))  # type: ignore[return-value]
+
+    def configuration(self, name: str) -> Configuration:
+        try:
+            return self.configurations[name]
+        except KeyError:
+            raise PlansError(f"configuration {name!r} is not in plans {self.plans_name} of {self.dataset_name}; "
+                             f"valid names: {sorted(self.configurations)}") from None
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return sorted(v for v in self.labels.values() if v != 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d = {"schema_version": d.pop("schema_version"), **d}
+        return d
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "plans") -> "Plans":
+        version = d.get("schema_version")
+        if version != PLANS_SCHEMA_VERSION:
+            raise PlansError(f"{source}: plans schema version {version!r}, this autocmr reads version "
+                             f"{PLANS_SCHEMA_VERSION}; re-run `autocmr_plan` to regenerate the plans")
+        try:
+            return cls(
+                dataset_name=d["dataset_name"], plans_name=d["plans_name"], target=d["target"],
+                labels={str(k): int(v) for k, v in d["labels"].items()},
+                channel_names={str(k): str(v) for k, v in d["channel_names"].items()},
+                transpose_forward=_ints(d["transpose_forward"]),
+                original_median_spacing=_floats(d["original_median_spacing"]),
+                original_median_shape=_ints(d["original_median_shape"]),
+                intensity=tuple(IntensityStats(**s) for s in d["intensity"]),
+                configurations={k: _configuration(v) for k, v in d["configurations"].items()},
+                autocmr_version=str(d.get("autocmr_version", "")),
+                schema_version=int(version),
+                notes=dict(d.get("notes", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlansError(f"{source}: malformed plans ({exception_text(exc)})") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        path = Path(path)
+        if not path.is_file():
+            raise PlansError(f"{path}: plans file not found; run `autocmr_plan` for this dataset first")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PlansError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+
+def default_plans_name(device_type: str, *, cpu_plans_exist: bool) -> str:
+    """The plans used when none is named: the CPU-sized plans (smaller network, patch and batch) for work on the
+    CPU when they exist, else the default GPU-sized plans."""
+    return CPU_PLANS_NAME if device_type == "cpu" and cpu_plans_exist else DEFAULT_PLANS_NAME
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    return tuple(int(x) for x in v)
+
+
+def _floats(v: Any) -> tuple[float, ...]:
+    return tuple(float(x) for x in v)
+
+
+def _configuration(d: dict[str, Any]) -> Configuration:
+    t = d["topology"]
+    topology = Topology(
+        dim=int(t["dim"]), features=_ints(t["features"]),
+        kernels=tuple(_ints(k) for k in t["kernels"]), strides=tuple(_ints(s) for s in t["strides"]),
+        convs_per_stage=int(t["convs_per_stage"]), deep_supervision=bool(t["deep_supervision"]),
+    )
+    return Configuration(
+        name=d["name"], dim=int(d["dim"]), data_identifier=d["data_identifier"],
+        spacing=_floats(d["spacing"]), resampling=Resampling(**d["resampling"]),
+        median_shape=_ints(d["median_shape"]), patch_size=_ints(d["patch_size"]),
+        batch_size=int(d["batch_size"]), topology=topology,
+        normalization=tuple(str(n) for n in d["normalization"]),
+        use_mask_for_norm=tuple(bool(b) for b in d["use_mask_for_norm"]),
+        batch_dice=bool(d["batch_dice"]),
+        foreground_oversampling=float(d.get("foreground_oversampling", 0.33)),
+    )

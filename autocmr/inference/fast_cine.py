@@ -1,0 +1,238 @@
+"""The fast cine path: a cheap pass over every frame for the volume curve, full accuracy only where it counts.
+
+The clinical measures of a cine (volumes, ejection fractions, LV mass) come from two of its frames, end-
+diastole (ED) and end-systole (ES). Predicting all 20-30 frames at full accuracy (every fold, test-time
+mirroring, overlapping tiles) spends most of the time on frames that only feed the volume curve. So:
+
+1. **fast pass** over every frame: the first fold only, no mirroring, sliding-window tiles that touch instead
+   of overlapping (``step`` 1). Its masks give the LV/RV volume curves;
+2. ED and ES are found on the curves (:func:`autocmr.analysis.phases.find_ed_es`) and those frames are
+   predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
+3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
+   now wins, it is predicted at full accuracy too. Then near ties: a fast-pass frame whose volume, scaled by
+   the full/fast volume ratios seen on the frames refined so far (their range widened by ``tie_margin``),
+   could reach ED's (or fall to ES's) is predicted at full accuracy as well.
+   This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
+   frames beyond ED and ES have been refined (a note then says which frames stayed fast-pass only).
+
+Every frame of the 4D mask is written; the frames listed in ``full_accuracy_frames`` (ED and ES at least)
+are exactly what the full path gives, the others come from the fast pass. The volume curve is computed from
+the exported masks (native voxels), as the measures are, so the ED/ES found here and from the written mask
+agree. If the fast pass finds no ventricle in any frame, every frame is predicted at full accuracy.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from autocmr.analysis.phases import find_ed_es
+from autocmr.dataset.labels import LV, RV
+from autocmr.errors import ConfigurationError
+from autocmr.inference.predictor import Prediction, Predictor
+from autocmr.inference.sliding_window import predict_logits
+
+logger = logging.getLogger(__name__)
+
+CINE_MODES = ("fast", "full")
+# Tiles that touch (step 1) instead of overlapping by half: a 224 x 224 slice with 128 x 128 patches takes
+# 2 x 2 tiles instead of 3 x 3; the Gaussian weighting still blends the seams.
+FAST_STEP = 1.0
+FAST_FOLDS = 1  # networks of the ensemble used by the fast pass (the first ones)
+# Near-tied frames can make the full-accuracy curve pick another frame than the fast pass's ED/ES; each such
+# frame is predicted at full accuracy too, up to this many beyond ED and ES (then a note says it stopped).
+MAX_EXTRA_FULL_FRAMES = 4
+# Near ties: the range of full/fast volume ratios seen on refined frames is widened by this fraction (two
+# refined frames say little about the spread over 20-30).
+MIN_TIE_MARGIN = 0.005
+
+_Unit = tuple[np.ndarray, dict[str, Any]]  # preprocessed frame and its properties
+
+
+@dataclass(frozen=True)
+class CineOptions:
+    """How 4D cines are predicted: ``mode`` "fast" (this module) or "full" (every frame at full accuracy)."""
+
+    mode: str = "fast"
+    fast_folds: int = FAST_FOLDS
+    fast_step: float = FAST_STEP
+    max_extra_frames: int = MAX_EXTRA_FULL_FRAMES
+    tie_margin: float = MIN_TIE_MARGIN
+
+    def __post_init__(self) -> None:
+        if self.mode not in CINE_MODES:
+            raise ConfigurationError(f"cine mode must be one of {CINE_MODES}, got {self.mode!r}")
+        if self.fast_folds < 1:
+            raise ConfigurationError(f"fast_folds must be at least 1, got {self.fast_folds}")
+        if not 0 < self.fast_step <= 1:
+            raise ConfigurationError(f"fast_step must be in (0, 1], got {self.fast_step}")
+        if self.max_extra_frames < 0:
+            raise ConfigurationError(f"max_extra_frames must be >= 0, got {self.max_extra_frames}")
+        if not 0 <= self.tie_margin < 1:
+            raise ConfigurationError(f"tie_margin must be in [0, 1), got {self.tie_margin}")
+
+
+@dataclass
+class CinePrediction:
+    """Masks of every frame (stored order of the input) and how each was obtained."""
+
+    labels: list[np.ndarray]
+    probabilities: list[np.ndarray | None]
+    ed: int | None
+    es: int | None
+    full_accuracy_frames: list[int]
+    lv_ml: list[float]  # volume curves of the returned masks (full accuracy where listed above)
+    rv_ml: list[float]
+    fast_lv_ml: list[float]  # the fast pass's LV curve, before refinement (empty when there was none)
+    uncertainty: list[float]  # per frame, as Predictor.probabilities_and_uncertainty; NaN for fast-pass frames
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def phase_notes(self) -> dict[int, str]:
+        """How each frame was predicted, in words (for the DICOM-SEG ContentDescription)."""
+        full = set(self.full_accuracy_frames)
+        names = {self.es: "ES", self.ed: "ED"}
+        return {t: ", ".join(([names[t]] if t in names else []) + ["full accuracy" if t in full else "fast pass"])
+                for t in range(len(self.labels))}
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into ``predictions.json`` for this case."""
+        return {"mode": "fast", "ed_frame": self.ed, "es_frame": self.es,
+                "full_accuracy_frames": sorted(self.full_accuracy_frames),
+                "lv_ml": [round(v, 3) for v in self.lv_ml], "rv_ml": [round(v, 3) for v in self.rv_ml],
+                "fast_lv_ml": [round(v, 3) for v in self.fast_lv_ml],
+                "notes": list(self.notes), "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+
+def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: float, *,
+                      options: CineOptions = CineOptions(), with_probabilities: bool = False) -> CinePrediction:
+    """Predict the frames of one cine the fast way (see the module docstring).
+
+    Args:
+        predictor: the model; its folds, mirroring and step define "full accuracy".
+        units: preprocessed frames ``(network input, properties)``, as for :meth:`Predictor.export`.
+        voxel_ml: volume of one voxel of the exported masks, in mL.
+        options: fast-pass settings.
+        with_probabilities: also return each frame's class probabilities (float16, stored order).
+    """
+    start = time.perf_counter()
+    n = len(units)
+    uncertainty = [float("nan")] * n
+    notes: list[str] = []
+    full: list[int] = []
+    same = _fast_pass_is_full_accuracy(predictor, options)
+    if same:  # nothing to gain: predict every frame once, at full accuracy
+        notes.append("the predictor is already as fast as the fast pass: every frame at full accuracy")
+        masks: list[Prediction | None] = [None] * n
+    else:
+        masks = [_export(predictor, _fast_probabilities(predictor, pre, options), props, with_probabilities)
+                 for pre, props in units]
+    fast_pass_s = time.perf_counter() - start
+    lv, rv = _curves(masks, voxel_ml)
+    fast_lv = [] if same else lv.tolist()
+    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes):
+        pre, props = units[frame]
+        probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
+        prediction = _export(predictor, probabilities, props, with_probabilities)
+        masks[frame] = prediction
+        lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
+        full.append(frame)
+    ed, es = find_ed_es(lv, rv)[:2] if lv.any() or rv.any() else (None, None)
+    done = [m for m in masks if m is not None]
+    result = CinePrediction([m.label.astype(np.uint8, copy=False) for m in done], [m.probabilities for m in done],
+                            ed, es, full, lv.tolist(), rv.tolist(), fast_lv, uncertainty, notes,
+                            {"fast_pass_s": fast_pass_s, "total_s": time.perf_counter() - start})
+    logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
+                sorted(full), result.seconds["total_s"])
+    return result
+
+
+def _fast_pass_is_full_accuracy(predictor: Predictor, options: CineOptions) -> bool:
+    """True when the predictor itself runs no more networks, mirrorings or tiles than the fast pass."""
+    return (not predictor.mirror_axes and len(predictor.networks) <= options.fast_folds
+            and predictor.step >= options.fast_step)
+
+
+def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: CineOptions,
+                      notes: list[str]) -> Iterator[int]:
+    """Yield frames to predict at full accuracy until ED and ES are settled (see the module docstring).
+
+    ``lv``, ``rv`` and ``full`` are updated by the caller between two frames (a generator keeps the loop
+    readable: each decision sees the volumes of the frames refined so far).
+    """
+    if not (lv.any() or rv.any()):
+        notes.append("the fast pass found no ventricle in any frame: every frame predicted at full accuracy")
+        yield from range(lv.size)
+        return
+    fast = (lv if lv.any() else rv).copy()  # the curve find_ed_es decides on, as the fast pass saw it
+    limit = 2 + options.max_extra_frames
+    while True:
+        ed, es, _ = find_ed_es(lv, rv)
+        todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
+        if not todo:
+            todo = _near_ties(fast, lv if lv.any() else rv, full, ed, es, options.tie_margin)
+        if not todo:
+            return
+        if len(full) + len(todo) > limit:
+            notes.append(f"ED/ES not settled after {len(full)} full-accuracy frames: frames {todo} stay fast-pass "
+                         "only although they are within the fast pass's error of ED or ES")
+            return
+        for frame in todo:
+            yield frame
+
+
+def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es: int, margin: float) -> list[int]:
+    """The fast-pass frame most likely to beat ED at full accuracy, and the one for ES, if they could.
+
+    A frame's full-accuracy volume is taken to be its fast volume times a ratio full/fast within the range
+    seen on the frames refined so far, widened by ``margin``. A shared bias of the fast pass (its masks a few
+    percent smaller everywhere) moves that range, not its width, so it adds no frames; disagreement that
+    differs from frame to frame widens it.
+    """
+    ratios = [curve[f] / fast[f] for f in full if fast[f] > 0]
+    low, high = (min(ratios), max(ratios)) if ratios else (1.0, 1.0)
+    low, high = low * (1 - margin), high * (1 + margin)
+    fast_only = [t for t in range(curve.size) if t not in full]
+    above = sorted((t for t in fast_only if fast[t] * high >= curve[ed]), key=lambda t: -fast[t])
+    below = sorted((t for t in fast_only if fast[t] * low <= curve[es]), key=lambda t: fast[t])
+    return list(dict.fromkeys(above[:1] + below[:1]))
+
+
+def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOptions) -> torch.Tensor:
+    """Softmax probabilities (C, z, y, x) of the first ``fast_folds`` networks, no mirroring."""
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    networks = predictor.networks[:options.fast_folds]
+    total = None
+    for network in networks:
+        logits = predict_logits(network, x, patch_size=predictor.config.patch_size,
+                                num_classes=predictor.model.num_classes(), step=options.fast_step, mirror_axes=(),
+                                tile_batch=predictor.tile_batch, device=predictor.device)
+        probs = torch.softmax(logits, dim=0)
+        total = probs if total is None else total + probs
+    return total / len(networks)
+
+
+def _export(predictor: Predictor, probabilities: torch.Tensor, props: dict[str, Any],
+            with_probabilities: bool) -> Prediction:
+    prediction = predictor.export(probabilities.float().cpu(), props, return_probabilities=with_probabilities)
+    if prediction.probabilities is None:
+        return prediction
+    return Prediction(prediction.label, prediction.probabilities.astype(np.float16))  # as batch.py stores them
+
+
+def _curves(masks: Sequence[Prediction | None], voxel_ml: float) -> tuple[np.ndarray, np.ndarray]:
+    """LV and RV volume curves (mL); frames not predicted yet count 0."""
+    volumes = np.array([_volumes(m.label, voxel_ml) if m is not None else (0.0, 0.0) for m in masks], dtype=float)
+    return volumes[:, 0].copy(), volumes[:, 1].copy()
+
+
+def _volumes(label: np.ndarray, voxel_ml: float) -> tuple[float, float]:
+    counts = np.bincount(label.ravel(), minlength=max(LV, RV) + 1)
+    return float(counts[LV]) * voxel_ml, float(counts[RV]) * voxel_ml
+
+
+__all__ = ["CINE_MODES", "CineOptions", "CinePrediction", "predict_cine_fast"]

@@ -1,0 +1,118 @@
+"""Inference on several GPUs of one machine: one worker process per device, each predicting its part.
+
+``autocmr_predict ... --devices cuda:0 cuda:1 cuda:2 cuda:3`` splits this run's cases into one part per
+device exactly as ``--num-parts`` does between machines (the same output folder, the same ``_partK`` tables),
+then merges the tables (:func:`autocmr.inference.parts.merge_parts`). Combined with ``--num-parts P
+--part-id K`` on a cluster, device ``d`` of part ``K`` becomes part ``K * D + d`` of ``P * D``, and the tables
+are merged once, after all machines finished, by ``autocmr_merge_parts``.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Sequence
+
+from autocmr.errors import ConfigurationError
+from autocmr.inference.model_folder import ModelSpec
+from autocmr.inference.parts import MergeReport, merge_parts
+from autocmr.inference.predictor import PredictorOptions
+from autocmr.parallel import default_workers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DevicesReport:
+    """What each device's part did, and the merged tables when this run was the whole job."""
+
+    output_dir: Path
+    parts: dict[str, str] = field(default_factory=dict)  # device -> its part's summary line
+    failed_devices: dict[str, str] = field(default_factory=dict)  # device -> why its process failed
+    failed_cases: int = 0
+    merge: MergeReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_devices and not self.failed_cases
+
+    def summary(self) -> str:
+        lines = [f"{device}: {line}" for device, line in self.parts.items()]
+        lines += [f"{device}: FAILED: {why}" for device, why in self.failed_devices.items()]
+        if self.merge is not None:
+            lines.append(self.merge.summary())
+        return "\n".join(lines)
+
+
+def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: str | Path | ModelSpec,
+                       devices: Sequence[str], *, options: PredictorOptions | None = None, num_parts: int = 1,
+                       part_id: int = 0, **batch_options: Any) -> DevicesReport:
+    """Predict ``input_path`` with one process per device (see the module doc); ``batch_options`` go to
+    :func:`autocmr.inference.batch.predict_folder` (``continue_``, ``save_probabilities``, ...)."""
+    if not devices:
+        raise ConfigurationError("--devices needs at least one device, e.g. cuda:0 cuda:1")
+    if not isinstance(model, (str, Path, ModelSpec)):
+        raise ConfigurationError("predicting on several devices needs a model folder or ModelSpec, not a loaded "
+                                 "Predictor (each device's process loads its own)")
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ConfigurationError(f"part_id must be in [0, num_parts), got part {part_id} of {num_parts}")
+    options = options or PredictorOptions()
+    total = num_parts * len(devices)
+    threads = max(1, default_workers() // len(devices))
+    mp = multiprocessing.get_context("spawn")
+    running: dict[int, tuple[str, Any, Connection]] = {}
+    for index, device in enumerate(devices):
+        reader, writer = mp.Pipe(duplex=False)
+        part = part_id * len(devices) + index
+        process = mp.Process(target=_device_main, name=f"autocmr-predict-{device}",
+                             args=(str(input_path), str(output_dir), model, replace(options, device=device), total,
+                                   part, threads, batch_options, writer))
+        process.start()
+        writer.close()
+        running[process.sentinel] = (device, process, reader)
+    report = DevicesReport(Path(output_dir).expanduser())
+    _collect(running, report)
+    if num_parts == 1 and not report.failed_devices:
+        report.merge = merge_parts(output_dir)
+    elif num_parts > 1:
+        logger.info("this machine's %d parts are done; merge all %d parts with `autocmr_merge_parts %s` once every "
+                    "machine has finished", len(devices), total, output_dir)
+    return report
+
+
+def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesReport) -> None:
+    messages: dict[str, tuple[str, int]] = {}
+    while running:
+        for sentinel in wait(list(running)):
+            device, process, reader = running.pop(sentinel)  # type: ignore[index]
+            if reader.poll():
+                messages[device] = reader.recv()
+            process.join()
+            if device in messages:
+                report.parts[device], failed = messages[device]
+                report.failed_cases += failed
+            else:
+                report.failed_devices[device] = (f"its process ended with code {process.exitcode} before reporting "
+                                                 "(its error is printed above)")
+
+
+def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec, options: PredictorOptions,
+                 num_parts: int, part_id: int, threads: int, batch_options: dict[str, Any],
+                 pipe: Connection) -> None:
+    """Entry point of one device's process: process-wide settings, then its part of the batch."""
+    import torch
+
+    from autocmr.allocator import keep_freed_memory
+    from autocmr.device import resolve_device
+    from autocmr.inference.batch import predict_folder
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{options.device}] %(message)s")
+    if resolve_device(options.device).type == "cpu":
+        keep_freed_memory()  # what autocmr_predict sets for its own process (autocmr.cli.common)
+    report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts, part_id=part_id,
+                            **batch_options)
+    pipe.send((report.summary().splitlines()[0], len(report.failures)))

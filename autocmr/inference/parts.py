@@ -1,0 +1,207 @@
+"""Cluster inference in parts: the file-naming rule of a part's tables, and merging the parts' tables.
+
+``autocmr_predict --num-parts N --part-id K`` (one array task, machine or GPU per part) predicts every N-th
+case into a shared output folder. Masks are per case and never collide; each part's tables get the suffix
+``_partK`` before the extension (``failures_part2.json``, ``predictions_part2.json``, ``measures_part2.csv``,
+...). :func:`merge_parts` then writes the unsuffixed tables over all parts:
+
+- ``failures_partK.json`` (lists): concatenated, sorted by case name.
+- ``predictions_partK.json``: cases, done/skipped/failed lists joined; ``wall_s`` is the slowest part (parts run
+  side by side); the parts must agree on how they predicted (configuration, folds, mirroring, step,
+  postprocessing), model folder paths and devices may differ and are listed.
+- any other ``NAME_partK.csv``: rows concatenated in part order, columns joined; when every part's rows are
+  sorted by the first column, so are the merged rows.
+- any other ``NAME_partK.json``: lists concatenated, objects merged key by key (values that differ between
+  parts become a list, one value per part).
+
+The parts are kept, so merging again after a rerun of one part is safe. Other per-part files (an HTML
+report, say) are left as they are.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.io.atomic import write_json_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
+PART_FILE = re.compile(r"^(?P<stem>.+)_part(?P<part>\d+)(?P<ext>\.(?:csv|json))$")
+FAILURES_STEM, PREDICTIONS_STEM = "failures", "predictions"
+# what every part must have done the same way; the model's path and the device may differ between machines
+SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing")
+
+
+def part_file_name(name: str, num_parts: int, part_id: int) -> str:
+    """``predictions.json`` -> ``predictions_part2.json`` for part 2 of several; unchanged for one part."""
+    if num_parts == 1:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}_part{part_id}.{ext}" if dot else f"{name}_part{part_id}"
+
+
+@dataclass
+class MergeReport:
+    """What :func:`merge_parts` wrote: merged file -> the part files it came from, and the merged failures."""
+
+    output_dir: Path
+    num_parts: int
+    merged: dict[str, list[str]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    done: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        lines = [f"merged {self.num_parts} part(s) in {self.output_dir}: {self.done} case(s) predicted, "
+                 f"{len(self.failures)} failed; tables: {', '.join(sorted(self.merged))}"]
+        lines += [f"  FAILED {f.get('name')}: {f.get('file')}: {f.get('reason')}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def find_parts(output_dir: Path) -> dict[str, dict[int, Path]]:
+    """Part files in ``output_dir``, by merged name (``measures.csv``) and part id."""
+    groups: dict[str, dict[int, Path]] = defaultdict(dict)
+    for path in sorted(output_dir.iterdir()):
+        match = PART_FILE.match(path.name)
+        if match and path.is_file():
+            groups[match["stem"] + match["ext"]][int(match["part"])] = path
+    return dict(groups)
+
+
+def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> MergeReport:
+    """Merge the per-part tables of a split prediction run in ``output_dir`` into one set (see module doc).
+
+    Raises:
+        ConfigurationError: no parts, parts of different splits (``num_parts``) or predicted differently,
+            or parts missing (unless ``allow_incomplete``: then the parts present are merged, with a warning).
+        InputFileError: a part file that cannot be read, naming it.
+    """
+    out = Path(output_dir).expanduser()
+    if not out.is_dir():
+        raise InputFileError(out, "output folder not found")
+    groups = find_parts(out)
+    predictions = groups.get(PREDICTIONS_STEM + ".json", {})
+    if not predictions:
+        raise ConfigurationError(f"{out}: no predictions_partK.json found; run autocmr_predict with --num-parts N "
+                                 "--part-id K into this folder first")
+    documents = {k: _read_json(p) for k, p in predictions.items()}
+    num_parts = _check_split(out, documents, allow_incomplete)
+    for name, parts in groups.items():
+        stray = sorted(k for k in parts if k >= num_parts)
+        if stray:
+            raise ConfigurationError(f"{parts[stray[0]]}: part {stray[0]} of a split into more than {num_parts} parts; "
+                                     "remove the files of that earlier run")
+    report = MergeReport(out, num_parts)
+    for name, parts in sorted(groups.items()):
+        ordered = [parts[k] for k in sorted(parts)]
+        if name == PREDICTIONS_STEM + ".json":
+            merged: Any = _merge_predictions([documents[k] for k in sorted(parts)], ordered, num_parts)
+            report.done = len(merged["done"])
+        elif name == FAILURES_STEM + ".json":
+            merged = sorted((f for p in ordered for f in _as_list(_read_json(p), p)),
+                            key=lambda f: (str(f.get("name")), str(f.get("file"))))
+            report.failures = merged
+        elif name.endswith(".json"):
+            merged = _merge_values([_read_json(p) for p in ordered])
+        else:
+            write_text_atomic(out / name, _merge_csv(ordered).to_csv(index=False))
+            report.merged[name] = [p.name for p in ordered]
+            continue
+        write_json_atomic(out / name, merged)
+        report.merged[name] = [p.name for p in ordered]
+    logger.info("%s", report.summary().splitlines()[0])
+    return report
+
+
+def _check_split(out: Path, documents: dict[int, dict[str, Any]], allow_incomplete: bool) -> int:
+    counts = {int(d.get("num_parts", 0)) for d in documents.values()}
+    if len(counts) != 1:
+        raise ConfigurationError(f"{out}: the predictions_partK.json files come from splits into different numbers "
+                                 f"of parts {sorted(counts)}; remove the files of the earlier run and merge again")
+    num_parts = counts.pop()
+    missing = sorted(set(range(num_parts)) - set(documents))
+    if missing and not allow_incomplete:
+        raise ConfigurationError(f"{out}: part(s) {missing} of {num_parts} have no predictions_partK.json (not run, "
+                                 "or still running or failed); rerun them with --part-id, or merge what is there "
+                                 "with --allow-incomplete")
+    if missing:
+        logger.warning("merging %d of %d parts; part(s) %s are missing", len(documents), num_parts, missing)
+    describe = {k: d.get("predictor", {}) for k, d in documents.items()}
+    first = min(describe)
+    for k, predictor in describe.items():
+        differing = [key for key in SAME_IN_EVERY_PART if predictor.get(key) != describe[first].get(key)]
+        if differing:
+            raise ConfigurationError(f"{out}: part {k} was predicted differently from part {first} ({', '.join(differing)}"
+                                     f": {[predictor.get(x) for x in differing]} vs "
+                                     f"{[describe[first].get(x) for x in differing]}); rerun it with the same options")
+    return num_parts
+
+
+def _merge_predictions(documents: Sequence[dict[str, Any]], paths: Sequence[Path], num_parts: int) -> dict[str, Any]:
+    predictor = dict(documents[0].get("predictor", {}))
+    for key in ("model", "device"):  # may differ between machines: listed when they do
+        values = sorted({str(d.get("predictor", {}).get(key)) for d in documents})
+        predictor[key] = values[0] if len(values) == 1 else values
+    cases: dict[str, Any] = {}
+    for document in documents:
+        cases.update(document.get("cases", {}))
+    return {"predictor": predictor, "input": _merge_values([d.get("input") for d in documents]),
+            "num_parts": num_parts, "merged_from": [p.name for p in paths],
+            "wall_s": max(float(d.get("wall_s", 0.0)) for d in documents),
+            "part_wall_s": [d.get("wall_s") for d in documents],
+            **{key: sorted(n for d in documents for n in d.get(key, [])) for key in ("done", "skipped", "failed")},
+            "cases": dict(sorted(cases.items()))}
+
+
+def _merge_values(values: Sequence[Any]) -> Any:
+    """Lists concatenated, dicts merged key by key, equal values kept, differing values listed per part."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, list) for v in present):
+        return [item for v in present for item in v]
+    if present and all(isinstance(v, dict) for v in present):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: _merge_values([v.get(k) for v in present]) for k in keys}
+    if all(v == values[0] for v in values):
+        return values[0]
+    return list(values)
+
+
+def _merge_csv(paths: Sequence[Path]) -> pd.DataFrame:
+    tables = []
+    for path in paths:
+        try:
+            tables.append(pd.read_csv(path))
+        except (ValueError, OSError) as exc:
+            raise InputFileError(path, f"cannot read this part's table ({type(exc).__name__}: {exc})") from exc
+    merged = pd.concat(tables, ignore_index=True, sort=False)
+    if len(merged.columns) and all(_sorted_by_first_column(t) for t in tables if len(t)):
+        merged = merged.sort_values(merged.columns[0], kind="stable", ignore_index=True, key=lambda c: c.astype(str))
+    return merged
+
+
+def _sorted_by_first_column(table: pd.DataFrame) -> bool:
+    column = table.iloc[:, 0].astype(str)
+    return bool(column.is_monotonic_increasing)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise InputFileError(path, f"cannot read this part's table ({type(exc).__name__}: {exc})") from exc
+
+
+def _as_list(value: Any, path: Path) -> list[Any]:
+    if not isinstance(value, list):
+        raise InputFileError(path, f"expected a list of failures, found {type(value).__name__}")
+    return value

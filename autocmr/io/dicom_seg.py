@@ -1,0 +1,301 @@
+"""Write predicted masks as DICOM Segmentation objects (DICOM-SEG) that reference their source series.
+
+Clinical viewers (3D Slicer, OHIF, most PACS) show a DICOM-SEG as a segmentation overlaid on the series it
+references, with named, coloured segments. Each object built here:
+
+* is a BINARY segmentation (the type every viewer reads; the newer LABELMAP type is not yet widely read)
+  with three segments: 1 LV cavity, 2 LV myocardium, 3 RV cavity, coded in SNOMED CT (below);
+* has one frame per (slice, segment) that holds foreground, each frame referencing its source image by
+  SOP Instance UID and carrying that image's ImagePositionPatient/ImageOrientationPatient/PixelSpacing;
+* copies patient and study from the source, so it files into the same study.
+
+A cine series (several cardiac phases per slice location) gets **one SEG instance per cardiac phase**, all
+in one SEG series, each referencing that phase's images only: viewers build one 3D volume per referenced
+image stack and handle a single SEG over several phases at the same positions poorly or not at all. The
+instance number is the phase number (1-based), and each instance's ContentDescription says which phase it
+is and, when the caller gives it, how it was predicted (e.g. ED, full accuracy).
+
+Anonymised exports often break things a SEG must copy (dates such as ``00000000``, a new
+FrameOfReferenceUID per file). Copies of the headers are repaired for the SEG (invalid dates left empty; one
+frame of reference, the most common, with a warning); the source files are never modified.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pydicom
+from pydicom import Dataset
+
+from autocmr.errors import InputFileError
+from autocmr.io.atomic import TEMP_PREFIX, atomic_path, temporary_sibling
+from autocmr.io.dicom_scan import lenient_pydicom
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+SEG_SUFFIX = "_seg"  # NAME.nii.gz -> NAME_seg.dcm (3D series) or NAME_seg/ (one file per cardiac phase)
+SEG_FILE_EXTENSION = ".dcm"
+# SEG series number = source series number + this offset, so it sorts right after its source in PACS lists.
+SEG_SERIES_NUMBER_OFFSET = 1000
+SEG_CONTENT_LABEL = "AUTOCMR"  # ContentLabel is a CS value: upper case, at most 16 characters
+MAX_LO_CHARS = 64  # LO values (ContentDescription, SeriesDescription) are at most 64 characters
+
+
+@dataclass(frozen=True)
+class SegmentCode:
+    """What a label value means: the segment's label, its SNOMED CT concept and a display colour (RGB)."""
+
+    label: str
+    sct_value: str
+    sct_meaning: str
+    rgb: tuple[int, int, int]
+
+
+# DICOM's cardiac structure segmentation context group (CID 7152) codes the ventricles, not their cavities;
+# the cavity segments use the ventricle concept and say "cavity" in their label. The myocardium has its own
+# concept. Codes as listed in pydicom's SNOMED CT dictionary (codes.SCT.LeftVentricle etc.).
+SEGMENTS: Mapping[int, SegmentCode] = {
+    1: SegmentCode("LV cavity", "87878005", "Left ventricle", (220, 40, 40)),
+    2: SegmentCode("LV myocardium", "49848007", "Left ventricle myocardium", (40, 180, 60)),
+    3: SegmentCode("RV cavity", "53085002", "Right ventricle", (50, 90, 230)),
+}
+ANATOMICAL_STRUCTURE = ("91723000", "Anatomical Structure")  # SNOMED CT segmented property category
+# A SEG belongs to its source's study and frame of reference and references each image by class and UID.
+REQUIRED_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                              "FrameOfReferenceUID")
+# Patient/study attributes of DICOM type 2 (present, possibly empty) that the SEG copies; exports that drop
+# them get them back empty in the SEG's copy.
+TYPE2_PATIENT_STUDY_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                                  "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+def seg_destination(mask_path: str | Path, *, cine: bool) -> Path:
+    """Where the SEG of a mask goes: ``NAME_seg.dcm`` for a 3D series, the folder ``NAME_seg/`` for a cine."""
+    mask_path = Path(mask_path)
+    stem = next((mask_path.name[:-len(e)] for e in (".nii.gz", ".nii") if mask_path.name.endswith(e)), mask_path.stem)
+    return mask_path.with_name(stem + SEG_SUFFIX + ("" if cine else SEG_FILE_EXTENSION))
+
+
+def seg_output_exists(mask_path: str | Path) -> bool:
+    """True when a finished SEG (file or per-phase folder) exists for the mask at ``mask_path``."""
+    return seg_destination(mask_path, cine=False).is_file() or seg_destination(mask_path, cine=True).is_dir()
+
+
+def write_dicom_seg(mask: np.ndarray, source_files: Mapping[tuple[int, int], Path], destination: str | Path, *,
+                    phase_notes: Mapping[int, str] | None = None, software_version: str = "") -> list[Path]:
+    """Write ``mask`` as DICOM-SEG referencing the images it was predicted from; returns the files written.
+
+    Args:
+        mask: uint8 labels (0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity) in the array order of
+            :func:`autocmr.io.dicom.read_dicom_series`: ``(z, rows, columns)`` for a 3D series or
+            ``(t, z, rows, columns)`` for a cine.
+        source_files: ``(z, t) -> DICOM file`` as given by ``DicomVolume.files``.
+        destination: a ``.dcm`` file for a 3D series, a folder for a cine (one ``phase_NN.dcm`` per phase);
+            see :func:`seg_destination`. Written atomically: a folder appears complete or not at all.
+        phase_notes: optional text per phase index, added to that instance's ContentDescription.
+        software_version: recorded in SoftwareVersions.
+
+    Raises:
+        InputFileError: a source file cannot be read, or the mask does not match the series.
+    """
+    frames = mask[None] if mask.ndim == 3 else mask
+    destination = Path(destination)
+    _check_mask(frames, source_files, destination)
+    with _lenient_pydicom_writing():
+        headers = _read_source_headers(source_files)
+        common = _series_constants(headers, software_version)
+        datasets = [_phase_segmentation(frames[t], [headers[(z, t)] for z in range(frames.shape[1])], t,
+                                        frames.shape[0], (phase_notes or {}).get(t, ""), common)
+                    for t in range(frames.shape[0])]
+        _remove_stale_temporaries(destination)
+        if mask.ndim == 3:
+            with atomic_path(destination) as tmp:
+                datasets[0].save_as(tmp, enforce_file_format=True)
+            return [destination]
+        return _write_folder(datasets, destination)
+
+
+def write_seg_for_series(mask: np.ndarray, dicom_files: Sequence[Path], mask_path: str | Path, *,
+                         phase_notes: Mapping[int, str] | None = None) -> list[Path]:
+    """:func:`write_dicom_seg` for a mask predicted from the series made of ``dicom_files``, written beside
+    ``mask_path`` (see :func:`seg_destination`). The series is read again for its (slice, phase) -> file map.
+    """
+    from autocmr import __version__
+    from autocmr.io.dicom import read_dicom_series
+
+    volume = read_dicom_series(dicom_files)
+    if volume.array.shape != mask.shape:
+        folder = Path(os.path.commonpath([Path(f).parent for f in dicom_files]))
+        raise InputFileError(folder, f"series reads as {volume.array.shape} but the mask is {mask.shape} (files "
+                                     "changed during the run?)")
+    return write_dicom_seg(mask, volume.files, seg_destination(mask_path, cine=volume.is_cine),
+                           phase_notes=phase_notes, software_version=__version__)
+
+
+@contextmanager
+def _lenient_pydicom_writing() -> Iterator[None]:
+    """Copy source values as they are, without a warning for each: anonymised series often carry UIDs with
+    leading zeros (which the SEG must reference exactly as written) and one-word patient names."""
+    previous = pydicom.config.settings.writing_validation_mode
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        with lenient_pydicom(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
+                                    category=UserWarning)
+            yield
+    finally:
+        pydicom.config.settings.writing_validation_mode = previous
+
+
+def _check_mask(frames: np.ndarray, source_files: Mapping[tuple[int, int], Path], destination: Path) -> None:
+    n_t, n_z = frames.shape[:2]
+    expected = {(z, t) for z in range(n_z) for t in range(n_t)}
+    if set(source_files) != expected:
+        raise InputFileError(destination, f"mask of {n_z} slices x {n_t} phases does not match the source series "
+                                          f"({len(source_files)} images)")
+    values = np.unique(frames)
+    unknown = [int(v) for v in values if v != 0 and int(v) not in SEGMENTS]
+    if unknown:
+        raise InputFileError(destination, f"mask holds label value(s) {unknown}; DICOM-SEG output knows "
+                                          f"{sorted(SEGMENTS)}")
+
+
+def _read_source_headers(source_files: Mapping[tuple[int, int], Path]) -> dict[tuple[int, int], Dataset]:
+    headers = {}
+    for key, path in source_files.items():
+        try:
+            headers[key] = _repair_header(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputFileError(path, f"cannot read DICOM header for the SEG ({type(exc).__name__}: {exc})") from exc
+    for key, ds in headers.items():
+        missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES if not ds.get(k)]
+        if missing:
+            raise InputFileError(source_files[key], f"has no {', '.join(missing)}, which a DICOM-SEG must copy "
+                                                    "from its source images")
+    _unify_frame_of_reference(headers)
+    return headers
+
+
+def _repair_header(ds: Dataset) -> Dataset:
+    """Blank date/time values that are not valid (anonymisers write e.g. 00000000) and add missing type-2
+    patient/study attributes empty: the SEG copies both."""
+    from pydicom.valuerep import DA, DT, TM
+
+    for keyword in TYPE2_PATIENT_STUDY_ATTRIBUTES:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    parsers = {"DA": DA, "DT": DT, "TM": TM}
+    for element in ds:
+        if element.VR in parsers and element.value not in (None, ""):
+            try:
+                parsers[element.VR](element.value)
+            except (ValueError, TypeError, OverflowError):
+                element.value = ""
+    return ds
+
+
+def _unify_frame_of_reference(headers: Mapping[tuple[int, int], Dataset]) -> None:
+    uids = Counter(str(ds.get("FrameOfReferenceUID", "")) for ds in headers.values())
+    if len(uids) <= 1:
+        return
+    chosen = uids.most_common(1)[0][0]
+    example = next(iter(headers.values()))
+    logger.warning("%s: the series has %d different FrameOfReferenceUIDs (per-file anonymisation?); the "
+                   "DICOM-SEG uses %s for all of them", Path(example.filename).parent, len(uids), chosen)
+    for ds in headers.values():
+        ds.FrameOfReferenceUID = chosen
+
+
+@dataclass(frozen=True)
+class _SeriesConstants:
+    series_uid: str
+    series_number: int
+    software_version: str
+    descriptions: tuple  # highdicom SegmentDescription items, shared by every phase
+
+
+def _series_constants(headers: Mapping[tuple[int, int], Dataset], software_version: str) -> _SeriesConstants:
+    import highdicom as hd
+
+    first = headers[(0, 0)]
+    source_number = first.get("SeriesNumber")
+    number = (int(source_number) if source_number not in (None, "") else 0) + SEG_SERIES_NUMBER_OFFSET
+    version = software_version or "unknown"
+    return _SeriesConstants(str(hd.UID()), number, version, _segment_descriptions(version))
+
+
+def _segment_descriptions(version: str) -> tuple:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    algorithm = hd.AlgorithmIdentificationSequence(name="autocmr", family=codes.DCM.ArtificialIntelligence,
+                                                   version=version)
+    category = Code(ANATOMICAL_STRUCTURE[0], "SCT", ANATOMICAL_STRUCTURE[1])
+    return tuple(hd.seg.SegmentDescription(
+        segment_number=value, segment_label=segment.label, segmented_property_category=category,
+        segmented_property_type=Code(segment.sct_value, "SCT", segment.sct_meaning),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*segment.rgb)) for value, segment in sorted(SEGMENTS.items()))
+
+
+def _phase_segmentation(labels: np.ndarray, sources: Sequence[Dataset], phase: int, n_phases: int, note: str,
+                        common: _SeriesConstants) -> Dataset:
+    import highdicom as hd
+
+    text = (f"autocmr, phase {phase + 1}/{n_phases}" if n_phases > 1 else "autocmr") + (f", {note}" if note else "")
+    return hd.seg.Segmentation(
+        source_images=list(sources), pixel_array=np.ascontiguousarray(labels, dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=list(common.descriptions),
+        series_instance_uid=common.series_uid, series_number=common.series_number,
+        sop_instance_uid=str(hd.UID()), instance_number=phase + 1, manufacturer="autocmr",
+        manufacturer_model_name="autocmr", software_versions=common.software_version,
+        device_serial_number="none", content_label=SEG_CONTENT_LABEL, content_description=text[:MAX_LO_CHARS],
+        series_description="autocmr segmentation", omit_empty_frames=bool(labels.any()))
+
+
+def _write_folder(datasets: Sequence[Dataset], destination: Path) -> list[Path]:
+    """Write one file per phase into a temporary folder, then swap it in for ``destination``."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(destination)
+    tmp.mkdir()
+    try:
+        names = [f"phase_{t:02d}{SEG_FILE_EXTENSION}" for t in range(len(datasets))]
+        for name, ds in zip(names, datasets):
+            ds.save_as(tmp / name, enforce_file_format=True)
+        old = temporary_sibling(destination) if destination.exists() else None
+        if old is not None:
+            os.replace(destination, old)  # a directory cannot replace a non-empty one: move it aside first
+        os.replace(tmp, destination)
+        if old is not None and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [destination / name for name in names]
+
+
+def _remove_stale_temporaries(destination: Path) -> None:
+    """Temporaries an interrupted run left for this destination (``.tmp_<hex>_NAME_seg[.dcm]``)."""
+    if not destination.parent.is_dir():
+        return
+    for item in destination.parent.glob(f"{TEMP_PREFIX}*_{destination.name}"):
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+__all__ = ["OUTPUT_FORMATS", "SEGMENTS", "SegmentCode", "seg_destination", "seg_output_exists", "write_dicom_seg",
+           "write_seg_for_series"]

@@ -1,0 +1,219 @@
+"""NIfTI-1 and NIfTI-2 through nibabel: geometry by ITK's rule, a reader for what ITK refuses, masks that keep
+the input's own header.
+
+Which transform gives direction and origin (the rule of ITK 5.4's NIfTI reader, so a file both can read
+gets the same geometry from both):
+
+* spacing always comes from ``pixdim`` (scaled to mm and seconds by ``xyzt_units``); the sform of some
+  files (all of ACDC: 1 mm columns, pixdim 1.5625 mm) carries wrong scales, pixdim carries the right ones;
+* the sform (``sform_code > 0``) wins when its normalised columns are orthonormal and either the qform is
+  absent, or ``sform_code`` is 1 (scanner), or both describe the same grid; otherwise the qform
+  (``qform_code > 0``) is used; with neither, the image sits at the origin with identity direction;
+* ITK refuses an sform whose columns are not orthonormal to 1e-4 when there is no qform. Scanners' exports
+  (M&Ms vendor C) carry sforms off by ~1e-4 from rounding; autocmr replaces such a direction by its nearest
+  rotation (polar decomposition) when the correction is at most :data:`SFORM_ORTHONORMAL_TOLERANCE`, and
+  logs the correction (a warning that batch prediction records for the case).
+
+NIfTI stores RAS+ coordinates, ITK and autocmr LPS: the first two rows of the matrix change sign.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autocmr.errors import InputFileError
+from autocmr.io.atomic import atomic_path
+from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Largest change of a direction cosine autocmr accepts when it orthonormalises an sform (unitless). Rounding
+# in scanner exports stays near 1e-4; a real shear (an affine registration output) is far larger.
+SFORM_ORTHONORMAL_TOLERANCE = 1e-3
+# ITK's own test (itkNiftiImageIO.cxx): R R^T equal to the identity within 1e-4; 1e-4 when comparing forms.
+ITK_ORTHONORMAL_TOLERANCE = 1e-4
+_SCANNER_ANAT = 1
+# xyzt_units codes (nifti1.h) -> factor to millimetres / seconds, as ITK converts them.
+_SPACE_UNITS = {1: 1000.0, 2: 1.0, 3: 0.001}
+_TIME_UNITS = {8: 1.0, 16: 0.001, 24: 1e-6}
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class NiftiGeometry:
+    """The geometry of a NIfTI file and where it came from (``qform``, ``sform`` or ``pixdim``)."""
+
+    geometry: Geometry
+    source: str
+    correction: float = 0.0  # largest change made to a direction cosine when orthonormalising the sform
+
+    def note(self, path: str | Path) -> str | None:
+        if not self.correction:
+            return None
+        return (f"{path}: sform direction is not orthonormal (ITK refuses it); replaced by the nearest rotation, "
+                f"largest change of a direction cosine {self.correction:.1e}")
+
+
+def is_nifti(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _load(path: Path):
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for broken files; all mean "unreadable"
+        raise InputFileError(path, f"cannot read NIfTI header ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputFileError(path, f"not a NIfTI-1 or NIfTI-2 file (nibabel sees {type(image).__name__})")
+    return image
+
+
+def nifti_geometry(header, path: str | Path) -> NiftiGeometry:
+    """Geometry of a nibabel NIfTI header by the rule in the module docstring."""
+    dims = [int(d) for d in header["dim"][1:int(header["dim"][0]) + 1]]
+    while len(dims) > 4 and dims[-1] == 1:
+        dims.pop()  # trailing singleton dimensions beyond t carry nothing
+    if len(dims) > 4:
+        raise InputFileError(path, f"has {len(dims)} dimensions {dims}; expected 3D or 4D (x, y, z[, t])")
+    dims += [1] * (3 - len(dims))
+    space_unit, time_unit = int(header["xyzt_units"]) & 0x07, int(header["xyzt_units"]) & 0x38
+    pixdim = [abs(float(v)) or 1.0 for v in header["pixdim"][1:len(dims) + 1]]
+    spacing = [v * _SPACE_UNITS.get(space_unit, 1.0) for v in pixdim[:3]]
+    matrix, source, correction = _choose_transform(header, path)
+    direction = _RAS_TO_LPS @ matrix[:3, :3]
+    direction /= np.linalg.norm(direction, axis=0)
+    origin = _RAS_TO_LPS @ matrix[:3, 3] * _SPACE_UNITS.get(space_unit, 1.0)
+    if len(dims) == 4:
+        spacing.append(pixdim[3] * _TIME_UNITS.get(time_unit, 1.0))
+        d4 = np.eye(4)
+        d4[:3, :3] = direction
+        direction, origin = d4, np.append(origin, 0.0)
+    geometry = Geometry(tuple(dims), tuple(float(v) for v in spacing), tuple(float(v) for v in origin),
+                        tuple(float(v) for v in direction.ravel()))
+    return NiftiGeometry(geometry, source, correction)
+
+
+def _choose_transform(header, path: str | Path) -> tuple[np.ndarray, str, float]:
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode <= 0 and scode <= 0:
+        return np.diag([-1.0, -1.0, 1.0, 1.0]), "pixdim", 0.0  # ITK: origin 0, identity direction in LPS
+    sform = np.asarray(header.get_sform(), float) if scode > 0 else None
+    qform = np.asarray(header.get_qform(), float) if qcode > 0 else None
+    if sform is not None and np.isfinite(sform).all():
+        rotation = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
+        orthonormal = np.abs(rotation @ rotation.T - np.eye(3)).max() <= ITK_ORTHONORMAL_TOLERANCE
+        if orthonormal and (qform is None or scode == _SCANNER_ANAT or _same_grid(sform, qform)):
+            return sform, "sform", 0.0
+        if qform is None:
+            return _orthonormalised(sform, rotation, path)
+    if qform is not None:
+        return qform, "qform", 0.0
+    raise InputFileError(path, "has an sform with non-finite values and no qform: cannot place the image in space")
+
+
+def _same_grid(sform: np.ndarray, qform: np.ndarray) -> bool:
+    s_u, s_w, _ = np.linalg.svd(sform[:3, :3])
+    q_u, q_w, _ = np.linalg.svd(qform[:3, :3])
+    tol = ITK_ORTHONORMAL_TOLERANCE
+    return bool(np.allclose(s_u @ np.linalg.inv(q_u), np.eye(3), atol=tol) and np.allclose(s_w, q_w, atol=tol)
+                and np.allclose(sform[:3, 3], qform[:3, 3], atol=tol))
+
+
+def _orthonormalised(sform: np.ndarray, rotation: np.ndarray, path: str | Path) -> tuple[np.ndarray, str, float]:
+    u, _, vt = np.linalg.svd(rotation)
+    nearest = u @ vt
+    correction = float(np.abs(nearest - rotation).max())
+    if correction > SFORM_ORTHONORMAL_TOLERANCE:
+        raise InputFileError(path, f"sform is not a rotation and scaling (a direction cosine is {correction:.1e} "
+                                   f"from the nearest rotation, more than {SFORM_ORTHONORMAL_TOLERANCE}) and there "
+                                   "is no qform: the file holds an affine (sheared) grid, resample it first")
+    matrix = sform.copy()
+    matrix[:3, :3] = nearest
+    return matrix, "sform", max(correction, np.finfo(float).tiny)
+
+
+def read_nifti_header(path: str | Path) -> NiftiGeometry:
+    """Geometry of a NIfTI-1/2 file without reading its voxels."""
+    return nifti_geometry(_load(Path(path)).header, path)
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, NiftiGeometry]:
+    """Voxels (numpy order, scl_slope/inter applied as ITK does) and geometry of a NIfTI-1/2 file."""
+    path = Path(path)
+    image = _load(path)
+    found = nifti_geometry(image.header, path)
+    array = _voxels(image, path).T  # nibabel (x, y, z[, t]) -> numpy (t, z, y, x)
+    shape = found.geometry.shape
+    if array.size != int(np.prod(shape)):
+        raise InputFileError(path, f"voxel array of shape {array.shape} does not fit the header's {shape}")
+    return np.ascontiguousarray(array.reshape(shape)), found
+
+
+def _voxels(image, path: Path) -> np.ndarray:
+    if image.get_data_dtype().names is not None or image.get_data_dtype().kind == "c":
+        raise InputFileError(path, f"voxel type {image.get_data_dtype()} is not a scalar (RGB or complex image)")
+    # nibabel moves scl_slope/scl_inter from the header to the array proxy when it loads a file.
+    slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
+    scaled = slope != 1.0 or inter != 0.0
+    try:
+        raw = np.asanyarray(image.dataobj) if scaled else image.dataobj.get_unscaled()
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read voxel data ({type(exc).__name__}: {exc})") from exc
+    return np.asarray(raw, np.float32) if scaled else np.asarray(raw)
+
+
+def stored_voxels_if_nonfinite(path: str | Path) -> np.ndarray | None:
+    """The stored voxels (numpy order) of a floating-point NIfTI file that holds NaN or inf, else None.
+
+    ITK's NIfTI reader (niftilib) silently replaces NaN by 0, which would hide bad input; readers call this
+    to give the true values back.
+    """
+    image = _load(Path(path))
+    if image.get_data_dtype().kind != "f":
+        return None
+    data = np.asarray(image.dataobj.get_unscaled())
+    if np.isfinite(data).all():
+        return None
+    return read_nifti(path)[0]
+
+
+def write_mask_like(array: np.ndarray, geometry: Geometry, path: str | Path, template: str | Path) -> bool:
+    """Write a uint8 mask with ``template``'s own NIfTI header (dims, qform, sform, codes), atomically.
+
+    Returns False (nothing written) when the template cannot be read by nibabel or its geometry is not
+    ``geometry`` within :data:`~autocmr.io.image.DEFAULT_GEOMETRY_TOLERANCE` (the caller then writes from
+    ``geometry``).
+    """
+    import nibabel as nib
+
+    try:
+        source = _load(Path(template))
+        template_geometry = nifti_geometry(source.header, template).geometry
+    except InputFileError as exc:
+        logger.warning("%s: mask written from the geometry, not the input's header (%s)", path, exc.reason)
+        return False
+    if template_geometry.dim == 4 and geometry.dim == 3 and template_geometry.size[3] == 1:
+        template_geometry = template_geometry.spatial()
+    if differences := template_geometry.differences(geometry, DEFAULT_GEOMETRY_TOLERANCE):
+        logger.warning("%s: mask written from the geometry, not the header of %s (%s)", path, template,
+                       "; ".join(differences))
+        return False
+    data = np.asarray(array, np.uint8).T.reshape(source.shape)
+    header = source.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = 0, 0
+    mask = type(source)(data, None, header=header)  # affine None: the header's qform and sform stay as they are
+    with atomic_path(path) as tmp:
+        nib.save(mask, str(tmp))
+    return True
+
+
+__all__ = ["NIFTI_SUFFIXES", "NiftiGeometry", "SFORM_ORTHONORMAL_TOLERANCE", "is_nifti", "nifti_geometry",
+           "read_nifti", "read_nifti_header", "stored_voxels_if_nonfinite", "write_mask_like"]

@@ -1,0 +1,91 @@
+"""One policy for bad voxel values, applied the same way to every input path.
+
+3D NIfTI, 4D cine, DICOM series (``autocmr_predict``) and training data (``autocmr_convert check``) all call
+:func:`check_voxels`:
+
+* NaN or infinite voxels: the image is refused (:class:`InputFileError` "N voxels are NaN or infinite").
+  Any value put in their place would be a guess that also shifts the intensity normalisation, and they
+  usually mean a broken export or computation;
+* an image whose voxels all have one value (all zero, or constant): refused ("empty image: ..."), because
+  there is nothing to segment and a network fed a constant image returns noise;
+* in a cine, some (not all) frames constant, e.g. zero-padded frames: the cine is segmented and a warning
+  names those frames (their masks carry no information).
+
+The readers keep NaN as stored (ITK's NIfTI reader would turn it into 0, see :func:`autocmr.io.image.read_sitk`).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from autocmr.errors import InputFileError
+
+
+def nonfinite_count(array: np.ndarray) -> int:
+    """Number of NaN or infinite voxels (0 for integer arrays)."""
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None = None) -> list[str]:
+    """Apply the policy above to one image; returns warnings, raises :class:`InputFileError` when refused.
+
+    Args:
+        array: the voxels (any dtype, any order).
+        path: the file (or DICOM folder) to name in messages.
+        frame_axis: for a cine, the time axis: constant frames are warned about instead of refused.
+    """
+    bad = nonfinite_count(array)
+    if bad:
+        raise InputFileError(path, f"{bad} voxels are NaN or infinite (of {array.size})")
+    if array.size == 0:
+        raise InputFileError(path, f"empty image: no voxels (shape {array.shape})")
+    low, high = array.min(), array.max()
+    if low == high:
+        what = "all zero" if low == 0 else f"constant (every voxel is {low.item()})"
+        raise InputFileError(path, f"empty image: {what}")
+    if frame_axis is None or array.shape[frame_axis] < 2:
+        return []
+    frames = np.moveaxis(array, frame_axis, 0).reshape(array.shape[frame_axis], -1)
+    constant = [int(t) for t in np.flatnonzero(frames.min(axis=1) == frames.max(axis=1))]
+    if not constant:
+        return []
+    return [f"{path}: frame(s) {constant} of {frames.shape[0]} are constant (no image content); their masks carry "
+            "no information"]
+
+
+class _Collector(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def captured_input_warnings(logger_name: str = "autocmr.io") -> Iterator[list[str]]:
+    """Collect the warnings the readers log while a case is read (a corrected sform, irregular DICOM slice gaps,
+    a missing TriggerTime...) so that batch jobs can record them with the case's outputs.
+
+    Example::
+
+        with captured_input_warnings() as notes:
+            array, geometry = read_image(path)
+    """
+    notes: list[str] = []
+    handler = _Collector(notes)
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(handler)
+
+
+__all__ = ["captured_input_warnings", "check_voxels", "nonfinite_count"]

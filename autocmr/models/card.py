@@ -1,0 +1,108 @@
+"""Building a model card from what a trained model folder holds: labels, training subjects and pathology
+groups (``cases.csv``), configuration and options (``fold_N/options.json``), and cross-validation figures,
+from an evaluation summary of the pooled cross-validation when given, else from the folds' own
+final validations."""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autocmr.documents import layout
+from autocmr.documents.model_card import ModelCard
+from autocmr.documents.run_options import RunOptionsDocument
+from autocmr.documents.versioning import read_json_document
+from autocmr.inference.model_folder import ModelFolder
+
+SHORT_AXIS_LIMITS = [
+    "short-axis cine MR (bSSFP) only: not LGE, T1/T2 maps, perfusion or long-axis views",
+    "trained on the scanners of its training data; check it on a few of your own cases first "
+    "(autocmr_evaluate) and fine-tune if needed (autocmr_train --pretrained)",
+    "research use; not a medical device",
+]
+OPTIONS_SHOWN = ("augmentation", "time_budget_s", "epochs", "iterations_per_epoch", "learning_rate", "seed")
+
+
+def _cases_table(folder: Path) -> list[dict[str, str]]:
+    path = folder / layout.CASES
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _training_data(model: ModelFolder) -> dict[str, Any]:
+    rows = _cases_table(model.path)
+    data: dict[str, Any] = {"dataset": model.plans.dataset_name, "cases": len(rows) or None}
+    if rows and "subject" in rows[0]:
+        subjects = {r["subject"]: r.get("group", "") for r in rows}
+        data["subjects"] = len(subjects)
+        groups = Counter(g for g in subjects.values() if g)
+        if groups:
+            data["groups (subjects)"] = dict(sorted(groups.items()))
+    return data
+
+
+def _training(model: ModelFolder) -> dict[str, Any]:
+    info: dict[str, Any] = {"configuration": model.configuration.name, "plans": model.plans.plans_name,
+                            "folds": model.available_folds("final")}
+    for fold in info["folds"][:1]:
+        path = model.path / layout.fold_dir_name(fold) / layout.RUN_OPTIONS
+        if path.is_file():
+            options = RunOptionsDocument.load(path).options
+            info.update({k: options[k] for k in OPTIONS_SHOWN if options.get(k) is not None})
+    return info
+
+
+def figures_from_summary(summary: dict[str, Any], source: str) -> dict[str, Any]:
+    """Per-class Dice/HD95 means and clinical agreement from an evaluation ``summary.json``."""
+    classes = {name: {"dice": s.get("dice", {}).get("mean"), "hd95": s.get("hd95", {}).get("mean")}
+               for name, s in (summary.get("classes") or {}).items()}
+    clinical = {m: {"bias": a.get("bias"), "loa": [a.get("loa_lower"), a.get("loa_upper")],
+                    "mad": a.get("mean_abs_diff")}
+                for m, a in ((summary.get("clinical") or {}).get("agreement") or {}).items()}
+    return {"source": source, "classes": classes, "clinical": clinical}
+
+
+def _figures_from_folds(model: ModelFolder) -> dict[str, Any]:
+    paths = sorted(model.path.glob(f"{layout.FOLD_PREFIX}*/{layout.VALIDATION_DIR}/{layout.VALIDATION_SUMMARY}"))
+    if not paths:
+        return {}
+    per_fold = [figures_from_summary(read_json_document(p, kind="validation summary", what_to_rerun="retrain the "
+                                                        "fold"), "") for p in paths]
+    classes: dict[str, Any] = {}
+    for name in per_fold[0]["classes"]:
+        classes[name] = {metric: _mean([f["classes"].get(name, {}).get(metric) for f in per_fold])
+                         for metric in ("dice", "hd95")}
+    return {"source": f"mean of {len(paths)} fold validation(s), per-fold clinical agreement not pooled",
+            "classes": classes, "clinical": {}}
+
+
+def _mean(values: list[Any]) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None = None,
+                     extra: dict[str, Any] | None = None) -> ModelCard:
+    """A card for the model in ``folder``. ``cv_summary``: evaluation summary of the pooled cross-validation;
+    ``extra``: card fields given by the author (intended use, licence, recipe and commit...), which win."""
+    model = ModelFolder.open(folder)
+    figures = (figures_from_summary(read_json_document(cv_summary, kind="evaluation summary", what_to_rerun=
+                                                       "run autocmr_evaluate"), str(cv_summary))
+               if cv_summary else _figures_from_folds(model))
+    fields: dict[str, Any] = {
+        "name": name, "labels": dict(model.plans.labels), "training_data": _training_data(model),
+        "training": _training(model), "cross_validation": figures, "limits": list(SHORT_AXIS_LIMITS),
+        "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
+                        "research: volumes, ejection fractions and LV mass",
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(fields.get(key), dict):
+            fields[key] = {**fields[key], **value}
+        else:
+            fields[key] = value
+    return ModelCard(**fields)

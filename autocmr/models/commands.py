@@ -1,0 +1,59 @@
+"""The text ``autocmr_models`` prints: lists, model cards with the manifest's facts, verification results."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from autocmr.documents import layout
+from autocmr.documents.manifest import ModelManifest, verify_weight_file
+from autocmr.documents.model_card import ModelCard
+from autocmr.models.registry import list_models, resolve_model
+
+
+def list_text(models_dir: str | Path | None = None) -> str:
+    models = list_models(models_dir)
+    if not models:
+        return "no model installed (import one with `autocmr_models import ARCHIVE`)"
+    lines = [f"{'name':<24} {'configuration':<14} {'folds':<16} path"]
+    for m in models:
+        config = m.manifest.configuration if m.manifest else "?"
+        lines.append(f"{m.name:<24} {config:<14} {','.join(m.folds) or '-':<16} {m.path}")
+    return "\n".join(lines)
+
+
+def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
+    """Checks every weight file listed in the manifest; a mismatch raises with the file's name."""
+    folder = resolve_model(reference, models_dir=models_dir)
+    manifest = ModelManifest.load(folder)
+    if manifest is None or manifest.is_legacy or not manifest.weights:
+        return f"{folder}: no checksums recorded (run `autocmr_models upgrade {folder}` to record them)"
+    missing = [rel for rel in manifest.weights if not (folder / rel).is_file()]
+    for rel in manifest.weights:
+        if rel not in missing:
+            verify_weight_file(folder, manifest, rel)
+    status = f"missing: {missing}" if missing else "all match"
+    return f"{folder}: {len(manifest.weights) - len(missing)} weight file(s) checked against the manifest, {status}"
+
+
+def info_text(reference: str, *, models_dir: str | Path | None = None) -> str:
+    folder = resolve_model(reference, models_dir=models_dir)
+    manifest = ModelManifest.load(folder)
+    card = ModelCard.load(folder)
+    size = sum(p.stat().st_size for p in folder.glob(f"{layout.FOLD_PREFIX}*/*.pth")) / 1e6
+    facts = [f"folder: {folder}", f"weights: {size:.1f} MB"]
+    if manifest is not None:
+        facts.insert(1, f"manifest: version {manifest.schema_version}, {len(manifest.weights)} checksum(s), "
+                        f"written by autocmr {manifest.autocmr_version}")
+    body = card.render() if card else f"(no {layout.MODEL_CARD} in this folder)"
+    return body + "\n\n" + "\n".join(facts)
+
+
+def pack_with_card(source: str | Path, dest: str | Path, *, name: str, folds: Sequence[str] | None,
+                   checkpoint: str, half: bool, cv_summary: Path | None,
+                   extra: dict[str, Any] | None) -> ModelManifest:
+    """The compact form with a card built from the source folder (figures from ``cv_summary`` if given)."""
+    from autocmr.models.card import build_model_card
+    from autocmr.models.store import pack_model
+
+    card = build_model_card(source, name=name, cv_summary=cv_summary, extra=extra)
+    return pack_model(source, dest, folds=folds, checkpoint=checkpoint, half=half, name=name, card=card)

@@ -1,0 +1,80 @@
+"""Finding a model by name: ``default`` (the model shipped inside the package), a model imported with
+``autocmr_models import`` (under the models folder), or a model folder given by its path.
+
+The packaged default lives in ``autocmr/pretrained/default/`` (package data). ``$AUTOCMR_DEFAULT_MODEL``
+names another folder to use as the default (tests point it at a small phantom model); it is only a default
+and never required.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from autocmr.documents import layout
+from autocmr.documents.manifest import ModelManifest
+from autocmr.errors import PlansError
+from autocmr.settings import default_model_override, resolve_models_dir
+
+DEFAULT_MODEL_NAME = "default"
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def packaged_default_model() -> Path:
+    return PACKAGED_MODELS_DIR / DEFAULT_MODEL_NAME
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / layout.PLANS).is_file()
+
+
+def default_model() -> Path:
+    """The default model's folder: $AUTOCMR_DEFAULT_MODEL when set, else the packaged one."""
+    override = default_model_override()
+    folder = override or packaged_default_model()
+    if not is_model_folder(folder):
+        where = f"$AUTOCMR_DEFAULT_MODEL ({folder})" if override else f"the package ({folder})"
+        raise PlansError(f"no default model in {where}: no {layout.PLANS} there. Give a model with -m FOLDER or "
+                         "-d DATASET -c CONFIGURATION, or install one with `autocmr_models import ARCHIVE`")
+    return folder
+
+
+def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None = None) -> Path:
+    """A model folder from ``reference``: None or ``default``, an existing folder, or an imported model's name."""
+    if reference is None or str(reference) == DEFAULT_MODEL_NAME:
+        return default_model()
+    path = Path(reference).expanduser()
+    if path.exists() or len(path.parts) != 1:
+        return path
+    imported = resolve_models_dir(models_dir) / path.name
+    if imported.is_dir():
+        return imported
+    names = [m.name for m in list_models(models_dir)]
+    raise PlansError(f"{reference!r} is neither a model folder nor the name of an installed model; installed: "
+                     f"{names or 'none'} (install one with `autocmr_models import ARCHIVE`)")
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    path: Path
+    manifest: ModelManifest | None
+    folds: tuple[str, ...]
+
+
+def _describe(name: str, path: Path) -> InstalledModel:
+    folds = tuple(sorted(p.parent.name[len(layout.FOLD_PREFIX):]
+                         for p in path.glob(f"{layout.FOLD_PREFIX}*/{layout.checkpoint_name('final')}")))
+    return InstalledModel(name, path, ModelManifest.load(path), folds)
+
+
+def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
+    """The default model (when there is one) and every model under the models folder, sorted by name."""
+    found = []
+    try:
+        found.append(_describe(DEFAULT_MODEL_NAME, default_model()))
+    except PlansError:
+        pass  # no default installed: nothing to list for it
+    root = resolve_models_dir(models_dir)
+    if root.is_dir():
+        found += [_describe(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and is_model_folder(p)]
+    return found

@@ -1,0 +1,107 @@
+"""Cross-validation predictions of one model folder: each fold's network on that fold's validation cases,
+as softmax probabilities in the stored order of the raw image (what ensembling averages).
+
+Probabilities are cached as ``CACHE/<model name>/CASE.npz`` (float16, key ``probabilities``, shape
+(C, z, y, x)), written atomically, and reused on the next run; a changed model needs a fresh cache folder.
+Predicting reads only the raw images and the fold's checkpoint, never writes into the model folder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from autocmr.errors import ConfigurationError, DatasetError
+from autocmr.inference.model_folder import ModelFolder
+from autocmr.inference.predictor import PredictorOptions
+from autocmr.io.atomic import atomic_path
+from autocmr.preprocessing.loading import load_case
+from autocmr.trainers.splits import SPLITS_FILE, read_splits
+
+logger = logging.getLogger(__name__)
+PROBABILITIES_KEY = "probabilities"
+
+
+@dataclass(frozen=True)
+class CvModel:
+    """A model folder with the folds used and the validation cases of each (case id -> fold)."""
+
+    name: str
+    path: Path
+    folds: tuple[str, ...]
+    case_fold: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str
+
+
+def open_cv_model(path: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
+                  name: str | None = None) -> CvModel:
+    """Folds (default: every fold with ``checkpoint``) and their validation cases from ``splits.json``."""
+    model = ModelFolder.open(path)
+    available = model.available_folds(checkpoint)
+    wanted = [str(f) for f in folds] if folds else [f for f in available if f != "all"]
+    missing = [f for f in wanted if f not in available]
+    if missing or not wanted:
+        raise ConfigurationError(f"{model.path}: folds {missing or wanted} have no checkpoint_{checkpoint}.pth "
+                                 f"(trained folds: {available or 'none'})")
+    splits = read_splits(model.path / SPLITS_FILE)
+    case_fold: dict[str, str] = {}
+    for fold in wanted:
+        if not fold.isdigit() or int(fold) >= len(splits):
+            raise ConfigurationError(f"{model.path}: fold {fold!r} is not a cross-validation fold of "
+                                     f"{model.path / SPLITS_FILE} (0..{len(splits) - 1})")
+        case_fold.update({case: fold for case in splits[int(fold)]["val"]})
+    return CvModel(name or model.path.name, model.path, tuple(wanted), case_fold, dict(model.plans.labels),
+                   model.dataset_json.file_ending)
+
+
+def image_files(raw_dir: Path, case_id: str, file_ending: str) -> list[Path]:
+    """``imagesTr/CASE_XXXX<ending>`` of one case, channel order; raises DatasetError when none exist."""
+    files = sorted((raw_dir / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9]{file_ending}"))
+    if not files:
+        raise DatasetError(f"{raw_dir / 'imagesTr'}: no image {case_id}_0000{file_ending} for validation case "
+                           f"{case_id}")
+    return files
+
+
+def probabilities_path(cache_dir: Path, model: CvModel, case_id: str) -> Path:
+    return cache_dir / model.name / f"{case_id}.npz"
+
+
+def read_probabilities(path: Path) -> np.ndarray:
+    with np.load(path) as data:
+        return data[PROBABILITIES_KEY].astype(np.float32)
+
+
+def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, cache_dir: Path,
+                         options: PredictorOptions) -> dict[str, Path]:
+    """Predict the cached-missing ``cases`` fold by fold (each with its own fold's network); their paths."""
+    paths = {c: probabilities_path(cache_dir, model, c) for c in cases}
+    unknown = sorted(set(cases) - set(model.case_fold))
+    if unknown:
+        raise ConfigurationError(f"{model.path}: cases {unknown[:5]} are in no validation fold used")
+    todo = [c for c in cases if not paths[c].is_file()]
+    logger.info("%s: %d validation case(s) cached, %d to predict", model.name, len(cases) - len(todo), len(todo))
+    for fold in model.folds:
+        fold_cases = [c for c in todo if model.case_fold[c] == fold]
+        if not fold_cases:
+            continue
+        predictor = replace(options, folds=(fold,), postprocess="off").build(model.path)
+        for case_id in fold_cases:
+            start = time.perf_counter()
+            case = load_case(image_files(raw_dir, case_id, model.file_ending))
+            prediction = predictor.predict_canonical(case.data, case.spacing, case.reorientation,
+                                                     return_probabilities=True)
+            paths[case_id].parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(paths[case_id]) as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **{PROBABILITIES_KEY: prediction.probabilities.astype(np.float16)})
+            logger.info("%s fold %s: %s predicted in %.1f s", model.name, fold, case_id, time.perf_counter() - start)
+    return paths
+
+
+__all__ = ["CvModel", "ensure_probabilities", "image_files", "open_cv_model", "probabilities_path",
+           "read_probabilities"]

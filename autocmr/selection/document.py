@@ -1,0 +1,111 @@
+"""``selection.json``: the configuration chosen by cross-validation, and the figures it was chosen on.
+
+Layout (schema version :data:`SCHEMA_VERSION`)::
+
+    {"schema_version": 1, "kind": "autocmr_selection", "created": ISO time, "rank_by": "dice",
+     "folds": ["0", ...], "n_cases": N, "checkpoint": "final",
+     "chosen": {"name": "A+B", "members": [{"name", "model", "relative_model", "folds"}],
+                "postprocessing": {"foreground_lcc", "per_label_lcc", "evidence"},
+                "cv": FIGURES, "cv_postprocessed": FIGURES},
+     "candidates": [{"name", "members": [...], "rank", "cv": FIGURES}, ...]}     # best first
+
+    FIGURES = {"dice_mean", "dice": {class: mean}, "hd95": {class: mean},
+               "clinical": {measure: {"bias", "mean_abs_diff", "spearman_r", "n"}}}
+
+``model`` is the absolute path of a member's model folder when the selection was made; ``relative_model``
+the same path relative to the folder holding ``selection.json``, tried first so that a results tree can be
+moved or copied as a whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocmr.errors import DocumentError
+from autocmr.inference.postprocessing import PostprocessingDecision
+from autocmr.io.atomic import write_json_atomic
+
+SCHEMA_VERSION = 1
+KIND = "autocmr_selection"
+SELECTION_JSON = "selection.json"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the chosen configuration: its folder and the folds whose networks are averaged."""
+
+    name: str
+    model: Path
+    folds: tuple[str, ...]
+
+    def to_dict(self, base: Path) -> dict[str, Any]:
+        return {"name": self.name, "model": str(self.model.resolve()),
+                "relative_model": os.path.relpath(self.model.resolve(), base.resolve()), "folds": list(self.folds)}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The content of ``selection.json`` (see the module docstring)."""
+
+    members: tuple[Member, ...]
+    postprocessing: PostprocessingDecision
+    rank_by: str
+    checkpoint: str = "final"
+    record: dict[str, Any] = field(default_factory=dict)  # everything else of the file (figures, candidates)
+
+    @property
+    def name(self) -> str:
+        return "+".join(m.name for m in self.members)
+
+    def save(self, path: Path) -> None:
+        chosen = dict(self.record.get("chosen", {}))
+        chosen.update(name=self.name, members=[m.to_dict(path.parent) for m in self.members],
+                      postprocessing={"foreground_lcc": self.postprocessing.foreground_lcc,
+                                      "per_label_lcc": list(self.postprocessing.per_label_lcc),
+                                      "evidence": self.postprocessing.evidence})
+        document = {"schema_version": SCHEMA_VERSION, "kind": KIND, **self.record, "rank_by": self.rank_by,
+                    "checkpoint": self.checkpoint, "chosen": chosen}
+        write_json_atomic(path, document)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Selection":
+        path = Path(path)
+        if path.is_dir():
+            path = path / SELECTION_JSON
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DocumentError(f"{path}: cannot read the selection ({exc}); make one with autocmr_find_best") from exc
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise DocumentError(f"{path}: not an autocmr selection (no \"kind\": \"{KIND}\")")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise DocumentError(f"{path}: selection schema version {data.get('schema_version')!r}; this autocmr "
+                                f"reads version {SCHEMA_VERSION}: run autocmr_find_best again")
+        try:
+            chosen = data["chosen"]
+            members = tuple(Member(m["name"], _member_path(path, m), tuple(str(f) for f in m["folds"]))
+                            for m in chosen["members"])
+            decision = PostprocessingDecision.from_dict(chosen.get("postprocessing", {}))
+        except (KeyError, TypeError) as exc:
+            raise DocumentError(f"{path}: malformed selection, missing {exc}") from exc
+        if not members:
+            raise DocumentError(f"{path}: the selection names no model")
+        record = {k: v for k, v in data.items() if k not in ("schema_version", "kind", "rank_by", "checkpoint")}
+        return cls(members, decision, str(data.get("rank_by", "dice")), str(data.get("checkpoint", "final")), record)
+
+
+def _member_path(selection_path: Path, member: dict[str, Any]) -> Path:
+    candidates = [Path(member["model"])]
+    if member.get("relative_model"):
+        candidates.insert(0, selection_path.parent / member["relative_model"])
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise DocumentError(f"{selection_path}: model {member.get('name')!r} not found at "
+                        f"{' nor at '.join(str(c) for c in candidates)}")
+
+
+__all__ = ["Member", "SELECTION_JSON", "SCHEMA_VERSION", "Selection"]

@@ -1,0 +1,162 @@
+"""The analysis of a folder of masks: tables, figures and report, ED/ES of phantom cines, failures kept."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autocmr.analysis.pipeline import analyse_cases, analyse_masks
+from autocmr.analysis.subjects import CaseRecord
+from autocmr.inference.inputs import CaseFailure
+from autocmr.io.atomic import TEMP_PREFIX
+from autocmr.io.cine import write_cine
+from autocmr.io.image import write_image
+from autocmr.io.orientation import to_canonical
+from autocmr.testing.phantoms import make_phantom_cine, make_phantom_subject
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """Exact phantom masks standing in for predictions: two cines, one ED/ES pair, one lone ED, one failure."""
+    folder = tmp_path_factory.mktemp("analysis")
+    cases, known = [], {}
+    for name, seed, n_frames in (("cineA", 1, 9), ("cineB", 2, 14)):
+        image, label, geometry, ed, es = make_phantom_cine(seed, n_frames=n_frames, fov_mm=160.0)
+        roll = 3 if name == "cineB" else 0  # the cycle need not start at ED
+        image, label = np.roll(image, -roll, axis=0), np.roll(label, -roll, axis=0)
+        known[name] = ((ed - roll) % n_frames, (es - roll) % n_frames)
+        write_cine(image, geometry, folder / f"{name}_img.nii.gz")
+        write_cine(label, geometry, folder / f"{name}.nii.gz")
+        cases.append(CaseRecord(name, folder / f"{name}.nii.gz", folder / f"{name}_img.nii.gz", (), n_frames,
+                                tuple([0.01] * n_frames), "cine"))
+    for subject, seed, phases in (("pair", 3, ("ED", "ES")), ("lone", 4, ("ED",))):
+        for phase in phases:
+            case = make_phantom_subject(seed, fov_mm=160.0)[phase]
+            write_image(case.image, case.geometry, folder / f"{subject}_{phase}_img.nii.gz")
+            write_image(case.label, case.geometry, folder / f"{subject}_{phase}.nii.gz")
+            image_path = folder / f"{subject}_{phase}_img.nii.gz"
+            cases.append(CaseRecord(f"{subject}_{phase}", folder / f"{subject}_{phase}.nii.gz", image_path,
+                                    (image_path,)))
+    failure = CaseFailure("broken", str(folder / "broken.nii.gz"), "not an image")
+    outputs = analyse_cases(cases, folder, failures=[failure], suffix="_part1")
+    return folder, outputs, known
+
+
+def test_tables_figures_and_report_are_written(analysed):
+    folder, outputs, _ = analysed
+    for name in ("measures_part1.csv", "volumes_part1.csv", "qc_part1.csv", "report_part1.html"):
+        assert (folder / name).is_file(), name
+    for subject in ("cineA", "cineB", "pair", "lone"):
+        assert (folder / "figures" / f"{subject}.png").stat().st_size > 10_000
+    assert not [p for p in folder.rglob(f"{TEMP_PREFIX}*")]  # nothing half-written left behind
+    page = (folder / "report_part1.html").read_text()
+    assert page.index("broken") < page.index("cineA")  # failed and flagged subjects come first
+    assert "figures/pair.png" in page and "not an image" in page and "http" not in page
+
+
+def test_cine_ed_es_match_the_phantom_and_measures_are_consistent(analysed):
+    folder, _, known = analysed
+    measures = pd.read_csv(folder / "measures_part1.csv").set_index("subject")
+    for name, (ed, es) in known.items():
+        row = measures.loc[name]
+        assert (row["ED_frame"], row["ES_frame"]) == (ed, es)
+        assert row["review"] == False, row["qc_flags"]  # noqa: E712 - exact masks pass QC
+        assert row["LVEF_percent"] == pytest.approx(100 * row["LVSV_mL"] / row["LVEDV_mL"], rel=1e-4)  # 6 digits
+        assert row["LVEDV_mL"] - row["LVESV_mL"] == pytest.approx(row["LVSV_mL"], abs=1e-3)
+    volumes = pd.read_csv(folder / "volumes_part1.csv")
+    cine = volumes[volumes["subject"] == "cineB"].sort_values("frame")
+    assert len(cine) == 14 and cine["LV_mL"].idxmax() == cine.index[cine["phase"] == "ED"][0]
+    assert measures.loc["broken", "status"] == "failed" and measures.loc["broken", "review"]
+
+
+def test_lone_phase_has_partial_measures_and_a_note(analysed):
+    folder, _, _ = analysed
+    row = pd.read_csv(folder / "measures_part1.csv").set_index("subject").loc["lone"]
+    assert row["LVEDV_mL"] > 0 and math.isnan(row["LVEF_percent"]) and math.isnan(row["LVESV_mL"])
+    assert "only ED given" in row["notes"]
+    qc = pd.read_csv(folder / "qc_part1.csv").set_index("subject")
+    assert qc.loc["pair", "n_flags"] == 0 and qc.loc["broken", "analysis_failed"] == 1
+
+
+def test_in_memory_analysis_of_a_cine():
+    _, labels, geometry, ed, es = make_phantom_cine(7, n_frames=8, fov_mm=160.0)
+    from autocmr.analysis.measures import FrameMask
+
+    frames = []
+    for t, label in enumerate(labels):
+        canonical, spacing, _ = to_canonical(label, geometry.spatial())
+        frames.append(FrameMask(canonical, spacing, "c", t))
+    report = analyse_masks("c", frames)
+    assert (report.measures.ed.frame, report.measures.es.frame) == (ed, es)
+    assert report.measures.measures["LVEF"] > 30 and not report.review
+
+
+def test_a_killed_runs_temporaries_are_removed_but_not_other_parts(tmp_path):
+    stale = tmp_path / f"{TEMP_PREFIX}0123456789ab_measures_part2.csv"
+    other = tmp_path / f"{TEMP_PREFIX}0123456789ab_measures_part3.csv"  # another part, maybe writing now
+    stale.write_text("half")
+    other.write_text("half")
+    outputs = analyse_cases([], tmp_path, failures=[CaseFailure("x", "x.nii.gz", "unreadable")], suffix="_part2")
+    assert not stale.exists() and other.exists()
+    assert [r.subject for r in outputs.reports] == ["x"] and (tmp_path / "report_part2.html").is_file()
+
+
+def test_heart_rate_from_dicom_headers(sunnybrook_root, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from autocmr.analysis.pipeline import dicom_heart_rate
+
+    assert dicom_heart_rate(sorted((sunnybrook_root / "dicom").glob("*.dcm"))[:2]) == 80.0  # HeartRate tag
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.NominalInterval = 750  # R-R interval in ms, no HeartRate: 80 bpm
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=False)
+    assert dicom_heart_rate([tmp_path / "x.dcm"]) == pytest.approx(80.0)
+    assert dicom_heart_rate([tmp_path / "missing.dcm"]) is None
+
+
+def test_a_case_of_unknown_phase_gets_volumes_and_anatomical_qc():
+    from autocmr.analysis.measures import FrameMask
+
+    case = make_phantom_subject(8, fov_mm=160.0)["ED"]
+    label, spacing, _ = to_canonical(case.label, case.geometry)
+    clean = analyse_masks("u", [FrameMask(label, spacing, "u")])
+    assert clean.qc.flags == [] and math.isnan(clean.measures.measures["LVEF"])
+    assert clean.measures.volume_rows[0]["LV"] > 0 and "volumes only" in clean.notes[-1]
+    broken = analyse_masks("u", [FrameMask(np.where(label == 3, 0, label), spacing, "u")])
+    assert "missing_structure" in broken.qc.flags and broken.review
+
+
+def test_reanalysing_a_merged_output_folder_pairs_ed_and_es_of_different_parts(tmp_path):
+    import json
+
+    from autocmr.analysis.pipeline import analyse_output_folder
+
+    cases = {}
+    for phase, case in make_phantom_subject(9, fov_mm=160.0).items():
+        write_image(case.image, case.geometry, tmp_path / f"s_{phase}_0000.nii.gz")
+        write_image(case.label, case.geometry, tmp_path / f"s_{phase}.nii.gz")
+        cases[f"s_{phase}"] = {"kind": "3d", "sources": [str(tmp_path / f"s_{phase}_0000.nii.gz")],
+                               "output": str(tmp_path / f"s_{phase}.nii.gz"), "uncertainty": [0.02]}
+    (tmp_path / "predictions.json").write_text(json.dumps({"input": str(tmp_path / "in"), "cases": cases}))
+    (tmp_path / "failures.json").write_text(json.dumps([{"name": "z", "file": "z.nii.gz", "reason": "truncated"}]))
+    outputs = analyse_output_folder(tmp_path)
+    by_name = {r.subject: r for r in outputs.reports}
+    assert set(by_name) == {"s", "z"} and by_name["z"].status == "failed"
+    assert by_name["s"].measures.measures["LVEF"] > 30 and by_name["s"].uncertainty == pytest.approx(0.02)
+    assert (tmp_path / "measures.csv").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_an_unreadable_mask_is_a_failed_row_not_a_crash(tmp_path):
+    import json
+
+    from autocmr.analysis.pipeline import analyse_output_folder
+
+    (tmp_path / "m.nii.gz").write_bytes(b"truncated")
+    cases = {"m": {"kind": "3d", "sources": [str(tmp_path / "m_0000.nii.gz")], "output": str(tmp_path / "m.nii.gz")}}
+    (tmp_path / "predictions.json").write_text(json.dumps({"cases": cases}))
+    outputs = analyse_output_folder(tmp_path)
+    assert [(r.subject, r.status) for r in outputs.reports] == [("m", "failed")]
+    assert "mask unreadable" in outputs.reports[0].notes[0]

@@ -1,0 +1,118 @@
+"""Quality control: exact phantom masks and real manual masks pass; each kind of broken mask is flagged."""
+import math
+
+import numpy as np
+import pytest
+
+from autocmr.analysis.measures import FrameMask, measure_cine, measure_phases
+from autocmr.analysis.qc import QC_FLAGS, QcThresholds, check_subject
+from autocmr.dataset.labels import LV, MYO, RV
+from autocmr.io.orientation import to_canonical
+from autocmr.testing.phantoms import make_phantom_cine, make_phantom_subject
+
+ANATOMY_FLAGS = {"missing_structure", "too_few_slices", "lv_slice_gap", "irregular_lv_profile", "myocardium_open",
+                 "rv_not_beside_lv", "fragmented"}
+
+
+def _pair(seed: int = 0) -> tuple[FrameMask, FrameMask]:
+    cases = make_phantom_subject(seed)
+    out = []
+    for phase in ("ED", "ES"):
+        label, spacing, _ = to_canonical(cases[phase].label, cases[phase].geometry)
+        out.append(FrameMask(label, spacing, f"s_{phase}", phase=phase, uncertainty=0.01))
+    return out[0], out[1]
+
+
+def _flags(ed: FrameMask, es: FrameMask) -> list[str]:
+    return check_subject(measure_phases("s", ed, es)).flags
+
+
+def _with(frame: FrameMask, label: np.ndarray) -> FrameMask:
+    return FrameMask(label, frame.spacing, frame.case, frame.frame, frame.phase, frame.uncertainty)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_phantom_masks_raise_no_flag(seed):
+    ed, es = _pair(seed)
+    qc = check_subject(measure_phases("s", ed, es))
+    assert qc.flags == [], qc.metrics
+    assert qc.metrics["myocardial_enclosure_ED"] > 0.95
+
+
+def test_each_kind_of_broken_mask_is_flagged():
+    ed, es = _pair(0)
+    no_rv = np.where(ed.label == RV, 0, ed.label)
+    assert "missing_structure" in _flags(_with(ed, no_rv), es)
+    swapped = ed.label.copy()
+    swapped[ed.label == LV], swapped[ed.label == RV] = RV, LV  # a model with the wrong label order
+    assert {"myocardium_open"} <= set(_flags(_with(ed, swapped), es))
+    order = np.random.default_rng(3).permutation(ed.label.shape[0])
+    shuffled = _flags(_with(ed, ed.label[order]), _with(es, es.label[order]))
+    assert set(shuffled) & {"lv_slice_gap", "irregular_lv_profile", "fragmented"}, shuffled
+    gap = ed.label.copy()
+    lv_slices = np.flatnonzero((ed.label == LV).any(axis=(1, 2)))
+    gap[lv_slices[len(lv_slices) // 2]] = 0
+    assert "lv_slice_gap" in _flags(_with(ed, gap), es)
+    island = ed.label.copy()
+    island[:3, :12, :12] = MYO  # a sizeable piece of "myocardium" in a corner of the image
+    assert "fragmented" in _flags(_with(ed, island), es)
+    far_rv = np.where(ed.label == RV, 0, ed.label)
+    far_rv[:, :8, :8] = RV  # RV cavity nowhere near the LV
+    assert "rv_not_beside_lv" in _flags(_with(ed, far_rv), es)
+    assert "esv_not_below_edv" in _flags(es, ed)  # phases swapped: ES larger than ED
+
+
+def test_measures_out_of_range_and_uncertainty_are_flagged():
+    ed, es = _pair(1)
+    result = measure_phases("s", ed, es)
+    result.measures["LVEF"] = 95.0
+    result.measures["LVEDV"] = 900.0
+    flags = check_subject(result).flags
+    assert {"ef_out_of_range", "implausible_size"} <= set(flags)
+    uncertain = measure_phases("s", _with(ed, ed.label), FrameMask(es.label, es.spacing, "s_ES", phase="ES",
+                                                                    uncertainty=0.5))
+    assert "high_uncertainty" in check_subject(uncertain).flags
+    assert "high_uncertainty" not in check_subject(uncertain, QcThresholds(max_uncertainty=0.6)).flags
+    assert set(flags) <= set(QC_FLAGS)
+
+
+def test_cine_curve_rules():
+    _, labels, geometry, ed, es = make_phantom_cine(4, n_frames=10)
+    spatial = geometry.spatial()
+    frames = []
+    for t, label in enumerate(labels):
+        canonical, spacing, _ = to_canonical(label, spatial)
+        frames.append(FrameMask(canonical, spacing, "cine", t))
+    smooth = measure_cine("c", frames)
+    assert (smooth.ed.frame, smooth.es.frame) == (ed, es)
+    assert check_subject(smooth).flags == []
+    jumpy = list(frames)
+    jumpy[6] = FrameMask(frames[es].label, frames[es].spacing, "cine", 6)  # one frame from another phase
+    jumpy[7] = FrameMask(frames[ed].label, frames[ed].spacing, "cine", 7)
+    assert "rough_volume_curve" in check_subject(measure_cine("c", jumpy)).flags
+
+
+def test_only_one_phase_gives_what_can_be_computed_and_a_note():
+    ed, _ = _pair(2)
+    result = measure_phases("s", ed, None)
+    assert result.measures["LVEDV"] > 0 and result.measures["LVM"] > 0 and result.measures["RVEDV"] > 0
+    for missing in ("LVESV", "LVSV", "LVEF", "RVESV", "RVEF"):
+        assert math.isnan(result.measures[missing])
+    assert "only ED given" in result.notes[0]
+    assert not set(check_subject(result).flags) & {"esv_not_below_edv", "ef_out_of_range"}
+
+
+def test_manual_acdc_segmentations_raise_no_anatomical_flag(acdc_root):
+    from autocmr.dataset.converters.acdc import read_info_cfg
+    from autocmr.dataset.labels import ACDC_TO_AUTOCMR, remap_labels
+    from autocmr.io.image import read_image
+
+    for patient in ("patient001", "patient036", "patient061", "patient085", "patient093"):
+        info = read_info_cfg(acdc_root / patient / "Info.cfg")
+        frames = {}
+        for phase in ("ED", "ES"):
+            array, geometry = read_image(acdc_root / patient / f"{patient}_frame{int(info[phase]):02d}_gt.nii.gz")
+            label, spacing, _ = to_canonical(remap_labels(array, ACDC_TO_AUTOCMR), geometry)
+            frames[phase] = FrameMask(label, spacing, patient, phase=phase)
+        flags = check_subject(measure_phases(patient, frames["ED"], frames["ES"])).flags
+        assert not set(flags) & ANATOMY_FLAGS, (patient, flags)

@@ -1,0 +1,214 @@
+"""The fast cine path: which frames get full accuracy, that those frames are exactly the full path's, that the
+others are exactly a fast pass, that ED/ES are those of the written mask (and, with a network that sees the
+blood pool, the phantom's own ED/ES), and the DICOM-SEG output of a predicted DICOM cine."""
+from __future__ import annotations
+
+import json
+import logging
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import torch
+from torch import nn
+
+from autocmr.analysis.phases import find_ed_es
+from autocmr.errors import ConfigurationError
+from autocmr.inference.batch import PredictorOptions, predict_folder
+from autocmr.inference.fast_cine import CineOptions, _frames_to_refine
+from autocmr.io.cine import read_cine, write_cine
+from autocmr.io.dicom import read_dicom_series
+from autocmr.io.image import Geometry
+from autocmr.testing.phantoms import make_phantom_cine
+from tests.helpers import temporaries
+from tests.io.test_dicom_seg import write_series
+
+N_FRAMES = 4
+N_SLICES = 2
+
+
+def refine(fast: tuple[list[float], list[float]], full: tuple[list[float], list[float]],
+           options: CineOptions = CineOptions()) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
+    """Drive the refinement as predict_cine_fast does, with given fast and full-accuracy volume curves."""
+    lv, rv = np.array(fast[0], float), np.array(fast[1], float)
+    done: list[int] = []
+    notes: list[str] = []
+    for frame in _frames_to_refine(lv, rv, done, options, notes):
+        lv[frame], rv[frame] = full[0][frame], full[1][frame]
+        done.append(frame)
+    return done, notes, lv, rv
+
+
+def test_refinement_follows_ed_es_until_they_are_full_accuracy_frames():
+    rv = [50, 45, 30, 35, 48, 50]
+    # fast: ED 0, ES 2. Full accuracy shrinks frame 0 below frame 5 and frame 2 above frame 3.
+    fast_lv = [100, 90, 60, 62, 95, 99]
+    full_lv = [97, 89, 64, 61, 94, 98]
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv))
+    # ED/ES move to 5 and 3; then frame 4 is a near tie of ED: its fast volume (95) times the largest full/fast
+    # ratio seen (frame 2: 64 / 60) could exceed ED's 98; frame 1 (90) could not.
+    assert done == [0, 2, 5, 3, 4] and not notes
+    ed, es, _ = find_ed_es(lv, rv)
+    assert (ed, es) == (5, 3) and {ed, es} <= set(done)
+    # same curves, no extra frame allowed: ED/ES moved, and the note says which frames are fast-pass only
+    done, notes, _, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(max_extra_frames=0))
+    assert done == [0, 2] and "frames [5, 3] stay fast-pass only" in notes[0]
+    # when the fast and full curves agree, only ED and ES are refined (no frame within 0.5 % of them)
+    assert refine((fast_lv, rv), (fast_lv, rv))[0] == [0, 2]
+
+
+def test_a_shared_bias_of_the_fast_pass_is_not_taken_for_near_ties():
+    rv = [50, 45, 30, 31, 40, 45]
+    fast_lv = [100, 96, 60, 62, 80, 90]
+    full_lv = [v * 1.02 for v in fast_lv]  # full accuracy 2 % larger everywhere: the order does not change
+    # frame 3 (62) is 2 % above ES at full accuracy (61.2), but 2 % is the shared bias: 62 x 1.02 cannot get
+    # below 61.2. (An error bound of +-2 % per frame would have refined it.)
+    assert refine((fast_lv, rv), (full_lv, rv))[0] == [0, 2]
+    # a fast frame whose raw volume is below the refined ES is refined whatever the bias: ED/ES read from the
+    # written mask must be full-accuracy frames
+    fast_lv[3] = 61.0
+    done, _, lv, _ = refine((fast_lv, rv), ([v * 1.02 for v in fast_lv], rv))
+    assert done == [0, 2, 3] and find_ed_es(lv, rv)[:2] == (0, 2)
+
+
+def test_a_near_tie_of_ed_is_refined_and_can_win():
+    rv = [50, 50, 30, 35, 48, 49]
+    fast_lv = [100, 99.8, 60, 62, 95, 97]
+    full_lv = [100, 101, 60, 62, 95, 97]  # frame 1 is the true ED; the fast pass put it 0.2 % below frame 0
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv))
+    assert done == [0, 2, 1] and not notes and find_ed_es(lv, rv)[:2] == (1, 2)
+
+
+def test_no_ventricle_in_the_fast_pass_means_every_frame_at_full_accuracy():
+    empty = [0.0] * 4
+    done, notes, _, _ = refine((empty, empty), ([5, 3, 2, 4], empty))
+    assert done == [0, 1, 2, 3] and "no ventricle" in notes[0]
+
+
+def test_cine_options_are_checked():
+    with pytest.raises(ConfigurationError, match="cine mode must be one of"):
+        CineOptions(mode="quick")
+    with pytest.raises(ConfigurationError, match="fast_step"):
+        CineOptions(fast_step=0.0)
+
+
+def _phantom_cine(folder, seed: int = 2):
+    image, labels, g4, ed, es = make_phantom_cine(seed, n_frames=N_FRAMES, fov_mm=120.0)
+    start = (image.shape[1] - N_SLICES) // 2  # a few mid-ventricular slices keep the test fast
+    image, labels = image[:, start:start + N_SLICES], labels[:, start:start + N_SLICES]
+    geometry = Geometry(g4.size[:2] + (N_SLICES,) + g4.size[3:], g4.spacing, g4.origin, g4.direction)
+    write_cine(image, geometry, folder / "cine.nii.gz")
+    return labels, geometry, ed, es
+
+
+def _volume_curves(mask: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    voxel_ml = float(np.prod(geometry.spacing[:3])) / 1000.0
+    return (mask == 1).sum(axis=(1, 2, 3)) * voxel_ml, (mask == 3).sum(axis=(1, 2, 3)) * voxel_ml
+
+
+def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path, tiny_model_dir):
+    _, geometry, _, _ = _phantom_cine(tmp_path / "in")
+    full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)  # "full accuracy": mirrored
+    run = {mode: predict_folder(tmp_path / "in", tmp_path / mode, full, num_workers=0, analyse=False,
+                                cine=CineOptions(mode=mode)) for mode in ("fast", "full")}
+    fast_settings = PredictorOptions(device="cpu", mirror=False, step=1.0).build(tiny_model_dir)
+    predict_folder(tmp_path / "in", tmp_path / "reference", fast_settings, num_workers=0, analyse=False,
+                   cine=CineOptions(mode="full"))
+    assert all(r.ok for r in run.values())
+    masks = {name: read_cine(tmp_path / name / "cine.nii.gz")[0] for name in ("fast", "full", "reference")}
+    assert masks["fast"].shape == (N_FRAMES, N_SLICES) + masks["fast"].shape[2:]
+    record = json.loads((tmp_path / "fast" / "predictions.json").read_text())["cases"]["cine"]["cine"]
+    full_frames = record["full_accuracy_frames"]
+    assert record == run["fast"].cine["cine"] and "cine" not in run["full"].cine
+    for t in range(N_FRAMES):
+        expected = masks["full"][t] if t in full_frames else masks["reference"][t]
+        np.testing.assert_array_equal(masks["fast"][t], expected, err_msg=f"frame {t}")
+    # ED/ES are those of the written mask's volume curves, and (unless a note says otherwise) full accuracy
+    lv, rv = _volume_curves(masks["fast"], geometry)
+    np.testing.assert_allclose(record["lv_ml"], lv, atol=1e-3)
+    if lv.any() or rv.any():
+        assert (record["ed_frame"], record["es_frame"]) == find_ed_es(lv, rv)[:2]
+        assert {record["ed_frame"], record["es_frame"]} <= set(full_frames) or record["notes"]
+    uncertainty = run["fast"].uncertainty["cine"]
+    assert all(np.isnan(uncertainty[t]) != (t in full_frames) for t in range(N_FRAMES))
+
+
+class BloodPoolNet(nn.Module):
+    """A stand-in network that calls every bright, smooth region "LV": on the phantoms that is the blood of both
+    ventricles, whose volume is largest at ED and smallest at ES. Deterministic, so ED/ES are known."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        smooth = nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+        blood = 8.0 * (smooth[:, :1] - 1.0)
+        zeros = torch.zeros_like(blood)
+        return torch.cat([zeros, blood, zeros - 10.0, zeros - 10.0], dim=1)
+
+
+def test_fast_path_finds_the_phantoms_ed_and_es(tmp_path, tiny_model_dir):
+    _, _, ed, es = _phantom_cine(tmp_path / "in", seed=5)
+    predictor = PredictorOptions(device="cpu", mirror=False, postprocess="off").build(tiny_model_dir)
+    predictor.networks = [BloodPoolNet().eval()]
+    report = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0, analyse=False)
+    record = report.cine["cine"]
+    assert (record["ed_frame"], record["es_frame"]) == (ed, es) == (0, N_FRAMES // 3)
+    assert record["full_accuracy_frames"] == [ed, es]
+
+
+def test_dicom_cine_gets_nifti_and_a_seg_per_phase(tmp_path, tiny_predictor):
+    write_series(tmp_path / "in" / "study", n_phases=3, n_slices=2)
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+                            output_format="both")
+    assert report.ok and report.done == ["study_s4"]
+    mask = read_cine(tmp_path / "out" / "study_s4.nii.gz")[0]
+    volume = read_dicom_series(tmp_path / "in" / "study")
+    record = report.cine["study_s4"]
+    for t in range(3):
+        seg = hd.seg.segread(tmp_path / "out" / "study_s4_seg" / f"phase_{t:02d}.dcm")
+        uids = [_uid(volume.files[(z, t)]) for z in range(2)]
+        np.testing.assert_array_equal(seg.get_pixels_by_source_instance(uids, combine_segments=True), mask[t])
+        expected = "full accuracy" if t in record["full_accuracy_frames"] else "fast pass"
+        assert seg.ContentDescription.endswith(expected)
+    assert not temporaries(tmp_path / "out")
+
+
+def _uid(path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_dicom_seg_only_skips_nifti_for_dicom_and_continue_sees_it(tmp_path, tiny_predictor, caplog):
+    write_series(tmp_path / "in" / "stack", n_phases=1, n_slices=2)
+    _phantom_cine(tmp_path / "in")
+    with caplog.at_level(logging.WARNING):
+        report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+                                output_format="dicom-seg")
+    assert report.ok and sorted(report.done) == ["cine", "stack_s4"]
+    assert "DICOM-SEG needs a DICOM source series; 1 input(s)" in caplog.text
+    assert (tmp_path / "out" / "stack_s4_seg.dcm").is_file() and not (tmp_path / "out" / "stack_s4.nii.gz").exists()
+    assert (tmp_path / "out" / "cine.nii.gz").is_file()  # a NIfTI input still gets its NIfTI mask
+    again = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+                           output_format="dicom-seg", continue_=True)
+    assert sorted(again.skipped) == ["cine", "stack_s4"] and not again.done
+
+
+def test_a_predictor_as_fast_as_the_fast_pass_predicts_each_frame_once(tiny_model_dir):
+    from autocmr.inference.fast_cine import _fast_pass_is_full_accuracy
+
+    def build(**kwargs):
+        return PredictorOptions(device="cpu", **kwargs).build(tiny_model_dir)
+
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions())
+    assert not _fast_pass_is_full_accuracy(build(mirror=True, step=1.0), CineOptions())
+    assert not _fast_pass_is_full_accuracy(build(mirror=False, step=0.5), CineOptions())
+
+
+def test_cli_output_format_and_cine_flags_reach_the_batch(tmp_path, tiny_model_dir):
+    from autocmr.cli.predict import main
+
+    write_series(tmp_path / "in" / "stack", n_phases=2, n_slices=2)
+    argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(tiny_model_dir), "--device", "cpu",
+            "--no-mirror", "-j", "0", "--no-analysis", "--output-format", "dicom-seg", "--cine", "full"]
+    assert main(argv) == 0
+    assert (tmp_path / "out" / "stack_s4_seg").is_dir() and not (tmp_path / "out" / "stack_s4.nii.gz").exists()
+    case = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]["stack_s4"]
+    assert "cine" not in case and case["seconds"]["frames"] == 2  # --cine full: frame by frame, no fast path

@@ -1,0 +1,109 @@
+"""Cluster inference in parts: three parts predict into one folder without colliding, and one command merges
+their tables into what a single run would have written."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from autocmr.cli.merge_parts import main as merge_main
+from autocmr.errors import ConfigurationError
+from autocmr.inference.batch import predict_folder
+from autocmr.inference.parts import find_parts, merge_parts, part_file_name
+from autocmr.io.image import write_image
+from tests.helpers import small_case
+
+NAMES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parts_in")
+    for seed, name in enumerate(NAMES):
+        case = small_case(20 + seed)
+        write_image(case.image, case.geometry, folder / f"{name}.nii.gz")
+    (folder / "e.nii.gz").write_bytes(b"not an image")  # fails in whichever part it falls
+    return folder
+
+
+def test_part_file_names():
+    assert part_file_name("failures.json", 3, 2) == "failures_part2.json"
+    assert part_file_name("measures.csv", 3, 0) == "measures_part0.csv"
+    assert part_file_name("failures.json", 1, 0) == "failures.json"
+
+
+def test_three_parts_merge_into_one_set_of_tables(inputs, tmp_path, tiny_predictor):
+    out = tmp_path / "out"
+    reports = [predict_folder(inputs, out, tiny_predictor, num_parts=3, part_id=k, num_workers=0) for k in range(3)]
+    assert sorted(n for r in reports for n in r.done) == NAMES  # every case once, in exactly one part
+    assert all((out / f"{n}.nii.gz").is_file() for n in NAMES)
+    for k in range(3):  # each part wrote its own tables; none wrote the unsuffixed ones
+        assert (out / f"failures_part{k}.json").is_file() and (out / f"predictions_part{k}.json").is_file()
+    assert not (out / "failures.json").exists() and not (out / "predictions.json").exists()
+    csv_parts = {name for name in find_parts(out) if name.endswith(".csv")}
+
+    assert merge_main([str(out)]) == 1  # merged; exit 1 because a case failed, as autocmr_predict would
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["name"] for f in failures] == ["e"] and "e.nii.gz" in failures[0]["file"]
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert predictions["done"] == NAMES and sorted(predictions["cases"]) == NAMES
+    assert predictions["failed"] == ["e"] and predictions["num_parts"] == 3
+    assert predictions["merged_from"] == [f"predictions_part{k}.json" for k in range(3)]
+    assert predictions["wall_s"] == max(round(r.wall_s, 3) for r in reports)  # the parts ran side by side
+    for name in csv_parts:  # the analysis tables, when the batch wrote them, have every part's rows
+        parts = [pd.read_csv(p) for p in find_parts(out)[name].values()]
+        assert len(pd.read_csv(out / name)) == sum(len(p) for p in parts), name
+    # merging again (say after one part was rerun) gives the same result
+    merge_parts(out)
+    assert json.loads((out / "predictions.json").read_text())["done"] == NAMES
+
+
+def test_missing_or_foreign_parts_are_refused_with_the_reason(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConfigurationError, match="no predictions_partK.json"):
+        merge_parts(out)
+    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [0, 1], "step": 0.5, "postprocessing": {},
+                "model": "/m", "device": "cuda:0"}
+    for k in (0, 2):
+        doc = {"predictor": describe, "num_parts": 3, "part_id": k, "wall_s": 1.0, "done": [f"c{k}"],
+               "skipped": [], "failed": [], "cases": {f"c{k}": {}}}
+        (out / f"predictions_part{k}.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match=r"part\(s\) \[1\] of 3"):
+        merge_parts(out)
+    assert merge_parts(out, allow_incomplete=True).done == 2
+    doc["predictor"] = dict(describe, step=1.0, device="cuda:1")  # part 2 predicted with another step
+    (out / "predictions_part2.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match="part 2 was predicted differently.*step"):
+        merge_parts(out, allow_incomplete=True)
+    doc["num_parts"] = 4
+    (out / "predictions_part2.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match="different numbers of parts"):
+        merge_parts(out, allow_incomplete=True)
+    assert merge_main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_csv_and_other_tables_merge_generically(tmp_path):
+    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
+    for k, (subjects, extra) in enumerate([(["s0", "s3"], None), (["s1", "s4"], 7), (["s2"], None)]):
+        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
+            {"predictor": dict(describe, model=f"/node{k}/m", device="cpu"), "num_parts": 3, "wall_s": k,
+             "done": subjects, "skipped": [], "failed": [], "cases": {}}))
+        table = pd.DataFrame({"subject": subjects, "lvedv_ml": [100.0 + i for i in range(len(subjects))]})
+        if extra is not None:
+            table["only_here"] = extra
+        table.to_csv(tmp_path / f"measures_part{k}.csv", index=False)
+        review_first = pd.DataFrame({"subject": list(reversed(subjects)), "review": [True] * len(subjects)})
+        review_first.to_csv(tmp_path / f"qc_part{k}.csv", index=False)
+        (tmp_path / f"notes_part{k}.json").write_text(json.dumps({"cases": subjects, "version": 1, "part": k}))
+    merge_parts(tmp_path)
+    measures = pd.read_csv(tmp_path / "measures.csv")
+    assert measures["subject"].tolist() == ["s0", "s1", "s2", "s3", "s4"]  # every part sorted -> merged sorted
+    assert measures["only_here"].notna().sum() == 2  # a column one part has is kept, empty elsewhere
+    qc = pd.read_csv(tmp_path / "qc.csv")
+    assert qc["subject"].tolist() == ["s3", "s0", "s4", "s1", "s2"]  # parts in their own order: kept, concatenated
+    notes = json.loads((tmp_path / "notes.json").read_text())
+    assert notes == {"cases": ["s0", "s3", "s1", "s4", "s2"], "version": 1, "part": [0, 1, 2]}
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    assert predictions["predictor"]["model"] == ["/node0/m", "/node1/m", "/node2/m"] and predictions["wall_s"] == 2

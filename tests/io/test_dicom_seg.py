@@ -1,0 +1,199 @@
+"""DICOM-SEG output, checked by reading the objects back with highdicom/pydicom: segment labels and codes,
+referenced source instances, and each frame's geometry against its source image; atomic writing; bad input;
+the real Sunnybrook series (anonymised: invalid dates, one frame of reference per file)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from scipy.spatial.transform import Rotation
+
+from autocmr.errors import InputFileError
+from autocmr.io.dicom import read_dicom_series
+from autocmr.io.dicom_seg import (SEGMENTS, seg_destination, seg_output_exists, write_dicom_seg,
+                                  write_seg_for_series)
+from tests.helpers import temporaries
+
+ROTATION = Rotation.from_euler("xyz", [20.0, -35.0, 10.0], degrees=True).as_matrix()  # oblique, like a SAX stack
+PIXEL_SPACING = (1.25, 1.5)  # (row spacing, column spacing) in mm: unequal so that a swap shows
+SLICE_GAP = 8.0
+ROWS, COLS = 12, 10
+
+
+def write_series(folder: Path, n_phases: int, n_slices: int, *, study_date: str = "20240102",
+                 frame_of_reference: str | None = None) -> None:
+    """One single-frame MR file per (slice, phase), under shuffled names, with study/patient attributes."""
+    study, series = generate_uid(), generate_uid()
+    frame_of_reference = frame_of_reference or generate_uid()
+    names = np.random.default_rng(0).permutation(n_phases * n_slices)
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in range(n_slices):
+        for t in range(n_phases):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+            ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = "P001", "Test^Patient", study_date, "101500"
+            ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 4, z * n_phases + t + 1
+            position = np.array([-20.0, 15.0, 40.0]) + z * SLICE_GAP * ROTATION[:, 2]
+            ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+            ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([ROTATION[:, 0], ROTATION[:, 1]])]
+            ds.PixelSpacing = [f"{v:g}" for v in PIXEL_SPACING]
+            ds.SliceThickness, ds.TriggerTime = f"{SLICE_GAP:g}", f"{30.0 * t:g}"
+            ds.Rows, ds.Columns = ROWS, COLS
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.PixelData = np.full((ROWS, COLS), 100 * z + t, dtype="<i2").tobytes()
+            ds.save_as(folder / f"IM{names[z * n_phases + t]:03d}.dcm", enforce_file_format=True)
+
+
+def random_mask(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4, size=shape).astype(np.uint8)
+
+
+def check_against_source(seg_path: Path, sources: list[Path], expected: np.ndarray) -> Dataset:
+    """Read one SEG back and compare it with its source images (one phase: sources in slice order)."""
+    seg = hd.seg.segread(seg_path)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sources]
+    # segments: labels and SNOMED CT codes, in label-value order
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [SEGMENTS[v].label for v in (1, 2, 3)]
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == \
+        [SEGMENTS[v].sct_value for v in (1, 2, 3)]
+    assert all(s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT" for s in seg.SegmentSequence)
+    # references: exactly the source instances, in their study and frame of reference
+    assert seg.StudyInstanceUID == headers[0].StudyInstanceUID and seg.PatientID == headers[0].PatientID
+    assert seg.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
+    referenced = {(s, i) for _, s, i in seg.get_source_image_uids()}
+    assert referenced == {(h.SeriesInstanceUID, h.SOPInstanceUID) for h in headers}
+    # geometry: every frame sits where the image it references sits
+    by_uid = {h.SOPInstanceUID: h for h in headers}
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                                   [float(v) for v in by_uid[uid].ImagePositionPatient], atol=1e-4)
+    np.testing.assert_allclose([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient],
+                               [float(v) for v in headers[0].ImageOrientationPatient], atol=1e-6)
+    np.testing.assert_allclose([float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing], PIXEL_SPACING)
+    # pixels: the mask, slice by slice, per source instance
+    pixels = seg.get_pixels_by_source_instance([h.SOPInstanceUID for h in headers], combine_segments=True)
+    np.testing.assert_array_equal(pixels, expected)
+    return seg
+
+
+def test_cine_gets_one_seg_per_phase_referencing_that_phase(tmp_path):
+    write_series(tmp_path / "cine", n_phases=3, n_slices=4)
+    volume = read_dicom_series(tmp_path / "cine")
+    mask = random_mask(volume.array.shape)
+    destination = seg_destination(tmp_path / "out" / "case.nii.gz", cine=True)
+    written = write_dicom_seg(mask, volume.files, destination, phase_notes={1: "ED, full accuracy"})
+    assert destination == tmp_path / "out" / "case_seg" and written == sorted(destination.iterdir())
+    assert len(written) == 3 and seg_output_exists(tmp_path / "out" / "case.nii.gz")
+    seriess = set()
+    for t, path in enumerate(written):
+        seg = check_against_source(path, [volume.files[(z, t)] for z in range(4)], mask[t])
+        assert seg.InstanceNumber == t + 1 and seg.SeriesNumber == 1004
+        seriess.add(seg.SeriesInstanceUID)
+    assert len(seriess) == 1  # one SEG series holding one instance per phase
+    assert hd.seg.segread(written[1]).ContentDescription == "autocmr, phase 2/3, ED, full accuracy"
+    assert not temporaries(tmp_path / "out")
+
+
+def test_3d_series_gives_one_file_and_rewrites_atomically(tmp_path):
+    write_series(tmp_path / "stack", n_phases=1, n_slices=3)
+    volume = read_dicom_series(tmp_path / "stack")
+    destination = seg_destination(tmp_path / "out" / "stack.nii.gz", cine=False)
+    assert destination.name == "stack_seg.dcm"
+    mask = random_mask(volume.array.shape, seed=1)
+    assert write_dicom_seg(mask, volume.files, destination) == [destination]
+    check_against_source(destination, [volume.files[(z, 0)] for z in range(3)], mask)
+    # an empty prediction is still a valid SEG (every frame kept, all zero)
+    write_dicom_seg(np.zeros_like(mask), volume.files, destination)
+    check_against_source(destination, [volume.files[(z, 0)] for z in range(3)], np.zeros_like(mask))
+    assert not temporaries(tmp_path / "out")
+
+
+def test_write_seg_for_series_reads_the_layout_and_replaces_a_previous_folder(tmp_path):
+    write_series(tmp_path / "cine", n_phases=2, n_slices=2)
+    files = sorted((tmp_path / "cine").iterdir())
+    volume = read_dicom_series(files)
+    stale = tmp_path / "out" / ".tmp_0123456789ab_case_seg"  # an interrupted earlier run's folder
+    stale.mkdir(parents=True)
+    (stale / "phase_00.dcm").write_bytes(b"half")
+    first = write_seg_for_series(random_mask(volume.array.shape, 2), files, tmp_path / "out" / "case.nii.gz")
+    mask = random_mask(volume.array.shape, 3)
+    second = write_seg_for_series(mask, files, tmp_path / "out" / "case.nii.gz")
+    assert first == second and not stale.exists() and not temporaries(tmp_path / "out")
+    for t in range(2):
+        check_against_source(second[t], [volume.files[(z, t)] for z in range(2)], mask[t])
+
+
+def test_bad_input_names_the_problem_and_writes_nothing(tmp_path):
+    write_series(tmp_path / "cine", n_phases=2, n_slices=2)
+    volume = read_dicom_series(tmp_path / "cine")
+    out = tmp_path / "out" / "case_seg"
+    bad_labels = random_mask(volume.array.shape)
+    bad_labels[0, 0, 0, 0] = 7
+    with pytest.raises(InputFileError, match=r"label value\(s\) \[7\]"):
+        write_dicom_seg(bad_labels, volume.files, out)
+    with pytest.raises(InputFileError, match="3 slices x 2 phases does not match"):
+        write_dicom_seg(random_mask((2, 3, ROWS, COLS)), volume.files, out)
+    with pytest.raises(InputFileError, match="reads as .* but the mask is"):
+        write_seg_for_series(random_mask((2, 3, ROWS, COLS)), sorted((tmp_path / "cine").iterdir()),
+                             tmp_path / "out" / "case.nii.gz")
+    source = volume.files[(1, 0)]
+    ds = pydicom.dcmread(source)
+    del ds.StudyInstanceUID
+    ds.save_as(source)
+    with pytest.raises(InputFileError, match="has no StudyInstanceUID") as info:
+        write_dicom_seg(random_mask(volume.array.shape), volume.files, out)
+    assert info.value.path == source
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # the test writes an anonymised date
+def test_anonymised_headers_are_repaired_in_the_seg_only(tmp_path, caplog):
+    write_series(tmp_path / "cine", n_phases=2, n_slices=2, study_date="00000000")
+    volume = read_dicom_series(tmp_path / "cine")
+    first = pydicom.dcmread(volume.files[(0, 0)])
+    moved = pydicom.dcmread(volume.files[(1, 1)])
+    moved.FrameOfReferenceUID = generate_uid()  # per-file anonymisation
+    moved.save_as(volume.files[(1, 1)])
+    with caplog.at_level(logging.WARNING):
+        written = write_dicom_seg(random_mask(volume.array.shape), volume.files, tmp_path / "seg")
+    assert "2 different FrameOfReferenceUIDs" in caplog.text
+    seg = hd.seg.segread(written[1])
+    assert seg.FrameOfReferenceUID == first.FrameOfReferenceUID and seg.get("StudyDate", "") == ""
+    assert pydicom.dcmread(volume.files[(1, 1)]).FrameOfReferenceUID == moved.FrameOfReferenceUID  # untouched
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the study's UIDs have leading zeros
+def test_sunnybrook_cine_seg_references_every_image(tmp_path, sunnybrook_root):
+    volume = read_dicom_series(sunnybrook_root / "dicom")
+    mask = np.zeros(volume.array.shape, np.uint8)
+    mask[:, 4:8, 100:130, 110:140] = 1  # a block in the LV region is enough to check placement
+    mask[:, 4:8, 95:100, 110:140] = 2
+    mask[:, 5:7, 120:140, 150:170] = 3
+    written = write_seg_for_series(mask, list(volume.files.values()), tmp_path / "sb.nii.gz",
+                                   phase_notes={0: "ED"})
+    assert len(written) == volume.array.shape[0] == 20
+    for t in (0, 13):
+        headers = [pydicom.dcmread(volume.files[(z, t)], stop_before_pixels=True) for z in range(12)]
+        seg = hd.seg.segread(written[t])
+        assert {i for _, _, i in seg.get_source_image_uids()} == {h.SOPInstanceUID for h in headers}
+        pixels = seg.get_pixels_by_source_instance([h.SOPInstanceUID for h in headers], combine_segments=True)
+        np.testing.assert_array_equal(pixels, mask[t])
+        frame = seg.PerFrameFunctionalGroupsSequence[0]
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        source = next(h for h in headers if h.SOPInstanceUID == uid)
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                                   [float(v) for v in source.ImagePositionPatient], atol=1e-4)

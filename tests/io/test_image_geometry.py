@@ -1,0 +1,74 @@
+"""autocmr.io.image: images round-trip with their exact geometry; bad files name themselves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autocmr.errors import InputFileError
+from autocmr.io.image import Geometry, read_header, read_image, to_sitk, write_image
+
+GEOMETRY = Geometry(size=(6, 5, 4), spacing=(1.25, 1.5, 8.0), origin=(10.0, -3.5, 2.0),
+                    direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+
+
+def test_shape_and_spacing_are_reported_in_numpy_order() -> None:
+    assert GEOMETRY.shape == (4, 5, 6)
+    assert GEOMETRY.spacing_zyx == (8.0, 1.5, 1.25)
+    assert GEOMETRY.direction_matrix()[2, 2] == -1.0
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha"])
+def test_write_then_read_keeps_values_and_geometry(tmp_path: Path, suffix: str) -> None:
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    path = tmp_path / f"case{suffix}"
+    write_image(array, GEOMETRY, path)
+    read, geometry = read_image(path)
+    np.testing.assert_array_equal(read, array)
+    assert geometry.differences(GEOMETRY) == []
+    assert read_header(path).differences(GEOMETRY) == []
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_read_image_casts_when_asked(tmp_path: Path) -> None:
+    write_image(np.ones((4, 5, 6), np.uint8), GEOMETRY, tmp_path / "m.nii.gz")
+    assert read_image(tmp_path / "m.nii.gz", dtype=np.float32)[0].dtype == np.float32
+
+
+def test_differences_names_what_differs_and_tolerates_rounding() -> None:
+    nudged = Geometry(GEOMETRY.size, (1.25 + 1e-5, 1.5, 8.0), GEOMETRY.origin, GEOMETRY.direction)
+    assert GEOMETRY.differences(nudged) == []
+    moved = Geometry(GEOMETRY.size, GEOMETRY.spacing, (10.0, -3.5, 7.0), GEOMETRY.direction)
+    assert [d.split()[0] for d in GEOMETRY.differences(moved)] == ["origin"]
+    other_size = Geometry((6, 5, 3), GEOMETRY.spacing, GEOMETRY.origin, GEOMETRY.direction)
+    assert GEOMETRY.differences(other_size) == ["size (6, 5, 4) vs (6, 5, 3)"]
+
+
+def test_spatial_drops_the_time_axis_of_a_4d_geometry() -> None:
+    direction_4d = np.eye(4)
+    direction_4d[:3, :3] = GEOMETRY.direction_matrix()
+    cine = Geometry(GEOMETRY.size + (30,), GEOMETRY.spacing + (1.0,), GEOMETRY.origin + (0.0,),
+                    tuple(direction_4d.ravel()))
+    assert cine.spatial() == GEOMETRY
+    assert GEOMETRY.spatial() is GEOMETRY
+
+
+def test_dict_round_trip() -> None:
+    assert Geometry.from_dict(GEOMETRY.to_dict()) == GEOMETRY
+
+
+def test_to_sitk_rejects_an_array_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="does not match geometry shape"):
+        to_sitk(np.zeros((4, 5, 7)), GEOMETRY)
+
+
+def test_missing_and_corrupt_files_raise_input_file_errors_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist") as missing:
+        read_image(tmp_path / "absent.nii.gz")
+    assert missing.value.path == tmp_path / "absent.nii.gz"
+    corrupt = tmp_path / "corrupt.mha"
+    corrupt.write_bytes(b"this is not an image")
+    with pytest.raises(InputFileError) as bad:
+        read_image(corrupt)
+    assert bad.value.path == corrupt and "cannot read" in bad.value.reason

@@ -1,0 +1,138 @@
+"""Models users move around: compact float16 form, checksums, archives, installed names, old folders."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from autocmr.documents import layout
+from autocmr.documents.manifest import ModelManifest
+from autocmr.documents.model_card import ModelCard
+from autocmr.errors import DocumentError, InputFileError, PlansError
+from autocmr.inference.model_folder import ModelFolder
+from autocmr.inference.predictor import Predictor
+from autocmr.models.archive import export_model, import_model
+from autocmr.models.card import build_model_card
+from autocmr.models.commands import info_text, list_text, verify_text
+from autocmr.models.store import pack_model, upgrade_model_folder
+from tests.helpers import small_case
+
+FINAL = layout.checkpoint_relpath("0", "final")
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_model_dir, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("packed") / "tiny"
+    card = build_model_card(tiny_model_dir, name="tiny", extra={"data_licence": "phantoms: no terms"})
+    pack_model(tiny_model_dir, dest, name="tiny", card=card)
+    return dest
+
+
+def _labels(model_dir, case):
+    predictor = Predictor(model_dir, device="cpu", mirror=False)
+    return predictor.predict_array(case.image, case.geometry.spacing_zyx, direction=case.geometry.direction).label
+
+
+def test_training_writes_a_manifest_with_the_checksum_of_each_checkpoint(tiny_model_dir):
+    manifest = ModelManifest.load(tiny_model_dir)
+    assert not manifest.is_legacy and manifest.configuration == "2d"
+    assert set(manifest.weights) == {layout.checkpoint_relpath("0", k) for k in layout.CHECKPOINT_KINDS}
+
+
+def test_compact_form_is_half_the_size_verified_and_predicts_the_same(tiny_model_dir, packed):
+    payload = torch.load(packed / FINAL, weights_only=True)
+    assert payload["weights_dtype"] == "float16" and "optimizer" not in payload
+    assert all(v.dtype == torch.float16 for v in payload["network"].values() if v.is_floating_point())
+    original = torch.load(tiny_model_dir / FINAL, weights_only=True)["network"]
+    assert (packed / FINAL).stat().st_size < 0.6 * sum(v.numel() * v.element_size() for v in original.values())
+    assert "all match" in verify_text(str(packed))
+    case = small_case(5)
+    full, half = _labels(tiny_model_dir, case), _labels(packed, case)
+    assert full.shape == half.shape and np.mean(full == half) > 0.99
+    card = ModelCard.load(packed)
+    assert card.name == "tiny" and card.labels["MYO"] == 2 and card.training_data["subjects"] >= 1
+    assert not (packed / layout.CASES).exists()  # the training set's per-subject table is not redistributed
+    assert "phantoms: no terms" in info_text(str(packed))
+
+
+def test_a_modified_weight_file_is_refused_naming_it(packed, tmp_path):
+    copy = shutil.copytree(packed, tmp_path / "copy")
+    weights = torch.load(copy / FINAL, weights_only=True)
+    key = next(k for k, v in weights["network"].items() if v.is_floating_point())
+    weights["network"][key] = weights["network"][key] + 1
+    torch.save(weights, copy / FINAL)
+    with pytest.raises(DocumentError, match=r"fold_0/checkpoint_final\.pth: sha256 .* corrupt or was modified"):
+        Predictor(copy, device="cpu")
+    with pytest.raises(DocumentError, match="checkpoint_final.pth"):
+        verify_text(str(copy))
+
+
+def test_export_import_and_predict_by_name(packed, tmp_path):
+    archive = export_model(packed, tmp_path / "tiny.tar.gz", name="site_x")
+    models = tmp_path / "models"
+    installed = import_model(archive, models_dir=models)
+    assert installed == models / "site_x" and (installed / FINAL).is_file()
+    assert "all match" in verify_text("site_x", models_dir=models)
+    assert ModelFolder.open(installed).manifest.name == "site_x"
+    assert "site_x" in list_text(models)
+    with pytest.raises(PlansError, match="already installed.*--replace"):
+        import_model(archive, models_dir=models)
+    assert import_model(archive, models_dir=models, replace=True) == installed
+    assert not [p for p in models.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_name_lookup_through_the_environment(packed, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    import_model(export_model(packed, tmp_path / "a.tar.gz", name="site_y"), models_dir=models)
+    monkeypatch.setenv("AUTOCMR_MODELS", str(models))
+    assert ModelFolder.open("site_y").path == models / "site_y"
+    with pytest.raises(PlansError, match=r"neither a model folder nor the name.*installed: \['site_y'\]"):
+        ModelFolder.open("site_z")
+
+
+def _archive_with(tmp_path, members):
+    path = tmp_path / "bad.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_unsafe_or_incomplete_archives_are_refused(packed, tmp_path):
+    manifest = (packed / layout.MODEL_MANIFEST).read_bytes()
+    escaping = _archive_with(tmp_path, {"m/model.json": manifest, "m/../../evil.txt": b"x"})
+    with pytest.raises(InputFileError, match="unsafe path"):
+        import_model(escaping, models_dir=tmp_path / "models")
+    assert not (tmp_path / "evil.txt").exists()
+    plans = (packed / layout.PLANS).read_bytes()
+    unlisted = _archive_with(tmp_path, {"m/model.json": manifest, "m/plans.json": plans,
+                                        "m/fold_0/checkpoint_final.pth": (packed / FINAL).read_bytes(),
+                                        "m/fold_9/checkpoint_final.pth": b"extra"})
+    with pytest.raises(InputFileError, match=r"not listed in the manifest: \['fold_9/checkpoint_final.pth'\]"):
+        import_model(unlisted, models_dir=tmp_path / "models")
+    assert not (tmp_path / "models" / "m").exists()
+
+
+def test_folder_written_before_manifests_loads_unchanged_and_upgrades(tiny_model_dir, tmp_path):
+    old = shutil.copytree(tiny_model_dir, tmp_path / "old")
+    (old / layout.MODEL_MANIFEST).write_text(json.dumps({"dataset": "D", "plans_name": "autocmrPlans_cpu",
+                                                         "configuration": "2d"}))
+    for path in old.glob("fold_*/checkpoint_*.pth"):  # the pre-document format: numpy RNG state pickled
+        payload = torch.load(path, weights_only=True)
+        payload.pop("schema_version"), payload.pop("format")
+        payload["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        torch.save(payload, path)
+    case = small_case(6)
+    before = _labels(old, case)
+    manifest = upgrade_model_folder(old)
+    assert not manifest.is_legacy and len(manifest.weights) == 3
+    assert torch.load(old / FINAL, weights_only=True)["schema_version"] == 2
+    assert np.array_equal(_labels(old, case), before)

@@ -1,0 +1,125 @@
+"""Configuration selection by cross-validation with two tiny phantom-trained models (two seeds)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from autocmr.cli.find_best import main
+from autocmr.cli.predict import main as predict_main
+from autocmr.errors import ConfigurationError, DocumentError
+from autocmr.evaluation.cases import safe_name
+from autocmr.evaluation.metrics import case_metrics
+from autocmr.inference.predictor import PredictorOptions
+from autocmr.io.image import read_image
+from autocmr.selection.apply import MEMBERS_DIR
+from autocmr.selection.cv_probabilities import open_cv_model, probabilities_path, read_probabilities
+from autocmr.selection.document import Member, Selection
+from autocmr.selection.find_best import find_best_configuration
+from autocmr.testing.tiny_model import TINY_DATASET_ID
+
+OPTIONS = PredictorOptions(device="cpu", mirror=False)
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_model, tmp_path_factory):
+    """The session's tiny model (seed 0) and a second one trained on the same data and split with seed 1."""
+    from autocmr.trainers.options import TrainOptions
+    from autocmr.trainers.run import train
+
+    model_a, roots = tiny_model
+    options = TrainOptions(epochs=1, iterations_per_epoch=6, val_iterations=2, num_workers=0, batch_size=2,
+                           device="cpu", seed=1, final_validation=False)
+    result = train(TINY_DATASET_ID, "2d", 0, roots, options=options, plans_name="autocmrPlans_cpu",
+                   output_dir=tmp_path_factory.mktemp("seed1") / "autocmrPlans_cpu__2d_seed1")
+    raw = next(roots.raw.glob(f"Dataset{TINY_DATASET_ID}_*"))
+    return model_a, result.fold_dir.parent, raw
+
+
+@pytest.fixture(scope="module")
+def selection_run(two_models, tmp_path_factory):
+    model_a, model_b, raw = two_models
+    out = tmp_path_factory.mktemp("selection")
+    assert main(["-d", raw.name, "--raw", str(raw.parent), "-m", str(model_a), str(model_b), "-o", str(out),
+                 "--device", "cpu", "--no-mirror"]) == 0
+    return out
+
+
+def _dice_of(labels_dir, case_ids, predictions) -> float:
+    scores = []
+    for case_id, pred in zip(case_ids, predictions):
+        ref, geometry = read_image(labels_dir / f"{case_id}.nii.gz")
+        metrics = case_metrics(ref, pred, geometry.spacing_zyx, {"LV": 1, "MYO": 2, "RV": 3})
+        scores += [m["dice"] for m in metrics.values()]
+    return float(np.mean(scores))
+
+
+def test_every_candidate_scored_and_the_best_chosen(two_models, selection_run):
+    model_a, model_b, raw = two_models
+    document = json.loads((selection_run / "selection.json").read_text())
+    candidates = {c["name"]: c for c in document["candidates"]}
+    name_a, name_b = model_a.name, model_b.name
+    assert set(candidates) == {name_a, name_b, f"{name_a}+{name_b}"}
+    # the ensemble's Dice, recomputed here from the cached probabilities: softmax average, then argmax
+    cv_a = open_cv_model(model_a)
+    cases = sorted(cv_a.case_fold)
+    assert document["n_cases"] == len(cases) > 0 and document["folds"] == ["0"]
+    cv_b = open_cv_model(model_b)
+    cache = selection_run / "probabilities"
+    ensemble = [np.argmax(read_probabilities(probabilities_path(cache, cv_a, c))
+                          + read_probabilities(probabilities_path(cache, cv_b, c)), axis=0) for c in cases]
+    single_a = [np.argmax(read_probabilities(probabilities_path(cache, cv_a, c)), axis=0) for c in cases]
+    assert candidates[f"{name_a}+{name_b}"]["cv"]["dice_mean"] == pytest.approx(
+        _dice_of(raw / "labelsTr", cases, ensemble), abs=1e-6)
+    assert candidates[name_a]["cv"]["dice_mean"] == pytest.approx(_dice_of(raw / "labelsTr", cases, single_a), abs=1e-6)
+    # ranked best first by Dice; the chosen one is rank 1, with its clinical figures and postprocessing
+    dice = [c["cv"]["dice_mean"] for c in document["candidates"]]
+    assert dice == sorted(dice, reverse=True)
+    assert document["chosen"]["name"] == document["candidates"][0]["name"]
+    assert "LVEF" in document["chosen"]["cv"]["clinical"] and "cv_postprocessed" in document["chosen"]
+    assert (selection_run / "candidates" / safe_name(f"{name_a}+{name_b}") / "slice_position_summary.csv").is_file()
+    selection = Selection.load(selection_run)
+    assert [m.model for m in selection.members] == [p.resolve() for p in
+                                                    ([model_a, model_b] if "+" in selection.name else
+                                                     [model_a if selection.name == name_a else model_b])]
+
+
+def test_cached_probabilities_are_reused_and_bad_options_rejected(two_models, selection_run, monkeypatch):
+    model_a, model_b, raw = two_models
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("a cached case was predicted again")
+
+    monkeypatch.setattr(PredictorOptions, "build", no_prediction)
+    result = find_best_configuration([model_a, model_b], raw, selection_run / "again", options=OPTIONS,
+                                     cache_dir=selection_run / "probabilities", rank_by="LVEF", max_members=1)
+    assert len(result.candidates) == 2 and result.selection.rank_by == "LVEF"
+    with pytest.raises(ConfigurationError, match="valid"):
+        find_best_configuration([model_a], raw, selection_run / "bad", rank_by="accuracy")
+    with pytest.raises(ConfigurationError, match="checkpoint"):
+        find_best_configuration([model_a], raw, selection_run / "bad", folds=["3"])
+    (selection_run / "broken.json").write_text('{"kind": "autocmr_selection", "schema_version": 99}')
+    with pytest.raises(DocumentError, match="version"):
+        Selection.load(selection_run / "broken.json")
+
+
+def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, tmp_path):
+    model_a, model_b, raw = two_models
+    base = Selection.load(selection_run)
+    ensemble = Selection((Member("a", model_a, ("0",)), Member("b", model_b, ("0",))), base.postprocessing, "dice")
+    ensemble.save(tmp_path / "selection.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    case = sorted(open_cv_model(model_a).case_fold)[0]
+    (images / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(images), "-o", str(out), "--selection", str(tmp_path / "selection.json"),
+                         "--device", "cpu", "--no-mirror", "-j", "0"]) == 0
+    mask, geometry = read_image(out / f"{case}.nii.gz")
+    probs = [np.load(out / MEMBERS_DIR / m / f"{case}_probabilities.npz")["probabilities"].astype(np.float32)
+             for m in ("a", "b")]
+    expected = ensemble.postprocessing.apply(np.argmax(probs[0] + probs[1], axis=0).astype(np.uint8))
+    assert np.array_equal(mask, expected)
+    _, image_geometry = read_image(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    assert geometry.differences(image_geometry) == []

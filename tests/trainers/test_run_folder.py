@@ -1,0 +1,75 @@
+"""``--continue`` compares the stored result-changing options with the requested ones (issue 13, point 2)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autocmr.documents.run_options import RunOptionsDocument
+from autocmr.errors import ConfigurationError
+from autocmr.testing.tiny_model import TINY_DATASET_ID
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.run import train
+
+
+def _options(**kw):
+    base = dict(epochs=1, iterations_per_epoch=2, val_iterations=1, num_workers=0, batch_size=2, device="cpu",
+                final_validation=False, augmentation="none", save_every=1)
+    return TrainOptions(**{**base, **kw})
+
+
+def test_digest_ignores_options_that_do_not_change_the_result():
+    a = _options()
+    assert a.digest() == _options(device="auto", num_workers=2, save_every=7).digest()
+    assert a.digest() != _options(seed=1).digest()
+    assert _options(epochs=2).differences_from(a.to_dict()) == ["epochs: 1 -> 2"]
+    retired = a.differences_from({**a.to_dict(), "retired_option": 3})
+    assert retired == ["retired_option: 3 -> (unknown to this autocmr)"]
+    stored_before_a_new_option = {k: v for k, v in a.to_dict().items() if k != "elastic"}
+    assert a.differences_from(stored_before_a_new_option) == []  # a missing option counts as its default
+    with pytest.raises(ConfigurationError, match=r"unknown training option\(s\) \['retired_option'\]"):
+        TrainOptions.from_dict({**a.to_dict(), "retired_option": 3})
+
+
+def test_continue_refuses_changed_options_unless_allowed(tiny_model, tmp_path):
+    _, roots = tiny_model
+    out = tmp_path / "run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    refused = r"epochs: 1 -> 2; learning_rate: 0.01 -> 0.02.*--allow-changed-options"
+    with pytest.raises(ConfigurationError, match=refused):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(epochs=2, learning_rate=0.02), output_dir=out,
+              continue_training=True)
+    # options that do not change the result may differ
+    same = train(TINY_DATASET_ID, "2d", 0, roots, options=_options(save_every=3), output_dir=out,
+                 continue_training=True)
+    assert same.epochs == 1
+    longer = train(TINY_DATASET_ID, "2d", 0, roots, options=_options(epochs=2), output_dir=out,
+                   continue_training=True, allow_changed_options=True)
+    assert longer.epochs == 2  # the requested schedule wins over the checkpoint's, and says so
+    assert torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["epochs"] == 2
+    stored = RunOptionsDocument.load(out / "fold_0" / "options.json")
+    assert stored.options["epochs"] == 2 and stored.changes_on_resume == ["epochs: 1 -> 2"]
+    assert "resuming with changed options" in (out / "fold_0" / "log.txt").read_text()
+
+
+def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
+    """Version-1 checkpoint (numpy RNG state pickled) and options.json (digest over every option)."""
+    import json
+    import random
+
+    import numpy as np
+
+    _, roots = tiny_model
+    out = tmp_path / "old_run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    payload = torch.load(latest, weights_only=True)
+    payload.pop("schema_version"), payload.pop("format")
+    payload["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    torch.save(payload, latest)
+    options_json = out / "fold_0" / "options.json"
+    stored = RunOptionsDocument.load(options_json)
+    options_json.write_text(json.dumps({"options": stored.options, "digest": "0ld", "device": "cpu"}))
+    resumed = train(TINY_DATASET_ID, "2d", 0, roots, options=_options(num_workers=0), output_dir=out,
+                    continue_training=True)
+    assert resumed.epochs == 1 and "resumed from" in (out / "fold_0" / "log.txt").read_text()
+    assert RunOptionsDocument.load(options_json).schema_version == 2

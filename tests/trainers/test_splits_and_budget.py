@@ -1,0 +1,101 @@
+"""``--splits`` (a custom partition decides the validation cases), the final-validation time reserve of
+``--time-budget``, and the allocator setting applied by ``autocmr_train`` but never by the ``train`` API."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autocmr import allocator
+from autocmr.cli.train import main as train_main
+from autocmr.errors import ConfigurationError
+from autocmr.planners.plan_dataset import plan_dataset
+from autocmr.settings import resolve_roots
+from autocmr.trainers import validation
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.run import train
+from autocmr.trainers.trainer import VALIDATION_MARGIN
+
+DATASET = 972
+NAME = "Dataset972_Phantom"
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    from autocmr.testing.phantoms import write_phantom_dataset
+
+    base = tmp_path_factory.mktemp("splits")
+    roots = resolve_roots(raw=base / "raw", preprocessed=base / "pre", results=base / "res")
+    write_phantom_dataset(roots.raw, n_subjects=5, dataset_id=DATASET, fov_mm=120)
+    plan_dataset(DATASET, roots, targets=("cpu",), configurations=("2d",), num_workers=1, check=False)
+    return roots
+
+
+@pytest.fixture
+def allocator_calls(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda *a, **k: calls.append(1) or True)
+    return calls
+
+
+def _cases(roots) -> list[str]:
+    table = (roots.raw / NAME / "cases.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return sorted(line.split(",")[0] for line in table)
+
+
+def _cli(roots, out, *extra: str) -> int:
+    return train_main([str(DATASET), "2d", "0", "--iterations", "2", "--val-iterations", "1",
+                       "--num-workers", "0", "--batch-size", "2", "--device", "cpu", "--augmentation", "none",
+                       "-o", str(out), "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed),
+                       "--results", str(roots.results), *extra])
+
+
+def test_splits_choose_validation_cases_and_the_budget_reserves_their_time(roots, tmp_path, monkeypatch,
+                                                                           allocator_calls) -> None:
+    """One short CLI run checks three things (training is the slow part, so it runs once)."""
+    cases = _cases(roots)
+    val = [c for c in cases if c.startswith(cases[-1].rsplit("_", 1)[0])]  # the last subject's ED and ES
+    splits = tmp_path / "my_splits.json"
+    splits.write_text(json.dumps([{"train": [c for c in cases if c not in val], "val": val}]), encoding="utf-8")
+    per_case = 4.0  # the one-case timing the reserve is scaled from, fixed so the reserve is known
+    monkeypatch.setattr(validation, "time_one_case", lambda trainer: per_case)
+    reserve = VALIDATION_MARGIN * per_case * len(val) + 10.0
+    out = tmp_path / "model"
+    # the budget leaves 1 s of training once the reserve is taken out: the first epoch (it always runs), no more
+    assert _cli(roots, out, "--splits", str(splits), "--epochs", "20", "--time-budget", f"{reserve + 1.0:.2f}",
+                "--no-mirror-validation") == 0
+
+    predicted = sorted(p.name.removesuffix(".nii.gz") for p in (out / "fold_0" / "validation").glob("*.nii.gz"))
+    assert predicted == sorted(val)  # --splits decided the validation cases
+    state = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
+    assert state["reserve_s"] == pytest.approx(reserve)
+    assert state["epoch"] == 1  # 20 epochs asked, the budget minus the reserve ended the run
+    log = (out / "fold_0" / "log.txt").read_text(encoding="utf-8")
+    assert f"final validation estimated at {reserve:.0f} s ({per_case:.1f} s per case)" in log
+    assert allocator_calls == [1]  # the command applies the allocator setting for CPU work
+
+
+@pytest.mark.parametrize("content,message", [
+    ('[{"train": ["nobody_ED"], "val": []}]', "nobody_ED"),
+    ('{"train": []}', "splits must be a list"),
+    ("[{", "cannot read splits"),
+])
+def test_bad_splits_files_fail_before_training_naming_the_file(roots, tmp_path, capsys, content, message) -> None:
+    splits = tmp_path / "bad_splits.json"
+    splits.write_text(content, encoding="utf-8")
+    assert _cli(roots, tmp_path / "model", "--epochs", "1", "--splits", str(splits)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad_splits.json" in err
+    assert not (tmp_path / "model" / "fold_0" / "checkpoint_final.pth").exists()
+
+
+def test_the_train_api_leaves_the_allocator_alone(roots, tmp_path, allocator_calls) -> None:
+    """Before issue 13, train() changed the allocator right after choosing the device, before reading the
+    splits; a run that fails on its splits shows that it no longer does."""
+    splits = tmp_path / "bad_splits.json"
+    splits.write_text('{"train": []}', encoding="utf-8")
+    options = TrainOptions(epochs=1, num_workers=0, device="cpu")
+    with pytest.raises(ConfigurationError, match="splits must be a list"):
+        train(DATASET, "2d", 0, roots, options=options, splits_file=splits, output_dir=tmp_path / "model")
+    assert allocator_calls == []
