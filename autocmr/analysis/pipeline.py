@@ -24,10 +24,11 @@ from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
 from autocmr.analysis.report import write_report
 from autocmr.analysis.subjects import CaseRecord, Subject, find_metadata, group_subjects, read_metadata
 from autocmr.analysis.tables import (FAILED, FIGURES_DIR, MEASURES_CSV, QC_CSV, REPORT_HTML, VOLUMES_CSV,
-                                     SubjectReport, with_suffix, write_tables)
+                                     SubjectReport, write_tables)
 from autocmr.evaluation.clinical import ED, ES
 from autocmr.errors import InputFileError
 from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
+from autocmr.inference.parts import part_suffix, with_suffix
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.io.cine import read_cine
 from autocmr.io.image import read_header
@@ -53,7 +54,7 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     ``continue_``, already there); its failed cases appear in the report with their reason."""
     from autocmr.inference.batch import PREDICTIONS_JSON
 
-    suffix = "" if part[0] == 1 else f"_part{part[1]}"
+    suffix = part_suffix(*part)
     stored = _stored_uncertainty(report.output_dir / with_suffix(PREDICTIONS_JSON, suffix))
     finished = set(report.done) | set(report.skipped)
     found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, [])) for job in jobs

@@ -13,6 +13,7 @@ import pandas as pd
 from autocmr.analysis.measures import SubjectMeasures, cardiac_output_l_per_min
 from autocmr.analysis.qc import QC_FLAGS, QcResult
 from autocmr.evaluation.clinical import MEASURE_UNITS, MEASURES, STRUCTURES
+from autocmr.inference.parts import with_suffix
 from autocmr.io.atomic import write_text_atomic
 
 MEASURES_CSV, VOLUMES_CSV, QC_CSV, REPORT_HTML, FIGURES_DIR = ("measures.csv", "volumes.csv", "qc.csv",
@@ -121,11 +122,5 @@ def write_tables(reports: Sequence[SubjectReport], output_dir: str | Path, *, su
     return written
 
 
-def with_suffix(name: str, suffix: str) -> str:
-    """``measures.csv`` + ``_part0`` -> ``measures_part0.csv``."""
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}{suffix}{dot}{ext}"
-
-
 __all__ = ["FIGURES_DIR", "MEASURES_CSV", "MEASURE_COLUMNS", "QC_CSV", "REPORT_HTML", "SubjectReport", "VOLUMES_CSV",
-           "measures_table", "qc_table", "sort_for_review", "volumes_table", "with_suffix", "write_tables"]
+           "measures_table", "qc_table", "sort_for_review", "volumes_table", "write_tables"]

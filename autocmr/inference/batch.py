@@ -30,6 +30,7 @@ from autocmr.errors import ConfigurationError, InputFileError, exception_text
 from autocmr.inference.fast_cine import CineOptions, predict_cine_fast
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, CaseFailure, PredictionJob, check_complete, discover_jobs
 from autocmr.inference.model_folder import ModelSpec
+from autocmr.inference.parts import part_file_name
 from autocmr.inference.predictor import Predictor, PredictorOptions, export_prediction, preprocess_for_model
 from autocmr.io.atomic import TEMP_PREFIX, atomic_path, write_json_atomic
 from autocmr.io.cine import join_frames, read_cine, write_cine
@@ -205,9 +206,7 @@ def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
 
 
 def _report_names(num_parts: int, part_id: int) -> tuple[str, str]:
-    if num_parts == 1:
-        return FAILURES_JSON, PREDICTIONS_JSON
-    return tuple(n.replace(".json", f"_part{part_id}.json") for n in (FAILURES_JSON, PREDICTIONS_JSON))  # type: ignore
+    return part_file_name(FAILURES_JSON, num_parts, part_id), part_file_name(PREDICTIONS_JSON, num_parts, part_id)
 
 
 def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:

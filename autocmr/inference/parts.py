@@ -39,12 +39,20 @@ FAILURES_STEM, PREDICTIONS_STEM = "failures", "predictions"
 SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing")
 
 
+def part_suffix(num_parts: int, part_id: int) -> str:
+    """The suffix of every per-part output file: ``""`` for one part, ``"_partK"`` for part K of several."""
+    return "" if num_parts == 1 else f"_part{part_id}"
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """``measures.csv`` + ``_part0`` -> ``measures_part0.csv`` (the suffix goes before the extension)."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{suffix}.{ext}" if dot else f"{name}{suffix}"
+
+
 def part_file_name(name: str, num_parts: int, part_id: int) -> str:
     """``predictions.json`` -> ``predictions_part2.json`` for part 2 of several; unchanged for one part."""
-    if num_parts == 1:
-        return name
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}_part{part_id}.{ext}" if dot else f"{name}_part{part_id}"
+    return with_suffix(name, part_suffix(num_parts, part_id))
 
 
 @dataclass
