@@ -121,7 +121,9 @@ class Trainer:
     def training_budget(self) -> float | None:
         if self.options.time_budget_s is None:
             return None
-        return max(self.options.time_budget_s - (self.state.reserve_s or 0.0), 1.0)
+        # a reserve as large as the budget leaves nothing after the first epoch (which always runs); the
+        # floor only keeps progress() finite
+        return max(self.options.time_budget_s - (self.state.reserve_s or 0.0), 1e-3)
 
     def progress(self) -> float:
         """Fraction of the schedule done (epochs and/or time budget, whichever is further along)."""
