@@ -56,6 +56,7 @@ def write_test_subjects(folder: Path, n_subjects: int, seed: int) -> tuple[Path,
 
 def run_demo(folder: str | Path, *, minutes: float = 4.0, n_subjects: int = 16, n_test: int = 4, seed: int = 0,
              device: str = "cpu") -> DemoResult:
+    from autocmr.analysis.pipeline import analyse_batch
     from autocmr.evaluation import evaluate_folders
     from autocmr.inference.batch import PredictorOptions, predict_folder
     from autocmr.planners.plan_dataset import plan_dataset
@@ -83,7 +84,7 @@ def run_demo(folder: str | Path, *, minutes: float = 4.0, n_subjects: int = 16, 
     seconds["train"] = time.monotonic() - t0
     t0 = time.monotonic()
     report = predict_folder(images, folder / "predictions", result.fold_dir.parent,
-                            options=PredictorOptions(device=device))
+                            options=PredictorOptions(device=device), after_batch=analyse_batch)
     if report.failures:
         logger.warning("prediction failures: %s", report.failures)
     seconds["predict"] = time.monotonic() - t0

@@ -11,6 +11,7 @@
 # (2.5 it/s, README training benchmark), final validation included.
 # Set AUTOCMR_CODE to a snapshot of the package (e.g. `git archive HEAD | tar -x -C DIR`) to run a fixed
 # version of the code while the work tree changes; THREADS sets torch's threads (default: torch's choice).
+# PLAN_FLAGS are passed to autocmr_plan (e.g. PLAN_FLAGS="--context-slices 1" for the 2.5D recipe).
 set -euo pipefail
 RUN=${1:?usage: acdc_cross_validation.sh RUN [autocmr_train flags...]}; shift
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,7 @@ cd "$CODE"  # `python -m` imports the package from here
 python -c "import autocmr, sys; print('autocmr from', autocmr.__file__)"
 mkdir -p "$AUTOCMR_HOME"
 if [ ! -f "$AUTOCMR_HOME/raw/Dataset101_ACDC/dataset.json" ]; then python -m autocmr.cli.convert acdc "$ACDC" -d 101; fi
-python -m autocmr.cli.plan -d 101 --target cpu -c 2d
+python -m autocmr.cli.plan -d 101 --target cpu -c 2d ${PLAN_FLAGS:-}
 MODEL=$AUTOCMR_HOME/results/Dataset101_ACDC/autocmrPlans_cpu__2d
 for FOLD in 0 1 2 3 4; do
   if [ -f "$MODEL/fold_$FOLD/validation/summary.json" ]; then echo "fold $FOLD done"; continue; fi

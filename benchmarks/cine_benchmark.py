@@ -4,10 +4,10 @@
 ES) and ``--cine full`` (every frame at full accuracy) segment the same 20-phase study with the same model;
 the modes take turns when repeated. Reported per mode: wall time of the whole command (start-up, DICOM
 reading, analysis and writing included), peak memory (PSS of the process tree), the ED and ES frames found
-on each written mask's LV volume curve (checked against the RV curve, :func:`autocmr.analysis.phases.find_ed_es`)
-and the measures at those frames (LVEDV, LVESV, LVEF, LV mass, RV volumes). The check: same ED/ES frames,
-every measure within 1 % of the full path's. Also how far the fast pass's volumes are from the full ones on
-the frames that only the fast pass predicted.
+on each written mask's LV volume curve (checked against the RV curve,
+:func:`autocmr.evaluation.phases.find_ed_es`) and the measures at those frames (LVEDV, LVESV, LVEF, LV mass, RV
+volumes). The check: same ED/ES frames, every measure within 1 % of the full path's. Also how far the fast
+pass's volumes are from the full ones on the frames that only the fast pass predicted.
 
     python benchmarks/cine_benchmark.py --model MODEL_FOLDER [-f 0] [--repeats 1]
 """
@@ -38,8 +38,8 @@ def run_mode(mode: str, model: Path, folds: list[str], out: Path, logs: Path, re
 
 def analyse_mask(out: Path) -> dict:
     """ED/ES and measures of the written 4D mask, computed here from the mask alone."""
-    from autocmr.analysis.phases import find_ed_es
     from autocmr.evaluation.clinical import clinical_measures, structure_volumes
+    from autocmr.evaluation.phases import find_ed_es
     from autocmr.io.cine import read_cine
 
     masks = sorted(p for p in out.glob("*.nii.gz") if not p.name.endswith("_probabilities.npz"))

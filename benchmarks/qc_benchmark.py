@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from scipy import ndimage, stats
 
 from common import WORK, fresh, machine, save_results
 
-from autocmr.analysis.pipeline import analyse_cases
+from autocmr.analysis.pipeline import analyse_batch, analyse_cases
 from autocmr.analysis.subjects import CaseRecord, read_metadata
 from autocmr.evaluation.clinical import clinical_measures
 from autocmr.inference.batch import predict_folder
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs, table_path, chosen = prepare_fold(args.raw, metadata, val, fold_dir, args.degraded, rng)
         predictor = PredictorOptions(folds=(str(fold),), device=args.device, mirror=True).build(args.model)
         out = fresh(fold_dir / "predicted")
-        predict_folder(inputs, out, predictor, metadata=table_path, num_workers=args.num_workers)
+        predict_folder(inputs, out, predictor, num_workers=args.num_workers,
+                       after_batch=partial(analyse_batch, metadata=table_path))
         table = read_metadata(table_path)
         rows += score_subjects(out, args.raw, table, fold)
         wrong = wrong_label_model(out, metadata, val, chosen, table_path)

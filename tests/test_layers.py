@@ -2,7 +2,8 @@
 
 Every module under ``autocmr/`` is parsed (not imported) and each ``import``/``from ... import`` is read, those
 inside functions included (a lazy import is still an arrow). An arrow from a lower layer to a higher one fails
-the test, unless it is listed in ``KNOWN_EXCEPTIONS`` with the reason it is still there.
+the test; there are no exceptions (a dependency that must point up is inverted: the higher layer passes a hook
+down, as ``autocmr_predict`` passes the analysis to batch prediction).
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "autocmr"
 
 # The layer of each top-level part of ``autocmr`` (a package or a single module). A module may import from its
-# own layer or any lower one. ``autocmr`` itself (``__version__``) sits at the bottom.
+# own layer or any lower one. ``autocmr`` itself (``__version__``) sits at the bottom. The order is the data flow:
+# a trained model is stored (models) and predicted with (inference); training's final validation predicts its
+# validation cases with that predictor and scores them (evaluation: pure metrics), so inference and evaluation
+# sit below the trainers; the clinical analysis and model selection use predictions, so they sit above.
 LAYERS: dict[str, int] = {
     # 0: leaves everything may use
     "autocmr": 0, "errors": 0, "settings": 0, "allocator": 0, "device": 0, "parallel": 0,
@@ -21,44 +25,18 @@ LAYERS: dict[str, int] = {
     "io": 1,
     # 2: persisted documents (neutral: plans, checkpoints, manifests) and the raw dataset layout
     "documents": 2, "dataset": 2,
-    # 3: what the planner configures
-    "networks": 3, "preprocessing": 3,
+    # 3: what the planner configures, and metrics of label maps (no model involved)
+    "networks": 3, "preprocessing": 3, "evaluation": 3,
     "planners": 4,
-    "trainers": 5,
+    # 5: the model store: model folders, the packaged default model, archives, model cards
+    "models": 5,
     "inference": 6,
-    # 7: what uses trained models: the model store, evaluation of predictions
-    "models": 7, "evaluation": 7,
-    # 8: reports built on inference and evaluation
+    "trainers": 7,
+    # 8: reports built on predictions: the clinical analysis, choosing a configuration or ensemble
     "analysis": 8, "selection": 8,
     # 9: helpers for tests and the demo, which drive the whole pipeline
     "testing": 9, "demo": 9,
     "cli": 10,
-}
-
-# (importing module, imported module) -> why the upward arrow is still there. Each entry is checked to still
-# exist, so a fixed arrow must be removed from this list too.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # Training reads and writes model folders through inference.model_folder (engineer F's area, being
-    # reworked into autocmr.documents); moving ModelFolder below the trainers fixes these four.
-    ("autocmr.trainers.finetune", "autocmr.inference.model_folder"): "ModelFolder lives in inference",
-    ("autocmr.trainers.pretrained_plans", "autocmr.inference.model_folder"): "ModelFolder lives in inference",
-    ("autocmr.trainers.run", "autocmr.inference.model_folder"): "ModelFolder lives in inference",
-    ("autocmr.inference.model_folder", "autocmr.models.registry"):
-        "default-model resolution (engineer F, in progress); registry belongs beside the manifest in documents",
-    # Final validation predicts and evaluates the validation cases: it needs the sliding-window predictor,
-    # export and postprocessing decision from inference and the metrics from evaluation. Splitting it needs
-    # validation to take an explicit inference-settings object (issue 13 point 3, deferred: trainers/ and
-    # validation.py are being edited by engineers B, E and F).
-    ("autocmr.trainers.run", "autocmr.inference.postprocessing"): "postprocessing decision of final validation",
-    ("autocmr.trainers.run", "autocmr.inference.harmonisation"): "intensity reference written at fold end",
-    ("autocmr.trainers.validation", "autocmr.inference.export"): "final validation exports predictions",
-    ("autocmr.trainers.validation", "autocmr.inference.postprocessing"): "final validation decides postprocessing",
-    ("autocmr.trainers.validation", "autocmr.inference.sliding_window"): "final validation predicts",
-    ("autocmr.trainers.validation", "autocmr.evaluation"): "final validation computes metrics",
-    # The per-subject analysis hook of batch prediction (engineer C) and ED/ES detection of the fast cine path
-    # (engineer D), both in progress; the imports are lazy, so importing inference does not load analysis.
-    ("autocmr.inference.batch", "autocmr.analysis.pipeline"): "analysis hook in batch prediction",
-    ("autocmr.inference.fast_cine", "autocmr.analysis.phases"): "ED/ES detection of the fast cine path",
 }
 
 
@@ -105,14 +83,9 @@ def _upward_arrows() -> set[tuple[str, str]]:
 
 
 def test_no_module_imports_from_a_higher_layer() -> None:
-    unexpected = sorted(_upward_arrows() - set(KNOWN_EXCEPTIONS))
+    unexpected = sorted(_upward_arrows())
     listing = "\n".join(f"  {s} (layer {_layer_of(s)}) -> {t} (layer {_layer_of(t)})" for s, t in unexpected)
     assert not unexpected, f"imports from a lower layer to a higher one:\n{listing}"
-
-
-def test_known_exceptions_still_exist() -> None:
-    stale = sorted(set(KNOWN_EXCEPTIONS) - _upward_arrows())
-    assert not stale, f"these arrows are gone or no longer upward; remove them from KNOWN_EXCEPTIONS: {stale}"
 
 
 def test_lower_layers_never_import_planners_trainers_or_inference() -> None:

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from autocmr.analysis.phases import find_ed_es
 from autocmr.evaluation.clinical import ED, ES, MEASURES, STRUCTURES, measures_from_volumes, structure_volumes
+from autocmr.evaluation.phases import find_ed_es
 
 NAN = float("nan")
 ML_PER_L = 1000.0

@@ -25,6 +25,7 @@ from autocmr.analysis.report import write_report
 from autocmr.analysis.subjects import CaseRecord, Subject, find_metadata, group_subjects, read_metadata
 from autocmr.analysis.tables import (FAILED, FIGURES_DIR, MEASURES_CSV, QC_CSV, REPORT_HTML, VOLUMES_CSV,
                                      SubjectReport, write_tables)
+from autocmr.documents import layout
 from autocmr.evaluation.clinical import ED, ES
 from autocmr.errors import InputFileError
 from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
@@ -35,7 +36,7 @@ from autocmr.io.image import read_header
 from autocmr.io.orientation import to_canonical
 
 if TYPE_CHECKING:
-    from autocmr.inference.batch import BatchReport
+    from autocmr.inference.batch_report import BatchReport
 
 logger = logging.getLogger(__name__)
 MS_PER_MINUTE = 60000.0
@@ -51,11 +52,11 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
                   metadata: str | Path | None = None, part: tuple[int, int] = (1, 0),
                   thresholds: QcThresholds | None = None) -> AnalysisOutputs:
     """Analyse the masks of a :func:`~autocmr.inference.batch.predict_folder` run (predicted or, with
-    ``continue_``, already there); its failed cases appear in the report with their reason."""
-    from autocmr.inference.batch import PREDICTIONS_JSON
+    ``continue_``, already there); its failed cases appear in the report with their reason.
 
+    Passed to ``predict_folder`` as its ``after_batch`` hook (with ``functools.partial`` for the keywords)."""
     suffix = part_suffix(*part)
-    stored = _stored_uncertainty(report.output_dir / with_suffix(PREDICTIONS_JSON, suffix))
+    stored = _stored_uncertainty(report.output_dir / with_suffix(layout.BATCH_PREDICTIONS, suffix))
     finished = set(report.done) | set(report.skipped)
     found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, [])) for job in jobs
              if job.name in finished and job.output.is_file()]
@@ -76,14 +77,13 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
     Raises:
         InputFileError: the folder has no readable ``predictions.json``.
     """
-    from autocmr.inference.batch import FAILURES_JSON, PREDICTIONS_JSON
-
     out = Path(output_dir)
+    predictions_path, failures_path = out / layout.BATCH_PREDICTIONS, out / layout.BATCH_FAILURES
     try:
-        recorded = json.loads((out / PREDICTIONS_JSON).read_text())
-        failures_found = json.loads((out / FAILURES_JSON).read_text()) if (out / FAILURES_JSON).is_file() else []
+        recorded = json.loads(predictions_path.read_text())
+        failures_found = json.loads(failures_path.read_text()) if failures_path.is_file() else []
     except (OSError, ValueError) as exc:
-        raise InputFileError(out / PREDICTIONS_JSON, f"cannot read the batch record ({exc})") from exc
+        raise InputFileError(predictions_path, f"cannot read the batch record ({exc})") from exc
     found = []
     for name, entry in sorted(recorded.get("cases", {}).items()):
         job = PredictionJob(name, entry["kind"], tuple(Path(s) for s in entry["sources"]), Path(entry["output"]))

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from autocmr.dataset.naming import resolve_dataset_name
-        from autocmr.inference.model_folder import ModelSpec
+        from autocmr.models.folder import ModelSpec
         from autocmr.inference.predictor import PredictorOptions
         from autocmr.selection.find_best import find_best_configuration
 

@@ -4,6 +4,7 @@ Examples::
 
     autocmr_plan -d 101                      # both targets, 2d and 3d_fullres
     autocmr_plan -d 101 --target cpu -c 2d   # only what a CPU 2d training needs
+    autocmr_plan -d 101 --context-slices 1   # 2d sees each slice with its neighbours ("2.5D")
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-check", action="store_true", help="skip the integrity check (not recommended)")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plans, do not preprocess")
     parser.add_argument("--seed", type=int, default=0, help="seed of the intensity sampling (default 0)")
+    parser.add_argument("--context-slices", type=int, default=0, metavar="K",
+                        help="2d configuration: give the network slices z-K..z+K as input channels (default 0: "
+                             "the slice alone); the preprocessed data are the same for every K")
     parser.add_argument("-v", "--verbose", action="store_true")
     add_root_flags(parser, "raw", "preprocessed")
     return parser
@@ -41,14 +45,15 @@ def main(argv: list[str] | None = None) -> int:
 
         result = plan_dataset(args.dataset, roots_from(args), targets=args.target, configurations=args.configurations,
                               num_workers=args.num_workers, check=not args.no_check, preprocess=not args.plan_only,
-                              seed=args.seed)
+                              seed=args.seed, context_slices=args.context_slices)
         for path in result.plans_files:
             plans = Plans.load(path)
             print(f"{path}")
             for c in plans.configurations.values():
                 print(f"  {c.name:<11} spacing {tuple(round(s, 3) for s in c.spacing)} patch {c.patch_size} "
                       f"batch {c.batch_size} stages {c.topology.n_stages} features {c.topology.features[0]}-"
-                      f"{c.topology.features[-1]} data {c.data_identifier}")
+                      f"{c.topology.features[-1]} data {c.data_identifier}"
+                      + (f" context slices {c.context_slices}" if c.context_slices else ""))
         for ident, n in result.preprocessed.items():
             print(f"preprocessed {ident}: {n} case(s) written, {result.skipped.get(ident, 0)} up to date")
         return 0

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def go() -> int:
+        from functools import partial
+
+        from autocmr.analysis.pipeline import analyse_batch
         from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
         from autocmr.inference.fast_cine import CineOptions
 
@@ -109,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             print(report.summary())
             return 0 if report.ok else 1
         if args.devices:  # one process per device, each a part of this run (autocmr.inference.multi_device)
-            from functools import partial
-
             from autocmr.inference.multi_device import predict_on_devices
 
-            predict_folder = partial(predict_on_devices, devices=args.devices)  # noqa: F811 - same call below
+            predict_folder = partial(predict_on_devices, devices=args.devices,  # noqa: F811 - same call below
+                                     keep_freed_memory=True)  # the CLI's allocator setting, in every child too
+        # the clinical analysis (measures, QC, figures, report.html) runs after each part's batch
+        analysis = None if args.no_analysis else partial(analyse_batch, metadata=args.metadata)
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
                                 cine=CineOptions(mode=args.cine), output_format=args.output_format,
-                                analyse=not args.no_analysis, metadata=args.metadata)
+                                after_batch=analysis)
         print(report.summary())
         return 0 if report.ok else 1
 

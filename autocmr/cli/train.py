@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                                plans_name=args.plans, continue_training=args.continue_training,
                                splits_file=args.splits, output_dir=args.output,
                                allow_changed_options=args.allow_changed_options)
+        # processes spawned for --num-gpus/--devices apply the allocator setting too, as entry points
         report = run_training(request, args.fold, num_processes=args.num_processes, devices=args.devices,
-                              timeout_s=parse_duration(args.ddp_timeout))
+                              timeout_s=parse_duration(args.ddp_timeout), keep_freed_memory=True)
         for result in report.results.values():
             print(f"model written to {result.fold_dir} ({result.epochs} epochs)")
         for fold, error in sorted(report.failures.items()):

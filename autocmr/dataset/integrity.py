@@ -6,10 +6,8 @@ meeting them one at a time deep inside preprocessing or training.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import multiprocessing
-import struct
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autocmr.dataset.labels import label_values
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson, scan_channel_files
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.completeness import check_complete
@@ -28,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 ERROR, WARNING = "error", "warning"
 EXPECTED_DIM = 3  # autocmr trains on 3D stacks (z, y, x), one channel per file
-# NIfTI datatype codes of floating-point voxels (nifti1.h: DT_FLOAT32, DT_FLOAT64) -> numpy type.
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-_NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540  # header sizes in bytes (sizeof_hdr)
 
 
 @dataclass(frozen=True)
@@ -230,40 +226,6 @@ def _check_image(case_id: str, path: Path, problems: list[IntegrityProblem]) -> 
     return geometry if dim_ok else None
 
 
-def count_nonfinite_nifti(path: str | Path) -> int | None:
-    """Number of NaN/inf voxels stored in a floating-point NIfTI file; ``None`` if not such a file.
-
-    Reads the raw voxel bytes; :func:`~autocmr.io.image.read_image` keeps NaN itself now, so the integrity
-    check no longer needs this, but it stays for callers that only want the count.
-    """
-    path = Path(path)
-    if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
-        return None
-    try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
-            header = f.read(_NIFTI2_HEADER)
-            endian = next((e for e in "<>" if struct.unpack(e + "i", header[:4])[0] in
-                           (_NIFTI1_HEADER, _NIFTI2_HEADER)), None)
-            if endian is None:
-                return None
-            if struct.unpack(endian + "i", header[:4])[0] == _NIFTI1_HEADER:
-                datatype = struct.unpack(endian + "h", header[70:72])[0]
-                offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            else:
-                datatype = struct.unpack(endian + "h", header[12:14])[0]
-                offset = struct.unpack(endian + "q", header[168:176])[0]
-            if datatype not in _NIFTI_FLOATS:
-                return None
-            if offset > len(header):
-                f.read(offset - len(header))  # header extensions
-            data = header[offset:] + f.read()
-    except (OSError, EOFError, struct.error):
-        return None
-    dtype = np.dtype(endian + _NIFTI_FLOATS[datatype])
-    values = np.frombuffer(data[: len(data) // dtype.itemsize * dtype.itemsize], dtype=dtype)
-    return int(np.count_nonzero(~np.isfinite(values)))
-
-
 def _dim_ok(case_id: str, path: Path, shape: tuple[int, ...], problems: list[IntegrityProblem]) -> bool:
     if len(shape) == EXPECTED_DIM:
         return True
@@ -281,18 +243,6 @@ def _compare(case_id: str, path: Path, geometry: Geometry, reference: tuple[Path
                                                         + "; ".join(differences)))
 
 
-def label_values(label: np.ndarray, path: str | Path) -> list[int]:
-    """Distinct values of a label array; non-integer values raise :class:`InputFileError` naming ``path``."""
-    if np.issubdtype(label.dtype, np.unsignedinteger):
-        return [int(v) for v in np.flatnonzero(np.bincount(label.ravel()))]  # much faster than np.unique
-    values = np.unique(label)
-    if not np.issubdtype(label.dtype, np.integer):
-        fractional = values[~np.isfinite(values) | (np.round(values) != values)]
-        if fractional.size:
-            raise InputFileError(path, f"non-integer label values {fractional[:5].tolist()}")
-    return [int(v) for v in values]
-
-
 def _label_value_problems(case_id: str, path: Path, label: np.ndarray, allowed: list[int]) -> list[IntegrityProblem]:
     try:
         values = label_values(label, path)
@@ -308,5 +258,4 @@ def _label_value_problems(case_id: str, path: Path, label: np.ndarray, allowed: 
     return problems
 
 
-__all__ = ["ERROR", "WARNING", "IntegrityProblem", "IntegrityReport", "check_case", "check_dataset",
-           "count_nonfinite_nifti", "label_values"]
+__all__ = ["ERROR", "WARNING", "IntegrityProblem", "IntegrityReport", "check_case", "check_dataset"]

@@ -13,7 +13,6 @@ Layout::
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,11 +20,13 @@ from typing import Any, Iterable
 import pandas as pd
 
 from autocmr.dataset.naming import split_channel_suffix
-from autocmr.errors import DatasetError
+from autocmr.documents.versioning import read_json_document
+from autocmr.errors import DatasetError, DocumentError
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 CASES_CSV = "cases.csv"
 DATASET_JSON = "dataset.json"
+DATASET_JSON_FIX = "write it in nnU-Net v2's format, or convert the dataset again (autocmr_convert)"
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,12 @@ class DatasetJson:
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetJson":
+        """The dataset.json in ``path``; missing, corrupt or malformed: :class:`DatasetError` naming the file."""
         path = Path(path)
-        if not path.is_file():
-            raise DatasetError(f"{path}: dataset.json not found")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+            data = read_json_document(path, kind=DATASET_JSON, what_to_rerun=DATASET_JSON_FIX)
+        except DocumentError as exc:  # a dataset's problem, reported as such (DocumentError is a PlansError)
+            raise DatasetError(str(exc)) from exc
         return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""The one table of file names that make up autocmr's folders (model folders, run folders, archives).
+"""The one table of file names that make up autocmr's folders (model folders, run folders, archives, predictions).
 
 Every module that reads or writes one of these files takes its name from here, so a rename is one edit and
 a model folder's layout is written down in one place. A model folder looks like::
@@ -9,6 +9,9 @@ a model folder's layout is written down in one place. A model folder looks like:
       plans.json dataset.json fingerprint.json splits.json cases.csv
       postprocessing.json intensity_reference.json
       fold_N/checkpoint_{final,best,latest}.pth  options.json  log.txt  validation/
+
+and the output folder of ``autocmr_predict`` holds, beside the masks, ``predictions.json`` (what was predicted,
+how and how fast) and ``failures.json`` (cases that failed, with the file at fault and why).
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ VALIDATION_DIR = "validation"
 VALIDATION_SUMMARY = "summary.json"
 CHECKPOINT_KINDS = ("final", "best", "latest")
 FOLD_PREFIX = "fold_"
+BATCH_PREDICTIONS = "predictions.json"
+BATCH_FAILURES = "failures.json"
 
 # The small documents a model folder carries beside its weights (all copied by export).
 MODEL_DOCUMENTS = (PLANS, DATASET, FINGERPRINT, SPLITS, CASES, POSTPROCESSING, INTENSITY_REFERENCE, MODEL_CARD)

@@ -6,11 +6,11 @@ Unknown or old schema versions fail with a clear message instead of a KeyError d
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocmr.documents.versioning import read_json_document
 from autocmr.errors import PlansError, exception_text
 from autocmr.io.atomic import write_json_atomic
 
@@ -68,6 +68,21 @@ class Configuration:
     use_mask_for_norm: tuple[bool, ...]
     batch_dice: bool
     foreground_oversampling: float = 0.33  # fraction of each batch forced to contain foreground
+    # 2d only: neighbouring slices on each side stacked as input channels ("2.5D", built on the fly by
+    # autocmr.preprocessing.context, so the preprocessed data do not depend on it); 0 = the slice alone
+    context_slices: int = 0
+
+    def __post_init__(self) -> None:
+        if self.context_slices < 0:
+            raise PlansError(f"configuration {self.name!r}: context_slices must be >= 0, got {self.context_slices}")
+        if self.context_slices and self.dim != 2:
+            raise PlansError(f"configuration {self.name!r}: context_slices={self.context_slices} needs a 2d "
+                             f"configuration (a {self.dim}d network already sees neighbouring slices); use 0")
+
+    def input_channels(self, n_image_channels: int) -> int:
+        """The network's input channels: each image channel of the slice and its ``2 * context_slices``
+        neighbours (channel order: :mod:`autocmr.preprocessing.context`)."""
+        return n_image_channels * (2 * self.context_slices + 1)
 
 
 @dataclass(frozen=True)
@@ -144,16 +159,15 @@ class Plans:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlansError(f"{source}: malformed plans ({exception_text(exc)})") from exc
+        except PlansError as exc:  # an inconsistent configuration: name the file too
+            raise PlansError(f"{source}: {exc}") from exc
 
     @classmethod
     def load(cls, path: str | Path) -> "Plans":
+        """The plans in ``path``; a missing, corrupt or unknown-version file raises :class:`PlansError` (a
+        :class:`~autocmr.errors.DocumentError` for the file itself) naming it and what to re-run."""
         path = Path(path)
-        if not path.is_file():
-            raise PlansError(f"{path}: plans file not found; run `autocmr_plan` for this dataset first")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise PlansError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json_document(path, kind="plans file", what_to_rerun="run `autocmr_plan` for this dataset first")
         return cls.from_dict(data, source=str(path))
 
 
@@ -187,4 +201,5 @@ def _configuration(d: dict[str, Any]) -> Configuration:
         use_mask_for_norm=tuple(bool(b) for b in d["use_mask_for_norm"]),
         batch_dice=bool(d["batch_dice"]),
         foreground_oversampling=float(d.get("foreground_oversampling", 0.33)),
+        context_slices=int(d.get("context_slices", 0)),  # absent in plans written before it existed
     )

@@ -25,6 +25,8 @@ _EXPORTS = {
     "clinical_table": "autocmr.evaluation.clinical",
     "clinical_table_from_masks": "autocmr.evaluation.clinical",
     "ed_es_from_curve": "autocmr.evaluation.clinical",
+    "EdEs": "autocmr.evaluation.phases",
+    "find_ed_es": "autocmr.evaluation.phases",
     "CaseFailure": "autocmr.evaluation.cases",
     "EvaluationResult": "autocmr.evaluation.evaluate",
     "evaluate_cases": "autocmr.evaluation.evaluate",

@@ -6,7 +6,7 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
 
 1. **fast pass** over every frame: the first fold only, no mirroring, sliding-window tiles that touch instead
    of overlapping (``step`` 1). Its masks give the LV/RV volume curves;
-2. ED and ES are found on the curves (:func:`autocmr.analysis.phases.find_ed_es`) and those frames are
+2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
    now wins, it is predicted at full accuracy too. Then near ties: a fast-pass frame whose volume, scaled by
@@ -30,9 +30,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from autocmr.analysis.phases import find_ed_es
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
+from autocmr.evaluation.phases import find_ed_es
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import predict_logits
 
@@ -210,7 +210,8 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
     for network in networks:
         logits = predict_logits(network, x, patch_size=predictor.config.patch_size,
                                 num_classes=predictor.model.num_classes(), step=options.fast_step, mirror_axes=(),
-                                tile_batch=predictor.tile_batch, device=predictor.device)
+                                tile_batch=predictor.tile_batch, device=predictor.device,
+                                context_slices=predictor.config.context_slices)
         probs = torch.softmax(logits, dim=0)
         total = probs if total is None else total + probs
     return total / len(networks)

@@ -11,9 +11,10 @@ What counts as a job:
   named after its folder plus the series number and description.
 
 Top-level files that are neither are reported as problems ("not an image"), and so is every file that looks
-like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Files in sub-folders that are
-not DICOM are ignored, because DICOM exports carry side files (DICOMDIR, contours, reports). Hidden files,
-which include autocmr's own temporary files (``.tmp_*``), are never looked at.
+like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Text side files at the top
+level (ACDC's ``Info.cfg``, a ``cases.csv``, notes: :data:`SIDE_FILE_SUFFIXES`) are skipped with a note in the
+log. Files in sub-folders that are not DICOM are ignored, because DICOM exports carry side files (DICOMDIR,
+contours, reports). Hidden files, which include autocmr's own temporary files (``.tmp_*``), are never looked at.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ PROBABILITIES_SUFFIX = "_probabilities.npz"
 JOB_KINDS = ("3d", "cine", "dicom")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
+# Text that travels with images (metadata, notes) is no image and no reason for the run to fail.
+SIDE_FILE_SUFFIXES = (".cfg", ".csv", ".json", ".md", ".tsv", ".txt")
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,12 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
     jobs += dicom_jobs
     problems += dicom_problems + _unreadable_dicom(unreadable, folder, out)
     dicom_files |= {u.path.resolve() for u in unreadable}
-    for path in top:
-        if not _image_suffix(path) and path.resolve() not in dicom_files:
-            problems.append(CaseFailure(path.name, str(path), "not an image (expected " + ", ".join(IMAGE_SUFFIXES)
-                                        + " or DICOM)"))
+    others = [p for p in top if not _image_suffix(p) and p.resolve() not in dicom_files]
+    side_files = [p.name for p in others if p.suffix.lower() in SIDE_FILE_SUFFIXES]
+    if side_files:
+        logger.info("side files skipped (not images): %s", ", ".join(side_files))
+    problems += [CaseFailure(p.name, str(p), "not an image (expected " + ", ".join(IMAGE_SUFFIXES) + " or DICOM)")
+                 for p in others if p.suffix.lower() not in SIDE_FILE_SUFFIXES]
     _warn_nested_images(folder, out)
     return jobs, problems
 
@@ -285,4 +290,4 @@ def _warn_nested_images(folder: Path, out: Path) -> None:
 
 
 __all__ = ["CaseFailure", "Discovery", "IMAGES_FROM_DICOM", "IMAGE_SUFFIXES", "JOB_KINDS", "PredictionJob",
-           "check_complete", "discover_jobs", "sanitise_name"]
+           "SIDE_FILE_SUFFIXES", "check_complete", "discover_jobs", "sanitise_name"]

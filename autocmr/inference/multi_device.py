@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocmr.errors import ConfigurationError
-from autocmr.inference.model_folder import ModelSpec
 from autocmr.inference.parts import MergeReport, merge_parts
 from autocmr.inference.predictor import PredictorOptions
+from autocmr.models.folder import ModelSpec
 from autocmr.parallel import default_workers
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,11 @@ class DevicesReport:
 
 def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: str | Path | ModelSpec,
                        devices: Sequence[str], *, options: PredictorOptions | None = None, num_parts: int = 1,
-                       part_id: int = 0, **batch_options: Any) -> DevicesReport:
+                       part_id: int = 0, keep_freed_memory: bool = False, **batch_options: Any) -> DevicesReport:
     """Predict ``input_path`` with one process per device (see the module doc); ``batch_options`` go to
-    :func:`autocmr.inference.batch.predict_folder` (``continue_``, ``save_probabilities``, ...)."""
+    :func:`autocmr.inference.batch.predict_folder` (``continue_``, ``save_probabilities``, ...).
+    ``keep_freed_memory``: CPU children apply :func:`autocmr.allocator.keep_freed_memory`, as
+    ``autocmr_predict`` does for itself; off for Python callers unless they ask (a process-wide setting)."""
     if not devices:
         raise ConfigurationError("--devices needs at least one device, e.g. cuda:0 cuda:1")
     if not isinstance(model, (str, Path, ModelSpec)):
@@ -69,7 +71,7 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
         part = part_id * len(devices) + index
         process = mp.Process(target=_device_main, name=f"autocmr-predict-{device}",
                              args=(str(input_path), str(output_dir), model, replace(options, device=device), total,
-                                   part, threads, batch_options, writer))
+                                   part, threads, keep_freed_memory, batch_options, writer))
         process.start()
         writer.close()
         running[process.sentinel] = (device, process, reader)
@@ -100,7 +102,7 @@ def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesRep
 
 
 def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec, options: PredictorOptions,
-                 num_parts: int, part_id: int, threads: int, batch_options: dict[str, Any],
+                 num_parts: int, part_id: int, threads: int, keep_memory: bool, batch_options: dict[str, Any],
                  pipe: Connection) -> None:
     """Entry point of one device's process: process-wide settings, then its part of the batch."""
     import torch
@@ -111,7 +113,7 @@ def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{options.device}] %(message)s")
-    if resolve_device(options.device).type == "cpu":
+    if keep_memory and resolve_device(options.device).type == "cpu":
         keep_freed_memory()  # what autocmr_predict sets for its own process (autocmr.cli.common)
     report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts, part_id=part_id,
                             **batch_options)

@@ -29,12 +29,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from autocmr.documents import layout
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 PART_FILE = re.compile(r"^(?P<stem>.+)_part(?P<part>\d+)(?P<ext>\.(?:csv|json))$")
-FAILURES_STEM, PREDICTIONS_STEM = "failures", "predictions"
 # what every part must have done the same way; the model's path and the device may differ between machines
 SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing")
 
@@ -98,7 +98,7 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     if not out.is_dir():
         raise InputFileError(out, "output folder not found")
     groups = find_parts(out)
-    predictions = groups.get(PREDICTIONS_STEM + ".json", {})
+    predictions = groups.get(layout.BATCH_PREDICTIONS, {})
     if not predictions:
         raise ConfigurationError(f"{out}: no predictions_partK.json found; run autocmr_predict with --num-parts N "
                                  "--part-id K into this folder first")
@@ -112,10 +112,10 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     report = MergeReport(out, num_parts)
     for name, parts in sorted(groups.items()):
         ordered = [parts[k] for k in sorted(parts)]
-        if name == PREDICTIONS_STEM + ".json":
+        if name == layout.BATCH_PREDICTIONS:
             merged: Any = _merge_predictions([documents[k] for k in sorted(parts)], ordered, num_parts)
             report.done = len(merged["done"])
-        elif name == FAILURES_STEM + ".json":
+        elif name == layout.BATCH_FAILURES:
             merged = sorted((f for p in ordered for f in _as_list(_read_json(p), p)),
                             key=lambda f: (str(f.get("name")), str(f.get("file"))))
             report.failures = merged

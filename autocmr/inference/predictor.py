@@ -13,12 +13,12 @@ import torch
 from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.export import labels_to_native, probabilities_to_native
-from autocmr.inference.model_folder import ModelFolder
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, disagreement_score, predict_logits,
                                               predict_logits_and_spread)
 from autocmr.io.image import Geometry
 from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.preprocessing.preprocessor import preprocess_arrays
 
@@ -100,7 +100,7 @@ class Predictor:
         for network in self.networks:
             logits = predict_logits(network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(),
                                     step=self.step, mirror_axes=self.mirror_axes, tile_batch=self.tile_batch,
-                                    device=self.device)
+                                    device=self.device, context_slices=self.config.context_slices)
             probs = torch.softmax(logits, dim=0)
             total = probs if total is None else total + probs
         return total / len(self.networks)
@@ -115,7 +115,8 @@ class Predictor:
         for network in self.networks:
             logits, member_spread = predict_logits_and_spread(
                 network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(), step=self.step,
-                mirror_axes=self.mirror_axes, tile_batch=self.tile_batch, device=self.device)
+                mirror_axes=self.mirror_axes, tile_batch=self.tile_batch, device=self.device,
+                context_slices=self.config.context_slices)
             probs = torch.softmax(logits, dim=0)
             total = probs if total is None else total + probs
             spread = member_spread if spread is None else spread.add(member_spread)

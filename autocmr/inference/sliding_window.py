@@ -2,7 +2,8 @@
 
 Tiles overlap by (1 - step) of the patch; each tile's logits are weighted by a Gaussian centred on the
 tile (sigma = patch/8) because predictions near a patch border see less context. 2D models run over all
-slices with tiles of several slices batched together.
+slices with tiles of several slices batched together; a 2D model trained with through-plane context sees each
+slice with its neighbours as channels (``context_slices``, :mod:`autocmr.preprocessing.context`).
 
 Optionally (:func:`predict_logits_and_spread`) the pass also accumulates how much its members (the
 mirrorings) disagree: the softmax of each mirrored pass and the sum of its squares, blended with the same
@@ -20,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from autocmr.preprocessing.context import slices_with_context
 
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8  # sigma of the importance map as a fraction of the patch size
 DEFAULT_STEP = 0.5
@@ -84,36 +87,44 @@ class MemberSpread:
 @torch.no_grad()
 def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
                    step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (), tile_batch: int = 8,
-                   device: torch.device | str = "cpu", use_gaussian: bool = True) -> torch.Tensor:
+                   device: torch.device | str = "cpu", use_gaussian: bool = True,
+                   context_slices: int = 0) -> torch.Tensor:
     """Logits (num_classes, z, y, x) for preprocessed ``data`` (c, z, y, x), float32 on the CPU.
 
     ``patch_size`` has 2 entries for a 2D network (applied slice by slice) or 3 for a 3D one.
     ``mirror_axes`` are spatial axes of the patch (0-based) to flip for test-time augmentation.
+    ``context_slices`` (2D only) is the configuration's through-plane context k: each slice's input is the
+    image channels of slices z-k..z+k (zeros outside the stack).
     """
     return _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
                            mirror_axes=mirror_axes, tile_batch=tile_batch, device=device, use_gaussian=use_gaussian,
-                           with_spread=False)[0]
+                           with_spread=False, context_slices=context_slices)[0]
 
 
 @torch.no_grad()
 def predict_logits_and_spread(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int],
                               num_classes: int, step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (),
                               tile_batch: int = 8, device: torch.device | str = "cpu",
-                              use_gaussian: bool = True) -> tuple[torch.Tensor, MemberSpread]:
+                              use_gaussian: bool = True,
+                              context_slices: int = 0) -> tuple[torch.Tensor, MemberSpread]:
     """:func:`predict_logits` plus the :class:`MemberSpread` of its mirrored passes (identical logits)."""
     logits, spread = _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
                                      mirror_axes=mirror_axes, tile_batch=tile_batch, device=device,
-                                     use_gaussian=use_gaussian, with_spread=True)
+                                     use_gaussian=use_gaussian, with_spread=True, context_slices=context_slices)
     assert spread is not None
     return logits, spread
 
 
 def _sliding_window(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
                     step: float, mirror_axes: Sequence[int], tile_batch: int, device: torch.device | str,
-                    use_gaussian: bool, with_spread: bool) -> tuple[torch.Tensor, MemberSpread | None]:
+                    use_gaussian: bool, with_spread: bool,
+                    context_slices: int = 0) -> tuple[torch.Tensor, MemberSpread | None]:
     device = torch.device(device)
     dim = len(patch_size)
-    volume = data[None] if dim == 3 else data.permute(1, 0, 2, 3)  # 2D: slices become the batch
+    if context_slices and dim != 2:
+        raise ValueError(f"context_slices={context_slices} needs a 2D patch size, got {tuple(patch_size)}")
+    # 2D: slices (each with its context slices as channels) become the batch
+    volume = data[None] if dim == 3 else slices_with_context(data, context_slices)
     volume, crops = _pad_to(volume, patch_size)
     spatial = volume.shape[-dim:]
     starts = [tile_starts(n, p, step) for n, p in zip(spatial, patch_size)]

@@ -25,13 +25,11 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from autocmr.errors import InputFileError
+from autocmr.io.dicom_pixels import read_pixels
 from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
-                                   find_dicom_series, group_by_series, lenient_pydicom, read_dicom_header,
+                                   find_dicom_series, group_by_series, read_dicom_header,
                                    scan_folder, series_info, warn_unreadable)
 from autocmr.io.image import Geometry
 
@@ -148,7 +146,7 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     array = np.empty((n_t, n_z, rows, cols), np.float32)
     for z, location in enumerate(grid):
         for t, header in enumerate(location):
-            array[t, z] = _read_pixels(header)
+            array[t, z] = read_pixels(header)
     dy, dx = members[0].pixel_spacing  # PixelSpacing is (row spacing, column spacing)
     direction = np.column_stack([row, col, normal])
     origin = tuple(float(v) for v in grid[0][0].position)
@@ -256,43 +254,6 @@ def _time_step(grid: Sequence[Sequence[DicomHeader]]) -> float:
         return DEFAULT_TIME_STEP_MS
     step = float(np.median(steps))
     return step if step > 0 else DEFAULT_TIME_STEP_MS
-
-
-@lenient_pydicom()
-def _read_pixels(header: DicomHeader) -> np.ndarray:
-    path = header.path
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
-    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise InputFileError(path, "has no pixel data")
-    _infer_transfer_syntax(ds)
-    try:
-        pixels = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
-        raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
-    if pixels.shape != header.shape:
-        raise InputFileError(path, f"pixel data has shape {pixels.shape}, expected (Rows, Columns) = {header.shape}"
-                                   " (colour or multi-frame images are not supported)")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-
-
-def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:
-    """Files without file meta (old exports, a bare data set) do not name their transfer syntax, and pydicom
-    will not decode their pixels; the encoding it parsed them with (always uncompressed) says which it is."""
-    meta = ds.get("file_meta")
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return
-    implicit, little = getattr(ds, "original_encoding", (None, None))
-    if implicit is None:
-        return
-    syntax = (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian) if little else ExplicitVRBigEndian
-    if meta is None:
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
 
 
 def write_dicom_as_nifti(folder: str | Path, output_path: str | Path, *, series_uid: str | None = None) -> Path:

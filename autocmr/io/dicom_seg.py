@@ -16,30 +16,23 @@ instance number is the phase number (1-based), and each instance's ContentDescri
 is and, when the caller gives it, how it was predicted (e.g. ED, full accuracy).
 
 Anonymised exports often break things a SEG must copy (dates such as ``00000000``, a new
-FrameOfReferenceUID per file). Copies of the headers are repaired for the SEG (invalid dates left empty; one
-frame of reference, the most common, with a warning); the source files are never modified.
+FrameOfReferenceUID per file). Copies of the headers are repaired for the SEG
+(:mod:`autocmr.io.dicom_seg_sources`); the source files are never modified.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import warnings
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-import pydicom
 from pydicom import Dataset
 
 from autocmr.errors import InputFileError
 from autocmr.io.atomic import TEMP_PREFIX, atomic_path, temporary_sibling
-from autocmr.io.dicom_scan import lenient_pydicom
-
-logger = logging.getLogger(__name__)
+from autocmr.io.dicom_seg_sources import lenient_pydicom_writing, read_source_headers
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 SEG_SUFFIX = "_seg"  # NAME.nii.gz -> NAME_seg.dcm (3D series) or NAME_seg/ (one file per cardiac phase)
@@ -69,13 +62,6 @@ SEGMENTS: Mapping[int, SegmentCode] = {
     3: SegmentCode("RV cavity", "53085002", "Right ventricle", (50, 90, 230)),
 }
 ANATOMICAL_STRUCTURE = ("91723000", "Anatomical Structure")  # SNOMED CT segmented property category
-# A SEG belongs to its source's study and frame of reference and references each image by class and UID.
-REQUIRED_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
-                              "FrameOfReferenceUID")
-# Patient/study attributes of DICOM type 2 (present, possibly empty) that the SEG copies; exports that drop
-# them get them back empty in the SEG's copy.
-TYPE2_PATIENT_STUDY_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
-                                  "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
 def seg_destination(mask_path: str | Path, *, cine: bool) -> Path:
@@ -110,8 +96,8 @@ def write_dicom_seg(mask: np.ndarray, source_files: Mapping[tuple[int, int], Pat
     frames = mask[None] if mask.ndim == 3 else mask
     destination = Path(destination)
     _check_mask(frames, source_files, destination)
-    with _lenient_pydicom_writing():
-        headers = _read_source_headers(source_files)
+    with lenient_pydicom_writing():
+        headers = read_source_headers(source_files)
         common = _series_constants(headers, software_version)
         datasets = [_phase_segmentation(frames[t], [headers[(z, t)] for z in range(frames.shape[1])], t,
                                         frames.shape[0], (phase_notes or {}).get(t, ""), common)
@@ -141,21 +127,6 @@ def write_seg_for_series(mask: np.ndarray, dicom_files: Sequence[Path], mask_pat
                            phase_notes=phase_notes, software_version=__version__)
 
 
-@contextmanager
-def _lenient_pydicom_writing() -> Iterator[None]:
-    """Copy source values as they are, without a warning for each: anonymised series often carry UIDs with
-    leading zeros (which the SEG must reference exactly as written) and one-word patient names."""
-    previous = pydicom.config.settings.writing_validation_mode
-    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-    try:
-        with lenient_pydicom(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
-                                    category=UserWarning)
-            yield
-    finally:
-        pydicom.config.settings.writing_validation_mode = previous
-
-
 def _check_mask(frames: np.ndarray, source_files: Mapping[tuple[int, int], Path], destination: Path) -> None:
     n_t, n_z = frames.shape[:2]
     expected = {(z, t) for z in range(n_z) for t in range(n_t)}
@@ -167,52 +138,6 @@ def _check_mask(frames: np.ndarray, source_files: Mapping[tuple[int, int], Path]
     if unknown:
         raise InputFileError(destination, f"mask holds label value(s) {unknown}; DICOM-SEG output knows "
                                           f"{sorted(SEGMENTS)}")
-
-
-def _read_source_headers(source_files: Mapping[tuple[int, int], Path]) -> dict[tuple[int, int], Dataset]:
-    headers = {}
-    for key, path in source_files.items():
-        try:
-            headers[key] = _repair_header(pydicom.dcmread(path, stop_before_pixels=True, force=True))
-        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InputFileError(path, f"cannot read DICOM header for the SEG ({type(exc).__name__}: {exc})") from exc
-    for key, ds in headers.items():
-        missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES if not ds.get(k)]
-        if missing:
-            raise InputFileError(source_files[key], f"has no {', '.join(missing)}, which a DICOM-SEG must copy "
-                                                    "from its source images")
-    _unify_frame_of_reference(headers)
-    return headers
-
-
-def _repair_header(ds: Dataset) -> Dataset:
-    """Blank date/time values that are not valid (anonymisers write e.g. 00000000) and add missing type-2
-    patient/study attributes empty: the SEG copies both."""
-    from pydicom.valuerep import DA, DT, TM
-
-    for keyword in TYPE2_PATIENT_STUDY_ATTRIBUTES:
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    parsers = {"DA": DA, "DT": DT, "TM": TM}
-    for element in ds:
-        if element.VR in parsers and element.value not in (None, ""):
-            try:
-                parsers[element.VR](element.value)
-            except (ValueError, TypeError, OverflowError):
-                element.value = ""
-    return ds
-
-
-def _unify_frame_of_reference(headers: Mapping[tuple[int, int], Dataset]) -> None:
-    uids = Counter(str(ds.get("FrameOfReferenceUID", "")) for ds in headers.values())
-    if len(uids) <= 1:
-        return
-    chosen = uids.most_common(1)[0][0]
-    example = next(iter(headers.values()))
-    logger.warning("%s: the series has %d different FrameOfReferenceUIDs (per-file anonymisation?); the "
-                   "DICOM-SEG uses %s for all of them", Path(example.filename).parent, len(uids), chosen)
-    for ds in headers.values():
-        ds.FrameOfReferenceUID = chosen
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Sequence
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, sha256_of, verify_weight_file
 from autocmr.errors import InputFileError, PlansError
-from autocmr.inference.model_folder import ModelFolder
 from autocmr.io.atomic import atomic_path
+from autocmr.models.folder import ModelFolder
 from autocmr.models.registry import DEFAULT_MODEL_NAME, resolve_models_dir
 from autocmr.models.store import staging_folder, swap_in_folder
 

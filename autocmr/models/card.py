@@ -15,7 +15,7 @@ from autocmr.documents import layout
 from autocmr.documents.model_card import ModelCard
 from autocmr.documents.run_options import RunOptionsDocument
 from autocmr.documents.versioning import read_json_document
-from autocmr.inference.model_folder import ModelFolder
+from autocmr.models.folder import ModelFolder
 
 SHORT_AXIS_LIMITS = [
     "short-axis cine MR (bSSFP) only: not LGE, T1/T2 maps, perfusion or long-axis views",

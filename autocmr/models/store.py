@@ -16,7 +16,7 @@ from autocmr.documents.checkpoint import (CHECKPOINT_SCHEMA_VERSION, HEADER_KEYS
 from autocmr.documents.manifest import ModelManifest, sha256_of
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import PlansError
-from autocmr.inference.model_folder import ModelFolder
+from autocmr.models.folder import ModelFolder
 
 logger = logging.getLogger(__name__)
 COMPACT_DTYPE = torch.float16  # halves the size; predictions agree with float32 weights (tested)

@@ -59,7 +59,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     if len(selection.members) == 1:
         member = selection.members[0]
         report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
-                                continue_=continue_, num_workers=num_workers, analyse=False)
+                                continue_=continue_, num_workers=num_workers)
         if _has_postprocessing(decision):
             for name in report.done:
                 _postprocess_file(out / f"{name}{OUTPUT_SUFFIX}", decision)
@@ -69,8 +69,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         folder = out / MEMBERS_DIR / member.name
         logger.info("ensemble member %s (folds %s)", member.name, ",".join(member.folds))
         reports.append(predict_folder(input_path, folder, member.model, options=replace(base, folds=member.folds),
-                                      continue_=continue_, save_probabilities=True, num_workers=num_workers,
-                                      analyse=False))
+                                      continue_=continue_, save_probabilities=True, num_workers=num_workers))
     return _combine(selection, reports, out, continue_)
 
 

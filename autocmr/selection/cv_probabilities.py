@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from autocmr.errors import ConfigurationError, DatasetError
-from autocmr.inference.model_folder import ModelFolder
 from autocmr.inference.predictor import PredictorOptions
 from autocmr.io.atomic import atomic_path
+from autocmr.models.folder import ModelFolder
 from autocmr.preprocessing.loading import load_case
 from autocmr.trainers.splits import SPLITS_FILE, read_splits
 

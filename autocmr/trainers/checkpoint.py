@@ -1,5 +1,8 @@
 """Training checkpoints: everything needed to resume a run exactly, in the checkpoint document's format
-(:mod:`autocmr.documents.checkpoint`: tensors and plain values only, read with ``weights_only=True``)."""
+(:mod:`autocmr.documents.checkpoint`: tensors and plain values only, read with ``weights_only=True``).
+
+This module is the one place that turns a run into a checkpoint payload and back: the document's header, the
+network, and the training keys (``optimizer``, ``scaler``, ``state``, ``rng``)."""
 from __future__ import annotations
 
 import random
@@ -8,9 +11,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from autocmr.documents.checkpoint import load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, save_checkpoint
+from autocmr.documents.checkpoint import (CheckpointHeader, load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain,
+                                          save_checkpoint)
+from autocmr.errors import ConfigurationError
+from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.state import TrainState
 
-__all__ = ["load_checkpoint", "restore_rng_state", "rng_state", "save_checkpoint"]
+__all__ = ["load_checkpoint", "restore_rng_state", "restore_training", "rng_state", "save_checkpoint",
+           "training_payload"]
+
+
+def training_payload(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None, state: TrainState, epochs: int | None,
+                     options: TrainOptions, plans_name: str, configuration: str,
+                     topology: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes for a training run (the process's random states included)."""
+    header = CheckpointHeader(plans_name, configuration, topology, epochs, options.to_dict())
+    return {**header.to_payload(), "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None, "state": state.to_dict(), "rng": rng_state()}
+
+
+def restore_training(payload: dict[str, Any], *, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None, plans_name: str, configuration: str) -> TrainState:
+    """Load a :func:`training_payload` into ``network``, ``optimizer`` and ``scaler`` and the process's random
+    states; returns the run's state. Refuses a checkpoint of other plans or another configuration."""
+    if payload.get("configuration") != configuration or payload.get("plans_name") != plans_name:
+        raise ConfigurationError(f"checkpoint is from {payload.get('plans_name')}/{payload.get('configuration')}, "
+                                 f"not {plans_name}/{configuration}")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    restore_rng_state(payload["rng"])
+    return TrainState.from_dict(payload["state"])
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from autocmr.preprocessing import storage
+from autocmr.preprocessing.context import slices_with_context
 
 DEFAULT_CACHE_BYTES = 3 * 1024**3  # per process; ACDC (2d) needs ~0.4 GB
 
@@ -64,12 +65,13 @@ class PatchSampler:
     on) are centred on a voxel of a random foreground class present in the case; the others anywhere. In
     2D a slice is chosen first (the foreground voxel's slice when oversampling). ``forced`` overrides that
     count: a data-parallel rank draws its share of the global batch's forced samples (see
-    :func:`autocmr.trainers.distributed.batch_share`).
+    :func:`autocmr.trainers.distributed.batch_share`). In 2D, ``context_slices`` (k) neighbours on each side
+    of the slice join the image as channels (:mod:`autocmr.preprocessing.context`); the label stays the slice's.
     """
 
     def __init__(self, cache: CaseCache, case_ids: Sequence[str], *, dim: int, sample_size: Sequence[int],
                  batch_size: int, oversampling: float, foreground_labels: Sequence[int],
-                 forced: int | None = None) -> None:
+                 forced: int | None = None, context_slices: int = 0) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         self.cache = cache
@@ -81,6 +83,9 @@ class PatchSampler:
         if not 0 <= self.n_forced <= batch_size:
             raise ValueError(f"forced samples must be in [0, {batch_size}], got {self.n_forced}")
         self.foreground_labels = list(foreground_labels)
+        if context_slices and dim != 2:
+            raise ValueError(f"context_slices needs dim 2, got dim {dim}")
+        self.context_slices = context_slices
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         images, segs = [], []
@@ -90,7 +95,8 @@ class PatchSampler:
             centre = self._centre(rng, seg.shape[1:], locations, forced)
             if self.dim == 2:
                 z = centre[0]
-                data, seg, centre = data[:, z], seg[:, z], centre[1:]
+                data = data[:, z] if not self.context_slices else slices_with_context(data, self.context_slices, [z])[0]
+                seg, centre = seg[:, z], centre[1:]
             start = [c - s // 2 for c, s in zip(centre, self.sample_size)]
             images.append(crop_padded(data, start, self.sample_size))
             segs.append(crop_padded(seg, start, self.sample_size))

@@ -33,7 +33,7 @@ import torch
 from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.parallel import default_workers
 from autocmr.settings import Roots
-from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, DistributedContext, init_process_group,
+from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, ChildSettings, DistributedContext, init_process_group,
                                           launcher_context, leave_process_group, rank_device, threads_per_process)
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.run import TrainResult, train
@@ -76,9 +76,11 @@ class FoldsReport:
 
 def run_training(request: TrainRequest, folds: Sequence[str], *, num_processes: int = 1,
                  devices: Sequence[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
-                 environ: Mapping[str, str] | None = None) -> FoldsReport:
+                 environ: Mapping[str, str] | None = None, keep_freed_memory: bool = False) -> FoldsReport:
     """Train ``folds`` the way the options ask (see the module doc). With one fold its error is raised; with
-    several, each fold's error is reported in the result and the other folds go on."""
+    several, each fold's error is reported in the result and the other folds go on. ``keep_freed_memory``:
+    the processes spawned here apply the allocator setting for CPU work (:class:`ChildSettings`); this
+    process is its caller's to set."""
     folds = [str(f) for f in folds]
     context = launcher_context(os.environ if environ is None else environ)
     if context is not None and context.enabled and (num_processes > 1 or devices):
@@ -88,7 +90,7 @@ def run_training(request: TrainRequest, folds: Sequence[str], *, num_processes: 
         raise ConfigurationError("--devices trains several folds at once, one process per device; --num-gpus trains "
                                  "one fold on several GPUs: use one of them")
     if devices:
-        return train_folds_on_devices(request, folds, devices)
+        return train_folds_on_devices(request, folds, devices, keep_freed_memory=keep_freed_memory)
     report = FoldsReport()
     for fold in folds:
         one = replace(request, fold=fold)
@@ -96,7 +98,8 @@ def run_training(request: TrainRequest, folds: Sequence[str], *, num_processes: 
             if context is not None and context.enabled:
                 report.results[fold] = train_under_launcher(one, context, timeout_s=timeout_s)
             elif num_processes > 1:
-                report.results[fold] = launch_data_parallel(one, num_processes, timeout_s=timeout_s)
+                report.results[fold] = launch_data_parallel(one, num_processes, timeout_s=timeout_s,
+                                                            keep_freed_memory=keep_freed_memory)
             else:
                 report.results[fold] = one.run()
         except AutocmrError as exc:
@@ -119,7 +122,7 @@ def train_under_launcher(request: TrainRequest, context: DistributedContext, *,
 
 
 def launch_data_parallel(request: TrainRequest, num_processes: int, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                         threads: int | None = None) -> TrainResult:
+                         threads: int | None = None, keep_freed_memory: bool = False) -> TrainResult:
     """Train one fold in ``num_processes`` spawned data-parallel processes on this machine.
 
     CUDA: one process per GPU (``cuda:0`` ... ``cuda:N-1``, nccl). CPU: N processes sharing the cores (gloo);
@@ -128,8 +131,8 @@ def launch_data_parallel(request: TrainRequest, num_processes: int, *, timeout_s
     device = _resolve(request.options.device)
     if device.type == "cuda" and num_processes > torch.cuda.device_count():
         raise ConfigurationError(f"--num-gpus {num_processes} but this machine has {torch.cuda.device_count()} GPU(s)")
-    if threads is None:
-        threads = threads_per_process(default_workers(), num_processes)
+    settings = ChildSettings(threads_per_process(default_workers(), num_processes) if threads is None else threads,
+                             keep_freed_memory)
     from torch.distributed import TCPStore
 
     # the ranks meet at a store this process holds on a port the system picks: no port can clash
@@ -137,7 +140,7 @@ def launch_data_parallel(request: TrainRequest, num_processes: int, *, timeout_s
     mp = multiprocessing.get_context("spawn")
     reader, writer = mp.Pipe(duplex=False)
     processes = [mp.Process(target=_rank_main, name=f"autocmr-rank{rank}",
-                            args=(rank, num_processes, store.port, request, timeout_s, threads,
+                            args=(rank, num_processes, store.port, request, timeout_s, settings,
                                   writer if rank == 0 else None)) for rank in range(num_processes)]
     for process in processes:
         process.start()
@@ -150,18 +153,17 @@ def launch_data_parallel(request: TrainRequest, num_processes: int, *, timeout_s
     return messages[0]
 
 
-def _rank_main(rank: int, world: int, port: int, request: TrainRequest, timeout_s: float, threads: int,
+def _rank_main(rank: int, world: int, port: int, request: TrainRequest, timeout_s: float, settings: ChildSettings,
                result_pipe: Connection | None) -> None:
     """Entry point of one spawned rank: process-wide settings, join the group, train, report to the parent."""
     from torch.distributed import TCPStore
 
-    torch.set_num_threads(threads)  # process-wide settings belong to entry points: this is one
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
                         format="%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
     context = DistributedContext(rank, world, rank, world)
     try:
         device = rank_device(_resolve(request.options.device), context)
-        _process_settings(device)
+        settings.apply(device)  # process-wide settings belong to entry points: this is one
         store = TCPStore(LOCALHOST, port, None, False, timedelta(seconds=timeout_s))
         context = init_process_group(context, device, timeout_s=timeout_s, store=store)
         result = request.run(context)
@@ -174,12 +176,13 @@ def _rank_main(rank: int, world: int, port: int, request: TrainRequest, timeout_
         result_pipe.send(result)
 
 
-def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices: Sequence[str]) -> FoldsReport:
+def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices: Sequence[str], *,
+                           keep_freed_memory: bool = False) -> FoldsReport:
     """Train independent folds at once, one process per device (folds dealt out in turn). A failing fold
     is reported and the device goes on with its next fold; a process that dies fails its remaining folds."""
     for name in devices:
         _resolve(name)  # a bad device fails now, not in a child
-    threads = threads_per_process(default_workers(), len(devices))
+    settings = ChildSettings(threads_per_process(default_workers(), len(devices)), keep_freed_memory)
     mp = multiprocessing.get_context("spawn")
     processes, readers, owned = [], [], {}
     for index, device in enumerate(devices):
@@ -187,7 +190,8 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
         if not mine:
             continue
         reader, writer = mp.Pipe(duplex=False)
-        process = mp.Process(target=_device_main, name=f"autocmr-{device}", args=(device, mine, request, threads, writer))
+        process = mp.Process(target=_device_main, name=f"autocmr-{device}",
+                             args=(device, mine, request, settings, writer))
         process.start()
         writer.close()
         processes.append(process)
@@ -207,11 +211,11 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
     return report
 
 
-def _device_main(device: str, folds: Sequence[str], request: TrainRequest, threads: int, pipe: Connection) -> None:
+def _device_main(device: str, folds: Sequence[str], request: TrainRequest, settings: ChildSettings,
+                 pipe: Connection) -> None:
     """Entry point of one device's process: its folds one after another, each reported as it ends."""
-    torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{device}] %(message)s")
-    _process_settings(_resolve(device))
+    settings.apply(_resolve(device))
     for fold in folds:
         one = replace(request, fold=fold, options=request.options.updated(device=device))
         try:
@@ -281,14 +285,6 @@ def _failure_message(what: str, exits: dict[int, int], stopped: set[int], timeou
         parts.append(f"rank(s) {', '.join(map(str, sorted(stopped)))} stopped by autocmr after that")
     return (f"{what} failed: {'; '.join(parts)}. A rank that stops answering makes the others fail after "
             f"{timeout_s:.0f} s (--ddp-timeout); rerun with --continue to resume from the last checkpoint")
-
-
-def _process_settings(device: torch.device) -> None:
-    """What autocmr's commands set for their process (see autocmr.cli.common), for a spawned one."""
-    if device.type == "cpu":
-        from autocmr.allocator import keep_freed_memory
-
-        keep_freed_memory()  # ~15 % faster CPU steps
 
 
 def _resolve(name: str) -> torch.device:

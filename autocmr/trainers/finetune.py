@@ -16,7 +16,7 @@ from typing import Sequence
 from torch import nn
 
 from autocmr.errors import ConfigurationError
-from autocmr.inference.model_folder import ModelFolder
+from autocmr.models.folder import ModelFolder
 from autocmr.networks.unet import GenericUNet
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,10 @@ def head_channel_map(old_labels: dict[str, int], new_labels: dict[str, int]) -> 
 def load_pretrained(network: GenericUNet, model: ModelFolder, new_labels: dict[str, int]) -> dict[str, int]:
     """Copy weights from ``model`` into ``network``; heads adapted by label name. Returns counts for the log."""
     state = model.load_checkpoint(pretrained_checkpoint(model))["network"]  # verified, weights_only
-    if len(model.plans.channel_names) != network.encoder[0][0][0].in_channels:
-        raise ConfigurationError(f"{model.path}: pretrained model takes {len(model.plans.channel_names)} input "
-                                 f"channel(s), the new dataset has {network.encoder[0][0][0].in_channels}")
+    expected = model.configuration.input_channels(len(model.plans.channel_names))  # context slices included
+    if expected != network.encoder[0][0][0].in_channels:
+        raise ConfigurationError(f"{model.path}: pretrained model takes {expected} input channel(s), the new "
+                                 f"dataset's network has {network.encoder[0][0][0].in_channels}")
     mapping = head_channel_map(model.plans.labels, new_labels)
     own = network.state_dict()
     copied, adapted = 0, 0

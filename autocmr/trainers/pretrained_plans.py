@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.errors import ConfigurationError, DatasetError
-from autocmr.inference.model_folder import ModelFolder
+from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Plans
 from autocmr.preprocessing.preprocessor import preprocess_stale_cases
 from autocmr.settings import Roots

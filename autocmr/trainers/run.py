@@ -6,18 +6,20 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from autocmr.dataset.naming import resolve_dataset_name
-from autocmr.dataset.raw import CASES_CSV, DatasetJson, load_metadata
+from autocmr.dataset.raw import DatasetJson, load_metadata
 from autocmr.device import resolve_device
+from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REFERENCE, PLANS, POSTPROCESSING, RUN_LOG,
+                                      SPLITS, checkpoint_name, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, DatasetError
-from autocmr.inference.model_folder import ModelFolder, model_folder_name
-from autocmr.io.atomic import remove_stale_temporaries
+from autocmr.models.folder import ModelFolder, model_folder_name
+from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
@@ -27,7 +29,7 @@ from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
 from autocmr.trainers.run_folder import check_resume_options, finish_fold, start_fold, write_run_options
 from autocmr.trainers.schedule import resolve_schedule
-from autocmr.trainers.splits import SPLITS_FILE, load_or_create_splits, read_splits, select_fold
+from autocmr.trainers.splits import load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -50,13 +52,29 @@ def _identity(plans: Plans, configuration: str) -> ModelManifest:
     return ModelManifest(plans.dataset_name, plans.plans_name, configuration)
 
 
-def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str, fold: str | int) -> None:
+def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str, fold: str | int,
+                       folds: list[dict[str, Any]] | None, log: Callable[[str], None]) -> None:
+    """Copy the dataset's documents into the model folder. ``folds``: the partition this run uses (a --splits
+    file's, or the dataset's), written as the folder's splits; without one (fold 'all'), the dataset's."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    plans.save(model_dir / "plans.json")
-    for name in ("dataset.json", "fingerprint.json", SPLITS_FILE, CASES_CSV):
+    plans.save(model_dir / PLANS)
+    for name in (DATASET, FINGERPRINT, CASES) + (() if folds else (SPLITS,)):
         if (pre_dir / name).is_file():
             shutil.copyfile(pre_dir / name, model_dir / name)
+    if folds:
+        stored = model_dir / SPLITS
+        if stored.is_file() and _read_folds(stored) != folds:
+            log(f"WARNING: {stored} is replaced by this run's splits; folds trained before with the old ones are "
+                "not comparable with this fold (retrain them with the same --splits)")
+        write_json_atomic(stored, folds)
     start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
+
+
+def _read_folds(path: Path) -> list[dict[str, Any]] | None:
+    try:
+        return read_splits(path)
+    except AutocmrError:
+        return None  # unreadable: replaced without a comparison
 
 
 def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots, *, options: TrainOptions,
@@ -108,24 +126,25 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     elif str(fold) == "all":
         folds = []
     else:
-        folds = load_or_create_splits(pre_dir / SPLITS_FILE, subjects)
-    train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS_FILE))
+        folds = load_or_create_splits(pre_dir / SPLITS, subjects)
+    train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS))
     dist.main_done()
     model_dir = Path(output_dir) if output_dir else roots.results / name / model_folder_name(plans.plans_name, configuration)
-    fold_dir = model_dir / f"fold_{fold}"
-    log = RunLog(fold_dir / "log.txt") if dist.is_main else quiet_log
+    fold_dir = model_dir / fold_dir_name(fold)
+    log = RunLog(fold_dir / RUN_LOG) if dist.is_main else quiet_log
     if dist.is_main:
         remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
     options = resolve_schedule(options, device, log, training_samples=_training_samples(data_dir, train_cases, config),
                                training_subjects=metadata.loc[train_cases, "subject"].nunique(),
                                batch_size=options.batch_size or config.batch_size)
-    resuming = continue_training and (fold_dir / "checkpoint_latest.pth").is_file()
+    latest = fold_dir / checkpoint_name("latest")
+    resuming = continue_training and latest.is_file()
     changes = check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log) if resuming else []
     if dist.is_main:
-        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold)
+        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
         write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
     torch.manual_seed(options.seed)
-    network = build_network(config.topology, len(plans.channel_names), len(plans.labels))
+    network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
     trainable, pretrained = None, None
     if options.pretrained:
         from autocmr.trainers.finetune import freeze, load_pretrained
@@ -139,8 +158,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
                       val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
                       parameters=trainable, start_time=start_time, distributed=dist)
-    latest = fold_dir / "checkpoint_latest.pth"
-    if continue_training and latest.is_file():
+    if resuming:
         trainer.restore(load_checkpoint(latest))
         log(f"resumed from {latest} at epoch {trainer.state.epoch}")
     elif continue_training:
@@ -160,12 +178,13 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     if options.final_validation and val_cases:
         from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
 
-        file_ending = DatasetJson.load(pre_dir / "dataset.json").file_ending
-        summary = run_final_validation(trainer, raw_folder, file_ending, metadata=metadata)  # ranks share it
+        file_ending = DatasetJson.load(pre_dir / DATASET).file_ending
+        # the ranks share it
+        summary = run_final_validation(trainer.validation_settings(), raw_folder, file_ending, metadata=metadata)
         if raw_folder is not None and dist.is_main:
             decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
         log(f"final validation: {_dice_line(summary)}")
-    if pretrained is not None and dist.is_main and not (model_dir / "postprocessing.json").is_file():
+    if pretrained is not None and dist.is_main and not (model_dir / POSTPROCESSING).is_file():
         _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
     return TrainResult(fold_dir, trainer.state.epoch, summary)
 
@@ -177,14 +196,14 @@ def _inherit_postprocessing(model_dir: Path, pretrained: ModelFolder, labels: di
     from autocmr.inference.postprocessing import PostprocessingDecision
     from autocmr.trainers.finetune import head_channel_map
 
-    stored = pretrained.read_json("postprocessing.json")
+    stored = pretrained.read_json(POSTPROCESSING)
     if not stored:
         return
     old = PostprocessingDecision.from_dict(stored)
     new_value = {old_value: new for new, old_value in head_channel_map(pretrained.plans.labels, labels).items()}
     per_label = tuple(new_value[v] for v in old.per_label_lcc if v in new_value)
     evidence = {"inherited_from": str(Path(pretrained.path).resolve())}
-    PostprocessingDecision(old.foreground_lcc, per_label, evidence).save(model_dir / "postprocessing.json")
+    PostprocessingDecision(old.foreground_lcc, per_label, evidence).save(model_dir / POSTPROCESSING)
     log(f"postprocessing inherited from {pretrained.path}: foreground LCC {old.foreground_lcc}, per label {per_label}")
 
 
@@ -207,9 +226,9 @@ def _dice_line(summary: dict[str, Any]) -> str:
 
 
 def _write_intensity_reference(model_dir: Path, data_dir: Path, train_cases: list[str]) -> None:
-    from autocmr.inference.harmonisation import REFERENCE_JSON, build_reference, save_reference
+    from autocmr.inference.harmonisation import build_reference, save_reference
 
-    path = model_dir / REFERENCE_JSON
+    path = model_dir / INTENSITY_REFERENCE
     if path.is_file():
         return
     images = (storage.load_arrays(data_dir, c)[0] for c in train_cases[:50])  # 50 cases describe it well

@@ -8,6 +8,9 @@ its best target-site Dice after ~23 passes over its slices, less after ~45 and w
 after ~90, while three subjects (52 slices) were better after ~100 passes than after ~40. So the default is
 a number of passes over the training samples that grows with the number of subjects, not a time. It is a
 heuristic calibrated on that one experiment; --epochs/--iterations override it.
+
+During the run, the same module says how far along the schedule is (epochs and/or time budget), whether it
+is finished and the learning rate that goes with it (poly decay).
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.state import TrainState
 
 DEFAULT_CPU_BUDGET_S = 3600.0  # CPU runs without --epochs/--time-budget train for an hour
 DEFAULT_GPU_EPOCHS = 1000
@@ -25,6 +30,7 @@ FINETUNE_PASSES_PER_SUBJECT = 25  # times each training sample (2D slice or 3D v
 FINETUNE_MIN_ITERATIONS = 50
 FINETUNE_MAX_ITERATIONS = 5000  # beyond this the "few cases" are many: train with --epochs instead
 FINETUNE_MIN_EPOCHS = 5  # so the log, the progress plot and the checkpoints have a few points
+RECENT_EPOCHS = 3  # epochs whose mean duration predicts the next one's (stop before overrunning a budget)
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,38 @@ def resolve_schedule(options: TrainOptions, device: torch.device, log: Callable[
         log(f"no --epochs or --time-budget given: training on the CPU for {DEFAULT_CPU_BUDGET_S / 60:.0f} min")
         return options.updated(time_budget_s=DEFAULT_CPU_BUDGET_S)
     return options.updated(epochs=DEFAULT_GPU_EPOCHS)
+
+
+def training_budget(time_budget_s: float | None, reserve_s: float | None) -> float | None:
+    """Seconds left for training in a ``time_budget_s`` run once ``reserve_s`` is kept for the final validation."""
+    if time_budget_s is None:
+        return None
+    # a reserve as large as the budget leaves nothing after the first epoch (which always runs); the
+    # floor only keeps progress() finite
+    return max(time_budget_s - (reserve_s or 0.0), 1e-3)
+
+
+def schedule_progress(state: TrainState, epochs: int | None, budget: float | None) -> float:
+    """Fraction of the schedule done (epochs and/or time budget, whichever is further along)."""
+    p = 0.0
+    if epochs:
+        p = state.epoch / epochs
+    if budget:
+        p = max(p, state.wall_seconds / budget)
+    return min(p, 1.0)
+
+
+def schedule_finished(state: TrainState, epochs: int | None, budget: float | None) -> bool:
+    """Whether the run is over: its epochs done, or another epoch would overrun the training budget."""
+    if epochs and state.epoch >= epochs:
+        return True
+    if budget and state.history["epoch_time"]:
+        recent = float(np.mean(state.history["epoch_time"][-RECENT_EPOCHS:]))
+        # the first epoch always runs; wall time counts set-up, checkpoints and plots too, so the whole
+        # command keeps to the budget
+        return state.wall_seconds + recent > budget
+    return False
+
+
+def poly_learning_rate(options: TrainOptions, progress: float) -> float:
+    return options.learning_rate * (1.0 - progress) ** options.poly_exponent

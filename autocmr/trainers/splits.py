@@ -7,10 +7,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from autocmr.documents.layout import SPLITS
 from autocmr.errors import ConfigurationError
 from autocmr.io.atomic import write_json_atomic
 
-SPLITS_FILE = "splits.json"
+SPLITS_FILE = SPLITS  # its name in dataset and model folders (autocmr.documents.layout)
 DEFAULT_FOLDS = 5
 
 

@@ -4,14 +4,17 @@ epoch end, end). Hyper-parameters come from :class:`TrainOptions`; nothing is ch
 Data-parallel (``distributed`` with several ranks): every rank draws its own share of the global batch, the
 network is wrapped in DistributedDataParallel for the training step only (gradients averaged), and the
 per-epoch numbers that decide anything (losses, pseudo-Dice counts, epoch and wall time) are reduced or taken
-from rank 0, so every rank keeps the same state and stops at the same epoch. Rank 0 alone writes."""
+from rank 0, so every rank keeps the same state and stops at the same epoch. Rank 0 alone writes.
+
+What the loop uses lives beside it: the data pipeline in :mod:`autocmr.trainers.pipeline`, the schedule
+arithmetic (progress, stop, learning rate) in :mod:`autocmr.trainers.schedule`, the checkpoint payload in
+:mod:`autocmr.trainers.checkpoint`, the final validation in :mod:`autocmr.trainers.validation`."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,36 +22,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocmr.errors import AutocmrError, ConfigurationError
+from autocmr.documents.layout import checkpoint_name
+from autocmr.errors import AutocmrError
 from autocmr.networks.unet import GenericUNet
-from autocmr.parallel import default_workers
 from autocmr.planners.plans import Configuration, Plans
-from autocmr.trainers.augmentation import (ELASTIC_PROBABILITY, build_transforms, in_plane_only, preset,
-                                           sampling_patch_size, with_overrides)
-from autocmr.trainers.checkpoint import restore_rng_state, rng_state, save_checkpoint
-from autocmr.trainers.data import CaseCache, PatchSampler, forced_samples
+from autocmr.trainers import validation
+from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
+from autocmr.trainers.data import forced_samples
 from autocmr.trainers.distributed import DistributedContext, batch_share, data_parallel
-from autocmr.trainers.loader import BatchStream, deep_supervision_scales, make_loader
+from autocmr.trainers.loader import deep_supervision_scales
 from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
 from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.pipeline import DataPipeline
 from autocmr.trainers.progress import RunLog, plot_progress
+from autocmr.trainers.schedule import poly_learning_rate, schedule_finished, schedule_progress, training_budget
+from autocmr.trainers.state import HISTORY_KEYS, TrainState
 
+__all__ = ["HISTORY_KEYS", "TrainState", "Trainer", "VALIDATION_MARGIN"]
 logger = logging.getLogger(__name__)
 # The final validation was measured 20 % slower than its one-case estimate on ACDC; 1.3 (30 %) keeps 10 points
 # of safety on top so a --time-budget run still ends inside its budget.
 VALIDATION_MARGIN = 1.3
-HISTORY_KEYS = ("train_loss", "val_loss", "pseudo_dice", "ema_dice", "lr", "epoch_time", "class_dice")
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0  # epochs completed
-    train_seconds: float = 0.0  # time spent in completed epochs (survives resumes)
-    wall_seconds: float = 0.0  # wall-clock time of the run so far, set-up and checkpoints included (survives resumes)
-    best_ema: float = -1.0
-    ema: float | None = None
-    reserve_s: float | None = None  # time kept for the final validation (measured)
-    history: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
 
 
 class Trainer:
@@ -69,85 +63,31 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
         self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice), n_outputs)
-        self.ds_scales = deep_supervision_scales(config.topology.strides, n_outputs)
         self.batch_size = options.batch_size or config.batch_size  # the global batch
         self.distributed = distributed or DistributedContext()
         self.share = batch_share(self.batch_size, forced_samples(self.batch_size, config.foreground_oversampling),
                                  self.distributed)
+        self.pipeline = DataPipeline(data_folder, config, plans.foreground_labels, options, device, self.share,
+                                     deep_supervision_scales(config.topology.strides, n_outputs), self.distributed)
         # what the training step runs: the network, or its DDP wrapper; checkpoints save the plain network
         self.model = data_parallel(self.network, device, self.distributed)
         self.epochs = options.epochs
         self.start_time = time.monotonic() if start_time is None else start_time
         self._wall_before = 0.0  # wall time of earlier sessions of a resumed run
-        self._loaders: dict[str, Any] = {}
 
-    # ----- data ---------------------------------------------------------------------------------------
-    def _stream(self, cases: Sequence[str], *, augment: bool, seed: int, start: int) -> BatchStream:
-        params = preset(self.options.augmentation if augment else "none")
-        if augment and self.options.elastic:
-            params = with_overrides(params, p_elastic=ELASTIC_PROBABILITY)
-        anisotropic = self.config.resampling.anisotropic
-        in_plane = in_plane_only(self.config.dim, anisotropic)
-        size = sampling_patch_size(self.config.patch_size, params, in_plane=in_plane) if augment else self.config.patch_size
-        sampler = PatchSampler(CaseCache(self.data_folder), cases, dim=self.config.dim, sample_size=size,
-                               batch_size=self.share.batch_size, oversampling=self.config.foreground_oversampling,
-                               foreground_labels=self.plans.foreground_labels, forced=self.share.forced)
-        transforms = build_transforms(params, self.config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales)
-        return BatchStream(sampler, transforms, seed=seed, start_iteration=start, rank=self.distributed.rank)
-
-    def _workers(self) -> int:
-        if self.options.num_workers is not None:
-            return self.options.num_workers
-        cores = max(1, default_workers() // self.distributed.local_world_size)  # ranks on this machine share it
-        if self.device.type == "cpu":
-            # Training already keeps every core busy; on small machines a background augmentation process
-            # only competes with it (measured on 2 cores: 0.62 vs 0.57 s per iteration), so batches are
-            # made in-process there.
-            return 0 if cores <= 4 else 2
-        return max(1, min(8, cores - 1))
-
-    def _iterators(self) -> tuple[Any, Any]:
-        start = self.state.epoch * self.options.iterations_per_epoch
-        workers = self._workers()
-        train = make_loader(self._stream(self.train_cases, augment=True, seed=self.options.seed, start=start),
-                            num_workers=workers, pin_memory=self.device.type == "cuda")
-        val_cases = self.val_cases or self.train_cases
-        val = make_loader(self._stream(val_cases, augment=False, seed=self.options.seed + 1,
-                                       start=self.state.epoch * self.options.val_iterations),
-                          num_workers=1 if workers > 0 else 0)
-        return iter(train), iter(val)
-
-    # ----- schedule -----------------------------------------------------------------------------------
+    # ----- schedule (autocmr.trainers.schedule) -------------------------------------------------------
     def training_budget(self) -> float | None:
-        if self.options.time_budget_s is None:
-            return None
-        # a reserve as large as the budget leaves nothing after the first epoch (which always runs); the
-        # floor only keeps progress() finite
-        return max(self.options.time_budget_s - (self.state.reserve_s or 0.0), 1e-3)
+        return training_budget(self.options.time_budget_s, self.state.reserve_s)
 
     def progress(self) -> float:
         """Fraction of the schedule done (epochs and/or time budget, whichever is further along)."""
-        p = 0.0
-        if self.epochs:
-            p = self.state.epoch / self.epochs
-        budget = self.training_budget()
-        if budget:
-            p = max(p, self.state.wall_seconds / budget)
-        return min(p, 1.0)
+        return schedule_progress(self.state, self.epochs, self.training_budget())
 
     def finished(self) -> bool:
-        if self.epochs and self.state.epoch >= self.epochs:
-            return True
-        budget = self.training_budget()
-        if budget and self.state.history["epoch_time"]:
-            recent = float(np.mean(self.state.history["epoch_time"][-3:]))
-            # stop when another epoch would overrun the budget (the first epoch always runs); wall time
-            # counts set-up, checkpoints and plots too, so the whole command keeps to the budget
-            return self.state.wall_seconds + recent > budget
-        return False
+        return schedule_finished(self.state, self.epochs, self.training_budget())
 
     def current_lr(self) -> float:
-        return self.options.learning_rate * (1.0 - self.progress()) ** self.options.poly_exponent
+        return poly_learning_rate(self.options, self.progress())
 
     # ----- steps --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -253,7 +193,7 @@ class Trainer:
         if self.finished():
             self.log("schedule already complete; nothing to train")
             return
-        train_it, val_it = self._iterators()
+        train_it, val_it = self.pipeline.iterators(self.train_cases, self.val_cases, epoch=self.state.epoch)
         try:
             while not self.finished():
                 self.run_epoch(train_it, val_it)
@@ -278,47 +218,36 @@ class Trainer:
         """Seconds the final validation will take (one validation case timed, scaled, x VALIDATION_MARGIN)."""
         if not self.val_cases or not self.options.final_validation:
             return 0.0
-        from autocmr.trainers.validation import time_one_case
-
-        seconds = time_one_case(self)
+        seconds = validation.time_one_case(self.validation_settings())
         per_rank = math.ceil(len(self.val_cases) / self.distributed.world_size)  # the ranks share the cases
         reserve = VALIDATION_MARGIN * seconds * per_rank + 10.0
         self.log(f"final validation estimated at {reserve:.0f} s ({seconds:.1f} s per case); kept out of the budget")
         return reserve
 
-    # ----- checkpoints --------------------------------------------------------------------------------
+    def validation_settings(self) -> validation.ValidationSettings:
+        """What the final validation needs of this run (:mod:`autocmr.trainers.validation`)."""
+        return validation.ValidationSettings(
+            network=self.network, plans=self.plans, config=self.config, data_folder=self.data_folder,
+            device=self.device, mirror=self.options.mirror_validation, output_dir=self.output_dir,
+            cases=tuple(self.val_cases), distributed=self.distributed, log=self.log)
+
+    # ----- checkpoints (autocmr.trainers.checkpoint) --------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:
-        s = self.state
-        return {
-            "network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "state": {"epoch": s.epoch, "train_seconds": s.train_seconds, "wall_seconds": s.wall_seconds,
-                      "best_ema": s.best_ema, "ema": s.ema, "reserve_s": s.reserve_s, "history": s.history},
-            "epochs": self.epochs, "options": self.options.to_dict(), "rng": rng_state(),
-            "plans_name": self.plans.plans_name, "configuration": self.config.name,
-            "topology": self.config.topology.__dict__,
-        }
+        return training_payload(network=self.network, optimizer=self.optimizer, scaler=self.scaler, state=self.state,
+                                epochs=self.epochs, options=self.options, plans_name=self.plans.plans_name,
+                                configuration=self.config.name, topology=self.config.topology.__dict__)
 
     def save(self, which: str) -> None:
         if not self.distributed.is_main:
             return  # the replicas are identical; one writer keeps files whole
-        save_checkpoint(self.output_dir / f"checkpoint_{which}.pth", self.checkpoint_payload())
+        save_checkpoint(self.output_dir / checkpoint_name(which), self.checkpoint_payload())
 
     def restore(self, payload: dict[str, Any]) -> None:
-        if payload.get("configuration") != self.config.name or payload.get("plans_name") != self.plans.plans_name:
-            raise ConfigurationError(f"checkpoint is from {payload.get('plans_name')}/{payload.get('configuration')}, "
-                                     f"not {self.plans.plans_name}/{self.config.name}")
-        self.network.load_state_dict(payload["network"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        if self.scaler is not None and payload.get("scaler"):
-            self.scaler.load_state_dict(payload["scaler"])
-        st = payload["state"]
-        self.state = TrainState(st["epoch"], st["train_seconds"], st.get("wall_seconds", st["train_seconds"]),
-                                st["best_ema"], st["ema"], st["reserve_s"], st["history"])
+        self.state = restore_training(payload, network=self.network, optimizer=self.optimizer, scaler=self.scaler,
+                                      plans_name=self.plans.plans_name, configuration=self.config.name)
         self._wall_before = self.state.wall_seconds
         self.start_time = time.monotonic()
         # self.epochs stays the requested one: run.py compared it with the stored options before resuming
-        restore_rng_state(payload["rng"])
 
 
 def _next(iterator) -> dict[str, Any]:

@@ -113,6 +113,25 @@ def test_sharding_and_continue(tmp_path, tiny_model_dir):
     assert not temporaries(out)
 
 
+def test_side_files_of_an_acdc_like_folder_are_skipped_not_failed(tmp_path, tiny_model_dir, capsys):
+    """Issue 17: ``Info.cfg`` and ``cases.csv`` beside the images made the run fail with "not an image"."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for frame, phase in ((1, 0.0), (12, 1.0)):
+        case = small_case(50, slices=3, phase=phase)
+        write_image(case.image, case.geometry, src / f"patient001_frame{frame:02d}.nii.gz")
+    (src / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\n")
+    (src / "cases.csv").write_text("case_id,subject,phase\npatient001_frame01,patient001,ED\n"
+                                   "patient001_frame12,patient001,ES\n")
+    (src / "notes.txt").write_text("scanned on the old magnet\n")
+    assert main(["-i", str(src), "-o", str(out), "-m", str(tiny_model_dir), "-j", "0"] + FAST) == 0
+    assert "0 failed" in capsys.readouterr().out
+    assert json.loads((out / "failures.json").read_text()) == []
+    assert json.loads((out / "predictions.json").read_text())["done"] == ["patient001_frame01",
+                                                                         "patient001_frame12"]
+    measures = (out / "measures.csv").read_text().splitlines()  # the cases.csv still pairs ED and ES
+    assert len(measures) == 2 and measures[1].startswith("patient001,")
+
+
 def test_model_by_dataset_and_results_root(tmp_path, tiny_model_dir, monkeypatch):
     results = tiny_model_dir.parent.parent
     case = small_case(50, slices=3)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from autocmr.inference import batch
+from autocmr.inference import batch_scheduler, batch_stages
 from tests.helpers import small_case, temporaries
 from autocmr.inference.batch import PredictorOptions, predict_folder
 from autocmr.io.dicom import read_dicom_series
@@ -54,15 +54,15 @@ def _crash_on_name(job, ctx):
     """Stage 1 replacement, run in a worker process: the case named 'crash' kills its worker."""
     if job.name == "crash":
         os._exit(3)
-    return batch._load_job(job, ctx)  # the worker imported autocmr afresh: this is the real stage 1
+    return batch_stages.load_job(job, ctx)  # the worker imported autocmr afresh: this is the real stage 1
 
 
 def test_crashed_worker_is_reported_and_the_batch_goes_on(tmp_path, tiny_predictor, monkeypatch):
     for seed, name in ((5, "crash"), (6, "fine")):
         case = small_case(seed, slices=3)
         write_image(case.image, case.geometry, tmp_path / "in" / f"{name}.nii.gz")
-    # The pool pickles the function by reference; in the spawned worker, autocmr's own _load_job is unpatched.
-    monkeypatch.setattr(batch, "_load_job", _crash_on_name)
+    # The pool pickles the function by reference; in the spawned worker, autocmr's own load_job is unpatched.
+    monkeypatch.setattr(batch_scheduler, "load_job", _crash_on_name)
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=1)
     assert report.done == ["fine"] and (tmp_path / "out" / "fine.nii.gz").is_file()
     assert [(f.name, f.file) for f in report.failures] == [("crash", str(tmp_path / "in" / "crash.nii.gz"))]

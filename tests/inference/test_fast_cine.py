@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from autocmr.analysis.phases import find_ed_es
+from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
 from autocmr.inference.fast_cine import CineOptions, _frames_to_refine
@@ -110,10 +110,10 @@ def _volume_curves(mask: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np
 def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path, tiny_model_dir):
     _, geometry, _, _ = _phantom_cine(tmp_path / "in")
     full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)  # "full accuracy": mirrored
-    run = {mode: predict_folder(tmp_path / "in", tmp_path / mode, full, num_workers=0, analyse=False,
+    run = {mode: predict_folder(tmp_path / "in", tmp_path / mode, full, num_workers=0,
                                 cine=CineOptions(mode=mode)) for mode in ("fast", "full")}
     fast_settings = PredictorOptions(device="cpu", mirror=False, step=1.0).build(tiny_model_dir)
-    predict_folder(tmp_path / "in", tmp_path / "reference", fast_settings, num_workers=0, analyse=False,
+    predict_folder(tmp_path / "in", tmp_path / "reference", fast_settings, num_workers=0,
                    cine=CineOptions(mode="full"))
     assert all(r.ok for r in run.values())
     masks = {name: read_cine(tmp_path / name / "cine.nii.gz")[0] for name in ("fast", "full", "reference")}
@@ -149,7 +149,7 @@ def test_fast_path_finds_the_phantoms_ed_and_es(tmp_path, tiny_model_dir):
     _, _, ed, es = _phantom_cine(tmp_path / "in", seed=5)
     predictor = PredictorOptions(device="cpu", mirror=False, postprocess="off").build(tiny_model_dir)
     predictor.networks = [BloodPoolNet().eval()]
-    report = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0, analyse=False)
+    report = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0)
     record = report.cine["cine"]
     assert (record["ed_frame"], record["es_frame"]) == (ed, es) == (0, N_FRAMES // 3)
     assert record["full_accuracy_frames"] == [ed, es]
@@ -157,7 +157,7 @@ def test_fast_path_finds_the_phantoms_ed_and_es(tmp_path, tiny_model_dir):
 
 def test_dicom_cine_gets_nifti_and_a_seg_per_phase(tmp_path, tiny_predictor):
     write_series(tmp_path / "in" / "study", n_phases=3, n_slices=2)
-    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0,
                             output_format="both")
     assert report.ok and report.done == ["study_s4"]
     mask = read_cine(tmp_path / "out" / "study_s4.nii.gz")[0]
@@ -180,13 +180,13 @@ def test_dicom_seg_only_skips_nifti_for_dicom_and_continue_sees_it(tmp_path, tin
     write_series(tmp_path / "in" / "stack", n_phases=1, n_slices=2)
     _phantom_cine(tmp_path / "in")
     with caplog.at_level(logging.WARNING):
-        report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+        report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0,
                                 output_format="dicom-seg")
     assert report.ok and sorted(report.done) == ["cine", "stack_s4"]
     assert "DICOM-SEG needs a DICOM source series; 1 input(s)" in caplog.text
     assert (tmp_path / "out" / "stack_s4_seg.dcm").is_file() and not (tmp_path / "out" / "stack_s4.nii.gz").exists()
     assert (tmp_path / "out" / "cine.nii.gz").is_file()  # a NIfTI input still gets its NIfTI mask
-    again = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, analyse=False,
+    again = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0,
                            output_format="dicom-seg", continue_=True)
     assert sorted(again.skipped) == ["cine", "stack_s4"] and not again.done
 

@@ -72,7 +72,9 @@ def test_channel_count_gaps_and_clashes_are_problems(tmp_path):
 def test_broken_and_foreign_files(tmp_path):
     src, out = tmp_path / "in", tmp_path / "in" / "predictions"
     _image(src / "good.nii.gz")
-    (src / "notes.txt").write_text("not an image")
+    (src / "scan.jpg").write_bytes(b"\xff\xd8\xff\xe0 a format autocmr does not read")
+    for side_file in ("Info.cfg", "cases.csv", "notes.txt", "README.md", "meta.JSON", "list.tsv"):
+        (src / side_file).write_text("text that travels with the images")  # skipped: not images, not failures
     (src / "fake.nii.gz").write_text("this is text, not NIfTI")
     (src / ".DS_Store").write_text("hidden")
     (src / ".tmp_0123456789ab_good.nii.gz").write_text("temporary of an interrupted run")
@@ -80,9 +82,9 @@ def test_broken_and_foreign_files(tmp_path):
     found = discover_jobs(src, out)
     assert [j.name for j in found.jobs] == ["good"]
     problems = {p.name: p for p in found.problems}
-    assert set(problems) == {"notes.txt", "fake"}
-    assert problems["notes.txt"].reason.startswith("not an image")
-    assert problems["notes.txt"].file == str(src / "notes.txt")
+    assert set(problems) == {"scan.jpg", "fake"}
+    assert problems["scan.jpg"].reason.startswith("not an image")
+    assert problems["scan.jpg"].file == str(src / "scan.jpg")
     assert problems["fake"].reason.startswith("not an image") and problems["fake"].file.endswith("fake.nii.gz")
 
 

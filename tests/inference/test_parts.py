@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from autocmr.analysis.pipeline import analyse_batch
 from autocmr.cli.merge_parts import main as merge_main
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import predict_folder
@@ -35,13 +36,15 @@ def test_part_file_names():
 
 def test_three_parts_merge_into_one_set_of_tables(inputs, tmp_path, tiny_predictor):
     out = tmp_path / "out"
-    reports = [predict_folder(inputs, out, tiny_predictor, num_parts=3, part_id=k, num_workers=0) for k in range(3)]
+    reports = [predict_folder(inputs, out, tiny_predictor, num_parts=3, part_id=k, num_workers=0,
+                              after_batch=analyse_batch) for k in range(3)]
     assert sorted(n for r in reports for n in r.done) == NAMES  # every case once, in exactly one part
     assert all((out / f"{n}.nii.gz").is_file() for n in NAMES)
     for k in range(3):  # each part wrote its own tables; none wrote the unsuffixed ones
         assert (out / f"failures_part{k}.json").is_file() and (out / f"predictions_part{k}.json").is_file()
     assert not (out / "failures.json").exists() and not (out / "predictions.json").exists()
     csv_parts = {name for name in find_parts(out) if name.endswith(".csv")}
+    assert {"measures.csv", "volumes.csv", "qc.csv"} <= csv_parts  # each part's after_batch hook analysed it
 
     assert merge_main([str(out)]) == 1  # merged; exit 1 because a case failed, as autocmr_predict would
     failures = json.loads((out / "failures.json").read_text())
@@ -51,7 +54,7 @@ def test_three_parts_merge_into_one_set_of_tables(inputs, tmp_path, tiny_predict
     assert predictions["failed"] == ["e"] and predictions["num_parts"] == 3
     assert predictions["merged_from"] == [f"predictions_part{k}.json" for k in range(3)]
     assert predictions["wall_s"] == max(round(r.wall_s, 3) for r in reports)  # the parts ran side by side
-    for name in csv_parts:  # the analysis tables, when the batch wrote them, have every part's rows
+    for name in csv_parts:  # the analysis tables have every part's rows
         parts = [pd.read_csv(p) for p in find_parts(out)[name].values()]
         assert len(pd.read_csv(out / name)) == sum(len(p) for p in parts), name
     # merging again (say after one part was rerun) gives the same result

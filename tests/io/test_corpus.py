@@ -4,7 +4,6 @@ finishes. Files shipped as test data by nibabel and pydicom join the corpus when
 them (each is skipped alone when it does not)."""
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -160,10 +159,7 @@ def corpus(tmp_path_factory, tiny_predictor):
     nifti_ok, nifti_failing = _nifti_cases(src)
     nifti_ok.update(_shipped_nifti(src))
     dicom_ok, dicom_failing, dicom_warned = _dicom_cases(src)
-    options = {"num_workers": 0}
-    if "analyse" in inspect.signature(predict_folder).parameters:
-        options["analyse"] = False  # the corpus tests reading and writing, not the clinical report
-    report = predict_folder(src, out, tiny_predictor, **options)
+    report = predict_folder(src, out, tiny_predictor, num_workers=0)  # reading and writing; no after_batch analysis
     return {"src": src, "out": out, "report": report, "nifti_ok": nifti_ok, "nifti_failing": nifti_failing,
             "dicom_ok": dicom_ok, "dicom_failing": dicom_failing, "dicom_warned": dicom_warned,
             "failures": json.loads((out / "failures.json").read_text()),
@@ -229,9 +225,6 @@ def test_acdc_original_file_gets_a_mask_with_its_header(acdc_root, tmp_path, tin
     image = acdc_root / "patient001" / "patient001_frame01.nii.gz"
     header = nib.load(str(image)).header
     assert (int(header["qform_code"]), int(header["sform_code"])) == (0, 2)  # the case under test
-    options = {"num_workers": 0}
-    if "analyse" in inspect.signature(predict_folder).parameters:
-        options["analyse"] = False
-    report = predict_folder(image, tmp_path / "out", tiny_predictor, **options)
+    report = predict_folder(image, tmp_path / "out", tiny_predictor, num_workers=0)
     assert report.done == ["patient001_frame01"]
     assert_mask_has_image_header(tmp_path / "out" / "patient001_frame01.nii.gz", image)

@@ -15,11 +15,11 @@ from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import DocumentError, InputFileError, PlansError
-from autocmr.inference.model_folder import ModelFolder
 from autocmr.inference.predictor import Predictor
 from autocmr.models.archive import export_model, import_model
 from autocmr.models.card import build_model_card
 from autocmr.models.commands import info_text, list_text, verify_text
+from autocmr.models.folder import ModelFolder
 from autocmr.models.store import pack_model, upgrade_model_folder
 from tests.helpers import small_case
 

@@ -9,7 +9,7 @@ import torch
 
 from autocmr.dataset.raw import DatasetJson
 from autocmr.errors import ConfigurationError
-from autocmr.inference.model_folder import ModelFolder
+from autocmr.models.folder import ModelFolder
 from autocmr.io.image import read_image, write_image
 from autocmr.networks.unet import build_network
 from autocmr.testing.phantoms import write_phantom_dataset

@@ -1,4 +1,5 @@
-"""Default schedules: the budget on a CPU, epochs on a GPU, and fine-tuning scaled to the amount of data."""
+"""Default schedules: the budget on a CPU, epochs on a GPU, and fine-tuning scaled to the amount of data; and
+during a run, its progress, its end and its learning rate."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ import torch
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.schedule import (DEFAULT_CPU_BUDGET_S, DEFAULT_GPU_EPOCHS, FINETUNE_MAX_ITERATIONS,
                                        FINETUNE_MIN_ITERATIONS, finetune_passes, finetune_schedule,
-                                       resolve_schedule)
+                                       poly_learning_rate, resolve_schedule, schedule_finished, schedule_progress,
+                                       training_budget)
+from autocmr.trainers.state import TrainState
 
 
 def test_finetune_schedule_grows_with_the_training_data():
@@ -70,3 +73,32 @@ def test_finetuning_without_epochs_trains_the_case_scaled_schedule(tiny_model, t
     assert (stored["epochs"], stored["iterations_per_epoch"]) == (expected.epochs, expected.iterations_per_epoch)
     assert 1 <= result.epochs < expected.epochs  # the budget ended it
     assert "fine-tuning schedule" in (result.fold_dir / "log.txt").read_text()
+
+
+def test_the_budget_keeps_the_validation_reserve_and_never_reaches_zero():
+    assert training_budget(None, 5.0) is None
+    assert training_budget(100.0, None) == 100.0
+    assert training_budget(100.0, 30.0) == 70.0
+    assert 0 < training_budget(100.0, 500.0) < 0.01  # a reserve beyond the budget: only the first epoch runs
+
+
+def test_progress_follows_epochs_or_time_whichever_is_further_and_sets_the_learning_rate():
+    state = TrainState(epoch=2, wall_seconds=50.0)
+    assert schedule_progress(state, 4, None) == 0.5
+    assert schedule_progress(state, 4, 70.0) == pytest.approx(50 / 70)
+    assert schedule_progress(state, 100, 40.0) == 1.0  # capped
+    assert schedule_progress(TrainState(), None, None) == 0.0
+    options = TrainOptions(learning_rate=0.01, poly_exponent=1.0)
+    assert poly_learning_rate(options, 0.0) == 0.01
+    assert poly_learning_rate(options, 0.75) == pytest.approx(0.0025)
+    assert poly_learning_rate(options, 1.0) == 0.0
+
+
+def test_a_run_ends_after_its_epochs_or_before_an_epoch_would_overrun_the_budget():
+    assert not schedule_finished(TrainState(wall_seconds=500.0), None, 60.0)  # the first epoch always runs
+    state = TrainState(epoch=2, wall_seconds=50.0)
+    state.history["epoch_time"] += [100.0, 10.0, 20.0, 30.0]  # the last three predict the next: 20 s
+    assert schedule_finished(state, 2, None) and not schedule_finished(state, 3, None)
+    assert not schedule_finished(state, None, 70.0)  # 50 + 20 fits in 70
+    assert schedule_finished(state, None, 69.0)
+    assert schedule_finished(state, 10, 69.0)

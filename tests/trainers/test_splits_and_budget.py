@@ -1,8 +1,10 @@
-"""``--splits`` (a custom partition decides the validation cases), the final-validation time reserve of
-``--time-budget``, and the allocator setting applied by ``autocmr_train`` but never by the ``train`` API."""
+"""``--splits`` (a custom partition decides the validation cases and is the one the model folder keeps), the
+final-validation time reserve of ``--time-budget``, and the allocator setting applied by ``autocmr_train`` (for
+its own process and those it spawns) but never by the Python API unless asked."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -12,9 +14,12 @@ from autocmr.cli.train import main as train_main
 from autocmr.errors import ConfigurationError
 from autocmr.planners.plan_dataset import plan_dataset
 from autocmr.settings import resolve_roots
-from autocmr.trainers import validation
+from autocmr.trainers import distributed_launch, validation
+from autocmr.trainers.distributed import ChildSettings
+from autocmr.trainers.distributed_launch import TrainRequest, run_training
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.run import train
+from autocmr.trainers.splits import load_or_create_splits
 from autocmr.trainers.trainer import VALIDATION_MARGIN
 
 DATASET = 972
@@ -57,9 +62,15 @@ def test_splits_choose_validation_cases_and_the_budget_reserves_their_time(roots
     cases = _cases(roots)
     val = [c for c in cases if c.startswith(cases[-1].rsplit("_", 1)[0])]  # the last subject's ED and ES
     splits = tmp_path / "my_splits.json"
-    splits.write_text(json.dumps([{"train": [c for c in cases if c not in val], "val": val}]), encoding="utf-8")
+    custom = [{"train": [c for c in cases if c not in val], "val": val}]
+    splits.write_text(json.dumps(custom), encoding="utf-8")
+    subjects: dict[str, list[str]] = {}
+    for case in cases:
+        subjects.setdefault(case.rsplit("_", 1)[0], []).append(case)
+    default = load_or_create_splits(roots.preprocessed / NAME / "splits.json", subjects)  # the dataset's own
+    assert default != custom
     per_case = 4.0  # the one-case timing the reserve is scaled from, fixed so the reserve is known
-    monkeypatch.setattr(validation, "time_one_case", lambda trainer: per_case)
+    monkeypatch.setattr(validation, "time_one_case", lambda settings: per_case)
     reserve = VALIDATION_MARGIN * per_case * len(val) + 10.0
     out = tmp_path / "model"
     # the reserve takes the whole budget: the first epoch (it always runs) and no more, however fast the machine
@@ -68,6 +79,8 @@ def test_splits_choose_validation_cases_and_the_budget_reserves_their_time(roots
 
     predicted = sorted(p.name.removesuffix(".nii.gz") for p in (out / "fold_0" / "validation").glob("*.nii.gz"))
     assert predicted == sorted(val)  # --splits decided the validation cases
+    # and the model folder records that partition, not the dataset's default one it used to copy
+    assert json.loads((out / "splits.json").read_text(encoding="utf-8")) == custom
     state = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
     assert state["reserve_s"] == pytest.approx(reserve)
     assert state["epoch"] == 1  # 20 epochs asked, the budget minus the reserve ended the run
@@ -99,3 +112,51 @@ def test_the_train_api_leaves_the_allocator_alone(roots, tmp_path, allocator_cal
     with pytest.raises(ConfigurationError, match="splits must be a list"):
         train(DATASET, "2d", 0, roots, options=options, splits_file=splits, output_dir=tmp_path / "model")
     assert allocator_calls == []
+
+
+class _Spawned(Exception):
+    """Raised in place of starting a training process; carries the arguments the process would have got."""
+
+
+class _NoSpawnContext:
+    """Stands in for the ``spawn`` multiprocessing context: records the first process instead of starting it."""
+
+    def Pipe(self, duplex: bool = True):  # noqa: N802 - multiprocessing's name
+        return multiprocessing.Pipe(duplex=duplex)
+
+    def Process(self, *, target, name, args):  # noqa: N802
+        raise _Spawned(args)
+
+
+def _child_settings(spawned: pytest.ExceptionInfo) -> ChildSettings:
+    return next(a for a in spawned.value.args[0] if isinstance(a, ChildSettings))
+
+
+@pytest.mark.parametrize("flags", [("--devices", "cpu", "cpu"), ("--num-gpus", "2")])
+def test_the_command_has_its_spawned_processes_keep_freed_memory(roots, tmp_path, monkeypatch, allocator_calls,
+                                                                   flags) -> None:
+    monkeypatch.setattr(distributed_launch.multiprocessing, "get_context", lambda method: _NoSpawnContext())
+    with pytest.raises(_Spawned) as spawned:
+        _cli(roots, tmp_path / "model", "--epochs", "1", *flags)
+    assert _child_settings(spawned).keep_freed_memory  # before issue 13's fix: not passed on (or always on)
+    assert _child_settings(spawned).threads >= 1
+
+
+def test_processes_spawned_by_the_api_leave_the_allocator_alone_unless_asked(roots, monkeypatch) -> None:
+    monkeypatch.setattr(distributed_launch.multiprocessing, "get_context", lambda method: _NoSpawnContext())
+    request = TrainRequest(str(DATASET), "2d", "0", roots, TrainOptions(epochs=1, device="cpu"))
+    with pytest.raises(_Spawned) as spawned:
+        run_training(request, ["0", "1"], devices=["cpu", "cpu"])
+    assert not _child_settings(spawned).keep_freed_memory
+    with pytest.raises(_Spawned) as spawned:
+        run_training(request, ["0", "1"], devices=["cpu", "cpu"], keep_freed_memory=True)
+    assert _child_settings(spawned).keep_freed_memory
+
+
+@pytest.mark.parametrize("keep,device,expected", [(True, "cpu", [1]), (False, "cpu", []), (True, "cuda", [])])
+def test_a_spawned_process_applies_the_allocator_setting_when_asked_for_cpu_work(allocator_calls, keep, device,
+                                                                                expected) -> None:
+    threads = torch.get_num_threads()
+    ChildSettings(threads, keep).apply(torch.device(device))
+    assert allocator_calls == expected
+    assert torch.get_num_threads() == threads

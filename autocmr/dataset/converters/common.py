@@ -22,8 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from autocmr.dataset.integrity import label_values
-from autocmr.dataset.labels import remap_labels
+from autocmr.dataset.labels import label_values, remap_labels
 from autocmr.dataset.raw import DATASET_JSON, DatasetJson, write_cases_csv
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.atomic import write_json_atomic

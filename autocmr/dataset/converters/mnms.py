@@ -26,8 +26,7 @@ import pandas as pd
 
 from autocmr.dataset.converters.common import (ConversionProblem, check_values, convert_staged, finish_dataset,
                                                problems_of, raise_problems, resolve_workers, run_cases)
-from autocmr.dataset.integrity import label_values
-from autocmr.dataset.labels import AUTOCMR_LABELS, MNMS_TO_AUTOCMR, remap_labels
+from autocmr.dataset.labels import AUTOCMR_LABELS, MNMS_TO_AUTOCMR, label_values, remap_labels
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
 from autocmr.errors import AutocmrError, DatasetError, InputFileError

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from autocmr.analysis.phases import cyclic_distance, find_ed_es
+from autocmr.evaluation.phases import cyclic_distance, find_ed_es
 
 
 def _cycle(n: int, ed: int, es: int, edv: float = 150.0, esv: float = 60.0) -> np.ndarray:

@@ -21,6 +21,7 @@ from autocmr.documents import layout
 from autocmr.documents.checkpoint import load_checkpoint
 from autocmr.documents.manifest import ModelManifest, verify_weight_file
 from autocmr.errors import PlansError
+from autocmr.models.registry import resolve_model
 from autocmr.networks.unet import GenericUNet, build_network
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.settings import Roots
@@ -49,8 +50,6 @@ class ModelFolder:
     @classmethod
     def open(cls, path: str | Path) -> "ModelFolder":
         """Open a model folder, or a model by name (``default``, or one imported with ``autocmr_models``)."""
-        from autocmr.models.registry import resolve_model
-
         path = resolve_model(path)
         if not (path / PLANS_JSON).is_file():
             raise PlansError(f"{path}: not a model folder (no {PLANS_JSON}); train one with autocmr_train or "
@@ -81,7 +80,8 @@ class ModelFolder:
         if not path.is_file():
             raise PlansError(f"{path}: checkpoint not found; available folds: {self.available_folds()}")
         state = self.load_checkpoint(path)
-        network = build_network(self.configuration.topology, self.plans_channels(), self.num_classes())
+        network = build_network(self.configuration.topology, self.configuration.input_channels(self.plans_channels()),
+                                self.num_classes())
         try:
             network.load_state_dict(state["network"])
         except (RuntimeError, KeyError) as exc:
@@ -118,7 +118,6 @@ class ModelSpec:
 
     def resolve(self, device: str = "auto") -> Path:
         from autocmr.device import resolve_device
-        from autocmr.inference.model_folder import model_folder
         from autocmr.documents.plans import CPU_PLANS_NAME, default_plans_name
         from autocmr.settings import resolve_roots
 

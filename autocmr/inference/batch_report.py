@@ -1,0 +1,81 @@
+"""What a batch prediction did (:class:`BatchReport`) and its two records in the output folder.
+
+``predictions.json`` lists every case predicted (its sources, output, seconds per stage, input warnings,
+per-frame uncertainty and, for a cine on the fast path, ED/ES and the full-accuracy frames); ``failures.json``
+lists the cases that failed with the file at fault and why. With ``--num-parts`` each part writes its own
+(``predictions_partK.json``; :mod:`autocmr.inference.parts` merges them).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from autocmr.documents import layout
+from autocmr.inference.inputs import CaseFailure, PredictionJob
+from autocmr.inference.parts import part_file_name
+from autocmr.io.atomic import write_json_atomic
+
+
+@dataclass
+class BatchReport:
+    """What :func:`~autocmr.inference.batch.predict_folder` did. ``timings`` maps a case name to seconds per
+    stage."""
+
+    output_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # per case: bad input handled (autocmr.io.validity)
+    uncertainty: dict[str, list[float]] = field(default_factory=dict)  # per frame; see Prediction.uncertainty
+    cine: dict[str, dict[str, Any]] = field(default_factory=dict)  # fast cine path: ED/ES, full-accuracy frames
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        lines = [f"{len(self.done)} predicted, {len(self.skipped)} skipped (output exists), "
+                 f"{len(self.failures)} failed in {self.wall_s:.1f} s; masks in {self.output_dir}"]
+        lines += [f"  FAILED {f.name}: {f.file}: {f.reason}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def report_names(num_parts: int, part_id: int) -> tuple[str, str]:
+    """File names of this part's failures and predictions records."""
+    return (part_file_name(layout.BATCH_FAILURES, num_parts, part_id),
+            part_file_name(layout.BATCH_PREDICTIONS, num_parts, part_id))
+
+
+def write_reports(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
+                  jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
+    """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
+    of a continued batch recorded."""
+    failures_name, predictions_name = report_names(*part)
+    write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
+    path = report.output_dir / predictions_name
+    cases: dict[str, Any] = {}
+    try:  # keep what an earlier run (continued now) recorded about the cases it predicted
+        cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
+    except (ValueError, AttributeError, OSError):
+        cases = {}
+    by_name = {j.name: j for j in jobs}
+    for name in report.done:
+        job = by_name[name]
+        cases[name] = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
+                       "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
+                       "warnings": report.warnings.get(name, []),
+                       "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
+        if name in report.cine:
+            cases[name]["cine"] = report.cine[name]
+    write_json_atomic(path, {"predictor": predictor_description, "input": str(input_path),
+                             "num_parts": part[0], "part_id": part[1], "wall_s": round(report.wall_s, 3),
+                             "done": report.done, "skipped": report.skipped,
+                             "failed": [f.name for f in report.failures],
+                             "cases": dict(sorted(cases.items()))})
+
+
+__all__ = ["BatchReport", "report_names", "write_reports"]

@@ -1,0 +1,164 @@
+"""The worker side of batch prediction: read and preprocess a case (stage 1), export a predicted frame to the
+input's space (stage 3a) and write a case's mask, probabilities and DICOM-SEG (stage 3b).
+
+Each stage is a plain function of picklable arguments, so :class:`autocmr.parallel.ResilientPool` can run it
+in a worker process (or here, with no workers); :func:`guarded` turns any error into a :class:`StageError`
+naming the file at fault. Stage 2, the network, runs in the main process
+(:mod:`autocmr.inference.batch_scheduler`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from autocmr.errors import InputFileError, exception_text
+from autocmr.inference.inputs import PredictionJob
+from autocmr.inference.predictor import Predictor, export_prediction, preprocess_for_model
+from autocmr.io.atomic import atomic_path
+from autocmr.io.cine import join_frames, read_cine, write_cine
+from autocmr.io.completeness import check_complete
+from autocmr.io.dicom import read_dicom_series
+from autocmr.io.dicom_seg import write_seg_for_series
+from autocmr.io.image import Geometry, write_image
+from autocmr.io.nifti import is_nifti, write_mask_like
+from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.io.validity import captured_input_warnings, check_voxels
+from autocmr.preprocessing.loading import load_case
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What the worker processes need from the model (picklable: no networks)."""
+
+    plans: Any
+    config: Any
+    postprocessing: Any
+    harmoniser: Any
+    num_channels: int
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> "ModelContext":
+        return cls(predictor.plans, predictor.config, predictor.postprocessing, predictor.harmoniser,
+                   predictor.model.plans_channels())
+
+
+@dataclass
+class LoadedCase:
+    """Stage 1 output: network inputs with their properties, one per frame, and the output geometry."""
+
+    units: list[tuple[np.ndarray, dict[str, Any]] | None]
+    geometry: Geometry
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+class StageError(Exception):
+    """A case's error carried out of a worker as plain text: library exceptions (and autocmr's
+    InputFileError, whose constructor takes two arguments) do not always survive pickling."""
+
+    def __init__(self, file: str | None, reason: str) -> None:
+        super().__init__(file, reason)
+        self.file, self.reason = file, reason
+
+
+def guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one stage; any error becomes a :class:`StageError` naming the file at fault when known."""
+    try:
+        return fn(*args)
+    except InputFileError as exc:
+        raise StageError(str(exc.path), exc.reason) from None
+    except Exception as exc:  # noqa: BLE001 - reported for this case only
+        raise StageError(None, exception_text(exc)) from None
+
+
+def writes_seg(job: PredictionJob, output_format: str) -> bool:
+    """Whether this job gets a DICOM-SEG object (DICOM sources only)."""
+    return job.kind == "dicom" and output_format != "nifti"
+
+
+def writes_nifti(job: PredictionJob, output_format: str) -> bool:
+    """Whether this job gets a NIfTI mask (every job but a DICOM one asked for DICOM-SEG only)."""
+    return not (job.kind == "dicom" and output_format == "dicom-seg")
+
+
+def load_job(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
+    """Stage 1, recording what the readers warned about (a corrected header, irregular DICOM slices...)."""
+    with captured_input_warnings() as notes:
+        loaded = _read_and_preprocess(job, ctx)
+    loaded.warnings[:0] = notes
+    return loaded
+
+
+def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
+    """Read the job's image(s), bring each frame to canonical order and preprocess it."""
+    start = time.perf_counter()
+    for source in job.sources if job.kind != "dicom" else ():
+        check_complete(source)
+    if job.kind == "3d":
+        case = load_case(job.sources)
+        units = [_preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)]
+        return LoadedCase(units, case.geometry, time.perf_counter() - start)
+    if job.kind == "cine":
+        frames, geometry = read_cine(job.sources[0])
+        warnings = check_voxels(frames, job.sources[0], frame_axis=0)  # one policy for every path
+    else:
+        volume = read_dicom_series(job.sources)
+        frames, geometry = volume.array, volume.geometry
+        warnings = check_voxels(frames, job.source, frame_axis=0 if volume.is_cine else None)
+        _write_volume(frames, geometry, job.image_copy)
+        frames = frames if volume.is_cine else frames[None]
+    reo = canonical_reorientation(geometry)
+    spacing = reo.spacing(geometry.spatial().spacing_zyx)
+    units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
+                         ctx, job.source) for frame in frames]
+    return LoadedCase(units, geometry, time.perf_counter() - start, warnings)
+
+
+def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: ModelContext,
+                source: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    return preprocess_for_model(data, spacing, reorientation, ctx.plans, ctx.config, ctx.harmoniser, source=source)
+
+
+def export_unit(probabilities: np.ndarray, props: dict[str, Any], ctx: ModelContext,
+                with_probabilities: bool) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Stage 3a: probabilities in network space -> uint8 mask (and float16 probabilities) in stored order."""
+    start = time.perf_counter()
+    prediction = export_prediction(torch.from_numpy(probabilities), props, ctx.plans, ctx.config, ctx.postprocessing,
+                                   return_probabilities=with_probabilities)
+    probs = prediction.probabilities.astype(np.float16) if prediction.probabilities is not None else None
+    return prediction.label.astype(np.uint8, copy=False), probs, time.perf_counter() - start
+
+
+def write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[np.ndarray] | None,
+              geometry: Geometry, output_format: str = "nifti", phase_notes: dict[int, str] | None = None) -> float:
+    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry, and/or DICOM-SEG."""
+    start = time.perf_counter()
+    if writes_seg(job, output_format):
+        mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
+        write_seg_for_series(mask, job.sources, job.output, phase_notes=phase_notes)
+        if not writes_nifti(job, output_format):
+            return time.perf_counter() - start
+    if probabilities is not None:
+        probs = np.stack(probabilities) if geometry.dim == 4 else probabilities[0]
+        with atomic_path(job.probabilities_path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probabilities=probs)
+    mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
+    template = job.sources[0] if job.kind != "dicom" and is_nifti(job.sources[0]) else None
+    # A NIfTI input's own header (qform, sform, codes) goes to its mask, so it overlays in every viewer.
+    if template is None or not write_mask_like(mask, geometry, job.output, template):
+        _write_volume(mask, geometry, job.output)
+    return time.perf_counter() - start
+
+
+def _write_volume(array: np.ndarray, geometry: Geometry, path: Path | None) -> None:
+    if path is not None:
+        (write_cine if geometry.dim == 4 else write_image)(array, geometry, path)
+
+
+__all__ = ["LoadedCase", "ModelContext", "StageError", "export_unit", "guarded", "load_job", "write_job",
+           "writes_nifti", "writes_seg"]

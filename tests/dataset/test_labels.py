@@ -1,0 +1,31 @@
+"""The values a label map holds (:func:`autocmr.dataset.labels.label_values`), as the converters and the
+integrity check read them, and the remapping of public datasets' conventions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autocmr.dataset.labels import ACDC_TO_AUTOCMR, LV, MYO, RV, label_values, remap_labels
+from autocmr.errors import InputFileError
+
+
+def test_label_values_of_unsigned_signed_and_integral_float_maps():
+    label = np.array([[0, 3, 3], [2, 0, 0]])
+    assert label_values(label.astype(np.uint8), "x.nii.gz") == [0, 2, 3]
+    assert label_values(label.astype(np.int16) - 1, "x.nii.gz") == [-1, 1, 2]  # signed: no bincount shortcut
+    assert label_values(label.astype(np.float32), "x.nii.gz") == [0, 2, 3]  # whole numbers stored as float
+
+
+@pytest.mark.parametrize("bad", [1.5, np.nan, np.inf])
+def test_non_integer_label_values_name_the_file(bad):
+    label = np.array([0.0, 1.0, bad], dtype=np.float32)
+    with pytest.raises(InputFileError, match="non-integer label values") as info:
+        label_values(label, "case_003.nii.gz")
+    assert str(info.value.path) == "case_003.nii.gz"
+
+
+def test_remap_acdc_to_autocmr_and_refuse_unknown_values():
+    acdc = np.array([0, 1, 2, 3], dtype=np.uint8)  # background, RV, myocardium, LV cavity
+    assert remap_labels(acdc, ACDC_TO_AUTOCMR).tolist() == [0, RV, MYO, LV]
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        remap_labels(np.array([0, 7]), ACDC_TO_AUTOCMR)
