@@ -29,6 +29,7 @@ from scipy import ndimage, stats
 
 from common import WORK, fresh, machine, save_results
 
+from autocmr.allocator import keep_freed_memory
 from autocmr.analysis.pipeline import analyse_batch, analyse_cases
 from autocmr.analysis.subjects import CaseRecord, read_metadata
 from autocmr.evaluation.clinical import clinical_measures
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="acdc", help="results go to benchmarks/results/qc_benchmark_TAG.json")
     parser.add_argument("--work", type=Path, default=WORK / "qc_benchmark")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as autocmr_predict does for itself; the Python API leaves the allocator alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     metadata = read_metadata(args.raw / "cases.csv")
     splits = load_splits(args.model)

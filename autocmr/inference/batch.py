@@ -96,8 +96,13 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
     logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
+    description = predictor.describe()
+
+    def record_progress() -> None:  # after every case: a batch cut short keeps the records (uncertainty,
+        write_reports(report, description, input_path, jobs, (num_parts, part_id))  # timings) --continue skips
+
     scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine or CineOptions(),
-                               output_format=output_format)
+                               output_format=output_format, on_case_done=record_progress)
     try:
         scheduler.run(todo)
     finally:
@@ -106,7 +111,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     report.wall_s = time.perf_counter() - start
     report.done.sort()
     report.failures.sort(key=lambda f: (f.name, f.file))
-    write_reports(report, predictor.describe(), input_path, jobs, (num_parts, part_id))
+    write_reports(report, description, input_path, jobs, (num_parts, part_id))
     if after_batch is not None:
         after_batch(report, jobs, input_path, part=(num_parts, part_id))
     logger.info("%s", report.summary().splitlines()[0])

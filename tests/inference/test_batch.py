@@ -82,3 +82,30 @@ def test_sunnybrook_cine_dicom_gives_4d_mask_with_dicom_geometry(tmp_path, sunny
     image_copy = tmp_path / "out" / "images_from_dicom" / "dicom_s300.nii.gz"
     assert not read_header(image_copy).differences(volume.geometry, 1e-5)
     assert report.timings["dicom_s300"]["frames"] == 20
+
+
+def test_an_interrupted_batch_keeps_the_records_of_finished_cases(tmp_path, tiny_predictor, monkeypatch):
+    """Cut short after its first case (as a killed job would be), the batch has already recorded that case
+    (uncertainty, timings) in predictions.json; --continue skips it and the final file has both cases."""
+    import json
+
+    for seed, name in ((7, "first"), (8, "second")):
+        case = small_case(seed, slices=3)
+        write_image(case.image, case.geometry, tmp_path / "in" / f"{name}.nii.gz")
+    real_update = batch_scheduler.BatchScheduler._collect
+
+    def stop_after_first(self, *, block):
+        real_update(self, block=block)
+        if self.report.done:
+            raise KeyboardInterrupt  # the job is killed once one case is written
+
+    monkeypatch.setattr(batch_scheduler.BatchScheduler, "_collect", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
+    first = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
+    assert list(first) == ["first"] and first["first"]["seconds"]["write_s"] > 0  # recorded before the interruption
+    monkeypatch.undo()
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["first"] and report.done == ["second"]
+    cases = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
+    assert sorted(cases) == ["first", "second"] and cases["first"] == first["first"]
