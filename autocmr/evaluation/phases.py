@@ -12,6 +12,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from autocmr.evaluation.clinical import ed_es_from_curve
+
 # The RV extremes may lag the LV's by a frame or two (RV ejection starts and ends slightly later); beyond this
 # fraction of the cycle (at least 2 frames) the two curves disagree about the phases.
 MAX_RV_LAG_FRACTION = 0.15
@@ -56,7 +58,7 @@ def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
             raise ValueError("neither the LV nor the RV is present in any frame: no ED/ES can be found")
         driver, name = rv, "RV"
         notes.append("no LV in any frame: ED/ES taken from the RV volume curve")
-    ed, es = int(np.argmax(driver)), int(np.argmin(driver))
+    ed, es = ed_es_from_curve(driver)  # the one rule (largest / smallest volume), shared with the evaluation
     if np.ptp(driver) < MIN_RELATIVE_STROKE * driver.max():
         notes.append(f"{name} volume changes by less than {MIN_RELATIVE_STROKE:.0%} over the cine: "
                      "ED/ES are not well defined")
