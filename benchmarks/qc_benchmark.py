@@ -174,6 +174,11 @@ def summarise(rows: list[dict]) -> dict:
         summary["bad_in_most_uncertain_third"] = (float(third["bad"].sum() / finite["bad"].sum())
                                                   if finite["bad"].sum() else None)
     summary["uncertainty_threshold_sweep"] = threshold_sweep(table)
+    # Segmentation failures alone (a volume's mean Dice < 0.80): a recipe with a systematic measure bias makes
+    # nearly every subject "bad" by the measure rule, which leaves no good subjects to count false alarms on
+    dice_only = table.assign(bad=table["min_dice"] < DICE_BAD)
+    summary["dice_only"] = {"bad": int(dice_only["bad"].sum()), "good": int((~dice_only["bad"]).sum()),
+                            "uncertainty_threshold_sweep": threshold_sweep(dice_only, extra=(0.1, 0.14, 0.2))}
     summary["by_kind"] = {k: {"subjects": len(g), "bad": int(g["bad"].sum()), "flagged": int(g["review"].sum()),
                               "mean_dice": float(g["mean_dice"].mean())} for k, g in table.groupby("kind")}
     for name, part in (("flag_counts", table), ("flag_counts_bad", bad), ("flag_counts_good", good)):
@@ -182,13 +187,14 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-def threshold_sweep(table: pd.DataFrame) -> list[dict]:
+def threshold_sweep(table: pd.DataFrame, extra: tuple[float, ...] = ()) -> list[dict]:
     """The review verdict if ``high_uncertainty`` used another threshold (the other flags unchanged): the
     data for choosing ``QcThresholds.max_uncertainty``."""
     others = table["flags"].map(lambda v: any(f and f != "high_uncertainty" for f in v.split(";")))
     finite = table["uncertainty"][np.isfinite(table["uncertainty"])]
     sweep = []
-    for threshold in sorted(set(np.round(np.quantile(finite, np.linspace(0, 1, 11)), 4))) if len(finite) else []:
+    deciles = set(np.round(np.quantile(finite, np.linspace(0, 1, 11)), 4)) if len(finite) else set()
+    for threshold in sorted(deciles | set(extra)):
         review = others | (table["uncertainty"] > threshold)
         bad = table["bad"]
         sweep.append({"threshold": float(threshold),
@@ -199,8 +205,8 @@ def threshold_sweep(table: pd.DataFrame) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="model folder with fold_N/ and splits.json")
-    parser.add_argument("--raw", required=True, type=Path, help="raw dataset (imagesTr, labelsTr, cases.csv)")
+    parser.add_argument("--model", type=Path, help="model folder with fold_N/ and splits.json")
+    parser.add_argument("--raw", type=Path, help="raw dataset (imagesTr, labelsTr, cases.csv)")
     parser.add_argument("-f", "--folds", nargs="+", type=int, default=None, help="default: every trained fold")
     parser.add_argument("--degraded", type=int, default=8, help="subjects per fold and degradation (default 8)")
     parser.add_argument("--max-subjects", type=int, default=None, help="validation subjects per fold (default all)")
@@ -209,7 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="acdc", help="results go to benchmarks/results/qc_benchmark_TAG.json")
     parser.add_argument("--work", type=Path, default=WORK / "qc_benchmark")
+    parser.add_argument("--summarise", type=Path, help="recompute the summary of a stored results file, no runs")
     args = parser.parse_args(argv)
+    if args.summarise:
+        stored = json.loads(args.summarise.read_text(encoding="utf-8"))
+        stored["summary"] = summarise(stored["subjects"])
+        print(json.dumps(stored["summary"]["dice_only"], indent=2))
+        print(f"results: {save_results(args.summarise.stem, stored)}")
+        return 0
+    if args.model is None or args.raw is None:
+        parser.error("--model and --raw are required (unless --summarise)")
     keep_freed_memory()  # as autocmr_predict does for itself; the Python API leaves the allocator alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     metadata = read_metadata(args.raw / "cases.csv")
