@@ -1,6 +1,8 @@
 """Pick the compute device: ``auto`` prefers CUDA, then Apple MPS, then the CPU."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from autocmr.errors import ConfigurationError
@@ -24,3 +26,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigurationError(f"device {name!r} requested but Apple MPS is not available here; use --device cpu")
     return device
+
+
+@dataclass(frozen=True)
+class ChildSettings:
+    """Process-wide settings of a worker process a command spawns (training's ``--num-gpus``/``--devices``,
+    prediction's ``--devices``). Such settings belong to entry points (STYLE 15); a spawned process is one,
+    and applies what its parent chose.
+
+    Args:
+        threads: torch threads (the processes share the machine's cores).
+        keep_freed_memory: apply :func:`autocmr.allocator.keep_freed_memory` when the process works on the CPU.
+            ``autocmr_train`` and ``autocmr_predict`` ask for it, as for their own process; Python callers only
+            when they choose to.
+    """
+
+    threads: int
+    keep_freed_memory: bool = False
+
+    def apply(self, device: torch.device) -> None:
+        torch.set_num_threads(self.threads)
+        if self.keep_freed_memory and device.type == "cpu":
+            from autocmr import allocator
+
+            allocator.keep_freed_memory()  # ~15 % faster CPU training steps (README)

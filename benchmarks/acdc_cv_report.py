@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         folds = sorted(args.folds)
     if not folds:
         raise SystemExit(f"{model}: no fold has finished its final validation yet")
-    result_name = f"acdc_cv_{args.run}" + (f"_folds{''.join(map(str, folds))}" if args.folds else "")
+    suffix = f"_folds{''.join(map(str, folds))}" if args.folds else ""  # a fold subset keeps its own files
+    result_name = f"acdc_cv_{args.run}{suffix}"
     decision = PostprocessingDecision.from_dict(json.loads((model / "postprocessing.json").read_text()))
-    evaluation = home / ("evaluation" + (f"_folds{''.join(map(str, folds))}" if args.folds else ""))
+    evaluation = home / f"evaluation{suffix}"
     pp_masks = postprocessed_copy(folds, model, decision, evaluation / "postprocessed_masks")
     val_cases = {p.name for f in folds for p in (model / f"fold_{f}" / "validation").glob("*.nii.gz")}
     refs = evaluation / "references"  # only the validated cases, so nothing is reported missing

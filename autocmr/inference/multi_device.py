@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Sequence
 
+from autocmr.device import ChildSettings
 from autocmr.errors import ConfigurationError
 from autocmr.inference.parts import MergeReport, merge_parts
 from autocmr.inference.predictor import PredictorOptions
@@ -71,7 +72,7 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
         part = part_id * len(devices) + index
         process = mp.Process(target=_device_main, name=f"autocmr-predict-{device}",
                              args=(str(input_path), str(output_dir), model, replace(options, device=device), total,
-                                   part, threads, keep_freed_memory, batch_options, writer))
+                                   part, ChildSettings(threads, keep_freed_memory), batch_options, writer))
         process.start()
         writer.close()
         running[process.sentinel] = (device, process, reader)
@@ -102,19 +103,14 @@ def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesRep
 
 
 def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec, options: PredictorOptions,
-                 num_parts: int, part_id: int, threads: int, keep_memory: bool, batch_options: dict[str, Any],
+                 num_parts: int, part_id: int, settings: ChildSettings, batch_options: dict[str, Any],
                  pipe: Connection) -> None:
     """Entry point of one device's process: process-wide settings, then its part of the batch."""
-    import torch
-
-    from autocmr.allocator import keep_freed_memory
     from autocmr.device import resolve_device
     from autocmr.inference.batch import predict_folder
 
-    torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{options.device}] %(message)s")
-    if keep_memory and resolve_device(options.device).type == "cpu":
-        keep_freed_memory()  # what autocmr_predict sets for its own process (autocmr.cli.common)
+    settings.apply(resolve_device(options.device))  # threads; the allocator setting when the CLI asked
     report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts, part_id=part_id,
                             **batch_options)
     pipe.send((report.summary().splitlines()[0], len(report.failures)))

@@ -235,28 +235,6 @@ def threads_per_process(cores: int, processes: int) -> int:
     return max(1, math.floor(cores / max(1, processes)))
 
 
-@dataclass(frozen=True)
-class ChildSettings:
-    """Process-wide settings of a training process the launcher spawns (``--num-gpus``, ``--devices``). Such
-    settings belong to entry points (STYLE 15); a spawned process is one, and applies what its parent chose.
-
-    Args:
-        threads: torch threads (the processes share the machine's cores, :func:`threads_per_process`).
-        keep_freed_memory: apply :func:`autocmr.allocator.keep_freed_memory` when the process works on the CPU.
-            ``autocmr_train`` asks for it, as for its own process; Python callers only when they choose to.
-    """
-
-    threads: int
-    keep_freed_memory: bool = False
-
-    def apply(self, device: torch.device) -> None:
-        torch.set_num_threads(self.threads)
-        if self.keep_freed_memory and device.type == "cpu":
-            from autocmr import allocator
-
-            allocator.keep_freed_memory()  # ~15 % faster CPU steps
-
-
 def quiet_log(message: str) -> None:
     """The run log of ranks other than 0: their messages go to debug logging only, never to a file."""
     logger.debug("%s", message)

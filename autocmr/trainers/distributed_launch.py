@@ -30,10 +30,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from autocmr.device import ChildSettings
 from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.parallel import default_workers
 from autocmr.settings import Roots
-from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, ChildSettings, DistributedContext, init_process_group,
+from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, DistributedContext, init_process_group,
                                           launcher_context, leave_process_group, rank_device, threads_per_process)
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.run import TrainResult, train

@@ -15,7 +15,7 @@ from autocmr.errors import ConfigurationError
 from autocmr.planners.plan_dataset import plan_dataset
 from autocmr.settings import resolve_roots
 from autocmr.trainers import distributed_launch, validation
-from autocmr.trainers.distributed import ChildSettings
+from autocmr.device import ChildSettings
 from autocmr.trainers.distributed_launch import TrainRequest, run_training
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.run import train
