@@ -12,6 +12,8 @@
 # Set AUTOCMR_CODE to a snapshot of the package (e.g. `git archive HEAD | tar -x -C DIR`) to run a fixed
 # version of the code while the work tree changes; THREADS sets torch's threads (default: torch's choice).
 # PLAN_FLAGS are passed to autocmr_plan (e.g. PLAN_FLAGS="--context-slices 1" for the 2.5D recipe).
+# FOLDS picks the folds (default "0 1 2 3 4"); two folds can train at once, each in its own invocation with
+# THREADS=1, once the first invocation has planned (its log shows "fold N:").
 set -euo pipefail
 RUN=${1:?usage: acdc_cross_validation.sh RUN [autocmr_train flags...]}; shift
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,10 +27,10 @@ mkdir -p "$AUTOCMR_HOME"
 if [ ! -f "$AUTOCMR_HOME/raw/Dataset101_ACDC/dataset.json" ]; then python -m autocmr.cli.convert acdc "$ACDC" -d 101; fi
 python -m autocmr.cli.plan -d 101 --target cpu -c 2d ${PLAN_FLAGS:-}
 MODEL=$AUTOCMR_HOME/results/Dataset101_ACDC/autocmrPlans_cpu__2d
-for FOLD in 0 1 2 3 4; do
+for FOLD in ${FOLDS:-0 1 2 3 4}; do
   if [ -f "$MODEL/fold_$FOLD/validation/summary.json" ]; then echo "fold $FOLD done"; continue; fi
   CONT=(); [ -f "$MODEL/fold_$FOLD/checkpoint_latest.pth" ] && CONT=(--continue)
   echo "fold $FOLD: $(date -Is)"
   python -m autocmr.cli.train 101 2d "$FOLD" --device cpu --seed 0 "${CONT[@]}" "$@"
 done
-echo "all folds done: $(date -Is)"
+echo "folds ${FOLDS:-0 1 2 3 4} done: $(date -Is)"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -23,13 +24,20 @@ def small_case(seed: int, *, oblique: bool = False, slices: int = SMALL_SLICES, 
 
 def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5, description: str = "sax cine",
                        pixel_spacing: tuple[float, float] = (1.8, 1.8), slice_gap: float = 10.0,
-                       origin: tuple[float, float, float] = (-50.0, -60.0, 20.0), time_step: float = 40.0) -> str:
+                       origin: tuple[float, float, float] = (-50.0, -60.0, 20.0), time_step: float = 40.0,
+                       rotation: np.ndarray | None = None, attributes: dict[str, Any] | None = None,
+                       shuffle_names: int | None = None) -> str:
     """Write ``frames`` (t, z, y, x), int16, as one single-frame DICOM file per image; returns the series UID.
 
-    Rows run along patient y, columns along x, slices along z (an axial-like stack; enough to place it).
+    ``rotation``'s columns are the row direction, the column direction and the slice normal (default the
+    identity: rows along patient x, columns along y, slices along z, an axial-like stack). ``attributes`` are
+    set on every file (study, patient, frame of reference...). ``shuffle_names`` (a seed) gives the files
+    shuffled names, so that readers cannot rely on their order.
     """
     uid = generate_uid()
     n_t, n_z, rows, cols = frames.shape
+    rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
+    names = (np.random.default_rng(shuffle_names).permutation(n_t * n_z) if shuffle_names is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
     for z in range(n_z):
         for t in range(n_t):
@@ -41,9 +49,12 @@ def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int =
             ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
             ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "MR", uid, series_number
             ds.SeriesDescription = description
+            for key, value in (attributes or {}).items():
+                setattr(ds, key, value)
             ds.InstanceNumber = z * n_t + t + 1
-            ds.ImagePositionPatient = [f"{v:.6g}" for v in (origin[0], origin[1], origin[2] + z * slice_gap)]
-            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+            position = np.asarray(origin, dtype=float) + z * slice_gap * rotation[:, 2]
+            ds.ImagePositionPatient = [f"{v:.10g}" for v in position]
+            ds.ImageOrientationPatient = [f"{v:.10g}" for v in np.concatenate([rotation[:, 0], rotation[:, 1]])]
             ds.PixelSpacing = [f"{v:.6g}" for v in pixel_spacing]
             ds.SliceThickness = f"{slice_gap:.6g}"
             ds.TriggerTime = f"{t * time_step:.6g}"
@@ -51,7 +62,8 @@ def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int =
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
             ds.PixelData = np.ascontiguousarray(frames[t, z], dtype="<i2").tobytes()
-            ds.save_as(folder / f"IM_{series_number}_{z * n_t + t:04d}.dcm", enforce_file_format=True)
+            name = (f"IM{names[z * n_t + t]:03d}.dcm" if names is not None else f"IM_{series_number}_{z * n_t + t:04d}.dcm")
+            ds.save_as(folder / name, enforce_file_format=True)
     return uid
 
 

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial learning rate, poly decay 0.9 (default 0.01; 0.001 with --pretrained)")
     p.add_argument("--augmentation", default="default", help="augmentation preset: default, cross-domain, none")
     p.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation preset")
+    p.add_argument("--end-slice-oversampling", type=float, default=0.0, metavar="SHARE",
+                   help="2d: share of each batch drawn from the first and last labelled slice of a case, where the "
+                   "base and apex are (default 0: slices drawn uniformly)")
     p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--num-workers", type=int, default=None, help="augmentation worker processes (0: in-process)")
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         options = TrainOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
+            end_slice_oversampling=args.end_slice_oversampling,
             device=args.device,
             time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
             num_workers=args.num_workers, batch_size=args.batch_size, save_every=args.save_every,

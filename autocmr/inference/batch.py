@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import BatchReport, report_names, write_reports
+from autocmr.inference.batch_report import BatchReport, append_progress, report_names, write_reports
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
@@ -98,20 +98,20 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
     description = predictor.describe()
 
-    def record_progress() -> None:  # after every case: a batch cut short keeps the records (uncertainty,
-        write_reports(report, description, input_path, jobs, (num_parts, part_id))  # timings) --continue skips
+    def record_progress(job: PredictionJob) -> None:  # after every case, at a constant cost: a job killed
+        append_progress(report, job, (num_parts, part_id))  # now keeps the records --continue then merges
 
     scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine or CineOptions(),
                                output_format=output_format, on_case_done=record_progress)
     try:
         scheduler.run(todo)
-    finally:
+    finally:  # interrupted too: the cases finished so far are recorded
         workers.close()
         scheduler.close()
-    report.wall_s = time.perf_counter() - start
-    report.done.sort()
-    report.failures.sort(key=lambda f: (f.name, f.file))
-    write_reports(report, description, input_path, jobs, (num_parts, part_id))
+        report.wall_s = time.perf_counter() - start
+        report.done.sort()
+        report.failures.sort(key=lambda f: (f.name, f.file))
+        write_reports(report, description, input_path, jobs, (num_parts, part_id))
     if after_batch is not None:
         after_batch(report, jobs, input_path, part=(num_parts, part_id))
     logger.info("%s", report.summary().splitlines()[0])

@@ -4,6 +4,12 @@
 per-frame uncertainty and, for a cine on the fast path, ED/ES and the full-accuracy frames); ``failures.json``
 lists the cases that failed with the file at fault and why. With ``--num-parts`` each part writes its own
 (``predictions_partK.json``; :mod:`autocmr.inference.parts` merges them).
+
+While a batch runs, each finished case is appended as one line to a hidden journal beside it
+(``.predictions.progress.jsonl``), so a killed job keeps its records at a constant cost per case (rewriting
+the whole ``predictions.json`` after every case would cost O(N²) on a cohort of 100,000 studies); the next
+write of ``predictions.json`` (end of the batch, an interruption, or ``--continue``) merges the journal in
+and removes it.
 """
 from __future__ import annotations
 
@@ -50,32 +56,67 @@ def report_names(num_parts: int, part_id: int) -> tuple[str, str]:
             part_file_name(layout.BATCH_PREDICTIONS, num_parts, part_id))
 
 
+def progress_path(output_dir: Path, part: tuple[int, int]) -> Path:
+    """The journal of finished cases beside this part's ``predictions.json``."""
+    return Path(output_dir) / f".{Path(report_names(*part)[1]).stem}.progress.jsonl"
+
+
+def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
+    """What ``predictions.json`` says about one predicted case."""
+    name = job.name
+    record = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
+              "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
+              "warnings": report.warnings.get(name, []),
+              "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
+    if name in report.cine:
+        record["cine"] = report.cine[name]
+    return record
+
+
+def append_progress(report: BatchReport, job: PredictionJob, part: tuple[int, int]) -> None:
+    """Append one finished case to the journal (one JSON line, flushed to the file)."""
+    line = json.dumps({"name": job.name, "record": case_record(report, job)})
+    with open(progress_path(report.output_dir, part), "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+
+
+def _journal(path: Path) -> dict[str, Any]:
+    """Cases of a journal; a line a killed job left half-written is skipped."""
+    cases: dict[str, Any] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                cases[str(entry["name"])] = entry["record"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return cases
+
+
 def write_reports(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
                   jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
     """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
-    of a continued batch recorded."""
+    of a continued batch recorded (in ``predictions.json`` or its journal), then remove the journal."""
     failures_name, predictions_name = report_names(*part)
     write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
     path = report.output_dir / predictions_name
+    journal = progress_path(report.output_dir, part)
     cases: dict[str, Any] = {}
     try:  # keep what an earlier run (continued now) recorded about the cases it predicted
         cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
     except (ValueError, AttributeError, OSError):
         cases = {}
+    cases.update(_journal(journal))
     by_name = {j.name: j for j in jobs}
     for name in report.done:
-        job = by_name[name]
-        cases[name] = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
-                       "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
-                       "warnings": report.warnings.get(name, []),
-                       "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
-        if name in report.cine:
-            cases[name]["cine"] = report.cine[name]
+        cases[name] = case_record(report, by_name[name])
     write_json_atomic(path, {"predictor": predictor_description, "input": str(input_path),
                              "num_parts": part[0], "part_id": part[1], "wall_s": round(report.wall_s, 3),
                              "done": report.done, "skipped": report.skipped,
                              "failed": [f.name for f in report.failures],
                              "cases": dict(sorted(cases.items()))})
+    journal.unlink(missing_ok=True)  # merged: predictions.json now holds every record
 
 
-__all__ = ["BatchReport", "report_names", "write_reports"]
+__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "report_names", "write_reports"]

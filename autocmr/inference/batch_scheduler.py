@@ -50,7 +50,7 @@ class BatchScheduler:
 
     def __init__(self, predictor: Predictor, workers: ResilientPool, save_probabilities: bool,
                  report: BatchReport, *, cine: CineOptions = CineOptions(), output_format: str = "nifti",
-                 on_case_done: Callable[[], None] | None = None) -> None:
+                 on_case_done: Callable[[PredictionJob], None] | None = None) -> None:
         self.predictor, self.ctx, self.workers, self.report = predictor, ModelContext.of(predictor), workers, report
         self.save_probabilities = save_probabilities
         self.cine, self.output_format = cine, output_format
@@ -60,7 +60,7 @@ class BatchScheduler:
         self.exports: list[tuple[_JobState, int, PoolTask]] = []
         self.writes: list[tuple[_JobState, PoolTask]] = []
         self.bar = tqdm(total=0, desc="predicting", unit="case", disable=None)
-        self.on_case_done = on_case_done  # e.g. rewrite predictions.json, so an interrupted batch keeps its records
+        self.on_case_done = on_case_done  # e.g. journal the case, so an interrupted batch keeps its records
 
     def run(self, jobs: Sequence[PredictionJob]) -> None:
         self.bar.reset(total=len(jobs))
@@ -165,7 +165,7 @@ class BatchScheduler:
             self.report.uncertainty[state.job.name] = state.uncertainty
             self.bar.update()
             if self.on_case_done is not None:
-                self.on_case_done()
+                self.on_case_done(state.job)
 
     def _fail(self, job: PredictionJob, exc: BaseException, state: _JobState | None = None) -> None:
         if state is not None:

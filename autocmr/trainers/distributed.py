@@ -127,15 +127,19 @@ class DistributedContext:
 
 @dataclass(frozen=True)
 class BatchShare:
-    """One rank's part of the global batch: its size and how many of its samples are forced foreground."""
+    """One rank's part of the global batch: its size, how many of its samples are forced foreground and how
+    many are drawn from the end slices of the labelled extent (see :class:`autocmr.trainers.data.PatchSampler`)."""
 
     batch_size: int
     forced: int
+    end_slices: int = 0
 
 
-def batch_share(global_batch: int, global_forced: int, context: DistributedContext) -> BatchShare:
+def batch_share(global_batch: int, global_forced: int, context: DistributedContext,
+                global_end_slices: int = 0) -> BatchShare:
     """Split a global batch of ``global_batch`` samples, the last ``global_forced`` of them forced onto
-    foreground, into this rank's share (the first ``global_batch % world_size`` ranks get one more)."""
+    foreground and the first ``global_end_slices`` drawn from end slices, into this rank's share (the first
+    ``global_batch % world_size`` ranks get one more)."""
     world, rank = context.world_size, context.rank
     if global_batch < world:
         raise ConfigurationError(f"batch size {global_batch} is smaller than the {world} data-parallel processes; "
@@ -145,7 +149,8 @@ def batch_share(global_batch: int, global_forced: int, context: DistributedConte
     size = base + (1 if rank < extra else 0)
     forced_from = global_batch - global_forced
     forced = max(0, min(start + size, global_batch) - max(start, forced_from))
-    return BatchShare(size, forced)
+    end_slices = max(0, min(start + size, global_end_slices) - start)
+    return BatchShare(size, forced, end_slices)
 
 
 def data_parallel(network: torch.nn.Module, device: torch.device, context: DistributedContext) -> torch.nn.Module:

@@ -36,6 +36,7 @@ class TrainOptions:
     grad_clip: float = 12.0
     augmentation: str = "default"
     elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
+    end_slice_oversampling: float = 0.0  # 2d: share of each batch drawn from the end slices of the labelled extent
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
     device: str = "auto"
@@ -62,6 +63,8 @@ class TrainOptions:
             raise ConfigurationError(f"epochs must be >= 1, got {self.epochs}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigurationError(f"time budget must be positive, got {self.time_budget_s} s")
+        if not 0.0 <= self.end_slice_oversampling <= 1.0:
+            raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], got {self.end_slice_oversampling}")
         if self.learning_rate <= 0:
             raise ConfigurationError(f"learning rate must be positive, got {self.learning_rate}")
 

@@ -58,7 +58,8 @@ class DataPipeline:
         sampler = PatchSampler(CaseCache(self.data_folder), cases, dim=config.dim, sample_size=size,
                                batch_size=self.share.batch_size, oversampling=config.foreground_oversampling,
                                foreground_labels=self.foreground_labels, forced=self.share.forced,
-                               context_slices=config.context_slices)
+                               context_slices=config.context_slices,
+                               end_slices=self.share.end_slices if augment else 0)  # pseudo-Dice: as drawn
         transforms = build_transforms(params, config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales)
         return BatchStream(sampler, transforms, seed=seed, start_iteration=start, rank=self.distributed.rank)
 

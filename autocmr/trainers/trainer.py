@@ -28,7 +28,7 @@ from autocmr.networks.unet import GenericUNet
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.trainers import validation
 from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
-from autocmr.trainers.data import forced_samples
+from autocmr.trainers.data import end_slice_samples, forced_samples
 from autocmr.trainers.distributed import DistributedContext, batch_share, data_parallel
 from autocmr.trainers.loader import deep_supervision_scales
 from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
@@ -65,8 +65,9 @@ class Trainer:
         self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice), n_outputs)
         self.batch_size = options.batch_size or config.batch_size  # the global batch
         self.distributed = distributed or DistributedContext()
-        self.share = batch_share(self.batch_size, forced_samples(self.batch_size, config.foreground_oversampling),
-                                 self.distributed)
+        forced = forced_samples(self.batch_size, config.foreground_oversampling)
+        self.share = batch_share(self.batch_size, forced, self.distributed,
+                                 end_slice_samples(self.batch_size, options.end_slice_oversampling, forced))
         self.pipeline = DataPipeline(data_folder, config, plans.foreground_labels, options, device, self.share,
                                      deep_supervision_scales(config.topology.strides, n_outputs), self.distributed)
         # what the training step runs: the network, or its DDP wrapper; checkpoints save the plain network

@@ -85,9 +85,12 @@ def test_sunnybrook_cine_dicom_gives_4d_mask_with_dicom_geometry(tmp_path, sunny
 
 
 def test_an_interrupted_batch_keeps_the_records_of_finished_cases(tmp_path, tiny_predictor, monkeypatch):
-    """Cut short after its first case (as a killed job would be), the batch has already recorded that case
-    (uncertainty, timings) in predictions.json; --continue skips it and the final file has both cases."""
+    """Cut short after its first case (as a killed job would be), the batch has already journalled that case
+    (one line, predictions.json not rewritten per case) and records it in predictions.json when interrupted;
+    --continue skips it and the final file has both cases."""
     import json
+
+    journal = tmp_path / "out" / ".predictions.progress.jsonl"
 
     for seed, name in ((7, "first"), (8, "second")):
         case = small_case(seed, slices=3)
@@ -97,6 +100,9 @@ def test_an_interrupted_batch_keeps_the_records_of_finished_cases(tmp_path, tiny
     def stop_after_first(self, *, block):
         real_update(self, block=block)
         if self.report.done:
+            # constant work per case: a journal line, not a rewrite of predictions.json
+            assert len(journal.read_text().splitlines()) == 1
+            assert not (tmp_path / "out" / "predictions.json").exists()
             raise KeyboardInterrupt  # the job is killed once one case is written
 
     monkeypatch.setattr(batch_scheduler.BatchScheduler, "_collect", stop_after_first)
@@ -104,8 +110,29 @@ def test_an_interrupted_batch_keeps_the_records_of_finished_cases(tmp_path, tiny
         predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
     first = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
     assert list(first) == ["first"] and first["first"]["seconds"]["write_s"] > 0  # recorded before the interruption
+    assert not journal.exists()  # merged into predictions.json
     monkeypatch.undo()
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, continue_=True)
     assert report.skipped == ["first"] and report.done == ["second"]
     cases = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
     assert sorted(cases) == ["first", "second"] and cases["first"] == first["first"]
+
+
+def test_a_journal_left_by_a_killed_job_is_merged_by_the_next_write(tmp_path, tiny_predictor):
+    """A job killed outright (no chance to write predictions.json) leaves only the journal, its last line
+    perhaps half-written: --continue merges the whole lines and drops the broken one."""
+    import json
+
+    from autocmr.inference.batch_report import progress_path
+
+    case = small_case(7, slices=3)
+    write_image(case.image, case.geometry, tmp_path / "in" / "first.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = {"kind": "nifti", "sources": ["x"], "output": "y", "seconds": {}, "warnings": [], "uncertainty": [0.1]}
+    progress_path(out, (1, 0)).write_text(json.dumps({"name": "earlier", "record": killed}) + "\n"
+                                          + '{"name": "half-writ')
+    predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    cases = json.loads((out / "predictions.json").read_text())["cases"]
+    assert sorted(cases) == ["earlier", "first"] and cases["earlier"] == killed
+    assert not progress_path(out, (1, 0)).exists()

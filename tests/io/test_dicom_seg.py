@@ -10,15 +10,15 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from scipy.spatial.transform import Rotation
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom import read_dicom_series
 from autocmr.io.dicom_seg import (SEGMENTS, seg_destination, seg_output_exists, write_dicom_seg,
                                   write_seg_for_series)
-from tests.helpers import temporaries
+from tests.helpers import temporaries, write_dicom_series
 
 ROTATION = Rotation.from_euler("xyz", [20.0, -35.0, 10.0], degrees=True).as_matrix()  # oblique, like a SAX stack
 PIXEL_SPACING = (1.25, 1.5)  # (row spacing, column spacing) in mm: unequal so that a swap shows
@@ -28,32 +28,15 @@ ROWS, COLS = 12, 10
 
 def write_series(folder: Path, n_phases: int, n_slices: int, *, study_date: str = "20240102",
                  frame_of_reference: str | None = None) -> None:
-    """One single-frame MR file per (slice, phase), under shuffled names, with study/patient attributes."""
-    study, series = generate_uid(), generate_uid()
-    frame_of_reference = frame_of_reference or generate_uid()
-    names = np.random.default_rng(0).permutation(n_phases * n_slices)
-    folder.mkdir(parents=True, exist_ok=True)
-    for z in range(n_slices):
-        for t in range(n_phases):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
-            ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = "P001", "Test^Patient", study_date, "101500"
-            ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 4, z * n_phases + t + 1
-            position = np.array([-20.0, 15.0, 40.0]) + z * SLICE_GAP * ROTATION[:, 2]
-            ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
-            ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([ROTATION[:, 0], ROTATION[:, 1]])]
-            ds.PixelSpacing = [f"{v:g}" for v in PIXEL_SPACING]
-            ds.SliceThickness, ds.TriggerTime = f"{SLICE_GAP:g}", f"{30.0 * t:g}"
-            ds.Rows, ds.Columns = ROWS, COLS
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.PixelData = np.full((ROWS, COLS), 100 * z + t, dtype="<i2").tobytes()
-            ds.save_as(folder / f"IM{names[z * n_phases + t]:03d}.dcm", enforce_file_format=True)
+    """One single-frame MR file per (slice, phase) of an oblique stack, under shuffled names, with
+    study/patient attributes; image (z, t) holds the value 100 z + t."""
+    values = 100 * np.arange(n_slices)[None, :] + np.arange(n_phases)[:, None]
+    frames = np.broadcast_to(values[:, :, None, None], (n_phases, n_slices, ROWS, COLS)).astype(np.int16)
+    attributes = {"StudyInstanceUID": generate_uid(), "FrameOfReferenceUID": frame_of_reference or generate_uid(),
+                  "PatientID": "P001", "PatientName": "Test^Patient", "StudyDate": study_date, "StudyTime": "101500"}
+    write_dicom_series(folder, frames, series_number=4, pixel_spacing=PIXEL_SPACING, slice_gap=SLICE_GAP,
+                       origin=(-20.0, 15.0, 40.0), time_step=30.0, rotation=ROTATION, attributes=attributes,
+                       shuffle_names=0)
 
 
 def random_mask(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
