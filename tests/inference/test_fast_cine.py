@@ -56,6 +56,8 @@ def test_refinement_follows_ed_es_until_they_are_full_accuracy_frames():
     assert done == [0, 2] and "frames [5, 3] stay fast-pass only" in notes[0]
     # when the fast and full curves agree, only ED and ES are refined (no frame within 0.5 % of them)
     assert refine((fast_lv, rv), (fast_lv, rv))[0] == [0, 2]
+    # with no tolerance for near ties, frame 1 (90 x 1.072 = 96.5, 1.5 % below ED's 98) still is not one
+    assert refine((fast_lv, rv), (full_lv, rv), CineOptions(tie_tolerance=0.0))[0] == [0, 2, 5, 3, 4]
 
 
 def test_a_shared_bias_of_the_fast_pass_is_not_taken_for_near_ties():
@@ -74,10 +76,24 @@ def test_a_shared_bias_of_the_fast_pass_is_not_taken_for_near_ties():
 
 def test_a_near_tie_of_ed_is_refined_and_can_win():
     rv = [50, 50, 30, 35, 48, 49]
-    fast_lv = [100, 99.8, 60, 62, 95, 97]
-    full_lv = [100, 101, 60, 62, 95, 97]  # frame 1 is the true ED; the fast pass put it 0.2 % below frame 0
+    fast_lv = [100, 99.8, 60, 70, 95, 97]
+    # frame 1 is the true ED, 3 % above frame 0; the fast pass put it 0.2 % below. ES's full/fast ratio (1.05)
+    # says the fast pass can be 5 % off, so frame 1 could beat ED by more than the 1 % tolerance
+    full_lv = [100, 103, 63, 70, 95, 97]
     done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv))
     assert done == [0, 2, 1] and not notes and find_ed_es(lv, rv)[:2] == (1, 2)
+
+
+def test_a_near_tie_that_cannot_move_a_volume_by_more_than_the_tolerance_stays_fast():
+    rv = [50, 50, 30, 35, 48, 49]
+    fast_lv = [100, 99.8, 60, 62, 95, 97]
+    full_lv = [100, 100.5, 60, 62, 95, 97]  # frame 1 is ED at full accuracy, but only 0.5 % above frame 0
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv))
+    assert done == [0, 2] and not notes
+    assert abs(lv[find_ed_es(lv, rv)[0]] - max(full_lv)) <= 0.01 * max(full_lv)  # EDV within 1 % of the full path's
+    # without the tolerance it is refined and wins
+    done, _, lv, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(tie_tolerance=0.0))
+    assert done == [0, 2, 1] and find_ed_es(lv, rv)[:2] == (1, 2)
 
 
 def test_no_ventricle_in_the_fast_pass_means_every_frame_at_full_accuracy():
@@ -91,6 +107,8 @@ def test_cine_options_are_checked():
         CineOptions(mode="quick")
     with pytest.raises(ConfigurationError, match="fast_step"):
         CineOptions(fast_step=0.0)
+    with pytest.raises(ConfigurationError, match="tie_tolerance"):
+        CineOptions(tie_tolerance=1.0)
 
 
 def _phantom_cine(folder, seed: int = 2):
