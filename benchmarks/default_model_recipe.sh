@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue #16: rebuild the default model shipped in autocmr/pretrained/default from the 80 shared ACDC patients.
+#
+#   bash benchmarks/default_model_recipe.sh           # resumable: run it again after an interruption
+#
+# 1. the 5-fold, subject-level cross-validation of the recipe (benchmarks/acdc_cross_validation.sh): the
+#    model card's figures, and the largest-component postprocessing decided on the five folds' validation;
+# 2. benchmarks/acdc_cv_report.py pools the folds (benchmarks/results/acdc_cv_$RUN.json, the README tables);
+# 3. fold `all` (every patient) is trained with the same flags in the same model folder, so it carries the
+#    postprocessing the cross-validation decided (a fold-`all` model has no validation of its own);
+# 4. `autocmr_models pack` writes fold `all` in float16 with its card (cross-validation figures from step 2)
+#    into autocmr/pretrained/default, replacing the model there as a whole (git keeps one copy, not several).
+#
+# RECIPE holds the training flags. Change it only for a recipe the cross-validation chose (issue #15: every
+# change is decided on the cross-validation, README "Where the errors come from"); RUN names its outputs
+# ($AUTOCMR_HOME/cv_$RUN, default AUTOCMR_HOME ~/autocmr_data). Budget of the default recipe: 16 epochs of 250
+# iterations per training, about 30 minutes each on an idle 2-core CPU, six trainings (about 3 h; two folds
+# can run at once with FOLDS/THREADS, see acdc_cross_validation.sh). Seed 0 throughout.
+set -euo pipefail
+RUN=${RUN:-baseline}
+read -r -a RECIPE <<< "${RECIPE:---epochs 16}"
+NAME=${NAME:-autocmr-acdc-2d}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DEST=${DEST:-$ROOT/autocmr/pretrained/default}
+
+bash "$HERE/acdc_cross_validation.sh" "$RUN" "${RECIPE[@]}"
+python "$HERE/acdc_cv_report.py" "$RUN"
+
+export AUTOCMR_HOME=${AUTOCMR_HOME:-$HOME/autocmr_data}/cv_$RUN
+MODEL=$AUTOCMR_HOME/results/Dataset101_ACDC/autocmrPlans_cpu__2d
+[ -f "$MODEL/postprocessing.json" ] || { echo "no cross-validated postprocessing in $MODEL" >&2; exit 1; }
+if [ ! -f "$MODEL/fold_all/checkpoint_final.pth" ]; then
+  CONT=(); [ -f "$MODEL/fold_all/checkpoint_latest.pth" ] && CONT=(--continue)
+  (cd "${AUTOCMR_CODE:-$ROOT}" && python -m autocmr.cli.train 101 2d all --device cpu --seed 0 "${CONT[@]}" "${RECIPE[@]}")
+fi
+
+CARD=$(mktemp)
+trap 'rm -f "$CARD"' EXIT
+python - "$CARD" "$RUN" "${RECIPE[*]}" "$(git -C "$ROOT" rev-parse --short HEAD)" <<'EOF'
+import json, sys
+card, run, recipe, commit = sys.argv[1:]
+json.dump({
+    "task": "short-axis cine MR segmentation",
+    "training": {"recipe": f"RUN={run} RECIPE='{recipe}' bash benchmarks/default_model_recipe.sh",
+                 "code": f"commit {commit}", "seed": 0,
+                 "postprocessing": "largest connected component, decided on the five folds' validation",
+                 "status": "trained on all 80 shared ACDC patients (fold all); figures from the 5-fold cross-validation"},
+    "intended_use": "Research use: segmentation of short-axis bSSFP cine MR (LV cavity, LV myocardium, RV cavity) "
+                    "and the volumes, ejection fractions and LV mass derived from it, with every result checked "
+                    "against the QC flags.",
+    "data_licence": "ACDC data: research use only (cite Bernard et al., IEEE TMI 2018); the model inherits these terms",
+}, open(card, "w"), indent=1)
+EOF
+python -m autocmr.cli.models pack "$MODEL" "$DEST" --name "$NAME" -f all \
+  --cv-summary "$AUTOCMR_HOME/evaluation/postprocessed/summary.json" --card-json "$CARD"
+echo "default model written to $DEST: check its card (autocmr_models info default) and add the known limits"
