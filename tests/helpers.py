@@ -22,7 +22,7 @@ def small_case(seed: int, *, oblique: bool = False, slices: int = SMALL_SLICES, 
     return make_phantom_case(rng, phase=phase, geometry=geometry)
 
 
-def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5, description: str = "sax cine",
+def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5, description: str | None = "sax cine",
                        pixel_spacing: tuple[float, float] = (1.8, 1.8), slice_gap: float = 10.0,
                        origin: tuple[float, float, float] = (-50.0, -60.0, 20.0), time_step: float = 40.0,
                        rotation: np.ndarray | None = None, attributes: dict[str, Any] | None = None,
@@ -48,7 +48,8 @@ def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int =
             ds.file_meta = meta
             ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
             ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "MR", uid, series_number
-            ds.SeriesDescription = description
+            if description is not None:  # None: no SeriesDescription (outputs are then named without it)
+                ds.SeriesDescription = description
             for key, value in (attributes or {}).items():
                 setattr(ds, key, value)
             ds.InstanceNumber = z * n_t + t + 1
