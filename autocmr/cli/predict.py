@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which checkpoint of each fold (default final)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--no-mirror", action="store_true", help="no test-time mirroring (faster, slightly worse)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="network arithmetic: auto (fp32; the fast cine pass in bf16 where the CPU computes it "
+                        "natively, or fp16 on CUDA), or one of fp32, bf16, fp16 (CUDA) for every pass")
     p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
                                                            "(default 0.5; 1 is faster)")
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases whose mask exists")
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                  else args.model or "default")
         options = PredictorOptions(folds=tuple(args.folds) if args.folds else None, checkpoint=args.checkpoint,
                                    device=args.device, mirror=not args.no_mirror, step=args.step,
-                                   postprocess=args.postprocess, harmonise=args.harmonise)
+                                   postprocess=args.postprocess, harmonise=args.harmonise, precision=args.precision)
         if args.selection:  # the configuration or ensemble chosen by autocmr_find_best (autocmr.selection)
             from autocmr.selection.apply import predict_with_selection
 
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
-                                cine=CineOptions(mode=args.cine), output_format=args.output_format,
+                                cine=CineOptions(mode=args.cine, fast_precision=args.precision), output_format=args.output_format,
                                 after_batch=analysis)
         print(report.summary())
         return 0 if report.ok else 1

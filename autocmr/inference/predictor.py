@@ -20,6 +20,7 @@ from autocmr.io.image import Geometry
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
+from autocmr.precision import resolve_precision
 from autocmr.preprocessing.preprocessor import preprocess_arrays
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,12 @@ class PredictorOptions:
     postprocess: str = "auto"
     harmonise: bool = False
     tile_batch: int | None = None
+    precision: str = "auto"
 
     def build(self, model_dir: str | Path) -> Predictor:
         return Predictor(model_dir, folds=self.folds, checkpoint=self.checkpoint, device=self.device,
                          mirror=self.mirror, step=self.step, tile_batch=self.tile_batch,
-                         postprocess=self.postprocess, harmonise=self.harmonise)
+                         postprocess=self.postprocess, harmonise=self.harmonise, precision=self.precision)
 
 
 class Predictor:
@@ -62,7 +64,7 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, *, folds: Sequence[str | int] | None = None, checkpoint: str = "final",
                  device: str = "auto", mirror: bool = True, step: float = DEFAULT_STEP, tile_batch: int | None = None,
-                 postprocess: str = "auto", harmonise: bool = False) -> None:
+                 postprocess: str = "auto", harmonise: bool = False, precision: str = "auto") -> None:
         if postprocess not in POSTPROCESS_MODES:
             raise ConfigurationError(f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}")
         if not 0 < step <= 1:
@@ -70,6 +72,7 @@ class Predictor:
         self.model = ModelFolder.open(model_dir)
         self.plans, self.config = self.model.plans, self.model.configuration
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device, training=False)
         self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
         self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
         self.step = step
@@ -100,7 +103,8 @@ class Predictor:
         for network in self.networks:
             logits = predict_logits(network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(),
                                     step=self.step, mirror_axes=self.mirror_axes, tile_batch=self.tile_batch,
-                                    device=self.device, context_slices=self.config.context_slices)
+                                    device=self.device, context_slices=self.config.context_slices,
+                                    precision=self.precision)
             probs = torch.softmax(logits, dim=0)
             total = probs if total is None else total + probs
         return total / len(self.networks)
@@ -116,7 +120,7 @@ class Predictor:
             logits, member_spread = predict_logits_and_spread(
                 network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(), step=self.step,
                 mirror_axes=self.mirror_axes, tile_batch=self.tile_batch, device=self.device,
-                context_slices=self.config.context_slices)
+                context_slices=self.config.context_slices, precision=self.precision)
             probs = torch.softmax(logits, dim=0)
             total = probs if total is None else total + probs
             spread = member_spread if spread is None else spread.add(member_spread)
@@ -161,6 +165,7 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.model.path), "configuration": self.config.name, "folds": self.folds,
                 "device": str(self.device), "mirror_axes": list(self.mirror_axes), "step": self.step,
+                "precision": self.precision,
                 "postprocessing": {"foreground_lcc": self.postprocessing.foreground_lcc,
                                    "per_label_lcc": list(self.postprocessing.per_label_lcc)}}
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocmr.precision import autocast
 from autocmr.preprocessing.context import slices_with_context
 
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8  # sigma of the importance map as a fraction of the patch size
@@ -88,37 +89,40 @@ class MemberSpread:
 def predict_logits(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
                    step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (), tile_batch: int = 8,
                    device: torch.device | str = "cpu", use_gaussian: bool = True,
-                   context_slices: int = 0) -> torch.Tensor:
+                   context_slices: int = 0, precision: str = "fp32") -> torch.Tensor:
     """Logits (num_classes, z, y, x) for preprocessed ``data`` (c, z, y, x), float32 on the CPU.
 
     ``patch_size`` has 2 entries for a 2D network (applied slice by slice) or 3 for a 3D one.
     ``mirror_axes`` are spatial axes of the patch (0-based) to flip for test-time augmentation.
     ``context_slices`` (2D only) is the configuration's through-plane context k: each slice's input is the
     image channels of slices z-k..z+k (zeros outside the stack).
+    ``precision`` is a resolved :mod:`autocmr.precision` name: the network runs under its autocast; tiles are
+    blended in float32 whatever it is.
     """
     return _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
                            mirror_axes=mirror_axes, tile_batch=tile_batch, device=device, use_gaussian=use_gaussian,
-                           with_spread=False, context_slices=context_slices)[0]
+                           with_spread=False, context_slices=context_slices, precision=precision)[0]
 
 
 @torch.no_grad()
 def predict_logits_and_spread(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int],
                               num_classes: int, step: float = DEFAULT_STEP, mirror_axes: Sequence[int] = (),
                               tile_batch: int = 8, device: torch.device | str = "cpu",
-                              use_gaussian: bool = True,
-                              context_slices: int = 0) -> tuple[torch.Tensor, MemberSpread]:
+                              use_gaussian: bool = True, context_slices: int = 0,
+                              precision: str = "fp32") -> tuple[torch.Tensor, MemberSpread]:
     """:func:`predict_logits` plus the :class:`MemberSpread` of its mirrored passes (identical logits)."""
     logits, spread = _sliding_window(network, data, patch_size=patch_size, num_classes=num_classes, step=step,
                                      mirror_axes=mirror_axes, tile_batch=tile_batch, device=device,
-                                     use_gaussian=use_gaussian, with_spread=True, context_slices=context_slices)
+                                     use_gaussian=use_gaussian, with_spread=True, context_slices=context_slices,
+                                     precision=precision)
     assert spread is not None
     return logits, spread
 
 
 def _sliding_window(network: nn.Module, data: torch.Tensor, *, patch_size: Sequence[int], num_classes: int,
                     step: float, mirror_axes: Sequence[int], tile_batch: int, device: torch.device | str,
-                    use_gaussian: bool, with_spread: bool,
-                    context_slices: int = 0) -> tuple[torch.Tensor, MemberSpread | None]:
+                    use_gaussian: bool, with_spread: bool, context_slices: int = 0,
+                    precision: str = "fp32") -> tuple[torch.Tensor, MemberSpread | None]:
     device = torch.device(device)
     dim = len(patch_size)
     if context_slices and dim != 2:
@@ -144,7 +148,9 @@ def _sliding_window(network: nn.Module, data: torch.Tensor, *, patch_size: Seque
         x = torch.stack([volume[(s, slice(None)) + _region(corner, patch_size)] for s, corner in chunk]).to(device)
         logits, moments = None, None
         for f in flips:
-            y = network(torch.flip(x, f) if f else x)
+            with autocast(precision, device):
+                y = network(torch.flip(x, f) if f else x)
+            y = y.float()  # mirrorings are summed in float32 whatever the network's precision
             y = torch.flip(y, f) if f else y
             logits = y if logits is None else logits + y
             if spread is not None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from autocmr.errors import ConfigurationError
+from autocmr.precision import PRECISIONS
 
 FREEZE_CHOICES = ("none", "encoder", "decoder")
 LEARNING_RATE = 1e-2
@@ -37,6 +38,7 @@ class TrainOptions:
     augmentation: str = "default"
     elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
     end_slice_oversampling: float = 0.0  # 2d: share of each batch drawn from the end slices of the labelled extent
+    precision: str = "auto"  # network passes: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (autocmr.precision)
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
     device: str = "auto"
@@ -65,6 +67,8 @@ class TrainOptions:
             raise ConfigurationError(f"time budget must be positive, got {self.time_budget_s} s")
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], got {self.end_slice_oversampling}")
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.learning_rate <= 0:
             raise ConfigurationError(f"learning rate must be positive, got {self.learning_rate}")
 

@@ -11,7 +11,6 @@ arithmetic (progress, stop, learning rate) in :mod:`autocmr.trainers.schedule`, 
 :mod:`autocmr.trainers.checkpoint`, the final validation in :mod:`autocmr.trainers.validation`."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from autocmr.documents.layout import checkpoint_name
 from autocmr.errors import AutocmrError
 from autocmr.networks.unet import GenericUNet
 from autocmr.planners.plans import Configuration, Plans
+from autocmr.precision import autocast, resolve_precision
 from autocmr.trainers import validation
 from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
 from autocmr.trainers.data import end_slice_samples, forced_samples
@@ -59,8 +59,9 @@ class Trainer:
         params = list(parameters) if parameters is not None else [p for p in network.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=options.learning_rate, momentum=options.momentum,
                                          nesterov=True, weight_decay=options.weight_decay)
-        self.amp = device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.precision = resolve_precision(options.precision, device, training=True)
+        # float16 needs loss scaling against underflowing gradients; bfloat16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
         self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice), n_outputs)
         self.batch_size = options.batch_size or config.batch_size  # the global batch
@@ -92,7 +93,7 @@ class Trainer:
 
     # ----- steps --------------------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def train_step(self, batch: dict[str, Any]) -> float:
         x = batch["image"].to(self.device, non_blocking=True)

@@ -20,6 +20,7 @@ from autocmr.inference.fast_cine import CineOptions, _frames_to_refine
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
 from autocmr.io.image import Geometry
+from autocmr.precision import fast_precision
 from autocmr.testing.phantoms import make_phantom_cine
 from tests.helpers import temporaries
 from tests.io.test_dicom_seg import write_series
@@ -130,7 +131,9 @@ def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path
     full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)  # "full accuracy": mirrored
     run = {mode: predict_folder(tmp_path / "in", tmp_path / mode, full, num_workers=0,
                                 cine=CineOptions(mode=mode)) for mode in ("fast", "full")}
-    fast_settings = PredictorOptions(device="cpu", mirror=False, step=1.0).build(tiny_model_dir)
+    # the fast pass: no mirroring, touching tiles, and the fast precision (bf16 where the CPU computes it natively)
+    fast_settings = PredictorOptions(device="cpu", mirror=False, step=1.0,
+                                     precision=fast_precision(torch.device("cpu"))).build(tiny_model_dir)
     predict_folder(tmp_path / "in", tmp_path / "reference", fast_settings, num_workers=0,
                    cine=CineOptions(mode="full"))
     assert all(r.ok for r in run.values())
@@ -215,7 +218,11 @@ def test_a_predictor_as_fast_as_the_fast_pass_predicts_each_frame_once(tiny_mode
     def build(**kwargs):
         return PredictorOptions(device="cpu", **kwargs).build(tiny_model_dir)
 
-    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions())
+    fast = fast_precision(torch.device("cpu"))
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0, precision=fast), CineOptions())
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions(fast_precision="fp32"))
+    # a predictor in float32 is more accurate than a bfloat16 fast pass (on CPUs that run one)
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions()) == (fast == "fp32")
     assert not _fast_pass_is_full_accuracy(build(mirror=True, step=1.0), CineOptions())
     assert not _fast_pass_is_full_accuracy(build(mirror=False, step=0.5), CineOptions())
 

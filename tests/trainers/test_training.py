@@ -163,3 +163,16 @@ def test_kill_9_then_continue_loses_at_most_the_epochs_since_the_last_checkpoint
     final = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
     assert final["epoch"] == 6 and len(final["history"]["train_loss"]) == 6
     assert not list((out / "fold_0").glob(".tmp_*"))  # a kill during a checkpoint write leaves none behind
+
+
+def test_bf16_training_learns_without_a_loss_scaler(roots, tmp_path):
+    out = tmp_path / "model_bf16"
+    result = train(DATASET, "2d", 0, roots, options=options(epochs=4, iterations_per_epoch=8, precision="bf16"),
+                   output_dir=out)
+    payload = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=True)
+    history = payload["state"]["history"]
+    assert history["train_loss"][-1] < 0.8 * history["train_loss"][0]
+    assert json.loads((result.fold_dir / "options.json").read_text())["options"]["precision"] == "bf16"
+    # bfloat16 has float32's exponent range: no gradient scaler, and float32 master weights
+    assert payload["scaler"] is None
+    assert all(t.dtype == torch.float32 for t in payload["network"].values())

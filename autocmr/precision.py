@@ -1,0 +1,65 @@
+"""Numeric precision of the network passes: float32, or mixed precision (autocast) in bfloat16 or float16.
+
+Why bfloat16 on the CPU: on processors with native bfloat16 arithmetic (Intel AMX / AVX512-BF16, AMD Zen 4)
+oneDNN runs the convolutions of the CPU plans' 2d network about twice as fast in bfloat16 (README, "CPU
+precision"), and bfloat16 has float32's exponent range, so training needs no loss scaling. Without that
+hardware, bfloat16 is emulated and slower than float32, which is why ``auto`` checks for it. float16 stays
+CUDA's mixed precision (with a gradient scaler in training), as before this module.
+
+``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); everything else -> fp32, until a
+cross-validation shows that bfloat16 learns as well (the choice is then made here, in one place).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from autocmr.errors import ConfigurationError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:  # a private but long-standing oneDNN query; absent in builds without oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str | None, device: torch.device, *, training: bool) -> str:
+    """``auto``/``fp32``/``bf16``/``fp16`` for ``device`` -> the precision used (never ``auto``).
+
+    Raises :class:`ConfigurationError` for an unknown name, for fp16 off CUDA (CPU float16 convolutions are
+    slow and training would need a scaler the CPU path does not have) and for bf16 on a device that cannot run it.
+    """
+    name = (name or "auto").lower()
+    if name not in PRECISIONS:
+        raise ConfigurationError(f"unknown precision {name!r}; use one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "fp16" if training and device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigurationError(f"--precision fp16 needs a CUDA device, not {device.type}; use bf16 or fp32")
+    if name == "bf16" and device.type == "mps":
+        raise ConfigurationError("--precision bf16 is not supported on Apple MPS here; use fp32")
+    return name
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager:
+    """The autocast context of a resolved ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in _DTYPES:
+        raise ConfigurationError(f"precision {precision!r} is not resolved; call resolve_precision first")
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
+def fast_precision(device: torch.device) -> str:
+    """The fastest precision for passes whose result is only a rough estimate (the fast cine pass's volume
+    curve): fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32."""
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"

@@ -1,0 +1,75 @@
+"""Numeric precision: resolution of ``auto``, bad requests, and that bf16 really runs the network in bfloat16."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autocmr.errors import ConfigurationError
+from autocmr.inference.sliding_window import predict_logits
+from autocmr.precision import autocast, cpu_has_fast_bf16, fast_precision, resolve_precision
+from autocmr.trainers.options import TrainOptions
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+
+
+def test_auto_is_float32_except_cuda_training():
+    assert resolve_precision("auto", CPU, training=True) == "fp32"
+    assert resolve_precision(None, CPU, training=False) == "fp32"
+    assert resolve_precision("auto", CUDA, training=True) == "fp16"
+    assert resolve_precision("auto", CUDA, training=False) == "fp32"
+    assert resolve_precision("BF16", CPU, training=True) == "bf16"
+
+
+@pytest.mark.parametrize("name, device, message", [("fp16", CPU, "needs a CUDA device"),
+                                                   ("bf16", torch.device("mps"), "not supported on Apple MPS"),
+                                                   ("half", CPU, "unknown precision 'half'")])
+def test_impossible_precisions_are_refused(name, device, message):
+    with pytest.raises(ConfigurationError, match=message):
+        resolve_precision(name, device, training=True)
+
+
+def test_train_options_reject_an_unknown_precision_and_hash_a_known_one():
+    with pytest.raises(ConfigurationError, match="--precision"):
+        TrainOptions(precision="int8")
+    assert TrainOptions(precision="bf16").digest() != TrainOptions().digest()  # it changes what is learnt
+
+
+def test_fast_precision_follows_the_hardware():
+    assert fast_precision(CPU) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert fast_precision(CUDA) == "fp16"
+
+
+class _Recorder(nn.Module):
+    """A 2d network that records the dtype its convolution computed in; pointwise, so tiling and mirroring
+    leave its output unchanged and the blended logits can be compared with one pass over the whole slice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 1)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append(y.dtype)
+        return y
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_sliding_window_runs_the_network_in_the_requested_precision(precision, dtype):
+    torch.manual_seed(0)
+    net = _Recorder().eval()
+    data = torch.randn(1, 3, 40, 36)
+    out = predict_logits(net, data, patch_size=(32, 32), num_classes=4, mirror_axes=(0,), precision=precision)
+    assert set(net.seen) == {dtype} and out.dtype == torch.float32 and out.shape == (4, 3, 40, 36)
+    with torch.no_grad():
+        exact = net.conv(data[0][:, None]).permute(1, 0, 2, 3)
+    # blended in float32: bf16 keeps ~3 significant digits of each logit, fp32 is exact up to rounding
+    tolerance = 1e-4 if precision == "fp32" else 0.05 * float(exact.abs().max())
+    assert float((out - exact).abs().max()) < tolerance
+
+
+def test_autocast_needs_a_resolved_precision():
+    with pytest.raises(ConfigurationError, match="not resolved"):
+        with autocast("auto", CPU):
+            pass
