@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
-                                cine=CineOptions(mode=args.cine, fast_precision=args.precision), output_format=args.output_format,
+                                cine=CineOptions(mode=args.cine, fast_precision=args.precision),
+                                output_format=args.output_format,
                                 after_batch=analysis)
-        print(report.summary())
+        print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)
         return 0 if report.ok else 1
 
     return run_command(go)
