@@ -23,6 +23,13 @@ SHORT_AXIS_LIMITS = [
     "(autocmr_evaluate) and fine-tune if needed (autocmr_train --pretrained)",
     "research use; not a medical device",
 ]
+# Agreement a clinical measure needs before the card stops warning about it: bias and mean absolute difference
+# (pred - ref) of the pooled cross-validation. From published inter-reader and automated-method agreement
+# (Bai et al. 2018 on UK Biobank; Suinesiaputra et al. 2015), the targets of issue #15 (README).
+CLINICAL_TOLERANCES: dict[str, tuple[float | None, float, str]] = {  # measure: (|bias|, MAD, unit)
+    "LVEDV": (None, 6.0, "mL"), "LVEF": (None, 3.5, "%"), "LVM": (4.0, 8.0, "g"),
+    "RVEDV": (None, 8.5, "mL"), "RVEF": (3.0, 6.0, "%"),
+}
 OPTIONS_SHOWN = ("augmentation", "time_budget_s", "epochs", "iterations_per_epoch", "learning_rate", "seed")
 
 
@@ -67,6 +74,23 @@ def figures_from_summary(summary: dict[str, Any], source: str) -> dict[str, Any]
     return {"source": source, "classes": classes, "clinical": clinical}
 
 
+def accuracy_limits(figures: dict[str, Any]) -> list[str]:
+    """One limit per clinical measure whose cross-validated agreement is outside :data:`CLINICAL_TOLERANCES`,
+    with its figures, so that a card never claims more than its cross-validation showed."""
+    clinical = figures.get("clinical") or {}
+    limits = []
+    for measure, (max_bias, max_mad, unit) in CLINICAL_TOLERANCES.items():
+        bias, mad = (clinical.get(measure) or {}).get("bias"), (clinical.get(measure) or {}).get("mad")
+        if bias is None or mad is None:
+            continue
+        if mad > max_mad or (max_bias is not None and abs(bias) > max_bias):
+            wanted = f"|bias| <= {max_bias:g} {unit} and " if max_bias is not None else ""
+            limits.append(f"{measure}: bias {bias:+.1f} {unit}, mean absolute difference {mad:.1f} {unit} on the "
+                          f"cross-validation, outside human-reader agreement ({wanted}MAD <= {max_mad:g} {unit}); "
+                          f"check it by eye before use")
+    return limits
+
+
 def _figures_from_folds(model: ModelFolder) -> dict[str, Any]:
     paths = sorted(model.path.glob(f"{layout.FOLD_PREFIX}*/{layout.VALIDATION_DIR}/{layout.VALIDATION_SUMMARY}"))
     if not paths:
@@ -96,7 +120,8 @@ def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None =
                if cv_summary else _figures_from_folds(model))
     fields: dict[str, Any] = {
         "name": name, "labels": dict(model.plans.labels), "training_data": _training_data(model),
-        "training": _training(model), "cross_validation": figures, "limits": list(SHORT_AXIS_LIMITS),
+        "training": _training(model), "cross_validation": figures,
+        "limits": list(SHORT_AXIS_LIMITS) + accuracy_limits(figures),
         "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
                         "research: volumes, ejection fractions and LV mass",
     }

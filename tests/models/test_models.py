@@ -136,3 +136,15 @@ def test_folder_written_before_manifests_loads_unchanged_and_upgrades(tiny_model
     assert not manifest.is_legacy and len(manifest.weights) == 3
     assert torch.load(old / FINAL, weights_only=True)["schema_version"] == 2
     assert np.array_equal(_labels(old, case), before)
+
+
+def test_card_limits_name_each_clinical_measure_outside_reader_agreement():
+    from autocmr.models.card import accuracy_limits
+
+    figures = {"clinical": {"LVEDV": {"bias": -5.0, "mad": 7.2}, "LVEF": {"bias": -0.5, "mad": 3.0},
+                            "LVM": {"bias": +7.3, "mad": 7.9}, "RVEF": {"bias": -2.0, "mad": 5.0},
+                            "RVEDV": {"bias": None, "mad": None}}}
+    limits = accuracy_limits(figures)
+    assert [line.split(":")[0] for line in limits] == ["LVEDV", "LVM"]  # MAD 7.2 > 6 mL; |bias| 7.3 > 4 g
+    assert "bias +7.3 g, mean absolute difference 7.9 g" in limits[1] and "|bias| <= 4 g" in limits[1]
+    assert accuracy_limits({"clinical": {}}) == [] and accuracy_limits({}) == []
