@@ -50,6 +50,8 @@ json.dump({
                  "code": f"commit {commit}", "seed": 0,
                  "postprocessing": "largest connected component, decided on the five folds' validation",
                  "status": "trained on all 80 shared ACDC patients (fold all); figures from the 5-fold cross-validation"},
+    "cross_validation": {"source": f"5-fold subject-level cross-validation of this recipe on the 80 patients: pooled "
+                                   f"validation masks, cross-validated postprocessing (benchmarks/results/acdc_cv_{run}.json)"},
     "intended_use": "Research use: segmentation of short-axis bSSFP cine MR (LV cavity, LV myocardium, RV cavity) "
                     "and the volumes, ejection fractions and LV mass derived from it, with every result checked "
                     "against the QC flags.",

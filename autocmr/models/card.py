@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,7 +30,8 @@ CLINICAL_TOLERANCES: dict[str, tuple[float | None, float, str]] = {  # measure: 
     "LVEDV": (None, 6.0, "mL"), "LVEF": (None, 3.5, "%"), "LVM": (4.0, 8.0, "g"),
     "RVEDV": (None, 8.5, "mL"), "RVEF": (3.0, 6.0, "%"),
 }
-OPTIONS_SHOWN = ("augmentation", "time_budget_s", "epochs", "iterations_per_epoch", "learning_rate", "seed")
+OPTIONS_SHOWN = ("augmentation", "time_budget_s", "epochs", "iterations_per_epoch", "learning_rate", "seed",
+                 "end_slice_oversampling", "precision")
 
 
 def _cases_table(folder: Path) -> list[dict[str, str]]:
@@ -53,9 +54,9 @@ def _training_data(model: ModelFolder) -> dict[str, Any]:
     return data
 
 
-def _training(model: ModelFolder) -> dict[str, Any]:
+def _training(model: ModelFolder, folds: Sequence[str] | None) -> dict[str, Any]:
     info: dict[str, Any] = {"configuration": model.configuration.name, "plans": model.plans.plans_name,
-                            "folds": model.available_folds("final")}
+                            "folds": [str(f) for f in folds] if folds else model.available_folds("final")}
     for fold in info["folds"][:1]:
         path = model.path / layout.fold_dir_name(fold) / layout.RUN_OPTIONS
         if path.is_file():
@@ -111,16 +112,17 @@ def _mean(values: list[Any]) -> float | None:
 
 
 def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None = None,
-                     extra: dict[str, Any] | None = None) -> ModelCard:
+                     extra: dict[str, Any] | None = None, folds: Sequence[str] | None = None) -> ModelCard:
     """A card for the model in ``folder``. ``cv_summary``: evaluation summary of the pooled cross-validation;
-    ``extra``: card fields given by the author (intended use, licence, recipe and commit...), which win."""
+    ``extra``: card fields given by the author (intended use, licence, recipe and commit...), which win;
+    ``folds``: the folds the card's model holds (a packed selection), default every trained one."""
     model = ModelFolder.open(folder)
     figures = (figures_from_summary(read_json_document(cv_summary, kind="evaluation summary", what_to_rerun=
                                                        "run autocmr_evaluate"), str(cv_summary))
                if cv_summary else _figures_from_folds(model))
     fields: dict[str, Any] = {
         "name": name, "labels": dict(model.plans.labels), "training_data": _training_data(model),
-        "training": _training(model), "cross_validation": figures,
+        "training": _training(model, folds), "cross_validation": figures,
         "limits": list(SHORT_AXIS_LIMITS) + accuracy_limits(figures),
         "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
                         "research: volumes, ejection fractions and LV mass",

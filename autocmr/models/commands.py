@@ -55,5 +55,5 @@ def pack_with_card(source: str | Path, dest: str | Path, *, name: str, folds: Se
     from autocmr.models.card import build_model_card
     from autocmr.models.store import pack_model
 
-    card = build_model_card(source, name=name, cv_summary=cv_summary, extra=extra)
+    card = build_model_card(source, name=name, cv_summary=cv_summary, extra=extra, folds=folds)
     return pack_model(source, dest, folds=folds, checkpoint=checkpoint, half=half, name=name, card=card)
