@@ -18,7 +18,8 @@ import pandas as pd
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
 from autocmr.evaluation.clinical import frame_case_id, subject_and_phase
-from autocmr.evaluation.metrics import case_metrics
+from autocmr.evaluation.exchanges import exchange_volumes
+from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, slice_profile
 from autocmr.io.image import Geometry, read_image
 
@@ -218,8 +219,10 @@ def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray,
     rows = []
     for t, ref, pred in frames:
         cid = case_id if t is None else frame_case_id(case_id, t)
+        exchanges = exchange_volumes(ref, pred, labels, voxel_volume_ml(spacing))
         for name, values in case_metrics(ref, pred, spacing, labels).items():
-            rows.append({"case_id": cid, "source_case": case_id, "frame": t, "class": name, **values})
+            rows.append({"case_id": cid, "source_case": case_id, "frame": t, "class": name, **values,
+                         **exchanges.get(name, {})})
     return rows
 
 

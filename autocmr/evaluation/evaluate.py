@@ -25,6 +25,7 @@ from autocmr.evaluation import position_report
 from autocmr.evaluation.cases import (CaseFailure, case_info, case_slice_profiles, evaluate_arrays,
                                       evaluate_pair_detailed, load_metadata, match_files, resolve_labels, safe_name)
 from autocmr.evaluation.clinical import STRUCTURES, clinical_table
+from autocmr.evaluation.exchanges import exchange_table, format_exchanges
 from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import build_summary, format_summary, group_values, json_safe, write_tables
 from autocmr.evaluation.slice_position import SliceProfile
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_SUBDIR = "evaluation"
 SLICE_POSITIONS_CSV = "slice_positions.csv"
+EXCHANGES_CSV = "exchanges.csv"
 SLICE_POSITION_SUMMARY_CSV = "slice_position_summary.csv"
 SLICE_POSITION_PNG = "slice_position.png"
 LabelsSpec = Mapping[str, int] | str | Path | None
@@ -65,6 +67,8 @@ class EvaluationResult:
     def report(self) -> str:
         """Terminal text: per-class metrics, clinical agreement, failures, bias by slice position."""
         text = format_summary(self.summary)
+        if self.summary.get("exchanges"):
+            text += "\n" + format_exchanges(pd.DataFrame(self.summary["exchanges"]))
         if SLICE_POSITION in self.summary:
             text += "\n" + position_report.format_position_summary(self.summary[SLICE_POSITION])
         return text
@@ -136,6 +140,9 @@ def _finish(rows: list[dict[str, Any]], failures: list[CaseFailure], *, labels: 
         clinical = clinical_table(cases, info)
     summary, breakdown_table = build_summary(cases, classes, labels=labels, failures=failures, clinical=clinical,
                                              by=metadata_by, extra=extra)
+    exchanges = exchange_table(cases)
+    if not exchanges.empty:
+        summary["exchanges"] = json_safe(exchanges.to_dict(orient="records"))
     positions = summary_rows = None
     if SLICE_POSITION in by:
         entry, positions, summary_rows = _slice_positions(profiles or [], info, metadata_by, base_end)
@@ -146,6 +153,9 @@ def _finish(rows: list[dict[str, Any]], failures: list[CaseFailure], *, labels: 
     result = EvaluationResult(summary, cases, list(failures), clinical, output_dir, positions=positions)
     if output_dir is not None:
         result.files = write_tables(output_dir, summary, cases, clinical, breakdown_table)
+        if not exchanges.empty:
+            result.files.append(output_dir / EXCHANGES_CSV)
+            write_text_atomic(result.files[-1], exchanges.to_csv(index=False))
         if make_plots:
             result.files += _write_plots(output_dir, cases, clinical, metadata_by, classes)
         if positions is not None and summary_rows is not None:
