@@ -53,7 +53,10 @@ def figures(summary: dict) -> dict:
                  for name, a in summary["clinical"]["agreement"].items()}
     return {"n_volumes": summary["n_volumes"], "classes": classes,
             "mean_dice": round(float(np.mean([c["dice"] for c in classes.values()])), 4),
-            "clinical": agreement, "slice_position_bias": summary["slice_position"].get("measure_bias_by_position")}
+            "clinical": agreement, "slice_position_bias": summary["slice_position"].get("measure_bias_by_position"),
+            # mean mL per volume each class gains from / loses to each other label, by phase (older runs lack it)
+            "exchanges": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+                          for row in summary.get("exchanges", [])]}
 
 
 # issue #15's targets, printed beside the figures
