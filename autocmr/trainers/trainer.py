@@ -25,7 +25,7 @@ from autocmr.documents.layout import checkpoint_name
 from autocmr.errors import AutocmrError
 from autocmr.networks.unet import GenericUNet
 from autocmr.planners.plans import Configuration, Plans
-from autocmr.precision import autocast, resolve_precision
+from autocmr.precision import autocast, cpu_has_fast_bf16, resolve_precision
 from autocmr.trainers import validation
 from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
 from autocmr.trainers.data import end_slice_samples, forced_samples
@@ -136,7 +136,11 @@ class Trainer:
     def on_train_start(self) -> None:
         self.log(f"training {self.plans.dataset_name} {self.config.name} ({self.plans.plans_name}) on {self.device}: "
                  f"{len(self.train_cases)} train / {len(self.val_cases)} val cases, patch {self.config.patch_size}, "
-                 f"batch {self.batch_size}, augmentation '{self.options.augmentation}', options {self.options.digest()}")
+                 f"batch {self.batch_size}, augmentation '{self.options.augmentation}', precision {self.precision}, "
+                 f"options {self.options.digest()}")
+        if self.device.type == "cpu" and self.precision == "fp32" and cpu_has_fast_bf16():
+            self.log("this CPU computes bfloat16 natively: --precision bf16 trains about 1.6x faster here (README, "
+                     "CPU precision)")
         if self.distributed.enabled:
             d = self.distributed
             self.log(f"data-parallel on {d.world_size} processes ({d.backend}); this rank's share of the global batch: "
