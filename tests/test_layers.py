@@ -20,7 +20,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "autocmr"
 # sit below the trainers; the clinical analysis and model selection use predictions, so they sit above.
 LAYERS: dict[str, int] = {
     # 0: leaves everything may use
-    "autocmr": 0, "errors": 0, "settings": 0, "allocator": 0, "device": 0, "parallel": 0,
+    "autocmr": 0, "errors": 0, "settings": 0, "allocator": 0, "device": 0, "parallel": 0, "precision": 0,
     # 1: reading and writing images
     "io": 1,
     # 2: persisted documents (neutral: plans, checkpoints, manifests) and the raw dataset layout
