@@ -5,8 +5,8 @@ diastole (ED) and end-systole (ES). Predicting all 20-30 frames at full accuracy
 mirroring, overlapping tiles) spends most of the time on frames that only feed the volume curve. So:
 
 1. **fast pass** over every frame: the first fold only, no mirroring, sliding-window tiles that touch instead
-   of overlapping (``step`` 1), in bfloat16 where the CPU computes it natively (about twice as fast; README
-   "CPU precision"). Its masks give the LV/RV volume curves;
+   of overlapping (``step`` 1), in bfloat16 where the CPU computes it natively (its network passes about
+   twice as fast; README "CPU precision"). Its masks give the LV/RV volume curves;
 2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame

@@ -81,7 +81,8 @@ def accuracy_limits(figures: dict[str, Any]) -> list[str]:
     clinical = figures.get("clinical") or {}
     limits = []
     for measure, (max_bias, max_mad, unit) in CLINICAL_TOLERANCES.items():
-        bias, mad = (clinical.get(measure) or {}).get("bias"), (clinical.get(measure) or {}).get("mad")
+        agreement = clinical.get(measure) or {}
+        bias, mad = agreement.get("bias"), agreement.get("mad")
         if bias is None or mad is None:
             continue
         if mad > max_mad or (max_bias is not None and abs(bias) > max_bias):

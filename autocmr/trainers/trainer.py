@@ -139,7 +139,7 @@ class Trainer:
                  f"batch {self.batch_size}, augmentation '{self.options.augmentation}', precision {self.precision}, "
                  f"options {self.options.digest()}")
         if self.device.type == "cpu" and self.precision == "fp32" and cpu_has_fast_bf16():
-            self.log("this CPU computes bfloat16 natively: --precision bf16 trains about 1.6x faster here (README, "
+            self.log("this CPU computes bfloat16 natively: --precision bf16 trains about 1.5x faster here (README, "
                      "CPU precision)")
         if self.distributed.enabled:
             d = self.distributed
