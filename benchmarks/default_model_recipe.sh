@@ -49,6 +49,10 @@ import json, sys
 card, run, recipe, commit = sys.argv[1:]
 json.dump({
     "task": "short-axis cine MR segmentation",
+    "training_data": {"description": "ACDC training set (Bernard et al., IEEE TMI 2018), University Hospital of "
+                                     "Dijon, Siemens 1.5 T / 3 T; the ED and ES frame of each patient",
+                      "label_convention": "autocmr: 1 LV cavity, 2 LV myocardium, 3 RV cavity (ACDC's 1 RV, 2 MYO, "
+                                          "3 LV mapped by autocmr_convert acdc)"},
     "training": {"recipe": f"RUN={run} RECIPE='{recipe}' bash benchmarks/default_model_recipe.sh",
                  "code": f"commit {commit}", "seed": 0,
                  "postprocessing": "largest connected component, decided on the five folds' validation",
