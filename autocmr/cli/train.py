@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-slice-oversampling", type=float, default=0.0, metavar="SHARE",
                    help="2d: share of each batch drawn from the first and last labelled slice of a case, where the "
                    "base and apex are (default 0: slices drawn uniformly)")
+    p.add_argument("--dice-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the soft-Dice loss term beside cross-entropy (default 1, Dice + CE as nnU-Net; "
+                   "0: cross-entropy only, whose optimum does not inflate uncertain borders the way soft Dice does)")
     p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
             end_slice_oversampling=args.end_slice_oversampling, precision=args.precision,
-            device=args.device,
+            dice_weight=args.dice_weight, device=args.device,
             time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
             num_workers=args.num_workers, batch_size=args.batch_size, save_every=args.save_every,
             final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,

@@ -1,4 +1,4 @@
-"""Dice + cross-entropy, summed over deep-supervision outputs with decreasing weights."""
+"""Dice + cross-entropy (weights chosen by the training options), summed over deep-supervision outputs with decreasing weights."""
 from __future__ import annotations
 
 import torch
@@ -40,8 +40,10 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``target``: (b, 1, ...) integer labels."""
-        ce = F.cross_entropy(logits.float(), target[:, 0].long())
-        return self.weight_ce * ce + self.weight_dice * self.dice(logits, target)
+        loss = self.weight_ce * F.cross_entropy(logits.float(), target[:, 0].long())
+        if self.weight_dice:  # weight 0 (cross-entropy only) skips the Dice term's softmax and sums
+            loss = loss + self.weight_dice * self.dice(logits, target)
+        return loss
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:

@@ -38,6 +38,10 @@ class TrainOptions:
     augmentation: str = "default"
     elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
     end_slice_oversampling: float = 0.0  # 2d: share of each batch drawn from the end slices of the labelled extent
+    # Weight of the soft-Dice term beside cross-entropy (1: nnU-Net's Dice + CE; 0: cross-entropy only). Soft
+    # Dice buys overlap with volume: where the border is uncertain its optimum is a larger structure than the
+    # labels' (Bertels et al. 2019), which is what thin myocardium and the basal RV show (README, issue #15).
+    dice_weight: float = 1.0
     precision: str = "auto"  # network passes: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (autocmr.precision)
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
@@ -67,6 +71,8 @@ class TrainOptions:
             raise ConfigurationError(f"time budget must be positive, got {self.time_budget_s} s")
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], got {self.end_slice_oversampling}")
+        if not self.dice_weight >= 0.0:  # also rejects NaN
+            raise ConfigurationError(f"--dice-weight must be >= 0, got {self.dice_weight}")
         if self.precision not in PRECISIONS:
             raise ConfigurationError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.learning_rate <= 0:

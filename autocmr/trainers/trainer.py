@@ -63,7 +63,7 @@ class Trainer:
         # float16 needs loss scaling against underflowing gradients; bfloat16 has float32's range and does not
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
-        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice), n_outputs)
+        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice, weight_dice=options.dice_weight), n_outputs)
         self.batch_size = options.batch_size or config.batch_size  # the global batch
         self.distributed = distributed or DistributedContext()
         forced = forced_samples(self.batch_size, config.foreground_oversampling)
