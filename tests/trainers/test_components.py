@@ -30,6 +30,20 @@ def test_dice_loss_is_zero_for_perfect_prediction_and_high_for_wrong():
     assert float(combined(good, target)) < float(combined(torch.zeros_like(good), target))
 
 
+def test_dice_weight_zero_is_cross_entropy_only_and_is_validated():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 1, 8, 8))
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0])
+    assert float(DiceCELoss(batch_dice=True, weight_dice=0.0)(logits, target)) == pytest.approx(float(ce))
+    dice = SoftDiceLoss(batch_dice=True)(logits, target)
+    assert float(DiceCELoss(batch_dice=True)(logits, target)) == pytest.approx(float(ce + dice))
+    assert TrainOptions().dice_weight == 1.0  # nnU-Net's Dice + CE stays the default
+    assert TrainOptions(dice_weight=0.0).digest() != TrainOptions().digest()  # a different experiment
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ConfigurationError, match="dice-weight"):
+            TrainOptions(dice_weight=bad)
+
+
 def test_deep_supervision_weights_halve_and_ignore_coarsest():
     w = deep_supervision_weights(4)
     assert w[3] == 0 and w[0] == pytest.approx(2 * w[1]) and sum(w) == pytest.approx(1)
