@@ -8,8 +8,12 @@
 # 2. benchmarks/acdc_cv_report.py pools the folds (benchmarks/results/acdc_cv_$RUN.json, the README tables);
 # 3. fold `all` (every patient) is trained with the same flags in the same model folder, so it carries the
 #    postprocessing the cross-validation decided (a fold-`all` model has no validation of its own);
-# 4. `autocmr_models pack` writes fold `all` in float16 with its card (cross-validation figures from step 2)
-#    into autocmr/pretrained/default, replacing the model there as a whole (git keeps one copy, not several).
+# 4. benchmarks/model_domains.py scores the recipe beyond its training scanners: the five folds on their
+#    validation patients as acquired and after a simulated scanner change, and fold `all` on the GE Sunnybrook
+#    study (benchmarks/results/model_domains_$RUN.json);
+# 5. `autocmr_models pack` writes fold `all` in float16 with its card (cross-validation figures from step 2,
+#    figures across domains from step 4) into autocmr/pretrained/default, replacing the model there as a
+#    whole (git keeps one copy, not several).
 #
 # RECIPE holds the training flags. Change it only for a recipe the cross-validation chose (issue #15: every
 # change is decided on the cross-validation, README "Where the errors come from"); RUN names its outputs
@@ -42,6 +46,11 @@ if [ ! -f "$MODEL/fold_all/checkpoint_final.pth" ]; then
   (cd "${AUTOCMR_CODE:-$ROOT}" && python -m autocmr.cli.train 101 2d all --device cpu --seed 0 "${CONT[@]}" "${RECIPE[@]}")
 fi
 
+DOMAINS=$HERE/results/model_domains_$RUN.json
+if [ ! -f "$DOMAINS" ]; then
+  python "$HERE/model_domains.py" --cv-model "$MODEL" --model "$MODEL" --model-folds all --name "$RUN"
+fi
+
 CARD=$(mktemp)
 trap 'rm -f "$CARD"' EXIT
 python - "$CARD" "$RUN" "${RECIPE[*]}" "$(git -C "$ROOT" rev-parse --short HEAD)" <<'EOF'
@@ -66,5 +75,5 @@ json.dump({
 }, open(card, "w"), indent=1)
 EOF
 python -m autocmr.cli.models pack "$MODEL" "$DEST" --name "$NAME" -f all \
-  --cv-summary "$AUTOCMR_HOME/evaluation/postprocessed/summary.json" --card-json "$CARD"
+  --cv-summary "$AUTOCMR_HOME/evaluation/postprocessed/summary.json" --domains "$DOMAINS" --card-json "$CARD"
 echo "default model written to $DEST: check its card (autocmr_models info default) and add the known limits"

@@ -274,6 +274,7 @@ def main(argv=None) -> int:
     domains = {key: figures(s) for key, s in summaries.items()}
     predicted = {**preds, "sunnybrook": [home / "predictions" / "sunnybrook"]}
     for key in domains:
+        domains[key]["description"] = DOMAINS.get(key, key)  # read by the model card (autocmr_models pack --domains)
         domains[key]["predictor"] = predictor_settings(predicted[key])
     t["total"] = round(time.perf_counter() - started, 1)
     result = {"machine": machine(), "command": [sys.executable, *sys.argv], "args": vars(args), "complete": complete,

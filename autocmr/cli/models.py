@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--full-precision", action="store_true", help="keep float32 weights")
     k.add_argument("--cv-summary", type=Path, default=None,
                    help="evaluation summary.json of the pooled cross-validation (figures of the card)")
+    k.add_argument("--domains", type=Path, default=None,
+                   help="results JSON of benchmarks/model_domains.py: the card's figures on a simulated scanner "
+                   "change and another vendor's scans beside the in-domain ones")
     k.add_argument("--card-json", type=Path, default=None,
                    help="JSON object of card fields to set (intended_use, data_licence, training: {recipe...})")
     sub.add_parser("upgrade", help="convert a folder written before manifests, in place").add_argument("folder")
@@ -86,7 +89,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         extra = json.loads(args.card_json.read_text()) if args.card_json else None
         manifest = commands.pack_with_card(args.model, args.dest, name=args.name, folds=args.folds,
                                            checkpoint=args.checkpoint, half=not args.full_precision,
-                                           cv_summary=args.cv_summary, extra=extra)
+                                           cv_summary=args.cv_summary, extra=extra,
+                                           domains=args.domains)
         print(f"packed {len(manifest.weights)} weight file(s) into {args.dest}")
     elif args.command == "upgrade":
         from autocmr.models.store import upgrade_model_folder

@@ -25,6 +25,8 @@ class ModelCard:
     training_data: dict[str, Any] = field(default_factory=dict)  # dataset, subjects, cases, groups, source
     training: dict[str, Any] = field(default_factory=dict)  # configuration, folds, budget, recipe, commit
     cross_validation: dict[str, Any] = field(default_factory=dict)  # {"classes": {...}, "clinical": {...}}
+    # the same figures on other test sets (scanner change, another vendor): {"source": ..., "test_sets": {...}}
+    domains: dict[str, Any] = field(default_factory=dict)
     intended_use: str = ""
     limits: list[str] = field(default_factory=list)
     data_licence: str = ""
@@ -48,7 +50,7 @@ class ModelCard:
         lines = [f"# {self.name}", f"task: {self.task}",
                  "labels: " + ", ".join(f"{v} {k}" for k, v in sorted(self.labels.items(), key=lambda kv: kv[1]))]
         lines += _section("training data", self.training_data) + _section("training", self.training)
-        lines += _cv_lines(self.cross_validation)
+        lines += _cv_lines(self.cross_validation) + _domain_lines(self.domains)
         if self.intended_use:
             lines += ["", "intended use: " + self.intended_use]
         if self.limits:
@@ -81,4 +83,21 @@ def _cv_lines(cv: dict[str, Any]) -> list[str]:
             loa = s.get("loa") or [None, None]
             lines.append(f"  {measure:<8} {_fmt(s.get('bias'), 1):<7} [{_fmt(loa[0], 1)}, {_fmt(loa[1], 1)}]"
                          f"{'':<8}{_fmt(s.get('mad'), 1)}")
+    return lines
+
+
+def _domain_lines(domains: dict[str, Any]) -> list[str]:
+    test_sets = domains.get("test_sets") or {}
+    if not test_sets:
+        return []
+    lines = ["", f"across domains ({domains.get('source', 'test sets')}):"]
+    for key, t in test_sets.items():
+        classes = t.get("classes") or {}
+        dice = ", ".join(f"{name} {_fmt(c.get('dice'), 3)}" for name, c in classes.items())
+        clinical = "; ".join(f"{m} {_fmt(c.get('bias'), 1)} / {_fmt(c.get('mad'), 1)}"
+                             for m, c in (t.get("clinical") or {}).items())
+        lines.append(f"  {t.get('description', key)}: {t.get('volumes', '?')} volume(s), Dice {dice} "
+                     f"(mean {_fmt(t.get('mean_dice'), 3)})")
+        if clinical:
+            lines.append(f"    bias / mean abs. diff.: {clinical}")
     return lines

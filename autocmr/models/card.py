@@ -15,6 +15,7 @@ from autocmr.documents import layout
 from autocmr.documents.model_card import ModelCard
 from autocmr.documents.run_options import RunOptionsDocument
 from autocmr.documents.versioning import read_json_document
+from autocmr.errors import ConfigurationError
 from autocmr.models.folder import ModelFolder
 
 SHORT_AXIS_LIMITS = [
@@ -112,11 +113,37 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def domain_figures(document: dict[str, Any], source: str) -> dict[str, Any]:
+    """The card's ``domains`` from a results document of ``benchmarks/model_domains.py``: per test set (in-domain
+    cross-validation, simulated scanner change, another vendor's study) its description, size, per-class Dice
+    and HD95, mean Dice and each clinical measure's bias and mean absolute difference."""
+    test_sets = document.get("domains")
+    if not isinstance(test_sets, dict) or not test_sets:
+        raise ConfigurationError(f"{source}: no 'domains' object; expected the results of benchmarks/model_domains.py")
+    if document.get("complete") is False:
+        raise ConfigurationError(f"{source}: the model_domains run is incomplete (fewer folds or patients)")
+    figures = {}
+    for key, t in test_sets.items():
+        if not isinstance(t, dict) or "classes" not in t:
+            raise ConfigurationError(f"{source}: test set {key!r} has no per-class figures")
+        figures[key] = {
+            "description": t.get("description", key), "volumes": t.get("n_volumes"), "subjects": t.get("n_subjects"),
+            "classes": {name: {"dice": c.get("dice"), "hd95": c.get("hd95")} for name, c in t["classes"].items()},
+            "mean_dice": t.get("mean_dice"),
+            "clinical": {m: {"bias": c.get("bias"), "mad": c.get("mean_abs_diff")}
+                         for m, c in (t.get("clinical") or {}).items() if c.get("bias") is not None},
+        }
+    mirroring = "with" if (document.get("args") or {}).get("mirror") else "without"
+    return {"source": f"{source}; {mirroring} test-time mirroring", "test_sets": figures}
+
+
 def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None = None,
-                     extra: dict[str, Any] | None = None, folds: Sequence[str] | None = None) -> ModelCard:
+                     extra: dict[str, Any] | None = None, folds: Sequence[str] | None = None,
+                     domains: Path | None = None) -> ModelCard:
     """A card for the model in ``folder``. ``cv_summary``: evaluation summary of the pooled cross-validation;
     ``extra``: card fields given by the author (intended use, licence, recipe and commit...), which win;
-    ``folds``: the folds the card's model holds (a packed selection), default every trained one."""
+    ``folds``: the folds the card's model holds (a packed selection), default every trained one;
+    ``domains``: results of ``benchmarks/model_domains.py`` (figures on other scanners and vendors)."""
     model = ModelFolder.open(folder)
     figures = (figures_from_summary(read_json_document(cv_summary, kind="evaluation summary", what_to_rerun=
                                                        "run autocmr_evaluate"), str(cv_summary))
@@ -124,6 +151,8 @@ def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None =
     fields: dict[str, Any] = {
         "name": name, "labels": dict(model.plans.labels), "training_data": _training_data(model),
         "training": _training(model, folds), "cross_validation": figures,
+        "domains": domain_figures(read_json_document(domains, kind="model_domains results", what_to_rerun=
+                                                     "run benchmarks/model_domains.py"), domains.name) if domains else {},
         "limits": list(SHORT_AXIS_LIMITS) + accuracy_limits(figures),
         "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
                         "research: volumes, ejection fractions and LV mass",

@@ -50,10 +50,11 @@ def info_text(reference: str, *, models_dir: str | Path | None = None) -> str:
 
 def pack_with_card(source: str | Path, dest: str | Path, *, name: str, folds: Sequence[str] | None,
                    checkpoint: str, half: bool, cv_summary: Path | None,
-                   extra: dict[str, Any] | None) -> ModelManifest:
-    """The compact form with a card built from the source folder (figures from ``cv_summary`` if given)."""
+                   extra: dict[str, Any] | None, domains: Path | None = None) -> ModelManifest:
+    """The compact form with a card built from the source folder (figures from ``cv_summary`` if given, figures
+    across domains from ``domains``)."""
     from autocmr.models.card import build_model_card
     from autocmr.models.store import pack_model
 
-    card = build_model_card(source, name=name, cv_summary=cv_summary, extra=extra, folds=folds)
+    card = build_model_card(source, name=name, cv_summary=cv_summary, extra=extra, folds=folds, domains=domains)
     return pack_model(source, dest, folds=folds, checkpoint=checkpoint, half=half, name=name, card=card)

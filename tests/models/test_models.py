@@ -14,7 +14,7 @@ import torch
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.model_card import ModelCard
-from autocmr.errors import DocumentError, InputFileError, PlansError
+from autocmr.errors import ConfigurationError, DocumentError, InputFileError, PlansError
 from autocmr.inference.predictor import Predictor
 from autocmr.models.archive import export_model, import_model
 from autocmr.models.card import build_model_card
@@ -148,3 +148,49 @@ def test_card_limits_name_each_clinical_measure_outside_reader_agreement():
     assert [line.split(":")[0] for line in limits] == ["LVEDV", "LVM"]  # MAD 7.2 > 6 mL; |bias| 7.3 > 4 g
     assert "bias +7.3 g, mean absolute difference 7.9 g" in limits[1] and "|bias| <= 4 g" in limits[1]
     assert accuracy_limits({"clinical": {}}) == [] and accuracy_limits({}) == []
+
+
+def _domains_document() -> dict:
+    """What benchmarks/model_domains.py writes (the parts the card reads)."""
+    clinical = {"LVEDV": {"n": 80, "bias": -5.6, "mean_abs_diff": 7.7, "spearman_r": 0.99}}
+    return {"complete": True, "args": {"mirror": False}, "domains": {
+        "in_domain": {"description": "in-domain (ACDC CV)", "n_volumes": 160, "n_subjects": 80, "mean_dice": 0.875,
+                      "classes": {"LV": {"dice": 0.924, "hd95": 4.5}, "MYO": {"dice": 0.854, "hd95": 5.3}},
+                      "clinical": clinical},
+        "sunnybrook": {"description": "Sunnybrook, GE (LV/MYO)", "n_volumes": 9, "n_subjects": None,
+                       "mean_dice": 0.855, "classes": {"LV": {"dice": 0.921, "hd95": 2.0}}, "clinical": {}}}}
+
+
+def test_card_carries_the_figures_across_domains(tiny_model_dir, tmp_path):
+    path = tmp_path / "model_domains_x.json"
+    path.write_text(json.dumps(_domains_document()))
+    card = build_model_card(tiny_model_dir, name="tiny", domains=path)
+    sets = card.domains["test_sets"]
+    assert list(sets) == ["in_domain", "sunnybrook"] and card.domains["source"].endswith("; without test-time mirroring")
+    assert sets["in_domain"]["clinical"] == {"LVEDV": {"bias": -5.6, "mad": 7.7}}
+    assert sets["sunnybrook"]["classes"]["LV"] == {"dice": 0.921, "hd95": 2.0} and sets["sunnybrook"]["volumes"] == 9
+    card.save(tmp_path)
+    text = ModelCard.load(tmp_path).render()
+    assert "across domains (model_domains_x.json" in text
+    assert "Sunnybrook, GE (LV/MYO): 9 volume(s), Dice LV 0.921 (mean 0.855)" in text
+    assert "LVEDV -5.6 / 7.7" in text
+
+
+@pytest.mark.parametrize("broken, message", [({"domains": {}}, "no 'domains'"),
+                                             ({"complete": False}, "incomplete"),
+                                             ({"domains": {"in_domain": {"n_volumes": 3}}}, "per-class")])
+def test_card_refuses_domain_figures_it_cannot_read(tiny_model_dir, tmp_path, broken, message):
+    path = tmp_path / "domains.json"
+    path.write_text(json.dumps({**_domains_document(), **broken}))
+    with pytest.raises(ConfigurationError, match=message) as info:
+        build_model_card(tiny_model_dir, name="tiny", domains=path)
+    assert "domains.json" in str(info.value)
+
+
+def test_a_card_written_before_domain_figures_still_loads(tmp_path):
+    ModelCard(name="old").save(tmp_path)
+    data = json.loads((tmp_path / layout.MODEL_CARD).read_text())
+    del data["domains"]
+    (tmp_path / layout.MODEL_CARD).write_text(json.dumps(data))
+    card = ModelCard.load(tmp_path)
+    assert card.domains == {} and "across domains" not in card.render()
