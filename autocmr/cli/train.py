@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dice-weight", type=float, default=1.0, metavar="W",
                    help="weight of the soft-Dice loss term beside cross-entropy (default 1, Dice + CE as nnU-Net; "
                    "0: cross-entropy only, whose optimum does not inflate uncertain borders the way soft Dice does)")
+    p.add_argument("--dice-weight-end", type=float, default=None, metavar="W",
+                   help="Dice weight at the end of the schedule: the weight goes linearly from --dice-weight to this "
+                   "with the learning rate's progress (default: constant), e.g. 0 for Dice's fast start and a "
+                   "cross-entropy finish")
     p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
             end_slice_oversampling=args.end_slice_oversampling, precision=args.precision,
-            dice_weight=args.dice_weight, device=args.device,
+            dice_weight=args.dice_weight, dice_weight_end=args.dice_weight_end,
+            device=args.device,
             time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
             num_workers=args.num_workers, batch_size=args.batch_size, save_every=args.save_every,
             final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,

@@ -42,6 +42,9 @@ class TrainOptions:
     # Dice buys overlap with volume: where the border is uncertain its optimum is a larger structure than the
     # labels' (Bertels et al. 2019), which is what thin myocardium and the basal RV show (README, issue #15).
     dice_weight: float = 1.0
+    # If set, the Dice weight goes linearly from ``dice_weight`` at the start of the schedule to this at its end
+    # (with the learning rate's progress): Dice's fast start on small classes, a cross-entropy optimum at the end.
+    dice_weight_end: float | None = None
     precision: str = "auto"  # network passes: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (autocmr.precision)
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
@@ -73,6 +76,8 @@ class TrainOptions:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], got {self.end_slice_oversampling}")
         if not self.dice_weight >= 0.0:  # also rejects NaN
             raise ConfigurationError(f"--dice-weight must be >= 0, got {self.dice_weight}")
+        if self.dice_weight_end is not None and not self.dice_weight_end >= 0.0:
+            raise ConfigurationError(f"--dice-weight-end must be >= 0, got {self.dice_weight_end}")
         if self.precision not in PRECISIONS:
             raise ConfigurationError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.learning_rate <= 0:

@@ -114,5 +114,14 @@ def schedule_finished(state: TrainState, epochs: int | None, budget: float | Non
     return False
 
 
+def dice_weight(options: TrainOptions, progress: float) -> float:
+    """Weight of the soft-Dice loss term at ``progress`` (0 to 1) of the schedule: constant, or linear from
+    ``options.dice_weight`` to ``options.dice_weight_end``."""
+    if options.dice_weight_end is None:
+        return options.dice_weight
+    progress = min(max(progress, 0.0), 1.0)
+    return options.dice_weight + (options.dice_weight_end - options.dice_weight) * progress
+
+
 def poly_learning_rate(options: TrainOptions, progress: float) -> float:
     return options.learning_rate * (1.0 - progress) ** options.poly_exponent

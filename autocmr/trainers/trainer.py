@@ -35,7 +35,8 @@ from autocmr.trainers.loss import DeepSupervisionLoss, DiceCELoss
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.pipeline import DataPipeline
 from autocmr.trainers.progress import RunLog, plot_progress
-from autocmr.trainers.schedule import poly_learning_rate, schedule_finished, schedule_progress, training_budget
+from autocmr.trainers.schedule import (dice_weight, poly_learning_rate, schedule_finished, schedule_progress,
+                                      training_budget)
 from autocmr.trainers.state import HISTORY_KEYS, TrainState
 
 __all__ = ["HISTORY_KEYS", "TrainState", "Trainer", "VALIDATION_MARGIN"]
@@ -151,6 +152,9 @@ class Trainer:
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        # the validation loss of an epoch uses the same weight, so with a schedule it is comparable within the
+        # epoch only (the pseudo-Dice, which picks the best checkpoint, does not depend on it)
+        self.loss.loss.weight_dice = dice_weight(self.options, self.progress())
         self.network.train()
         losses = []
         bar = tqdm(range(self.options.iterations_per_epoch), desc=f"epoch {self.state.epoch}", unit="it",
@@ -185,7 +189,8 @@ class Trainer:
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
-                 f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s")
+                 f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s"
+                 + (f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None else ""))
         if s.ema > s.best_ema:
             s.best_ema = s.ema
             self.save("best")

@@ -44,6 +44,18 @@ def test_dice_weight_zero_is_cross_entropy_only_and_is_validated():
             TrainOptions(dice_weight=bad)
 
 
+def test_dice_weight_schedule_goes_linearly_to_its_end_value():
+    from autocmr.trainers.schedule import dice_weight
+
+    constant = TrainOptions(dice_weight=0.5)
+    assert [dice_weight(constant, p) for p in (0.0, 0.5, 1.0)] == [0.5, 0.5, 0.5]
+    ramp = TrainOptions(dice_weight=1.0, dice_weight_end=0.0)
+    assert [dice_weight(ramp, p) for p in (0.0, 0.25, 1.0, 1.5)] == [1.0, 0.75, 0.0, 0.0]
+    assert ramp.digest() != TrainOptions().digest()
+    with pytest.raises(ConfigurationError, match="dice-weight-end"):
+        TrainOptions(dice_weight_end=-1.0)
+
+
 def test_deep_supervision_weights_halve_and_ignore_coarsest():
     w = deep_supervision_weights(4)
     assert w[3] == 0 and w[0] == pytest.approx(2 * w[1]) and sum(w) == pytest.approx(1)
