@@ -176,3 +176,11 @@ def test_bf16_training_learns_without_a_loss_scaler(roots, tmp_path):
     # bfloat16 has float32's exponent range: no gradient scaler, and float32 master weights
     assert payload["scaler"] is None
     assert all(t.dtype == torch.float32 for t in payload["network"].values())
+
+
+def test_dice_weight_schedule_is_applied_per_epoch(roots, tmp_path):
+    result = train(DATASET, "2d", 0, roots, options=options(epochs=3, iterations_per_epoch=3, dice_weight_end=0.0),
+                   output_dir=tmp_path / "model_ramp")
+    log = (result.fold_dir / "log.txt").read_text()
+    weights = [line.rsplit("Dice weight ", 1)[1].strip() for line in log.splitlines() if "Dice weight" in line]
+    assert weights == ["1.000", "0.667", "0.333"]  # linear in the schedule's progress at each epoch's start
