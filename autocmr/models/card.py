@@ -145,14 +145,16 @@ def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None =
     ``folds``: the folds the card's model holds (a packed selection), default every trained one;
     ``domains``: results of ``benchmarks/model_domains.py`` (figures on other scanners and vendors)."""
     model = ModelFolder.open(folder)
+    across = (domain_figures(read_json_document(domains, kind="model_domains results",
+                                                what_to_rerun="run benchmarks/model_domains.py"), domains.name)
+              if domains else {})
     figures = (figures_from_summary(read_json_document(cv_summary, kind="evaluation summary", what_to_rerun=
                                                        "run autocmr_evaluate"), str(cv_summary))
                if cv_summary else _figures_from_folds(model))
     fields: dict[str, Any] = {
         "name": name, "labels": dict(model.plans.labels), "training_data": _training_data(model),
         "training": _training(model, folds), "cross_validation": figures,
-        "domains": domain_figures(read_json_document(domains, kind="model_domains results", what_to_rerun=
-                                                     "run benchmarks/model_domains.py"), domains.name) if domains else {},
+        "domains": across,
         "limits": list(SHORT_AXIS_LIMITS) + accuracy_limits(figures),
         "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
                         "research: volumes, ejection fractions and LV mass",

@@ -1,4 +1,5 @@
-"""Dice + cross-entropy (weights chosen by the training options), summed over deep-supervision outputs with decreasing weights."""
+"""Dice + cross-entropy (weights chosen by the training options), summed over deep-supervision outputs with
+decreasing weights."""
 from __future__ import annotations
 
 import torch

@@ -64,7 +64,9 @@ class Trainer:
         # float16 needs loss scaling against underflowing gradients; bfloat16 has float32's range and does not
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
-        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice, weight_dice=options.dice_weight), n_outputs)
+        # the Dice weight is set again at each epoch's start (run_epoch), as the learning rate is
+        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice, weight_dice=dice_weight(options, 0.0)),
+                                        n_outputs)
         self.batch_size = options.batch_size or config.batch_size  # the global batch
         self.distributed = distributed or DistributedContext()
         forced = forced_samples(self.batch_size, config.foreground_oversampling)
@@ -188,9 +190,9 @@ class Trainer:
         s.wall_seconds = self._wall_before + (time.monotonic() - self.start_time) if wall_seconds is None else wall_seconds
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
+        scheduled = f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None else ""
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
-                 f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s"
-                 + (f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None else ""))
+                 f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s{scheduled}")
         if s.ema > s.best_ema:
             s.best_ema = s.ema
             self.save("best")

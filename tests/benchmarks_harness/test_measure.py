@@ -69,7 +69,7 @@ def test_measure_call_sees_in_process_allocation_and_children():
         # This process' own size is read here, with the block held, not before the call: a pytest worker's
         # resident size can shrink between tests (freed heap given back), which made a baseline taken
         # earlier larger than what the sampler later saw.
-        seen["with_block"] = run_baseline_rss_mb()
+        seen["with_block"] = rss_mb()
         code = "b = b'y' * (80 * 1024 * 1024); import time; time.sleep(0.6)"  # 80 MiB in a child
         import subprocess
 
@@ -85,7 +85,7 @@ def test_measure_call_sees_in_process_allocation_and_children():
     assert m.wall_s >= 0.6
 
 
-def run_baseline_rss_mb() -> float:
+def rss_mb() -> float:
     with open(f"/proc/{os.getpid()}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):

@@ -166,7 +166,8 @@ def test_card_carries_the_figures_across_domains(tiny_model_dir, tmp_path):
     path.write_text(json.dumps(_domains_document()))
     card = build_model_card(tiny_model_dir, name="tiny", domains=path)
     sets = card.domains["test_sets"]
-    assert list(sets) == ["in_domain", "sunnybrook"] and card.domains["source"].endswith("; without test-time mirroring")
+    assert list(sets) == ["in_domain", "sunnybrook"]
+    assert card.domains["source"].endswith("; without test-time mirroring")
     assert sets["in_domain"]["clinical"] == {"LVEDV": {"bias": -5.6, "mad": 7.7}}
     assert sets["sunnybrook"]["classes"]["LV"] == {"dice": 0.921, "hd95": 2.0} and sets["sunnybrook"]["volumes"] == 9
     card.save(tmp_path)
