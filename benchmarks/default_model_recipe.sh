@@ -53,7 +53,9 @@ fi
 
 CARD=$(mktemp)
 trap 'rm -f "$CARD"' EXIT
-python - "$CARD" "$RUN" "${RECIPE[*]}" "$(git -C "$ROOT" rev-parse --short HEAD)" <<'EOF'
+# The card names the commit whose code trained the folds: CODE_COMMIT when they ran from a snapshot
+# (AUTOCMR_CODE, made with `git archive`, has no history of its own), else this checkout's HEAD.
+python - "$CARD" "$RUN" "${RECIPE[*]}" "${CODE_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD)}" <<'EOF'
 import json, sys
 card, run, recipe, commit = sys.argv[1:]
 json.dump({
