@@ -19,6 +19,7 @@ Figures go to benchmarks/results/probability_volumes_NAME.json and are printed a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         raise SystemExit(f"no probabilities common to {[str(d) for d in args.probabilities]}")
     metadata = pd.read_csv(args.raw / "cases.csv", index_col="case_id")
+    ending = json.loads((args.raw / "dataset.json").read_text()).get("file_ending", ".nii.gz")
     items = []
     for case_id in cases:
-        reference, geometry = read_image(args.raw / "labelsTr" / f"{case_id}.nii.gz")
+        reference, geometry = read_image(args.raw / "labelsTr" / f"{case_id}{ending}")
         probs = np.mean([read_probabilities(d / f"{case_id}.npz") for d in args.probabilities], axis=0)
         items.append((case_id, reference.astype(np.uint8), probs, geometry.spacing_zyx))
     decision = decide_postprocessing([(ref, np.argmax(p, axis=0).astype(np.uint8)) for _, ref, p, _ in items],
