@@ -115,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "agreement": agreement})
     print(f"| measure | {' | '.join(f'{m}: bias / MAD (r)' for m in METHODS)} |")
     print("|---|" + "---|" * len(METHODS))
+    def number(value: float | None, form: str) -> str:  # a statistic one subject cannot give is None
+        return "–" if value is None else format(value, form)
+
     for name in MEASURES:
-        cells = [f"{a[name]['bias']:+.1f} / {a[name]['mean_abs_diff']:.1f} ({a[name]['spearman_r']:.2f})"
-                 for a in (agreement[m] for m in METHODS)]
+        cells = [f"{number(a[name]['bias'], '+.1f')} / {number(a[name]['mean_abs_diff'], '.1f')} "
+                 f"({number(a[name]['spearman_r'], '.2f')})" for a in (agreement[m] for m in METHODS)]
         print(f"| {name} | {' | '.join(cells)} |")
     return 0
 
