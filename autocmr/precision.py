@@ -3,8 +3,9 @@
 Why bfloat16 on the CPU: on processors with native bfloat16 arithmetic (Intel AMX / AVX512-BF16, AMD Zen 4)
 oneDNN runs the convolutions of the CPU plans' 2d network about twice as fast in bfloat16, and a whole
 training iteration 1.5x as fast (README, "CPU precision"), and bfloat16 has float32's exponent range, so
-training needs no loss scaling. Without that hardware, bfloat16 is emulated and slower than float32, which is why ``auto`` checks for it. float16 stays
-CUDA's mixed precision (with a gradient scaler in training), as before this module.
+training needs no loss scaling. Without that hardware, bfloat16 is emulated and slower than float32, which
+is why ``auto`` checks for it. float16 stays CUDA's mixed precision (with a gradient scaler in training), as
+before this module.
 
 ``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); everything else -> fp32, until a
 cross-validation shows that bfloat16 learns as well (the choice is then made here, in one place).

@@ -28,14 +28,15 @@ import pandas as pd
 from scipy import ndimage
 
 from common import machine, save_results
+from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.evaluation.agreement import agreement_stats
-from autocmr.evaluation.clinical import MEASURES, STRUCTURES, measures_from_volumes, subject_and_phase
+from autocmr.evaluation.clinical import (MEASURES, STRUCTURES, measures_from_volumes, structure_volumes,
+                                         subject_and_phase)
 from autocmr.evaluation.metrics import voxel_volume_ml
 from autocmr.inference.postprocessing import decide_postprocessing
 from autocmr.io.image import read_image
 from autocmr.selection.cv_probabilities import read_probabilities
 
-CLASS_INDEX = {"LV": 1, "MYO": 2, "RV": 3}
 METHODS = ("mask", "probability", "probability_all")
 
 
@@ -48,13 +49,18 @@ def case_volumes(probabilities: np.ndarray, label: np.ndarray, spacing: tuple[fl
         near = ndimage.distance_transform_edt(~heart, sampling=spacing) <= near_mm
     else:
         near = np.zeros_like(heart)
-    out: dict[str, dict[str, float]] = {m: {} for m in METHODS}
+    out: dict[str, dict[str, float]] = {"mask": structure_volumes(label, spacing), "probability": {},
+                                        "probability_all": {}}
     for name in STRUCTURES:
-        p = probabilities[CLASS_INDEX[name]]
-        out["mask"][name] = float(np.count_nonzero(label == CLASS_INDEX[name])) * vv
+        p = probabilities[AUTOCMR_LABELS[name]]
         out["probability"][name] = float(p[near].sum(dtype=np.float64)) * vv
         out["probability_all"][name] = float(p.sum(dtype=np.float64)) * vv
     return out
+
+
+def _number(value: float | None, form: str) -> str:
+    """A statistic for the printed table; one that cannot be computed (e.g. r of one subject) is None."""
+    return "–" if value is None else format(value, form)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,19 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     for case_id in cases:
         reference, geometry = read_image(args.raw / "labelsTr" / f"{case_id}{ending}")
         probs = np.mean([read_probabilities(d / f"{case_id}.npz") for d in args.probabilities], axis=0)
-        items.append((case_id, reference.astype(np.uint8), probs, geometry.spacing_zyx))
-    decision = decide_postprocessing([(ref, np.argmax(p, axis=0).astype(np.uint8)) for _, ref, p, _ in items],
-                                     sorted(CLASS_INDEX.values()))
+        items.append((case_id, reference.astype(np.uint8), probs, np.argmax(probs, axis=0).astype(np.uint8),
+                      geometry.spacing_zyx))
+    decision = decide_postprocessing([(ref, argmax) for _, ref, _, argmax, _ in items],
+                                     sorted(AUTOCMR_LABELS[name] for name in STRUCTURES))
     print(f"{len(items)} volumes; postprocessing: foreground {decision.foreground_lcc}, "
           f"per label {decision.per_label_lcc}", file=sys.stderr)
 
     per_subject: dict[str, dict[str, dict]] = {}
-    for case_id, ref, probs, spacing in items:
+    for case_id, ref, probs, argmax, spacing in items:
         subject, phase = subject_and_phase(case_id, metadata)
-        label = decision.apply(np.argmax(probs, axis=0).astype(np.uint8))
-        volumes = case_volumes(probs, label, spacing, args.near_mm)
-        volumes["reference"] = {n: float(np.count_nonzero(ref == v)) * voxel_volume_ml(spacing)
-                                for n, v in CLASS_INDEX.items()}
+        volumes = case_volumes(probs, decision.apply(argmax), spacing, args.near_mm)
+        volumes["reference"] = structure_volumes(ref, spacing)
         per_subject.setdefault(subject, {})[phase] = volumes
 
     rows = []
@@ -115,12 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         "agreement": agreement})
     print(f"| measure | {' | '.join(f'{m}: bias / MAD (r)' for m in METHODS)} |")
     print("|---|" + "---|" * len(METHODS))
-    def number(value: float | None, form: str) -> str:  # a statistic one subject cannot give is None
-        return "–" if value is None else format(value, form)
-
     for name in MEASURES:
-        cells = [f"{number(a[name]['bias'], '+.1f')} / {number(a[name]['mean_abs_diff'], '.1f')} "
-                 f"({number(a[name]['spearman_r'], '.2f')})" for a in (agreement[m] for m in METHODS)]
+        cells = [f"{_number(a[name]['bias'], '+.1f')} / {_number(a[name]['mean_abs_diff'], '.1f')} "
+                 f"({_number(a[name]['spearman_r'], '.2f')})" for a in (agreement[m] for m in METHODS)]
         print(f"| {name} | {' | '.join(cells)} |")
     return 0
 
