@@ -19,7 +19,7 @@ from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, DatasetError
 from autocmr.models.folder import ModelFolder, model_folder_name
-from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
+from autocmr.io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
@@ -60,10 +60,14 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
     plans.save(model_dir / PLANS)
     for name in (DATASET, FINGERPRINT, CASES) + (() if folds else (SPLITS,)):
         if (pre_dir / name).is_file():
-            shutil.copyfile(pre_dir / name, model_dir / name)
+            # Renamed into place: two folds of one model folder started together (a cross-validation's chains)
+            # read these while the other writes them.
+            with atomic_path(model_dir / name) as tmp:
+                shutil.copyfile(pre_dir / name, tmp)
     if folds:
         stored = model_dir / SPLITS
-        if stored.is_file() and _read_folds(stored) != folds:
+        previous = _read_folds(stored) if stored.is_file() else None
+        if previous is not None and previous != folds:
             log(f"WARNING: {stored} is replaced by this run's splits; folds trained before with the old ones are "
                 "not comparable with this fold (retrain them with the same --splits)")
         write_json_atomic(stored, folds)

@@ -160,3 +160,29 @@ def test_a_spawned_process_applies_the_allocator_setting_when_asked_for_cpu_work
     ChildSettings(threads, keep).apply(torch.device(device))
     assert allocator_calls == expected
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("stored, warned", [(None, False), ("same", False), ("other", True), ("half", False)])
+def test_the_model_folder_warns_only_when_readable_splits_differ(roots, tmp_path, stored, warned) -> None:
+    """A fold started beside another (two cross-validation chains on one model folder) may read a splits file the
+    other is writing; only a readable partition that differs is worth the "not comparable" warning. The copied
+    documents are renamed into place, so no temporary file is left."""
+    from autocmr.documents.plans import Plans
+    from autocmr.trainers.run import _prepare_model_dir
+
+    pre_dir = roots.preprocessed / NAME
+    plans = Plans.load(pre_dir / "autocmrPlans_cpu.json")
+    cases = _cases(roots)
+    folds = [{"train": cases[2:], "val": cases[:2]}, {"train": cases[:-2], "val": cases[-2:]}]
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    other = [{"train": f["val"], "val": f["train"]} for f in folds]
+    text = {"same": json.dumps(folds), "other": json.dumps(other), "half": json.dumps(folds)[:20]}.get(stored)
+    if text is not None:
+        (model_dir / "splits.json").write_text(text, encoding="utf-8")
+    messages: list[str] = []
+    _prepare_model_dir(model_dir, pre_dir, plans, "2d", 0, folds, messages.append)
+    assert any("not comparable" in m for m in messages) == warned
+    assert json.loads((model_dir / "splits.json").read_text(encoding="utf-8")) == folds
+    assert (model_dir / "dataset.json").read_bytes() == (pre_dir / "dataset.json").read_bytes()
+    assert not [p.name for p in model_dir.iterdir() if p.name.startswith(".tmp_")]
