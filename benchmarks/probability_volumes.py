@@ -19,7 +19,6 @@ Figures go to benchmarks/results/probability_volumes_NAME.json and are printed a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from scipy import ndimage
 
 from common import machine, save_results
 from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.dataset.raw import DatasetJson
 from autocmr.evaluation.agreement import agreement_stats
 from autocmr.evaluation.clinical import (MEASURES, STRUCTURES, measures_from_volumes, structure_volumes,
                                          subject_and_phase)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         raise SystemExit(f"no probabilities common to {[str(d) for d in args.probabilities]}")
     metadata = pd.read_csv(args.raw / "cases.csv", index_col="case_id")
-    ending = json.loads((args.raw / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+    ending = DatasetJson.load(args.raw / "dataset.json").file_ending
     items = []
     for case_id in cases:
         reference, geometry = read_image(args.raw / "labelsTr" / f"{case_id}{ending}")

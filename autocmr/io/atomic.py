@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def copy_file_atomic(src: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` under a temporary name, then rename: another process reading ``dst`` (two folds
+    of one model folder started together) sees the old file or the whole new one."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _json_default(value: Any) -> Any:

@@ -6,7 +6,6 @@ fingerprint is reused while the raw files are unchanged and up-to-date preproces
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.documents.plans import Plans
 from autocmr.errors import PlansError
-from autocmr.io.atomic import remove_stale_temporaries, write_json_atomic
+from autocmr.io.atomic import copy_file_atomic, remove_stale_temporaries, write_json_atomic
 from autocmr.parallel import default_workers, make_pool
 from autocmr.planners.fingerprint import Fingerprint, compute_fingerprint, source_signature
 from autocmr.planners.planner import plan
@@ -68,7 +67,7 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
             all_plans.append(plans)
         for f in (DATASET_JSON, CASES_CSV):
             if (raw_folder / f).is_file():
-                shutil.copyfile(raw_folder / f, out / f)
+                copy_file_atomic(raw_folder / f, out / f)
         done, skipped = {}, {}
         if preprocess:
             done, skipped = _preprocess_all(raw, all_plans, configurations, out, workers, seed, pool)

@@ -2,12 +2,12 @@
 dataset, whose cases are preprocessed to those plans. The new dataset's own plans are not used."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.errors import ConfigurationError, DatasetError
+from autocmr.io.atomic import copy_file_atomic
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Plans
 from autocmr.preprocessing.preprocessor import preprocess_stale_cases
@@ -36,7 +36,7 @@ def plans_for_finetuning(pretrained: str | Path, dataset_name: str, configuratio
     plans.save(pre_dir / f"{plans.plans_name}.json")
     for name in (DATASET_JSON, CASES_CSV):  # the model folder copies them from here
         if (raw_dir / name).is_file():
-            shutil.copyfile(raw_dir / name, pre_dir / name)
+            copy_file_atomic(raw_dir / name, pre_dir / name)
     config = model.configuration
     preprocess_stale_cases(raw, plans, config, pre_dir / config.data_identifier, num_workers=num_workers)
     return plans

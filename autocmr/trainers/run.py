@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, DatasetError
 from autocmr.models.folder import ModelFolder, model_folder_name
-from autocmr.io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from autocmr.io.atomic import copy_file_atomic, remove_stale_temporaries, write_json_atomic
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
@@ -60,10 +59,7 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
     plans.save(model_dir / PLANS)
     for name in (DATASET, FINGERPRINT, CASES) + (() if folds else (SPLITS,)):
         if (pre_dir / name).is_file():
-            # Renamed into place: two folds of one model folder started together (a cross-validation's chains)
-            # read these while the other writes them.
-            with atomic_path(model_dir / name) as tmp:
-                shutil.copyfile(pre_dir / name, tmp)
+            copy_file_atomic(pre_dir / name, model_dir / name)
     if folds:
         stored = model_dir / SPLITS
         previous = _read_folds(stored) if stored.is_file() else None

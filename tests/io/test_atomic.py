@@ -10,6 +10,7 @@ import pytest
 from autocmr.io.atomic import (
     TEMP_PREFIX,
     atomic_path,
+    copy_file_atomic,
     remove_stale_temporaries,
     temporary_sibling,
     write_json_atomic,
@@ -73,3 +74,17 @@ def test_remove_stale_temporaries_removes_only_temporary_files(tmp_path: Path) -
     assert remove_stale_temporaries(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["case.nii.gz", f"{TEMP_PREFIX}folder"])
     assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_copy_file_atomic_replaces_the_target_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
+    src, dst = tmp_path / "new.json", tmp_path / "model" / "dataset.json"
+    src.write_text('{"labels": 4}', encoding="utf-8")
+    dst.parent.mkdir()
+    dst.write_text("old", encoding="utf-8")
+    copy_file_atomic(src, dst)
+    assert dst.read_text(encoding="utf-8") == '{"labels": 4}'
+    assert [p.name for p in dst.parent.iterdir()] == ["dataset.json"]
+    with pytest.raises(FileNotFoundError):
+        copy_file_atomic(tmp_path / "missing.json", dst)
+    assert dst.read_text(encoding="utf-8") == '{"labels": 4}'  # a failed copy keeps the old file
+    assert [p.name for p in dst.parent.iterdir()] == ["dataset.json"]

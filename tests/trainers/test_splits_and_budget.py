@@ -11,6 +11,7 @@ import torch
 
 from autocmr import allocator
 from autocmr.cli.train import main as train_main
+from autocmr.documents.plans import Plans
 from autocmr.errors import ConfigurationError
 from autocmr.planners.plan_dataset import plan_dataset
 from autocmr.settings import resolve_roots
@@ -18,7 +19,7 @@ from autocmr.trainers import distributed_launch, validation
 from autocmr.device import ChildSettings
 from autocmr.trainers.distributed_launch import TrainRequest, run_training
 from autocmr.trainers.options import TrainOptions
-from autocmr.trainers.run import train
+from autocmr.trainers.run import _prepare_model_dir, train
 from autocmr.trainers.splits import load_or_create_splits
 from autocmr.trainers.trainer import VALIDATION_MARGIN
 
@@ -167,9 +168,6 @@ def test_the_model_folder_warns_only_when_readable_splits_differ(roots, tmp_path
     """A fold started beside another (two cross-validation chains on one model folder) may read a splits file the
     other is writing; only a readable partition that differs is worth the "not comparable" warning. The copied
     documents are renamed into place, so no temporary file is left."""
-    from autocmr.documents.plans import Plans
-    from autocmr.trainers.run import _prepare_model_dir
-
     pre_dir = roots.preprocessed / NAME
     plans = Plans.load(pre_dir / "autocmrPlans_cpu.json")
     cases = _cases(roots)
