@@ -7,8 +7,10 @@ training needs no loss scaling. Without that hardware, bfloat16 is emulated and 
 is why ``auto`` checks for it. float16 stays CUDA's mixed precision (with a gradient scaler in training), as
 before this module.
 
-``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); everything else -> fp32, until a
-cross-validation shows that bfloat16 learns as well (the choice is then made here, in one place).
+``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); prediction on a CPU that computes
+bfloat16 natively -> bf16 (a cross-validation's 160 validation volumes predicted both ways give the same Dice
+and clinical measures, README "CPU precision"); everything else -> fp32. Training on the CPU stays fp32 unless
+asked (``--precision bf16``, which the default model's recipe asks for), because it changes what is learnt.
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ def resolve_precision(name: str | None, device: torch.device, *, training: bool)
     if name not in PRECISIONS:
         raise ConfigurationError(f"unknown precision {name!r}; use one of {', '.join(PRECISIONS)}")
     if name == "auto":
-        return "fp16" if training and device.type == "cuda" else "fp32"
+        if training:
+            return "fp16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise ConfigurationError(f"--precision fp16 needs a CUDA device, not {device.type}; use bf16 or fp32")
     if name == "bf16" and device.type == "mps":

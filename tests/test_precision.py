@@ -13,9 +13,13 @@ from autocmr.trainers.options import TrainOptions
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 
 
-def test_auto_is_float32_except_cuda_training():
-    assert resolve_precision("auto", CPU, training=True) == "fp32"
-    assert resolve_precision(None, CPU, training=False) == "fp32"
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_is_float32_except_cuda_training_and_prediction_on_a_bf16_cpu(monkeypatch, native_bf16):
+    import autocmr.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: native_bf16)
+    assert resolve_precision("auto", CPU, training=True) == "fp32"  # training: only when asked
+    assert resolve_precision(None, CPU, training=False) == ("bf16" if native_bf16 else "fp32")
     assert resolve_precision("auto", CUDA, training=True) == "fp16"
     assert resolve_precision("auto", CUDA, training=False) == "fp32"
     assert resolve_precision("BF16", CPU, training=True) == "bf16"

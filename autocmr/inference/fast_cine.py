@@ -14,7 +14,8 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    the full/fast volume ratios seen on the frames refined so far (their range widened by ``tie_margin``),
    could exceed ED's (or fall below ES's) by more than ``tie_tolerance`` (1 %) is predicted at full accuracy
    as well. A frame that could at best beat ED or ES by less than that cannot move the end-diastolic or
-   end-systolic volume by more than 1 %, so refining it (about 4 s a frame on 2 CPU cores) buys nothing a
+   end-systolic volume by more than 1 %, so refining it (about 2 s a frame on 2 CPU cores in bfloat16, 4 s in
+   float32) buys nothing a
    reader of the measures would see; which of two such frames is called ED (or ES) may then differ from the
    full path, their volumes may not.
    This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
@@ -51,7 +52,10 @@ FAST_STEP = 1.0
 FAST_FOLDS = 1  # networks of the ensemble used by the fast pass (the first ones)
 # Near-tied frames can make the full-accuracy curve pick another frame than the fast pass's ED/ES; each such
 # frame is predicted at full accuracy too, up to this many beyond ED and ES (then a note says it stopped).
-MAX_EXTRA_FULL_FRAMES = 4
+# 6 since full-accuracy frames run in bfloat16 on CPUs that compute it natively (~1.8 s instead of ~3 s a
+# frame): the same time as 4 before, and the 48-epoch default model needs 6 on the Sunnybrook study to find
+# the full path's ES (README "Fast cine path").
+MAX_EXTRA_FULL_FRAMES = 6
 # Near ties: the range of full/fast volume ratios seen on refined frames is widened by this fraction (two
 # refined frames say little about the spread over 20-30).
 MIN_TIE_MARGIN = 0.005

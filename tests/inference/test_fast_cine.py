@@ -220,9 +220,11 @@ def test_a_predictor_as_fast_as_the_fast_pass_predicts_each_frame_once(tiny_mode
 
     fast = fast_precision(torch.device("cpu"))
     assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0, precision=fast), CineOptions())
-    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions(fast_precision="fp32"))
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0, precision="fp32"),
+                                       CineOptions(fast_precision="fp32"))
     # a predictor in float32 is more accurate than a bfloat16 fast pass (on CPUs that run one)
-    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0), CineOptions()) == (fast == "fp32")
+    assert _fast_pass_is_full_accuracy(build(mirror=False, step=1.0, precision="fp32"), CineOptions()) == (
+        fast == "fp32")
     assert not _fast_pass_is_full_accuracy(build(mirror=True, step=1.0), CineOptions())
     assert not _fast_pass_is_full_accuracy(build(mirror=False, step=0.5), CineOptions())
 
