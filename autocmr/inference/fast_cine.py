@@ -15,9 +15,8 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    could exceed ED's (or fall below ES's) by more than ``tie_tolerance`` (1 %) is predicted at full accuracy
    as well. A frame that could at best beat ED or ES by less than that cannot move the end-diastolic or
    end-systolic volume by more than 1 %, so refining it (about 2 s a frame on 2 CPU cores in bfloat16, 4 s in
-   float32) buys nothing a
-   reader of the measures would see; which of two such frames is called ED (or ES) may then differ from the
-   full path, their volumes may not.
+   float32) buys nothing a reader of the measures would see; which of two such frames is called ED (or ES)
+   may then differ from the full path, their volumes may not.
    This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
    frames beyond ED and ES have been refined (a note then says which frames stayed fast-pass only).
 
