@@ -67,4 +67,4 @@ def fast_precision(device: torch.device) -> str:
     curve): fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32."""
     if device.type == "cuda":
         return "fp16"
-    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+    return resolve_precision("auto", device, training=False)  # bf16 where the CPU computes it natively

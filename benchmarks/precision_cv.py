@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
+from acdc_cv_report import MODEL, finished_folds
 from common import machine, save_results
 from precision_benchmark import compare_folders, summarise_agreement
 
-MODEL = Path("results/Dataset101_ACDC/autocmrPlans_cpu__2d")
 PRE = Path("preprocessed/Dataset101_ACDC")
 LINKED_FILES = ("plans.json", "dataset.json", "cases.csv", "fingerprint.json", "model.json", "splits.json",
                 "intensity_reference.json", "postprocessing.json")
@@ -54,8 +54,9 @@ def sibling_run(home: Path, twin: Path, folds: list[int]) -> None:
             link(src / name, dst / name)
 
 
-def validate_fold(home: Path, twin: Path, fold: int, precision: str) -> float:
-    """Fold ``fold``'s final validation under ``precision`` autocast, written into the twin; returns seconds."""
+def validate_fold(home: Path, twin: Path, fold: int, precision: str) -> tuple[float, list[str]]:
+    """Fold ``fold``'s final validation under ``precision`` autocast, written into the twin; returns the
+    seconds it took and the validated cases."""
     from autocmr.dataset.raw import DatasetJson, load_metadata
     from autocmr.models.folder import ModelFolder
     from autocmr.precision import autocast
@@ -79,7 +80,7 @@ def validate_fold(home: Path, twin: Path, fold: int, precision: str) -> float:
     t0 = time.monotonic()
     with torch.no_grad(), autocast(precision, device):
         run_final_validation(settings, raw, file_ending, metadata=load_metadata(raw, list(cases)))
-    return time.monotonic() - t0
+    return time.monotonic() - t0, list(cases)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(os.environ.get("AUTOCMR_HOME", Path.home() / "autocmr_data")).expanduser()
     home, twin = base / f"cv_{args.run}", base / f"cv_{args.run}_{args.precision}inf"
     folds = args.folds or list(range(5))
-    missing = [f for f in folds if not (home / MODEL / f"fold_{f}" / "validation" / "summary.json").is_file()]
+    missing = sorted(set(folds) - set(finished_folds(home / MODEL)))
     if missing:
         raise SystemExit(f"{home / MODEL}: fold(s) {missing} have no final validation to compare with")
     sibling_run(home, twin, folds)
     seconds, rows = {}, []
     for fold in folds:
-        seconds[fold] = round(validate_fold(home, twin, fold, args.precision), 1)
-        fold_cases = sorted(p.name[:-len(".nii.gz")] for p in (home / MODEL / f"fold_{fold}" / "validation").glob("*.nii.gz"))
+        elapsed, fold_cases = validate_fold(home, twin, fold, args.precision)
+        seconds[fold] = round(elapsed, 1)
         rows += compare_folders(home / MODEL / f"fold_{fold}" / "validation",
                                 twin / MODEL / f"fold_{fold}" / "validation",
                                 home / "raw" / "Dataset101_ACDC" / "labelsTr", fold_cases)
