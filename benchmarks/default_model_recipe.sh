@@ -21,8 +21,10 @@
 # comparisons chose (README "Where the errors come from"): end-slice oversampling 0.3, trained in bfloat16, for
 # 48 epochs of 250 iterations (Dice 0.904 against 0.892 at 24 epochs and 0.879 for float32 at 16, every
 # clinical figure but RVEDV's bias better). Budget: about an hour per training at one thread on a 2-core CPU
-# with native bfloat16 (Intel AMX / AVX512-BF16, AMD Zen 4; elsewhere bf16 is emulated and slow: use
-# RECIPE="--epochs 16 --end-slice-oversampling 0.3" there), six trainings: about 3 h with two at once
+# with Intel AMX (two at once); without AMX bfloat16 is slower than float32 (an epoch beside another fold took
+# ~197 s on a 2-core Xeon with AVX512-BF16 only, about 2.6 h per training; README "CPU precision"), so
+# there the same recipe takes that long, or use RECIPE="--epochs 16 --end-slice-oversampling 0.3" for the
+# older float32 recipe. Six trainings: about 3 h with two at once on the AMX machine
 # (FOLDS/THREADS, see acdc_cross_validation.sh; THREADS applies to fold `all` too). Seed 0 throughout.
 # The model shipped on 2026-11-28 was built with RUN=edge_bf16_e48 and this RECIPE from a snapshot of commit
 # 4ed9d24 (CODE_COMMIT=4ed9d24; its card records it).

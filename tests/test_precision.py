@@ -25,6 +25,35 @@ def test_auto_is_float32_except_cuda_training_and_prediction_on_a_bf16_cpu(monke
     assert resolve_precision("BF16", CPU, training=True) == "bf16"
 
 
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
+def test_fast_bf16_needs_amx_not_only_avx512_bf16(monkeypatch, amx, avx512_bf16):
+    # AVX512-BF16 without AMX ran bfloat16 slower than float32 (README, CPU precision): only AMX counts
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert cpu_has_fast_bf16() is amx
+
+
+def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypatch, tmp_path):
+    import autocmr.precision as precision
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    seen = {}
+    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: seen.setdefault("flag", flag) == "amx_bf16")
+    assert cpu_has_fast_bf16() is True and seen["flag"] == "amx_bf16"
+
+
+def test_cpuinfo_flags_are_matched_as_whole_words(monkeypatch, tmp_path):
+    import builtins
+    import autocmr.precision as precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu avx512_bf16 amx_tile\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
+    assert precision._cpuinfo_has("amx_tile") and precision._cpuinfo_has("avx512_bf16")
+    assert not precision._cpuinfo_has("amx_bf16") and not precision._cpuinfo_has("avx512")
+
+
 @pytest.mark.parametrize("name, device, message", [("fp16", CPU, "needs a CUDA device"),
                                                    ("bf16", torch.device("mps"), "not supported on Apple MPS"),
                                                    ("half", CPU, "unknown precision 'half'")])

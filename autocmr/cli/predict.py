@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cine", default="fast", choices=("fast", "full"),
                    help="4D cines: fast (one fold, no mirroring over all frames, full accuracy on ED and ES; "
                         "default) or full (every frame at full accuracy, slower)")
+    p.add_argument("--cine-fast-region", default="heart", choices=("heart", "whole"),
+                   help="what the fast cine pass predicts: a window around the heart found on two frames "
+                        "(default) or whole slices")
     p.add_argument("--metadata", default=None, metavar="CASES_CSV",
                    help="cases.csv (case_id, subject, phase) pairing ED/ES files into subjects for the measures "
                         "(default: a cases.csv in or beside the input folder; else names _ED/_ES, _frameNN + Info.cfg)")
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
-                                cine=CineOptions(mode=args.cine, fast_precision=args.precision),
+                                cine=CineOptions(mode=args.cine, fast_precision=args.precision,
+                                                 fast_region=args.cine_fast_region),
                                 output_format=args.output_format,
                                 after_batch=analysis)
         print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)

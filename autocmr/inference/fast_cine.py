@@ -4,9 +4,15 @@ The clinical measures of a cine (volumes, ejection fractions, LV mass) come from
 diastole (ED) and end-systole (ES). Predicting all 20-30 frames at full accuracy (every fold, test-time
 mirroring, overlapping tiles) spends most of the time on frames that only feed the volume curve. So:
 
-1. **fast pass** over every frame: the first fold only, no mirroring, sliding-window tiles that touch instead
-   of overlapping (``step`` 1), in bfloat16 where the CPU computes it natively (its network passes about
-   twice as fast; README "CPU precision"). Its masks give the LV/RV volume curves;
+1. **fast pass** over every frame: the first fold only, no mirroring, in bfloat16 where the CPU has AMX (its
+   network passes about twice as fast; README "CPU precision"), and only over a **window around the heart**:
+   a pass with touching tiles (``step`` 1) over the whole of two frames (the first and the middle one) finds
+   the heart (largest foreground component), and every frame is then predicted in a window of one patch
+   (wider if the heart is) centred on it, with background outside. One tile per slice instead of four or
+   more, and no tile seam through the heart: on 30 ACDC volumes the fast pass's LV volumes moved from a
+   median / 90th-percentile difference of 1.8 / 15 % from the full path (touching tiles over the whole
+   slice, whose seams run through the image centre) to 0.4 / 1.7 % (README "Fast cine path"). Its masks give
+   the LV/RV volume curves;
 2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
@@ -34,6 +40,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
@@ -55,6 +62,10 @@ FAST_FOLDS = 1  # networks of the ensemble used by the fast pass (the first ones
 # frame): the same time as 4 before, and the 48-epoch default model needs 6 on the Sunnybrook study to find
 # the full path's ES (README "Fast cine path").
 MAX_EXTRA_FULL_FRAMES = 6
+FAST_REGIONS = ("heart", "whole")  # the fast pass over a window around the heart, or over whole slices
+# The heart window's margin around the largest foreground component of the two locating frames: the heart
+# moves and changes size over the cycle (the window is at least one patch, ~200 mm on the CPU plans, anyway).
+HEART_MARGIN_MM = 10.0
 # Near ties: the range of full/fast volume ratios seen on refined frames is widened by this fraction (two
 # refined frames say little about the spread over 20-30).
 MIN_TIE_MARGIN = 0.005
@@ -76,6 +87,7 @@ class CineOptions:
     tie_margin: float = MIN_TIE_MARGIN
     tie_tolerance: float = TIE_TOLERANCE
     fast_precision: str = "auto"  # of the fast pass: auto = autocmr.precision.fast_precision(device)
+    fast_region: str = "heart"  # "whole": the fast pass tiles whole slices (as before 2026-11-28)
 
     def __post_init__(self) -> None:
         if self.mode not in CINE_MODES:
@@ -90,6 +102,8 @@ class CineOptions:
             raise ConfigurationError(f"tie_margin must be in [0, 1), got {self.tie_margin}")
         if not 0 <= self.tie_tolerance < 1:
             raise ConfigurationError(f"tie_tolerance must be in [0, 1), got {self.tie_tolerance}")
+        if self.fast_region not in FAST_REGIONS:
+            raise ConfigurationError(f"fast_region must be one of {FAST_REGIONS}, got {self.fast_region!r}")
         if self.fast_precision not in PRECISIONS:
             raise ConfigurationError(f"fast_precision must be one of {PRECISIONS}, got {self.fast_precision!r}")
 
@@ -114,6 +128,7 @@ class CinePrediction:
     uncertainty: list[float]  # per frame, as Predictor.probabilities_and_uncertainty; NaN for fast-pass frames
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    fast_window: list[list[int]] | None = None  # [[y0, y1], [x0, x1]] of the network input; None = whole slices
 
     def phase_notes(self) -> dict[int, str]:
         """How each frame was predicted, in words (for the DICOM-SEG ContentDescription)."""
@@ -127,7 +142,7 @@ class CinePrediction:
         return {"mode": "fast", "ed_frame": self.ed, "es_frame": self.es,
                 "full_accuracy_frames": sorted(self.full_accuracy_frames),
                 "lv_ml": [round(v, 3) for v in self.lv_ml], "rv_ml": [round(v, 3) for v in self.rv_ml],
-                "fast_lv_ml": [round(v, 3) for v in self.fast_lv_ml],
+                "fast_lv_ml": [round(v, 3) for v in self.fast_lv_ml], "fast_window": self.fast_window,
                 "notes": list(self.notes), "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
@@ -148,11 +163,14 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     notes: list[str] = []
     full: list[int] = []
     same = _fast_pass_is_full_accuracy(predictor, options)
+    window: Window | None = None
     if same:  # nothing to gain: predict every frame once, at full accuracy
         notes.append("the predictor is already as fast as the fast pass: every frame at full accuracy")
         masks: list[Prediction | None] = [None] * n
     else:
-        masks = [_export(predictor, _fast_probabilities(predictor, pre, options), props, with_probabilities)
+        if options.fast_region == "heart":
+            window = _locate_heart(predictor, units, options)
+        masks = [_export(predictor, _fast_probabilities(predictor, pre, options, window), props, with_probabilities)
                  for pre, props in units]
     fast_pass_s = time.perf_counter() - start
     lv, rv = _curves(masks, voxel_ml)
@@ -168,7 +186,8 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     done = [m for m in masks if m is not None]
     result = CinePrediction([m.label.astype(np.uint8, copy=False) for m in done], [m.probabilities for m in done],
                             ed, es, full, lv.tolist(), rv.tolist(), fast_lv, uncertainty, notes,
-                            {"fast_pass_s": fast_pass_s, "total_s": time.perf_counter() - start})
+                            {"fast_pass_s": fast_pass_s, "total_s": time.perf_counter() - start},
+                            [list(w) for w in window] if window is not None else None)
     logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
                 sorted(full), result.seconds["total_s"])
     return result
@@ -229,9 +248,54 @@ def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es
     return list(dict.fromkeys(above[:1] + below[:1]))
 
 
-def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOptions) -> torch.Tensor:
-    """Softmax probabilities (C, z, y, x) of the first ``fast_folds`` networks, no mirroring."""
+Window = tuple[tuple[int, int], tuple[int, int]]  # (y0, y1), (x0, x1) in the network input's grid
+
+
+def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Sequence[int]) -> Window | None:
+    """The in-plane window (y and x ranges) the fast pass predicts: the bounding box of the largest connected
+    foreground component of each label map (z, y, x), joined over the maps, widened by ``margin`` voxels per
+    side, at least ``patch`` wide, centred on the box and moved inside the image. None when no map has
+    foreground. A window as wide as the image on an axis spans all of it."""
+    boxes = []
+    for label in labels:
+        components, count = ndimage.label(label > 0)
+        if count == 0:
+            continue
+        largest = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+        ys, xs = np.nonzero((components == largest).any(axis=0))
+        boxes.append((ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
+    if not boxes:
+        return None
+    b = np.array(boxes)
+    extents = ((int(b[:, 0].min()), int(b[:, 1].max())), (int(b[:, 2].min()), int(b[:, 3].max())))
+    window = []
+    for (lo, hi), size, p, m in zip(extents, labels[0].shape[-2:], patch[-2:], margin[-2:]):
+        width = min(max(hi - lo + 2 * m, p), size)
+        start = int(round((lo + hi - width) / 2))
+        start = max(0, min(start, size - width))
+        window.append((start, start + width))
+    return window[0], window[1]
+
+
+def _locate_heart(predictor: Predictor, units: Sequence[_Unit], options: CineOptions) -> Window | None:
+    """:func:`heart_window` of a whole-slice fast pass over the first and the middle frame (None: no heart)."""
+    frames = sorted({0, len(units) // 2})
+    shape = units[0][0].shape
+    if any(units[t][0].shape != shape for t in range(len(units))):
+        return None  # frames cropped differently: one window cannot serve them all
+    labels = [_fast_probabilities(predictor, units[t][0], options, None).argmax(0).numpy() for t in frames]
+    margin = [int(np.ceil(HEART_MARGIN_MM / s)) for s in predictor.config.spacing[-2:]]
+    return heart_window(labels, predictor.config.patch_size, margin)
+
+
+def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOptions,
+                        window: Window | None = None) -> torch.Tensor:
+    """Softmax probabilities (C, z, y, x) of the first ``fast_folds`` networks, no mirroring; with a
+    ``window``, predicted inside it only and background (probability 1) outside."""
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    if window is not None:
+        (y0, y1), (x0, x1) = window
+        x = x[..., y0:y1, x0:x1]
     networks = predictor.networks[:options.fast_folds]
     precision = options.resolved_fast_precision(predictor.device)
     total = None
@@ -242,7 +306,13 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
                                 context_slices=predictor.config.context_slices, precision=precision)
         probs = torch.softmax(logits, dim=0)
         total = probs if total is None else total + probs
-    return total / len(networks)
+    mean = total / len(networks)
+    if window is None:
+        return mean
+    full = torch.zeros((mean.shape[0],) + tuple(data.shape[1:]), dtype=mean.dtype)
+    full[0] = 1.0
+    full[:, :, y0:y1, x0:x1] = mean
+    return full
 
 
 def _export(predictor: Predictor, probabilities: torch.Tensor, props: dict[str, Any],
@@ -264,4 +334,4 @@ def _volumes(label: np.ndarray, voxel_ml: float) -> tuple[float, float]:
     return float(counts[LV]) * voxel_ml, float(counts[RV]) * voxel_ml
 
 
-__all__ = ["CINE_MODES", "CineOptions", "CinePrediction", "predict_cine_fast"]
+__all__ = ["CINE_MODES", "FAST_REGIONS", "CineOptions", "CinePrediction", "heart_window", "predict_cine_fast"]

@@ -16,7 +16,8 @@ from torch import nn
 from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
-from autocmr.inference.fast_cine import CineOptions, _frames_to_refine
+from autocmr.inference.fast_cine import CineOptions, _fast_probabilities, _frames_to_refine, heart_window
+from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
 from autocmr.io.image import Geometry
@@ -110,6 +111,8 @@ def test_cine_options_are_checked():
         CineOptions(fast_step=0.0)
     with pytest.raises(ConfigurationError, match="tie_tolerance"):
         CineOptions(tie_tolerance=1.0)
+    with pytest.raises(ConfigurationError, match="fast_region must be one of"):
+        CineOptions(fast_region="lv")
 
 
 def _phantom_cine(folder, seed: int = 2):
@@ -130,8 +133,8 @@ def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path
     _, geometry, _, _ = _phantom_cine(tmp_path / "in")
     full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)  # "full accuracy": mirrored
     run = {mode: predict_folder(tmp_path / "in", tmp_path / mode, full, num_workers=0,
-                                cine=CineOptions(mode=mode)) for mode in ("fast", "full")}
-    # the fast pass: no mirroring, touching tiles, and the fast precision (bf16 where the CPU computes it natively)
+                                cine=CineOptions(mode=mode, fast_region="whole")) for mode in ("fast", "full")}
+    # the fast pass over whole slices: no mirroring, touching tiles, and the fast precision (bf16 on AMX CPUs)
     fast_settings = PredictorOptions(device="cpu", mirror=False, step=1.0,
                                      precision=fast_precision(torch.device("cpu"))).build(tiny_model_dir)
     predict_folder(tmp_path / "in", tmp_path / "reference", fast_settings, num_workers=0,
@@ -153,6 +156,57 @@ def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path
         assert {record["ed_frame"], record["es_frame"]} <= set(full_frames) or record["notes"]
     uncertainty = run["fast"].uncertainty["cine"]
     assert all(np.isnan(uncertainty[t]) != (t in full_frames) for t in range(N_FRAMES))
+
+
+def test_heart_window_centres_one_patch_on_the_largest_component_of_the_frames():
+    a = np.zeros((3, 100, 120), np.uint8)
+    a[1, 40:50, 60:80] = 1  # the heart of frame 0...
+    a[0, 0:3, 0:3] = 3  # ...and a small stray component in a corner, ignored
+    b = np.zeros_like(a)
+    b[2, 44:56, 62:84] = 2  # the heart of the other frame, moved
+    # union box y 40..56, x 60..84, margin 2: widened to the 32 x 32 patch around its centre
+    assert heart_window([a, b], (32, 32), (2, 2)) == ((32, 64), (56, 88))
+    # a heart wider than the patch: box plus margin on each side
+    assert heart_window([a, b], (8, 8), (2, 2)) == ((38, 58), (58, 86))
+    # moved inside the image at a border, and as wide as the image where the patch is wider
+    c = np.zeros_like(a)
+    c[0, 95:100, 0:5] = 1
+    assert heart_window([c], (32, 200), (2, 2)) == ((68, 100), (0, 120))
+    assert heart_window([np.zeros_like(a)], (32, 32), (2, 2)) is None  # no heart: the caller tiles whole slices
+
+
+def test_the_fast_pass_in_a_window_is_the_windows_prediction_with_background_outside(tiny_predictor):
+    patch = tiny_predictor.config.patch_size
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(1, 2, patch[0] + 30, patch[1] + 20)).astype(np.float32)
+    window = ((10, 10 + patch[0]), (5, 5 + patch[1]))
+    options = CineOptions(fast_step=1.0)
+    got = _fast_probabilities(tiny_predictor, data, options, window)
+    crop = torch.from_numpy(data[..., 10:10 + patch[0], 5:5 + patch[1]].copy())
+    logits = predict_logits(tiny_predictor.networks[0], crop, patch_size=patch,
+                            num_classes=tiny_predictor.model.num_classes(), step=1.0, mirror_axes=(), device="cpu",
+                            precision=options.resolved_fast_precision(torch.device("cpu")))
+    assert got.shape == (tiny_predictor.model.num_classes(),) + data.shape[1:]
+    torch.testing.assert_close(got[:, :, 10:10 + patch[0], 5:5 + patch[1]], torch.softmax(logits, 0))
+    outside = torch.ones(data.shape[1:], dtype=torch.bool)
+    outside[:, 10:10 + patch[0], 5:5 + patch[1]] = False
+    assert (got[0][outside] == 1).all() and (got[1:][:, outside] == 0).all()
+
+
+def test_the_heart_window_keeps_the_full_accuracy_frames_and_is_recorded(tmp_path, tiny_model_dir):
+    _phantom_cine(tmp_path / "in")
+    full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)
+    run = {region: predict_folder(tmp_path / "in", tmp_path / region, full, num_workers=0,
+                                  cine=CineOptions(fast_region=region)) for region in ("heart", "whole")}
+    reference = predict_folder(tmp_path / "in", tmp_path / "full", full, num_workers=0, cine=CineOptions(mode="full"))
+    assert reference.ok and all(r.ok for r in run.values())
+    masks = {name: read_cine(tmp_path / name / "cine.nii.gz")[0] for name in ("heart", "full")}
+    record = json.loads((tmp_path / "heart" / "predictions.json").read_text())["cases"]["cine"]["cine"]
+    for t in record["full_accuracy_frames"]:
+        np.testing.assert_array_equal(masks["heart"][t], masks["full"][t], err_msg=f"frame {t}")
+    window = record["fast_window"]
+    assert window is None or (len(window) == 2 and all(0 <= lo < hi for lo, hi in window))
+    assert run["whole"].cine["cine"]["fast_window"] is None
 
 
 class BloodPoolNet(nn.Module):
