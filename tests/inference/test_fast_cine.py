@@ -16,7 +16,8 @@ from torch import nn
 from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
-from autocmr.inference.fast_cine import CineOptions, _fast_probabilities, _frames_to_refine, heart_window
+from autocmr.inference.fast_cine import (CineOptions, _fast_probabilities, _frames_to_refine, _locate_heart,
+                                        heart_window)
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
@@ -191,6 +192,14 @@ def test_the_fast_pass_in_a_window_is_the_windows_prediction_with_background_out
     outside = torch.ones(data.shape[1:], dtype=torch.bool)
     outside[:, 10:10 + patch[0], 5:5 + patch[1]] = False
     assert (got[0][outside] == 1).all() and (got[1:][:, outside] == 0).all()
+
+
+def test_frames_of_different_shapes_get_no_window(tiny_predictor):
+    # preprocessing crops each frame to its own non-zero box: one window cannot serve frames cropped differently
+    patch = tiny_predictor.config.patch_size
+    units = [(np.ones((1, 2, patch[0] + 4, patch[1] + 4), np.float32), {}),
+             (np.ones((1, 2, patch[0] + 6, patch[1] + 4), np.float32), {})]
+    assert _locate_heart(tiny_predictor, units, CineOptions()) is None
 
 
 def test_the_heart_window_keeps_the_full_accuracy_frames_and_is_recorded(tmp_path, tiny_model_dir):
