@@ -8,8 +8,8 @@ training step ran at 0.8x and a forward pass at 0.75x float32's speed (README), 
 bfloat16 is emulated, slower still. So ``auto`` asks for AMX, not for "bf16 supported". float16 stays CUDA's mixed precision (with a gradient scaler in training), as
 before this module.
 
-``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); prediction on a CPU that computes
-bfloat16 natively -> bf16 (a cross-validation's 160 validation volumes predicted both ways give the same Dice
+``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); prediction on a CPU with AMX
+-> bf16 (a cross-validation's 160 validation volumes predicted both ways give the same Dice
 and clinical measures, README "CPU precision"); everything else -> fp32. Training on the CPU stays fp32 unless
 asked (``--precision bf16``, which the default model's recipe asks for), because it changes what is learnt.
 """
@@ -80,7 +80,7 @@ def autocast(precision: str, device: torch.device) -> ContextManager:
 
 def fast_precision(device: torch.device) -> str:
     """The fastest precision for passes whose result is only a rough estimate (the fast cine pass's volume
-    curve): fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32."""
+    curve): fp16 on CUDA, bf16 on a CPU with AMX, else fp32."""
     if device.type == "cuda":
         return "fp16"
-    return resolve_precision("auto", device, training=False)  # bf16 where the CPU computes it natively
+    return resolve_precision("auto", device, training=False)  # bf16 where the CPU has AMX

@@ -314,7 +314,7 @@ def main(argv=None) -> int:
                                if args.threads else {}))
     fast = cpu_has_fast_bf16()
     if not fast:
-        print("WARNING: this CPU has no native bfloat16: bf16 is emulated here (expect it to be slower)", flush=True)
+        print("WARNING: this CPU has no AMX: bf16 is slower than fp32 here (README, CPU precision)", flush=True)
     result: dict[str, Any] = {
         "machine": machine(), "cpu_has_fast_bf16": fast, "command": shlex.join([sys.executable] + sys.argv),
         "home": str(home), "model": str(args.model), "repeats": args.repeats, "threads": args.threads,

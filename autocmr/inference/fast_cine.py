@@ -58,7 +58,7 @@ FAST_STEP = 1.0
 FAST_FOLDS = 1  # networks of the ensemble used by the fast pass (the first ones)
 # Near-tied frames can make the full-accuracy curve pick another frame than the fast pass's ED/ES; each such
 # frame is predicted at full accuracy too, up to this many beyond ED and ES (then a note says it stopped).
-# 6 since full-accuracy frames run in bfloat16 on CPUs that compute it natively (~1.8 s instead of ~3 s a
+# 6 since full-accuracy frames run in bfloat16 on CPUs with AMX (~1.8 s instead of ~3 s a
 # frame): the same time as 4 before, and the 48-epoch default model needs 6 on the Sunnybrook study to find
 # the full path's ES (README "Fast cine path").
 MAX_EXTRA_FULL_FRAMES = 6
