@@ -5,8 +5,8 @@ oneDNN runs the convolutions of the CPU plans' 2d network about twice as fast in
 training iteration 1.5x as fast (README, "CPU precision"), and bfloat16 has float32's exponent range, so
 training needs no loss scaling. AVX512-BF16 alone is not enough: on a Xeon with AVX512-BF16 but no AMX a
 training step ran at 0.8x and a forward pass at 0.75x float32's speed (README), and without either
-bfloat16 is emulated, slower still. So ``auto`` asks for AMX, not for "bf16 supported". float16 stays CUDA's mixed precision (with a gradient scaler in training), as
-before this module.
+bfloat16 is emulated, slower still. So ``auto`` asks for AMX, not for "bf16 supported". float16 stays
+CUDA's mixed precision (with a gradient scaler in training), as before this module.
 
 ``auto`` resolves per purpose: training on CUDA -> fp16 (nnU-Net's recipe); prediction on a CPU with AMX
 -> bf16 (a cross-validation's 160 validation volumes predicted both ways give the same Dice

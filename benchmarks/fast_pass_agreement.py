@@ -1,7 +1,7 @@
 """Issue #17: how far the fast cine pass's volumes are from the full-accuracy prediction, per fast-pass region.
 
-For ACDC volumes (ED and ES of ``--patients`` patients spread over all pathology groups), the LV and RV volumes of the exported,
-postprocessed masks of three passes of the same network:
+For ACDC volumes (ED and ES of ``--patients`` patients spread over all pathology groups), the LV and RV
+volumes of the exported, postprocessed masks of three passes of the same network:
 
 - ``full``: what ``autocmr_predict`` does for ED/ES (every fold, mirroring, overlapping tiles, ``--step``);
 - ``whole``: the fast pass over whole slices (first fold, no mirroring, tiles that touch);

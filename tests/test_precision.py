@@ -49,7 +49,8 @@ def test_cpuinfo_flags_are_matched_as_whole_words(monkeypatch, tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor : 0\nflags : fpu avx512_bf16 amx_tile\n")
     real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
+    monkeypatch.setattr(builtins, "open",
+                        lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
     assert precision._cpuinfo_has("amx_tile") and precision._cpuinfo_has("avx512_bf16")
     assert not precision._cpuinfo_has("amx_bf16") and not precision._cpuinfo_has("avx512")
 

@@ -9,10 +9,10 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    a pass with touching tiles (``step`` 1) over the whole of two frames (the first and the middle one) finds
    the heart (largest foreground component), and every frame is then predicted in a window of one patch
    (wider if the heart is) centred on it, with background outside. One tile per slice instead of four or
-   more, and no tile seam through the heart: on 30 ACDC volumes the fast pass's LV volumes moved from a
-   median / 90th-percentile difference of 1.8 / 15 % from the full path (touching tiles over the whole
-   slice, whose seams run through the image centre) to 0.4 / 1.7 % (README "Fast cine path"). Its masks give
-   the LV/RV volume curves;
+   more, and no tile seam through the heart: on 32 ACDC volumes the fast pass's LV volumes moved from a
+   median / 90th-percentile difference of 1.2 / 11 % from the full path (touching tiles over the whole
+   slice, whose seams run through the image centre) to 0.5 / 3.2 % (``benchmarks/fast_pass_agreement.py``).
+   Its masks give the LV/RV volume curves;
 2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
