@@ -39,7 +39,8 @@ def test_myocardium_drawn_into_the_cavity_is_a_gain_from_lv():
 
 
 def test_unknown_label_values_count_as_background():
-    ref = np.array([[[0, 1, 2, 7]]]); pred = np.array([[[1, 1, 7, 2]]])
+    ref = np.array([[[0, 1, 2, 7]]])
+    pred = np.array([[[1, 1, 7, 2]]])
     ex = exchange_volumes(ref, pred, {"LV": 1, "MYO": 2}, voxel_ml=1.0)
     assert ex["LV"]["gain_from_background_ml"] == 1 and ex["MYO"]["loss_to_background_ml"] == 1
     assert ex["MYO"]["gain_from_background_ml"] == 1  # reference 7 -> background

@@ -11,7 +11,7 @@ import pytest
 from autocmr.cli.evaluate import main
 from autocmr.dataset.labels import LV, MYO, RV
 from autocmr.errors import ConfigurationError
-from autocmr.evaluation import evaluate_cases, evaluate_folders
+from autocmr.evaluation import evaluate_cases
 from autocmr.evaluation.clinical import MYOCARDIAL_DENSITY_G_PER_ML
 from autocmr.evaluation.metrics import voxel_volume_ml
 from autocmr.evaluation.position_report import position_of
