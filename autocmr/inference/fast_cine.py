@@ -40,11 +40,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
 from autocmr.evaluation.phases import find_ed_es
+from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.precision import PRECISIONS, fast_precision, resolve_precision
@@ -258,11 +258,10 @@ def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Seq
     foreground. A window as wide as the image on an axis spans all of it."""
     boxes = []
     for label in labels:
-        components, count = ndimage.label(label > 0)
-        if count == 0:
+        heart = largest_component(label > 0)
+        if not heart.any():
             continue
-        largest = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
-        ys, xs = np.nonzero((components == largest).any(axis=0))
+        ys, xs = np.nonzero(heart.any(axis=0))
         boxes.append((ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
     if not boxes:
         return None
