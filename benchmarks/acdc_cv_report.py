@@ -8,6 +8,14 @@ the work tree.
 
     python benchmarks/acdc_cv_report.py baseline
     python benchmarks/acdc_cv_report.py --tables baseline ctx1   # README tables from the stored results
+    python benchmarks/acdc_cv_report.py --pool e96 e96_folds01 e96_folds234   # folds evaluated on two machines
+
+Each results file keeps, beside the pooled figures, the per-subject reference and predicted measures and the
+per-volume Dice and HD95 (numbers, no images). That is what ``--pool`` needs: folds trained and evaluated on
+different machines (a machine, and what it held under $AUTOCMR_HOME, can be replaced between sessions) are
+pooled from their results files into one table, the clinical agreement and Dice recomputed exactly from the
+per-case rows; the slice-position and exchange breakdowns, stored as means only, are pooled as means weighted
+by their case counts.
 """
 from __future__ import annotations
 
@@ -18,9 +26,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 
-from common import machine, save_results
+from common import RESULTS, machine, save_results
+from autocmr.evaluation.agreement import agreement_stats, describe
+from autocmr.evaluation.clinical import MEASURES
 from autocmr.evaluation.evaluate import evaluate_folders
 from autocmr.inference.postprocessing import PostprocessingDecision
 
@@ -44,19 +55,108 @@ def postprocessed_copy(folds: list[int], model: Path, decision: PostprocessingDe
     return out
 
 
+AGREEMENT_KEYS = ("n", "bias", "loa_lower", "loa_upper", "mean_abs_diff", "spearman_r", "reference_mean")
+CLASS_METRICS = ("dice", "hd95")
+
+
+def _rounded(values: dict, digits: int = 3) -> dict:
+    return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in values.items()}
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    """None (a statistic with no defined value, e.g. HD95 where every mask is empty) stays None."""
+    return None if value is None else round(value, digits)
+
+
 def figures(summary: dict) -> dict:
-    classes = {name: {m: round(c[m]["mean"], 4) for m in ("dice", "hd95") if m in c}
+    classes = {name: {m: _round(c[m]["mean"]) for m in CLASS_METRICS if m in c}
                for name, c in summary["classes"].items()}
-    agreement = {name: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in a.items()
-                        if k in ("n", "bias", "loa_lower", "loa_upper", "mean_abs_diff", "spearman_r",
-                                 "reference_mean")}
+    agreement = {name: _rounded({k: v for k, v in a.items() if k in AGREEMENT_KEYS})
                  for name, a in summary["clinical"]["agreement"].items()}
     return {"n_volumes": summary["n_volumes"], "classes": classes,
             "mean_dice": round(float(np.mean([c["dice"] for c in classes.values()])), 4),
             "clinical": agreement, "slice_position_bias": summary["slice_position"].get("measure_bias_by_position"),
+            "n_cases_with_breakdown": summary["slice_position"].get("n_cases_with_breakdown"),
             # mean mL per volume each class gains from / loses to each other label, by phase (older runs lack it)
-            "exchanges": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
-                          for row in summary.get("exchanges", [])]}
+            "exchanges": [_rounded(row) for row in summary.get("exchanges", [])]}
+
+
+def per_case_rows(evaluation: Path, fold_of: dict[str, int]) -> dict:
+    """Per subject the reference and predicted measures, per volume and class Dice and HD95, with the fold
+    that validated them: the numbers behind the figures, so that folds can be pooled later (``--pool``)."""
+    clinical = pd.read_csv(evaluation / "clinical.csv")
+    cases = pd.read_csv(evaluation / "cases.csv")
+    subjects = []
+    for row in clinical.to_dict("records"):
+        entry = {"subject": str(row["subject"])}
+        entry.update({f"{side}_{m}": (round(float(row[f"{side}_{m}"]), 4) if pd.notna(row[f"{side}_{m}"]) else None)
+                      for m in MEASURES for side in ("ref", "pred")})
+        subjects.append(entry)
+    volumes = [{"case": str(row["case_id"]), "fold": fold_of.get(str(row["case_id"])), "class": str(row["class"]),
+                **{m: (round(float(row[m]), 6) if pd.notna(row[m]) else None) for m in CLASS_METRICS}}
+               for row in cases.to_dict("records")]
+    return {"subjects": subjects, "volumes": volumes}
+
+
+def _weighted_mean(parts: list[tuple[float, float]]) -> float:
+    total = sum(w for _, w in parts)
+    return sum(v * w for v, w in parts) / total if total else float("nan")
+
+
+def pool_variant(parts: list[dict]) -> dict:
+    """One variant's figures over several results files' folds, from their per-case rows."""
+    subjects = [row for part in parts for row in part["rows"]["subjects"]]
+    volumes = [row for part in parts for row in part["rows"]["volumes"]]
+    names = [row["subject"] for row in subjects]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SystemExit(f"subjects validated in more than one part: {twice[:5]}{' ...' if len(twice) > 5 else ''}")
+    class_names = list(dict.fromkeys(row["class"] for row in volumes))
+    classes = {c: {m: _round(describe([np.nan if r[m] is None else r[m] for r in volumes if r["class"] == c])["mean"])
+                   for m in CLASS_METRICS} for c in class_names}
+    clinical = {}
+    for m in MEASURES:
+        ref = [np.nan if r[f"ref_{m}"] is None else r[f"ref_{m}"] for r in subjects]
+        pred = [np.nan if r[f"pred_{m}"] is None else r[f"pred_{m}"] for r in subjects]
+        clinical[m] = _rounded({k: v for k, v in agreement_stats(ref, pred).items() if k in AGREEMENT_KEYS})
+    bias: dict = {}
+    for measure in dict.fromkeys(k for part in parts for k in (part["slice_position_bias"] or {})):
+        weighted = [(part["slice_position_bias"][measure], part["n_cases_with_breakdown"]) for part in parts
+                    if measure in (part["slice_position_bias"] or {})]
+        bias[measure] = {pos: _weighted_mean([(b.get(pos, 0.0), w) for b, w in weighted]) for pos in POSITIONS}
+    exchanges = []
+    for key in dict.fromkeys((r["class"], r["phase"], r["other"]) for part in parts for r in part["exchanges"]):
+        rows = [r for part in parts for r in part["exchanges"] if (r["class"], r["phase"], r["other"]) == key]
+        n = sum(r["n"] for r in rows)
+        exchanges.append(_rounded({"class": key[0], "phase": key[1], "other": key[2], "n": n,
+                                   **{k: _weighted_mean([(r[k], r["n"]) for r in rows])
+                                      for k in ("gain_ml", "loss_ml", "net_ml")}}))
+    return {"n_volumes": len({r["case"] for r in volumes}), "classes": classes,
+            "mean_dice": round(float(np.mean([c["dice"] for c in classes.values()])), 4), "clinical": clinical,
+            "slice_position_bias": bias, "n_cases_with_breakdown": sum(p["n_cases_with_breakdown"] or 0 for p in parts),
+            "exchanges": exchanges, "rows": {"subjects": subjects, "volumes": volumes}}
+
+
+def pool(name: str, part_names: list[str], allow_mixed: bool = False) -> Path:
+    """``acdc_cv_<name>.json`` from the results files ``acdc_cv_<part>.json`` (disjoint folds of one recipe)."""
+    parts = [json.loads((RESULTS / f"acdc_cv_{p}.json").read_text(encoding="utf-8")) for p in part_names]
+    for part_name, part in zip(part_names, parts):
+        if "rows" not in part["postprocessed"]:
+            raise SystemExit(f"acdc_cv_{part_name}.json has no per-case rows (written before they were kept): "
+                             f"evaluate its folds again with `acdc_cv_report.py RUN --folds ...`")
+    digests = {part["options"].get("digest") for part in parts}
+    if len(digests) > 1 and not allow_mixed:
+        raise SystemExit(f"the parts were trained with different options (digests {sorted(map(str, digests))}); "
+                         "pool them anyway with --allow-mixed")
+    folds = [f for part in parts for f in part["folds"]]
+    if len(set(folds)) != len(folds):
+        raise SystemExit(f"a fold appears in more than one part: {sorted(folds)}")
+    pooled = {"machine": machine(), "run": name, "folds": sorted(folds), "pooled_from": part_names,
+              "part_machines": [part["machine"] for part in parts], "options": parts[0]["options"],
+              "postprocessing": parts[0]["postprocessing"]}
+    for variant in ("as_predicted", "postprocessed"):
+        pooled[variant] = pool_variant([part[variant] for part in parts])
+    return save_results(f"acdc_cv_{name}", pooled)
 
 
 # issue #15's targets, printed beside the figures
@@ -105,8 +205,7 @@ def comparison_table(runs: list[dict]) -> str:
 
 
 def print_tables(runs: list[str]) -> int:
-    here = Path(__file__).resolve().parent / "results"
-    loaded = [json.loads((here / f"acdc_cv_{run}.json").read_text(encoding="utf-8")) for run in runs]  # RUN or RUN_foldsF
+    loaded = [json.loads((RESULTS / f"acdc_cv_{run}.json").read_text(encoding="utf-8")) for run in runs]  # RUN_folds...
     for results in loaded:
         print(markdown_tables(results), end="\n\n")
     if len(loaded) > 1:
@@ -120,9 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tables", nargs="+", metavar="RUN", help="print the README tables of stored results")
     ap.add_argument("--folds", nargs="+", type=int, help="only these folds (to compare runs on the folds both "
                     "have finished); results go to acdc_cv_RUN_folds<F...>.json")
+    ap.add_argument("--pool", nargs="+", metavar=("NAME", "PART"), help="write acdc_cv_NAME.json pooling the stored "
+                    "results acdc_cv_PART.json of disjoint folds (e.g. evaluated on different machines)")
+    ap.add_argument("--allow-mixed", action="store_true", help="--pool parts trained with different options")
     args = ap.parse_args(argv)
     if args.tables:
         return print_tables(args.tables)
+    if args.pool:
+        if len(args.pool) < 3:
+            ap.error("--pool needs a NAME and at least two PARTs")
+        print("results:", pool(args.pool[0], args.pool[1:], args.allow_mixed))
+        return 0
     if not args.run:
         ap.error("give a RUN to evaluate, or --tables RUN [RUN ...]")
     home = Path(os.environ.get("AUTOCMR_HOME", Path.home() / "autocmr_data")).expanduser() / f"cv_{args.run}"
@@ -151,12 +258,15 @@ def main(argv: list[str] | None = None) -> int:
                      "postprocessing": {"foreground_lcc": decision.foreground_lcc,
                                         "per_label_lcc": list(decision.per_label_lcc)}}
     pred_dirs = {"as_predicted": [model / f"fold_{f}" / "validation" for f in folds], "postprocessed": [pp_masks]}
+    fold_of = {p.name.removesuffix(".nii.gz"): f for f in folds
+               for p in (model / f"fold_{f}" / "validation").glob("*.nii.gz")}
     for variant, dirs in pred_dirs.items():
         out = evaluation / variant
         report = evaluate_folders(refs, dirs, metadata=raw / "cases.csv", output_dir=out,
                                   by=["slice_position", "group"], num_workers=1)
         del report
         results[variant] = figures(json.loads((out / "summary.json").read_text()))
+        results[variant]["rows"] = per_case_rows(out, fold_of)
         print(variant, json.dumps(results[variant]["classes"]), "mean", results[variant]["mean_dice"])
     print("results:", save_results(result_name, results))
     return 0
