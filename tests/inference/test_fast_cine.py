@@ -302,3 +302,19 @@ def test_cli_output_format_and_cine_flags_reach_the_batch(tmp_path, tiny_model_d
     assert (tmp_path / "out" / "stack_s4_seg").is_dir() and not (tmp_path / "out" / "stack_s4.nii.gz").exists()
     case = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]["stack_s4"]
     assert "cine" not in case and case["seconds"]["frames"] == 2  # --cine full: frame by frame, no fast path
+
+
+def test_cli_cine_fast_region_reaches_the_fast_pass(tmp_path, tiny_model_dir, monkeypatch):
+    import autocmr.inference.fast_cine as fast_cine
+    from autocmr.cli.predict import main
+
+    located = []
+    monkeypatch.setattr(fast_cine, "_locate_heart", lambda *args: located.append(args) or ((0, 8), (0, 8)))
+    write_series(tmp_path / "in" / "stack", n_phases=2, n_slices=2)
+    for region in ("heart", "whole"):
+        argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / region), "-m", str(tiny_model_dir), "--device", "cpu",
+                "-j", "0", "--no-analysis"] + (["--cine-fast-region", region] if region == "whole" else [])
+        assert main(argv) == 0
+        case = json.loads((tmp_path / region / "predictions.json").read_text())["cases"]["stack_s4"]
+        assert case["cine"]["fast_window"] == ([[0, 8], [0, 8]] if region == "heart" else None)
+    assert len(located) == 1  # the default looked for the heart, --cine-fast-region whole did not
