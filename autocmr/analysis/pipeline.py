@@ -143,7 +143,7 @@ def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metada
                                    f"analysis failed: {type(exc).__name__}: {exc}"))
     reports += [_failed(f.name, [f.file], f"prediction failed: {f.reason}") for f in failures]
     files = write_tables(reports, out, suffix=suffix)
-    files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix))
+    files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix), thresholds=thresholds)
     flagged = sum(r.review for r in reports)
     logger.info("analysis: %d subject(s), %d to review; see %s", len(reports), flagged, files[REPORT_HTML])
     return AnalysisOutputs(reports, files)

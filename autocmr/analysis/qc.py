@@ -58,6 +58,39 @@ class QcThresholds:
     max_uncertainty: float = 0.14  # disagreement score above which a case is sent for review (QC benchmark, README)
 
 
+
+def describe_flags(t: QcThresholds | None = None) -> dict[str, str]:
+    """What each flag means with the limits in force (for the report a person reads); :data:`QC_FLAGS` says
+    the same without numbers."""
+    t = t or QcThresholds()
+
+    def _percent(fraction: float) -> str:
+        return f"{fraction * 100:.0f} %"
+
+    texts = dict(QC_FLAGS)
+    texts.update({
+        "too_few_slices": f"the longest run of contiguous slices with LV or myocardium spans less than "
+                          f"{t.min_lv_length_mm:g} mm, or with RV less than {t.min_rv_length_mm:g} mm",
+        "irregular_lv_profile": f"the LV cavity area along the slices dips by more than {_percent(t.max_profile_dip)} "
+                                "of its peak between its rise and fall (slices out of order, or parts of the LV "
+                                "missed)",
+        "myocardium_open": f"on the middle {_percent(t.mid_slices_fraction)} of the LV slices, less than "
+                           f"{_percent(t.min_myocardial_enclosure)} of the LV cavity's outer border is myocardium",
+        "rv_not_beside_lv": f"the RV cavity is more than {t.max_rv_myocardium_gap_mm:g} mm from the LV myocardium "
+                            "everywhere (it should touch the septum)",
+        "fragmented": f"a structure has several 3D pieces of at least {_percent(t.min_component_fraction)} of its "
+                      "volume",
+        "ef_out_of_range": f"LVEF or RVEF outside {t.ef_range_percent[0]:g}-{t.ef_range_percent[1]:g} %",
+        "implausible_size": f"LVEDV or RVEDV outside {t.edv_range_ml[0]:g}-{t.edv_range_ml[1]:g} mL, or LV mass "
+                            f"outside {t.lvm_range_g[0]:g}-{t.lvm_range_g[1]:g} g",
+        "rough_volume_curve": f"a frame of the cine's LV curve differs from the mean of its neighbours by more "
+                              f"than {_percent(t.max_curve_roughness)} of the stroke volume",
+        "high_uncertainty": f"the ensemble members and mirrorings disagree: uncertainty score above "
+                            f"{t.max_uncertainty:g}",
+    })
+    return texts
+
+
 @dataclass
 class QcResult:
     flags: list[str] = field(default_factory=list)
@@ -203,4 +236,4 @@ def _check_curve(result: SubjectMeasures, t: QcThresholds, qc: QcResult) -> None
         qc.add("ed_es_doubtful")
 
 
-__all__ = ["QC_FLAGS", "QcResult", "QcThresholds", "check_subject"]
+__all__ = ["QC_FLAGS", "QcResult", "QcThresholds", "check_subject", "describe_flags"]

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from autocmr.analysis.qc import QC_FLAGS
+from autocmr.analysis.qc import QcThresholds, describe_flags
 from autocmr.analysis.tables import MEASURE_COLUMNS, OK, SubjectReport, sort_for_review
 from autocmr.io.atomic import write_text_atomic
 
@@ -36,8 +36,11 @@ dl.flags dd { margin-left: 1.5em; color: #444; }
 """
 
 
-def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: str = "autocmr analysis") -> Path:
-    """Write the batch's HTML report (atomically); figure paths in ``reports`` are relative to its folder."""
+def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: str = "autocmr analysis",
+                 thresholds: QcThresholds | None = None) -> Path:
+    """Write the batch's HTML report (atomically); figure paths in ``reports`` are relative to its folder.
+    The flags are explained with the QC ``thresholds`` the analysis used."""
+    meanings = describe_flags(thresholds)
     ordered = sort_for_review(reports)
     flagged = sum(r.review for r in ordered)
     failed = sum(r.status != OK for r in ordered)
@@ -46,8 +49,8 @@ def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: s
             "<th>ED</th><th>ES</th>"
             + "".join(f"<th>{html.escape(MEASURE_COLUMNS[m].replace('_', ' '))}</th>" for m in SHOWN_MEASURES)
             + "<th>HR bpm</th><th>uncertainty</th><th class='text'>notes</th>")
-    rows = "\n".join(_row(r) for r in ordered)
-    legend = "\n".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in QC_FLAGS.items())
+    rows = "\n".join(_row(r, meanings) for r in ordered)
+    legend = "\n".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in meanings.items())
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head>
@@ -72,7 +75,7 @@ without flags. Subjects to review come first. Created {created}. Click a figure 
     return path
 
 
-def _row(r: SubjectReport) -> str:
+def _row(r: SubjectReport, meanings: dict[str, str]) -> str:
     css = "failed" if r.status != OK else "review" if r.review else ""
     if r.figure:
         src = html.escape(r.figure, quote=True)
@@ -83,7 +86,7 @@ def _row(r: SubjectReport) -> str:
     if r.status != OK:
         qc = "<span class='flag'>failed</span>"
     elif r.qc.flags:
-        qc = "".join(f"<span class='flag' title='{html.escape(QC_FLAGS[f], quote=True)}'>{html.escape(f)}</span>"
+        qc = "".join(f"<span class='flag' title='{html.escape(meanings[f], quote=True)}'>{html.escape(f)}</span>"
                      for f in r.qc.flags)
     else:
         qc = "<span class='ok'>ok</span>"

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from autocmr.analysis.pipeline import analyse_cases, analyse_masks
+from autocmr.analysis.qc import QcThresholds
 from autocmr.analysis.subjects import CaseRecord
 from autocmr.inference.inputs import CaseFailure
 from autocmr.io.atomic import TEMP_PREFIX
@@ -142,9 +143,10 @@ def test_reanalysing_a_merged_output_folder_pairs_ed_and_es_of_different_parts(t
                                "output": str(tmp_path / f"s_{phase}.nii.gz"), "uncertainty": [0.02]}
     (tmp_path / "predictions.json").write_text(json.dumps({"input": str(tmp_path / "in"), "cases": cases}))
     (tmp_path / "failures.json").write_text(json.dumps([{"name": "z", "file": "z.nii.gz", "reason": "truncated"}]))
-    outputs = analyse_output_folder(tmp_path)
+    outputs = analyse_output_folder(tmp_path, thresholds=QcThresholds(min_lv_length_mm=27.5))
     by_name = {r.subject: r for r in outputs.reports}
     assert set(by_name) == {"s", "z"} and by_name["z"].status == "failed"
+    assert "less than 27.5 mm" in (tmp_path / "report.html").read_text()  # the legend states the limits used
     assert by_name["s"].measures.measures["LVEF"] > 30 and by_name["s"].uncertainty == pytest.approx(0.02)
     assert (tmp_path / "measures.csv").is_file() and (tmp_path / "report.html").is_file()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autocmr.analysis.measures import FrameMask, measure_cine, measure_phases
-from autocmr.analysis.qc import QC_FLAGS, QcThresholds, check_subject
+from autocmr.analysis.qc import QC_FLAGS, QcThresholds, check_subject, describe_flags
 from autocmr.dataset.labels import LV, MYO, RV
 from autocmr.io.orientation import to_canonical
 from autocmr.testing.phantoms import make_phantom_cine, make_phantom_subject
@@ -116,3 +116,14 @@ def test_manual_acdc_segmentations_raise_no_anatomical_flag(acdc_root):
             frames[phase] = FrameMask(label, spacing, patient, phase=phase)
         flags = check_subject(measure_phases(patient, frames["ED"], frames["ES"])).flags
         assert not set(flags) & ANATOMY_FLAGS, (patient, flags)
+
+
+def test_flag_descriptions_carry_the_limits_in_force():
+    default, custom = describe_flags(), describe_flags(QcThresholds(min_lv_length_mm=31.0, max_uncertainty=0.2,
+                                                                    ef_range_percent=(10.0, 85.0)))
+    assert list(default) == list(custom) == list(QC_FLAGS)  # every flag explained, in the same order
+    assert "25 mm" in default["too_few_slices"] and "31 mm" in custom["too_few_slices"]
+    assert "0.14" in default["high_uncertainty"] and "0.2" in custom["high_uncertainty"]
+    assert "10-85 %" in custom["ef_out_of_range"] and "85 %" in default["myocardium_open"]
+    assert custom["lv_slice_gap"] == QC_FLAGS["lv_slice_gap"]  # a rule without a limit keeps its text
+
