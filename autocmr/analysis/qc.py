@@ -19,6 +19,7 @@ from scipy import ndimage
 from autocmr.analysis.measures import SubjectMeasures
 from autocmr.dataset.labels import LV, MYO, RV
 from autocmr.evaluation.clinical import STRUCTURES
+from autocmr.evaluation.phases import MAX_RV_LAG_FRACTION, MIN_RELATIVE_STROKE, MIN_RV_LAG_FRAMES
 
 QC_FLAGS: dict[str, str] = {
     "missing_structure": "LV cavity, myocardium or RV cavity absent from the ED or ES mask",
@@ -87,6 +88,9 @@ def describe_flags(t: QcThresholds | None = None) -> dict[str, str]:
                               f"than {_percent(t.max_curve_roughness)} of the stroke volume",
         "high_uncertainty": f"the ensemble members and mirrorings disagree: uncertainty score above "
                             f"{t.max_uncertainty:g}",
+        "ed_es_doubtful": f"the RV curve's ED or ES is more than max({MIN_RV_LAG_FRAMES} frames, "
+                          f"{_percent(MAX_RV_LAG_FRACTION)} of the cycle) from the LV's, or the LV volume changes by "
+                          f"less than {_percent(MIN_RELATIVE_STROKE)} of its largest volume",
     })
     return texts
 
