@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 import os
 import sys
 from pathlib import Path
@@ -107,8 +108,7 @@ def pool_variant(parts: list[dict]) -> dict:
     """One variant's figures over several results files' folds, from their per-case rows."""
     subjects = [row for part in parts for row in part["rows"]["subjects"]]
     volumes = [row for part in parts for row in part["rows"]["volumes"]]
-    names = [row["subject"] for row in subjects]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, count in Counter(row["subject"] for row in subjects).items() if count > 1)
     if twice:
         raise SystemExit(f"subjects validated in more than one part: {twice[:5]}{' ...' if len(twice) > 5 else ''}")
     class_names = list(dict.fromkeys(row["class"] for row in volumes))
@@ -148,6 +148,11 @@ def pool(name: str, part_names: list[str], allow_mixed: bool = False) -> Path:
     if len(digests) > 1 and not allow_mixed:
         raise SystemExit(f"the parts were trained with different options (digests {sorted(map(str, digests))}); "
                          "pool them anyway with --allow-mixed")
+    # a part evaluated before the run's postprocessing was decided on all folds may have applied another rule
+    decisions = {json.dumps(part["postprocessing"], sort_keys=True) for part in parts}
+    if len(decisions) > 1 and not allow_mixed:
+        raise SystemExit(f"the parts applied different postprocessing ({sorted(decisions)}): evaluate them again "
+                         "with the run's final postprocessing.json, or pool them anyway with --allow-mixed")
     folds = [f for part in parts for f in part["folds"]]
     if len(set(folds)) != len(folds):
         raise SystemExit(f"a fold appears in more than one part: {sorted(folds)}")

@@ -85,7 +85,7 @@ def test_pooling_separately_evaluated_folds_gives_the_figures_of_evaluating_them
     assert whole["postprocessed"]["clinical"]["LVM"]["bias"] > 0 > whole["postprocessed"]["clinical"]["RVEDV"]["bias"]
 
 
-def test_pooling_refuses_overlapping_folds_mixed_recipes_and_files_without_rows(results):
+def test_pooling_refuses_overlapping_folds_mixed_recipes_or_postprocessing_and_files_without_rows(results):
     with pytest.raises(SystemExit, match="more than one part"):
         report.main(["--pool", "bad", "run", "run_folds1"])
     mixed = _load(results, "run_folds1")
@@ -94,6 +94,11 @@ def test_pooling_refuses_overlapping_folds_mixed_recipes_and_files_without_rows(
     with pytest.raises(SystemExit, match="different options"):
         report.main(["--pool", "bad", "run_folds0", "other_folds1"])
     assert report.main(["--pool", "mixed", "run_folds0", "other_folds1", "--allow-mixed"]) == 0
+    other_rule = _load(results, "run_folds1")
+    other_rule["postprocessing"] = {"foreground_lcc": True, "per_label_lcc": [1, 3]}
+    (results / "acdc_cv_rule_folds1.json").write_text(json.dumps(other_rule))
+    with pytest.raises(SystemExit, match="different postprocessing"):
+        report.main(["--pool", "bad", "run_folds0", "rule_folds1"])
     old = _load(results, "run_folds1")
     for variant in ("as_predicted", "postprocessed"):
         del old[variant]["rows"]
