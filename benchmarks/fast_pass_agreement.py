@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_job(job, ctx)
         pre, props = loaded.units[0]
         voxel_ml = float(np.prod(loaded.geometry.spatial().spacing)) / 1000.0
-        row: dict = {"case": image.name.replace(".nii.gz", "")}
+        row: dict = {"case": image.name.replace(".nii.gz", ""), "window": None}
         for name in PASSES:
             start = time.perf_counter()
             if name == "full":
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 window = _locate_heart(predictor, [(pre, props)], options) if name == "heart" else None
                 probabilities = _fast_probabilities(predictor, pre, options, window)
-                row["window"] = [list(w) for w in window] if name == "heart" and window else row.get("window")
+                if window is not None:
+                    row["window"] = [list(w) for w in window]
             lv, rv = _volumes(_export(predictor, probabilities, props, False).label, voxel_ml)
             row[name] = {"LV_ml": round(lv, 3), "RV_ml": round(rv, 3), "seconds": round(time.perf_counter() - start, 3)}
         rows.append(row)
