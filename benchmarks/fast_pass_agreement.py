@@ -6,7 +6,9 @@ volumes of the exported, postprocessed masks of three passes of the same network
 - ``full``: what ``autocmr_predict`` does for ED/ES (every fold, mirroring, overlapping tiles, ``--step``);
 - ``whole``: the fast pass over whole slices (first fold, no mirroring, tiles that touch);
 - ``heart``: the fast pass in a window around the heart (the default since 2026-11-28), located on the volume
-  itself by a ``whole`` pass as the cine path locates it on two frames.
+  itself by a ``whole`` pass as the cine path locates it on two frames;
+- ``heart_full``: the full-accuracy prediction (every fold, mirroring) inside that window only, as the fast
+  path's refined frames can be predicted (``CineOptions.refine_region``).
 
 Reported: per pass and structure the median, 90th percentile and maximum of |fast - full| / full (%), and
 seconds per volume (``heart`` includes locating the heart on the volume itself, which the cine path does
@@ -27,7 +29,7 @@ import numpy as np
 
 from common import ACDC, PROJECT, machine, require, save_results
 
-PASSES = ("full", "whole", "heart")
+PASSES = ("full", "whole", "heart", "heart_full")
 
 
 def acdc_volumes(patients: int) -> list[Path]:
@@ -69,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         row: dict = {"case": image.name.replace(".nii.gz", ""), "window": None}
         for name in PASSES:
             start = time.perf_counter()
+            window = _locate_heart(predictor, [(pre, props)], options) if name.startswith("heart") else None
+            if window is not None:
+                row["window"] = [list(w) for w in window]
             if name == "full":
                 probabilities = predictor.probabilities(pre)
+            elif name == "heart_full":
+                probabilities = predictor.probabilities(pre, window)
             else:
-                window = _locate_heart(predictor, [(pre, props)], options) if name == "heart" else None
                 probabilities = _fast_probabilities(predictor, pre, options, window)
-                if window is not None:
-                    row["window"] = [list(w) for w in window]
             lv, rv = _volumes(_export(predictor, probabilities, props, False).label, voxel_ml)
             row[name] = {"LV_ml": round(lv, 3), "RV_ml": round(rv, 3), "seconds": round(time.perf_counter() - start, 3)}
         rows.append(row)

@@ -46,7 +46,7 @@ from autocmr.errors import ConfigurationError
 from autocmr.evaluation.phases import find_ed_es
 from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
-from autocmr.inference.sliding_window import predict_logits
+from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
 from autocmr.precision import PRECISIONS, fast_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -248,9 +248,6 @@ def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es
     return list(dict.fromkeys(above[:1] + below[:1]))
 
 
-Window = tuple[tuple[int, int], tuple[int, int]]  # (y0, y1), (x0, x1) in the network input's grid
-
-
 def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Sequence[int]) -> Window | None:
     """The in-plane window (y and x ranges) the fast pass predicts: the bounding box of the largest connected
     foreground component of each label map (z, y, x), joined over the maps, widened by ``margin`` voxels per
@@ -291,10 +288,7 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
                         window: Window | None = None) -> torch.Tensor:
     """Softmax probabilities (C, z, y, x) of the first ``fast_folds`` networks, no mirroring; with a
     ``window``, predicted inside it only and background (probability 1) outside."""
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    if window is not None:
-        (y0, y1), (x0, x1) = window
-        x = x[..., y0:y1, x0:x1]
+    x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
     networks = predictor.networks[:options.fast_folds]
     precision = options.resolved_fast_precision(predictor.device)
     total = None
@@ -305,13 +299,7 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
                                 context_slices=predictor.config.context_slices, precision=precision)
         probs = torch.softmax(logits, dim=0)
         total = probs if total is None else total + probs
-    mean = total / len(networks)
-    if window is None:
-        return mean
-    full = torch.zeros((mean.shape[0],) + tuple(data.shape[1:]), dtype=mean.dtype)
-    full[0] = 1.0
-    full[:, :, y0:y1, x0:x1] = mean
-    return full
+    return embed_in_background(total / len(networks), data.shape[1:], window)
 
 
 def _export(predictor: Predictor, probabilities: torch.Tensor, props: dict[str, Any],

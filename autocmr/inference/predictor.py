@@ -14,7 +14,8 @@ from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.export import labels_to_native, probabilities_to_native
 from autocmr.inference.postprocessing import PostprocessingDecision
-from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, disagreement_score, predict_logits,
+from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, Window, crop_to_window,
+                                              disagreement_score, embed_in_background, predict_logits,
                                               predict_logits_and_spread)
 from autocmr.io.image import Geometry
 from autocmr.io.orientation import Reorientation, canonical_reorientation
@@ -96,9 +97,10 @@ class Predictor:
         return PostprocessingDecision.from_dict(stored) if stored else PostprocessingDecision()
 
     @torch.no_grad()
-    def probabilities(self, data: np.ndarray) -> torch.Tensor:
-        """Softmax probabilities (C, z, y, x) averaged over folds, for preprocessed ``data`` (c, z, y, x)."""
-        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    def probabilities(self, data: np.ndarray, window: Window | None = None) -> torch.Tensor:
+        """Softmax probabilities (C, z, y, x) averaged over folds, for preprocessed ``data`` (c, z, y, x);
+        with an in-plane ``window``, predicted inside it only and background outside."""
+        x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
         total = None
         for network in self.networks:
             logits = predict_logits(network, x, patch_size=self.config.patch_size, num_classes=self.model.num_classes(),
@@ -107,13 +109,15 @@ class Predictor:
                                     precision=self.precision)
             probs = torch.softmax(logits, dim=0)
             total = probs if total is None else total + probs
-        return total / len(self.networks)
+        return embed_in_background(total / len(self.networks), data.shape[1:], window)
 
     @torch.no_grad()
-    def probabilities_and_uncertainty(self, data: np.ndarray) -> tuple[torch.Tensor, float]:
+    def probabilities_and_uncertainty(self, data: np.ndarray,
+                                      window: Window | None = None) -> tuple[torch.Tensor, float]:
         """:meth:`probabilities` (the same values) and the disagreement of the ensemble's members (every
-        fold x every mirroring) from the same passes; NaN when there is a single member."""
-        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        fold x every mirroring) from the same passes; NaN when there is a single member. With a ``window``
+        the disagreement is that inside the window."""
+        x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
         total: torch.Tensor | None = None
         spread: MemberSpread | None = None
         for network in self.networks:
@@ -126,7 +130,7 @@ class Predictor:
             spread = member_spread if spread is None else spread.add(member_spread)
         assert total is not None and spread is not None
         mean = total / len(self.networks)
-        return mean, disagreement_score(spread, mean)
+        return embed_in_background(mean, data.shape[1:], window), disagreement_score(spread, mean)
 
     def preprocess(self, data: np.ndarray, spacing: Sequence[float],
                    reorientation: Reorientation) -> tuple[np.ndarray, dict[str, Any]]:

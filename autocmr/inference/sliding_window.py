@@ -51,6 +51,29 @@ def tile_starts(image_size: int, patch: int, step: float = DEFAULT_STEP) -> list
     return [int(round(i * span / (n - 1))) for i in range(n)]
 
 
+Window = tuple[tuple[int, int], tuple[int, int]]  # (y0, y1), (x0, x1) in-plane, in the network input's grid
+
+
+def crop_to_window(data: torch.Tensor, window: Window | None) -> torch.Tensor:
+    """The in-plane ``window`` of ``data`` (..., y, x); all of it when ``window`` is None."""
+    if window is None:
+        return data
+    (y0, y1), (x0, x1) = window
+    return data[..., y0:y1, x0:x1]
+
+
+def embed_in_background(probabilities: torch.Tensor, shape: Sequence[int], window: Window | None) -> torch.Tensor:
+    """Probabilities (C, z, y, x) predicted inside ``window`` placed in a map of spatial ``shape`` that is
+    background (class 0, probability 1) outside it; unchanged when ``window`` is None."""
+    if window is None:
+        return probabilities
+    (y0, y1), (x0, x1) = window
+    out = torch.zeros((probabilities.shape[0],) + tuple(shape), dtype=probabilities.dtype)
+    out[0] = 1.0
+    out[:, :, y0:y1, x0:x1] = probabilities
+    return out
+
+
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """All subsets of the spatial axes to flip (the empty one first)."""
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]

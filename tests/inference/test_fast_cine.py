@@ -318,3 +318,25 @@ def test_cli_cine_fast_region_reaches_the_fast_pass(tmp_path, tiny_model_dir, mo
         case = json.loads((tmp_path / region / "predictions.json").read_text())["cases"]["stack_s4"]
         assert case["cine"]["fast_window"] == ([[0, 8], [0, 8]] if region == "heart" else None)
     assert len(located) == 1  # the default looked for the heart, --cine-fast-region whole did not
+
+
+def test_predictor_in_a_window_predicts_the_crop_with_background_outside(tiny_model_dir):
+    # the full-accuracy settings (mirroring) inside a window: the window's own prediction, background outside,
+    # and a window spanning the whole image changes nothing
+    from autocmr.inference.predictor import PredictorOptions
+
+    predictor = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)
+    patch = predictor.config.patch_size
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(1, 2, patch[0] + 12, patch[1] + 9)).astype(np.float32)
+    window = ((6, 6 + patch[0]), (3, 3 + patch[1]))
+    crop = np.ascontiguousarray(data[..., 6:6 + patch[0], 3:3 + patch[1]])
+    got, uncertainty = predictor.probabilities_and_uncertainty(data, window)
+    want, want_uncertainty = predictor.probabilities_and_uncertainty(crop)
+    assert got.shape == (predictor.model.num_classes(),) + data.shape[1:]
+    torch.testing.assert_close(got[:, :, 6:6 + patch[0], 3:3 + patch[1]], want)
+    assert uncertainty == pytest.approx(want_uncertainty)
+    torch.testing.assert_close(predictor.probabilities(data, window), got)
+    assert (got[0, :, :6] == 1).all() and (got[1:, :, :, 3 + patch[1]:] == 0).all()
+    whole = ((0, data.shape[2]), (0, data.shape[3]))
+    torch.testing.assert_close(predictor.probabilities(data, whole), predictor.probabilities(data))
