@@ -29,7 +29,8 @@ from autocmr.dataset.naming import split_channel_suffix
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.io.cine import is_cine
 from autocmr.io.dicom import DicomSeriesInfo, find_dicom_series
-from autocmr.io.dicom_scan import group_by_series, scan_folder, series_info
+from autocmr.io.dicom_scan import scan_folder, series_info
+from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import read_header
 
@@ -127,11 +128,13 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
     images = [p for p in top if _image_suffix(p)]
     jobs, problems = _image_jobs(images, out, num_channels)
     headers, unreadable = scan_folder(folder)
-    series = [series_info(uid, members) for uid, members in group_by_series(headers).items()]
+    series = [series_info(uid, members) for uid, members in group_into_volumes(headers).items()]
     dicom_jobs, dicom_problems, dicom_files = _dicom_jobs(series, folder, out, num_channels)
     jobs += dicom_jobs
     problems += dicom_problems + _unreadable_dicom(unreadable, folder, out)
-    dicom_files |= {u.path.resolve() for u in unreadable}
+    # every DICOM file found is accounted for, also a repeated slice left out of a joined stack (its warning
+    # says so): it is not 'not an image'
+    dicom_files |= {u.path.resolve() for u in unreadable} | {h.path.resolve() for h in headers}
     others = [p for p in top if not _image_suffix(p) and p.resolve() not in dicom_files]
     side_files = [p.name for p in others if p.suffix.lower() in SIDE_FILE_SUFFIXES]
     if side_files:

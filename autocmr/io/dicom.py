@@ -29,8 +29,8 @@ import numpy as np
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_pixels import read_pixels
 from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
-                                   find_dicom_series, group_by_series, read_dicom_header,
-                                   scan_folder, series_info, warn_unreadable)
+                                   read_dicom_header, scan_folder, series_info, warn_unreadable)
+from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.image import Geometry
 
 logger = logging.getLogger(__name__)
@@ -73,14 +73,28 @@ class DicomVolume:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+    """List the DICOM series under ``folder`` (recursively), ordered by series number then UID; a short-axis
+    stack stored as one series per slice is listed once (:mod:`autocmr.io.dicom_stacks`).
+
+    Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
+    but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
+    """
+    headers, unreadable = scan_folder(Path(folder))
+    warn_unreadable(unreadable)
+    return [series_info(uid, members) for uid, members in group_into_volumes(headers).items()]
+
+
 def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
                       series_uid: str | None = None) -> DicomVolume:
     """Read one series as a volume (3D) or cine (4D); see the module docstring for conventions.
 
     Args:
         files_or_folder: a folder (searched recursively; it must hold exactly one series unless
-            ``series_uid`` is given) or a list of DICOM files.
-        series_uid: the SeriesInstanceUID to read when several series are present.
+            ``series_uid`` is given) or a list of DICOM files. Single-slice series that form a stack count
+            as one series (:mod:`autocmr.io.dicom_stacks`).
+        series_uid: the SeriesInstanceUID to read when several series are present (a joined stack's: its
+            first series').
 
     Raises:
         InputFileError: no DICOM found, several series and none chosen, or the series cannot form a
@@ -88,7 +102,7 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
             duplicated slices, missing pixel data).
     """
     headers, source, unreadable = _collect(files_or_folder)
-    series = group_by_series(headers)
+    series = group_into_volumes(headers)
     note = _unreadable_note(unreadable)
     if not series:
         raise InputFileError(source, f"no DICOM images found{note}")

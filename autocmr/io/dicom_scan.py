@@ -37,6 +37,7 @@ class DicomSeriesInfo:
     n_locations: int  # distinct ImagePositionPatient values (0 when the tag is missing)
     n_phases: int  # images per location (the largest count if they differ)
     series_number: int | None = None
+    member_series: tuple[str, ...] = ()  # SeriesInstanceUIDs of a stack joined from single-slice series
 
 
 @dataclass(frozen=True)
@@ -56,20 +57,10 @@ class DicomHeader:
     trigger_time: float | None
     n_frames: int
     slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
+    study_uid: str = ""
 
 
 # ---------------------------------------------------------------------------------------------- scanning
-
-
-def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
-    """List the DICOM series under ``folder`` (recursively), ordered by series number then UID.
-
-    Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
-    but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
-    """
-    headers, unreadable = scan_folder(Path(folder))
-    warn_unreadable(unreadable)
-    return [series_info(uid, members) for uid, members in group_by_series(headers).items()]
 
 
 def scan_folder(folder: Path) -> tuple[list[DicomHeader], list[InputFileError]]:
@@ -182,6 +173,7 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
         shape=None if rows is None or cols is None else (int(rows), int(cols)),
         trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames") or 1),
         slice_gap_hint=number("SpacingBetweenSlices") or number("SliceThickness"),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
     )
 
 
@@ -201,8 +193,10 @@ def series_info(uid: str, members: Sequence[DicomHeader]) -> DicomSeriesInfo:
             key = tuple(np.round(np.asarray(h.position) / SAME_POSITION_TOLERANCE_MM).astype(int).tolist())
             counts[key] = counts.get(key, 0) + 1
     first = members[0]
+    uids = tuple(dict.fromkeys(h.series_uid for h in members))
     return DicomSeriesInfo(uid, first.description, first.modality, tuple(h.path for h in members),
-                           len(counts), max(counts.values(), default=0), first.series_number)
+                           len(counts), max(counts.values(), default=0), first.series_number,
+                           uids if len(uids) > 1 else ())
 
 
 def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:
@@ -211,5 +205,7 @@ def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:
 
 
 def describe_series(info: DicomSeriesInfo) -> str:
-    return (f"{info.series_instance_uid} (series {info.series_number}, {info.description or 'no description'}, "
+    joined = f"stack of {len(info.member_series)} single-slice series, " if info.member_series else ""
+    return (f"{info.series_instance_uid} ({joined}series {info.series_number}, "
+            f"{info.description or 'no description'}, "
             f"{info.modality}, {len(info.files)} files, {info.n_locations} locations x {info.n_phases} phases)")

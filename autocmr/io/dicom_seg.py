@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -178,14 +179,52 @@ def _phase_segmentation(labels: np.ndarray, sources: Sequence[Dataset], phase: i
     import highdicom as hd
 
     text = (f"autocmr, phase {phase + 1}/{n_phases}" if n_phases > 1 else "autocmr") + (f", {note}" if note else "")
-    return hd.seg.Segmentation(
-        source_images=list(sources), pixel_array=np.ascontiguousarray(labels, dtype=np.uint8),
+    seg = hd.seg.Segmentation(
+        source_images=_as_one_series(sources), pixel_array=np.ascontiguousarray(labels, dtype=np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=list(common.descriptions),
         series_instance_uid=common.series_uid, series_number=common.series_number,
         sop_instance_uid=str(hd.UID()), instance_number=phase + 1, manufacturer="autocmr",
         manufacturer_model_name="autocmr", software_versions=common.software_version,
         device_serial_number="none", content_label=SEG_CONTENT_LABEL, content_description=text[:MAX_LO_CHARS],
         series_description="autocmr segmentation", omit_empty_frames=bool(labels.any()))
+    _reference_true_series(seg, sources)
+    return seg
+
+
+def _as_one_series(sources: Sequence[Dataset]) -> list[Dataset]:
+    """The sources, as copies sharing the first one's SeriesInstanceUID when a stack joined from single-slice
+    series (:mod:`autocmr.io.dicom_stacks`) spans several: highdicom builds a SEG from one series' images
+    only, and refers to images by SOP instance everywhere except in the series list that
+    :func:`_reference_true_series` rewrites afterwards."""
+    uids = {str(ds.SeriesInstanceUID) for ds in sources}
+    if len(uids) <= 1:
+        return list(sources)
+    first = str(sources[0].SeriesInstanceUID)
+    copies = []
+    for ds in sources:
+        copy = deepcopy(ds)  # headers without pixels: small; Dataset(ds) would share the element dict
+        copy.SeriesInstanceUID = first
+        copies.append(copy)
+    return copies
+
+
+def _reference_true_series(seg: Dataset, sources: Sequence[Dataset]) -> None:
+    """List every referenced image under its own series (ReferencedSeriesSequence)."""
+    series_of = {str(ds.SOPInstanceUID): str(ds.SeriesInstanceUID) for ds in sources}
+    if len(set(series_of.values())) <= 1:
+        return
+    grouped: dict[str, list[Dataset]] = {}
+    for item in seg.ReferencedSeriesSequence:
+        for ref in item.ReferencedInstanceSequence:
+            grouped.setdefault(series_of.get(str(ref.ReferencedSOPInstanceUID), str(item.SeriesInstanceUID)),
+                               []).append(ref)
+    items = []
+    for uid, refs in grouped.items():
+        item = Dataset()
+        item.SeriesInstanceUID = uid
+        item.ReferencedInstanceSequence = refs
+        items.append(item)
+    seg.ReferencedSeriesSequence = items
 
 
 def _write_folder(datasets: Sequence[Dataset], destination: Path) -> list[Path]:

@@ -136,3 +136,30 @@ def test_a_journal_left_by_a_killed_job_is_merged_by_the_next_write(tmp_path, ti
     cases = json.loads((out / "predictions.json").read_text())["cases"]
     assert sorted(cases) == ["earlier", "first"] and cases["earlier"] == killed
     assert not progress_path(out, (1, 0)).exists()
+
+
+def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_path, tiny_model_dir):
+    # a short-axis cine exported one series per slice (autocmr.io.dicom_stacks) plus a long-axis view of the
+    # same study: the stack is one case (4D mask over all slices, one SEG per phase), the view another
+    from tests.helpers import write_dicom_series
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 800, size=(3, 4, 40, 36)).astype(np.int16)
+    study = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.77", "PatientID": "P1", "FrameOfReferenceUID": "1.2.3"}
+    src = tmp_path / "in"
+    for z in range(4):
+        write_dicom_series(src / f"sax_{z}", frames[:, z:z + 1], series_number=20 + z, description="cine sax",
+                           origin=(-50.0, -60.0, 20.0 + 8.0 * z), slice_gap=8.0, attributes=study)
+    write_dicom_series(src / "lax", frames[:, :1], series_number=40, description="cine 4ch", attributes=study,
+                       rotation=np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]))
+    options = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    report = predict_folder(src, tmp_path / "out", tiny_model_dir, options=options, num_workers=0,
+                            output_format="both")
+    assert report.ok and sorted(report.done) == ["in_s20_cine_sax", "lax_s40_cine_4ch"]
+    assert read_header(tmp_path / "out" / "in_s20_cine_sax.nii.gz").size == (36, 40, 4, 3)
+    segs = sorted((tmp_path / "out" / "in_s20_cine_sax_seg").iterdir())
+    assert len(segs) == 3
+    import highdicom as hd
+
+    referenced = {series for _, series, _ in hd.seg.segread(segs[0]).get_source_image_uids()}
+    assert len(referenced) == 4  # phase 1's images of the four slice series

@@ -120,6 +120,31 @@ def test_write_seg_for_series_reads_the_layout_and_replaces_a_previous_folder(tm
         check_against_source(second[t], [volume.files[(z, t)] for z in range(2)], mask[t])
 
 
+def test_stack_of_single_slice_series_gets_segs_referencing_every_series(tmp_path):
+    # a short-axis cine stored as one series per slice (autocmr.io.dicom_stacks): each phase's SEG references
+    # the images of all the slice series, in their own series
+    write_series(tmp_path / "cine", n_phases=2, n_slices=3)
+    for z, files in enumerate(_files_by_slice(read_dicom_series(tmp_path / "cine"))):
+        uid = generate_uid()
+        for path in files:
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID, ds.SeriesNumber = uid, 20 + z
+            ds.save_as(path)
+    files = sorted((tmp_path / "cine").iterdir())
+    volume = read_dicom_series(files)
+    mask = random_mask(volume.array.shape, 4)
+    written = write_seg_for_series(mask, files, tmp_path / "out" / "case.nii.gz")
+    assert len(written) == 2
+    for t in range(2):
+        seg = check_against_source(written[t], [volume.files[(z, t)] for z in range(3)], mask[t])
+        assert len({s for _, s, _ in seg.get_source_image_uids()}) == 3
+
+
+def _files_by_slice(volume) -> list[list[Path]]:
+    n_z = 1 + max(z for z, _ in volume.files)
+    return [[p for (z, _), p in volume.files.items() if z == zz] for zz in range(n_z)]
+
+
 def test_bad_input_names_the_problem_and_writes_nothing(tmp_path):
     write_series(tmp_path / "cine", n_phases=2, n_slices=2)
     volume = read_dicom_series(tmp_path / "cine")

@@ -1,0 +1,133 @@
+"""Short-axis stacks stored as one DICOM series per slice, put back together.
+
+Many scanners acquire a short-axis cine one breath-hold per slice and store each slice as a series of its
+own (Siemens exports typically do; so does the Kaggle Data Science Bowl cardiac set). Taken series by series,
+such a study is a dozen single-slice cines and no ventricular volume. :func:`group_into_volumes` therefore
+joins single-location series into one stack when they:
+
+* come from the same study (StudyInstanceUID) and modality;
+* have parallel image planes (ImageOrientationPatient), the same pixel spacing and matrix, and the same
+  number of images (cardiac phases);
+* are aligned in-plane: each IPP lies on the first one's normal line within half a pixel, so the slices
+  form one regular grid (a stack whose slices were shifted in-plane cannot be one volume);
+* number at least :data:`MIN_STACK_SERIES` distinct positions.
+
+Single-location series that do not fit (long-axis views, localizers, a lone slice) stay on their own. When
+two series lie at the same position (a slice acquired again after a failed breath-hold), the later one (higher
+SeriesNumber, then later in the folder's series order) is used and a warning names the one left out (it is
+not predicted on its own either): the repeat is what the operator kept. Series with several locations are
+never merged with anything.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from autocmr.io.dicom_scan import SAME_POSITION_TOLERANCE_MM, DicomHeader, group_by_series
+
+logger = logging.getLogger(__name__)
+
+MIN_STACK_SERIES = 3  # fewer single-slice series than this are not a short-axis stack worth joining
+ORIENTATION_TOLERANCE = 1e-3  # direction cosines; as autocmr.io.dicom
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
+IN_PLANE_TOLERANCE_PIXELS = 0.5  # slices further apart than this within the plane do not form one grid
+
+
+def group_into_volumes(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHeader]]:
+    """Headers grouped into volumes: one per series, except that single-location series forming a stack (see
+    the module docstring) become one group, keyed by its first series' UID (series order) and listing that
+    series' images first. Order: as :func:`group_by_series`, a joined stack where its first series was."""
+    series = group_by_series(headers)
+    candidates = [uid for uid, members in series.items() if _single_location(members)]
+    joined: dict[str, list[str]] = {}  # first series uid -> series uids of the stack
+    absorbed: set[str] = set()  # series inside a stack other than its first, and repeats left out
+    for bucket in _compatible_buckets(candidates, series):
+        stack = _stack_of(bucket, series)
+        if stack is not None:
+            joined[stack[0]] = stack
+            absorbed.update(u for u in bucket if u != stack[0])
+    volumes: dict[str, list[DicomHeader]] = {}
+    for uid, members in series.items():
+        if uid in absorbed:
+            continue
+        if uid in joined:
+            volumes[uid] = [h for member in joined[uid] for h in series[member]]
+            logger.info("joined %d single-slice series into one stack (series %s)", len(joined[uid]),
+                        ", ".join(str(series[u][0].series_number) for u in joined[uid]))
+        else:
+            volumes[uid] = members
+    return volumes
+
+
+def _single_location(members: Sequence[DicomHeader]) -> bool:
+    first = members[0]
+    if any(h.position is None or h.orientation is None or h.pixel_spacing is None or h.shape is None
+           or h.n_frames > 1 for h in members):
+        return False
+    return all(np.linalg.norm(np.subtract(h.position, first.position)) < SAME_POSITION_TOLERANCE_MM
+               for h in members)
+
+
+def _compatible(a: Sequence[DicomHeader], b: Sequence[DicomHeader]) -> bool:
+    x, y = a[0], b[0]
+    return (x.study_uid == y.study_uid and x.modality == y.modality and x.shape == y.shape
+            and len(a) == len(b)
+            and np.abs(np.subtract(x.orientation, y.orientation)).max() <= ORIENTATION_TOLERANCE
+            and np.abs(np.subtract(x.pixel_spacing, y.pixel_spacing)).max() <= PIXEL_SPACING_TOLERANCE_MM)
+
+
+def _compatible_buckets(candidates: Sequence[str], series: dict[str, list[DicomHeader]]) -> list[list[str]]:
+    buckets: list[list[str]] = []
+    for uid in candidates:
+        for bucket in buckets:
+            if _compatible(series[bucket[0]], series[uid]):
+                bucket.append(uid)
+                break
+        else:
+            buckets.append([uid])
+    return buckets
+
+
+def _stack_of(bucket: Sequence[str], series: dict[str, list[DicomHeader]]) -> list[str] | None:
+    """The series of ``bucket`` that make one stack (one per position, the latest where several share it),
+    in series order; None when they do not make one."""
+    if len(bucket) < MIN_STACK_SERIES:
+        return None
+    first = series[bucket[0]][0]
+    row, col = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    origin = np.asarray(first.position)
+    tolerance = IN_PLANE_TOLERANCE_PIXELS * min(first.pixel_spacing)
+    by_position: dict[int, list[str]] = {}
+    offsets: dict[int, float] = {}
+    for uid in bucket:
+        d = np.asarray(series[uid][0].position) - origin
+        along = float(d @ normal)
+        if np.linalg.norm(d - along * normal) > tolerance:
+            names = ", ".join(str(series[u][0].series_number) for u in bucket)
+            logger.warning("single-slice series %s look like one stack but are shifted in-plane (series %s by "
+                           "%.1f mm): kept as separate series", names, series[uid][0].series_number,
+                           float(np.linalg.norm(d - along * normal)))
+            return None
+        key = int(round(along / SAME_POSITION_TOLERANCE_MM))
+        match = next((k for k, v in offsets.items() if abs(v - along) < SAME_POSITION_TOLERANCE_MM), key)
+        offsets.setdefault(match, along)
+        by_position.setdefault(match, []).append(uid)
+    if len(by_position) < MIN_STACK_SERIES:
+        return None
+    order = {uid: i for i, uid in enumerate(series)}
+    chosen = []
+    for uids in by_position.values():
+        latest = max(uids, key=lambda u: (series[u][0].series_number or 0, order[u]))
+        for left_out in (u for u in uids if u != latest):
+            logger.warning("series %s and %s lie at the same slice position: the later one (%s) is used in the "
+                           "stack, %s is left out", series[left_out][0].series_number, series[latest][0].series_number,
+                           series[latest][0].series_number, series[left_out][0].series_number)
+        chosen.append(latest)
+    return sorted(chosen, key=order.__getitem__)
+
+
+__all__ = ["MIN_STACK_SERIES", "group_into_volumes"]
