@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from autocmr.io.dicom import find_dicom_series, read_dicom_series
 from autocmr.io.dicom_stacks import MIN_STACK_SERIES
-from tests.io.test_dicom import ORIGIN, PIXEL_SPACING, ROTATION, ROWS, SLICE_GAP, SLOPE, INTERCEPT, COLS, \
+from tests.io.test_dicom import COLS, INTERCEPT, ORIGIN, ROTATION, ROWS, SLICE_GAP, SLOPE, \
     _write_image, _write_series
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
