@@ -142,6 +142,10 @@ def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
     if output_format != "nifti" and others:
         logger.warning("--output-format %s: DICOM-SEG needs a DICOM source series; %d input(s) that are not DICOM "
                        "(e.g. %s) get NIfTI masks", output_format, len(others), others[0])
+    enhanced = [j.name for j in jobs if j.kind == "dicom" and j.multiframe]
+    if output_format != "nifti" and enhanced:
+        logger.warning("--output-format %s: DICOM-SEG on enhanced multi-frame DICOM is not written yet; %d series "
+                       "(e.g. %s) get NIfTI masks", output_format, len(enhanced), enhanced[0])
 
 
 def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:

@@ -77,13 +77,14 @@ def guarded(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def writes_seg(job: PredictionJob, output_format: str) -> bool:
-    """Whether this job gets a DICOM-SEG object (DICOM sources only)."""
-    return job.kind == "dicom" and output_format != "nifti"
+    """Whether this job gets a DICOM-SEG object (single-frame DICOM sources only: a SEG on the frames of an
+    enhanced multi-frame file is not written yet)."""
+    return job.kind == "dicom" and not job.multiframe and output_format != "nifti"
 
 
 def writes_nifti(job: PredictionJob, output_format: str) -> bool:
-    """Whether this job gets a NIfTI mask (every job but a DICOM one asked for DICOM-SEG only)."""
-    return not (job.kind == "dicom" and output_format == "dicom-seg")
+    """Whether this job gets a NIfTI mask (every job but one that gets DICOM-SEG only)."""
+    return not (writes_seg(job, output_format) and output_format == "dicom-seg")
 
 
 def load_job(job: PredictionJob, ctx: ModelContext) -> LoadedCase:

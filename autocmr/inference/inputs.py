@@ -56,6 +56,7 @@ class PredictionJob:
     sources: tuple[Path, ...]
     output: Path
     series_uid: str | None = None  # DICOM only
+    multiframe: bool = False  # DICOM from enhanced multi-frame files (no DICOM-SEG for those yet)
 
     @property
     def source(self) -> Path:
@@ -249,7 +250,8 @@ def _dicom_jobs(series: Iterable[DicomSeriesInfo], root: Path, out: Path,
             problems.append(CaseFailure(name, str(folder), f"DICOM series give one channel but the model expects "
                                                            f"{num_channels}"))
             continue
-        jobs.append(PredictionJob(name, "dicom", files, out / f"{name}{OUTPUT_SUFFIX}", info.series_instance_uid))
+        jobs.append(PredictionJob(name, "dicom", files, out / f"{name}{OUTPUT_SUFFIX}", info.series_instance_uid,
+                                  info.multiframe))
     return jobs, problems, members
 
 

@@ -13,7 +13,8 @@ Users point inference at a folder that may hold several series, nested folders a
   the origin is the IPP of the first slice along ``n`` (time origin 0).
 
 This matches what ITK/GDCM produce for one phase, so a mask written with this geometry overlays the scan.
-Enhanced (multi-frame) DICOM is not supported: convert it first (e.g. dcm2niix).
+Enhanced (multi-frame) DICOM files are read frame by frame (:mod:`autocmr.io.dicom_multiframe`); a short-axis
+stack stored as one series per slice is read as one volume (:mod:`autocmr.io.dicom_stacks`).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_pixels import read_pixels
 from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
-                                   read_dicom_header, scan_folder, series_info, warn_unreadable)
+                                   read_dicom_headers, scan_folder, series_info, warn_unreadable)
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.image import Geometry
 
@@ -126,17 +127,17 @@ def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[D
         folder = Path(files_or_folder)
         headers, unreadable = scan_folder(folder)
         return headers, folder, unreadable
-    paths = [Path(p) for p in files_or_folder]
+    paths = list(dict.fromkeys(Path(p) for p in files_or_folder))
     if not paths:
         raise InputFileError(Path("."), "empty list of DICOM files")
     headers = []
     for path in paths:
         if not path.is_file():
             raise InputFileError(path, "file does not exist")
-        header = read_dicom_header(path)
-        if header is None:
+        found = read_dicom_headers(path)
+        if not found:
             raise InputFileError(path, "not a DICOM file")
-        headers.append(header)
+        headers += found
     return headers, Path(os.path.commonpath([p.resolve().parent for p in paths])), []
 
 
@@ -158,9 +159,10 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     n_z, n_t = len(grid), len(grid[0])
     rows, cols = members[0].shape
     array = np.empty((n_t, n_z, rows, cols), np.float32)
+    decoded: dict[Path, np.ndarray] = {}  # multi-frame files, decoded once for all their frames
     for z, location in enumerate(grid):
         for t, header in enumerate(location):
-            array[t, z] = read_pixels(header)
+            array[t, z] = read_pixels(header, decoded)
     dy, dx = members[0].pixel_spacing  # PixelSpacing is (row spacing, column spacing)
     direction = np.column_stack([row, col, normal])
     origin = tuple(float(v) for v in grid[0][0].position)
@@ -194,8 +196,8 @@ def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
         for what, field, tolerance in checks:
             a, b = getattr(first, field), getattr(h, field)
             if np.abs(np.subtract(a, b)).max() > tolerance:
-                raise InputFileError(source, f"mixed {what} in one series: {first.path.name} has {a}, "
-                                             f"{h.path.name} has {b}")
+                raise InputFileError(source, f"mixed {what} in one series: {first.label} has {a}, "
+                                             f"{h.label} has {b}")
 
 
 def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -> list[list[DicomHeader]]:
@@ -207,14 +209,14 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
                 < SAME_POSITION_TOLERANCE_MM:
             ref = locations[-1][0]
             if np.linalg.norm(np.subtract(h.position, ref.position)) > SAME_POSITION_TOLERANCE_MM:
-                raise InputFileError(source, f"slices overlap: {ref.path.name} and {h.path.name} lie in the "
+                raise InputFileError(source, f"slices overlap: {ref.label} and {h.label} lie in the "
                                              f"same plane at different positions {ref.position} / {h.position}")
             locations[-1].append(h)
         else:
             locations.append([h])
     counts = [len(loc) for loc in locations]
     if len(set(counts)) > 1:
-        detail = ", ".join(f"{loc[0].path.name}: {len(loc)}" for loc in locations)
+        detail = ", ".join(f"{loc[0].label}: {len(loc)}" for loc in locations)
         raise InputFileError(source, f"uneven number of phases per slice location ({detail}); a phase is "
                                      "missing or extra images were mixed in")
     # TriggerTime orders phases only when it tells them apart (real-time cine may write 0 everywhere).
@@ -228,7 +230,7 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
         for a, b in zip(loc, loc[1:]):
             if not use_trigger and a.instance_number == b.instance_number:
                 raise InputFileError(source, f"duplicate images at one slice location with the same phase: "
-                                             f"{a.path.name} and {b.path.name}")
+                                             f"{a.label} and {b.label}")
     return locations
 
 
@@ -241,7 +243,7 @@ def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source
     median = float(np.median(gaps))
     small = int(np.argmin(gaps))
     if gaps[small] < SLICE_GAP_OVERLAP_FRACTION * median:
-        raise InputFileError(source, f"slices overlap: {grid[small][0].path.name} and {grid[small + 1][0].path.name} "
+        raise InputFileError(source, f"slices overlap: {grid[small][0].label} and {grid[small + 1][0].label} "
                                      f"are {gaps[small]:.3f} mm apart, the median gap is {median:.3f} mm")
     worst = float(np.abs(gaps - median).max())
     if worst > SLICE_GAP_WARN_FRACTION * median:

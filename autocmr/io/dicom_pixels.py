@@ -1,9 +1,12 @@
-"""Decode the pixels of one single-frame DICOM image, for :func:`autocmr.io.dicom.read_dicom_series`.
+"""Decode the pixels of one DICOM image (a single-frame file, or a frame of an enhanced multi-frame file), for
+:func:`autocmr.io.dicom.read_dicom_series`.
 
 Headers are read separately and fast (:mod:`autocmr.io.dicom_scan`); the pixel data of each image is decoded
 here, once the series is known to be consistent. Files of old exports without file meta are decoded too.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -15,13 +18,29 @@ from autocmr.io.dicom_scan import DicomHeader, lenient_pydicom
 
 
 @lenient_pydicom()
-def read_pixels(header: DicomHeader) -> np.ndarray:
-    """The image of one single-frame DICOM file as float32 (rows, columns), rescale slope/intercept applied.
+def read_pixels(header: DicomHeader, decoded: dict[Path, np.ndarray] | None = None) -> np.ndarray:
+    """The image of one single-frame DICOM file, or one frame of an enhanced multi-frame file, as float32
+    (rows, columns), rescale slope/intercept applied. ``decoded`` keeps multi-frame files' decoded frames
+    (stored values) between calls, so that a file is decoded once for all its frames.
 
     Raises:
         InputFileError: the file cannot be read, has no pixel data, or its pixels cannot be decoded or have
             another shape than the header's Rows x Columns.
     """
+    if header.frame is not None:
+        frames = (decoded if decoded is not None else {}).get(header.path)
+        if frames is None:
+            frames = _decode(header.path)
+            if frames.ndim != 3 or frames.shape[1:] != header.shape:
+                raise InputFileError(header.path, f"multi-frame pixel data has shape {frames.shape}, expected "
+                                                  f"(frames, {header.shape[0]}, {header.shape[1]})")
+            if decoded is not None:
+                decoded[header.path] = frames
+        if header.frame >= frames.shape[0]:
+            raise InputFileError(header.path, f"frame {header.frame + 1} missing: the pixel data holds "
+                                              f"{frames.shape[0]} frames")
+        slope, intercept = header.rescale or (1.0, 0.0)
+        return frames[header.frame].astype(np.float32) * np.float32(slope) + np.float32(intercept)
     path = header.path
     try:
         ds = pydicom.dcmread(path, force=True)
@@ -40,6 +59,21 @@ def read_pixels(header: DicomHeader) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _decode(path: Path) -> np.ndarray:
+    """All frames of a multi-frame file as stored (frames, rows, columns)."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise InputFileError(path, "has no pixel data")
+    _infer_transfer_syntax(ds)
+    try:
+        return ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
+        raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
 
 
 def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:

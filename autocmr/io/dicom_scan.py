@@ -17,6 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from autocmr.errors import InputFileError
+from autocmr.io.dicom_multiframe import frame_headers, is_enhanced
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ class DicomSeriesInfo:
     series_instance_uid: str
     description: str
     modality: str
-    files: tuple[Path, ...]
+    files: tuple[Path, ...]  # each file once (an enhanced file holds many images)
     n_locations: int  # distinct ImagePositionPatient values (0 when the tag is missing)
     n_phases: int  # images per location (the largest count if they differ)
     series_number: int | None = None
     member_series: tuple[str, ...] = ()  # SeriesInstanceUIDs of a stack joined from single-slice series
+    multiframe: bool = False  # images are frames of enhanced multi-frame files
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,13 @@ class DicomHeader:
     n_frames: int
     slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
     study_uid: str = ""
+    frame: int | None = None  # the frame of an enhanced multi-frame file (autocmr.io.dicom_multiframe)
+    rescale: tuple[float, float] | None = None  # (slope, intercept) of that frame; None: the file's own
+
+    @property
+    def label(self) -> str:
+        """The file's name (and frame) for messages."""
+        return self.path.name if self.frame is None else f"{self.path.name} (frame {self.frame + 1})"
 
 
 # ---------------------------------------------------------------------------------------------- scanning
@@ -71,12 +80,9 @@ def scan_folder(folder: Path) -> tuple[list[DicomHeader], list[InputFileError]]:
     unreadable: list[InputFileError] = []
     for path in sorted(_iter_files(folder)):
         try:
-            header = read_dicom_header(path)
+            headers += read_dicom_headers(path)
         except InputFileError as exc:
             unreadable.append(exc)
-            continue
-        if header is not None:
-            headers.append(header)
     return headers, unreadable
 
 
@@ -115,8 +121,25 @@ def lenient_pydicom() -> Iterator[None]:
 
 
 @lenient_pydicom()
+def read_dicom_headers(path: Path) -> list[DicomHeader]:
+    """The images of ``path``: one header for a single-frame file, one per frame of an enhanced multi-frame
+    file (:mod:`autocmr.io.dicom_multiframe`), none for a non-DICOM file; InputFileError for a broken
+    DICOM-looking one."""
+    found = _read_header_and_dataset(path)
+    if found is None:
+        return []
+    header, ds = found
+    return frame_headers(header, ds) if is_enhanced(ds) else [header]
+
+
 def read_dicom_header(path: Path) -> DicomHeader | None:
     """The header of ``path``; None for a non-DICOM file; InputFileError for a broken DICOM-looking one."""
+    found = _read_header_and_dataset(path)
+    return found[0] if found is not None else None
+
+
+@lenient_pydicom()
+def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] | None:
     looks_dicom = _looks_like_dicom(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
@@ -138,7 +161,7 @@ def read_dicom_header(path: Path) -> DicomHeader | None:
         if sop is not None and "Image Storage" in getattr(sop, "name", ""):
             raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
         return None
-    return _header_from_dataset(path, ds)
+    return _header_from_dataset(path, ds), ds
 
 
 def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
@@ -194,9 +217,9 @@ def series_info(uid: str, members: Sequence[DicomHeader]) -> DicomSeriesInfo:
             counts[key] = counts.get(key, 0) + 1
     first = members[0]
     uids = tuple(dict.fromkeys(h.series_uid for h in members))
-    return DicomSeriesInfo(uid, first.description, first.modality, tuple(h.path for h in members),
+    return DicomSeriesInfo(uid, first.description, first.modality, tuple(dict.fromkeys(h.path for h in members)),
                            len(counts), max(counts.values(), default=0), first.series_number,
-                           uids if len(uids) > 1 else ())
+                           uids if len(uids) > 1 else (), any(h.frame is not None for h in members))
 
 
 def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:

@@ -1,0 +1,91 @@
+"""Enhanced (multi-frame) DICOM: one file holding every slice and phase of a series, as Philips scanners and
+many archives export cines (Enhanced MR Image, and the Legacy Converted Enhanced MR Image that converters
+write).
+
+Such a file describes each frame in functional groups instead of top-level attributes: the frame's entry of
+the PerFrameFunctionalGroupsSequence, or else the SharedFunctionalGroupsSequence, holds
+
+* PlanePositionSequence > ImagePositionPatient and PlaneOrientationSequence > ImageOrientationPatient;
+* PixelMeasuresSequence > PixelSpacing (and SpacingBetweenSlices / SliceThickness);
+* PixelValueTransformationSequence > RescaleSlope / RescaleIntercept;
+* the cardiac phase: CardiacSynchronizationSequence > NominalCardiacTriggerDelayTime (Enhanced MR), or the
+  TriggerTime a converter kept in UnassignedPerFrameConvertedAttributesSequence.
+
+:func:`frame_headers` turns the file into one :class:`DicomHeader` per frame (``frame`` set, its number in
+the file), so that :func:`autocmr.io.dicom.read_dicom_series` places frames exactly as it places single-frame
+files; the frame order in the file stands in for InstanceNumber when trigger times are missing.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+
+from autocmr.errors import InputFileError
+
+if TYPE_CHECKING:  # autocmr.io.dicom_scan builds headers and calls this module
+    from autocmr.io.dicom_scan import DicomHeader
+
+
+def is_enhanced(ds: pydicom.Dataset) -> bool:
+    """A multi-frame image whose frames are described by functional groups."""
+    return int(ds.get("NumberOfFrames") or 1) > 1 and "PerFrameFunctionalGroupsSequence" in ds
+
+
+def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
+    """One header per frame of the enhanced image ``ds``, filled from its functional groups; ``base`` gives
+    what all frames share (file, series, study, matrix)."""
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    n = int(ds.NumberOfFrames)
+    if len(per_frame) != n:
+        raise InputFileError(base.path, f"NumberOfFrames is {n} but the per-frame functional groups describe "
+                                        f"{len(per_frame)} frames")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared_item = shared[0] if shared else None
+    headers = []
+    for index, item in enumerate(per_frame):
+        def get(sequence: str, keyword: str) -> Any:
+            return _lookup(item, shared_item, sequence, keyword)
+
+        slope, intercept = get("PixelValueTransformationSequence", "RescaleSlope"), \
+            get("PixelValueTransformationSequence", "RescaleIntercept")
+        trigger = get("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
+        if trigger is None:
+            trigger = get("UnassignedPerFrameConvertedAttributesSequence", "TriggerTime")
+        gap = get("PixelMeasuresSequence", "SpacingBetweenSlices") or get("PixelMeasuresSequence", "SliceThickness")
+        headers.append(replace(
+            base, position=_floats(base, index, get("PlanePositionSequence", "ImagePositionPatient"), 3),
+            orientation=_floats(base, index, get("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+            pixel_spacing=_floats(base, index, get("PixelMeasuresSequence", "PixelSpacing"), 2),
+            trigger_time=None if trigger in (None, "") else float(trigger), instance_number=index + 1,
+            n_frames=1, frame=index, slice_gap_hint=float(gap) if gap not in (None, "") else None,
+            rescale=(float(slope) if slope not in (None, "") else 1.0,
+                     float(intercept) if intercept not in (None, "") else 0.0)))
+    return headers
+
+
+def _lookup(item: pydicom.Dataset, shared: pydicom.Dataset | None, sequence: str, keyword: str) -> Any:
+    """``keyword`` of the first entry of ``sequence`` in the frame's functional groups, else the shared ones."""
+    for groups in (item, shared):
+        if groups is None or sequence not in groups or not len(groups[sequence].value):
+            continue
+        value = groups[sequence].value[0].get(keyword)
+        if value is not None:
+            return value
+    return None
+
+
+def _floats(base: DicomHeader, index: int, value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(base.path, f"frame {index + 1}: value {value!r} is not numeric") from exc
+    if len(values) != n:
+        raise InputFileError(base.path, f"frame {index + 1}: {len(values)} values where {n} are expected: {value!r}")
+    return values
+
+
+__all__ = ["frame_headers", "is_enhanced"]

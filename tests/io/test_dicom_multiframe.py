@@ -1,0 +1,133 @@
+"""Enhanced (multi-frame) DICOM reads as the same volume as the single-frame files it was made from: a
+synthetic oblique cine and the real Sunnybrook study, converted with highdicom (Legacy Converted Enhanced MR),
+also with the Enhanced MR placement of the cardiac phase and per-frame rescaling."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from autocmr.errors import InputFileError
+from autocmr.io.dicom import find_dicom_series, read_dicom_series
+from tests.helpers import write_dicom_series
+
+hd = pytest.importorskip("highdicom")
+
+DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate", "PatientBirthDate")
+
+
+def to_enhanced(files: list[Path], out: Path, *, seed: int = 0) -> Path:
+    """The single-frame images ``files`` (one series) as one multi-frame file, frames in shuffled order."""
+    datasets = [pydicom.dcmread(f) for f in files]
+    for ds in datasets:
+        ds.FrameOfReferenceUID = datasets[0].FrameOfReferenceUID  # Sunnybrook: one per file
+        for keyword in DATE_KEYWORDS:  # anonymised dates (00000000) are not valid for the converter
+            setattr(ds, keyword, "20200101")
+        for keyword in ("StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime"):
+            if not ds.get(keyword):
+                setattr(ds, keyword, "101500")
+    order = np.random.default_rng(seed).permutation(len(datasets))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+            [datasets[i] for i in order], series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
+            instance_number=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    enhanced.save_as(out)
+    return out
+
+
+def as_enhanced_mr(path: Path, *, slope: float = 1.0) -> None:
+    """Move each frame's TriggerTime where Enhanced MR keeps the cardiac phase (CardiacSynchronizationSequence
+    > NominalCardiacTriggerDelayTime) and give every frame its own rescale slope, stored values divided by it."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array.astype(np.float64)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        unassigned = item.UnassignedPerFrameConvertedAttributesSequence[0]
+        sync = Dataset()
+        sync.NominalCardiacTriggerDelayTime = unassigned.TriggerTime
+        item.CardiacSynchronizationSequence = [sync]
+        del unassigned.TriggerTime
+        transform = Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = f"{slope:g}", "0", "US"
+        item.PixelValueTransformationSequence = [transform]
+    del ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    ds.PixelData = np.round(frames / slope).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(path)
+
+
+def _same_volume(a, b) -> None:
+    np.testing.assert_allclose(a.array, b.array)
+    assert a.geometry.size == b.geometry.size
+    for field in ("spacing", "origin", "direction"):
+        np.testing.assert_allclose(getattr(a.geometry, field), getattr(b.geometry, field), atol=1e-5)
+
+
+@pytest.fixture
+def synthetic(tmp_path) -> Path:
+    rotation = np.array([[0.8, -0.36, 0.48], [0.6, 0.48, -0.64], [0.0, 0.8, 0.6]])  # columns orthonormal
+    frames = np.random.default_rng(5).integers(0, 1500, size=(4, 3, 7, 9)).astype(np.int16)
+    attributes = {"StudyInstanceUID": hd.UID(), "FrameOfReferenceUID": hd.UID(), "PatientID": "P7",
+                  "PatientName": "Test^Enhanced", "StudyDate": "20240102", "StudyTime": "101500",
+                  "PatientBirthDate": "", "PatientSex": "", "AccessionNumber": "", "ReferringPhysicianName": "",
+                  "StudyID": "1", "Manufacturer": "test"}
+    write_dicom_series(tmp_path / "single", frames, series_number=4, pixel_spacing=(1.25, 1.5), slice_gap=8.0,
+                       rotation=rotation, attributes=attributes, shuffle_names=1)
+    return tmp_path / "single"
+
+
+def test_enhanced_cine_reads_as_its_single_frame_files(tmp_path, synthetic):
+    single = read_dicom_series(synthetic)
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm")
+    (info,) = find_dicom_series(tmp_path / "enhanced")
+    assert (info.n_locations, info.n_phases, info.files, info.multiframe) == (3, 4, (path,), True)
+    enhanced = read_dicom_series(path.parent)
+    _same_volume(enhanced, single)
+    assert set(enhanced.files.values()) == {path}
+    np.testing.assert_allclose(enhanced.trigger_times, single.trigger_times)
+
+
+def test_enhanced_mr_phase_and_per_frame_rescale(tmp_path, synthetic):
+    single = read_dicom_series(synthetic)
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm", seed=3)
+    as_enhanced_mr(path, slope=0.5)
+    _same_volume(read_dicom_series([path]), single)
+
+
+def test_enhanced_file_with_missing_frames_is_refused_naming_it(tmp_path, synthetic):
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm")
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 11  # one frame fewer than the functional groups describe
+    ds.save_as(path)
+    with pytest.raises(InputFileError, match="cine.dcm.*NumberOfFrames is 11"):
+        read_dicom_series(path.parent)
+
+
+def test_sunnybrook_as_one_enhanced_file_reads_the_same(sunnybrook_root, tmp_path):
+    whole = read_dicom_series(sunnybrook_root / "dicom")
+    path = to_enhanced(sorted((sunnybrook_root / "dicom").iterdir()), tmp_path / "enhanced.dcm")
+    _same_volume(read_dicom_series([path]), whole)
+
+
+def test_enhanced_cine_is_predicted_with_a_nifti_mask_instead_of_seg(tmp_path, synthetic, tiny_model_dir, caplog):
+    import logging
+
+    from autocmr.inference.batch import PredictorOptions, predict_folder
+    from autocmr.io.image import read_header
+
+    single = read_dicom_series(synthetic)
+    to_enhanced(sorted(synthetic.iterdir()), tmp_path / "in" / "cine.dcm")
+    options = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    with caplog.at_level(logging.WARNING):
+        report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_model_dir, options=options, num_workers=0,
+                                output_format="dicom-seg")
+    name = "in_s9_sax_cine_enhanced_conversion"  # highdicom names the series "<source description> enhanced conversion"
+    assert report.ok and report.done == [name]
+    assert "not written yet" in caplog.text
+    mask = read_header(tmp_path / "out" / f"{name}.nii.gz")
+    assert mask.size == single.geometry.size and not mask.differences(single.geometry, 1e-5)
+    assert not list((tmp_path / "out").glob("*_seg*"))
