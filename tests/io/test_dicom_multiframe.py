@@ -17,7 +17,8 @@ from tests.helpers import write_dicom_series
 
 hd = pytest.importorskip("highdicom")
 
-DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate", "PatientBirthDate")
+DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate",
+                 "PatientBirthDate")
 
 
 def to_enhanced(files: list[Path], out: Path, *, seed: int = 0) -> Path:
