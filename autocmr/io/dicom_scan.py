@@ -132,12 +132,6 @@ def read_dicom_headers(path: Path) -> list[DicomHeader]:
     return frame_headers(header, ds) if is_enhanced(ds) else [header]
 
 
-def read_dicom_header(path: Path) -> DicomHeader | None:
-    """The header of ``path``; None for a non-DICOM file; InputFileError for a broken DICOM-looking one."""
-    found = _read_header_and_dataset(path)
-    return found[0] if found is not None else None
-
-
 @lenient_pydicom()
 def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] | None:
     looks_dicom = _looks_like_dicom(path)

@@ -120,6 +120,10 @@ def write_seg_for_series(mask: np.ndarray, dicom_files: Sequence[Path], mask_pat
     from autocmr.io.dicom import read_dicom_series
 
     volume = read_dicom_series(dicom_files)
+    if len(set(volume.files.values())) < len(volume.files):
+        folder = Path(os.path.commonpath([Path(f).parent for f in dicom_files]))
+        raise InputFileError(folder, "DICOM-SEG on the frames of enhanced multi-frame files is not written yet "
+                                     "(autocmr_predict writes a NIfTI mask for them)")
     if volume.array.shape != mask.shape:
         folder = Path(os.path.commonpath([Path(f).parent for f in dicom_files]))
         raise InputFileError(folder, f"series reads as {volume.array.shape} but the mask is {mask.shape} (files "

@@ -132,3 +132,13 @@ def test_enhanced_cine_is_predicted_with_a_nifti_mask_instead_of_seg(tmp_path, s
     mask = read_header(tmp_path / "out" / f"{name}.nii.gz")
     assert mask.size == single.geometry.size and not mask.differences(single.geometry, 1e-5)
     assert not list((tmp_path / "out").glob("*_seg*"))
+
+
+def test_seg_for_enhanced_sources_is_refused_clearly(tmp_path, synthetic):
+    from autocmr.io.dicom_seg import write_seg_for_series
+
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm")
+    shape = read_dicom_series([path]).array.shape
+    with pytest.raises(InputFileError, match="enhanced multi-frame files is not written yet"):
+        write_seg_for_series(np.zeros(shape, np.uint8), [path], tmp_path / "out" / "case.nii.gz")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
