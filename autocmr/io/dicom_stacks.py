@@ -48,6 +48,7 @@ def group_into_volumes(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHe
         if stack is not None:
             joined[stack[0]] = stack
             absorbed.update(u for u in bucket if u != stack[0])
+            _warn_left_aside(stack, [u for u in candidates if u not in bucket], series)
     volumes: dict[str, list[DicomHeader]] = {}
     for uid, members in series.items():
         if uid in absorbed:
@@ -59,6 +60,20 @@ def group_into_volumes(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHe
         else:
             volumes[uid] = members
     return volumes
+
+
+def _warn_left_aside(stack: Sequence[str], others: Sequence[str], series: dict[str, list[DicomHeader]]) -> None:
+    """Name single-slice series in the stack's study and plane that could not join it (another number of
+    phases, matrix or pixel spacing): the stack then misses that slice, which its volume would not show."""
+    first = series[stack[0]]
+    for uid in others:
+        members = series[uid]
+        h = members[0]
+        if h.study_uid == first[0].study_uid and \
+                np.abs(np.subtract(h.orientation, first[0].orientation)).max() <= ORIENTATION_TOLERANCE:
+            logger.warning("series %s lies in the plane of the stack of series %s but has %d image(s) of %s pixels "
+                           "(the stack's slices: %d of %s): not joined, the stack misses that slice",
+                           h.series_number, first[0].series_number, len(members), h.shape, len(first), first[0].shape)
 
 
 def _single_location(members: Sequence[DicomHeader]) -> bool:

@@ -134,3 +134,17 @@ def test_sunnybrook_split_into_one_series_per_slice_reads_the_same(sunnybrook_ro
     np.testing.assert_allclose(split.geometry.spacing, whole.geometry.spacing)
     np.testing.assert_allclose(split.geometry.origin, whole.geometry.origin)
     np.testing.assert_allclose(split.geometry.direction, whole.geometry.direction)
+
+
+def test_a_slice_with_another_number_of_phases_is_named(tmp_path, stored, caplog):
+    _write_split_stack(tmp_path, stored)  # slices 0-3 with 3 phases, series 13-10
+    uid = generate_uid()
+    for t in range(2):  # a fifth slice above the stack with 2 phases only
+        path = tmp_path / "slice_4" / f"IM{t:03d}.dcm"
+        _write_image(path, stored[t, 0], series_uid=uid, position=ORIGIN + 4 * SLICE_GAP * ROTATION[:, 2],
+                     instance=t + 1, trigger_time=15.0 + 40.0 * t)
+        _restamp(path, SeriesNumber=30, StudyInstanceUID=STUDY)
+    with caplog.at_level(logging.WARNING):
+        series = find_dicom_series(tmp_path)
+    assert sorted((s.series_number, s.n_locations) for s in series) == [(10, 4), (30, 1)]
+    assert "series 30 lies in the plane of the stack of series 10 but has 2 image(s)" in caplog.text
