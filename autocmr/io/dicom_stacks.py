@@ -116,8 +116,7 @@ def _stack_of(bucket: Sequence[str], series: dict[str, list[DicomHeader]]) -> li
     normal /= np.linalg.norm(normal)
     origin = np.asarray(first.position)
     tolerance = IN_PLANE_TOLERANCE_PIXELS * min(first.pixel_spacing)
-    by_position: dict[int, list[str]] = {}
-    offsets: dict[int, float] = {}
+    positions: list[tuple[float, list[str]]] = []  # depth along the normal, the series lying there
     for uid in bucket:
         d = np.asarray(series[uid][0].position) - origin
         along = float(d @ normal)
@@ -127,15 +126,17 @@ def _stack_of(bucket: Sequence[str], series: dict[str, list[DicomHeader]]) -> li
                            "%.1f mm): kept as separate series", names, series[uid][0].series_number,
                            float(np.linalg.norm(d - along * normal)))
             return None
-        key = int(round(along / SAME_POSITION_TOLERANCE_MM))
-        match = next((k for k, v in offsets.items() if abs(v - along) < SAME_POSITION_TOLERANCE_MM), key)
-        offsets.setdefault(match, along)
-        by_position.setdefault(match, []).append(uid)
-    if len(by_position) < MIN_STACK_SERIES:
+        for depth, there in positions:
+            if abs(depth - along) < SAME_POSITION_TOLERANCE_MM:
+                there.append(uid)
+                break
+        else:
+            positions.append((along, [uid]))
+    if len(positions) < MIN_STACK_SERIES:
         return None
     order = {uid: i for i, uid in enumerate(series)}
     chosen = []
-    for uids in by_position.values():
+    for _, uids in positions:
         latest = max(uids, key=lambda u: (series[u][0].series_number or 0, order[u]))
         for left_out in (u for u in uids if u != latest):
             logger.warning("series %s and %s lie at the same slice position: the later one (%s) is used in the "
