@@ -188,8 +188,9 @@ def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
         if missing:
             raise InputFileError(h.path, f"missing {', '.join(missing)}: cannot place the image in space")
         if h.n_frames > 1:
-            raise InputFileError(h.path, f"multi-frame (enhanced) DICOM with {h.n_frames} frames is not "
-                                         "supported; convert the series first (e.g. dcm2niix)")
+            raise InputFileError(h.path, f"multi-frame DICOM with {h.n_frames} frames but no per-frame "
+                                         "functional groups (not an enhanced image): the frames cannot be placed; "
+                                         "convert the series first (e.g. dcm2niix)")
     checks = (("orientations", "orientation", ORIENTATION_TOLERANCE),
               ("pixel spacings", "pixel_spacing", PIXEL_SPACING_TOLERANCE_MM), ("image sizes", "shape", 0.0))
     for h in members[1:]:

@@ -28,20 +28,34 @@ def read_pixels(header: DicomHeader, decoded: dict[Path, np.ndarray] | None = No
             another shape than the header's Rows x Columns.
     """
     if header.frame is not None:
-        frames = (decoded if decoded is not None else {}).get(header.path)
-        if frames is None:
-            frames = _decode(header.path)
-            if frames.ndim != 3 or frames.shape[1:] != header.shape:
-                raise InputFileError(header.path, f"multi-frame pixel data has shape {frames.shape}, expected "
-                                                  f"(frames, {header.shape[0]}, {header.shape[1]})")
-            if decoded is not None:
-                decoded[header.path] = frames
-        if header.frame >= frames.shape[0]:
-            raise InputFileError(header.path, f"frame {header.frame + 1} missing: the pixel data holds "
-                                              f"{frames.shape[0]} frames")
-        slope, intercept = header.rescale or (1.0, 0.0)
-        return frames[header.frame].astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    path = header.path
+        return _frame(header, decoded if decoded is not None else {})
+    ds, pixels = _decode(header.path)
+    if pixels.shape != header.shape:
+        raise InputFileError(header.path, f"pixel data has shape {pixels.shape}, expected (Rows, Columns) = "
+                                          f"{header.shape} (colour images are not supported)")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _frame(header: DicomHeader, decoded: dict[Path, np.ndarray]) -> np.ndarray:
+    """One frame of an enhanced multi-frame file, rescaled with that frame's slope and intercept."""
+    frames = decoded.get(header.path)
+    if frames is None:
+        frames = _decode(header.path)[1]
+        if frames.ndim != 3 or frames.shape[1:] != header.shape:
+            raise InputFileError(header.path, f"multi-frame pixel data has shape {frames.shape}, expected "
+                                              f"(frames, {header.shape[0]}, {header.shape[1]})")
+        decoded[header.path] = frames
+    if header.frame >= frames.shape[0]:
+        raise InputFileError(header.path, f"frame {header.frame + 1} missing: the pixel data holds "
+                                          f"{frames.shape[0]} frames")
+    slope, intercept = header.rescale or (1.0, 0.0)
+    return frames[header.frame].astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    """The data set of ``path`` and its pixels as stored ((frames,) rows, columns)."""
     try:
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
@@ -50,28 +64,7 @@ def read_pixels(header: DicomHeader, decoded: dict[Path, np.ndarray] | None = No
         raise InputFileError(path, "has no pixel data")
     _infer_transfer_syntax(ds)
     try:
-        pixels = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
-        raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
-    if pixels.shape != header.shape:
-        raise InputFileError(path, f"pixel data has shape {pixels.shape}, expected (Rows, Columns) = {header.shape}"
-                                   " (colour or multi-frame images are not supported)")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-
-
-def _decode(path: Path) -> np.ndarray:
-    """All frames of a multi-frame file as stored (frames, rows, columns)."""
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
-    if "PixelData" not in ds:
-        raise InputFileError(path, "has no pixel data")
-    _infer_transfer_syntax(ds)
-    try:
-        return ds.pixel_array
+        return ds, ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
         raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
 
