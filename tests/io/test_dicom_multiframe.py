@@ -142,3 +142,13 @@ def test_seg_for_enhanced_sources_is_refused_clearly(tmp_path, synthetic):
     with pytest.raises(InputFileError, match="enhanced multi-frame files is not written yet"):
         write_seg_for_series(np.zeros(shape, np.uint8), [path], tmp_path / "out" / "case.nii.gz")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_multiframe_file_without_functional_groups_is_refused_naming_it(tmp_path, synthetic):
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm")
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence  # frames that nothing places in space
+    ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0, 0, 0], [1, 0, 0, 0, 1, 0], [1, 1]
+    ds.save_as(path)
+    with pytest.raises(InputFileError, match="cine.dcm.*no per-frame functional groups"):
+        read_dicom_series(path.parent)
