@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -266,21 +266,43 @@ def _image_for(subject: Subject, frame: FrameMask) -> np.ndarray | None:
 
 
 def dicom_heart_rate(files: Sequence[Path]) -> float | None:
-    """Heart rate (bpm) from a DICOM series: HeartRate, else 60000 / NominalInterval (R-R interval, ms)."""
+    """Heart rate (bpm) from a DICOM series: HeartRate, else 60000 / NominalInterval (R-R interval, ms), else
+    60000 / CardiacRRIntervalSpecified (Enhanced MR); in an enhanced multi-frame file also where converters
+    keep HeartRate and NominalInterval (the unassigned converted attributes of the functional groups)."""
     import pydicom
 
     for path in files[:3]:
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
-                                 specific_tags=["HeartRate", "NominalInterval"])
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
         except Exception:  # noqa: BLE001 - an unreadable header just means no heart rate
             continue
-        rate, interval = ds.get("HeartRate"), ds.get("NominalInterval")
-        if rate is not None and float(rate) > 0:
-            return float(rate)
-        if interval is not None and float(interval) > 0:
-            return MS_PER_MINUTE / float(interval)
+        for source in _heart_rate_sources(ds):
+            rate = _positive(source.get("HeartRate"))
+            if rate is not None:
+                return rate
+            interval = _positive(source.get("NominalInterval")) or _positive(source.get("CardiacRRIntervalSpecified"))
+            if interval is not None:
+                return MS_PER_MINUTE / interval
     return None
+
+
+def _heart_rate_sources(ds: Any) -> list[Any]:
+    """The data set, then the converted attributes of its shared and first per-frame functional groups."""
+    sources = [ds]
+    for groups, keyword in (("SharedFunctionalGroupsSequence", "UnassignedSharedConvertedAttributesSequence"),
+                            ("PerFrameFunctionalGroupsSequence", "UnassignedPerFrameConvertedAttributesSequence")):
+        items = ds.get(groups)
+        if items and keyword in items[0] and len(items[0][keyword].value):
+            sources.append(items[0][keyword].value[0])
+    return sources
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
 
 
 __all__ = ["AnalysisOutputs", "analyse_batch", "analyse_cases", "analyse_masks", "analyse_output_folder", "case_record",

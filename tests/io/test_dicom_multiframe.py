@@ -152,3 +152,13 @@ def test_multiframe_file_without_functional_groups_is_refused_naming_it(tmp_path
     ds.save_as(path)
     with pytest.raises(InputFileError, match="cine.dcm.*no per-frame functional groups"):
         read_dicom_series(path.parent)
+
+
+def test_heart_rate_of_an_enhanced_file(sunnybrook_root, tmp_path):
+    # converters keep HeartRate among the per-frame converted attributes; the measures' HR column finds it
+    from autocmr.analysis.pipeline import dicom_heart_rate
+
+    path = to_enhanced(sorted((sunnybrook_root / "dicom").iterdir())[:24], tmp_path / "enhanced.dcm")
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert "HeartRate" not in ds  # not at the top level: only in the functional groups
+    assert dicom_heart_rate([path]) == 80.0
