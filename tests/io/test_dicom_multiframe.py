@@ -16,6 +16,8 @@ from autocmr.io.dicom import find_dicom_series, read_dicom_series
 from tests.helpers import write_dicom_series
 
 hd = pytest.importorskip("highdicom")
+# the Sunnybrook files carry UIDs with leading zeros (anonymisation): pydicom warns on each access
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
 DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate",
                  "PatientBirthDate")
