@@ -7,8 +7,9 @@ volumes of the exported, postprocessed masks of three passes of the same network
 - ``whole``: the fast pass over whole slices (first fold, no mirroring, tiles that touch);
 - ``heart``: the fast pass in a window around the heart (the default since 2026-11-28), located on the volume
   itself by a ``whole`` pass as the cine path locates it on two frames;
-- ``heart_full``: the full-accuracy prediction (every fold, mirroring) inside that window only, as the fast
-  path's refined frames can be predicted (``CineOptions.refine_region``).
+- ``heart_full``: the full-accuracy prediction (every fold, mirroring) inside that window only;
+- ``tiles``: the full path's own tiles (``--step``, whole slices) and folds without mirroring, a quarter of
+  its network passes in 2D: how much of the difference is the mirroring and how much where the tiles sit.
 
 Reported: per pass and structure the median, 90th percentile and maximum of |fast - full| / full (%), and
 seconds per volume (``heart`` includes locating the heart on the volume itself, which the cine path does
@@ -29,7 +30,7 @@ import numpy as np
 
 from common import ACDC, PROJECT, machine, require, save_results
 
-PASSES = ("full", "whole", "heart", "heart_full")
+PASSES = ("full", "whole", "heart", "heart_full", "tiles")
 
 
 def acdc_volumes(patients: int) -> list[Path]:
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 probabilities = predictor.probabilities(pre)
             elif name == "heart_full":
                 probabilities = predictor.probabilities(pre, window)
+            elif name == "tiles":
+                same_tiles = CineOptions(fast_step=predictor.step, fast_folds=len(predictor.networks),
+                                         fast_precision=predictor.precision)
+                probabilities = _fast_probabilities(predictor, pre, same_tiles, None)
             else:
                 probabilities = _fast_probabilities(predictor, pre, options, window)
             lv, rv = _volumes(_export(predictor, probabilities, props, False).label, voxel_ml)
