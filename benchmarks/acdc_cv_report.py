@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np

@@ -59,7 +59,6 @@ class QcThresholds:
     max_uncertainty: float = 0.14  # disagreement score above which a case is sent for review (QC benchmark, README)
 
 
-
 def describe_flags(t: QcThresholds | None = None) -> dict[str, str]:
     """What each flag means with the limits in force (for the report a person reads); :data:`QC_FLAGS` says
     the same without numbers."""

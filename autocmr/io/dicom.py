@@ -29,17 +29,14 @@ import numpy as np
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_pixels import read_pixels
-from autocmr.io.dicom_scan import (SAME_POSITION_TOLERANCE_MM, DicomHeader, DicomSeriesInfo, describe_series,
-                                   read_dicom_headers, scan_folder, series_info, warn_unreadable)
+from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
+                                   DicomHeader, DicomSeriesInfo, describe_series, read_dicom_headers, scan_folder,
+                                   series_info, warn_unreadable)
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.image import Geometry
 
 logger = logging.getLogger(__name__)
 
-# Direction cosines (unitless) and pixel spacings (mm) closer than these are the same within a series;
-# scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a real change of plane.
-ORIENTATION_TOLERANCE = 1e-3
-PIXEL_SPACING_TOLERANCE_MM = 1e-3
 # Slice gaps deviating from the median gap by more than this fraction are reported (a missing slice or a
 # stack assembled from several acquisitions); the volume then uses the median gap and is only approximate.
 SLICE_GAP_WARN_FRACTION = 0.10

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from autocmr.errors import InputFileError
+from autocmr.io.dicom_values import numeric_tuple
 
 if TYPE_CHECKING:  # autocmr.io.dicom_scan builds headers and calls this module
     from autocmr.io.dicom_scan import DicomHeader
@@ -48,6 +49,9 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
         def get(sequence: str, keyword: str) -> Any:
             return _lookup(item, shared_item, sequence, keyword)
 
+        def floats(sequence: str, keyword: str, n: int) -> tuple[float, ...] | None:
+            return numeric_tuple(base.path, f"frame {index + 1}: {keyword}", get(sequence, keyword), n)
+
         slope, intercept = get("PixelValueTransformationSequence", "RescaleSlope"), \
             get("PixelValueTransformationSequence", "RescaleIntercept")
         trigger = get("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
@@ -55,9 +59,9 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
             trigger = get("UnassignedPerFrameConvertedAttributesSequence", "TriggerTime")
         gap = get("PixelMeasuresSequence", "SpacingBetweenSlices") or get("PixelMeasuresSequence", "SliceThickness")
         headers.append(replace(
-            base, position=_floats(base, index, get("PlanePositionSequence", "ImagePositionPatient"), 3),
-            orientation=_floats(base, index, get("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
-            pixel_spacing=_floats(base, index, get("PixelMeasuresSequence", "PixelSpacing"), 2),
+            base, position=floats("PlanePositionSequence", "ImagePositionPatient", 3),
+            orientation=floats("PlaneOrientationSequence", "ImageOrientationPatient", 6),
+            pixel_spacing=floats("PixelMeasuresSequence", "PixelSpacing", 2),
             trigger_time=None if trigger in (None, "") else float(trigger), instance_number=index + 1,
             n_frames=1, frame=index, slice_gap_hint=float(gap) if gap not in (None, "") else None,
             rescale=(float(slope) if slope not in (None, "") else 1.0,
@@ -74,18 +78,6 @@ def _lookup(item: pydicom.Dataset, shared: pydicom.Dataset | None, sequence: str
         if value is not None:
             return value
     return None
-
-
-def _floats(base: DicomHeader, index: int, value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        values = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise InputFileError(base.path, f"frame {index + 1}: value {value!r} is not numeric") from exc
-    if len(values) != n:
-        raise InputFileError(base.path, f"frame {index + 1}: {len(values)} values where {n} are expected: {value!r}")
-    return values
 
 
 __all__ = ["frame_headers", "is_enhanced"]

@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_multiframe import frame_headers, is_enhanced
+from autocmr.io.dicom_values import numeric_tuple
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 # Two images whose IPPs are closer than this (mm) share a slice location (IPP is written with ~4 decimals).
 SAME_POSITION_TOLERANCE_MM = 0.01
+# Direction cosines (unitless) and pixel spacings (mm) closer than these are the same (a series' images, the
+# slices of a stack); scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a change of plane.
+ORIENTATION_TOLERANCE = 1e-3
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -160,16 +165,7 @@ def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] 
 
 def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
     def floats(keyword: str, n: int) -> tuple[float, ...] | None:
-        value = ds.get(keyword)
-        if value is None:
-            return None
-        try:
-            values = tuple(float(v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise InputFileError(path, f"{keyword} is not numeric: {value!r}") from exc
-        if len(values) != n:
-            raise InputFileError(path, f"{keyword} has {len(values)} values, expected {n}: {value!r}")
-        return values
+        return numeric_tuple(path, keyword, ds.get(keyword), n)
 
     def number(keyword: str) -> float | None:
         value = ds.get(keyword)

@@ -25,13 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-from autocmr.io.dicom_scan import SAME_POSITION_TOLERANCE_MM, DicomHeader, group_by_series
+from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
+                                   DicomHeader, group_by_series)
 
 logger = logging.getLogger(__name__)
 
 MIN_STACK_SERIES = 3  # fewer single-slice series than this are not a short-axis stack worth joining
-ORIENTATION_TOLERANCE = 1e-3  # direction cosines; as autocmr.io.dicom
-PIXEL_SPACING_TOLERANCE_MM = 1e-3
 IN_PLANE_TOLERANCE_PIXELS = 0.5  # slices further apart than this within the plane do not form one grid
 
 
@@ -69,8 +68,7 @@ def _warn_left_aside(stack: Sequence[str], others: Sequence[str], series: dict[s
     for uid in others:
         members = series[uid]
         h = members[0]
-        if h.study_uid == first[0].study_uid and \
-                np.abs(np.subtract(h.orientation, first[0].orientation)).max() <= ORIENTATION_TOLERANCE:
+        if h.study_uid == first[0].study_uid and _parallel(h, first[0]):
             logger.warning("series %s lies in the plane of the stack of series %s but has %d image(s) of %s pixels "
                            "(the stack's slices: %d of %s): not joined, the stack misses that slice",
                            h.series_number, first[0].series_number, len(members), h.shape, len(first), first[0].shape)
@@ -85,11 +83,15 @@ def _single_location(members: Sequence[DicomHeader]) -> bool:
                for h in members)
 
 
+def _parallel(x: DicomHeader, y: DicomHeader) -> bool:
+    return bool(np.abs(np.subtract(x.orientation, y.orientation)).max() <= ORIENTATION_TOLERANCE)
+
+
 def _compatible(a: Sequence[DicomHeader], b: Sequence[DicomHeader]) -> bool:
     x, y = a[0], b[0]
     return (x.study_uid == y.study_uid and x.modality == y.modality and x.shape == y.shape
             and len(a) == len(b)
-            and np.abs(np.subtract(x.orientation, y.orientation)).max() <= ORIENTATION_TOLERANCE
+            and _parallel(x, y)
             and np.abs(np.subtract(x.pixel_spacing, y.pixel_spacing)).max() <= PIXEL_SPACING_TOLERANCE_MM)
 
 
