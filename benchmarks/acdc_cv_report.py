@@ -9,6 +9,7 @@ the work tree.
     python benchmarks/acdc_cv_report.py baseline
     python benchmarks/acdc_cv_report.py --tables baseline ctx1   # README tables from the stored results
     python benchmarks/acdc_cv_report.py --pool e96 e96_folds01 e96_folds234   # folds evaluated on two machines
+    python benchmarks/acdc_cv_report.py --figure docs/figures/bias_by_slice_position.png baseline edge_bf16_e48
 
 Each results file keeps, beside the pooled figures, the per-subject reference and predicted measures and the
 per-volume Dice and HD95 (numbers, no images). That is what ``--pool`` needs: folds trained and evaluated on
@@ -218,6 +219,47 @@ def print_tables(runs: list[str]) -> int:
     return 0
 
 
+POSITION_NAMES = {"above_base": "above\nbase", "basal": "basal\nthird", "mid": "mid\nthird",
+                  "apical": "apical\nthird", "below_apex": "below\napex"}
+
+
+def bias_figure(runs: list[str], path: Path, labels: list[str] | None = None) -> Path:
+    """Bar chart of each measure's bias (postprocessed) split over the slice positions, one panel per measure,
+    one bar per run: where along the ventricle each run's volume and mass errors sit."""
+    from autocmr.evaluation.plots import _figure, _save  # the evaluation's own figure style and atomic write
+
+    loaded = [json.loads((RESULTS / f"acdc_cv_{run}.json").read_text(encoding="utf-8")) for run in runs]
+    labels = labels or runs
+    if len(labels) != len(runs):
+        raise SystemExit(f"--labels: {len(labels)} label(s) for {len(runs)} run(s)")
+    biases = [r["postprocessed"].get("slice_position_bias") or {} for r in loaded]
+    measures = [m for m in biases[0] if all(m in b for b in biases)]
+    if not measures:
+        raise SystemExit(f"{runs}: no slice-position bias stored in common")
+    rows, cols = (len(measures) + 1 + 2) // 3, 3  # one panel per measure and one for the legend
+    fig, axes = _figure(rows, cols)
+    panels = list(axes.flat)
+    x = np.arange(len(POSITIONS))
+    width = 0.8 / len(runs)
+    for ax, measure in zip(panels, measures):
+        for i, bias in enumerate(biases):
+            ax.bar(x + (i - (len(runs) - 1) / 2) * width, [bias[measure].get(p, 0.0) for p in POSITIONS], width,
+                   color=f"C{i}")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, [POSITION_NAMES[p] for p in POSITIONS], fontsize=7)
+        totals = " / ".join(f"{sum(b[measure].values()):+.1f}" for b in biases)
+        ax.set_title(f"{measure} ({'g' if measure == 'LVM' else 'mL'}); total {totals}", fontsize=8)
+    for ax in panels[len(measures):]:
+        ax.axis("off")
+    legend = panels[len(measures)]
+    for i, label in enumerate(labels):
+        legend.bar([0], [0], color=f"C{i}", label=label)
+    legend.legend(loc="center", fontsize=7, title="bias (prediction - reference)\nsplit over the slice positions",
+                  title_fontsize=7, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", nargs="?", help="RUN of acdc_cross_validation.sh (folder $AUTOCMR_HOME/cv_RUN)")
@@ -227,7 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", nargs="+", metavar=("NAME", "PART"), help="write acdc_cv_NAME.json pooling the stored "
                     "results acdc_cv_PART.json of disjoint folds (e.g. evaluated on different machines)")
     ap.add_argument("--allow-mixed", action="store_true", help="--pool parts trained with different options")
+    ap.add_argument("--figure", nargs="+", metavar=("PNG", "RUN"), help="bar chart of the stored runs' bias by "
+                    "slice position, one panel per measure (the README's figure)")
+    ap.add_argument("--labels", nargs="+", help="--figure: a legend label per RUN (default: the run names)")
     args = ap.parse_args(argv)
+    if args.figure:
+        if len(args.figure) < 2:
+            ap.error("--figure needs a PNG path and at least one RUN")
+        print("figure:", bias_figure(args.figure[1:], Path(args.figure[0]), args.labels))
+        return 0
     if args.tables:
         return print_tables(args.tables)
     if args.pool:

@@ -105,3 +105,16 @@ def test_pooling_refuses_overlapping_folds_mixed_recipes_or_postprocessing_and_f
     (results / "acdc_cv_old_folds1.json").write_text(json.dumps(old))
     with pytest.raises(SystemExit, match="no per-case rows"):
         report.main(["--pool", "bad", "run_folds0", "old_folds1"])
+
+
+def test_the_bias_figure_draws_stored_runs_and_refuses_runs_without_a_breakdown(results, tmp_path):
+    png = tmp_path / "figures" / "bias.png"
+    assert report.main(["--figure", str(png), "run", "run_folds0", "--labels", "all folds", "fold 0"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="label"):
+        report.main(["--figure", str(png), "run", "run_folds0", "--labels", "only one"])
+    stored = _load(results, "run")
+    stored["postprocessed"]["slice_position_bias"] = {}
+    (results / "acdc_cv_empty.json").write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="no slice-position bias"):
+        report.main(["--figure", str(png), "empty"])
