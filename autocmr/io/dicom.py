@@ -67,6 +67,20 @@ class DicomVolume:
         return self.array.ndim == 4
 
 
+@dataclass(frozen=True)
+class DicomLayout:
+    """Where each image of a series sits in the volume :func:`read_dicom_series` would build, from the
+    headers alone (no pixel data decoded): ``files`` maps ``(z_index, t_index)`` to the source file, as
+    :attr:`DicomVolume.files`; ``shape`` is the array's shape, ``(t, z, y, x)`` for cine, else ``(z, y, x)``."""
+
+    files: Mapping[tuple[int, int], Path]
+    shape: tuple[int, ...]
+
+    @property
+    def is_cine(self) -> bool:
+        return len(self.shape) == 4
+
+
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -99,6 +113,35 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
             regular grid (mixed orientations or pixel spacings, uneven phases per location, overlapping or
             duplicated slices, missing pixel data).
     """
+    members, source, note = _series_members(files_or_folder, series_uid)
+    try:
+        return _assemble(members, source)
+    except InputFileError as exc:
+        if note and exc.path == source:
+            raise InputFileError(source, exc.reason + note) from exc
+        raise
+
+
+def read_dicom_layout(files_or_folder: str | Path | Sequence[str | Path], *,
+                      series_uid: str | None = None) -> DicomLayout:
+    """The (slice, phase) -> file map and array shape of :func:`read_dicom_series` on the same arguments,
+    with the same checks, from the headers only (what a DICOM-SEG of a predicted mask needs)."""
+    members, source, note = _series_members(files_or_folder, series_uid)
+    try:
+        grid, _, _ = _layout(members, source)
+    except InputFileError as exc:
+        if note and exc.path == source:
+            raise InputFileError(source, exc.reason + note) from exc
+        raise
+    n_z, n_t = len(grid), len(grid[0])
+    files = MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
+    return DicomLayout(files, ((n_t,) if n_t > 1 else ()) + (n_z, *members[0].shape))
+
+
+def _series_members(files_or_folder: str | Path | Sequence[str | Path],
+                    series_uid: str | None) -> tuple[list[DicomHeader], Path, str]:
+    """The headers of the one series to read (see :func:`read_dicom_series`), where they were found, and a
+    note naming unreadable files for error messages."""
     headers, source, unreadable = _collect(files_or_folder)
     series = group_into_volumes(headers)
     note = _unreadable_note(unreadable)
@@ -111,15 +154,11 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
         raise InputFileError(source, f"holds {len(series)} DICOM series, choose one with series_uid: {found}")
     members = series[series_uid] if series_uid is not None else next(iter(series.values()))
     warn_unreadable(unreadable)
-    try:
-        return _assemble(members, source)
-    except InputFileError as exc:
-        if note and exc.path == source:
-            raise InputFileError(source, exc.reason + note) from exc
-        raise
+    return list(members), source, note
 
 
-def _collect(files_or_folder: str | Path | Sequence[str | Path]) -> tuple[list[DicomHeader], Path, list[InputFileError]]:
+def _collect(files_or_folder: str | Path | Sequence[str | Path]
+             ) -> tuple[list[DicomHeader], Path, list[InputFileError]]:
     if isinstance(files_or_folder, (str, Path)):
         folder = Path(files_or_folder)
         headers, unreadable = scan_folder(folder)
@@ -146,13 +185,20 @@ def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
     return f"; {len(unreadable)} DICOM-looking files could not be read: {shown}{more}"
 
 
-def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
+def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[list[list[DicomHeader]], np.ndarray, float]:
+    """The checked grid of images (slice locations along the normal, each sorted by phase), the slice normal
+    and the slice gap."""
     _check_consistent(members, source)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
     grid = _arrange(members, normal, source)
-    gap = _slice_gap(grid, normal, source)
+    return grid, normal, _slice_gap(grid, normal, source)
+
+
+def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
+    grid, normal, gap = _layout(members, source)
+    row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
     n_z, n_t = len(grid), len(grid[0])
     rows, cols = members[0].shape
     array = np.empty((n_t, n_z, rows, cols), np.float32)
@@ -285,4 +331,5 @@ def write_dicom_as_nifti(folder: str | Path, output_path: str | Path, *, series_
     return output_path
 
 
-__all__ = ["DicomSeriesInfo", "DicomVolume", "find_dicom_series", "read_dicom_series", "write_dicom_as_nifti"]
+__all__ = ["DicomLayout", "DicomSeriesInfo", "DicomVolume", "find_dicom_series", "read_dicom_layout",
+           "read_dicom_series", "write_dicom_as_nifti"]

@@ -114,19 +114,20 @@ def write_dicom_seg(mask: np.ndarray, source_files: Mapping[tuple[int, int], Pat
 def write_seg_for_series(mask: np.ndarray, dicom_files: Sequence[Path], mask_path: str | Path, *,
                          phase_notes: Mapping[int, str] | None = None) -> list[Path]:
     """:func:`write_dicom_seg` for a mask predicted from the series made of ``dicom_files``, written beside
-    ``mask_path`` (see :func:`seg_destination`). The series is read again for its (slice, phase) -> file map.
+    ``mask_path`` (see :func:`seg_destination`). The series' headers are read again for its (slice, phase) ->
+    file map (no pixel data).
     """
     from autocmr import __version__
-    from autocmr.io.dicom import read_dicom_series
+    from autocmr.io.dicom import read_dicom_layout
 
-    volume = read_dicom_series(dicom_files)
+    volume = read_dicom_layout(dicom_files)
     if len(set(volume.files.values())) < len(volume.files):
         folder = Path(os.path.commonpath([Path(f).parent for f in dicom_files]))
         raise InputFileError(folder, "DICOM-SEG on the frames of enhanced multi-frame files is not written yet "
                                      "(autocmr_predict writes a NIfTI mask for them)")
-    if volume.array.shape != mask.shape:
+    if volume.shape != mask.shape:
         folder = Path(os.path.commonpath([Path(f).parent for f in dicom_files]))
-        raise InputFileError(folder, f"series reads as {volume.array.shape} but the mask is {mask.shape} (files "
+        raise InputFileError(folder, f"series reads as {volume.shape} but the mask is {mask.shape} (files "
                                      "changed during the run?)")
     return write_dicom_seg(mask, volume.files, seg_destination(mask_path, cine=volume.is_cine),
                            phase_notes=phase_notes, software_version=__version__)

@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 
 from autocmr.errors import InputFileError
 from autocmr.io.cine import read_cine
-from autocmr.io.dicom import find_dicom_series, read_dicom_series, write_dicom_as_nifti
+from autocmr.io.dicom import find_dicom_series, read_dicom_layout, read_dicom_series, write_dicom_as_nifti
 
 # Oblique short-axis-like plane; non-square pixels and images so that row/column swaps show.
 ROTATION = Rotation.from_euler("xyz", [25.0, -40.0, 15.0], degrees=True).as_matrix()
@@ -141,6 +141,21 @@ def test_folder_with_several_series_nested_and_junk(tmp_path, stored, caplog):
     # An explicit file list works too, in any order.
     files = list(reversed(cine.files))
     assert read_dicom_series(files).geometry.size == (COLS, ROWS, 2, 3)
+
+
+def test_layout_from_headers_alone_matches_the_volume_read(tmp_path, stored, monkeypatch):
+    paths = _write_series(tmp_path / "cine", stored)
+    _write_series(tmp_path / "one", stored[:1])
+    volumes = {name: read_dicom_series(tmp_path / name) for name in ("cine", "one")}
+    monkeypatch.setattr("autocmr.io.dicom.read_pixels", lambda *a: pytest.fail("pixel data decoded"))
+    for name, volume in volumes.items():
+        layout = read_dicom_layout(sorted((tmp_path / name).iterdir()))
+        assert dict(layout.files) == dict(volume.files) and layout.shape == volume.array.shape
+        assert layout.is_cine == volume.is_cine == (name == "cine")
+    assert dict(read_dicom_layout(tmp_path / "cine").files) == paths
+    paths[(1, 2)].unlink()  # the same checks as reading the volume
+    with pytest.raises(InputFileError, match="uneven number of phases"):
+        read_dicom_layout(tmp_path / "cine")
 
 
 def test_missing_phase_and_duplicates_are_reported(tmp_path, stored):
