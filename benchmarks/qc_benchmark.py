@@ -9,7 +9,9 @@ ACDC's own label order would give). Truth per subject: bad when a case's mean fo
 reference is below 0.80 or a measure (LVEDV, LVESV, LVEF, LVM, RVEDV, RVESV, RVEF) is off by more than 10 %
 of the reference value; degraded inputs are scored against the reference of the original scan (for shuffled
 slices: the true anatomy). Reported: share of bad subjects flagged (target >= 90 %), share of good ones
-flagged (target <= 20 %), per category, per flag, and the Spearman correlation of the uncertainty with Dice.
+flagged (target <= 20 %), per category, per flag, and the Spearman correlation of the uncertainty with Dice;
+also with the ejection fractions' "10 %" read as 10 percentage points (``ef_in_points``), and how many real
+subjects each measure puts over 10 %.
 
     python benchmarks/qc_benchmark.py --model MODEL_FOLDER --raw RAW_DATASET [--degraded 8] [--tag acdc]
 """
@@ -40,6 +42,8 @@ from autocmr.io.image import read_image, write_image
 DICE_BAD = 0.80  # the issue's definition of a bad segmentation
 MEASURE_BAD = 0.10  # ... or a measure off by more than 10 % of the reference
 CHECKED = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF")
+EF_MEASURES = ("LVEF", "RVEF")
+EF_POINTS_BAD = 10.0  # the second reading of the rule: an ejection fraction off by more than 10 points
 IMAGE_KINDS = ("noise", "low_contrast", "non_cardiac", "shuffled_slices")
 KINDS = IMAGE_KINDS + ("wrong_labels",)
 SEP = "__"  # KIND__CASE names the degraded copies
@@ -147,11 +151,28 @@ def score_subjects(folder: Path, raw: Path, table: pd.DataFrame, fold: int) -> l
         kind = subject.split(SEP, 1)[0] if SEP in subject else "cross_validation"
         results.append({"subject": subject, "fold": fold, "kind": kind, "min_dice": min(dices),
                         "mean_dice": float(np.mean(dices)), "worst_measure_error": float(worst_error),
+                        "measure_errors": {m: _finite_or_none(e) for m, e in errors.items()},
+                        "ef_point_errors": {m: _finite_or_none(abs(float(row[_column(m)]) - truth[m]))
+                                            for m in EF_MEASURES},
                         "bad": bool(min(dices) < DICE_BAD or worst_error > MEASURE_BAD),
                         "review": bool(row["review"]),
                         "flags": str(row["qc_flags"]) if pd.notna(row["qc_flags"]) else "",
                         "uncertainty": float(row["uncertainty"])})
     return results
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None  # JSON has no infinity; None = not computable
+
+
+def _bad_with_ef_in_points(row: dict) -> bool:
+    """The issue's rule with "off by more than 10 %" read as 10 percentage points for the ejection fractions
+    (volumes and mass still relative); an uncomputable measure counts as off."""
+    if row["min_dice"] < DICE_BAD:
+        return True
+    volumes = [e for m, e in row["measure_errors"].items() if m not in EF_MEASURES]
+    points = list(row["ef_point_errors"].values())
+    return any(e is None or e > MEASURE_BAD for e in volumes) or any(e is None or e > EF_POINTS_BAD for e in points)
 
 
 def _column(measure: str) -> str:
@@ -179,6 +200,18 @@ def summarise(rows: list[dict]) -> dict:
     dice_only = table.assign(bad=table["min_dice"] < DICE_BAD)
     summary["dice_only"] = {"bad": int(dice_only["bad"].sum()), "good": int((~dice_only["bad"]).sum()),
                             "uncertainty_threshold_sweep": threshold_sweep(dice_only, extra=(0.1, 0.14, 0.2))}
+    if "ef_point_errors" in table:  # results written since 2026-11-29 keep each measure's error
+        ef_points = table.assign(bad=[_bad_with_ef_in_points(r) for r in rows])
+        bad_p, good_p = ef_points[ef_points["bad"]], ef_points[~ef_points["bad"]]
+        summary["ef_in_points"] = {
+            "bad": len(bad_p), "good": len(good_p),
+            "bad_flagged_fraction": float(bad_p["review"].mean()) if len(bad_p) else None,
+            "good_flagged_fraction": float(good_p["review"].mean()) if len(good_p) else None,
+            "uncertainty_threshold_sweep": threshold_sweep(ef_points, extra=(0.1, 0.14, 0.2))}
+        real = table[table["kind"] == "cross_validation"]
+        summary["measures_off_by_more_than_10_percent"] = {
+            m: int(sum(e is None or e > MEASURE_BAD for e in real["measure_errors"].map(lambda d: d[m])))
+            for m in CHECKED}
     summary["by_kind"] = {k: {"subjects": len(g), "bad": int(g["bad"].sum()), "flagged": int(g["review"].sum()),
                               "mean_dice": float(g["mean_dice"].mean())} for k, g in table.groupby("kind")}
     for name, part in (("flag_counts", table), ("flag_counts_bad", bad), ("flag_counts_good", good)):

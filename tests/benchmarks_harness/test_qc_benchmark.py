@@ -55,6 +55,21 @@ def test_scoring_and_summary_of_the_qc_benchmark(tmp_path):
     summary = qc_benchmark.summarise(rows + wrong_rows)
     assert summary["bad_flagged_fraction"] == 1.0 and summary["good_flagged_fraction"] == 0.0
     assert summary["by_kind"]["wrong_labels"]["flagged"] == 1
+    # exact masks: only the rounding of measures.csv's values is left
+    assert all(e < 1e-3 for r in rows for e in r["measure_errors"].values())
+    assert all(e < 0.05 for r in rows for e in r["ef_point_errors"].values())
+    assert summary["ef_in_points"]["bad"] == 1 and summary["ef_in_points"]["bad_flagged_fraction"] == 1.0
+    assert summary["measures_off_by_more_than_10_percent"] == dict.fromkeys(qc_benchmark.CHECKED, 0)
+
+
+def test_ejection_fractions_read_in_points_change_the_verdict_only_for_them():
+    row = {"min_dice": 0.9, "measure_errors": {"LVEDV": 0.05, "LVEF": 0.16, "RVEF": 0.02},
+           "ef_point_errors": {"LVEF": 8.0, "RVEF": 1.0}}  # LVEF 50 -> 58: 16 % of it, 8 points
+    assert not qc_benchmark._bad_with_ef_in_points(row)
+    assert qc_benchmark._bad_with_ef_in_points({**row, "ef_point_errors": {"LVEF": 11.0, "RVEF": 1.0}})
+    assert qc_benchmark._bad_with_ef_in_points({**row, "measure_errors": {"LVEDV": 0.12, "LVEF": 0.0}})
+    assert qc_benchmark._bad_with_ef_in_points({**row, "ef_point_errors": {"LVEF": None, "RVEF": 1.0}})
+    assert qc_benchmark._bad_with_ef_in_points({**row, "min_dice": 0.7})
 
 
 def test_degradations_keep_the_geometry_and_break_the_image():
