@@ -20,6 +20,7 @@ import pandas as pd
 
 from autocmr.analysis.figures import subject_figure
 from autocmr.analysis.measures import FrameMask, measure_cine, measure_phases, volumes_only
+from autocmr.analysis.provenance import ModelProvenance, model_provenance
 from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
 from autocmr.analysis.report import write_report
 from autocmr.analysis.subjects import CaseRecord, Subject, find_metadata, group_subjects, read_metadata
@@ -56,7 +57,8 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
 
     Passed to ``predict_folder`` as its ``after_batch`` hook (with ``functools.partial`` for the keywords)."""
     suffix = part_suffix(*part)
-    stored = _stored_uncertainty(report.output_dir / with_suffix(layout.BATCH_PREDICTIONS, suffix))
+    recorded = _batch_record(report.output_dir / with_suffix(layout.BATCH_PREDICTIONS, suffix))
+    stored = _stored_uncertainty(recorded)
     finished = set(report.done) | set(report.skipped)
     found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, [])) for job in jobs
              if job.name in finished and job.output.is_file()]
@@ -66,7 +68,7 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     if metadata_path is not None:
         logger.info("subjects and phases from %s", metadata_path)
     return analyse_cases(cases, report.output_dir, metadata=table, failures=list(report.failures) + unreadable,
-                         suffix=suffix, thresholds=thresholds)
+                         suffix=suffix, thresholds=thresholds, model=model_provenance(recorded.get("predictor")))
 
 
 def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None = None,
@@ -93,7 +95,8 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
     failures = [CaseFailure(f["name"], f["file"], f["reason"]) for f in failures_found] + unreadable
     metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
     table = read_metadata(metadata_path) if metadata_path is not None else None
-    return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds)
+    return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds,
+                         model=model_provenance(recorded.get("predictor")))
 
 
 def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None]]]) -> tuple[list[CaseRecord],
@@ -117,18 +120,27 @@ def case_record(job: PredictionJob, uncertainty: Sequence[float | None] = ()) ->
     return CaseRecord(job.name, job.output, image, job.sources, n_frames, values, job.kind)
 
 
-def _stored_uncertainty(predictions_json: Path) -> dict[str, list[float | None]]:
+def _batch_record(predictions_json: Path) -> dict[str, Any]:
+    """The batch's ``predictions.json``; empty when it is missing or unreadable (the analysis goes on)."""
     try:
-        cases = json.loads(predictions_json.read_text()).get("cases", {}) if predictions_json.is_file() else {}
-        return {name: list(entry.get("uncertainty") or []) for name, entry in cases.items()}
-    except (ValueError, AttributeError, OSError):
+        recorded = json.loads(predictions_json.read_text()) if predictions_json.is_file() else {}
+    except (ValueError, OSError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _stored_uncertainty(recorded: dict[str, Any]) -> dict[str, list[float | None]]:
+    try:
+        return {name: list(entry.get("uncertainty") or []) for name, entry in recorded.get("cases", {}).items()}
+    except (AttributeError, TypeError):
         return {}
 
 
 def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metadata: pd.DataFrame | None = None,
                   failures: Sequence[CaseFailure] = (), suffix: str = "", thresholds: QcThresholds | None = None,
-                  figures: bool = True) -> AnalysisOutputs:
-    """Group ``cases`` into subjects, analyse each and write the tables, figures and ``report.html``."""
+                  figures: bool = True, model: ModelProvenance | None = None) -> AnalysisOutputs:
+    """Group ``cases`` into subjects, analyse each and write the tables, figures and ``report.html`` (with
+    ``model``'s settings, cross-validated accuracy and limits when given)."""
     out = Path(output_dir)
     subjects = group_subjects(cases, metadata)
     _remove_stale_temporaries(out, suffix, subjects)
@@ -143,7 +155,8 @@ def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metada
                                    f"analysis failed: {type(exc).__name__}: {exc}"))
     reports += [_failed(f.name, [f.file], f"prediction failed: {f.reason}") for f in failures]
     files = write_tables(reports, out, suffix=suffix)
-    files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix), thresholds=thresholds)
+    files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix), thresholds=thresholds,
+                                      model=model)
     flagged = sum(r.review for r in reports)
     logger.info("analysis: %d subject(s), %d to review; see %s", len(reports), flagged, files[REPORT_HTML])
     return AnalysisOutputs(reports, files)

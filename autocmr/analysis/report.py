@@ -9,8 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from autocmr.analysis.provenance import ModelProvenance
 from autocmr.analysis.qc import QcThresholds, describe_flags
 from autocmr.analysis.tables import MEASURE_COLUMNS, OK, SubjectReport, sort_for_review
+from autocmr.evaluation.clinical import MEASURE_UNITS
 from autocmr.io.atomic import write_text_atomic
 
 SHOWN_MEASURES = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF")
@@ -33,13 +35,16 @@ td.notes { max-width: 22em; font-size: 0.9em; color: #555; text-align: left; }
 img.thumb { display: block; border: 1px solid #ccc; }
 dl.flags dt { font-weight: 600; margin-top: 0.4em; }
 dl.flags dd { margin-left: 1.5em; color: #444; }
+p.model, ul.limits { color: #333; max-width: 75em; }
+table.agreement { margin-top: 0.4em; }
 """
 
 
 def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: str = "autocmr analysis",
-                 thresholds: QcThresholds | None = None) -> Path:
+                 thresholds: QcThresholds | None = None, model: ModelProvenance | None = None) -> Path:
     """Write the batch's HTML report (atomically); figure paths in ``reports`` are relative to its folder.
-    The flags are explained with the QC ``thresholds`` the analysis used."""
+    The flags are explained with the QC ``thresholds`` the analysis used; ``model`` (which model made the
+    masks, with its card's cross-validated accuracy and known limits) gets a section of its own."""
     meanings = describe_flags(thresholds)
     ordered = sort_for_review(reports)
     flagged = sum(r.review for r in ordered)
@@ -64,6 +69,7 @@ without flags. Subjects to review come first. Created {created}. Click a figure 
 {rows}
 </tbody>
 </table>
+{_model_section(model)}
 <h2>What the QC flags mean</h2>
 <dl class="flags">
 {legend}
@@ -73,6 +79,34 @@ without flags. Subjects to review come first. Created {created}. Click a figure 
     path = Path(path)
     write_text_atomic(path, page)
     return path
+
+
+def _model_section(model: ModelProvenance | None) -> str:
+    """Which model made the masks, how accurate its measures were in its cross-validation, its limits."""
+    if model is None:
+        return ""
+    settings = "; ".join(f"{html.escape(what)}: {html.escape(value)}" for what, value in model.settings)
+    parts = ["<h2>Model and the accuracy to expect</h2>",
+             f"<p class='model'><b>{html.escape(model.name)}</b> ({html.escape(model.folder)}). {settings}.</p>"]
+    shown = [m for m in SHOWN_MEASURES if m in model.agreement]
+    if shown:
+        rows = "".join(f"<tr><td class='text'>{html.escape(m)} ({html.escape(MEASURE_UNITS[m])})</td>"
+                       f"<td>{a.bias:+.1f}</td><td>{a.loa_lower:+.1f} to {a.loa_upper:+.1f}</td>"
+                       f"<td>{a.mean_abs_diff:.1f}</td></tr>" for m in shown for a in (model.agreement[m],))
+        parts += ["<p class='model'>Against manual references in the model's cross-validation"
+                  f"{' (' + html.escape(model.agreement_source) + ')' if model.agreement_source else ''}: "
+                  "prediction minus reference; for 95 % of those subjects the difference lay within the limits "
+                  "of agreement.</p>",
+                  "<table class='agreement'><thead><tr><th class='text'>measure</th><th>bias</th>"
+                  "<th>95 % limits of agreement</th><th>mean absolute difference</th></tr></thead>"
+                  f"<tbody>{rows}</tbody></table>"]
+    else:
+        parts.append("<p class='model'>This model carries no cross-validated accuracy (no model card with "
+                     "clinical figures): check its measures on a few subjects of your own first.</p>")
+    if model.limits:
+        parts.append("<p class='model'>Known limits:</p><ul class='limits'>"
+                     + "".join(f"<li>{html.escape(item)}</li>" for item in model.limits) + "</ul>")
+    return "\n".join(parts)
 
 
 def _row(r: SubjectReport, meanings: dict[str, str]) -> str:

@@ -35,6 +35,7 @@ def test_predict_writes_measures_volumes_qc_figures_and_report(tiny_model_dir, t
     assert np.isfinite(measures.loc["pat", "uncertainty"])  # mirrored passes give the members
     page = (out / "report.html").read_text()
     assert "figures/cine.png" in page and "bad" in page
+    assert "Model and the accuracy to expect" in page and str(tiny_model_dir) in page  # which model made them
     assert not list(out.rglob(".tmp_*"))
 
 

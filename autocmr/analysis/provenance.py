@@ -1,0 +1,93 @@
+"""Which model produced a batch's masks, and the accuracy its cross-validation found.
+
+``report.html`` shows it under the table, so that whoever reads the measures knows how far to trust each of
+them (the bias and 95 % limits of agreement the model's own cross-validation measured against manual
+references) and what the model is not for (the known limits of its card). Everything comes from what the
+batch already recorded: ``predictions.json``'s predictor description and the model folder's
+``model_card.json``; a model without a card, or a batch without a record, still gets its settings shown.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.documents.model_card import ModelCard
+from autocmr.errors import AutocmrError
+
+logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Agreement:
+    """Prediction minus manual reference in a cross-validation: mean (bias), 95 % limits of agreement and
+    mean absolute difference, in the measure's unit."""
+
+    bias: float
+    loa_lower: float
+    loa_upper: float
+    mean_abs_diff: float
+
+
+@dataclass(frozen=True)
+class ModelProvenance:
+    name: str
+    folder: str
+    settings: tuple[tuple[str, str], ...]  # (what, value) as shown: configuration, folds, precision, ...
+    agreement: Mapping[str, Agreement]  # measure -> its cross-validated agreement; empty without a card
+    agreement_source: str
+    limits: tuple[str, ...]
+
+
+def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | None:
+    """The provenance of a batch from its recorded predictor description (``predictions.json``'s
+    ``predictor``); None when nothing was recorded. An unreadable model card is logged and left out."""
+    if not predictor:
+        return None
+    folder = str(predictor.get("model") or "")
+    card = None
+    if folder:
+        try:
+            card = ModelCard.load(Path(folder))
+        except (AutocmrError, OSError) as exc:
+            logger.warning("model card of %s not shown in the report: %s", folder, exc)
+    clinical = (card.cross_validation.get("clinical") or {}) if card is not None else {}
+    agreement = {m: a for m, stats in clinical.items() if (a := _agreement(stats)) is not None}
+    return ModelProvenance(
+        name=card.name if card is not None else (Path(folder).name or "model"), folder=folder,
+        settings=_settings(predictor), agreement=agreement,
+        agreement_source=str(card.cross_validation.get("source", "")) if card is not None else "",
+        limits=tuple(str(item) for item in card.limits) if card is not None else ())
+
+
+def _agreement(stats: Any) -> Agreement | None:
+    try:
+        lower, upper = stats["loa"]
+        return Agreement(float(stats["bias"]), float(lower), float(upper), float(stats["mad"]))
+    except (KeyError, TypeError, ValueError):
+        return None  # a measure the card has no complete figures for is not shown
+
+
+def _settings(predictor: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    shown = []
+    if predictor.get("configuration"):
+        shown.append(("configuration", str(predictor["configuration"])))
+    if predictor.get("folds"):
+        shown.append(("folds", ", ".join(str(f) for f in predictor["folds"])))
+    if "mirror_axes" in predictor:
+        axes = predictor["mirror_axes"] or []
+        shown.append(("test-time mirroring", f"axes {', '.join(map(str, axes))}" if axes else "off"))
+    for key in ("step", "precision", "device"):
+        if predictor.get(key) is not None:
+            shown.append((key, str(predictor[key])))
+    post = predictor.get("postprocessing")
+    if isinstance(post, Mapping):
+        names = {value: name for name, value in AUTOCMR_LABELS.items()}
+        parts = (["largest foreground component"] if post.get("foreground_lcc") else []) + \
+                [f"largest {names.get(label, f'label {label}')} component" for label in post.get("per_label_lcc") or []]
+        shown.append(("postprocessing", ", ".join(parts) if parts else "none"))
+    return tuple(shown)
+
+
+__all__ = ["Agreement", "ModelProvenance", "model_provenance"]

@@ -1,0 +1,45 @@
+"""The report names the model that made the masks, with its card's cross-validated accuracy and limits."""
+import logging
+
+from autocmr.analysis.provenance import model_provenance
+from autocmr.analysis.report import write_report
+from autocmr.documents.layout import MODEL_CARD
+from autocmr.documents.model_card import ModelCard
+
+PREDICTOR = {"model": "", "configuration": "2d", "folds": [0, 1], "device": "cpu", "mirror_axes": [0, 1],
+             "step": 0.5, "precision": "bf16", "postprocessing": {"foreground_lcc": True, "per_label_lcc": [1, 3]}}
+CLINICAL = {"LVEDV": {"bias": -3.3, "loa": [-17.8, 11.2], "mad": 5.7},
+            "RVEF": {"bias": -3.5, "loa": [-22.1, 15.1], "mad": 7.9},
+            "LVM": {"bias": 5.3}}  # incomplete figures: not shown
+
+
+def test_provenance_from_the_recorded_predictor_and_the_model_card(tmp_path):
+    ModelCard("acdc-test", cross_validation={"source": "5-fold CV", "clinical": CLINICAL},
+              limits=["short-axis cine only"]).save(tmp_path)
+    p = model_provenance({**PREDICTOR, "model": str(tmp_path)})
+    assert p.name == "acdc-test" and p.folder == str(tmp_path) and p.agreement_source == "5-fold CV"
+    assert set(p.agreement) == {"LVEDV", "RVEF"}
+    assert (p.agreement["LVEDV"].bias, p.agreement["LVEDV"].loa_upper, p.agreement["RVEF"].mean_abs_diff) == \
+        (-3.3, 11.2, 7.9)
+    settings = dict(p.settings)
+    assert settings["test-time mirroring"] == "axes 0, 1" and settings["folds"] == "0, 1"
+    assert settings["postprocessing"] == "largest foreground component, largest LV component, largest RV component"
+    assert p.limits == ("short-axis cine only",)
+    page = write_report([], tmp_path / "report.html", model=p).read_text()
+    assert "Model and the accuracy to expect" in page and "acdc-test" in page
+    assert "<td class='text'>LVEDV (mL)</td><td>-3.3</td><td>-17.8 to +11.2</td><td>5.7</td>" in page
+    assert "LVM (g)" not in page and "short-axis cine only" in page
+
+
+def test_without_a_card_or_a_record(tmp_path, caplog):
+    assert model_provenance(None) is None and model_provenance({}) is None
+    bare = model_provenance({**PREDICTOR, "model": str(tmp_path), "mirror_axes": []})
+    assert bare.name == tmp_path.name and not bare.agreement and not bare.limits
+    assert dict(bare.settings)["test-time mirroring"] == "off"
+    page = write_report([], tmp_path / "report.html", model=bare).read_text()
+    assert "carries no cross-validated accuracy" in page
+    (tmp_path / MODEL_CARD).write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        broken = model_provenance({**PREDICTOR, "model": str(tmp_path)})
+    assert broken is not None and not broken.agreement and "model card" in caplog.text
+    assert "Model and the accuracy" not in write_report([], tmp_path / "plain.html").read_text()
