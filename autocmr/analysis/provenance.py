@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.documents.layout import SELECTION
 from autocmr.documents.model_card import ModelCard
+from autocmr.documents.versioning import read_json_document
 from autocmr.errors import AutocmrError
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,8 @@ class Agreement:
     mean absolute difference, in the measure's unit."""
 
     bias: float
-    loa_lower: float
-    loa_upper: float
+    loa_lower: float | None  # None where the source keeps no limits of agreement (a selection.json)
+    loa_upper: float | None
     mean_abs_diff: float
 
 
@@ -45,6 +47,8 @@ def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | N
     ``predictor``); None when nothing was recorded. An unreadable model card is logged and left out."""
     if not predictor:
         return None
+    if predictor.get("selection") is not None or predictor.get("members"):
+        return _selection_provenance(predictor)
     folder = str(predictor.get("model") or "")
     card = None
     if folder:
@@ -61,12 +65,43 @@ def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | N
         limits=tuple(str(item) for item in card.limits) if card is not None else ())
 
 
-def _agreement(stats: Any) -> Agreement | None:
+def _selection_provenance(predictor: Mapping[str, Any]) -> ModelProvenance:
+    """A configuration or ensemble chosen by ``autocmr_find_best``: its members, and the figures of the
+    cross-validation it was chosen on (bias and mean absolute difference; selection.json keeps no limits of
+    agreement)."""
+    source = str(predictor.get("selection") or "")
+    members = ", ".join(f"{m.get('name')} (folds {', '.join(map(str, m.get('folds', [])))})"
+                        for m in predictor.get("members") or [])
+    record: dict[str, Any] = {}
+    if source:
+        path = Path(source) / SELECTION if Path(source).is_dir() else Path(source)
+        try:  # read as a document, not loaded: the figures are wanted even where the members' folders moved
+            record = read_json_document(path, kind="selection", what_to_rerun="run autocmr_find_best again")
+        except (AutocmrError, OSError) as exc:
+            logger.warning("selection %s: its cross-validation figures are not shown in the report: %s", source, exc)
+    chosen = record.get("chosen") or {}
+    figures = chosen.get("cv_postprocessed") or chosen.get("cv") or {}
+    agreement = {m: a for m, stats in (figures.get("clinical") or {}).items()
+                 if (a := _agreement(stats, limits=False)) is not None}
+    folds = ", ".join(map(str, record.get("folds") or []))
+    return ModelProvenance(
+        name=f"selection {predictor.get('name') or ''}".strip(), folder=source,
+        settings=(("members", members),) + _settings(predictor), agreement=agreement,
+        agreement_source=f"autocmr_find_best, folds {folds}, {record.get('n_cases', '?')} cases" if record else "",
+        limits=())
+
+
+def _agreement(stats: Any, *, limits: bool = True) -> Agreement | None:
     try:
-        lower, upper = stats["loa"]
-        return Agreement(float(stats["bias"]), float(lower), float(upper), float(stats["mad"]))
+        lower, upper = stats["loa"] if limits else (None, None)
+        return Agreement(float(stats["bias"]), _optional(lower), _optional(upper),
+                         float(stats.get("mad", stats.get("mean_abs_diff"))))
     except (KeyError, TypeError, ValueError):
-        return None  # a measure the card has no complete figures for is not shown
+        return None  # a measure without complete figures is not shown
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _settings(predictor: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -91,7 +91,7 @@ def _model_section(model: ModelProvenance | None) -> str:
     shown = [m for m in SHOWN_MEASURES if m in model.agreement]
     if shown:
         rows = "".join(f"<tr><td class='text'>{html.escape(m)} ({html.escape(MEASURE_UNITS[m])})</td>"
-                       f"<td>{a.bias:+.1f}</td><td>{a.loa_lower:+.1f} to {a.loa_upper:+.1f}</td>"
+                       f"<td>{a.bias:+.1f}</td><td>{_limits(a.loa_lower, a.loa_upper)}</td>"
                        f"<td>{a.mean_abs_diff:.1f}</td></tr>" for m in shown for a in (model.agreement[m],))
         parts += ["<p class='model'>Against manual references in the model's cross-validation"
                   f"{' (' + html.escape(model.agreement_source) + ')' if model.agreement_source else ''}: "
@@ -107,6 +107,10 @@ def _model_section(model: ModelProvenance | None) -> str:
         parts.append("<p class='model'>Known limits:</p><ul class='limits'>"
                      + "".join(f"<li>{html.escape(item)}</li>" for item in model.limits) + "</ul>")
     return "\n".join(parts)
+
+
+def _limits(lower: float | None, upper: float | None) -> str:
+    return "&ndash;" if lower is None or upper is None else f"{lower:+.1f} to {upper:+.1f}"
 
 
 def _row(r: SubjectReport, meanings: dict[str, str]) -> str:

@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
             report = predict_with_selection(args.input, args.output, args.selection, options=options,
                                             continue_=args.continue_, num_workers=args.num_workers)
+            if not args.no_analysis:  # the selection's predictions.json makes OUT an ordinary output folder
+                from autocmr.analysis.pipeline import analyse_output_folder
+
+                analyse_output_folder(args.output, metadata=args.metadata)
             print(report.summary())
             return 0 if report.ok else 1
         if args.devices:  # one process per device, each a part of this run (autocmr.inference.multi_device)

@@ -34,6 +34,7 @@ CHECKPOINT_KINDS = ("final", "best", "latest")
 FOLD_PREFIX = "fold_"
 BATCH_PREDICTIONS = "predictions.json"
 BATCH_FAILURES = "failures.json"
+SELECTION = "selection.json"  # autocmr_find_best's choice of configuration or ensemble, with its CV figures
 
 # The small documents a model folder carries beside its weights (all copied by export).
 MODEL_DOCUMENTS = (PLANS, DATASET, FINGERPRINT, SPLITS, CASES, POSTPROCESSING, INTENSITY_REFERENCE, MODEL_CARD)

@@ -5,20 +5,29 @@ runs each member over the input with ``save_probabilities`` into ``OUT/.ensemble
 averages the members' native-space probabilities case by case (softmax average, as in the cross-validation
 that chose it), takes the argmax, applies the selection's postprocessing and writes ``OUT/NAME.nii.gz``
 with the input's geometry (4D cines get 4D masks). The members' folders are kept, so ``continue_`` resumes.
+
+Either way ``OUT/predictions.json`` records the masks as any batch does (the members' case records, the
+masks' paths in ``OUT``, a predictor naming the selection and its postprocessing), so the clinical analysis
+(measures, QC, report) reads ``OUT`` like any other output folder (``analyse_output_folder``).
 """
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from autocmr.documents.layout import BATCH_FAILURES, BATCH_PREDICTIONS
 from autocmr.errors import AutocmrError
 from autocmr.inference.batch import BatchReport, predict_folder
-from autocmr.inference.inputs import OUTPUT_SUFFIX, PROBABILITIES_SUFFIX, CaseFailure
+from autocmr.inference.inputs import IMAGES_FROM_DICOM, OUTPUT_SUFFIX, PROBABILITIES_SUFFIX, CaseFailure
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.inference.predictor import PredictorOptions
+from autocmr.io.atomic import atomic_path, write_json_atomic
 from autocmr.io.cine import write_cine
 from autocmr.io.image import read_image, write_image
 from autocmr.selection.document import Selection
@@ -51,6 +60,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     ``options`` sets device, mirroring and step; folds, checkpoint and postprocessing come from the
     selection. Returns the report of the (last) member's run with the ensemble's failures merged in.
     """
+    source = None if isinstance(selection, Selection) else Path(selection)
     if not isinstance(selection, Selection):
         selection = Selection.load(selection)
     out = Path(output_dir).expanduser()
@@ -63,6 +73,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         if _has_postprocessing(decision):
             for name in report.done:
                 _postprocess_file(out / f"{name}{OUTPUT_SUFFIX}", decision)
+        _record_batch(out, [out], selection, source, report, input_path)
         return report
     reports = []
     for member in selection.members:
@@ -70,7 +81,10 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         logger.info("ensemble member %s (folds %s)", member.name, ",".join(member.folds))
         reports.append(predict_folder(input_path, folder, member.model, options=replace(base, folds=member.folds),
                                       continue_=continue_, save_probabilities=True, num_workers=num_workers))
-    return _combine(selection, reports, out, continue_)
+    combined = _combine(selection, reports, out, continue_)
+    _record_batch(out, [out / MEMBERS_DIR / m.name for m in selection.members], selection, source, combined,
+                  input_path)
+    return combined
 
 
 def _combine(selection: Selection, reports: list[BatchReport], out: Path, continue_: bool) -> BatchReport:
@@ -97,6 +111,49 @@ def _combine(selection: Selection, reports: list[BatchReport], out: Path, contin
         combined.done.append(name)
     combined.wall_s = sum(r.wall_s for r in reports)
     return combined
+
+
+def _record_batch(out: Path, member_dirs: list[Path], selection: Selection, source: Path | None,
+                  report: BatchReport, input_path: str | Path) -> None:
+    """``OUT/predictions.json`` for the selection's masks (see the module docstring). A case's uncertainty
+    is, per frame, the largest of its members' scores; a DICOM case's image copy is taken from the first
+    member's folder, for the analysis' figures."""
+    records = []
+    for folder in member_dirs:
+        try:
+            records.append(json.loads((folder / BATCH_PREDICTIONS).read_text()))
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: no batch record to carry over (%s)", folder, exc)
+    cases: dict[str, Any] = {}
+    for name in [*report.done, *report.skipped]:
+        entries = [r["cases"][name] for r in records if name in r.get("cases", {})]
+        if not entries:
+            continue
+        entry = dict(entries[0], output=str(out / f"{name}{OUTPUT_SUFFIX}"))
+        scores = [e.get("uncertainty") or [] for e in entries]
+        if all(len(u) == len(scores[0]) for u in scores):
+            entry["uncertainty"] = [max((v for v in frame if v is not None), default=None) for frame in zip(*scores)]
+        cases[name] = entry
+        if entry.get("kind") == "dicom" and member_dirs[0] != out:
+            copy = member_dirs[0] / IMAGES_FROM_DICOM / f"{name}{OUTPUT_SUFFIX}"
+            target = out / IMAGES_FROM_DICOM / copy.name
+            if copy.is_file() and not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(copy, tmp)
+    first = (records[0].get("predictor") or {}) if records else {}
+    predictor = {key: first[key] for key in ("configuration", "device", "mirror_axes", "step", "precision")
+                 if key in first}
+    predictor.update(selection=str(source) if source is not None else None, name=selection.name,
+                     members=[{"name": m.name, "model": str(m.model), "folds": list(m.folds)}
+                              for m in selection.members],
+                     postprocessing={"foreground_lcc": selection.postprocessing.foreground_lcc,
+                                     "per_label_lcc": list(selection.postprocessing.per_label_lcc)})
+    write_json_atomic(out / BATCH_FAILURES, [f.to_dict() for f in report.failures])
+    write_json_atomic(out / BATCH_PREDICTIONS, {
+        "predictor": predictor, "input": str(input_path), "num_parts": 1, "part_id": 0,
+        "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
+        "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
 
 
 __all__ = ["MEMBERS_DIR", "predict_with_selection"]

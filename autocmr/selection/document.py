@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocmr.documents.layout import SELECTION
 from autocmr.errors import DocumentError
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.io.atomic import write_json_atomic
 
 SCHEMA_VERSION = 1
 KIND = "autocmr_selection"
-SELECTION_JSON = "selection.json"
+SELECTION_JSON = SELECTION
 
 
 @dataclass(frozen=True)

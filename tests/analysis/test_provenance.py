@@ -1,4 +1,5 @@
 """The report names the model that made the masks, with its card's cross-validated accuracy and limits."""
+import json
 import logging
 
 from autocmr.analysis.provenance import model_provenance
@@ -43,3 +44,20 @@ def test_without_a_card_or_a_record(tmp_path, caplog):
         broken = model_provenance({**PREDICTOR, "model": str(tmp_path)})
     assert broken is not None and not broken.agreement and "model card" in caplog.text
     assert "Model and the accuracy" not in write_report([], tmp_path / "plain.html").read_text()
+
+
+def test_a_selection_shows_its_members_and_the_figures_it_was_chosen_on(tmp_path, caplog):
+    figures = {"clinical": {"LVEF": {"bias": -1.5, "mean_abs_diff": 3.2, "spearman_r": 0.9, "n": 10}}}
+    (tmp_path / "selection.json").write_text(json.dumps({
+        "kind": "autocmr_selection", "schema_version": 1, "folds": ["0", "1"], "n_cases": 20,
+        "chosen": {"cv": {"clinical": {}}, "cv_postprocessed": figures}}))
+    predictor = {**PREDICTOR, "selection": str(tmp_path), "name": "a+b",
+                 "members": [{"name": "a", "folds": ["0"]}, {"name": "b", "folds": ["0", "1"]}]}
+    p = model_provenance(predictor)
+    assert p.name == "selection a+b" and dict(p.settings)["members"] == "a (folds 0), b (folds 0, 1)"
+    assert p.agreement["LVEF"].loa_lower is None and p.agreement_source == "autocmr_find_best, folds 0, 1, 20 cases"
+    page = write_report([], tmp_path / "report.html", model=p).read_text()
+    assert "<td class='text'>LVEF (%)</td><td>-1.5</td><td>&ndash;</td><td>3.2</td>" in page
+    with caplog.at_level(logging.WARNING):
+        gone = model_provenance({**predictor, "selection": str(tmp_path / "moved.json")})
+    assert not gone.agreement and "selection" in caplog.text

@@ -123,3 +123,22 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert np.array_equal(mask, expected)
     _, image_geometry = read_image(raw / "imagesTr" / f"{case}_0000.nii.gz")
     assert geometry.differences(image_geometry) == []
+    # the ensemble's masks are an ordinary output folder: recorded, analysed, the report names the selection
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["done"] == [case] and record["cases"][case]["output"] == str(out / f"{case}.nii.gz")
+    assert record["predictor"]["selection"] == str(tmp_path / "selection.json")
+    assert [m["name"] for m in record["predictor"]["members"]] == ["a", "b"]
+    assert json.loads((out / "failures.json").read_text()) == []
+    for name in ("measures.csv", "qc.csv", "volumes.csv", "report.html"):
+        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "selection a+b" in page and "members: a (folds 0), b (folds 0)" in page
+    # a single chosen model: its folder's record now names the selection, its masks are analysed too
+    single = tmp_path / "single"
+    assert predict_main(["-i", str(images), "-o", str(single), "--selection", str(selection_run / "selection.json"),
+                         "--device", "cpu", "--no-mirror", "-j", "0"]) == 0
+    record = json.loads((single / "predictions.json").read_text())
+    assert record["predictor"]["name"] == base.name and record["done"] == [case]
+    assert record["predictor"]["postprocessing"]["per_label_lcc"] == list(base.postprocessing.per_label_lcc)
+    page = (single / "report.html").read_text()
+    assert f"selection {base.name}" in page and "autocmr_find_best, folds" in page  # its CV figures shown
