@@ -21,6 +21,7 @@ from autocmr.errors import AutocmrError
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Agreement:
     """Prediction minus manual reference in a cross-validation: mean (bias), 95 % limits of agreement and

@@ -113,29 +113,26 @@ def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
             regular grid (mixed orientations or pixel spacings, uneven phases per location, overlapping or
             duplicated slices, missing pixel data).
     """
-    members, source, note = _series_members(files_or_folder, series_uid)
-    try:
-        return _assemble(members, source)
-    except InputFileError as exc:
-        if note and exc.path == source:
-            raise InputFileError(source, exc.reason + note) from exc
-        raise
+    return _build(_assemble, files_or_folder, series_uid)
 
 
 def read_dicom_layout(files_or_folder: str | Path | Sequence[str | Path], *,
                       series_uid: str | None = None) -> DicomLayout:
     """The (slice, phase) -> file map and array shape of :func:`read_dicom_series` on the same arguments,
     with the same checks, from the headers only (what a DICOM-SEG of a predicted mask needs)."""
+    return _build(_layout_only, files_or_folder, series_uid)
+
+
+def _build(build, files_or_folder: str | Path | Sequence[str | Path], series_uid: str | None):
+    """``build(members, source)`` on the chosen series; an error about the series as a whole names the files
+    that could not be read too (one of them may be the missing slice)."""
     members, source, note = _series_members(files_or_folder, series_uid)
     try:
-        grid, _, _ = _layout(members, source)
+        return build(members, source)
     except InputFileError as exc:
         if note and exc.path == source:
             raise InputFileError(source, exc.reason + note) from exc
         raise
-    n_z, n_t = len(grid), len(grid[0])
-    files = MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
-    return DicomLayout(files, ((n_t,) if n_t > 1 else ()) + (n_z, *members[0].shape))
 
 
 def _series_members(files_or_folder: str | Path | Sequence[str | Path],
@@ -196,6 +193,16 @@ def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[list[list[Dic
     return grid, normal, _slice_gap(grid, normal, source)
 
 
+def _file_map(grid: list[list[DicomHeader]]) -> Mapping[tuple[int, int], Path]:
+    return MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
+
+
+def _layout_only(members: Sequence[DicomHeader], source: Path) -> DicomLayout:
+    grid, _, _ = _layout(members, source)
+    n_z, n_t = len(grid), len(grid[0])
+    return DicomLayout(_file_map(grid), ((n_t,) if n_t > 1 else ()) + (n_z, *members[0].shape))
+
+
 def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     grid, normal, gap = _layout(members, source)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
@@ -210,7 +217,7 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     direction = np.column_stack([row, col, normal])
     origin = tuple(float(v) for v in grid[0][0].position)
     times = _trigger_times(grid)
-    files = MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
+    files = _file_map(grid)
     if n_t == 1:
         geometry = Geometry((cols, rows, n_z), (dx, dy, gap), origin, tuple(direction.ravel().tolist()))
         return DicomVolume(array[0], geometry, times, files, members[0].series_uid)
