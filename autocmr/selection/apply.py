@@ -115,32 +115,53 @@ def _combine(selection: Selection, reports: list[BatchReport], out: Path, contin
 
 def _record_batch(out: Path, member_dirs: list[Path], selection: Selection, source: Path | None,
                   report: BatchReport, input_path: str | Path) -> None:
-    """``OUT/predictions.json`` for the selection's masks (see the module docstring). A case's uncertainty
-    is, per frame, the largest of its members' scores; a DICOM case's image copy is taken from the first
-    member's folder, for the analysis' figures."""
+    """``OUT/predictions.json`` and ``failures.json`` for the selection's masks (see the module docstring)."""
+    records = _member_records(member_dirs)
+    cases: dict[str, Any] = {}
+    for name in [*report.done, *report.skipped]:
+        entries = [r["cases"][name] for r in records if name in r.get("cases", {})]
+        if entries:
+            cases[name] = _case_entry(name, entries, out)
+            if cases[name].get("kind") == "dicom" and member_dirs[0] != out:
+                _copy_dicom_image(member_dirs[0], out, name)
+    write_json_atomic(out / BATCH_FAILURES, [f.to_dict() for f in report.failures])
+    write_json_atomic(out / BATCH_PREDICTIONS, {
+        "predictor": _predictor(selection, source, records), "input": str(input_path), "num_parts": 1,
+        "part_id": 0, "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
+        "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
+
+
+def _member_records(member_dirs: list[Path]) -> list[dict[str, Any]]:
     records = []
     for folder in member_dirs:
         try:
             records.append(json.loads((folder / BATCH_PREDICTIONS).read_text()))
         except (OSError, ValueError) as exc:
             logger.warning("%s: no batch record to carry over (%s)", folder, exc)
-    cases: dict[str, Any] = {}
-    for name in [*report.done, *report.skipped]:
-        entries = [r["cases"][name] for r in records if name in r.get("cases", {})]
-        if not entries:
-            continue
-        entry = dict(entries[0], output=str(out / f"{name}{OUTPUT_SUFFIX}"))
-        scores = [e.get("uncertainty") or [] for e in entries]
-        if all(len(u) == len(scores[0]) for u in scores):
-            entry["uncertainty"] = [max((v for v in frame if v is not None), default=None) for frame in zip(*scores)]
-        cases[name] = entry
-        if entry.get("kind") == "dicom" and member_dirs[0] != out:
-            copy = member_dirs[0] / IMAGES_FROM_DICOM / f"{name}{OUTPUT_SUFFIX}"
-            target = out / IMAGES_FROM_DICOM / copy.name
-            if copy.is_file() and not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(target) as tmp:
-                    shutil.copyfile(copy, tmp)
+    return records
+
+
+def _case_entry(name: str, entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """The first member's record of a case with the mask in ``out``; the uncertainty per frame is the
+    largest of the members' scores."""
+    entry = dict(entries[0], output=str(out / f"{name}{OUTPUT_SUFFIX}"))
+    scores = [e.get("uncertainty") or [] for e in entries]
+    if all(len(u) == len(scores[0]) for u in scores):
+        entry["uncertainty"] = [max((v for v in frame if v is not None), default=None) for frame in zip(*scores)]
+    return entry
+
+
+def _copy_dicom_image(member_dir: Path, out: Path, name: str) -> None:
+    """The NIfTI copy of a DICOM input the first member wrote, for the analysis' figures of ``out``."""
+    copy = member_dir / IMAGES_FROM_DICOM / f"{name}{OUTPUT_SUFFIX}"
+    target = out / IMAGES_FROM_DICOM / copy.name
+    if copy.is_file() and not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(copy, tmp)
+
+
+def _predictor(selection: Selection, source: Path | None, records: list[dict[str, Any]]) -> dict[str, Any]:
     first = (records[0].get("predictor") or {}) if records else {}
     predictor = {key: first[key] for key in ("configuration", "device", "mirror_axes", "step", "precision")
                  if key in first}
@@ -149,11 +170,7 @@ def _record_batch(out: Path, member_dirs: list[Path], selection: Selection, sour
                               for m in selection.members],
                      postprocessing={"foreground_lcc": selection.postprocessing.foreground_lcc,
                                      "per_label_lcc": list(selection.postprocessing.per_label_lcc)})
-    write_json_atomic(out / BATCH_FAILURES, [f.to_dict() for f in report.failures])
-    write_json_atomic(out / BATCH_PREDICTIONS, {
-        "predictor": predictor, "input": str(input_path), "num_parts": 1, "part_id": 0,
-        "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
-        "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
+    return predictor
 
 
 __all__ = ["MEMBERS_DIR", "predict_with_selection"]
