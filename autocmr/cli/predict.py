@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-d/--dataset needs -c/--configuration (e.g. -c 2d)")
     if (args.model is not None or args.selection is not None) and (args.configuration or args.plans):
         parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model or --selection")
+    if args.selection is not None:  # what the selection path does not do: refused, not silently ignored
+        unsupported = [flag for flag, given in (("--num-parts", args.num_parts != 1), ("--devices", args.devices),
+                                                ("--output-format", args.output_format != "nifti"),
+                                                ("--save-probabilities", args.save_probabilities)) if given]
+        if unsupported:
+            parser.error(f"--selection does not support {', '.join(unsupported)} yet; predict with -m MODEL "
+                         "for those")
     setup_logging(args.verbose)
 
     def go() -> int:
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             from autocmr.selection.apply import predict_with_selection
 
             report = predict_with_selection(args.input, args.output, args.selection, options=options,
-                                            continue_=args.continue_, num_workers=args.num_workers)
+                                            continue_=args.continue_, num_workers=args.num_workers,
+                                            cine=CineOptions(mode=args.cine, fast_precision=args.precision,
+                                                             fast_region=args.cine_fast_region))
             if not args.no_analysis:  # the selection's predictions.json makes OUT an ordinary output folder
                 from autocmr.analysis.pipeline import analyse_output_folder
 

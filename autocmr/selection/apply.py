@@ -24,6 +24,7 @@ import numpy as np
 from autocmr.documents.layout import BATCH_FAILURES, BATCH_PREDICTIONS
 from autocmr.errors import AutocmrError
 from autocmr.inference.batch import BatchReport, predict_folder
+from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, OUTPUT_SUFFIX, PROBABILITIES_SUFFIX, CaseFailure
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.inference.predictor import PredictorOptions
@@ -54,11 +55,12 @@ def _has_postprocessing(decision: PostprocessingDecision) -> bool:
 
 def predict_with_selection(input_path: str | Path, output_dir: str | Path, selection: Selection | str | Path, *,
                            options: PredictorOptions | None = None, continue_: bool = False,
-                           num_workers: int | None = None) -> BatchReport:
+                           num_workers: int | None = None, cine: CineOptions | None = None) -> BatchReport:
     """Segment every image of ``input_path`` with the selection's model or ensemble into ``output_dir``.
 
     ``options`` sets device, mirroring and step; folds, checkpoint and postprocessing come from the
-    selection. Returns the report of the (last) member's run with the ensemble's failures merged in.
+    selection; ``cine`` how 4D cines are predicted (as ``predict_folder``'s). Returns the report of the (last)
+    member's run with the ensemble's failures merged in.
     """
     source = None if isinstance(selection, Selection) else Path(selection)
     if not isinstance(selection, Selection):
@@ -69,7 +71,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     if len(selection.members) == 1:
         member = selection.members[0]
         report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
-                                continue_=continue_, num_workers=num_workers)
+                                continue_=continue_, num_workers=num_workers, cine=cine)
         if _has_postprocessing(decision):
             for name in report.done:
                 _postprocess_file(out / f"{name}{OUTPUT_SUFFIX}", decision)
@@ -80,7 +82,8 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         folder = out / MEMBERS_DIR / member.name
         logger.info("ensemble member %s (folds %s)", member.name, ",".join(member.folds))
         reports.append(predict_folder(input_path, folder, member.model, options=replace(base, folds=member.folds),
-                                      continue_=continue_, save_probabilities=True, num_workers=num_workers))
+                                      continue_=continue_, save_probabilities=True, num_workers=num_workers,
+                                      cine=cine))
     combined = _combine(selection, reports, out, continue_)
     _record_batch(out, [out / MEMBERS_DIR / m.name for m in selection.members], selection, source, combined,
                   input_path)

@@ -142,3 +142,11 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert record["predictor"]["postprocessing"]["per_label_lcc"] == list(base.postprocessing.per_label_lcc)
     page = (single / "report.html").read_text()
     assert f"selection {base.name}" in page and "autocmr_find_best, folds" in page  # its CV figures shown
+
+
+@pytest.mark.parametrize("flags", [["--num-parts", "2"], ["--devices", "cpu", "cpu"], ["--output-format", "both"],
+                                   ["--save-probabilities"]])
+def test_predict_with_a_selection_refuses_what_it_does_not_do(tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as exc:
+        predict_main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--selection", str(tmp_path), *flags])
+    assert exc.value.code == 2 and f"--selection does not support {flags[0]}" in capsys.readouterr().err
