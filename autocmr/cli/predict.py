@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.model is not None or args.selection is not None) and (args.configuration or args.plans):
         parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model or --selection")
     if args.selection is not None:  # what the selection path does not do: refused, not silently ignored
+        chosen = [flag for flag, given in (("-f/--folds", args.folds), ("--checkpoint", args.checkpoint != "final"),
+                                           ("--postprocess", args.postprocess != "auto")) if given]
+        if chosen:
+            parser.error(f"{', '.join(chosen)}: the selection fixes its members' folds, checkpoint and "
+                         "postprocessing (see its selection.json); predict with -m MODEL to choose them")
         unsupported = [flag for flag, given in (("--num-parts", args.num_parts != 1), ("--devices", args.devices),
                                                 ("--output-format", args.output_format != "nifti"),
                                                 ("--save-probabilities", args.save_probabilities)) if given]
