@@ -18,6 +18,7 @@ from autocmr.selection.cv_probabilities import open_cv_model, probabilities_path
 from autocmr.selection.document import Member, Selection
 from autocmr.selection.find_best import find_best_configuration
 from autocmr.testing.tiny_model import TINY_DATASET_ID
+from tests.helpers import small_case, write_dicom_series
 
 OPTIONS = PredictorOptions(device="cpu", mirror=False)
 
@@ -113,9 +114,14 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     images.mkdir()
     case = sorted(open_cv_model(model_a).case_fold)[0]
     (images / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    dicom = small_case(5)  # a DICOM series too: its NIfTI copy reaches the ensemble's folder (for the figures)
+    write_dicom_series(images / "series", np.rint(dicom.image)[None].astype(np.int16), description="sax")
     out = tmp_path / "out"
     assert predict_main(["-i", str(images), "-o", str(out), "--selection", str(tmp_path / "selection.json"),
                          "--device", "cpu", "--no-mirror", "-j", "0"]) == 0
+    dicom_case = next(n for n in json.loads((out / "predictions.json").read_text())["done"] if n != case)
+    assert (out / "images_from_dicom" / f"{dicom_case}.nii.gz").is_file()
+    assert f"{dicom_case},ok," in (out / "measures.csv").read_text()  # analysed like the NIfTI case
     mask, geometry = read_image(out / f"{case}.nii.gz")
     probs = [np.load(out / MEMBERS_DIR / m / f"{case}_probabilities.npz")["probabilities"].astype(np.float32)
              for m in ("a", "b")]
@@ -125,7 +131,7 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert geometry.differences(image_geometry) == []
     # the ensemble's masks are an ordinary output folder: recorded, analysed, the report names the selection
     record = json.loads((out / "predictions.json").read_text())
-    assert record["done"] == [case] and record["cases"][case]["output"] == str(out / f"{case}.nii.gz")
+    assert case in record["done"] and record["cases"][case]["output"] == str(out / f"{case}.nii.gz")
     assert record["predictor"]["selection"] == str(tmp_path / "selection.json")
     assert [m["name"] for m in record["predictor"]["members"]] == ["a", "b"]
     assert json.loads((out / "failures.json").read_text()) == []
@@ -138,7 +144,7 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert predict_main(["-i", str(images), "-o", str(single), "--selection", str(selection_run / "selection.json"),
                          "--device", "cpu", "--no-mirror", "-j", "0"]) == 0
     record = json.loads((single / "predictions.json").read_text())
-    assert record["predictor"]["name"] == base.name and record["done"] == [case]
+    assert record["predictor"]["name"] == base.name and case in record["done"] and len(record["done"]) == 2
     assert record["predictor"]["postprocessing"]["per_label_lcc"] == list(base.postprocessing.per_label_lcc)
     page = (single / "report.html").read_text()
     assert f"selection {base.name}" in page and "autocmr_find_best, folds" in page  # its CV figures shown
