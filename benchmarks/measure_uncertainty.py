@@ -92,23 +92,32 @@ def subject_rows(raw: Path, folders: list[Path], decision: PostprocessingDecisio
     return rows
 
 
+def _auc(score: pd.Series, positive: pd.Series) -> float | None:
+    """ROC AUC of ``score`` for ``positive`` (the Mann-Whitney U over both groups' sizes); None without both."""
+    keep = score.notna()
+    score, positive = score[keep], positive[keep]
+    if not positive.any() or positive.all():
+        return None
+    u = stats.mannwhitneyu(score[positive], score[~positive]).statistic
+    return float(u / (positive.sum() * (~positive).sum()))
+
+
 def summarise(table: pd.DataFrame) -> dict:
     summary: dict = {"subjects": len(table), "per_measure": {}}
     for m in CHECKED:
         rho, p = stats.spearmanr(table[f"{m}_rel_uncertainty"], table[f"{m}_rel_error"], nan_policy="omit")
         abs_rho, _ = stats.spearmanr(table[f"{m}_uncertainty"], table[f"{m}_error"].abs(), nan_policy="omit")
+        off = table[f"{m}_rel_error"] > MEASURE_BAD
         summary["per_measure"][m] = {"spearman_rel": float(rho), "p": float(p), "spearman_abs": float(abs_rho),
-                                     "off_by_10_percent": int((table[f"{m}_rel_error"] > MEASURE_BAD).sum()),
+                                     "off_by_10_percent": int(off.sum()),
+                                     "roc_auc_off_by_10_percent": _auc(table[f"{m}_rel_uncertainty"], off),
                                      "median_uncertainty": float(table[f"{m}_uncertainty"].median())}
     bad = (table[[f"{m}_rel_error" for m in CHECKED]] > MEASURE_BAD).any(axis=1)
     scores = {"max_relative_uncertainty": table[[f"{m}_rel_uncertainty" for m in CHECKED]].max(axis=1),
               "disagreement": table["disagreement"]}
     summary["bad"], summary["good"] = int(bad.sum()), int((~bad).sum())
     for name, score in scores.items():
-        entry = {}
-        if bad.any() and (~bad).any():
-            auc = stats.mannwhitneyu(score[bad], score[~bad]).statistic / (bad.sum() * (~bad).sum())
-            entry["roc_auc"] = float(auc)
+        entry = {"roc_auc": _auc(score, bad)}
         entry["sweep"] = [{"threshold": float(t), "bad_flagged": float((score[bad] > t).mean()) if bad.any() else None,
                            "good_flagged": float((score[~bad] > t).mean()) if (~bad).any() else None}
                           for t in np.quantile(score.dropna(), np.linspace(0.0, 0.9, 10))]
@@ -129,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(table)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_measure"}, indent=1)[:3000])
     for m, s in summary["per_measure"].items():
+        auc = s["roc_auc_off_by_10_percent"]
         print(f"{m:6s} Spearman(rel unc, rel err) {s['spearman_rel']:+.2f} (p {s['p']:.3f}), "
-              f"abs {s['spearman_abs']:+.2f}, off >10 %: {s['off_by_10_percent']}, "
+              f"abs {s['spearman_abs']:+.2f}, off >10 %: {s['off_by_10_percent']} "
+              f"(AUC {'n/a' if auc is None else f'{auc:.2f}'}), "
               f"median uncertainty {s['median_uncertainty']:.1f}")
     print("results:", save_results(f"measure_uncertainty_{args.name}", {
         "machine": machine(), "predictions": [str(p) for p in args.predictions], "raw": str(args.raw),

@@ -31,3 +31,13 @@ def test_measure_uncertainties_propagate_to_mass_and_ejection_fractions():
     assert u["LVEF"] == pytest.approx(5.0)  # only ESV uncertain: 100 x 5 / 100 points
     assert u["RVEF"] == pytest.approx(100 * np.hypot(40 / 80 ** 2 * 4, 3 / 80))
     assert np.isnan(study.measure_uncertainties(soft, {**measures, "RVEDV": 0.0})["RVEF"])
+
+
+def test_auc_of_a_score_that_ranks_the_positives_first():
+    import pandas as pd
+
+    score = pd.Series([0.9, 0.8, 0.1, 0.2, float("nan")])
+    positive = pd.Series([True, True, False, False, True])
+    assert study._auc(score, positive) == 1.0  # the NaN score is left out, not counted
+    assert study._auc(score, ~positive) == 0.0
+    assert study._auc(score, pd.Series([True] * 5)) is None

@@ -32,3 +32,14 @@ def test_first_slices_count_from_the_base_at_either_end_of_the_stack():
 def test_counts_of_slice_differences_per_patient():
     rows = [{"a": 3, "b": 2}, {"a": 2, "b": 2}, {"a": 4, "b": 3}]
     assert extents.counts(rows, "a", "b") == {"0": 1, "1": 2}
+
+
+def test_the_basal_es_rv_rule_drops_only_a_slice_shared_with_ed():
+    ed = _stack()
+    es = ed.copy()
+    out, applies = extents.drop_basal_es_rv(ed, es)
+    assert applies and not (out[3] == RV).any() and (out[4] == RV).any() and (es[3] == RV).any()  # copy
+    es[3][es[3] == RV] = 0  # the ES RV already starts a slice lower: nothing to do
+    out, applies = extents.drop_basal_es_rv(ed, es)
+    assert not applies and np.array_equal(out, es)
+    assert extents.first_rv_slice(np.zeros_like(ed)) == -1
