@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -63,6 +64,7 @@ def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: s
 <h1>{html.escape(title)}</h1>
 <p class="summary">{len(ordered)} subject(s): <b>{flagged} to review</b> ({failed} failed), {len(ordered) - flagged}
 without flags. Subjects to review come first. Created {created}. Click a figure for the full size.</p>
+{_flag_counts(ordered, meanings)}
 <table>
 <thead><tr>{head}</tr></thead>
 <tbody>
@@ -79,6 +81,16 @@ without flags. Subjects to review come first. Created {created}. Click a figure 
     path = Path(path)
     write_text_atomic(path, page)
     return path
+
+
+def _flag_counts(reports: Sequence[SubjectReport], meanings: dict[str, str]) -> str:
+    """How many subjects raise each flag, most frequent first: what to look at first in a large batch."""
+    counts = Counter(flag for r in reports if r.status == OK for flag in r.qc.flags)
+    if not counts:
+        return ""
+    items = ", ".join(f"<span class='flag' title='{html.escape(meanings.get(flag, flag), quote=True)}'>"
+                      f"{html.escape(flag)}</span> {n}" for flag, n in counts.most_common())
+    return f"<p class='summary'>Flags raised (subjects): {items}.</p>"
 
 
 def _model_section(model: ModelProvenance | None) -> str:

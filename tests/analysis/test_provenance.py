@@ -61,3 +61,16 @@ def test_a_selection_shows_its_members_and_the_figures_it_was_chosen_on(tmp_path
     with caplog.at_level(logging.WARNING):
         gone = model_provenance({**predictor, "selection": str(tmp_path / "moved.json")})
     assert not gone.agreement and "selection" in caplog.text
+
+
+def test_the_report_counts_each_flag_over_the_batch(tmp_path):
+    from autocmr.analysis.qc import QcResult
+    from autocmr.analysis.tables import FAILED, SubjectReport
+
+    reports = [SubjectReport("a", qc=QcResult(flags=["fragmented", "high_uncertainty"])),
+               SubjectReport("b", qc=QcResult(flags=["fragmented"])), SubjectReport("c"),
+               SubjectReport("d", status=FAILED, notes=["prediction failed"])]
+    page = write_report(reports, tmp_path / "report.html").read_text()
+    counts = page[page.index("Flags raised (subjects)"):]
+    assert counts.index("fragmented</span> 2") < counts.index("high_uncertainty</span> 1")
+    assert "Flags raised" not in write_report(reports[2:], tmp_path / "none.html").read_text()
