@@ -38,6 +38,7 @@ from autocmr.trainers.progress import RunLog, plot_progress
 from autocmr.trainers.schedule import (dice_weight, poly_learning_rate, schedule_finished, schedule_progress,
                                       training_budget)
 from autocmr.trainers.state import HISTORY_KEYS, TrainState
+from autocmr.trainers.stop_signals import cpu_copy, saving_on_stop
 
 __all__ = ["HISTORY_KEYS", "TrainState", "Trainer", "VALIDATION_MARGIN"]
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Trainer:
         self.epochs = options.epochs
         self.start_time = time.monotonic() if start_time is None else start_time
         self._wall_before = 0.0  # wall time of earlier sessions of a resumed run
+        self._epoch_end_payload: dict[str, Any] | None = None  # the checkpoint as of the last finished epoch
 
     # ----- schedule (autocmr.trainers.schedule) -------------------------------------------------------
     def training_budget(self) -> float | None:
@@ -192,11 +194,15 @@ class Trainer:
         s.wall_seconds = self._wall_before + (time.monotonic() - self.start_time) if wall_seconds is None else wall_seconds
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
+        improved = s.ema > s.best_ema
+        if improved:
+            s.best_ema = s.ema
+        if self.distributed.is_main:  # what a stop signal saves from now on: this epoch, finished
+            self._epoch_end_payload = cpu_copy(self.checkpoint_payload())
         scheduled = f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None else ""
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
                  f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s{scheduled}")
-        if s.ema > s.best_ema:
-            s.best_ema = s.ema
+        if improved:
             self.save("best")
         if s.epoch % self.options.save_every == 0 or self.finished():
             self.save("latest")
@@ -207,16 +213,34 @@ class Trainer:
         self.on_train_start()
         if self.finished():
             self.log("schedule already complete; nothing to train")
+            if not (self.output_dir / checkpoint_name("final")).is_file():  # stopped before its final save
+                self.on_train_end()
             return
         train_it, val_it = self.pipeline.iterators(self.train_cases, self.val_cases, epoch=self.state.epoch)
         try:
-            while not self.finished():
-                self.run_epoch(train_it, val_it)
-                if self.state.reserve_s is None and self.options.time_budget_s:
-                    self.state.reserve_s = float(self.distributed.broadcast([self.estimate_final_validation()])[0])
+            with saving_on_stop(self._save_on_stop):
+                while not self.finished():
+                    self.run_epoch(train_it, val_it)
+                    if self.state.reserve_s is None and self.options.time_budget_s:
+                        self.state.reserve_s = float(self.distributed.broadcast([self.estimate_final_validation()])[0])
+                self.on_train_end()
         finally:
             del train_it, val_it  # stops the worker processes
-        self.on_train_end()
+
+    def _save_on_stop(self, signal_name: str) -> None:
+        """A stop signal (:mod:`autocmr.trainers.stop_signals`): the last finished epoch becomes the latest
+        checkpoint, unless nothing finished since this session started (the latest one on disk is then newest)."""
+        payload = self._epoch_end_payload
+        if not self.distributed.is_main:
+            return
+        if payload is None:
+            self.log(f"stopped by {signal_name} before an epoch finished in this session; checkpoint_latest.pth "
+                     "is unchanged")
+            return
+        save_checkpoint(self.output_dir / checkpoint_name("latest"), payload)
+        done = payload["state"]["epoch"]
+        self.log(f"stopped by {signal_name}: checkpoint_latest.pth holds the {done} finished epoch(s); resume with "
+                 "--continue")
 
     def on_train_end(self) -> None:
         if self.distributed.enabled:

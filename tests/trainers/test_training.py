@@ -188,3 +188,53 @@ def test_dice_weight_schedule_is_applied_per_epoch(roots, tmp_path):
     log = (result.fold_dir / "log.txt").read_text()
     weights = [line.rsplit("Dice weight ", 1)[1].strip() for line in log.splitlines() if "Dice weight" in line]
     assert weights == ["1.000", "0.667", "0.333"]  # linear in the schedule's progress at each epoch's start
+
+
+def test_sigterm_saves_the_last_finished_epoch_and_continue_resumes_exactly(roots, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def command(out: Path) -> list[str]:
+        return [str(Path(sys.executable).parent / "autocmr_train"), str(DATASET), "2d", "0", "--epochs", "4",
+                "--iterations", "4", "--val-iterations", "1", "--batch-size", "2", "--num-workers", "0",
+                "--device", "cpu", "--save-every", "100", "--augmentation", "none", "--no-final-validation",
+                "-o", str(out), "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed),
+                "--results", str(roots.results)]
+
+    reference = subprocess.run(command(tmp_path / "ref"), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "fold_0" / "log.txt"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and "epoch 0:" not in (
+            log.read_text() if log.is_file() else ""):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # mid-epoch 1 (or later): no checkpoint would exist without the handler
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    saved = torch.load(latest, weights_only=True)["state"]["epoch"]
+    assert 1 <= saved < 4 and not (out / "fold_0" / "checkpoint_final.pth").exists()
+    assert f"stopped by SIGTERM: checkpoint_latest.pth holds the {saved} finished epoch(s)" in log.read_text()
+    done = subprocess.run(command(out) + ["--continue"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {latest} at epoch {saved}" in log.read_text()
+    expected = torch.load(tmp_path / "ref" / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
+    got = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
+    for key in expected:  # the copy taken at the epoch's end is what an ordinary save there would have written
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_a_run_stopped_after_its_last_epoch_gets_its_final_checkpoint_on_continue(roots, tmp_path):
+    first = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "run")
+    final = first.fold_dir / "checkpoint_final.pth"
+    expected = torch.load(final, weights_only=True)["network"]
+    final.unlink()  # stopped between the last epoch's save and the final one
+    again = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "run", continue_training=True)
+    assert again.epochs == 3 and "schedule already complete" in (again.fold_dir / "log.txt").read_text()
+    got = torch.load(final, weights_only=True)["network"]
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
