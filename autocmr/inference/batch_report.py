@@ -98,9 +98,7 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
                   jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
     """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
     of a continued batch recorded (in ``predictions.json`` or its journal), then remove the journal."""
-    failures_name, predictions_name = report_names(*part)
-    write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
-    path = report.output_dir / predictions_name
+    path = report.output_dir / report_names(*part)[1]
     journal = progress_path(report.output_dir, part)
     cases: dict[str, Any] = {}
     try:  # keep what an earlier run (continued now) recorded about the cases it predicted
@@ -111,12 +109,21 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     by_name = {j.name: j for j in jobs}
     for name in report.done:
         cases[name] = case_record(report, by_name[name])
-    write_json_atomic(path, {"predictor": predictor_description, "input": str(input_path),
-                             "num_parts": part[0], "part_id": part[1], "wall_s": round(report.wall_s, 3),
-                             "done": report.done, "skipped": report.skipped,
-                             "failed": [f.name for f in report.failures],
-                             "cases": dict(sorted(cases.items()))})
+    write_batch_record(report, predictor_description, input_path, cases, part)
     journal.unlink(missing_ok=True)  # merged: predictions.json now holds every record
 
 
-__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "report_names", "write_reports"]
+def write_batch_record(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
+                       cases: dict[str, Any], part: tuple[int, int] = (1, 0)) -> None:
+    """``failures.json`` and ``predictions.json`` (this part's names) of a batch whose case records are
+    ``cases``: the one layout the analysis, ``--continue`` and ``autocmr_merge_parts`` read."""
+    failures_name, predictions_name = report_names(*part)
+    write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
+    write_json_atomic(report.output_dir / predictions_name, {
+        "predictor": predictor_description, "input": str(input_path), "num_parts": part[0], "part_id": part[1],
+        "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
+        "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
+
+
+__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "report_names", "write_batch_record",
+           "write_reports"]

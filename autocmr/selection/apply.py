@@ -21,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from autocmr.documents.layout import BATCH_FAILURES, BATCH_PREDICTIONS
+from autocmr.documents.layout import BATCH_PREDICTIONS
 from autocmr.errors import AutocmrError
 from autocmr.inference.batch import BatchReport, predict_folder
+from autocmr.inference.batch_report import write_batch_record
 from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, OUTPUT_SUFFIX, PROBABILITIES_SUFFIX, CaseFailure
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.inference.predictor import PredictorOptions
-from autocmr.io.atomic import atomic_path, write_json_atomic
+from autocmr.io.atomic import atomic_path
 from autocmr.io.cine import write_cine
 from autocmr.io.image import read_image, write_image
 from autocmr.selection.document import Selection
@@ -127,11 +128,7 @@ def _record_batch(out: Path, member_dirs: list[Path], selection: Selection, sour
             cases[name] = _case_entry(name, entries, out)
             if cases[name].get("kind") == "dicom" and member_dirs[0] != out:
                 _copy_dicom_image(member_dirs[0], out, name)
-    write_json_atomic(out / BATCH_FAILURES, [f.to_dict() for f in report.failures])
-    write_json_atomic(out / BATCH_PREDICTIONS, {
-        "predictor": _predictor(selection, source, records), "input": str(input_path), "num_parts": 1,
-        "part_id": 0, "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
-        "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
+    write_batch_record(report, _predictor(selection, source, records), input_path, cases)  # report.output_dir is out
 
 
 def _member_records(member_dirs: list[Path]) -> list[dict[str, Any]]:
