@@ -15,7 +15,8 @@ from autocmr.testing.phantoms import make_phantom_subject
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1400,900")
+                  "--hide-scrollbars", "--window-size=1400,900",
+                  "--virtual-time-budget=10000")  # wait for the lazily loaded thumbnails, also on a busy machine
 
 
 def _chromium() -> str:
