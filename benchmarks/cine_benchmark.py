@@ -25,11 +25,14 @@ from measure import run_measured
 
 TOLERANCE_PERCENT = 1.0  # the bar: measures of the fast path within 1 % of the full path's
 MODES = ("fast", "full")
+# modes beyond the two paths (--modes): the fast path as it was before near ties were screened (2026-11-29)
+MODE_FLAGS = {"fast": ["--cine", "fast"], "full": ["--cine", "full"],
+              "fast_noscreen": ["--cine", "fast", "--cine-screen", "off"]}
 
 
 def run_mode(mode: str, model: Path, folds: list[str], out: Path, logs: Path, repeat: int) -> dict:
     cmd = [script("autocmr_predict"), "-i", str(SUNNYBROOK / "dicom"), "-o", str(fresh(out)), "-m", str(model),
-           "-f", *folds, "--device", "cpu", "--cine", mode]
+           "-f", *folds, "--device", "cpu", *MODE_FLAGS[mode]]
     m = run_measured(cmd, log_path=logs / f"{mode}_{repeat}.log")
     if m.returncode != 0:
         raise SystemExit(f"autocmr_predict --cine {mode} failed (exit {m.returncode}); see {logs}")
@@ -84,24 +87,33 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, taking turns (default 1)")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. 'CPU shared with a training')")
     parser.add_argument("--name", default="cine_benchmark", help="results/NAME.json (default cine_benchmark)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=sorted(MODE_FLAGS),
+                        help="modes taking turns (default fast full; both are needed for the comparison); "
+                             "fast_noscreen is the fast path without screening near ties (its comparison too)")
     args = parser.parse_args()
     require(SUNNYBROOK / "dicom", "Sunnybrook study")
     require(args.model / "plans.json", "model folder")
     base = WORK / args.name
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    modes = list(dict.fromkeys(args.modes))
+    if not {"fast", "full"} <= set(modes):
+        parser.error("--modes needs fast and full (the comparison)")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     analysis: dict[str, dict] = {}
     for repeat in range(args.repeats):
-        for mode in (MODES if repeat % 2 == 0 else MODES[::-1]):
+        for mode in (modes if repeat % 2 == 0 else modes[::-1]):
             out = base / f"out_{mode}"
             runs[mode].append(run_mode(mode, args.model, args.folds, out, logs, repeat))
             analysis[mode] = analyse_mask(out)
             print(mode, runs[mode][-1], "ED/ES", analysis[mode]["ed"], analysis[mode]["es"], flush=True)
     result = {"machine": machine(), "note": args.note, "model": str(args.model), "folds": args.folds,
               "study": str(SUNNYBROOK / "dicom"), "runs": runs,
-              "median_wall_s": {m: float(np.median([r["wall_s"] for r in runs[m]])) for m in MODES},
+              "median_wall_s": {m: float(np.median([r["wall_s"] for r in runs[m]])) for m in modes},
               "analysis": analysis, "comparison": compare(analysis["fast"], analysis["full"])}
+    for mode in modes:
+        if mode not in MODES:
+            result[f"comparison_{mode}"] = compare(analysis[mode], analysis["full"])
     path = save_results(args.name, result)
     print(json.dumps({"median_wall_s": result["median_wall_s"], "comparison": result["comparison"]}, indent=2))
     print(f"results in {path}")

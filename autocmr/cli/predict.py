@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cine-fast-region", default="heart", choices=("heart", "whole"),
                    help="what the fast cine pass predicts: a window around the heart found on two frames "
                         "(default) or whole slices")
+    p.add_argument("--cine-screen", default="on", choices=("on", "off"),
+                   help="fast cine path: rule out a near tie of ED or ES on its uncertain slices predicted at full "
+                        "accuracy before refining the whole frame (default on; README, fast cine path)")
     p.add_argument("--metadata", default=None, metavar="CASES_CSV",
                    help="cases.csv (case_id, subject, phase) pairing ED/ES files into subjects for the measures "
                         "(default: a cases.csv in or beside the input folder; else names _ED/_ES, _frameNN + Info.cfg)")
@@ -113,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from autocmr.analysis.pipeline import analyse_batch
         from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
-        from autocmr.inference.fast_cine import CineOptions
-
         keep_freed_memory_for(args.device)
 
         model = (ModelSpec(args.dataset, args.configuration, args.plans, args.results) if args.dataset is not None
@@ -127,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report = predict_with_selection(args.input, args.output, args.selection, options=options,
                                             continue_=args.continue_, num_workers=args.num_workers,
-                                            cine=CineOptions(mode=args.cine, fast_precision=args.precision,
-                                                             fast_region=args.cine_fast_region))
+                                            cine=_cine_options(args))
             if not args.no_analysis:  # the selection's predictions.json makes OUT an ordinary output folder
                 from autocmr.analysis.pipeline import analyse_output_folder
 
@@ -145,14 +145,20 @@ def main(argv: list[str] | None = None) -> int:
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
-                                cine=CineOptions(mode=args.cine, fast_precision=args.precision,
-                                                 fast_region=args.cine_fast_region),
+                                cine=_cine_options(args),
                                 output_format=args.output_format,
                                 after_batch=analysis)
         print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)
         return 0 if report.ok else 1
 
     return run_command(go)
+
+
+def _cine_options(args: argparse.Namespace):
+    from autocmr.inference.fast_cine import CineOptions
+
+    return CineOptions(mode=args.cine, fast_precision=args.precision, fast_region=args.cine_fast_region,
+                       screen=args.cine_screen == "on")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,14 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    may then differ from the full path, their volumes may not.
    This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
    frames beyond ED and ES have been refined (a note then says which frames stayed fast-pass only).
+4. **screening a near tie** (2D models) before refining all of it: the fast pass and full accuracy part
+   mostly on one or two slices (the basal slice, whose extent is least certain), and that disagreement can
+   differ between frames enough to make the whole-volume ratios above wide. So the slices where the frames
+   refined so far show a disagreement worth more than half the tolerance are predicted at full accuracy for
+   the candidate alone (a third of its slices at most); its other slices are bounded by their own full/fast
+   ratios on the refined frames (widened by ``tie_margin``). A candidate that cannot beat ED or ES by more
+   than the tolerance even then is left to the fast pass (``screened_frames``), and the next candidate is
+   considered. Volumes in the screen are counted in the network's grid, before postprocessing.
 
 Every frame of the 4D mask is written; the frames listed in ``full_accuracy_frames`` (ED and ES at least)
 are exactly what the full path gives, the others come from the fast pass. The volume curve is computed from
@@ -36,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +80,9 @@ MIN_TIE_MARGIN = 0.005
 # Near ties that could change the end-diastolic or end-systolic volume by less than this fraction are left
 # to the fast pass: the fast path promises measures within 1 % of the full path, not more.
 TIE_TOLERANCE = 0.01
+# A near tie is screened on at most this share of its slices (with a 2D model's context slices) predicted at
+# full accuracy; more, and refining the whole frame costs little more.
+MAX_SCREEN_SHARE = 1 / 3
 
 _Unit = tuple[np.ndarray, dict[str, Any]]  # preprocessed frame and its properties
 
@@ -88,6 +99,7 @@ class CineOptions:
     tie_tolerance: float = TIE_TOLERANCE
     fast_precision: str = "auto"  # of the fast pass: auto = autocmr.precision.fast_precision(device)
     fast_region: str = "heart"  # "whole": the fast pass tiles whole slices (as before 2026-11-28)
+    screen: bool = True  # screen near ties on their uncertain slices before refining them (module doc, step 4)
 
     def __post_init__(self) -> None:
         if self.mode not in CINE_MODES:
@@ -129,6 +141,7 @@ class CinePrediction:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     fast_window: list[list[int]] | None = None  # [[y0, y1], [x0, x1]] of the network input; None = whole slices
+    screened_frames: list[int] = field(default_factory=list)  # near ties ruled out on their uncertain slices
 
     def phase_notes(self) -> dict[int, str]:
         """How each frame was predicted, in words (for the DICOM-SEG ContentDescription)."""
@@ -143,7 +156,8 @@ class CinePrediction:
                 "full_accuracy_frames": sorted(self.full_accuracy_frames),
                 "lv_ml": [round(v, 3) for v in self.lv_ml], "rv_ml": [round(v, 3) for v in self.rv_ml],
                 "fast_lv_ml": [round(v, 3) for v in self.fast_lv_ml], "fast_window": self.fast_window,
-                "notes": list(self.notes), "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+                "screened_frames": sorted(self.screened_frames), "notes": list(self.notes),
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: float, *,
@@ -164,20 +178,25 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     full: list[int] = []
     same = _fast_pass_is_full_accuracy(predictor, options)
     window: Window | None = None
+    screen = _Screen(predictor, units, options)
     if same:  # nothing to gain: predict every frame once, at full accuracy
         notes.append("the predictor is already as fast as the fast pass: every frame at full accuracy")
         masks: list[Prediction | None] = [None] * n
     else:
         if options.fast_region == "heart":
             window = _locate_heart(predictor, units, options)
-        masks = [_export(predictor, _fast_probabilities(predictor, pre, options, window), props, with_probabilities)
-                 for pre, props in units]
+        masks = []
+        for t, (pre, props) in enumerate(units):
+            probabilities = _fast_probabilities(predictor, pre, options, window)
+            screen.fast[t] = slice_areas(probabilities)
+            masks.append(_export(predictor, probabilities, props, with_probabilities))
     fast_pass_s = time.perf_counter() - start
     lv, rv = _curves(masks, voxel_ml)
     fast_lv = [] if same else lv.tolist()
-    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes):
+    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen):
         pre, props = units[frame]
         probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
+        screen.full[frame] = slice_areas(probabilities)
         prediction = _export(predictor, probabilities, props, with_probabilities)
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
@@ -186,8 +205,9 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     done = [m for m in masks if m is not None]
     result = CinePrediction([m.label.astype(np.uint8, copy=False) for m in done], [m.probabilities for m in done],
                             ed, es, full, lv.tolist(), rv.tolist(), fast_lv, uncertainty, notes,
-                            {"fast_pass_s": fast_pass_s, "total_s": time.perf_counter() - start},
-                            [list(w) for w in window] if window is not None else None)
+                            {"fast_pass_s": fast_pass_s, "screen_s": screen.seconds,
+                             "total_s": time.perf_counter() - start},
+                            [list(w) for w in window] if window is not None else None, sorted(screen.screened))
     logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
                 sorted(full), result.seconds["total_s"])
     return result
@@ -201,24 +221,38 @@ def _fast_pass_is_full_accuracy(predictor: Predictor, options: CineOptions) -> b
             and predictor.precision == options.resolved_fast_precision(predictor.device))
 
 
+Screen = Callable[[int, str, int, int, int], bool]  # (frame, "ED"/"ES", ed, es, curve label) -> ruled out
+
+
 def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: CineOptions,
-                      notes: list[str]) -> Iterator[int]:
+                      notes: list[str], screen: Screen | None = None) -> Iterator[int]:
     """Yield frames to predict at full accuracy until ED and ES are settled (see the module docstring).
 
     ``lv``, ``rv`` and ``full`` are updated by the caller between two frames (a generator keeps the loop
-    readable: each decision sees the volumes of the frames refined so far).
+    readable: each decision sees the volumes of the frames refined so far). ``screen`` (step 4 of the module
+    doc) says whether a near tie is ruled out without refining it; ruled-out frames are not candidates again.
     """
     if not (lv.any() or rv.any()):
         notes.append("the fast pass found no ventricle in any frame: every frame predicted at full accuracy")
         yield from range(lv.size)
         return
+    label = LV if lv.any() else RV
     fast = (lv if lv.any() else rv).copy()  # the curve find_ed_es decides on, as the fast pass saw it
     limit = 2 + options.max_extra_frames
+    ruled_out: set[int] = set()
     while True:
         ed, es, _ = find_ed_es(lv, rv)
         todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
         if not todo:
-            todo = _near_ties(fast, lv if lv.any() else rv, full, ed, es, options.tie_margin, options.tie_tolerance)
+            ties = _near_ties(fast, lv if lv.any() else rv, full, ed, es, options.tie_margin,
+                              options.tie_tolerance, ruled_out)
+            if screen is not None and ties:
+                out = {t for t, side in ties if screen(t, side, ed, es, label)}
+                ruled_out |= out
+                ties = [(t, side) for t, side in ties if t not in out]
+                if out and not ties:
+                    continue  # the next candidates, if any
+            todo = [t for t, _ in ties]
         if not todo:
             return
         if len(full) + len(todo) > limit:
@@ -230,9 +264,10 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
 
 
 def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es: int, margin: float,
-               tolerance: float) -> list[int]:
+               tolerance: float, excluded: Collection[int] = ()) -> list[tuple[int, str]]:
     """The fast-pass frame most likely to beat ED at full accuracy, and the one for ES, if they could do so
-    by more than ``tolerance`` (a fraction of ED's or ES's volume).
+    by more than ``tolerance`` (a fraction of ED's or ES's volume), each with the phase it could take.
+    Neither refined frames (``full``) nor ``excluded`` ones are candidates.
 
     A frame's full-accuracy volume is taken to be its fast volume times a ratio full/fast within the range
     seen on the frames refined so far, widened by ``margin``. A shared bias of the fast pass (its masks a few
@@ -242,10 +277,86 @@ def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es
     ratios = [curve[f] / fast[f] for f in full if fast[f] > 0]
     low, high = (min(ratios), max(ratios)) if ratios else (1.0, 1.0)
     low, high = low * (1 - margin), high * (1 + margin)
-    fast_only = [t for t in range(curve.size) if t not in full]
+    fast_only = [t for t in range(curve.size) if t not in full and t not in excluded]
     above = sorted((t for t in fast_only if fast[t] * high > curve[ed] * (1 + tolerance)), key=lambda t: -fast[t])
     below = sorted((t for t in fast_only if fast[t] * low < curve[es] * (1 - tolerance)), key=lambda t: fast[t])
-    return list(dict.fromkeys(above[:1] + below[:1]))
+    picked = [(t, "ED") for t in above[:1]] + [(t, "ES") for t in below[:1] if t not in above[:1]]
+    return picked
+
+
+def slice_areas(probabilities: torch.Tensor) -> np.ndarray:
+    """Voxels of each label per slice of the argmax of ``probabilities`` (C, z, y, x): array (C, z)."""
+    label = probabilities.argmax(0).reshape(probabilities.shape[1], -1)
+    return np.stack([(label == c).sum(1).numpy() for c in range(probabilities.shape[0])]).astype(float)
+
+
+def uncertain_slices(fast: np.ndarray, full: np.ndarray, tolerance: float) -> list[int]:
+    """Slices on which the fast pass and full accuracy part by more than half of ``tolerance`` of the frame's
+    full-accuracy volume, on any of the refined frames; ``fast``, ``full``: (frames, z) areas of one label."""
+    volume = np.maximum(full.sum(axis=1, keepdims=True), 1.0)
+    worst = (np.abs(full - fast) / volume).max(axis=0)
+    return np.nonzero(worst > tolerance / 2)[0].tolist()
+
+
+def screened_bounds(candidate_fast: np.ndarray, candidate_full: dict[int, float], fast: np.ndarray,
+                    full: np.ndarray, margin: float) -> tuple[float, float]:
+    """Lowest and highest full-accuracy volume (voxels) a candidate frame can have: its slices predicted at
+    full accuracy (``candidate_full``: slice -> area) as they are, the sum of its other slices' fast areas
+    (``candidate_fast``, per slice) times the range of full/fast ratios of those slices' sums on the refined
+    frames (``fast``, ``full``: (frames, z)), widened by ``margin``."""
+    rest = np.ones(candidate_fast.size, bool)
+    rest[list(candidate_full)] = False
+    base, known = float(candidate_fast[rest].sum()), float(sum(candidate_full.values()))
+    fast_sums, full_sums = fast[:, rest].sum(axis=1), full[:, rest].sum(axis=1)
+    ratios = full_sums[fast_sums > 0] / fast_sums[fast_sums > 0]
+    low, high = (ratios.min(), ratios.max()) if ratios.size else (1.0, 1.0)
+    return known + base * low * (1 - margin), known + base * high * (1 + margin)
+
+
+class _Screen:
+    """Step 4 of the module doc: rule out a near tie on its uncertain slices predicted at full accuracy.
+
+    ``fast`` and ``full`` hold each frame's :func:`slice_areas` (network grid, before postprocessing) from the
+    fast pass and from full accuracy; the caller fills them as frames are predicted."""
+
+    def __init__(self, predictor: Predictor, units: Sequence[_Unit], options: CineOptions) -> None:
+        self.predictor, self.units, self.options = predictor, units, options
+        self.fast: dict[int, np.ndarray] = {}
+        self.full: dict[int, np.ndarray] = {}
+        self.screened: set[int] = set()
+        self.bounds: dict[int, tuple[float, float]] = {}  # of each screened frame, for the log and tests
+        self.seconds = 0.0
+        self.enabled = options.screen and predictor.config.dim == 2
+
+    def __call__(self, frame: int, side: str, ed: int, es: int, label: int) -> bool:
+        if not self.enabled or frame not in self.fast or not self.full:
+            return False
+        refined = sorted(self.full)
+        fast = np.stack([self.fast[t][label] for t in refined])
+        full = np.stack([self.full[t][label] for t in refined])
+        slices = uncertain_slices(fast, full, self.options.tie_tolerance)
+        if not slices:
+            return False  # the whole-volume ratios already are those of every slice: nothing to learn
+        k = self.predictor.config.context_slices
+        n_slices = fast.shape[1]
+        lo, hi = max(0, slices[0] - k), min(n_slices, slices[-1] + k + 1)  # neighbours as the full stack has them
+        if hi - lo > max(1, int(n_slices * MAX_SCREEN_SHARE)):
+            return False
+        start = time.perf_counter()
+        pre = self.units[frame][0]
+        areas = slice_areas(self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi])))[label]
+        self.seconds += time.perf_counter() - start
+        exact = {z: float(areas[z - lo]) for z in slices}
+        low, high = self.bounds[frame] = screened_bounds(self.fast[frame][label], exact, fast, full,
+                                                         self.options.tie_margin)
+        tolerance = self.options.tie_tolerance
+        ruled_out = (high <= self.full[ed][label].sum() * (1 + tolerance) if side == "ED"
+                     else low >= self.full[es][label].sum() * (1 - tolerance))
+        logger.debug("screened frame %d against %s on slices %s: %.0f-%.0f voxels, %s", frame, side, slices, low,
+                     high, "ruled out" if ruled_out else "refined")
+        if ruled_out:
+            self.screened.add(frame)
+        return ruled_out
 
 
 def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Sequence[int]) -> Window | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import highdicom as hd
 import numpy as np
@@ -17,7 +18,7 @@ from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
 from autocmr.inference.fast_cine import (CineOptions, _fast_probabilities, _frames_to_refine, _locate_heart,
-                                        heart_window)
+                                        _Screen, heart_window, screened_bounds, slice_areas, uncertain_slices)
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
@@ -32,12 +33,12 @@ N_SLICES = 2
 
 
 def refine(fast: tuple[list[float], list[float]], full: tuple[list[float], list[float]],
-           options: CineOptions = CineOptions()) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
+           options: CineOptions = CineOptions(), screen=None) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
     """Drive the refinement as predict_cine_fast does, with given fast and full-accuracy volume curves."""
     lv, rv = np.array(fast[0], float), np.array(fast[1], float)
     done: list[int] = []
     notes: list[str] = []
-    for frame in _frames_to_refine(lv, rv, done, options, notes):
+    for frame in _frames_to_refine(lv, rv, done, options, notes, screen):
         lv[frame], rv[frame] = full[0][frame], full[1][frame]
         done.append(frame)
     return done, notes, lv, rv
@@ -97,6 +98,81 @@ def test_a_near_tie_that_cannot_move_a_volume_by_more_than_the_tolerance_stays_f
     # without the tolerance it is refined and wins
     done, _, lv, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(tie_tolerance=0.0))
     assert done == [0, 2, 1] and find_ed_es(lv, rv)[:2] == (1, 2)
+
+
+def test_a_screened_out_near_tie_is_not_refined_and_the_next_candidate_is_considered():
+    rv = [50, 50, 30, 35, 48, 49]
+    fast_lv = [100, 99.8, 60, 70, 95, 97]
+    full_lv = [100, 103, 63, 70, 95, 97]  # as in the test above: frame 1 is a near tie of ED, then 5
+    asked = []
+
+    def screen(frame, side, ed, es, label):
+        asked.append((frame, side, ed, es, label))
+        return frame == 1  # its uncertain slices say it cannot beat ED by more than the tolerance
+
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv), screen=screen)
+    # frame 1 ruled out; the next ED candidate (5: 97 x 1.05 could beat 100 by > 1 %) is screened, then refined
+    assert asked == [(1, "ED", 0, 2, 1), (5, "ED", 0, 2, 1)] and done == [0, 2, 5] and not notes
+    assert find_ed_es(lv, rv)[:2] == (0, 2)
+    # a screen that rules out every candidate leaves only ED and ES refined
+    assert refine((fast_lv, rv), (full_lv, rv), screen=lambda *a: True)[0] == [0, 2]
+
+
+def test_uncertain_slices_and_the_bounds_of_a_screened_frame():
+    # two refined frames, 4 slices: the fast pass and full accuracy part on slice 0 only
+    fast = np.array([[50, 300, 300, 100], [40, 200, 200, 60.0]])
+    full = np.array([[10, 303, 300, 100], [30, 200, 198, 60.0]])
+    # slice 0 is off by 40 of 713 voxels (5.6 %) on the first frame; slices 1, 2 by 1 % at most
+    assert uncertain_slices(fast, full, 0.01) == [0]
+    assert uncertain_slices(fast, full, 0.03) == [0] and uncertain_slices(fast, full, 0.2) == []
+    assert uncertain_slices(fast, full, 0.005) == [0, 1, 2]  # 3 / 713 and 2 / 488: over a quarter percent
+    # a candidate: slice 0 predicted at full accuracy (12 voxels); the other slices' sums had ratios
+    # 703 / 700 and 458 / 460 on the refined frames
+    low, high = screened_bounds(np.array([60, 250, 250, 90.0]), {0: 12.0}, fast, full, 0.0)
+    assert low == pytest.approx(12 + 590 * 458 / 460) and high == pytest.approx(12 + 590 * 703 / 700)
+    low2, high2 = screened_bounds(np.array([60, 250, 250, 90.0]), {0: 12.0}, fast, full, 0.01)
+    assert low2 == pytest.approx(12 + 590 * 458 / 460 * 0.99) and high2 == pytest.approx(12 + 590 * 703 / 700 * 1.01)
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_the_screen_predicts_only_the_uncertain_slices_exactly_as_the_whole_frame(tiny_model_dir, context):
+    predictor = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)
+    predictor.config = replace(predictor.config, context_slices=context)
+    if context:  # the tiny network takes one channel: give it the context channels' mean
+        first = predictor.networks[0]
+        predictor.networks = [nn.Sequential(_MeanOfChannels(), first)]
+    rng = np.random.default_rng(0)
+    units = [(rng.normal(size=(1, 9, 40, 40)).astype(np.float32), {}) for _ in range(3)]
+    whole = [slice_areas(predictor.probabilities(pre)) for pre, _ in units]
+    options = CineOptions(tie_tolerance=0.01)
+    screen = _Screen(predictor, units, options)
+    # frames 0 and 1 refined; the fast pass "saw" slice 4 of every frame 30 voxels larger in the LV
+    for t in range(3):
+        screen.fast[t] = whole[t].copy()
+        screen.fast[t][1, 4] += 30
+    screen.full = {0: whole[0], 1: whole[1]}
+    asked = []
+    original = predictor.probabilities
+    predictor.probabilities = lambda data, window=None: asked.append(data.shape) or original(data, window)
+    ruled_out = screen(2, "ED", 0, 1, 1)
+    # only slice 4 (with its context neighbours) was predicted, and its area is the whole frame's; the other
+    # slices' ratio full/fast was 1 on the refined frames, so frame 2's bounds are its own full-accuracy
+    # volume, widened by the margin on the other slices
+    assert asked == [(1, 1 + 2 * context, 40, 40)]
+    known, rest = whole[2][1, 4], whole[2][1].sum() - whole[2][1, 4]
+    low, high = screen.bounds[2]
+    assert low == pytest.approx(known + rest * (1 - options.tie_margin))
+    assert high == pytest.approx(known + rest * (1 + options.tie_margin))
+    assert ruled_out == (high <= whole[0][1].sum() * 1.01) and screen.screened == ({2} if ruled_out else set())
+    # more uncertain slices than a third of the frame: refining the frame costs little more, no screen
+    for t in range(3):
+        screen.fast[t][1, :3] += 30
+    assert screen(2, "ED", 0, 1, 1) is False and len(asked) == 1
+
+
+class _MeanOfChannels(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True)
 
 
 def test_no_ventricle_in_the_fast_pass_means_every_frame_at_full_accuracy():
@@ -340,3 +416,22 @@ def test_predictor_in_a_window_predicts_the_crop_with_background_outside(tiny_mo
     assert (got[0, :, :6] == 1).all() and (got[1:, :, :, 3 + patch[1]:] == 0).all()
     whole = ((0, data.shape[2]), (0, data.shape[3]))
     torch.testing.assert_close(predictor.probabilities(data, whole), predictor.probabilities(data))
+
+
+def test_cli_cine_screen_reaches_the_fast_path(tmp_path, tiny_model_dir, monkeypatch):
+    import autocmr.inference.batch_scheduler as scheduler
+    from autocmr.cli.predict import main
+
+    seen = []
+    original = scheduler.predict_cine_fast
+    monkeypatch.setattr(scheduler, "predict_cine_fast",
+                        lambda *args, options, **kw: seen.append(options.screen) or original(*args, options=options,
+                                                                                              **kw))
+    write_series(tmp_path / "in" / "stack", n_phases=2, n_slices=2)
+    for flag in ([], ["--cine-screen", "off"]):
+        argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / f"out{len(flag)}"), "-m", str(tiny_model_dir),
+                "--device", "cpu", "-j", "0", "--no-analysis"] + flag
+        assert main(argv) == 0
+        case = json.loads((tmp_path / f"out{len(flag)}" / "predictions.json").read_text())["cases"]["stack_s4"]
+        assert "screened_frames" in case["cine"]
+    assert seen == [True, False]
