@@ -33,7 +33,7 @@ from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
 from autocmr.inference.parts import part_suffix, with_suffix
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.io.cine import read_cine
-from autocmr.io.image import read_header
+from autocmr.io.image import Geometry, read_header
 from autocmr.io.orientation import to_canonical
 
 if TYPE_CHECKING:
@@ -246,7 +246,8 @@ def _figure(subject: Subject, report: SubjectReport, path: Path) -> None:
     measures = report.measures
     assert measures is not None
     shown = [(p, f) for p, f in ((ED, measures.ed), (ES, measures.es)) if f is not None]
-    phases = [(p, _image_for(subject, f), f.label) for p, f in shown]
+    read: dict[Path, tuple[np.ndarray, Geometry]] = {}  # a cine's file is read once for both phases
+    phases = [(p, _image_for(subject, f, read), f.label) for p, f in shown]
     curve = {s: [float(row[s]) for row in measures.volume_rows] for s in ("LV", "RV", "MYO")}  # type: ignore[arg-type]
     x = [row["frame"] if row["frame"] is not None else row["phase"] for row in measures.volume_rows]
     markers = {str(row["phase"]): i for i, row in enumerate(measures.volume_rows) if row["phase"] in (ED, ES)}
@@ -263,13 +264,17 @@ def _rounded(value: float) -> str:
     return f"{value:.0f}" if math.isfinite(value) else "n/a"
 
 
-def _image_for(subject: Subject, frame: FrameMask) -> np.ndarray | None:
-    """The image under ``frame``'s mask, canonical; None when it cannot be read (the contours still show)."""
+def _image_for(subject: Subject, frame: FrameMask,
+               read: dict[Path, tuple[np.ndarray, Geometry]]) -> np.ndarray | None:
+    """The image under ``frame``'s mask, canonical; None when it cannot be read (the contours still show).
+    ``read`` keeps the files read so far."""
     case = subject.cine or next((c for c in subject.cases if c.name == frame.case), None)
     if case is None or case.image is None or not case.image.is_file():
         return None
     try:
-        images, geometry = read_cine(case.image)
+        if case.image not in read:
+            read[case.image] = read_cine(case.image)
+        images, geometry = read[case.image]
         index = frame.frame if subject.cine is not None and frame.frame is not None else 0
         image, _, _ = to_canonical(images[index], geometry.spatial())
     except Exception as exc:  # noqa: BLE001 - a figure without its image beats no figure

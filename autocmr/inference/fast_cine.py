@@ -56,6 +56,7 @@ from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
 from autocmr.precision import PRECISIONS, fast_precision, resolve_precision
+from autocmr.preprocessing.resampling import class_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -286,8 +287,10 @@ def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es
 
 def slice_areas(probabilities: torch.Tensor) -> np.ndarray:
     """Voxels of each label per slice of the argmax of ``probabilities`` (C, z, y, x): array (C, z)."""
-    label = probabilities.argmax(0).reshape(probabilities.shape[1], -1)
-    return np.stack([(label == c).sum(1).numpy() for c in range(probabilities.shape[0])]).astype(float)
+    n_classes, n_slices = probabilities.shape[0], probabilities.shape[1]
+    label = class_argmax(probabilities).reshape(n_slices, -1)
+    pairs = label + n_classes * np.arange(n_slices)[:, None]  # one bincount over (slice, label) pairs
+    return np.bincount(pairs.ravel(), minlength=n_slices * n_classes).reshape(n_slices, n_classes).T.astype(float)
 
 
 def uncertain_slices(fast: np.ndarray, full: np.ndarray, tolerance: float) -> list[int]:
@@ -390,7 +393,7 @@ def _locate_heart(predictor: Predictor, units: Sequence[_Unit], options: CineOpt
     shape = units[0][0].shape
     if any(units[t][0].shape != shape for t in range(len(units))):
         return None  # frames cropped differently: one window cannot serve them all
-    labels = [_fast_probabilities(predictor, units[t][0], options, None).argmax(0).numpy() for t in frames]
+    labels = [class_argmax(_fast_probabilities(predictor, units[t][0], options, None)) for t in frames]
     margin = [int(np.ceil(HEART_MARGIN_MM / s)) for s in predictor.config.spacing[-2:]]
     return heart_window(labels, predictor.config.patch_size, margin)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from autocmr.precision import autocast
 from autocmr.preprocessing.context import slices_with_context
+from autocmr.preprocessing.resampling import class_argmax
 
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8  # sigma of the importance map as a fraction of the patch size
 DEFAULT_STEP = 0.5
@@ -208,7 +209,7 @@ def disagreement_score(spread: MemberSpread, probabilities: torch.Tensor) -> flo
         return float("nan")
     mean = spread.sum_probabilities / spread.members
     variance = (spread.sum_squares / spread.members - (mean * mean).sum(dim=0)).clamp_min(0)
-    foreground = int((probabilities.argmax(dim=0) != 0).sum())
+    foreground = int((class_argmax(probabilities) != 0).sum())
     return float(variance.sum()) / max(foreground, 1)
 
 

@@ -163,3 +163,16 @@ def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_pat
 
     referenced = {series for _, series, _ in hd.seg.segread(segs[0]).get_source_image_uids()}
     assert len(referenced) == 4  # phase 1's images of the four slice series
+
+
+def test_the_nifti_copy_of_a_dicom_series_keeps_integer_pixels_in_a_16_bit_type():
+    from autocmr.inference.batch_stages import exact_integer_copy
+
+    pixels = np.array([[0.0, 1182.0], [17.0, 3.0]], np.float32)
+    assert exact_integer_copy(pixels).dtype == np.int16
+    np.testing.assert_array_equal(exact_integer_copy(pixels), pixels)
+    assert exact_integer_copy(pixels + 40000).dtype == np.uint16  # above int16, within uint16
+    for kept in (pixels + 0.5, pixels - 40000, pixels * 100, np.array([np.nan, 1.0], np.float32)):
+        assert exact_integer_copy(kept) is kept  # fractions, out of range or not finite: written as they are
+    ints = np.arange(4, dtype=np.int32)
+    assert exact_integer_copy(ints) is ints
