@@ -329,7 +329,10 @@ class _Screen:
         self.screened: set[int] = set()
         self.bounds: dict[int, tuple[float, float]] = {}  # of each screened frame, for the log and tests
         self.seconds = 0.0
-        self.enabled = options.screen and predictor.config.dim == 2
+        # slice k must be the same slice in every frame: frames cropped alike (as for the heart window)
+        same_crop = (len({pre.shape for pre, _ in units}) <= 1
+                     and len({repr(props.get("bbox")) for _, props in units}) <= 1)
+        self.enabled = options.screen and predictor.config.dim == 2 and same_crop
 
     def __call__(self, frame: int, side: str, ed: int, es: int, label: int) -> bool:
         if not self.enabled or frame not in self.fast or not self.full:

@@ -168,6 +168,9 @@ def test_the_screen_predicts_only_the_uncertain_slices_exactly_as_the_whole_fram
     for t in range(3):
         screen.fast[t][1, :3] += 30
     assert screen(2, "ED", 0, 1, 1) is False and len(asked) == 1
+    # frames cropped differently: slice k is not the same slice everywhere, no screen
+    cropped = [(pre, {"bbox": [[t, 9], [0, 40], [0, 40]]}) for t, (pre, _) in enumerate(units)]
+    assert not _Screen(predictor, cropped, options).enabled and _Screen(predictor, units, options).enabled
 
 
 class _MeanOfChannels(nn.Module):
