@@ -32,10 +32,18 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    the candidate alone (a third of its slices at most); its other slices are bounded by their own full/fast
    ratios on the refined frames (widened by ``tie_margin``). A candidate that cannot beat ED or ES by more
    than the tolerance even then is left to the fast pass (``screened_frames``), and the next candidate is
-   considered. Volumes in the screen are counted in the network's grid, before postprocessing.
+   considered. Volumes in the screen are counted in the network's grid, before postprocessing. A screened
+   frame's mask keeps what the screen computed: its fast-pass probabilities with the screened slices at full
+   accuracy (``screened_slices``), and its volumes in the curve are those of that mask.
+5. **a fast-pass frame that beats the refined ED or ES outright** (its volume in the curve is larger than
+   ED's or smaller than ES's) is screened the same way before it is refined: if its full-accuracy volume
+   cannot beat ED or ES by more than the tolerance, its mask gets the screened slices at full accuracy and
+   the curve is looked at again; only if that mask still beats ED or ES is the frame refined. ED and ES read
+   from the written mask are therefore always full-accuracy frames.
 
 Every frame of the 4D mask is written; the frames listed in ``full_accuracy_frames`` (ED and ES at least)
-are exactly what the full path gives, the others come from the fast pass. The volume curve is computed from
+are exactly what the full path gives, screened frames are the fast pass with their screened slices at full
+accuracy, the others come from the fast pass. The volume curve is computed from
 the exported masks (native voxels), as the measures are, so the ED/ES found here and from the written mask
 agree. If the fast pass finds no ventricle in any frame, every frame is predicted at full accuracy.
 """
@@ -143,13 +151,22 @@ class CinePrediction:
     seconds: dict[str, float] = field(default_factory=dict)
     fast_window: list[list[int]] | None = None  # [[y0, y1], [x0, x1]] of the network input; None = whole slices
     screened_frames: list[int] = field(default_factory=list)  # near ties ruled out on their uncertain slices
+    # the slices (network grid) of each screened frame that its mask has at full accuracy (module doc, step 4)
+    screened_slices: dict[int, list[int]] = field(default_factory=dict)
 
     def phase_notes(self) -> dict[int, str]:
         """How each frame was predicted, in words (for the DICOM-SEG ContentDescription)."""
         full = set(self.full_accuracy_frames)
         names = {self.es: "ES", self.ed: "ED"}
-        return {t: ", ".join(([names[t]] if t in names else []) + ["full accuracy" if t in full else "fast pass"])
+        return {t: ", ".join(([names[t]] if t in names else []) + [self._how(t, full)])
                 for t in range(len(self.labels))}
+
+    def _how(self, frame: int, full: set[int]) -> str:
+        if frame in full:
+            return "full accuracy"
+        slices = self.screened_slices.get(frame)
+        return f"fast pass, {len(slices)} slice(s) at full accuracy" if slices else "fast pass"
+
 
     def describe(self) -> dict[str, Any]:
         """What goes into ``predictions.json`` for this case."""
@@ -157,7 +174,9 @@ class CinePrediction:
                 "full_accuracy_frames": sorted(self.full_accuracy_frames),
                 "lv_ml": [round(v, 3) for v in self.lv_ml], "rv_ml": [round(v, 3) for v in self.rv_ml],
                 "fast_lv_ml": [round(v, 3) for v in self.fast_lv_ml], "fast_window": self.fast_window,
-                "screened_frames": sorted(self.screened_frames), "notes": list(self.notes),
+                "screened_frames": sorted(self.screened_frames),
+                "screened_slices": {str(t): z for t, z in sorted(self.screened_slices.items())},
+                "notes": list(self.notes),
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
@@ -194,7 +213,17 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     fast_pass_s = time.perf_counter() - start
     lv, rv = _curves(masks, voxel_ml)
     fast_lv = [] if same else lv.tolist()
-    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen):
+
+    def screen_and_patch(frame: int, side: str, ed: int, es: int, label: int) -> bool:
+        """The screen; a frame it rules out gets its screened slices at full accuracy in the written mask."""
+        if not screen(frame, side, ed, es, label):
+            return False
+        fast = _fast_probabilities(predictor, units[frame][0], options, window)
+        masks[frame] = _export(predictor, screen.patched(frame, fast), units[frame][1], with_probabilities)
+        lv[frame], rv[frame] = _volumes(masks[frame].label, voxel_ml)
+        return True
+
+    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen_and_patch):
         pre, props = units[frame]
         probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
         screen.full[frame] = slice_areas(probabilities)
@@ -208,7 +237,8 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
                             ed, es, full, lv.tolist(), rv.tolist(), fast_lv, uncertainty, notes,
                             {"fast_pass_s": fast_pass_s, "screen_s": screen.seconds,
                              "total_s": time.perf_counter() - start},
-                            [list(w) for w in window] if window is not None else None, sorted(screen.screened))
+                            [list(w) for w in window] if window is not None else None, sorted(screen.screened),
+                            screen.slices())
     logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
                 sorted(full), result.seconds["total_s"])
     return result
@@ -239,11 +269,22 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
         return
     label = LV if lv.any() else RV
     fast = (lv if lv.any() else rv).copy()  # the curve find_ed_es decides on, as the fast pass saw it
+    driver = lv if lv.any() else rv  # the same array, updated by the caller
     limit = 2 + options.max_extra_frames
     ruled_out: set[int] = set()
     while True:
         ed, es, _ = find_ed_es(lv, rv)
         todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
+        if todo and full and screen is not None:
+            # a fast-pass frame beats the refined ED or ES (step 5): screened like a near tie first; one it
+            # rules out now has its screened slices at full accuracy in the curve, which is looked at again
+            refined_ed, refined_es = max(full, key=lambda t: driver[t]), min(full, key=lambda t: driver[t])
+            challengers = [t for t in todo if t not in ruled_out]
+            out = {t for t in challengers
+                   if screen(t, "ED" if t == ed else "ES", refined_ed, refined_es, label)}
+            ruled_out |= out
+            if out:
+                continue
         if not todo:
             ties = _near_ties(fast, lv if lv.any() else rv, full, ed, es, options.tie_margin,
                               options.tie_tolerance, ruled_out)
@@ -328,6 +369,8 @@ class _Screen:
         self.full: dict[int, np.ndarray] = {}
         self.screened: set[int] = set()
         self.bounds: dict[int, tuple[float, float]] = {}  # of each screened frame, for the log and tests
+        # the full-accuracy probabilities (C, y, x) of each screened frame's uncertain slices, by slice
+        self.exact: dict[int, dict[int, torch.Tensor]] = {}
         self.seconds = 0.0
         # slice k must be the same slice in every frame: frames cropped alike (as for the heart window)
         same_crop = (len({pre.shape for pre, _ in units}) <= 1
@@ -350,7 +393,8 @@ class _Screen:
             return False
         start = time.perf_counter()
         pre = self.units[frame][0]
-        areas = slice_areas(self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi])))[label]
+        probabilities = self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi]))
+        areas = slice_areas(probabilities)[label]
         self.seconds += time.perf_counter() - start
         exact = {z: float(areas[z - lo]) for z in slices}
         low, high = self.bounds[frame] = screened_bounds(self.fast[frame][label], exact, fast, full,
@@ -362,7 +406,19 @@ class _Screen:
                      high, "ruled out" if ruled_out else "refined")
         if ruled_out:
             self.screened.add(frame)
+            self.exact[frame] = {z: probabilities[:, z - lo].clone() for z in slices}
         return ruled_out
+
+    def patched(self, frame: int, fast: torch.Tensor) -> torch.Tensor:
+        """A screened frame's fast-pass probabilities (C, z, y, x) with its screened slices at full accuracy."""
+        out = fast.clone()
+        for z, probabilities in self.exact.get(frame, {}).items():
+            out[:, z] = probabilities.to(out.dtype)
+        return out
+
+    def slices(self) -> dict[int, list[int]]:
+        """The slices of each screened frame that its written mask has at full accuracy."""
+        return {t: sorted(self.exact[t]) for t in sorted(self.screened)}
 
 
 def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Sequence[int]) -> Window | None:

@@ -118,6 +118,64 @@ def test_a_screened_out_near_tie_is_not_refined_and_the_next_candidate_is_consid
     assert refine((fast_lv, rv), (full_lv, rv), screen=lambda *a: True)[0] == [0, 2]
 
 
+def test_a_fast_frame_beating_the_refined_ed_is_screened_before_it_is_refined():
+    rv = [50, 50, 30, 35, 48, 49]
+    fast_lv = [100, 90, 60, 70, 95, 99.7]  # fast ED 0; at full accuracy (99.5) frame 5's fast volume beats it
+    full_lv = [99.5, 90, 61, 70, 95, 99.8]
+    patched = {5: 99.6}  # frame 5's mask with its screened slices at full accuracy
+    lv, rv_ = np.array(fast_lv), np.array(rv, float)
+    done: list[int] = []
+    asked = []
+
+    def screen(frame, side, ed, es, label):
+        asked.append((frame, side, ed, es))
+        if frame not in patched:
+            return False
+        lv[frame] = patched[frame]  # as predict_cine_fast's screen writes the patched mask's volumes
+        return True
+
+    for frame in _frames_to_refine(lv, rv_, done, CineOptions(), [], screen):
+        lv[frame] = full_lv[frame]
+        done.append(frame)
+    # frame 5 was screened against the refined ED (0) and ES (2) before it was refined; its patched mask
+    # (99.6) still beats ED's 99.5, so it is refined after all and is ED
+    assert asked[0] == (5, "ED", 0, 2) and done == [0, 2, 5] and find_ed_es(lv, rv_)[:2] == (5, 2)
+    # a patch that brings it below ED settles it without refining the frame
+    patched[5] = 99.2
+    lv, done, asked = np.array(fast_lv), [], []
+    for frame in _frames_to_refine(lv, rv_, done, CineOptions(), [], screen):
+        lv[frame] = full_lv[frame]
+        done.append(frame)
+    assert asked[0] == (5, "ED", 0, 2) and done == [0, 2] and find_ed_es(lv, rv_)[:2] == (0, 2)
+    # without a screen it is refined straight away (as before the screen)
+    assert refine((fast_lv, rv), (full_lv, rv))[0][:3] == [0, 2, 5]
+
+
+def test_a_screened_frame_keeps_its_screened_slices_at_full_accuracy(tiny_model_dir):
+    predictor = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)
+    rng = np.random.default_rng(1)
+    units = [(rng.normal(size=(1, 6, 32, 32)).astype(np.float32), {}) for _ in range(3)]
+    whole = [predictor.probabilities(pre) for pre, _ in units]
+    screen = _Screen(predictor, units, CineOptions())
+    areas = [slice_areas(w) for w in whole]
+    for t in range(3):
+        screen.fast[t] = areas[t].copy()
+        screen.fast[t][1, 2] += 40  # the fast pass parts from full accuracy on slice 2's LV
+    screen.full = {0: areas[0], 1: areas[1]}
+    # frame 2 at full accuracy is its own volume: ruled out against an ED far larger than it can be
+    big = 10 * areas[2][1].sum() + 1000  # on slice 3, where the fast pass and full accuracy agree
+    screen.full[0] = areas[0].copy()
+    screen.full[0][1, 3] += big
+    screen.fast[0][1, 3] += big
+    assert screen(2, "ED", 0, 1, 1)
+    fast = torch.full_like(whole[2], 0.25)
+    out = screen.patched(2, fast)
+    # slice 2 holds the full-accuracy probabilities, every other slice the fast pass's, and the input is kept
+    torch.testing.assert_close(out[:, 2], whole[2][:, 2])
+    assert torch.equal(out[:, [0, 1, 3, 4, 5]], fast[:, [0, 1, 3, 4, 5]]) and torch.all(fast == 0.25)
+    assert screen.slices() == {2: [2]} and screen.patched(0, fast).equal(fast)  # frame 0 was not screened
+
+
 def test_uncertain_slices_and_the_bounds_of_a_screened_frame():
     # two refined frames, 4 slices: the fast pass and full accuracy part on slice 0 only
     fast = np.array([[50, 300, 300, 100], [40, 200, 200, 60.0]])
@@ -225,7 +283,9 @@ def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path
     record = json.loads((tmp_path / "fast" / "predictions.json").read_text())["cases"]["cine"]["cine"]
     full_frames = record["full_accuracy_frames"]
     assert record == run["fast"].cine["cine"] and "cine" not in run["full"].cine
-    for t in range(N_FRAMES):
+    # a screened frame is the fast pass with its screened slices at full accuracy (test above): neither mask
+    assert sorted(int(t) for t in record["screened_slices"]) == record["screened_frames"]
+    for t in set(range(N_FRAMES)) - set(record["screened_frames"]):
         expected = masks["full"][t] if t in full_frames else masks["reference"][t]
         np.testing.assert_array_equal(masks["fast"][t], expected, err_msg=f"frame {t}")
     # ED/ES are those of the written mask's volume curves, and (unless a note says otherwise) full accuracy
