@@ -260,8 +260,9 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
     """Yield frames to predict at full accuracy until ED and ES are settled (see the module docstring).
 
     ``lv``, ``rv`` and ``full`` are updated by the caller between two frames (a generator keeps the loop
-    readable: each decision sees the volumes of the frames refined so far). ``screen`` (step 4 of the module
-    doc) says whether a near tie is ruled out without refining it; ruled-out frames are not candidates again.
+    readable: each decision sees the volumes of the frames refined so far). ``screen`` (steps 4 and 5 of the
+    module doc) says whether a near tie, or a fast-pass frame that beats the refined ED or ES, is ruled out
+    without refining it; ruled-out frames are not candidates again, and no frame is screened twice.
     """
     if not (lv.any() or rv.any()):
         notes.append("the fast pass found no ventricle in any frame: every frame predicted at full accuracy")
@@ -272,6 +273,7 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
     driver = lv if lv.any() else rv  # the same array, updated by the caller
     limit = 2 + options.max_extra_frames
     ruled_out: set[int] = set()
+    challenged: set[int] = set()  # frames screened at step 5 (each once)
     while True:
         ed, es, _ = find_ed_es(lv, rv)
         todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
@@ -279,7 +281,8 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
             # a fast-pass frame beats the refined ED or ES (step 5): screened like a near tie first; one it
             # rules out now has its screened slices at full accuracy in the curve, which is looked at again
             refined_ed, refined_es = max(full, key=lambda t: driver[t]), min(full, key=lambda t: driver[t])
-            challengers = [t for t in todo if t not in ruled_out]
+            challengers = [t for t in todo if t not in ruled_out | challenged]
+            challenged.update(challengers)
             out = {t for t in challengers
                    if screen(t, "ED" if t == ed else "ES", refined_ed, refined_es, label)}
             ruled_out |= out

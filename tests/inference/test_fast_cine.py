@@ -140,6 +140,7 @@ def test_a_fast_frame_beating_the_refined_ed_is_screened_before_it_is_refined():
     # frame 5 was screened against the refined ED (0) and ES (2) before it was refined; its patched mask
     # (99.6) still beats ED's 99.5, so it is refined after all and is ED
     assert asked[0] == (5, "ED", 0, 2) and done == [0, 2, 5] and find_ed_es(lv, rv_)[:2] == (5, 2)
+    assert [a[0] for a in asked].count(5) == 1  # screened once: the second time it is refined
     # a patch that brings it below ED settles it without refining the frame
     patched[5] = 99.2
     lv, done, asked = np.array(fast_lv), [], []
@@ -147,6 +148,14 @@ def test_a_fast_frame_beating_the_refined_ed_is_screened_before_it_is_refined():
         lv[frame] = full_lv[frame]
         done.append(frame)
     assert asked[0] == (5, "ED", 0, 2) and done == [0, 2] and find_ed_es(lv, rv_)[:2] == (0, 2)
+    # two challengers at once (frame 6 beats ES): 5 is ruled out, 6 is not; each is screened once, 6 refined
+    fast6, full6 = fast_lv + [60.5], full_lv + [60.6]
+    lv, rv6, done, asked = np.array(fast6), np.array(rv + [31.0]), [], []
+    for frame in _frames_to_refine(lv, rv6, done, CineOptions(), [], screen):
+        lv[frame] = full6[frame]
+        done.append(frame)
+    assert sorted(a[:2] for a in asked) == [(5, "ED"), (6, "ES")] and done == [0, 2, 6]
+    assert find_ed_es(lv, rv6)[:2] == (0, 6)
     # without a screen it is refined straight away (as before the screen)
     assert refine((fast_lv, rv), (full_lv, rv))[0][:3] == [0, 2, 5]
 
