@@ -17,8 +17,9 @@ from torch import nn
 from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
-from autocmr.inference.fast_cine import (CineOptions, _fast_probabilities, _frames_to_refine, _locate_heart,
-                                        _Screen, heart_window, screened_bounds, slice_areas, uncertain_slices)
+from autocmr.inference.fast_cine import (CineOptions, CinePrediction, _fast_probabilities, _frames_to_refine,
+                                        _locate_heart, _Screen, heart_window, screened_bounds, slice_areas,
+                                        uncertain_slices)
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
@@ -183,6 +184,13 @@ def test_a_screened_frame_keeps_its_screened_slices_at_full_accuracy(tiny_model_
     torch.testing.assert_close(out[:, 2], whole[2][:, 2])
     assert torch.equal(out[:, [0, 1, 3, 4, 5]], fast[:, [0, 1, 3, 4, 5]]) and torch.all(fast == 0.25)
     assert screen.slices() == {2: [2]} and screen.patched(0, fast).equal(fast)  # frame 0 was not screened
+    # how each frame was predicted, in the DICOM-SEG's words, and in predictions.json
+    labels = [np.zeros((6, 32, 32), np.uint8)] * 3
+    result = CinePrediction(labels, [None] * 3, 0, 1, [0, 1], [1.0] * 3, [1.0] * 3, [], [float("nan")] * 3,
+                            screened_frames=[2], screened_slices=screen.slices())
+    assert result.phase_notes() == {0: "ED, full accuracy", 1: "ES, full accuracy",
+                                    2: "fast pass, 1 slice(s) at full accuracy"}
+    assert result.describe()["screened_slices"] == {"2": [2]}
 
 
 def test_uncertain_slices_and_the_bounds_of_a_screened_frame():
@@ -399,7 +407,9 @@ def test_dicom_cine_gets_nifti_and_a_seg_per_phase(tmp_path, tiny_predictor):
         seg = hd.seg.segread(tmp_path / "out" / "study_s4_seg" / f"phase_{t:02d}.dcm")
         uids = [_uid(volume.files[(z, t)]) for z in range(2)]
         np.testing.assert_array_equal(seg.get_pixels_by_source_instance(uids, combine_segments=True), mask[t])
-        expected = "full accuracy" if t in record["full_accuracy_frames"] else "fast pass"
+        screened = record["screened_slices"].get(str(t))
+        expected = ("full accuracy" if t in record["full_accuracy_frames"] else
+                    f"fast pass, {len(screened)} slice(s) at full accuracy" if screened else "fast pass")
         assert seg.ContentDescription.endswith(expected)
     assert not temporaries(tmp_path / "out")
 
