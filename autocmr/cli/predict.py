@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the fast cine pass predicts: a window around the heart found on two frames "
                         "(default) or whole slices")
     p.add_argument("--cine-screen", default="on", choices=("on", "off"),
-                   help="fast cine path: rule out a near tie of ED or ES on its uncertain slices predicted at full "
-                        "accuracy before refining the whole frame (default on; README, fast cine path)")
+                   help="fast cine path: rule out a near tie of ED or ES, or a fast-pass frame that beats them, on "
+                        "its uncertain slices predicted at full accuracy before refining the whole frame (default on; "
+                        "README, fast cine path)")
     p.add_argument("--metadata", default=None, metavar="CASES_CSV",
                    help="cases.csv (case_id, subject, phase) pairing ED/ES files into subjects for the measures "
                         "(default: a cases.csv in or beside the input folder; else names _ED/_ES, _frameNN + Info.cfg)")
