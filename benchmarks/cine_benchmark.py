@@ -25,9 +25,11 @@ from measure import run_measured
 
 TOLERANCE_PERCENT = 1.0  # the bar: measures of the fast path within 1 % of the full path's
 MODES = ("fast", "full")
-# modes beyond the two paths (--modes): the fast path as it was before near ties were screened (2026-11-29)
+# modes beyond the two paths (--modes): the fast path as it was before near ties were screened (2026-11-29),
+# and the fast path asked for the full path's ED/ES frames whenever it cannot rule a near tie out
 MODE_FLAGS = {"fast": ["--cine", "fast"], "full": ["--cine", "full"],
-              "fast_noscreen": ["--cine", "fast", "--cine-screen", "off"]}
+              "fast_noscreen": ["--cine", "fast", "--cine-screen", "off"],
+              "fast_exact": ["--cine", "fast", "--cine-tie-tolerance", "0"]}
 
 
 def run_mode(mode: str, model: Path, folds: list[str], out: Path, logs: Path, repeat: int) -> dict:
@@ -89,7 +91,8 @@ def main() -> int:
     parser.add_argument("--name", default="cine_benchmark", help="results/NAME.json (default cine_benchmark)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=sorted(MODE_FLAGS),
                         help="modes taking turns (default fast full; both are needed for the comparison); "
-                             "fast_noscreen is the fast path without screening near ties (its comparison too)")
+                             "fast_noscreen is the fast path without screening near ties, fast_exact the fast "
+                             "path with --cine-tie-tolerance 0 (their comparisons too)")
     args = parser.parse_args()
     require(SUNNYBROOK / "dicom", "Sunnybrook study")
     require(args.model / "plans.json", "model folder")

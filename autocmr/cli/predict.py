@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast cine path: rule out a near tie of ED or ES, or a fast-pass frame that beats them, on "
                         "its uncertain slices predicted at full accuracy before refining the whole frame (default on; "
                         "README, fast cine path)")
+    p.add_argument("--cine-tie-tolerance", type=float, default=1.0, metavar="PERCENT",
+                   help="fast cine path: a frame whose full-accuracy LV volume could beat ED's or ES's by less than "
+                        "this is left to the fast pass (default 1; 0 = the full path's ED/ES frames whenever the "
+                        "fast pass cannot rule a frame out, slower; README, fast cine path)")
     p.add_argument("--metadata", default=None, metavar="CASES_CSV",
                    help="cases.csv (case_id, subject, phase) pairing ED/ES files into subjects for the measures "
                         "(default: a cases.csv in or beside the input folder; else names _ED/_ES, _frameNN + Info.cfg)")
@@ -159,7 +163,7 @@ def _cine_options(args: argparse.Namespace):
     from autocmr.inference.fast_cine import CineOptions
 
     return CineOptions(mode=args.cine, fast_precision=args.precision, fast_region=args.cine_fast_region,
-                       screen=args.cine_screen == "on")
+                       screen=args.cine_screen == "on", tie_tolerance=args.cine_tie_tolerance / 100)
 
 
 if __name__ == "__main__":

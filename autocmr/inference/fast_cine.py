@@ -16,25 +16,29 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
 2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
-   now wins, it is predicted at full accuracy too. Then near ties: a fast-pass frame whose volume, scaled by
-   the full/fast volume ratios seen on the frames refined so far (their range widened by ``tie_margin``),
-   could exceed ED's (or fall below ES's) by more than ``tie_tolerance`` (1 %) is predicted at full accuracy
-   as well. A frame that could at best beat ED or ES by less than that cannot move the end-diastolic or
-   end-systolic volume by more than 1 %, so refining it (about 2 s a frame on 2 CPU cores in bfloat16, 4 s in
-   float32) buys nothing a reader of the measures would see; which of two such frames is called ED (or ES)
-   may then differ from the full path, their volumes may not.
+   now wins, it is predicted at full accuracy too. Then near ties: a fast-pass frame whose full-accuracy
+   volume could exceed ED's (or fall below ES's) by more than ``tie_tolerance`` (1 %) is predicted at full
+   accuracy as well. For 2D models the bounds are **slice by slice** (:func:`slice_bounds`): each slice's
+   full-accuracy area within the candidate's fast area times that slice's full/fast ratios on the frames
+   refined so far, or plus their differences (whichever is wider, widened by ``tie_margin``): the fast pass
+   errs mostly on the basal slice, by amounts that differ from frame to frame (a basal LV of 65, 236 and 276
+   voxels in three frames where full accuracy draws none), which ratios of whole volumes cannot bound. For 3D
+   models, or with the screen off, the whole-volume ratios seen on the refined frames do (:func:`_near_ties`).
+   A frame that could beat ED or ES by less than the tolerance cannot move the end-diastolic or
+   end-systolic LV volume by more than that, so it is not refined (about 2 s a frame on 2 CPU cores in
+   bfloat16, 4 s in float32); which of two such frames is called ED (or ES) may then differ from the full
+   path, and so may measures read at that frame from another structure (the RV). ``tie_tolerance`` 0 asks
+   for the full path's frames whenever the bounds cannot rule a frame out, at the cost of more refined frames.
    This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
    frames beyond ED and ES have been refined (a note then says which frames stayed fast-pass only).
-4. **screening a near tie** (2D models) before refining all of it: the fast pass and full accuracy part
-   mostly on one or two slices (the basal slice, whose extent is least certain), and that disagreement can
-   differ between frames enough to make the whole-volume ratios above wide. So the slices where the frames
-   refined so far show a disagreement worth more than half the tolerance are predicted at full accuracy for
-   the candidate alone (a third of its slices at most); its other slices are bounded by their own full/fast
-   ratios on the refined frames (widened by ``tie_margin``). A candidate that cannot beat ED or ES by more
-   than the tolerance even then is left to the fast pass (``screened_frames``), and the next candidate is
-   considered. Volumes in the screen are counted in the network's grid, before postprocessing. A screened
-   frame's mask keeps what the screen computed: its fast-pass probabilities with the screened slices at full
-   accuracy (``screened_slices``), and its volumes in the curve are those of that mask.
+4. **screening a near tie** (2D models) before refining all of it: the slices where the frames refined so
+   far show a disagreement of more than 0.5 % of their volume are predicted at full accuracy for the
+   candidate alone, each with its context slices (a third of its slices at most); its other slices keep
+   their slice-by-slice bounds. A candidate that cannot beat ED or ES by more than the tolerance even then is
+   left to the fast pass (``screened_frames``), and the next candidate is considered. Volumes in the screen
+   are counted in the network's grid, before postprocessing. A screened frame's mask keeps what the screen
+   computed: its fast-pass probabilities with the screened slices at full accuracy (``screened_slices``),
+   and its volumes in the curve are those of that mask.
 5. **a fast-pass frame that beats the refined ED or ES outright** (its volume in the curve is larger than
    ED's or smaller than ES's) is screened the same way before it is refined: if its full-accuracy volume
    cannot beat ED or ES by more than the tolerance, its mask gets the screened slices at full accuracy and
@@ -52,7 +56,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -86,9 +90,15 @@ HEART_MARGIN_MM = 10.0
 # Near ties: the range of full/fast volume ratios seen on refined frames is widened by this fraction (two
 # refined frames say little about the spread over 20-30).
 MIN_TIE_MARGIN = 0.005
-# Near ties that could change the end-diastolic or end-systolic volume by less than this fraction are left
-# to the fast pass: the fast path promises measures within 1 % of the full path, not more.
+# Near ties that could beat ED's (ES's) full-accuracy volume by less than this fraction are left to the fast
+# pass. It bounds the end-diastolic and end-systolic LV volumes, not every measure: the other frame of such a
+# tie can have a different RV (RVESV 16 % apart on two frames 0.5 % apart in LV volume, README "Fast cine
+# path"). 0 asks for the full path's frames whenever the bounds cannot rule a frame out: on the Sunnybrook
+# study 5-8 full-accuracy frames instead of 2-3, because end-systolic plateaus hold frames within 0.5 %.
 TIE_TOLERANCE = 0.01
+# The screen predicts at full accuracy the slices on which the fast pass and full accuracy parted by more than
+# this share of the frame's volume on a refined frame; the other slices are bounded by their ratios.
+SCREEN_SLICE_SHARE = 0.005
 # A near tie is screened on at most this share of its slices (with a 2D model's context slices) predicted at
 # full accuracy; more, and refining the whole frame costs little more.
 MAX_SCREEN_SHARE = 1 / 3
@@ -223,10 +233,14 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
         lv[frame], rv[frame] = _volumes(masks[frame].label, voxel_ml)
         return True
 
-    for frame in range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen_and_patch):
+    refine = range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen_and_patch,
+                                                     screen.near_ties)
+    for frame in refine:
         pre, props = units[frame]
         probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
         screen.full[frame] = slice_areas(probabilities)
+        logger.debug("refined frame %d: %.0f voxels LV at full accuracy, %.0f in the fast pass", frame,
+                     screen.full[frame][LV].sum(), screen.fast[frame][LV].sum() if frame in screen.fast else -1)
         prediction = _export(predictor, probabilities, props, with_probabilities)
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
@@ -255,14 +269,19 @@ def _fast_pass_is_full_accuracy(predictor: Predictor, options: CineOptions) -> b
 Screen = Callable[[int, str, int, int, int], bool]  # (frame, "ED"/"ES", ed, es, curve label) -> ruled out
 
 
+Ties = Callable[[int, int, int, Collection[int]], "list[tuple[int, str]] | None"]  # (ed, es, label, excluded)
+
+
 def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: CineOptions,
-                      notes: list[str], screen: Screen | None = None) -> Iterator[int]:
+                      notes: list[str], screen: Screen | None = None, ties: Ties | None = None) -> Iterator[int]:
     """Yield frames to predict at full accuracy until ED and ES are settled (see the module docstring).
 
     ``lv``, ``rv`` and ``full`` are updated by the caller between two frames (a generator keeps the loop
     readable: each decision sees the volumes of the frames refined so far). ``screen`` (steps 4 and 5 of the
     module doc) says whether a near tie, or a fast-pass frame that beats the refined ED or ES, is ruled out
-    without refining it; ruled-out frames are not candidates again, and no frame is screened twice.
+    without refining it; ruled-out frames are not candidates again, and no frame is screened twice. ``ties``
+    picks the near ties from slice-aware bounds (:meth:`_Screen.near_ties`); without it, or when it returns
+    None, the whole-volume ratios do (:func:`_near_ties`).
     """
     if not (lv.any() or rv.any()):
         notes.append("the fast pass found no ventricle in any frame: every frame predicted at full accuracy")
@@ -289,15 +308,19 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
             if out:
                 continue
         if not todo:
-            ties = _near_ties(fast, lv if lv.any() else rv, full, ed, es, options.tie_margin,
-                              options.tie_tolerance, ruled_out)
-            if screen is not None and ties:
-                out = {t for t, side in ties if screen(t, side, ed, es, label)}
+            candidates = ties(ed, es, label, ruled_out) if ties is not None else None
+            if candidates is not None:
+                candidates = [(t, side) for t, side in candidates if t not in full]
+            else:
+                candidates = _near_ties(fast, driver, full, ed, es, options.tie_margin, options.tie_tolerance,
+                                        ruled_out)
+            if screen is not None and candidates:
+                out = {t for t, side in candidates if screen(t, side, ed, es, label)}
                 ruled_out |= out
-                ties = [(t, side) for t, side in ties if t not in out]
-                if out and not ties:
+                candidates = [(t, side) for t, side in candidates if t not in out]
+                if out and not candidates:
                     continue  # the next candidates, if any
-            todo = [t for t, _ in ties]
+            todo = [t for t, _ in candidates]
         if not todo:
             return
         if len(full) + len(todo) > limit:
@@ -337,31 +360,52 @@ def slice_areas(probabilities: torch.Tensor) -> np.ndarray:
     return np.bincount(pairs.ravel(), minlength=n_slices * n_classes).reshape(n_slices, n_classes).T.astype(float)
 
 
-def uncertain_slices(fast: np.ndarray, full: np.ndarray, tolerance: float) -> list[int]:
-    """Slices on which the fast pass and full accuracy part by more than half of ``tolerance`` of the frame's
-    full-accuracy volume, on any of the refined frames; ``fast``, ``full``: (frames, z) areas of one label."""
+def uncertain_slices(fast: np.ndarray, full: np.ndarray, share: float = SCREEN_SLICE_SHARE) -> list[int]:
+    """Slices on which the fast pass and full accuracy part by more than ``share`` of the frame's full-accuracy
+    volume, on any of the refined frames; ``fast``, ``full``: (frames, z) areas of one label."""
     volume = np.maximum(full.sum(axis=1, keepdims=True), 1.0)
     worst = (np.abs(full - fast) / volume).max(axis=0)
-    return np.nonzero(worst > tolerance / 2)[0].tolist()
+    return np.nonzero(worst > share)[0].tolist()
 
 
-def screened_bounds(candidate_fast: np.ndarray, candidate_full: dict[int, float], fast: np.ndarray,
-                    full: np.ndarray, margin: float) -> tuple[float, float]:
-    """Lowest and highest full-accuracy volume (voxels) a candidate frame can have: its slices predicted at
-    full accuracy (``candidate_full``: slice -> area) as they are, the sum of its other slices' fast areas
-    (``candidate_fast``, per slice) times the range of full/fast ratios of those slices' sums on the refined
-    frames (``fast``, ``full``: (frames, z)), widened by ``margin``."""
-    rest = np.ones(candidate_fast.size, bool)
-    rest[list(candidate_full)] = False
-    base, known = float(candidate_fast[rest].sum()), float(sum(candidate_full.values()))
-    fast_sums, full_sums = fast[:, rest].sum(axis=1), full[:, rest].sum(axis=1)
-    ratios = full_sums[fast_sums > 0] / fast_sums[fast_sums > 0]
-    low, high = (ratios.min(), ratios.max()) if ratios.size else (1.0, 1.0)
-    return known + base * low * (1 - margin), known + base * high * (1 + margin)
+def slice_bounds(candidate: np.ndarray, fast: np.ndarray, full: np.ndarray, margin: float,
+                 exact: Mapping[int, float] | None = None) -> tuple[float, float]:
+    """Lowest and highest full-accuracy volume (voxels) a frame can have, slice by slice.
+
+    ``candidate``: the frame's fast-pass areas per slice; ``fast``, ``full``: (frames, z) areas of the
+    refined frames. Each slice's full-accuracy area is taken to lie within the candidate's fast area times
+    the range of that slice's full/fast ratios on the refined frames, or plus the range of its differences,
+    whichever interval is wider (a basal slice the fast pass draws and full accuracy leaves empty has ratio
+    0 on one frame and a large difference on another), widened by ``margin``. Slices in ``exact`` (slice ->
+    area predicted at full accuracy) count as they are.
+    """
+    ratio = np.divide(full, fast, out=np.full(fast.shape, np.nan), where=fast > 0)
+    r_low = np.nan_to_num(np.fmin.reduce(ratio, axis=0), nan=1.0)  # no ratio on a slice: no evidence of one
+    r_high = np.nan_to_num(np.fmax.reduce(ratio, axis=0), nan=1.0)
+    difference = full - fast
+    low = np.maximum(np.minimum(candidate * r_low, candidate + difference.min(axis=0)), 0.0) * (1 - margin)
+    high = np.maximum(candidate * r_high, candidate + difference.max(axis=0)) * (1 + margin)
+    for z, area in (exact or {}).items():
+        low[z] = high[z] = area
+    return float(low.sum()), float(high.sum())
+
+
+def slice_runs(slices: Sequence[int], context: int, n_slices: int) -> list[tuple[int, int]]:
+    """Contiguous ranges ``[lo, hi)`` covering ``slices`` with ``context`` neighbours on each side (as a 2D
+    model with context slices sees them in the whole stack), overlapping or touching ranges merged."""
+    runs: list[tuple[int, int]] = []
+    for z in sorted(slices):
+        lo, hi = max(0, z - context), min(n_slices, z + context + 1)
+        if runs and lo <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], hi))
+        else:
+            runs.append((lo, hi))
+    return runs
 
 
 class _Screen:
-    """Step 4 of the module doc: rule out a near tie on its uncertain slices predicted at full accuracy.
+    """Steps 3-5 of the module doc for 2D models: the slice-aware bounds that pick near ties, and the screen
+    that rules a candidate out on its uncertain slices predicted at full accuracy.
 
     ``fast`` and ``full`` hold each frame's :func:`slice_areas` (network grid, before postprocessing) from the
     fast pass and from full accuracy; the caller fills them as frames are predicted."""
@@ -380,36 +424,58 @@ class _Screen:
                      and len({repr(props.get("bbox")) for _, props in units}) <= 1)
         self.enabled = options.screen and predictor.config.dim == 2 and same_crop
 
+    def _refined(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        refined = sorted(self.full)
+        return (np.stack([self.fast[t][label] for t in refined]), np.stack([self.full[t][label] for t in refined]))
+
+    def near_ties(self, ed: int, es: int, label: int, excluded: Collection[int] = ()) -> list[tuple[int, str]] | None:
+        """The fast-pass frame whose slice-aware bounds (:func:`slice_bounds`) reach furthest beyond ED's
+        full-accuracy volume, and the one for ES, if any could beat them by more than the tolerance; None when
+        the screen is off (the caller then uses the whole-volume ratios, :func:`_near_ties`)."""
+        if not self.enabled or not self.full or any(t not in self.fast for t in self.full):
+            return None
+        fast, full = self._refined(label)
+        tolerance = self.options.tie_tolerance
+        ed_volume, es_volume = self.full[ed][label].sum(), self.full[es][label].sum()
+        bounds = {t: slice_bounds(areas[label], fast, full, self.options.tie_margin)
+                  for t, areas in self.fast.items() if t not in self.full and t not in excluded}
+        above = sorted((t for t, (_, high) in bounds.items() if high > ed_volume * (1 + tolerance)),
+                       key=lambda t: -bounds[t][1])
+        below = sorted((t for t, (low, _) in bounds.items() if low < es_volume * (1 - tolerance)),
+                       key=lambda t: bounds[t][0])
+        picked = [(t, "ED") for t in above[:1]] + [(t, "ES") for t in below[:1] if t not in above[:1]]
+        logger.debug("near ties of ED %d (%.0f voxels) and ES %d (%.0f): %s", ed, ed_volume, es, es_volume,
+                     [(t, side, [round(b) for b in bounds[t]]) for t, side in picked])
+        return picked
+
     def __call__(self, frame: int, side: str, ed: int, es: int, label: int) -> bool:
         if not self.enabled or frame not in self.fast or not self.full:
             return False
-        refined = sorted(self.full)
-        fast = np.stack([self.fast[t][label] for t in refined])
-        full = np.stack([self.full[t][label] for t in refined])
-        slices = uncertain_slices(fast, full, self.options.tie_tolerance)
-        if not slices:
-            return False  # the whole-volume ratios already are those of every slice: nothing to learn
-        k = self.predictor.config.context_slices
+        fast, full = self._refined(label)
+        slices = uncertain_slices(fast, full)
         n_slices = fast.shape[1]
-        lo, hi = max(0, slices[0] - k), min(n_slices, slices[-1] + k + 1)  # neighbours as the full stack has them
-        if hi - lo > max(1, int(n_slices * MAX_SCREEN_SHARE)):
+        runs = slice_runs(slices, self.predictor.config.context_slices, n_slices)
+        if sum(hi - lo for lo, hi in runs) > max(1, int(n_slices * MAX_SCREEN_SHARE)):
             return False
         start = time.perf_counter()
         pre = self.units[frame][0]
-        probabilities = self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi]))
-        areas = slice_areas(probabilities)[label]
+        exact: dict[int, torch.Tensor] = {}
+        for lo, hi in runs:  # each run with its context neighbours, as the full stack has them
+            probabilities = self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi]))
+            exact.update({z: probabilities[:, z - lo].clone() for z in slices if lo <= z < hi})
         self.seconds += time.perf_counter() - start
-        exact = {z: float(areas[z - lo]) for z in slices}
-        low, high = self.bounds[frame] = screened_bounds(self.fast[frame][label], exact, fast, full,
-                                                         self.options.tie_margin)
+        areas = {z: float(slice_areas(p[:, None])[label, 0]) for z, p in exact.items()}
+        low, high = self.bounds[frame] = slice_bounds(self.fast[frame][label], fast, full, self.options.tie_margin,
+                                                      areas)
         tolerance = self.options.tie_tolerance
         ruled_out = (high <= self.full[ed][label].sum() * (1 + tolerance) if side == "ED"
                      else low >= self.full[es][label].sum() * (1 - tolerance))
-        logger.debug("screened frame %d against %s on slices %s: %.0f-%.0f voxels, %s", frame, side, slices, low,
-                     high, "ruled out" if ruled_out else "refined")
+        logger.debug("screened frame %d against %s (%.0f voxels) on slices %s: %.0f-%.0f voxels, %s", frame, side,
+                     self.full[ed if side == "ED" else es][label].sum(), slices, low, high,
+                     "ruled out" if ruled_out else "refined")
         if ruled_out:
             self.screened.add(frame)
-            self.exact[frame] = {z: probabilities[:, z - lo].clone() for z in slices}
+            self.exact[frame] = exact
         return ruled_out
 
     def patched(self, frame: int, fast: torch.Tensor) -> torch.Tensor:

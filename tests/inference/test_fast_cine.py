@@ -18,8 +18,8 @@ from autocmr.evaluation.phases import find_ed_es
 from autocmr.errors import ConfigurationError
 from autocmr.inference.batch import PredictorOptions, predict_folder
 from autocmr.inference.fast_cine import (CineOptions, CinePrediction, _fast_probabilities, _frames_to_refine,
-                                        _locate_heart, _Screen, heart_window, screened_bounds, slice_areas,
-                                        uncertain_slices)
+                                        _locate_heart, _Screen, heart_window, slice_areas, slice_bounds,
+                                        slice_runs, uncertain_slices)
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.dicom import read_dicom_series
@@ -198,15 +198,71 @@ def test_uncertain_slices_and_the_bounds_of_a_screened_frame():
     fast = np.array([[50, 300, 300, 100], [40, 200, 200, 60.0]])
     full = np.array([[10, 303, 300, 100], [30, 200, 198, 60.0]])
     # slice 0 is off by 40 of 713 voxels (5.6 %) on the first frame; slices 1, 2 by 1 % at most
-    assert uncertain_slices(fast, full, 0.01) == [0]
-    assert uncertain_slices(fast, full, 0.03) == [0] and uncertain_slices(fast, full, 0.2) == []
-    assert uncertain_slices(fast, full, 0.005) == [0, 1, 2]  # 3 / 713 and 2 / 488: over a quarter percent
-    # a candidate: slice 0 predicted at full accuracy (12 voxels); the other slices' sums had ratios
-    # 703 / 700 and 458 / 460 on the refined frames
-    low, high = screened_bounds(np.array([60, 250, 250, 90.0]), {0: 12.0}, fast, full, 0.0)
-    assert low == pytest.approx(12 + 590 * 458 / 460) and high == pytest.approx(12 + 590 * 703 / 700)
-    low2, high2 = screened_bounds(np.array([60, 250, 250, 90.0]), {0: 12.0}, fast, full, 0.01)
-    assert low2 == pytest.approx(12 + 590 * 458 / 460 * 0.99) and high2 == pytest.approx(12 + 590 * 703 / 700 * 1.01)
+    assert uncertain_slices(fast, full) == uncertain_slices(fast, full, 0.005) == [0]  # the default share
+    assert uncertain_slices(fast, full, 0.015) == [0] and uncertain_slices(fast, full, 0.1) == []
+    assert uncertain_slices(fast, full, 0.0025) == [0, 1, 2]  # 3 / 713 and 2 / 488: over a quarter percent
+    # a candidate, slice by slice: ratios (slice 1: 1.0-1.01, slice 2: 0.99-1.0, slice 3: 1) or differences
+    # (slice 1: 0-3, slice 2: -2-0), whichever interval is wider; slice 0 predicted at full accuracy (12)
+    candidate = np.array([60, 250, 250, 90.0])
+    low, high = slice_bounds(candidate, fast, full, 0.0, {0: 12.0})
+    assert low == pytest.approx(12 + min(250 * 0.99, 248) + 90 + 250)
+    assert high == pytest.approx(12 + max(250 * 1.01, 253) + 250 + 90)  # slice 1: + 3 is wider than x 1.01
+    low2, high2 = slice_bounds(candidate, fast, full, 0.01, {0: 12.0})
+    assert low2 == pytest.approx(12 + (low - 12) * 0.99) and high2 == pytest.approx(12 + (high - 12) * 1.01)
+    # slice 0 not predicted: ratios 0.2-0.75 or differences -40 to -10 bound it to 12-50 voxels
+    low3, high3 = slice_bounds(candidate, fast, full, 0.0)
+    assert (low3 - low, high3 - high) == pytest.approx((12 - 12, 50 - 12))
+
+
+def test_slice_bounds_catch_a_basal_slice_error_that_whole_volume_ratios_miss():
+    # areas of the LV per slice on three frames of the Sunnybrook study with a 96-epoch fold-0 network
+    # (network grid): frames 6 and 18 refined; the fast pass draws LV on basal slice 1 where full accuracy
+    # draws none (frame 6) or less (frame 18), and by how much differs from frame to frame
+    fast6 = [0, 65, 517, 558, 607, 744, 809, 760, 616, 495, 246, 0]
+    full6 = [0, 0, 498, 571, 617, 748, 813, 776, 628, 509, 252, 0]
+    fast18 = [0, 339, 866, 979, 1052, 1056, 1042, 912, 661, 510, 224, 0]
+    full18 = [0, 412, 871, 979, 1057, 1063, 1046, 926, 671, 550, 228, 0]
+    fast7 = [0, 236, 510, 549, 602, 751, 800, 754, 611, 508, 246, 0]  # full accuracy: 5380, below frame 6's
+    fast, full = np.array([fast6, fast18], float), np.array([full6, full18], float)
+    # whole-volume ratios (0.999 and 1.021) put frame 7 at 5561-5682 at least: never below ES (5412)
+    ratios = full.sum(axis=1) / fast.sum(axis=1)
+    assert sum(fast7) * ratios.min() * (1 - 0.005) > sum(full6)
+    # slice by slice, its basal slice may be empty at full accuracy: it could be ES
+    low, high = slice_bounds(np.array(fast7, float), fast, full, 0.005)
+    assert low < 5380 < high and low < sum(full6)
+    assert slice_runs([1, 9], 0, 12) == [(1, 2), (9, 10)] and slice_runs([1, 2, 9], 1, 12) == [(0, 4), (8, 11)]
+    assert slice_runs([0, 2], 1, 3) == [(0, 3)] and slice_runs([], 2, 5) == []
+
+
+def test_the_screen_picks_near_ties_slice_by_slice_and_the_refinement_uses_them(tiny_model_dir):
+    predictor = PredictorOptions(device="cpu").build(tiny_model_dir)
+    units = [(np.zeros((1, 12, 8, 8), np.float32), {}) for _ in range(3)]
+    screen = _Screen(predictor, units, CineOptions())
+
+    def areas(lv):
+        a = np.zeros((4, 12))
+        a[1] = lv
+        return a
+
+    # frames 0 and 2 refined (as frames 6 and 18 of the test above), frame 1 as frame 7 there
+    screen.fast = {0: areas([0, 65, 517, 558, 607, 744, 809, 760, 616, 495, 246, 0]),
+                   1: areas([0, 236, 510, 549, 602, 751, 800, 754, 611, 508, 246, 0]),
+                   2: areas([0, 339, 866, 979, 1052, 1056, 1042, 912, 661, 510, 224, 0])}
+    screen.full = {0: areas([0, 0, 498, 571, 617, 748, 813, 776, 628, 509, 252, 0]),
+                   2: areas([0, 412, 871, 979, 1057, 1063, 1046, 926, 671, 550, 228, 0])}
+    assert screen.near_ties(2, 0, 1) == [(1, "ES")]
+    assert screen.near_ties(2, 0, 1, excluded={1}) == []
+    assert _Screen(predictor, units, CineOptions(screen=False)).near_ties(2, 0, 1) is None  # off: whole volumes
+    # the refinement takes its candidates from ``ties`` when given, from whole-volume ratios otherwise
+    lv, rv = np.array([54.2, 55.7, 76.4]), np.array([20.0, 21.0, 70.0])
+    full_lv = {0: 54.1, 1: 53.8, 2: 78.0}
+    for ties, expected in ((lambda ed, es, label, excluded: [(1, "ES")] if 1 not in excluded else [], [2, 0, 1]),
+                           (None, [2, 0])):
+        curve, done = lv.copy(), []
+        for frame in _frames_to_refine(curve, rv, done, CineOptions(), [], None, ties):
+            curve[frame] = full_lv[frame]
+            done.append(frame)
+        assert done == expected
 
 
 @pytest.mark.parametrize("context", [0, 1])
