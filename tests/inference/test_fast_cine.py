@@ -563,13 +563,13 @@ def test_cli_cine_screen_reaches_the_fast_path(tmp_path, tiny_model_dir, monkeyp
     seen = []
     original = scheduler.predict_cine_fast
     monkeypatch.setattr(scheduler, "predict_cine_fast",
-                        lambda *args, options, **kw: seen.append(options.screen) or original(*args, options=options,
-                                                                                              **kw))
+                        lambda *args, options, **kw: seen.append((options.screen, options.tie_tolerance))
+                        or original(*args, options=options, **kw))
     write_series(tmp_path / "in" / "stack", n_phases=2, n_slices=2)
-    for flag in ([], ["--cine-screen", "off"]):
-        argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / f"out{len(flag)}"), "-m", str(tiny_model_dir),
+    for i, flag in enumerate(([], ["--cine-screen", "off"], ["--cine-tie-tolerance", "0.25"])):
+        argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / f"out{i}"), "-m", str(tiny_model_dir),
                 "--device", "cpu", "-j", "0", "--no-analysis"] + flag
         assert main(argv) == 0
-        case = json.loads((tmp_path / f"out{len(flag)}" / "predictions.json").read_text())["cases"]["stack_s4"]
+        case = json.loads((tmp_path / f"out{i}" / "predictions.json").read_text())["cases"]["stack_s4"]
         assert "screened_frames" in case["cine"]
-    assert seen == [True, False]
+    assert seen == [(True, 0.01), (False, 0.01), (True, 0.0025)]  # the tolerance is given in percent
