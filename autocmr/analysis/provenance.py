@@ -123,6 +123,10 @@ def _settings(predictor: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         parts = (["largest foreground component"] if post.get("foreground_lcc") else []) + \
                 [f"largest {names.get(label, f'label {label}')} component" for label in post.get("per_label_lcc") or []]
         shown.append(("postprocessing", ", ".join(parts) if parts else "none"))
+    cine = predictor.get("cine")
+    if isinstance(cine, Mapping) and cine.get("mode"):
+        shown.append(("4D cines", "every frame at full accuracy" if cine["mode"] == "full" else
+                      f"fast path, near-tie tolerance {100 * float(cine.get('tie_tolerance', 0)):g} %"))
     return tuple(shown)
 
 

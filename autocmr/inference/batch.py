@@ -96,12 +96,13 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
     logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
-    description = predictor.describe()
+    cine = cine or CineOptions()
+    description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
 
     def record_progress(job: PredictionJob) -> None:  # after every case, at a constant cost: a job killed
         append_progress(report, job, (num_parts, part_id))  # now keeps the records --continue then merges
 
-    scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine or CineOptions(),
+    scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine,
                                output_format=output_format, on_case_done=record_progress)
     try:
         scheduler.run(todo)

@@ -138,6 +138,12 @@ class CineOptions:
         if self.fast_precision not in PRECISIONS:
             raise ConfigurationError(f"fast_precision must be one of {PRECISIONS}, got {self.fast_precision!r}")
 
+    def describe(self) -> dict[str, Any]:
+        """What goes into ``predictions.json`` (``predictor.cine``): how 4D cines of the batch were predicted."""
+        return {"mode": self.mode, "fast_region": self.fast_region, "screen": self.screen,
+                "tie_tolerance": self.tie_tolerance, "max_extra_frames": self.max_extra_frames,
+                "fast_precision": self.fast_precision}
+
     def resolved_fast_precision(self, device: torch.device) -> str:
         if self.fast_precision == "auto":
             return fast_precision(device)

@@ -36,7 +36,7 @@ from autocmr.io.atomic import write_json_atomic, write_text_atomic
 logger = logging.getLogger(__name__)
 PART_FILE = re.compile(r"^(?P<stem>.+)_part(?P<part>\d+)(?P<ext>\.(?:csv|json))$")
 # what every part must have done the same way; the model's path and the device may differ between machines
-SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing")
+SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing", "cine")
 
 
 def part_suffix(num_parts: int, part_id: int) -> str:
@@ -149,8 +149,8 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], allow_incomple
     for k, predictor in describe.items():
         differing = [key for key in SAME_IN_EVERY_PART if predictor.get(key) != describe[first].get(key)]
         if differing:
-            raise ConfigurationError(f"{out}: part {k} was predicted differently from part {first} ({', '.join(differing)}"
-                                     f": {[predictor.get(x) for x in differing]} vs "
+            raise ConfigurationError(f"{out}: part {k} was predicted differently from part {first} "
+                                     f"({', '.join(differing)}: {[predictor.get(x) for x in differing]} vs "
                                      f"{[describe[first].get(x) for x in differing]}); rerun it with the same options")
     return num_parts
 

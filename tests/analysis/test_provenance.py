@@ -36,7 +36,10 @@ def test_without_a_card_or_a_record(tmp_path, caplog):
     assert model_provenance(None) is None and model_provenance({}) is None
     bare = model_provenance({**PREDICTOR, "model": str(tmp_path), "mirror_axes": []})
     assert bare.name == tmp_path.name and not bare.agreement and not bare.limits
-    assert dict(bare.settings)["test-time mirroring"] == "off"
+    assert dict(bare.settings)["test-time mirroring"] == "off" and "4D cines" not in dict(bare.settings)
+    for cine, shown in (({"mode": "fast", "tie_tolerance": 0.01}, "fast path, near-tie tolerance 1 %"),
+                        ({"mode": "full"}, "every frame at full accuracy")):
+        assert dict(model_provenance({**PREDICTOR, "model": str(tmp_path), "cine": cine}).settings)["4D cines"] == shown
     page = write_report([], tmp_path / "report.html", model=bare).read_text()
     assert "carries no cross-validated accuracy" in page
     (tmp_path / MODEL_CARD).write_text("{not json")

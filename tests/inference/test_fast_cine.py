@@ -570,6 +570,8 @@ def test_cli_cine_screen_reaches_the_fast_path(tmp_path, tiny_model_dir, monkeyp
         argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / f"out{i}"), "-m", str(tiny_model_dir),
                 "--device", "cpu", "-j", "0", "--no-analysis"] + flag
         assert main(argv) == 0
-        case = json.loads((tmp_path / f"out{i}" / "predictions.json").read_text())["cases"]["stack_s4"]
-        assert "screened_frames" in case["cine"]
+        record = json.loads((tmp_path / f"out{i}" / "predictions.json").read_text())
+        assert "screened_frames" in record["cases"]["stack_s4"]["cine"]
+        cine = record["predictor"]["cine"]  # how the batch's cines were predicted
+        assert cine["tie_tolerance"] == seen[-1][1] and cine["mode"] == "fast"
     assert seen == [(True, 0.01), (False, 0.01), (True, 0.0025)]  # the tolerance is given in percent
