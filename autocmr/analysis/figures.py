@@ -48,7 +48,7 @@ def choose_slices(label: np.ndarray) -> dict[str, int]:
 
 def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.ndarray | None, np.ndarray]],
                    spacing: Sequence[float], curve: dict[str, Sequence[float]], curve_x: Sequence[object],
-                   markers: dict[str, int]) -> Path:
+                   markers: dict[str, int], exact: Sequence[bool] | None = None) -> Path:
     """Write the subject's PNG.
 
     Args:
@@ -59,6 +59,8 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
         curve: structure name -> volume per frame (mL).
         curve_x: the frame (or phase) of each curve value.
         markers: ``ED``/``ES`` -> index into the curve to mark.
+        exact: per curve value, whether its frame was predicted at full accuracy (filled markers) or only by
+            a cine's fast pass (hollow); None: all at full accuracy.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -79,7 +81,7 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
         ax.text(0.5, 0.5, f"no {missing} mask for this subject", ha="center", va="center", fontsize=11, color="0.4")
         ax.set_axis_off()
     plot = fig.add_gridspec(1, 1, left=0.71, right=0.98, top=0.86, bottom=0.12)
-    _draw_curve(fig.add_subplot(plot[0, 0]), curve, curve_x, markers)
+    _draw_curve(fig.add_subplot(plot[0, 0]), curve, curve_x, markers, exact)
     handles = [_legend_patch(colour, name) for name, colour in CONTOUR_COLOURS.values()]
     fig.legend(handles=handles, loc="lower left", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.02, 0.0))
     fig.suptitle(title, fontsize=11)
@@ -124,13 +126,19 @@ def _draw_slice(ax, image: np.ndarray | None, label: np.ndarray, spacing: Sequen
     ax.set_yticks([])
 
 
-def _draw_curve(ax, curve: dict[str, Sequence[float]], curve_x: Sequence[object], markers: dict[str, int]) -> None:
+def _draw_curve(ax, curve: dict[str, Sequence[float]], curve_x: Sequence[object], markers: dict[str, int],
+                exact: Sequence[bool] | None = None) -> None:
     positions = np.arange(len(curve_x))
+    full = np.ones(len(curve_x), bool) if exact is None else np.asarray(exact, bool)
     for name, colour in (("LV", CONTOUR_COLOURS[LV][1]), ("RV", CONTOUR_COLOURS[RV][1]),
                          ("MYO", CONTOUR_COLOURS[MYO][1])):
         if name in curve:
-            ax.plot(positions, curve[name], marker="o", ms=3, color=colour, label=f"{name} (mL)",
-                    linestyle="--" if name == "MYO" else "-")
+            values = np.asarray(curve[name], float)
+            ax.plot(positions, values, color=colour, label=f"{name} (mL)", linestyle="--" if name == "MYO" else "-")
+            ax.plot(positions[full], values[full], "o", ms=3, color=colour)
+            ax.plot(positions[~full], values[~full], "o", ms=3, mfc="white", color=colour)
+    if not full.all():  # a cine on the fast path: say which points are the cheap pass
+        ax.text(0.02, 0.02, "hollow: fast pass, not full accuracy", transform=ax.transAxes, fontsize=7, color="0.35")
     for phase, index in markers.items():
         ax.axvline(index, color="0.3", linestyle=":", linewidth=1)
         ax.annotate(phase, (index, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=9)

@@ -16,6 +16,10 @@ import numpy as np
 from autocmr.evaluation.clinical import ED, ES, MEASURES, STRUCTURES, measures_from_volumes, structure_volumes
 from autocmr.evaluation.phases import find_ed_es
 
+# how a frame was predicted (``volumes.csv``'s ``prediction``): a cine's fast path predicts most frames in a
+# cheaper pass (autocmr.inference.fast_cine), good for the volume curve, not for per-frame measures
+FULL_ACCURACY, FAST_PASS, SCREENED = "full accuracy", "fast pass", "fast pass, screened slices at full accuracy"
+
 NAN = float("nan")
 ML_PER_L = 1000.0
 SECONDS_PER_MINUTE = 60.0
@@ -32,6 +36,7 @@ class FrameMask:
         frame: frame index within a cine, or the frame number a name gave (``_frame12``); None if unknown.
         phase: ``ED``/``ES`` when known before the analysis (3D cases), else None.
         uncertainty: the ensemble disagreement score of this frame (NaN when not computed).
+        prediction: how it was predicted (full accuracy, or a cine's fast pass: :func:`frame_predictions`).
     """
 
     label: np.ndarray
@@ -40,6 +45,7 @@ class FrameMask:
     frame: int | None = None
     phase: str | None = None
     uncertainty: float = NAN
+    prediction: str = FULL_ACCURACY
 
     def volumes(self) -> dict[str, float]:
         return structure_volumes(self.label, self.spacing)
@@ -111,8 +117,9 @@ def _volume_row(frame: FrameMask, volumes: dict[str, float], phase: str) -> dict
     row: dict[str, object] = {"case": frame.case, "frame": frame.frame, "phase": phase}
     row.update({name: volumes.get(name, NAN) for name in STRUCTURES})
     row["uncertainty"] = frame.uncertainty
+    row["prediction"] = frame.prediction
     return row
 
 
-__all__ = ["FrameMask", "SubjectMeasures", "cardiac_output_l_per_min", "measure_cine", "measure_phases",
-           "volumes_only"]
+__all__ = ["FAST_PASS", "FULL_ACCURACY", "SCREENED", "FrameMask", "SubjectMeasures", "cardiac_output_l_per_min",
+           "measure_cine", "measure_phases", "volumes_only"]

@@ -13,17 +13,18 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from autocmr.analysis.figures import subject_figure
-from autocmr.analysis.measures import FrameMask, measure_cine, measure_phases, volumes_only
+from autocmr.analysis.measures import FULL_ACCURACY, FrameMask, measure_cine, measure_phases, volumes_only
 from autocmr.analysis.provenance import ModelProvenance, model_provenance
 from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
 from autocmr.analysis.report import write_report
-from autocmr.analysis.subjects import CaseRecord, Subject, find_metadata, group_subjects, read_metadata
+from autocmr.analysis.subjects import (CaseRecord, Subject, find_metadata, frame_predictions, group_subjects,
+                                      read_metadata)
 from autocmr.analysis.tables import (FAILED, FIGURES_DIR, MEASURES_CSV, QC_CSV, REPORT_HTML, VOLUMES_CSV,
                                      SubjectReport, write_tables)
 from autocmr.documents import layout
@@ -59,8 +60,10 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     suffix = part_suffix(*part)
     recorded = _batch_record(report.output_dir / with_suffix(layout.BATCH_PREDICTIONS, suffix))
     stored = _stored_uncertainty(recorded)
+    stored_cine = _stored_cine(recorded)
     finished = set(report.done) | set(report.skipped)
-    found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, [])) for job in jobs
+    found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, []),
+              report.cine.get(job.name) or stored_cine.get(job.name)) for job in jobs
              if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
@@ -90,7 +93,7 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
     for name, entry in sorted(recorded.get("cases", {}).items()):
         job = PredictionJob(name, entry["kind"], tuple(Path(s) for s in entry["sources"]), Path(entry["output"]))
         if job.output.is_file():
-            found.append((job, entry.get("uncertainty") or []))
+            found.append((job, entry.get("uncertainty") or [], entry.get("cine")))
     cases, unreadable = _records(found)
     failures = [CaseFailure(f["name"], f["file"], f["reason"]) for f in failures_found] + unreadable
     metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
@@ -99,25 +102,27 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
                          model=model_provenance(recorded.get("predictor")))
 
 
-def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None]]]) -> tuple[list[CaseRecord],
-                                                                                   list[CaseFailure]]:
+def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None], Mapping[str, Any] | None]]
+             ) -> tuple[list[CaseRecord], list[CaseFailure]]:
     """Records of the jobs whose mask can be read; the others become failures naming the mask."""
     cases, unreadable = [], []
-    for job, uncertainty in found:
+    for job, uncertainty, cine in found:
         try:
-            cases.append(case_record(job, uncertainty))
+            cases.append(case_record(job, uncertainty, cine))
         except InputFileError as exc:
             unreadable.append(CaseFailure(job.name, str(exc.path), f"mask unreadable: {exc.reason}"))
     return cases, unreadable
 
 
-def case_record(job: PredictionJob, uncertainty: Sequence[float | None] = ()) -> CaseRecord:
-    """What the analysis needs to know about one predicted job."""
+def case_record(job: PredictionJob, uncertainty: Sequence[float | None] = (),
+                cine: Mapping[str, Any] | None = None) -> CaseRecord:
+    """What the analysis needs to know about one predicted job (``cine``: its fast cine path record)."""
     geometry = read_header(job.output)
     n_frames = geometry.size[3] if geometry.dim == 4 else 1
     image = job.image_copy if job.kind == "dicom" else job.sources[0]
     values = tuple(math.nan if u is None else float(u) for u in uncertainty)
-    return CaseRecord(job.name, job.output, image, job.sources, n_frames, values, job.kind)
+    return CaseRecord(job.name, job.output, image, job.sources, n_frames, values, job.kind,
+                      frame_predictions(cine, n_frames))
 
 
 def _batch_record(predictions_json: Path) -> dict[str, Any]:
@@ -127,6 +132,14 @@ def _batch_record(predictions_json: Path) -> dict[str, Any]:
     except (ValueError, OSError):
         return {}
     return recorded if isinstance(recorded, dict) else {}
+
+
+def _stored_cine(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Each case's fast cine path record (``cases.NAME.cine``) from a ``predictions.json``."""
+    try:
+        return {name: entry["cine"] for name, entry in recorded.get("cases", {}).items() if entry.get("cine")}
+    except (AttributeError, TypeError):
+        return {}
 
 
 def _stored_uncertainty(recorded: dict[str, Any]) -> dict[str, list[float | None]]:
@@ -225,7 +238,9 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
         out = []
         for t, mask in enumerate(masks):
             label, spacing, _ = to_canonical(mask, spatial)
-            out.append(FrameMask(label, spacing, subject.cine.name, t, None, _uncertainty(subject.cine, t)))
+            predicted = subject.cine.predicted[t] if t < len(subject.cine.predicted) else FULL_ACCURACY
+            out.append(FrameMask(label, spacing, subject.cine.name, t, None, _uncertainty(subject.cine, t),
+                                 predicted))
         return out
     single = {p: cases[0] for p, cases in subject.phases.items() if len(cases) == 1}
     records = [(single[p], p) for p in (ED, ES) if p in single] or [(c, None) for c in subject.unphased]
@@ -251,13 +266,14 @@ def _figure(subject: Subject, report: SubjectReport, path: Path) -> None:
     curve = {s: [float(row[s]) for row in measures.volume_rows] for s in ("LV", "RV", "MYO")}  # type: ignore[arg-type]
     x = [row["frame"] if row["frame"] is not None else row["phase"] for row in measures.volume_rows]
     markers = {str(row["phase"]): i for i, row in enumerate(measures.volume_rows) if row["phase"] in (ED, ES)}
+    exact = [row["prediction"] == FULL_ACCURACY for row in measures.volume_rows]
     values = measures.measures
     shown_values = "   ".join(f"{m} {_rounded(values[m])} {unit}" for m, unit in
                                (("LVEDV", "mL"), ("LVEF", "%"), ("LVM", "g"), ("RVEDV", "mL"), ("RVEF", "%")))
     title = f"{subject.name}   {shown_values}"
     if report.qc.flags:
         title += "\nQC: " + ", ".join(report.qc.flags)
-    subject_figure(path, title, phases, shown[0][1].spacing, curve, x, markers)
+    subject_figure(path, title, phases, shown[0][1].spacing, curve, x, markers, exact)
 
 
 def _rounded(value: float) -> str:

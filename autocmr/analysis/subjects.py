@@ -18,12 +18,13 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from autocmr.dataset.converters.acdc import INFO_FILE, read_info_cfg
 from autocmr.errors import InputFileError
+from autocmr.analysis.measures import FAST_PASS, FULL_ACCURACY, SCREENED
 from autocmr.evaluation.clinical import ED, ES, subject_and_phase
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class CaseRecord:
         sources: the input file(s) (for DICOM the series' files).
         n_frames: frames in the mask (1 for 3D).
         uncertainty: per frame, the ensemble disagreement score (NaN when not computed).
+        predicted: per frame, how it was predicted (:func:`frame_predictions`); empty: every frame at full
+            accuracy (3D cases, ``--cine full``, or nothing recorded).
     """
 
     name: str
@@ -52,10 +55,22 @@ class CaseRecord:
     n_frames: int = 1
     uncertainty: tuple[float, ...] = ()
     kind: str = "3d"
+    predicted: tuple[str, ...] = ()
 
     @property
     def is_cine(self) -> bool:
         return self.n_frames > 1
+
+
+def frame_predictions(cine: Mapping[str, Any] | None, n_frames: int) -> tuple[str, ...]:
+    """How each frame of a cine was predicted, from its ``predictions.json`` record (``cases.NAME.cine``):
+    full accuracy, fast pass, or fast pass with screened slices at full accuracy. Empty when the record does
+    not say (every frame then counts as full accuracy)."""
+    if not isinstance(cine, Mapping) or cine.get("mode") != "fast":
+        return ()
+    full = {int(t) for t in cine.get("full_accuracy_frames") or []}
+    screened = {int(t) for t, slices in (cine.get("screened_slices") or {}).items() if slices}
+    return tuple(FULL_ACCURACY if t in full else SCREENED if t in screened else FAST_PASS for t in range(n_frames))
 
 
 @dataclass
@@ -178,4 +193,5 @@ def _check_phases(subject: Subject) -> None:
                              "volumes only")
 
 
-__all__ = ["CASES_CSV", "CaseRecord", "Subject", "find_metadata", "group_subjects", "read_metadata"]
+__all__ = ["CASES_CSV", "CaseRecord", "Subject", "find_metadata", "frame_predictions", "group_subjects",
+           "read_metadata"]

@@ -91,8 +91,9 @@ def volumes_table(reports: Sequence[SubjectReport]) -> pd.DataFrame:
             row = {"subject": r.subject, "case": v["case"], "frame": v["frame"], "phase": v["phase"]}
             row.update({f"{s}_mL": v[s] for s in STRUCTURES})
             row["uncertainty"] = v["uncertainty"]
+            row["prediction"] = v["prediction"]
             rows.append(row)
-    columns = ["subject", "case", "frame", "phase"] + [f"{s}_mL" for s in STRUCTURES] + ["uncertainty"]
+    columns = ["subject", "case", "frame", "phase"] + [f"{s}_mL" for s in STRUCTURES] + ["uncertainty", "prediction"]
     return pd.DataFrame(rows, columns=columns).astype({"frame": "Int64"})
 
 

@@ -1,7 +1,10 @@
 """``autocmr_predict`` writes the analysis beside the masks: phantom 4D cine, an ED/ES pair, a broken file."""
+import json
+
 import numpy as np
 import pandas as pd
 
+from autocmr.analysis.subjects import frame_predictions
 from autocmr.cli.predict import main
 from autocmr.io.cine import read_cine, write_cine
 from autocmr.io.image import write_image
@@ -27,6 +30,13 @@ def test_predict_writes_measures_volumes_qc_figures_and_report(tiny_model_dir, t
     volumes = pd.read_csv(out / "volumes.csv")
     cine = volumes[volumes["subject"] == "cine"].sort_values("frame")
     assert cine["frame"].tolist() == list(range(6))
+    # how each frame was predicted: the fast path's full-accuracy frames (ED and ES among them) and the rest
+    record = json.loads((out / "predictions.json").read_text())["cases"]["cine"]["cine"]
+    expected = ["full accuracy" if t in record["full_accuracy_frames"] else
+                "fast pass, screened slices at full accuracy" if record["screened_slices"].get(str(t)) else
+                "fast pass" for t in range(6)]
+    assert cine["prediction"].tolist() == expected and "fast pass" in expected
+    assert set(volumes.loc[volumes["subject"] == "pat", "prediction"]) == {"full accuracy"}  # 3D cases
     # the measures' ED/ES are the extremes of the LV curve of the mask that was written
     masks, _ = read_cine(out / "cine.nii.gz")
     lv = [(m == 1).sum() for m in masks]
@@ -47,3 +57,11 @@ def test_no_analysis_option_writes_masks_only(tiny_model_dir, tmp_path):
     assert main(["-i", str(inputs), "-o", str(out), "-m", str(tiny_model_dir), "--device", "cpu", "-j", "0",
                  "--no-mirror", "--no-analysis"]) == 0
     assert (out / "x_ED.nii.gz").is_file() and not (out / "measures.csv").exists()
+
+
+def test_frame_predictions_from_the_fast_path_record():
+    record = {"mode": "fast", "full_accuracy_frames": [3, 0], "screened_slices": {"1": [1, 2], "2": []}}
+    assert frame_predictions(record, 4) == ("full accuracy", "fast pass, screened slices at full accuracy",
+                                            "fast pass", "full accuracy")
+    # nothing recorded, or every frame at full accuracy: no per-frame distinction
+    assert frame_predictions(None, 4) == () and frame_predictions({"mode": "full"}, 4) == ()
