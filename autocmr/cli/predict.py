@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast cine path: rule out a near tie of ED or ES, or a fast-pass frame that beats them, on "
                         "its uncertain slices predicted at full accuracy before refining the whole frame (default on; "
                         "README, fast cine path)")
-    p.add_argument("--cine-tie-tolerance", type=float, default=1.0, metavar="PERCENT",
+    p.add_argument("--cine-tie-tolerance", type=_percent, default=1.0, metavar="PERCENT",
                    help="fast cine path: a frame whose full-accuracy LV volume could beat ED's or ES's by less than "
                         "this is left to the fast pass (default 1; 0 = the full path's ED/ES frames whenever the "
                         "fast pass cannot rule a frame out, slower; README, fast cine path)")
@@ -157,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report.ok else 1
 
     return run_command(go)
+
+
+def _percent(text: str) -> float:
+    """A percentage in [0, 100), for argparse (its error names the option and the value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"a percentage in [0, 100) is expected, got {text}")
+    return value
 
 
 def _cine_options(args: argparse.Namespace):

@@ -575,3 +575,16 @@ def test_cli_cine_screen_reaches_the_fast_path(tmp_path, tiny_model_dir, monkeyp
         cine = record["predictor"]["cine"]  # how the batch's cines were predicted
         assert cine["tie_tolerance"] == seen[-1][1] and cine["mode"] == "fast"
     assert seen == [(True, 0.01), (False, 0.01), (True, 0.0025)]  # the tolerance is given in percent
+
+
+def test_cli_refuses_a_tie_tolerance_outside_0_to_100_percent(tmp_path, capsys):
+    from autocmr.cli.predict import main
+
+    for value, reason in (("150", "a percentage in [0, 100)"), ("-1", "a percentage in [0, 100)"),
+                          ("one", "not a number")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--cine-tie-tolerance", value])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert "--cine-tie-tolerance" in err and reason in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
