@@ -59,11 +59,10 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     Passed to ``predict_folder`` as its ``after_batch`` hook (with ``functools.partial`` for the keywords)."""
     suffix = part_suffix(*part)
     recorded = _batch_record(report.output_dir / with_suffix(layout.BATCH_PREDICTIONS, suffix))
-    stored = _stored_uncertainty(recorded)
-    stored_cine = _stored_cine(recorded)
+    stored = _stored_cases(recorded)
     finished = set(report.done) | set(report.skipped)
-    found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, []),
-              report.cine.get(job.name) or stored_cine.get(job.name)) for job in jobs
+    found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, {}).get("uncertainty") or [],
+              report.cine.get(job.name) or stored.get(job.name, {}).get("cine")) for job in jobs
              if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
@@ -134,19 +133,13 @@ def _batch_record(predictions_json: Path) -> dict[str, Any]:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def _stored_cine(recorded: dict[str, Any]) -> dict[str, Any]:
-    """Each case's fast cine path record (``cases.NAME.cine``) from a ``predictions.json``."""
-    try:
-        return {name: entry["cine"] for name, entry in recorded.get("cases", {}).items() if entry.get("cine")}
-    except (AttributeError, TypeError):
+def _stored_cases(recorded: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The case records (``cases.NAME``: uncertainty, fast cine path record...) of a ``predictions.json``;
+    records that are not mappings are left out."""
+    cases = recorded.get("cases")
+    if not isinstance(cases, dict):
         return {}
-
-
-def _stored_uncertainty(recorded: dict[str, Any]) -> dict[str, list[float | None]]:
-    try:
-        return {name: list(entry.get("uncertainty") or []) for name, entry in recorded.get("cases", {}).items()}
-    except (AttributeError, TypeError):
-        return {}
+    return {name: entry for name, entry in cases.items() if isinstance(entry, dict)}
 
 
 def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metadata: pd.DataFrame | None = None,
