@@ -18,8 +18,8 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
    now wins, it is predicted at full accuracy too. Then near ties: a fast-pass frame whose full-accuracy
    volume could exceed ED's (or fall below ES's) by more than ``tie_tolerance`` (1 %) is predicted at full
-   accuracy as well. For 2D models the bounds are **slice by slice** (:func:`slice_bounds`): each slice's
-   full-accuracy area within the candidate's fast area times that slice's full/fast ratios on the frames
+   accuracy as well. For 2D models the bounds are **slice by slice** (:mod:`autocmr.inference.cine_screen`):
+   each slice's full-accuracy area within the candidate's fast area times that slice's full/fast ratios on the frames
    refined so far, or plus their differences (whichever is wider, widened by ``tie_margin``): the fast pass
    errs mostly on the basal slice, by amounts that differ from frame to frame (a basal LV of 65, 236 and 276
    voxels in three frames where full accuracy draws none), which ratios of whole volumes cannot bound. For 3D
@@ -56,7 +56,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ import torch
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
 from autocmr.evaluation.phases import find_ed_es
+from autocmr.inference.cine_screen import SliceScreen, slice_areas
 from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
@@ -96,12 +97,6 @@ MIN_TIE_MARGIN = 0.005
 # path"). 0 asks for the full path's frames whenever the bounds cannot rule a frame out: on the Sunnybrook
 # study 5-8 full-accuracy frames instead of 2-3, because end-systolic plateaus hold frames within 0.5 %.
 TIE_TOLERANCE = 0.01
-# The screen predicts at full accuracy the slices on which the fast pass and full accuracy parted by more than
-# this share of the frame's volume on a refined frame; the other slices are bounded by their ratios.
-SCREEN_SLICE_SHARE = 0.005
-# A near tie is screened on at most this share of its slices (with a 2D model's context slices) predicted at
-# full accuracy; more, and refining the whole frame costs little more.
-MAX_SCREEN_SHARE = 1 / 3
 
 _Unit = tuple[np.ndarray, dict[str, Any]]  # preprocessed frame and its properties
 
@@ -214,7 +209,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: fl
     full: list[int] = []
     same = _fast_pass_is_full_accuracy(predictor, options)
     window: Window | None = None
-    screen = _Screen(predictor, units, options)
+    screen = SliceScreen(predictor, units, options)
     if same:  # nothing to gain: predict every frame once, at full accuracy
         notes.append("the predictor is already as fast as the fast pass: every frame at full accuracy")
         masks: list[Prediction | None] = [None] * n
@@ -286,7 +281,7 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
     readable: each decision sees the volumes of the frames refined so far). ``screen`` (steps 4 and 5 of the
     module doc) says whether a near tie, or a fast-pass frame that beats the refined ED or ES, is ruled out
     without refining it; ruled-out frames are not candidates again, and no frame is screened twice. ``ties``
-    picks the near ties from slice-aware bounds (:meth:`_Screen.near_ties`); without it, or when it returns
+    picks the near ties from slice-aware bounds (:meth:`SliceScreen.near_ties`); without it, or when it returns
     None, the whole-volume ratios do (:func:`_near_ties`).
     """
     if not (lv.any() or rv.any()):
@@ -356,144 +351,6 @@ def _near_ties(fast: np.ndarray, curve: np.ndarray, full: list[int], ed: int, es
     below = sorted((t for t in fast_only if fast[t] * low < curve[es] * (1 - tolerance)), key=lambda t: fast[t])
     picked = [(t, "ED") for t in above[:1]] + [(t, "ES") for t in below[:1] if t not in above[:1]]
     return picked
-
-
-def slice_areas(probabilities: torch.Tensor) -> np.ndarray:
-    """Voxels of each label per slice of the argmax of ``probabilities`` (C, z, y, x): array (C, z)."""
-    n_classes, n_slices = probabilities.shape[0], probabilities.shape[1]
-    label = class_argmax(probabilities).reshape(n_slices, -1)
-    pairs = label + n_classes * np.arange(n_slices)[:, None]  # one bincount over (slice, label) pairs
-    return np.bincount(pairs.ravel(), minlength=n_slices * n_classes).reshape(n_slices, n_classes).T.astype(float)
-
-
-def uncertain_slices(fast: np.ndarray, full: np.ndarray, share: float = SCREEN_SLICE_SHARE) -> list[int]:
-    """Slices on which the fast pass and full accuracy part by more than ``share`` of the frame's full-accuracy
-    volume, on any of the refined frames; ``fast``, ``full``: (frames, z) areas of one label."""
-    volume = np.maximum(full.sum(axis=1, keepdims=True), 1.0)
-    worst = (np.abs(full - fast) / volume).max(axis=0)
-    return np.nonzero(worst > share)[0].tolist()
-
-
-def slice_bounds(candidate: np.ndarray, fast: np.ndarray, full: np.ndarray, margin: float,
-                 exact: Mapping[int, float] | None = None) -> tuple[float, float]:
-    """Lowest and highest full-accuracy volume (voxels) a frame can have, slice by slice.
-
-    ``candidate``: the frame's fast-pass areas per slice; ``fast``, ``full``: (frames, z) areas of the
-    refined frames. Each slice's full-accuracy area is taken to lie within the candidate's fast area times
-    the range of that slice's full/fast ratios on the refined frames, or plus the range of its differences,
-    whichever interval is wider (a basal slice the fast pass draws and full accuracy leaves empty has ratio
-    0 on one frame and a large difference on another), widened by ``margin``. Slices in ``exact`` (slice ->
-    area predicted at full accuracy) count as they are.
-    """
-    ratio = np.divide(full, fast, out=np.full(fast.shape, np.nan), where=fast > 0)
-    r_low = np.nan_to_num(np.fmin.reduce(ratio, axis=0), nan=1.0)  # no ratio on a slice: no evidence of one
-    r_high = np.nan_to_num(np.fmax.reduce(ratio, axis=0), nan=1.0)
-    difference = full - fast
-    low = np.maximum(np.minimum(candidate * r_low, candidate + difference.min(axis=0)), 0.0) * (1 - margin)
-    high = np.maximum(candidate * r_high, candidate + difference.max(axis=0)) * (1 + margin)
-    for z, area in (exact or {}).items():
-        low[z] = high[z] = area
-    return float(low.sum()), float(high.sum())
-
-
-def slice_runs(slices: Sequence[int], context: int, n_slices: int) -> list[tuple[int, int]]:
-    """Contiguous ranges ``[lo, hi)`` covering ``slices`` with ``context`` neighbours on each side (as a 2D
-    model with context slices sees them in the whole stack), overlapping or touching ranges merged."""
-    runs: list[tuple[int, int]] = []
-    for z in sorted(slices):
-        lo, hi = max(0, z - context), min(n_slices, z + context + 1)
-        if runs and lo <= runs[-1][1]:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], hi))
-        else:
-            runs.append((lo, hi))
-    return runs
-
-
-class _Screen:
-    """Steps 3-5 of the module doc for 2D models: the slice-aware bounds that pick near ties, and the screen
-    that rules a candidate out on its uncertain slices predicted at full accuracy.
-
-    ``fast`` and ``full`` hold each frame's :func:`slice_areas` (network grid, before postprocessing) from the
-    fast pass and from full accuracy; the caller fills them as frames are predicted."""
-
-    def __init__(self, predictor: Predictor, units: Sequence[_Unit], options: CineOptions) -> None:
-        self.predictor, self.units, self.options = predictor, units, options
-        self.fast: dict[int, np.ndarray] = {}
-        self.full: dict[int, np.ndarray] = {}
-        self.screened: set[int] = set()
-        self.bounds: dict[int, tuple[float, float]] = {}  # of each screened frame, for the log and tests
-        # the full-accuracy probabilities (C, y, x) of each screened frame's uncertain slices, by slice
-        self.exact: dict[int, dict[int, torch.Tensor]] = {}
-        self.seconds = 0.0
-        # slice k must be the same slice in every frame: frames cropped alike (as for the heart window)
-        same_crop = (len({pre.shape for pre, _ in units}) <= 1
-                     and len({repr(props.get("bbox")) for _, props in units}) <= 1)
-        self.enabled = options.screen and predictor.config.dim == 2 and same_crop
-
-    def _refined(self, label: int) -> tuple[np.ndarray, np.ndarray]:
-        refined = sorted(self.full)
-        return (np.stack([self.fast[t][label] for t in refined]), np.stack([self.full[t][label] for t in refined]))
-
-    def near_ties(self, ed: int, es: int, label: int, excluded: Collection[int] = ()) -> list[tuple[int, str]] | None:
-        """The fast-pass frame whose slice-aware bounds (:func:`slice_bounds`) reach furthest beyond ED's
-        full-accuracy volume, and the one for ES, if any could beat them by more than the tolerance; None when
-        the screen is off (the caller then uses the whole-volume ratios, :func:`_near_ties`)."""
-        if not self.enabled or not self.full or any(t not in self.fast for t in self.full):
-            return None
-        fast, full = self._refined(label)
-        tolerance = self.options.tie_tolerance
-        ed_volume, es_volume = self.full[ed][label].sum(), self.full[es][label].sum()
-        bounds = {t: slice_bounds(areas[label], fast, full, self.options.tie_margin)
-                  for t, areas in self.fast.items() if t not in self.full and t not in excluded}
-        above = sorted((t for t, (_, high) in bounds.items() if high > ed_volume * (1 + tolerance)),
-                       key=lambda t: -bounds[t][1])
-        below = sorted((t for t, (low, _) in bounds.items() if low < es_volume * (1 - tolerance)),
-                       key=lambda t: bounds[t][0])
-        picked = [(t, "ED") for t in above[:1]] + [(t, "ES") for t in below[:1] if t not in above[:1]]
-        logger.debug("near ties of ED %d (%.0f voxels) and ES %d (%.0f): %s", ed, ed_volume, es, es_volume,
-                     [(t, side, [round(b) for b in bounds[t]]) for t, side in picked])
-        return picked
-
-    def __call__(self, frame: int, side: str, ed: int, es: int, label: int) -> bool:
-        if not self.enabled or frame not in self.fast or not self.full:
-            return False
-        fast, full = self._refined(label)
-        slices = uncertain_slices(fast, full)
-        n_slices = fast.shape[1]
-        runs = slice_runs(slices, self.predictor.config.context_slices, n_slices)
-        if sum(hi - lo for lo, hi in runs) > max(1, int(n_slices * MAX_SCREEN_SHARE)):
-            return False
-        start = time.perf_counter()
-        pre = self.units[frame][0]
-        exact: dict[int, torch.Tensor] = {}
-        for lo, hi in runs:  # each run with its context neighbours, as the full stack has them
-            probabilities = self.predictor.probabilities(np.ascontiguousarray(pre[:, lo:hi]))
-            exact.update({z: probabilities[:, z - lo].clone() for z in slices if lo <= z < hi})
-        self.seconds += time.perf_counter() - start
-        areas = {z: float(slice_areas(p[:, None])[label, 0]) for z, p in exact.items()}
-        low, high = self.bounds[frame] = slice_bounds(self.fast[frame][label], fast, full, self.options.tie_margin,
-                                                      areas)
-        tolerance = self.options.tie_tolerance
-        ruled_out = (high <= self.full[ed][label].sum() * (1 + tolerance) if side == "ED"
-                     else low >= self.full[es][label].sum() * (1 - tolerance))
-        logger.debug("screened frame %d against %s (%.0f voxels) on slices %s: %.0f-%.0f voxels, %s", frame, side,
-                     self.full[ed if side == "ED" else es][label].sum(), slices, low, high,
-                     "ruled out" if ruled_out else "refined")
-        if ruled_out:
-            self.screened.add(frame)
-            self.exact[frame] = exact
-        return ruled_out
-
-    def patched(self, frame: int, fast: torch.Tensor) -> torch.Tensor:
-        """A screened frame's fast-pass probabilities (C, z, y, x) with its screened slices at full accuracy."""
-        out = fast.clone()
-        for z, probabilities in self.exact.get(frame, {}).items():
-            out[:, z] = probabilities.to(out.dtype)
-        return out
-
-    def slices(self) -> dict[int, list[int]]:
-        """The slices of each screened frame that its written mask has at full accuracy."""
-        return {t: sorted(self.exact[t]) for t in sorted(self.screened)}
 
 
 def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Sequence[int]) -> Window | None:

@@ -79,7 +79,8 @@ class Predictor:
         self.step = step
         dim = self.config.dim
         anisotropic = self.config.resampling.anisotropic
-        self.mirror_axes: tuple[int, ...] = () if not mirror else ((0, 1) if dim == 2 else ((1, 2) if anisotropic else (0, 1, 2)))
+        axes = (0, 1) if dim == 2 else ((1, 2) if anisotropic else (0, 1, 2))
+        self.mirror_axes: tuple[int, ...] = axes if mirror else ()
         self.tile_batch = tile_batch or (16 if dim == 2 else 2)
         self.postprocessing = self._postprocessing(postprocess)
         self.harmoniser = None
