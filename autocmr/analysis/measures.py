@@ -8,7 +8,7 @@ rest stays NaN with a note, never an invented number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -76,6 +76,9 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     if len(frames) < 2:
         raise ValueError(f"{subject}: a cine needs at least 2 frames, got {len(frames)}")
     volumes = [f.volumes() for f in frames]
+    if not any(v["LV"] > 0 or v["RV"] > 0 for v in volumes):  # nothing to find ED/ES on; QC says what is missing
+        return replace(volumes_only(subject, frames), is_cine=True,
+                       notes=["no LV or RV in any frame: no ED/ES, no measures"])
     ed_index, es_index, notes = find_ed_es([v["LV"] for v in volumes], [v["RV"] for v in volumes])
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")

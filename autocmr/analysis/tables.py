@@ -45,6 +45,10 @@ class SubjectReport:
 
     @property
     def uncertainty(self) -> float:
+        """The score the QC judged (a mask without ED/ES is judged on its first frame), else the ED/ES masks'."""
+        judged = self.qc.metrics.get("uncertainty", math.nan)
+        if math.isfinite(judged):
+            return judged
         return self.measures.uncertainty if self.measures is not None else math.nan
 
     def frame_of(self, phase: str) -> tuple[str, object]:

@@ -295,6 +295,11 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
     ruled_out: set[int] = set()
     challenged: set[int] = set()  # frames screened at step 5 (each once)
     while True:
+        if not driver.any():  # full accuracy erased all the fast pass saw (noise, not a heart): the full path
+            notes.append(f"full accuracy found no {'LV' if label == LV else 'RV'} where the fast pass did: every "
+                         "frame predicted at full accuracy")
+            yield from [t for t in range(driver.size) if t not in full]
+            return
         ed, es, _ = find_ed_es(lv, rv)
         todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
         if todo and full and screen is not None:

@@ -92,6 +92,23 @@ def test_in_memory_analysis_of_a_cine():
     assert report.measures.measures["LVEF"] > 30 and not report.review
 
 
+def test_a_cine_without_any_ventricle_gets_volumes_and_flags_not_a_failure():
+    from autocmr.analysis.measures import FrameMask
+
+    empty = np.zeros((6, 40, 40), np.uint8)
+    frames = [FrameMask(empty, (8.0, 1.5, 1.5), "noise", t) for t in range(3)]
+    report = analyse_masks("noise", frames)
+    assert report.measures.is_cine and report.measures.ed is None and report.measures.es is None
+    assert all(math.isnan(v) for v in report.measures.measures.values())
+    assert [row["LV"] for row in report.measures.volume_rows] == [0.0] * 3
+    assert report.review and "missing_structure" in report.qc.flags
+    assert "no LV or RV in any frame: no ED/ES, no measures" in report.notes
+    assert math.isnan(report.uncertainty)  # no ensemble disagreement given: none reported, no flag from it
+    scored = [FrameMask(empty, (8.0, 1.5, 1.5), "noise", t, uncertainty=0.5) for t in range(3)]
+    report = analyse_masks("noise", scored)
+    assert "high_uncertainty" in report.qc.flags and report.uncertainty == 0.5  # the score behind the flag
+
+
 def test_a_killed_runs_temporaries_are_removed_but_not_other_parts(tmp_path):
     stale = tmp_path / f"{TEMP_PREFIX}0123456789ab_measures_part2.csv"
     other = tmp_path / f"{TEMP_PREFIX}0123456789ab_measures_part3.csv"  # another part, maybe writing now

@@ -164,6 +164,17 @@ def test_no_ventricle_in_the_fast_pass_means_every_frame_at_full_accuracy():
     assert done == [0, 1, 2, 3] and "no ventricle" in notes[0]
 
 
+def test_a_ventricle_only_the_fast_pass_saw_means_the_full_path_not_a_crash():
+    # noise the fast pass takes for an LV in frames 1 and 2; full accuracy finds nothing anywhere
+    empty = [0.0] * 4
+    done, notes, lv, _ = refine(([0, 5, 3, 0], empty), (empty, empty))
+    assert sorted(done) == [0, 1, 2, 3] and done[:2] == [1, 0] and not lv.any()  # ED, ES first
+    assert notes == ["full accuracy found no LV where the fast pass did: every frame predicted at full accuracy"]
+    # an LV at full accuracy where the fast pass saw none is still found (the remaining frames are refined)
+    done, notes, lv, _ = refine(([0, 5, 3, 0], empty), ([0, 0, 0, 7], empty))
+    assert sorted(done) == [0, 1, 2, 3] and find_ed_es(lv)[:2] == (3, 0)
+
+
 def test_cine_options_are_checked():
     with pytest.raises(ConfigurationError, match="cine mode must be one of"):
         CineOptions(mode="quick")
