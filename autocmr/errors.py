@@ -20,6 +20,18 @@ class InputFileError(AutocmrError):
         return (type(self), (self.path, self.reason))
 
 
+class OutputPathError(AutocmrError):
+    """An output folder cannot be used (a file is in its place, it cannot be created or written to)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
 class DatasetError(AutocmrError):
     """A dataset folder is missing, ambiguous or malformed."""
 

@@ -37,6 +37,10 @@ def run_command(fn: Callable[[], int]) -> int:
     except AutocmrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the filesystem said no (disk full, permission, a file where a folder should be)
+        logging.getLogger(__name__).debug("", exc_info=True)  # the traceback with -v
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs
 from autocmr.inference.predictor import Predictor, PredictorOptions
-from autocmr.io.atomic import TEMP_PREFIX
+from autocmr.io.atomic import TEMP_PREFIX, check_output_folder
 from autocmr.io.dicom_seg import OUTPUT_FORMATS, seg_output_exists
 from autocmr.models.folder import ModelSpec
 from autocmr.parallel import ResilientPool, default_workers
@@ -81,8 +81,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                                  f"{num_parts}")
     if output_format not in OUTPUT_FORMATS:
         raise ConfigurationError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    out = check_output_folder(output_dir)  # before the model loads: a wrong -o fails at once
     predictor = _make_predictor(model, options or PredictorOptions())
-    out = Path(output_dir).expanduser()
     discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
     if not discovery.jobs and not discovery.problems:
         raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")

@@ -12,6 +12,23 @@ from typing import Any, Iterator
 TEMP_PREFIX = ".tmp_"
 
 
+def check_output_folder(path: str | Path) -> Path:
+    """``path`` as a folder that can be written to, checked before any work is spent on it: an existing file
+    in its place, a parent that is a file, or a folder without write permission is an
+    :class:`~autocmr.errors.OutputPathError` naming it. Nothing is created."""
+    from autocmr.errors import OutputPathError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(path, "is a file, not a folder: give a folder for the outputs")
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the filesystem root always exists
+    if not existing.is_dir():
+        raise OutputPathError(path, f"cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(path, f"cannot be written: no write permission in {existing}")
+    return path
+
+
 def temporary_sibling(path: str | Path) -> Path:
     """A unique temporary path beside ``path`` that keeps its full suffix (e.g. ``.nii.gz``)."""
     path = Path(path)

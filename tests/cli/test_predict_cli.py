@@ -162,6 +162,14 @@ def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):
         assert main(argv + ["--device", "cpu"]) == 2, argv
         err = capsys.readouterr().err
         assert any(line.startswith("error: ") for line in err.splitlines()) and "Traceback" not in err, err
+    (tmp_path / "a_file").write_text("keep me")
+    for out, reason in ((tmp_path / "a_file", "is a file, not a folder"),
+                        (tmp_path / "a_file" / "sub", "a_file is a file")):
+        assert main(["-i", str(tmp_path / "in"), "-o", str(out), "-m", str(tiny_model_dir), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {out}: cannot be created" in err or f"error: {out}: is a file" in err, err
+        assert reason in err and "Traceback" not in err
+    assert (tmp_path / "a_file").read_text() == "keep me"
     with pytest.raises(SystemExit) as exc:
         main(io + ["-d", "990"])  # -c missing
     assert exc.value.code == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from autocmr.io.atomic import (
     TEMP_PREFIX,
     atomic_path,
+    check_output_folder,
     copy_file_atomic,
     remove_stale_temporaries,
     temporary_sibling,
@@ -88,3 +90,23 @@ def test_copy_file_atomic_replaces_the_target_whole_and_leaves_no_temporary(tmp_
         copy_file_atomic(tmp_path / "missing.json", dst)
     assert dst.read_text(encoding="utf-8") == '{"labels": 4}'  # a failed copy keeps the old file
     assert [p.name for p in dst.parent.iterdir()] == ["dataset.json"]
+
+
+def test_an_output_folder_is_checked_before_work_is_spent_on_it(tmp_path):
+    from autocmr.errors import OutputPathError
+
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not created
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputPathError, match="is a file, not a folder"):
+        check_output_folder(tmp_path / "f")
+    with pytest.raises(OutputPathError, match="cannot be created: .*f is a file"):
+        check_output_folder(tmp_path / "f" / "out")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere
+            with pytest.raises(OutputPathError, match="no write permission"):
+                check_output_folder(locked / "out")
+    finally:
+        locked.chmod(0o700)
