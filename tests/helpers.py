@@ -22,7 +22,8 @@ def small_case(seed: int, *, oblique: bool = False, slices: int = SMALL_SLICES, 
     return make_phantom_case(rng, phase=phase, geometry=geometry)
 
 
-def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5, description: str | None = "sax cine",
+def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5,
+                       description: str | None = "sax cine",
                        pixel_spacing: tuple[float, float] = (1.8, 1.8), slice_gap: float = 10.0,
                        origin: tuple[float, float, float] = (-50.0, -60.0, 20.0), time_step: float = 40.0,
                        rotation: np.ndarray | None = None, attributes: dict[str, Any] | None = None,
@@ -63,7 +64,8 @@ def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int =
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
             ds.PixelData = np.ascontiguousarray(frames[t, z], dtype="<i2").tobytes()
-            name = (f"IM{names[z * n_t + t]:03d}.dcm" if names is not None else f"IM_{series_number}_{z * n_t + t:04d}.dcm")
+            name = (f"IM{names[z * n_t + t]:03d}.dcm" if names is not None
+                    else f"IM_{series_number}_{z * n_t + t:04d}.dcm")
             ds.save_as(folder / name, enforce_file_format=True)
     return uid
 

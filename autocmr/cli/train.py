@@ -28,10 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configuration", help="2d or 3d_fullres")
     p.add_argument("fold", nargs="+", help="fold 0-4, or 'all'; several folds train one after another (or "
                    "at once with --devices)")
-    p.add_argument("-p", "--plans", default=None, help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: 1000 on GPU; on CPU the time budget; "
+    p.add_argument("-p", "--plans", default=None,
+                   help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="number of epochs (default: 1000 on GPU; on CPU the time budget; "
                    "when fine-tuning, 25 passes over the training slices per training subject)")
-    p.add_argument("--iterations", type=int, default=250, help="training iterations per epoch (default 250; the most per epoch when the "
+    p.add_argument("--iterations", type=int, default=250,
+                   help="training iterations per epoch (default 250; the most per epoch when the "
                    "fine-tuning schedule is chosen for you)")
     p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice batches per epoch (default 50)")
     p.add_argument("--time-budget", default=None, help="wall-clock budget incl. final validation, e.g. 60m, 1h30m")

@@ -295,7 +295,8 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
     out = Path(output_dir) if output_dir is not None else prediction_dirs[0] / DEFAULT_OUTPUT_SUBDIR
     out = out if write_outputs else None
     extra = {"reference_dir": str(reference_dir),
-             "prediction_dir": str(prediction_dirs[0]) if len(prediction_dirs) == 1 else list(map(str, prediction_dirs)),
+             "prediction_dir": (str(prediction_dirs[0]) if len(prediction_dirs) == 1
+                                else list(map(str, prediction_dirs))),
              "unmatched_predictions": unmatched}
     return _finish(rows, failures, labels=label_map, metadata=meta, by=by, output_dir=out, extra=extra,
                    make_plots=make_plots, profiles=profiles, base_end=base_end)

@@ -91,7 +91,8 @@ def plot_breakdown(cases: pd.DataFrame, groups: pd.Series, column: str, classes:
 POSITION_PANELS = (("vol_error_ml_mean", "volume error pred - ref (mL)"), ("dice_mean", "Dice"))
 
 
-def plot_slice_positions(summary: pd.DataFrame, classes: Sequence[str], positions: Sequence[str], path: Path) -> Path | None:
+def plot_slice_positions(summary: pd.DataFrame, classes: Sequence[str], positions: Sequence[str],
+                         path: Path) -> Path | None:
     """Mean volume error (top row, bars with +-1 SD) and mean Dice (bottom row) by slice position, one panel
     per class, one bar colour per phase (ED, ES). ``summary`` is the ``by == "all"`` part of
     :func:`autocmr.evaluation.position_report.position_summary`."""
@@ -125,7 +126,8 @@ def plot_slice_positions(summary: pd.DataFrame, classes: Sequence[str], position
 
 def _plottable_measures(clinical: pd.DataFrame) -> list[str]:
     return [m for m in MEASURES
-            if (np.isfinite(clinical[f"ref_{m}"].to_numpy(float)) & np.isfinite(clinical[f"pred_{m}"].to_numpy(float))).any()]
+            if (np.isfinite(clinical[f"ref_{m}"].to_numpy(float))
+                & np.isfinite(clinical[f"pred_{m}"].to_numpy(float))).any()]
 
 
 def plot_bland_altman(clinical: pd.DataFrame, path: Path) -> Path | None:
@@ -173,7 +175,8 @@ def plot_clinical_scatter(clinical: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_comparison(paired: pd.DataFrame, classes: Sequence[str], path: Path, *, names: tuple[str, str] = ("A", "B")) -> Path:
+def plot_comparison(paired: pd.DataFrame, classes: Sequence[str], path: Path, *,
+                    names: tuple[str, str] = ("A", "B")) -> Path:
     """Per-case Dice and HD95 of method B against method A, one panel per class, identity line."""
     fig, axes = _figure(len(BOX_METRICS), len(classes))
     for row, (metric, title) in enumerate(BOX_METRICS):

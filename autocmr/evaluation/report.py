@@ -86,7 +86,8 @@ def empty_counts(cases: pd.DataFrame, classes: Sequence[str]) -> dict[str, dict[
     for name in classes:
         rows = cases[cases["class"] == name]
         ref_empty, pred_empty = rows[VOL_REF] == 0, rows[VOL_PRED] == 0
-        out[name] = {"both": int((ref_empty & pred_empty).sum()), "reference_only": int((ref_empty & ~pred_empty).sum()),
+        out[name] = {"both": int((ref_empty & pred_empty).sum()),
+                     "reference_only": int((ref_empty & ~pred_empty).sum()),
                      "prediction_only": int((~ref_empty & pred_empty).sum())}
     return out
 
@@ -187,7 +188,8 @@ def format_summary(summary: Mapping[str, Any], *, max_failures: int = 20) -> str
         lines.append(f"{'measure':<8}{'unit':<6}{'n':>4}{'ref mean':>10}{'pred mean':>11}{'bias':>9}"
                      f"{'95% LoA':>22}{'MAD':>8}{'Spearman':>10}")
         for m, a in clinical["agreement"].items():
-            lines.append(f"{m:<8}{clinical['units'][m]:<6}{a['n']:>4}{_num(a['reference_mean'], 10)}{_num(a['predicted_mean'], 11)}"
+            lines.append(f"{m:<8}{clinical['units'][m]:<6}{a['n']:>4}{_num(a['reference_mean'], 10)}"
+                         f"{_num(a['predicted_mean'], 11)}"
                          f"{_num(a['bias'], 9)}{_loa(a):>22}{_num(a['mean_abs_diff'], 8)}"
                          f"{_num(a['spearman_r'], 10, '.3f')}")
     failures = summary.get("failures", [])

@@ -38,7 +38,8 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-def _stage(dim: int, c_in: int, c_out: int, kernel: Sequence[int], stride: Sequence[int], n_convs: int) -> nn.Sequential:
+def _stage(dim: int, c_in: int, c_out: int, kernel: Sequence[int], stride: Sequence[int],
+           n_convs: int) -> nn.Sequential:
     blocks = [ConvNormAct(dim, c_in, c_out, kernel, stride)]
     blocks += [ConvNormAct(dim, c_out, c_out, kernel, [1] * dim) for _ in range(n_convs - 1)]
     return nn.Sequential(*blocks)
@@ -130,7 +131,8 @@ def training_flops(topology: Topology, patch_size: Sequence[int], in_channels: i
         voxels = float(torch.tensor(shape).prod())
         k = float(torch.tensor(kernel).prod())
         enc = 2 * k * voxels * (c_prev * feats + (topology.convs_per_stage - 1) * feats * feats)
-        dec = 0.0 if s == topology.n_stages - 1 else 2 * k * voxels * (2 * feats * feats + (topology.convs_per_stage - 1) * feats * feats)
+        dec = (0.0 if s == topology.n_stages - 1
+               else 2 * k * voxels * (2 * feats * feats + (topology.convs_per_stage - 1) * feats * feats))
         flops += enc + dec
         c_prev = feats
     return 3.0 * flops

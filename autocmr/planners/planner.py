@@ -158,7 +158,8 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
         voxels = float(resampled.prod(axis=1).sum())
         topology, patch, batch = size_network(settings, target_sp, median_shape.astype(float), dim, channels, voxels)
         spacing = tuple(round(float(s), 6) for s in target_sp)
-        ident = data_identifier(name, {"spacing": spacing if dim == 3 else spacing[1:], "resampling": resampling.__dict__,
+        ident = data_identifier(name, {"spacing": spacing if dim == 3 else spacing[1:],
+                                       "resampling": resampling.__dict__,
                                        "normalization": schemes, "mask": use_mask, "transpose": order})
         configurations[name] = Configuration(
             name=name, dim=dim, data_identifier=ident, spacing=spacing, resampling=resampling,

@@ -42,7 +42,8 @@ def make_topology(spacing: Sequence[float], patch_size: Sequence[int], *, base_f
     return Topology(dim, features, tuple(kernels), tuple(strides), deep_supervision=deep_supervision)
 
 
-def fit_patch(spacing: Sequence[float], patch_size: Sequence[int], **topology_kwargs) -> tuple[Topology, tuple[int, ...]]:
+def fit_patch(spacing: Sequence[float], patch_size: Sequence[int],
+              **topology_kwargs) -> tuple[Topology, tuple[int, ...]]:
     """Topology for ``patch_size``, with the patch rounded up to a multiple of the network's total stride
     per axis (repeated until stable, since a larger patch may allow another pooling step)."""
     patch = tuple(int(n) for n in patch_size)

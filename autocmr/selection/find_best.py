@@ -147,7 +147,8 @@ def find_best_configuration(model_dirs: Sequence[str | Path], raw_dir: str | Pat
     cases = _common_cases(models)
     cache = Path(cache_dir) if cache_dir is not None else out / PROBABILITIES_DIR
     paths = [ensure_probabilities(m, cases, raw_dir, cache, options) for m in models]
-    combos = [c for k in range(1, min(max_members, len(models)) + 1) for c in itertools.combinations(range(len(models)), k)]
+    combos = [c for k in range(1, min(max_members, len(models)) + 1)
+              for c in itertools.combinations(range(len(models)), k)]
     labels, references = _candidate_labels(models, combos, cases, paths, raw_dir)
     meta = metadata if metadata is not None else (raw_dir / "cases.csv" if (raw_dir / "cases.csv").is_file() else None)
 

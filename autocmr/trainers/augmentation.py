@@ -135,8 +135,8 @@ def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, a
         (params.p_noise, GaussianNoiseTransform(params.noise_variance, p_per_channel=1, synchronize_channels=True)),
         (params.p_blur, GaussianBlurTransform(params.blur_sigma, synchronize_channels=False, synchronize_axes=False,
                                               p_per_channel=0.5)),
-        (params.p_brightness, MultiplicativeBrightnessTransform(BGContrast(params.brightness), synchronize_channels=False,
-                                                                p_per_channel=1)),
+        (params.p_brightness, MultiplicativeBrightnessTransform(BGContrast(params.brightness),
+                                                                synchronize_channels=False, p_per_channel=1)),
         (params.p_contrast, ContrastTransform(BGContrast(params.contrast), preserve_range=True,
                                               synchronize_channels=False, p_per_channel=1)),
         (params.p_low_resolution, SimulateLowResolutionTransform(

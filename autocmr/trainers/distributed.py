@@ -143,7 +143,8 @@ def batch_share(global_batch: int, global_forced: int, context: DistributedConte
     world, rank = context.world_size, context.rank
     if global_batch < world:
         raise ConfigurationError(f"batch size {global_batch} is smaller than the {world} data-parallel processes; "
-                                 f"each needs at least one sample (use --batch-size {world} or more, or fewer processes)")
+                                 f"each needs at least one sample (use --batch-size {world} or more, "
+                                 "or fewer processes)")
     base, extra = divmod(global_batch, world)
     start = rank * base + min(rank, extra)
     size = base + (1 if rank < extra else 0)

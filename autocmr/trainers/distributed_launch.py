@@ -208,7 +208,8 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
     for index, (device, mine) in owned.items():
         for fold in mine:
             if fold not in report.results and fold not in report.failures:
-                report.failures[fold] = f"the process training on {device} {_exit_text(exits[index])} before this fold ended"
+                report.failures[fold] = (f"the process training on {device} {_exit_text(exits[index])} "
+                                         "before this fold ended")
     return report
 
 

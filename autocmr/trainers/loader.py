@@ -2,8 +2,9 @@
 
 Batch ``i`` is produced from generators seeded with (run seed, i), so the stream is identical whatever the
 number of workers and after a resume. A data-parallel rank other than 0 adds its rank to that seed: ranks
-never draw the same batch or the same augmentation, and rank 0 draws what a single process would. Workers are torch DataLoader workers: a crashed worker raises a clear
-error in the trainer and a stalled one times out instead of hanging.
+never draw the same batch or the same augmentation, and rank 0 draws what a single process would. Workers are
+torch DataLoader workers: a crashed worker raises a clear error in the trainer and a stalled one times out
+instead of hanging.
 """
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ class TrainOptions:
     # If set, the Dice weight goes linearly from ``dice_weight`` at the start of the schedule to this at its end
     # (with the learning rate's progress): Dice's fast start on small classes, a cross-entropy optimum at the end.
     dice_weight_end: float | None = None
-    precision: str = "auto"  # network passes: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (autocmr.precision)
+    precision: str = "auto"  # network passes: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16
+                             # (autocmr.precision)
     time_budget_s: float | None = None  # wall-clock budget for the whole run (training + final validation)
     seed: int = 0
     device: str = "auto"
@@ -73,7 +74,8 @@ class TrainOptions:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigurationError(f"time budget must be positive, got {self.time_budget_s} s")
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
-            raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], got {self.end_slice_oversampling}")
+            raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], "
+                                     f"got {self.end_slice_oversampling}")
         if not self.dice_weight >= 0.0:  # also rejects NaN
             raise ConfigurationError(f"--dice-weight must be >= 0, got {self.dice_weight}")
         if self.dice_weight_end is not None and not self.dice_weight_end >= 0.0:

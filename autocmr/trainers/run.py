@@ -129,7 +129,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         folds = load_or_create_splits(pre_dir / SPLITS, subjects)
     train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS))
     dist.main_done()
-    model_dir = Path(output_dir) if output_dir else roots.results / name / model_folder_name(plans.plans_name, configuration)
+    model_dir = (Path(output_dir) if output_dir
+                 else roots.results / name / model_folder_name(plans.plans_name, configuration))
     fold_dir = model_dir / fold_dir_name(fold)
     log = RunLog(fold_dir / RUN_LOG) if dist.is_main else quiet_log
     if dist.is_main:

@@ -15,7 +15,8 @@ SPLITS_FILE = SPLITS  # its name in dataset and model folders (autocmr.documents
 DEFAULT_FOLDS = 5
 
 
-def subject_folds(subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAULT_FOLDS, seed: int = 12345) -> list[dict[str, list[str]]]:
+def subject_folds(subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAULT_FOLDS,
+                  seed: int = 12345) -> list[dict[str, list[str]]]:
     """Shuffle subjects (seeded) and deal them into ``n_folds`` folds; each fold lists train/val case ids."""
     names = sorted(subjects)
     if len(names) < n_folds:
@@ -61,10 +62,12 @@ def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: S
         k = int(fold)
         entry = folds[k]
     except (ValueError, IndexError):
-        raise ConfigurationError(f"fold {fold!r} not in {source}: valid folds are 0..{len(folds) - 1} or 'all'") from None
+        raise ConfigurationError(f"fold {fold!r} not in {source}: "
+                                 f"valid folds are 0..{len(folds) - 1} or 'all'") from None
     unknown = sorted(set(entry["train"] + entry["val"]) - set(all_cases))
     if unknown:
         raise ConfigurationError(f"{source}: fold {k} names cases that are not preprocessed: {unknown[:5]}")
     if not entry["val"]:
-        raise ConfigurationError(f"{source}: fold {k} has no validation subjects; use fold 'all' to train without validation")
+        raise ConfigurationError(f"{source}: fold {k} has no validation subjects; "
+                                 "use fold 'all' to train without validation")
     return list(entry["train"]), list(entry["val"])

@@ -191,7 +191,8 @@ class Trainer:
         s.ema = pseudo if s.ema is None else self.options.ema_decay * s.ema + (1 - self.options.ema_decay) * pseudo
         s.epoch += 1
         s.train_seconds += seconds
-        s.wall_seconds = self._wall_before + (time.monotonic() - self.start_time) if wall_seconds is None else wall_seconds
+        s.wall_seconds = (self._wall_before + (time.monotonic() - self.start_time) if wall_seconds is None
+                          else wall_seconds)
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
         improved = s.ema > s.best_ema
@@ -199,7 +200,8 @@ class Trainer:
             s.best_ema = s.ema
         if self.distributed.is_main:  # what a stop signal saves from now on: this epoch, finished
             self._epoch_end_payload = cpu_copy(self.checkpoint_payload())
-        scheduled = f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None else ""
+        scheduled = (f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None
+                     else "")
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
                  f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s{scheduled}")
         if improved:

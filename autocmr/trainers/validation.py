@@ -116,7 +116,8 @@ def run_final_validation(settings: ValidationSettings, raw_folder: Path | None, 
     return result.summary
 
 
-def decide_model_postprocessing(model_dir: Path, raw_folder: Path, labels: list[int], file_ending: str = ".nii.gz") -> PostprocessingDecision:
+def decide_model_postprocessing(model_dir: Path, raw_folder: Path, labels: list[int],
+                                file_ending: str = ".nii.gz") -> PostprocessingDecision:
     """Postprocessing for the whole model from the validation predictions of all its folds."""
     pairs = []
     for pred_path in sorted(model_dir.glob(f"{FOLD_PREFIX}*/{VALIDATION_DIR}/*{file_ending}")):

@@ -154,7 +154,8 @@ def test_acdc_overwrite_policy(acdc_subset: Path, tmp_path: Path) -> None:
     assert _staging_left(raw) == []
 
 
-def _write_mnms_subject(root: Path, code: str, seed: int, *, labelled: bool) -> tuple[np.ndarray, np.ndarray, Geometry, int, int]:
+def _write_mnms_subject(root: Path, code: str, seed: int, *,
+                        labelled: bool) -> tuple[np.ndarray, np.ndarray, Geometry, int, int]:
     cine, gt, g4, ed, es = make_phantom_cine(seed, n_frames=6, fov_mm=100)
     annotated = np.zeros_like(gt)
     annotated[[ed, es]] = gt[[ed, es]]  # M&Ms labels exist on the ED and ES frames only

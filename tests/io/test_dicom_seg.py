@@ -34,9 +34,9 @@ def write_series(folder: Path, n_phases: int, n_slices: int, *, study_date: str 
     frames = np.broadcast_to(values[:, :, None, None], (n_phases, n_slices, ROWS, COLS)).astype(np.int16)
     attributes = {"StudyInstanceUID": generate_uid(), "FrameOfReferenceUID": frame_of_reference or generate_uid(),
                   "PatientID": "P001", "PatientName": "Test^Patient", "StudyDate": study_date, "StudyTime": "101500"}
-    write_dicom_series(folder, frames, series_number=4, description=None, pixel_spacing=PIXEL_SPACING, slice_gap=SLICE_GAP,
-                       origin=(-20.0, 15.0, 40.0), time_step=30.0, rotation=ROTATION, attributes=attributes,
-                       shuffle_names=0)
+    write_dicom_series(folder, frames, series_number=4, description=None, pixel_spacing=PIXEL_SPACING,
+                       slice_gap=SLICE_GAP, origin=(-20.0, 15.0, 40.0), time_step=30.0, rotation=ROTATION,
+                       attributes=attributes, shuffle_names=0)
 
 
 def random_mask(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

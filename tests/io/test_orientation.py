@@ -35,7 +35,8 @@ def test_spacing_and_dict_round_trip() -> None:
     assert Reorientation.from_dict(reo.to_dict()) == reo
 
 
-@pytest.mark.parametrize("axes,flips", [(a, f) for a in permutations(range(3)) for f in product([False, True], repeat=3)][::5])
+@pytest.mark.parametrize("axes,flips", [(a, f) for a in permutations(range(3))
+                                        for f in product([False, True], repeat=3)][::5])
 def test_every_stored_orientation_gives_the_same_canonical_array(axes, flips) -> None:
     array, geometry = _stack()
     reference, spacing, _ = to_canonical(array, geometry)

@@ -114,7 +114,8 @@ def test_failure_message_names_each_rank_and_how_it_ended():
 def test_cli_takes_several_folds_and_the_parallel_options():
     from autocmr.cli.train import build_parser
 
-    args = build_parser().parse_args(["101", "2d", "0", "1", "2", "--devices", "cuda:0", "cuda:1", "--ddp-timeout", "5m"])
+    args = build_parser().parse_args(["101", "2d", "0", "1", "2", "--devices", "cuda:0", "cuda:1",
+                                      "--ddp-timeout", "5m"])
     assert args.fold == ["0", "1", "2"] and args.devices == ["cuda:0", "cuda:1"] and args.num_processes == 1
     assert build_parser().parse_args(["101", "2d", "0", "--num-gpus", "4"]).num_processes == 4
     assert build_parser().parse_args(["101", "2d", "all", "--num-processes", "2"]).num_processes == 2

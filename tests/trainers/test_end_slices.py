@@ -17,7 +17,8 @@ class _StackCache:
     foreground on slices FIRST..LAST, label 2 on the last one only."""
 
     def __init__(self):
-        data = np.broadcast_to((np.arange(SLICES, dtype=np.float32) + 10)[None, :, None, None], (1, SLICES, 48, 48)).copy()
+        data = np.broadcast_to((np.arange(SLICES, dtype=np.float32) + 10)[None, :, None, None],
+                               (1, SLICES, 48, 48)).copy()
         seg = np.zeros((1, SLICES, 48, 48), np.int8)
         seg[0, FIRST:LAST, 10:20, 10:20] = 1
         seg[0, LAST, 30:34, 30:34] = 2

@@ -258,5 +258,6 @@ def summarize_dataset(folder: str | Path) -> str:
             f"images, {dj.num_channels} channel(s), labels {labels}{skipped}")
 
 
-__all__ = ["ConversionProblem", "SKIPPED_JSON", "STAGING_PREFIX", "settle_problems", "convert_staged", "copy_image_file",
-           "raise_problems", "resolve_raw_root", "resolve_workers", "summarize_dataset", "transfer_label"]
+__all__ = ["ConversionProblem", "SKIPPED_JSON", "STAGING_PREFIX", "settle_problems", "convert_staged",
+           "copy_image_file", "raise_problems", "resolve_raw_root", "resolve_workers", "summarize_dataset",
+           "transfer_label"]

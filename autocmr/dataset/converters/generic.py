@@ -158,7 +158,8 @@ def _metadata_rows(metadata_csv: str | Path | None, case_ids: list[str]) -> list
     if "case_id" not in table.columns:
         raise DatasetError(f"{path}: needs a 'case_id' column, found {list(table.columns)}")
     if table["case_id"].duplicated().any():
-        raise DatasetError(f"{path}: duplicated case ids {sorted(table.loc[table['case_id'].duplicated(), 'case_id'])[:5]}")
+        raise DatasetError(f"{path}: duplicated case ids "
+                           f"{sorted(table.loc[table['case_id'].duplicated(), 'case_id'])[:5]}")
     unknown = sorted(set(table["case_id"]) - set(case_ids))
     if unknown:
         logger.warning("%s: %d rows for cases not in the dataset, dropped (e.g. %s)", path, len(unknown), unknown[:3])
