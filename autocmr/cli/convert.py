@@ -15,6 +15,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from autocmr.cli.common import run_command
+
 DESCRIPTION = "Convert cardiac MR datasets to autocmr's raw format (nnU-Net v2 layout + cases.csv), or check one."
 DEFAULT_IDS = {"acdc": 101, "mnms": 114, "sunnybrook": 130}
 DEFAULT_NAMES = {"acdc": "ACDC", "mnms": "MnMs", "sunnybrook": "Sunnybrook"}
@@ -110,9 +112,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from autocmr.errors import AutocmrError
 
-    try:
+    def go() -> int:
         if args.command == "check":
             return _check(args)
         folder = _convert(args)
@@ -120,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(folder)
         print(summarize_dataset(folder))
-    except AutocmrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(go)
 
 
 if __name__ == "__main__":

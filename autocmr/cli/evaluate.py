@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autocmr.cli.common import run_command
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -44,14 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import logging
-    from pathlib import Path
-
-    from autocmr.errors import AutocmrError, ConfigurationError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = dict(labels=args.labels, metadata=args.metadata, by=args.by, file_ending=args.file_ending,
                    num_workers=args.workers, make_plots=not args.no_plots)
-    try:
+
+    def go() -> int:
+        from pathlib import Path
+
+        from autocmr.errors import ConfigurationError
+
         prediction = args.prediction[0] if len(args.prediction) == 1 else args.prediction
         if args.compare:
             from autocmr.evaluation.compare import compare_predictions
@@ -65,12 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
             result = evaluate_folders(args.reference, prediction, args.output,
                                       ignore_labels=args.ignore_pred_labels, base_end=args.base_end, **options)
-    except AutocmrError as exc:
-        print(f"autocmr_evaluate: error: {exc}", file=sys.stderr)
-        return 1
-    print(result.report())
-    print(f"\nResults written to {result.output_dir}")
-    return 0
+        print(result.report())
+        print(f"\nResults written to {result.output_dir}")
+        return 0
+
+    return run_command(go)
 
 
 if __name__ == "__main__":

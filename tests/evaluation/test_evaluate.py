@@ -145,7 +145,7 @@ def test_folder_without_evaluable_case_and_bad_options(folders, tmp_path):
         evaluate_folders(folders["ref"], pred, tmp_path / "out")
     with pytest.raises(ConfigurationError, match="scanner"):
         evaluate_folders(folders["ref"], folders["b"], by=["scanner"], write_outputs=False)
-    assert main(["-ref", str(tmp_path / "nowhere"), "-pred", str(pred)]) == 1
+    assert main(["-ref", str(tmp_path / "nowhere"), "-pred", str(pred)]) == 2
     with pytest.raises(DatasetError, match="no reference files"):
         evaluate_folders(pred.parent, pred, write_outputs=False)
 

@@ -237,8 +237,8 @@ def test_cross_validation_folders_are_pooled(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 4 and summary["n_failed"] == 0 and summary["prediction_dir"] == folds
     assert summary["slice_position"]["n_cases_with_breakdown"] == 4
-    assert main(["-ref", str(tmp_path / "ref"), "-pred", *folds]) == 1  # no -o: never write into a fold
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", *folds]) == 2  # no -o: never write into a fold
     assert "need an output folder" in capsys.readouterr().err
     write_image(pred, geometry, tmp_path / "fold_1" / "s1_ED.nii.gz")
-    assert main(["-ref", str(tmp_path / "ref"), "-pred", *folds, "-o", str(out)]) == 1
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", *folds, "-o", str(out)]) == 2
     assert "in two folders" in capsys.readouterr().err
