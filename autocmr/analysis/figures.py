@@ -22,7 +22,8 @@ FIGURE_SIZE_IN = (12.0, 5.6)
 CROP_HALF_WIDTH_MM = 75.0  # square field of view around the LV: an adult heart with its RV fits in 15 cm
 # Where along the LV (fraction from the base to the apex) the three displayed slices sit.
 SLICE_POSITIONS = {"basal": 0.15, "mid": 0.5, "apical": 0.85}
-CONTOUR_COLOURS = {LV: ("LV cavity", "#e4572e"), MYO: ("myocardium", "#29bf12"), RV: ("RV cavity", "#2e86de")}
+CONTOUR_COLOURS = {LV: ("LV cavity (endocardium)", "#e4572e"), MYO: ("myocardium (epicardium)", "#29bf12"),
+                   RV: ("RV cavity", "#2e86de")}
 WINDOW_PERCENTILES = (1.0, 99.5)
 
 
@@ -54,7 +55,8 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
     Args:
         path: the PNG to write.
         title: figure title (subject name and key measures).
-        phases: ``(name, image or None, label)`` per phase to show (ED, ES), canonical (z, y, x).
+        phases: ``(name, image or None, label)`` per phase to show (ED, ES; or one mask of unknown phase),
+            canonical (z, y, x).
         spacing: voxel size in mm (z, y, x).
         curve: structure name -> volume per frame (mL).
         curve_x: the frame (or phase) of each curve value.
@@ -76,9 +78,11 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
             _draw_slice(ax, None if image is None else image[k], label[k], spacing, crop)
             ax.set_title(f"{phase} {position} (slice {k})", fontsize=9)
     if len(phases) == 1:
-        missing = "ES" if phases[0][0] == "ED" else "ED"
+        shown = phases[0][0]
+        text = (f"no {'ES' if shown == 'ED' else 'ED'} mask for this subject" if shown in ("ED", "ES")
+                else "no ED or ES for this subject: volumes only, no measures")
         ax = fig.add_subplot(images[1, :])
-        ax.text(0.5, 0.5, f"no {missing} mask for this subject", ha="center", va="center", fontsize=11, color="0.4")
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="0.4")
         ax.set_axis_off()
     plot = fig.add_gridspec(1, 1, left=0.71, right=0.98, top=0.86, bottom=0.12)
     _draw_curve(fig.add_subplot(plot[0, 0]), curve, curve_x, markers, exact)
@@ -117,11 +121,14 @@ def _draw_slice(ax, image: np.ndarray | None, label: np.ndarray, spacing: Sequen
     extent = (0, label.shape[1] * spacing[2], label.shape[0] * spacing[1], 0)  # mm, image rows downwards
     ax.imshow(background, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), extent=extent,
               interpolation="nearest")
-    for value, (_, colour) in CONTOUR_COLOURS.items():
-        mask = label == value
-        if mask.any():
-            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2, extent=extent,
-                       origin="upper")
+    # as clinical viewers draw them: the epicardium (outline of myocardium and cavity) and the endocardium (the
+    # cavity's outline, drawn last so that it is not hidden under the myocardium's inner edge), then the RV
+    outlines = {MYO: (label == MYO) | (label == LV) if (label == MYO).any() else None,
+                LV: label == LV, RV: label == RV}
+    for value, mask in outlines.items():
+        if mask is not None and mask.any():
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[CONTOUR_COLOURS[value][1]], linewidths=1.2,
+                       extent=extent, origin="upper")
     ax.set_xticks([])
     ax.set_yticks([])
 

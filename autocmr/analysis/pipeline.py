@@ -211,9 +211,9 @@ def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds
     report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})
     if subject.cine is not None and subject.cine.kind == "dicom":
         report.heart_rate_bpm = dicom_heart_rate(subject.cine.sources)
-    if figures and report.measures is not None and (report.measures.ed is not None or report.measures.es is not None):
+    if figures and report.measures is not None and frames:
         relative = f"{FIGURES_DIR}/{sanitise_name(subject.name)}.png"
-        _figure(subject, report, out / relative)
+        _figure(subject, report, out / relative, frames)
         report.figure = relative
     return report
 
@@ -250,19 +250,27 @@ def _uncertainty(case: CaseRecord, frame: int) -> float:
     return case.uncertainty[frame] if frame < len(case.uncertainty) else math.nan
 
 
-def _figure(subject: Subject, report: SubjectReport, path: Path) -> None:
+def _figure(subject: Subject, report: SubjectReport, path: Path, frames: Sequence[FrameMask]) -> None:
+    """The subject's PNG: its ED and ES masks, or, without either (phase unknown, no ventricle found), its
+    first mask, so that a reader sees what was segmented."""
     measures = report.measures
     assert measures is not None
     shown = [(p, f) for p, f in ((ED, measures.ed), (ES, measures.es)) if f is not None]
+    if not shown:
+        first = frames[0]
+        shown = [(f"frame {first.frame}" if first.frame is not None else "mask", first)]
     read: dict[Path, tuple[np.ndarray, Geometry]] = {}  # a cine's file is read once for both phases
     phases = [(p, _image_for(subject, f, read), f.label) for p, f in shown]
     curve = {s: [float(row[s]) for row in measures.volume_rows] for s in ("LV", "RV", "MYO")}  # type: ignore[arg-type]
-    x = [row["frame"] if row["frame"] is not None else row["phase"] for row in measures.volume_rows]
+    x = [row["frame"] if row["frame"] is not None else (row["phase"] or "unknown") for row in measures.volume_rows]
     markers = {str(row["phase"]): i for i, row in enumerate(measures.volume_rows) if row["phase"] in (ED, ES)}
     exact = [row["prediction"] == FULL_ACCURACY for row in measures.volume_rows]
     values = measures.measures
     shown_values = "   ".join(f"{m} {_rounded(values[m])} {unit}" for m, unit in
                                (("LVEDV", "mL"), ("LVEF", "%"), ("LVM", "g"), ("RVEDV", "mL"), ("RVEF", "%")))
+    if measures.ed is None and measures.es is None:  # no measures to show: the shown mask's volumes instead
+        first = measures.volume_rows[0]
+        shown_values = "   ".join(f"{s} {_rounded(float(first[s]))} mL" for s in ("LV", "MYO", "RV"))  # type: ignore[arg-type]
     title = f"{subject.name}   {shown_values}"
     if report.qc.flags:
         title += "\nQC: " + ", ".join(report.qc.flags)

@@ -38,6 +38,15 @@ def analysed(tmp_path_factory):
             image_path = folder / f"{subject}_{phase}_img.nii.gz"
             cases.append(CaseRecord(f"{subject}_{phase}", folder / f"{subject}_{phase}.nii.gz", image_path,
                                     (image_path,)))
+    # a mask of unknown phase, and a cine in which nothing was found: volumes only, a figure all the same
+    case = make_phantom_subject(5, fov_mm=160.0)["ED"]
+    write_image(case.image, case.geometry, folder / "mystery_img.nii.gz")
+    write_image(case.label, case.geometry, folder / "mystery.nii.gz")
+    cases.append(CaseRecord("mystery", folder / "mystery.nii.gz", folder / "mystery_img.nii.gz", ()))
+    image, label, geometry, _, _ = make_phantom_cine(6, n_frames=3, fov_mm=160.0)
+    write_cine(image, geometry, folder / "blank_img.nii.gz")
+    write_cine(np.zeros_like(label), geometry, folder / "blank.nii.gz")
+    cases.append(CaseRecord("blank", folder / "blank.nii.gz", folder / "blank_img.nii.gz", (), 3, (), "cine"))
     failure = CaseFailure("broken", str(folder / "broken.nii.gz"), "not an image")
     outputs = analyse_cases(cases, folder, failures=[failure], suffix="_part1")
     return folder, outputs, known
@@ -47,7 +56,7 @@ def test_tables_figures_and_report_are_written(analysed):
     folder, outputs, _ = analysed
     for name in ("measures_part1.csv", "volumes_part1.csv", "qc_part1.csv", "report_part1.html"):
         assert (folder / name).is_file(), name
-    for subject in ("cineA", "cineB", "pair", "lone"):
+    for subject in ("cineA", "cineB", "pair", "lone", "mystery", "blank"):
         assert (folder / "figures" / f"{subject}.png").stat().st_size > 10_000
     assert not [p for p in folder.rglob(f"{TEMP_PREFIX}*")]  # nothing half-written left behind
     page = (folder / "report_part1.html").read_text()
@@ -75,6 +84,10 @@ def test_lone_phase_has_partial_measures_and_a_note(analysed):
     row = pd.read_csv(folder / "measures_part1.csv").set_index("subject").loc["lone"]
     assert row["LVEDV_mL"] > 0 and math.isnan(row["LVEF_percent"]) and math.isnan(row["LVESV_mL"])
     assert "only ED given" in row["notes"]
+    measures = pd.read_csv(folder / "measures_part1.csv").set_index("subject")
+    assert measures.loc["mystery", "status"] == "ok" and math.isnan(measures.loc["mystery", "LVEDV_mL"])
+    assert measures.loc["blank", "status"] == "ok" and "missing_structure" in measures.loc["blank", "qc_flags"]
+    assert "no LV or RV in any frame" in measures.loc["blank", "notes"]
     qc = pd.read_csv(folder / "qc_part1.csv").set_index("subject")
     assert qc.loc["pair", "n_flags"] == 0 and qc.loc["broken", "analysis_failed"] == 1
 
