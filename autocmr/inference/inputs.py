@@ -13,8 +13,11 @@ What counts as a job:
 Top-level files that are neither are reported as problems ("not an image"), and so is every file that looks
 like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Text side files at the top
 level (ACDC's ``Info.cfg``, a ``cases.csv``, notes: :data:`SIDE_FILE_SUFFIXES`) are skipped with a note in the
-log. Files in sub-folders that are not DICOM are ignored, because DICOM exports carry side files (DICOMDIR,
-contours, reports). Hidden files, which include autocmr's own temporary files (``.tmp_*``), are never looked at.
+log, and so are reference segmentations beside their images (ACDC's ``_gt`` files:
+:data:`REFERENCE_LABEL_SUFFIXES`); a label map under another name is refused when read ("looks like a label
+map", :mod:`autocmr.io.validity`). Files in sub-folders that are not DICOM are ignored, because DICOM
+exports carry side files (DICOMDIR, contours, reports). Hidden files, which include autocmr's own temporary
+files (``.tmp_*``), are never looked at.
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
 # Text that travels with images (metadata, notes) is no image and no reason for the run to fail.
 SIDE_FILE_SUFFIXES = (".cfg", ".csv", ".json", ".md", ".tsv", ".txt")
+# Reference segmentations kept beside their images (ACDC's ``patient001_frame01_gt.nii.gz``): a file named as
+# another image of the folder plus one of these is that image's labels, not an image to segment.
+REFERENCE_LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask", "_manual")
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,11 @@ def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channel
 def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Found:
     top = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in top if _image_suffix(p)]
+    references = reference_label_files(images)
+    if references:
+        logger.info("reference segmentations skipped (named as an image beside them plus %s): %s",
+                    "/".join(REFERENCE_LABEL_SUFFIXES), ", ".join(p.name for p in references))
+        images = [p for p in images if p not in references]
     jobs, problems = _image_jobs(images, out, num_channels)
     headers, unreadable = scan_folder(folder)
     series = [series_info(uid, members) for uid, members in group_into_volumes(headers).items()]
@@ -144,6 +155,21 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
                  for p in others if p.suffix.lower() not in SIDE_FILE_SUFFIXES]
     _warn_nested_images(folder, out)
     return jobs, problems
+
+
+def reference_label_files(images: Sequence[Path]) -> list[Path]:
+    """The files among ``images`` named as another of them plus a :data:`REFERENCE_LABEL_SUFFIXES` suffix
+    (case-insensitive): ``X_gt.nii.gz`` beside ``X.nii.gz`` (or beside ``X_0000.nii.gz``, nnU-Net's naming)."""
+    names = {_stem(p) for p in images}
+    names |= {parsed[0] for n in list(names) if (parsed := split_channel_suffix(n)) is not None}
+    labels = []
+    for path in images:
+        stem = _stem(path)
+        for suffix in REFERENCE_LABEL_SUFFIXES:
+            if stem.lower().endswith(suffix) and stem[: -len(suffix)] in names:
+                labels.append(path)
+                break
+    return labels
 
 
 def _unreadable_dicom(unreadable: Sequence[InputFileError], folder: Path, out: Path) -> list[CaseFailure]:
@@ -295,4 +321,4 @@ def _warn_nested_images(folder: Path, out: Path) -> None:
 
 
 __all__ = ["CaseFailure", "Discovery", "IMAGES_FROM_DICOM", "IMAGE_SUFFIXES", "JOB_KINDS", "PredictionJob",
-           "SIDE_FILE_SUFFIXES", "check_complete", "discover_jobs", "sanitise_name"]
+           "REFERENCE_LABEL_SUFFIXES", "SIDE_FILE_SUFFIXES", "check_complete", "discover_jobs", "sanitise_name"]

@@ -9,7 +9,10 @@
 * an image whose voxels all have one value (all zero, or constant): refused ("empty image: ..."), because
   there is nothing to segment and a network fed a constant image returns noise;
 * in a cine, some (not all) frames constant, e.g. zero-padded frames: the cine is segmented and a warning
-  names those frames (their masks carry no information).
+  names those frames (their masks carry no information);
+* a label map given as an image (whole numbers spanning at most :data:`LABEL_MAP_MAX_RANGE`, e.g. an ACDC
+  ``_gt`` file): refused ("looks like a label map"). An MR image's intensities span hundreds of values or are
+  not whole numbers, so this costs nothing on real images (the integer test runs only on so narrow a range).
 
 The readers keep NaN as stored (ITK's NIfTI reader would turn it into 0, see :func:`autocmr.io.image.read_sitk`).
 """
@@ -23,6 +26,9 @@ from typing import Iterator
 import numpy as np
 
 from autocmr.errors import InputFileError
+
+
+LABEL_MAP_MAX_RANGE = 10  # max - min of a label map's values (autocmr's have 0-3; other tools' a few more)
 
 
 def nonfinite_count(array: np.ndarray) -> int:
@@ -49,6 +55,12 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
     if low == high:
         what = "all zero" if low == 0 else f"constant (every voxel is {low.item()})"
         raise InputFileError(path, f"empty image: {what}")
+    narrow = float(high) - float(low) <= LABEL_MAP_MAX_RANGE
+    if narrow and (array.dtype.kind in "iub" or np.array_equal(array, np.round(array))):
+        values = np.unique(array)
+        shown = ", ".join(f"{v:g}" for v in values.tolist())
+        raise InputFileError(path, f"looks like a label map, not an image: whole-number values {shown} only "
+                                   "(a segmentation given as input?)")
     if frame_axis is None or array.shape[frame_axis] < 2:
         return []
     frames = np.moveaxis(array, frame_axis, 0).reshape(array.shape[frame_axis], -1)

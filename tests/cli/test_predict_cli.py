@@ -123,6 +123,9 @@ def test_side_files_of_an_acdc_like_folder_are_skipped_not_failed(tmp_path, tiny
     (src / "cases.csv").write_text("case_id,subject,phase\npatient001_frame01,patient001,ED\n"
                                    "patient001_frame12,patient001,ES\n")
     (src / "notes.txt").write_text("scanned on the old magnet\n")
+    for frame, phase in ((1, 0.0), (12, 1.0)):  # ACDC's reference segmentations beside the images: skipped
+        case = small_case(50, slices=3, phase=phase)
+        write_image(case.label, case.geometry, src / f"patient001_frame{frame:02d}_gt.nii.gz")
     assert main(["-i", str(src), "-o", str(out), "-m", str(tiny_model_dir), "-j", "0"] + FAST) == 0
     assert "0 failed" in capsys.readouterr().out
     assert json.loads((out / "failures.json").read_text()) == []

@@ -149,3 +149,13 @@ def test_truncated_nifti_is_detected(tmp_path, suffix):
     path.write_bytes(data[: len(data) - 20])
     with pytest.raises(InputFileError, match="truncated"):
         check_complete(path)
+
+
+def test_reference_segmentations_beside_their_images_are_recognised_by_name():
+    from autocmr.inference.inputs import reference_label_files
+
+    names = ["p1_frame01.nii.gz", "p1_frame01_gt.nii.gz", "case_0000.nii.gz", "case_SEG.nii.gz",
+             "lonely_gt.nii.gz", "scan_mask.mha", "scan.nii"]
+    found = reference_label_files([Path(n) for n in names])
+    # lonely_gt has no image of its own: it stays (and is refused as a label map if it is one)
+    assert [p.name for p in found] == ["p1_frame01_gt.nii.gz", "case_SEG.nii.gz", "scan_mask.mha"]

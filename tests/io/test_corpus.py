@@ -59,11 +59,16 @@ def _nifti_cases(src: Path) -> tuple[dict[str, Path], dict[str, str]]:
     write_nifti(src / "nan3d.nii.gz", sform=a, scode=1, data=nan3d)
     write_nifti(src / "nan4d.nii.gz", sform=a, scode=1, data=nan4d, zooms=(1.48, 1.48, 10.0, 40.0))
     write_nifti(src / "zeros.nii.gz", sform=a, scode=1, data=np.zeros((40, 36, 3), np.float32))
+    labels = np.zeros((40, 36, 3), np.uint8)
+    labels[10:20, 10:20] = 1
+    labels[20:25, 10:20] = 3
+    write_nifti(src / "label_map.nii.gz", sform=a, scode=1, data=labels)  # a mask given as input
     write_nifti(src / "sheared.nii.gz", sform=_affine(shear=0.05), scode=1, data=_image(12))
     data = write_nifti(src / "truncated.nii.gz", sform=a, scode=1, data=_image(13)).read_bytes()
     (src / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
     failing = {"nan3d": NAN_REASON, "nan4d": NAN_REASON, "zeros": "empty image: all zero",
-               "sheared": "affine (sheared) grid", "truncated": "truncated"}
+               "sheared": "affine (sheared) grid", "truncated": "truncated",
+               "label_map": "looks like a label map, not an image: whole-number values 0, 1, 3 only"}
     return ok, failing
 
 
