@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import signal
 import threading
 from typing import Any, Callable, Iterator
@@ -45,6 +46,11 @@ def saving_on_stop(on_stop: Callable[[str], None]) -> Iterator[None]:
         yield
         return
     stopping = False
+    # torch.save imports some of its modules on first use. A signal handler runs between two bytecodes of the
+    # main thread, possibly in the middle of that very import, and then found the module half initialised
+    # (seen once in CI: "partially initialized module 'torch.utils.serialization.config'"); one save now
+    # finishes those imports before any signal can arrive.
+    torch.save({"warm_up": torch.zeros(1)}, io.BytesIO())
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal stopping

@@ -51,3 +51,19 @@ def test_outside_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert result == [before]
+
+
+def test_a_save_in_the_handler_imports_nothing_the_main_thread_could_be_half_way_through():
+    """torch.save imports modules on first use; a handler interrupting the main thread in that import found
+    one half initialised (CI, 2026-11-29). In a fresh process, saving inside the context imports nothing new."""
+    import subprocess
+    import sys
+
+    code = ("import io, sys, torch\n"
+            "from autocmr.trainers.stop_signals import saving_on_stop\n"
+            "with saving_on_stop(lambda name: None):\n"
+            "    before = set(sys.modules)\n"
+            "    torch.save({'w': torch.ones(2)}, io.BytesIO())\n"
+            "    print(sorted(set(sys.modules) - before))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
