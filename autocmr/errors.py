@@ -8,8 +8,8 @@ class AutocmrError(Exception):
     """Base class for all errors autocmr raises on purpose."""
 
 
-class InputFileError(AutocmrError):
-    """A file given to autocmr cannot be used (unreadable, wrong shape, bad values...)."""
+class _PathError(AutocmrError):
+    """An error about one path: ``path: reason``."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
@@ -20,16 +20,12 @@ class InputFileError(AutocmrError):
         return (type(self), (self.path, self.reason))
 
 
-class OutputPathError(AutocmrError):
+class InputFileError(_PathError):
+    """A file given to autocmr cannot be used (unreadable, wrong shape, bad values...)."""
+
+
+class OutputPathError(_PathError):
     """An output folder cannot be used (a file is in its place, it cannot be created or written to)."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
 
 
 class DatasetError(AutocmrError):

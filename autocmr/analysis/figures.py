@@ -123,8 +123,8 @@ def _draw_slice(ax, image: np.ndarray | None, label: np.ndarray, spacing: Sequen
               interpolation="nearest")
     # as clinical viewers draw them: the epicardium (outline of myocardium and cavity) and the endocardium (the
     # cavity's outline, drawn last so that it is not hidden under the myocardium's inner edge), then the RV
-    outlines = {MYO: (label == MYO) | (label == LV) if (label == MYO).any() else None,
-                LV: label == LV, RV: label == RV}
+    myocardium, cavity = label == MYO, label == LV
+    outlines = {MYO: myocardium | cavity if myocardium.any() else None, LV: cavity, RV: label == RV}
     for value, mask in outlines.items():
         if mask is not None and mask.any():
             ax.contour(mask.astype(np.float32), levels=[0.5], colors=[CONTOUR_COLOURS[value][1]], linewidths=1.2,

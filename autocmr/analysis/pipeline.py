@@ -256,21 +256,20 @@ def _figure(subject: Subject, report: SubjectReport, path: Path, frames: Sequenc
     measures = report.measures
     assert measures is not None
     shown = [(p, f) for p, f in ((ED, measures.ed), (ES, measures.es)) if f is not None]
-    if not shown:
-        first = frames[0]
+    if shown:
+        values = measures.measures
+        shown_values = "   ".join(f"{m} {_rounded(values[m])} {unit}" for m, unit in
+                                   (("LVEDV", "mL"), ("LVEF", "%"), ("LVM", "g"), ("RVEDV", "mL"), ("RVEF", "%")))
+    else:  # no measures to show: the first mask and its volumes (the first volume row)
+        first, volumes = frames[0], measures.volume_rows[0]
         shown = [(f"frame {first.frame}" if first.frame is not None else "mask", first)]
+        shown_values = "   ".join(f"{s} {_rounded(float(volumes[s]))} mL" for s in ("LV", "MYO", "RV"))  # type: ignore[arg-type]
     read: dict[Path, tuple[np.ndarray, Geometry]] = {}  # a cine's file is read once for both phases
     phases = [(p, _image_for(subject, f, read), f.label) for p, f in shown]
     curve = {s: [float(row[s]) for row in measures.volume_rows] for s in ("LV", "RV", "MYO")}  # type: ignore[arg-type]
     x = [row["frame"] if row["frame"] is not None else (row["phase"] or "unknown") for row in measures.volume_rows]
     markers = {str(row["phase"]): i for i, row in enumerate(measures.volume_rows) if row["phase"] in (ED, ES)}
     exact = [row["prediction"] == FULL_ACCURACY for row in measures.volume_rows]
-    values = measures.measures
-    shown_values = "   ".join(f"{m} {_rounded(values[m])} {unit}" for m, unit in
-                               (("LVEDV", "mL"), ("LVEF", "%"), ("LVM", "g"), ("RVEDV", "mL"), ("RVEF", "%")))
-    if measures.ed is None and measures.es is None:  # no measures to show: the shown mask's volumes instead
-        first = measures.volume_rows[0]
-        shown_values = "   ".join(f"{s} {_rounded(float(first[s]))} mL" for s in ("LV", "MYO", "RV"))  # type: ignore[arg-type]
     title = f"{subject.name}   {shown_values}"
     if report.qc.flags:
         title += "\nQC: " + ", ".join(report.qc.flags)

@@ -45,11 +45,9 @@ class SubjectReport:
 
     @property
     def uncertainty(self) -> float:
-        """The score the QC judged (a mask without ED/ES is judged on its first frame), else the ED/ES masks'."""
-        judged = self.qc.metrics.get("uncertainty", math.nan)
-        if math.isfinite(judged):
-            return judged
-        return self.measures.uncertainty if self.measures is not None else math.nan
+        """The score the QC judged: the ED/ES masks' (:attr:`SubjectMeasures.uncertainty`), or the first mask's
+        when there is neither; NaN for a failed subject."""
+        return self.qc.metrics.get("uncertainty", math.nan)
 
     def frame_of(self, phase: str) -> tuple[str, object]:
         """(case, frame) of the ED or ES mask, empty when not known."""

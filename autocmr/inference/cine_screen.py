@@ -33,7 +33,7 @@ SCREEN_SLICE_SHARE = 0.005
 # full accuracy; more, and refining the whole frame costs little more.
 MAX_SCREEN_SHARE = 1 / 3
 
-_Unit = tuple[np.ndarray, dict[str, Any]]  # preprocessed frame and its properties
+Unit = tuple[np.ndarray, dict[str, Any]]  # a preprocessed frame and its properties (as Predictor.export takes)
 
 
 def slice_areas(probabilities: torch.Tensor) -> np.ndarray:
@@ -94,7 +94,7 @@ class SliceScreen:
     ``fast`` and ``full`` hold each frame's :func:`slice_areas` (network grid, before postprocessing) from the
     fast pass and from full accuracy; the caller fills them as frames are predicted."""
 
-    def __init__(self, predictor: Predictor, units: Sequence[_Unit], options: CineOptions) -> None:
+    def __init__(self, predictor: Predictor, units: Sequence[Unit], options: CineOptions) -> None:
         self.predictor, self.units, self.options = predictor, units, options
         self.fast: dict[int, np.ndarray] = {}
         self.full: dict[int, np.ndarray] = {}

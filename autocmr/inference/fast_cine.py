@@ -64,7 +64,7 @@ import torch
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
 from autocmr.evaluation.phases import find_ed_es
-from autocmr.inference.cine_screen import SliceScreen, slice_areas
+from autocmr.inference.cine_screen import SliceScreen, Unit, slice_areas
 from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
@@ -97,8 +97,6 @@ MIN_TIE_MARGIN = 0.005
 # path"). 0 asks for the full path's frames whenever the bounds cannot rule a frame out: on the Sunnybrook
 # study 5-8 full-accuracy frames instead of 2-3, because end-systolic plateaus hold frames within 0.5 %.
 TIE_TOLERANCE = 0.01
-
-_Unit = tuple[np.ndarray, dict[str, Any]]  # preprocessed frame and its properties
 
 
 @dataclass(frozen=True)
@@ -191,7 +189,7 @@ class CinePrediction:
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
-def predict_cine_fast(predictor: Predictor, units: Sequence[_Unit], voxel_ml: float, *,
+def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: float, *,
                       options: CineOptions = CineOptions(), with_probabilities: bool = False) -> CinePrediction:
     """Predict the frames of one cine the fast way (see the module docstring).
 
@@ -383,7 +381,7 @@ def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Seq
     return window[0], window[1]
 
 
-def _locate_heart(predictor: Predictor, units: Sequence[_Unit], options: CineOptions) -> Window | None:
+def _locate_heart(predictor: Predictor, units: Sequence[Unit], options: CineOptions) -> Window | None:
     """:func:`heart_window` of a whole-slice fast pass over the first and the middle frame (None: no heart)."""
     frames = sorted({0, len(units) // 2})
     shape = units[0][0].shape

@@ -133,10 +133,10 @@ def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channel
 def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Found:
     top = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in top if _image_suffix(p)]
-    references = reference_label_files(images)
+    references = set(reference_label_files(images))
     if references:
         logger.info("reference segmentations skipped (named as an image beside them plus %s): %s",
-                    "/".join(REFERENCE_LABEL_SUFFIXES), ", ".join(p.name for p in references))
+                    "/".join(REFERENCE_LABEL_SUFFIXES), ", ".join(sorted(p.name for p in references)))
         images = [p for p in images if p not in references]
     jobs, problems = _image_jobs(images, out, num_channels)
     headers, unreadable = scan_folder(folder)
