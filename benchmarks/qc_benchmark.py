@@ -189,8 +189,10 @@ def summarise(rows: list[dict]) -> dict:
                "good_flagged_fraction": float(good["review"].mean()) if len(good) else None}
     finite = table[np.isfinite(table["uncertainty"])]
     if len(finite) >= 3:
-        rho, p = stats.spearmanr(finite["uncertainty"], finite["mean_dice"])
-        summary.update({"spearman_uncertainty_vs_dice": float(rho), "spearman_p": float(p)})
+        # a constant column (e.g. every Dice 0 in a plumbing run) leaves the rank correlation undefined
+        if finite["uncertainty"].nunique() > 1 and finite["mean_dice"].nunique() > 1:
+            rho, p = stats.spearmanr(finite["uncertainty"], finite["mean_dice"])
+            summary.update({"spearman_uncertainty_vs_dice": float(rho), "spearman_p": float(p)})
         third = finite.nlargest(max(1, len(finite) // 3), "uncertainty")
         summary["bad_in_most_uncertain_third"] = (float(third["bad"].sum() / finite["bad"].sum())
                                                   if finite["bad"].sum() else None)
