@@ -30,7 +30,9 @@ mirroring, overlapping tiles) spends most of the time on frames that only feed t
    path, and so may measures read at that frame from another structure (the RV). ``tie_tolerance`` 0 asks
    for the full path's frames whenever the bounds cannot rule a frame out, at the cost of more refined frames.
    This repeats until ED and ES are full-accuracy frames with no near tie left, or ``max_extra_frames``
-   frames beyond ED and ES have been refined (a note then says which frames stayed fast-pass only).
+   frames beyond ED and ES have been refined (a note then says which near ties stayed fast-pass only). The cap
+   never leaves ED or ES themselves to the fast pass: a fast-pass frame that is ED or ES in the curve is
+   refined whatever the count (the measures are read there), at worst every frame, as the full path does.
 4. **screening a near tie** (2D models) before refining all of it: the slices where the frames refined so
    far show a disagreement of more than 0.5 % of their volume are predicted at full accuracy for the
    candidate alone, each with its context slices (a third of its slices at most); its other slices keep
@@ -327,7 +329,7 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
             todo = [t for t, _ in candidates]
         if not todo:
             return
-        if len(full) + len(todo) > limit:
+        if len(full) + len(todo) > limit and ed in full and es in full:  # near ties only: they may stay fast
             notes.append(f"ED/ES not settled after {len(full)} full-accuracy frames: frames {todo} stay fast-pass "
                          "only although they are within the fast pass's error of ED or ES")
             return

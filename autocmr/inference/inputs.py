@@ -126,6 +126,8 @@ def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channel
     else:
         jobs, problems = _discover_file(source, out, num_channels)
     jobs, clashes = _unique_names(jobs)
+    jobs, overwrites = _outputs_apart_from_inputs(jobs)
+    clashes += overwrites
     return Discovery(tuple(sorted(jobs, key=lambda j: j.name)),
                      tuple(sorted(problems + clashes, key=lambda p: (p.name, p.file))))
 
@@ -175,10 +177,9 @@ def reference_label_files(images: Sequence[Path]) -> list[Path]:
 def _unreadable_dicom(unreadable: Sequence[InputFileError], folder: Path, out: Path) -> list[CaseFailure]:
     """Each DICOM-looking file that cannot be read is a failure of its own (its series, if any, goes on
     without it and fails or warns when the missing image breaks its grid)."""
-    out_resolved = out.resolve()
     problems = []
     for item in unreadable:
-        if out_resolved in item.path.resolve().parents:
+        if _in_own_output(item.path, folder, out):
             continue
         name = sanitise_name(str(item.path.relative_to(folder).with_suffix("")))
         problems.append(CaseFailure(name, str(item.path), f"unreadable DICOM file, skipped: {item.reason}"))
@@ -264,11 +265,10 @@ def _dicom_jobs(series: Iterable[DicomSeriesInfo], root: Path, out: Path,
                 num_channels: int | None) -> tuple[list[PredictionJob], list[CaseFailure], set[Path]]:
     """One job per series; also returns every file that belongs to a series (resolved paths)."""
     jobs, problems, members = [], [], set()
-    out_resolved = out.resolve()
     for info in series:
         files = tuple(sorted(info.files))
         folder = Path(os.path.commonpath([f.parent for f in files]))
-        if out_resolved == folder.resolve() or out_resolved in folder.resolve().parents:
+        if _in_own_output(folder, root, out):
             continue  # never read our own output folder as input
         members.update(f.resolve() for f in files)
         name = _dicom_name(info, folder, root)
@@ -310,10 +310,33 @@ def _unique_names(jobs: list[PredictionJob]) -> _Found:
     return list(seen.values()), clashes
 
 
+def _outputs_apart_from_inputs(jobs: list[PredictionJob]) -> _Found:
+    """A job whose mask (or probabilities, or image copy) would replace one of its own input files, e.g.
+    ``-i scans/CASE.nii.gz -o scans/``, is refused: the input would be lost."""
+    kept, refused = [], []
+    for job in jobs:
+        sources = {p.resolve() for p in job.sources}
+        written = [p for p in (job.output, job.probabilities_path, job.image_copy) if p is not None]
+        hit = next((p for p in written if p.resolve() in sources), None)
+        if hit is None:
+            kept.append(job)
+        else:
+            refused.append(CaseFailure(job.name, str(hit), "the output would overwrite this input file; choose "
+                                                           "another output folder"))
+    return kept, refused
+
+
+def _in_own_output(path: Path, root: Path, out: Path) -> bool:
+    """``path`` lies in the output folder, which itself lies inside the input folder ``root`` (an output
+    folder *above* the input holds every input: that is not a reason to skip any)."""
+    out_resolved, path_resolved = out.resolve(), path.resolve()
+    return (root.resolve() in out_resolved.parents
+            and (path_resolved == out_resolved or out_resolved in path_resolved.parents))
+
+
 def _warn_nested_images(folder: Path, out: Path) -> None:
-    out_resolved = out.resolve()
     nested = [p for p in folder.rglob("*") if p.parent != folder and p.is_file() and _image_suffix(p)
-              and out_resolved not in p.resolve().parents
+              and not _in_own_output(p, folder, out)
               and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if nested:
         logger.warning("%d image file(s) in sub-folders of %s are not predicted (only DICOM is searched in "

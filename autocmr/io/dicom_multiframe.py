@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from autocmr.errors import InputFileError
-from autocmr.io.dicom_values import numeric_tuple
+from autocmr.io.dicom_values import numeric_tuple, numeric_value
 
 if TYPE_CHECKING:  # autocmr.io.dicom_scan builds headers and calls this module
     from autocmr.io.dicom_scan import DicomHeader
@@ -57,15 +57,18 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
         trigger = get("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
         if trigger is None:
             trigger = get("UnassignedPerFrameConvertedAttributesSequence", "TriggerTime")
-        gap = get("PixelMeasuresSequence", "SpacingBetweenSlices") or get("PixelMeasuresSequence", "SliceThickness")
+        gaps = [numeric_value(base.path, f"frame {index + 1}: {k}", get("PixelMeasuresSequence", k), optional=True)
+                for k in ("SpacingBetweenSlices", "SliceThickness")]
+        slope = numeric_value(base.path, f"frame {index + 1}: RescaleSlope", slope)
+        intercept = numeric_value(base.path, f"frame {index + 1}: RescaleIntercept", intercept)
         headers.append(replace(
             base, position=floats("PlanePositionSequence", "ImagePositionPatient", 3),
             orientation=floats("PlaneOrientationSequence", "ImageOrientationPatient", 6),
             pixel_spacing=floats("PixelMeasuresSequence", "PixelSpacing", 2),
-            trigger_time=None if trigger in (None, "") else float(trigger), instance_number=index + 1,
-            n_frames=1, frame=index, slice_gap_hint=float(gap) if gap not in (None, "") else None,
-            rescale=(float(slope) if slope not in (None, "") else 1.0,
-                     float(intercept) if intercept not in (None, "") else 0.0)))
+            trigger_time=numeric_value(base.path, f"frame {index + 1}: trigger time", trigger, optional=True),
+            instance_number=index + 1, n_frames=1, frame=index,
+            slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
+            rescale=(1.0 if slope is None else slope, 0.0 if intercept is None else intercept)))
     return headers
 
 

@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_scan import DicomHeader, lenient_pydicom
+from autocmr.io.dicom_values import numeric_value
 
 
 @lenient_pydicom()
@@ -33,8 +34,8 @@ def read_pixels(header: DicomHeader, decoded: dict[Path, np.ndarray] | None = No
     if pixels.shape != header.shape:
         raise InputFileError(header.path, f"pixel data has shape {pixels.shape}, expected (Rows, Columns) = "
                                           f"{header.shape} (colour images are not supported)")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope = numeric_value(header.path, "RescaleSlope", ds.get("RescaleSlope")) or 1.0
+    intercept = numeric_value(header.path, "RescaleIntercept", ds.get("RescaleIntercept")) or 0.0
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 

@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_multiframe import frame_headers, is_enhanced
-from autocmr.io.dicom_values import numeric_tuple
+from autocmr.io.dicom_values import numeric_tuple, numeric_value
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,10 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
     def floats(keyword: str, n: int) -> tuple[float, ...] | None:
         return numeric_tuple(path, keyword, ds.get(keyword), n)
 
-    def number(keyword: str) -> float | None:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            return None
-        return float(value)
+    def number(keyword: str, optional: bool = True) -> float | None:
+        return numeric_value(path, keyword, ds.get(keyword), optional=optional)
+
+    gaps = (number("SpacingBetweenSlices"), number("SliceThickness"))
 
     rows, cols = ds.get("Rows"), ds.get("Columns")
     instance = number("InstanceNumber")
@@ -184,8 +183,8 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
         position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
         pixel_spacing=floats("PixelSpacing", 2),
         shape=None if rows is None or cols is None else (int(rows), int(cols)),
-        trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames") or 1),
-        slice_gap_hint=number("SpacingBetweenSlices") or number("SliceThickness"),
+        trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames", optional=False) or 1),
+        slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
         study_uid=str(ds.get("StudyInstanceUID", "")),
     )
 

@@ -2,10 +2,13 @@
 groups of enhanced multi-frame files, so both refuse a broken value the same way, naming the file."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from autocmr.errors import InputFileError
+
+logger = logging.getLogger(__name__)
 
 
 def numeric_tuple(path: Path, what: str, value: Any, n: int) -> tuple[float, ...] | None:
@@ -21,4 +24,25 @@ def numeric_tuple(path: Path, what: str, value: Any, n: int) -> tuple[float, ...
     return values
 
 
-__all__ = ["numeric_tuple"]
+def numeric_value(path: Path, what: str, value: Any, *, optional: bool = False) -> float | None:
+    """``value`` (a DS or IS element) as a float; None when absent or empty.
+
+    A value that is not one number (text, several values) raises InputFileError naming the file and the
+    attribute, unless ``optional``: attributes autocmr can do without (a hint such as SliceThickness) are then
+    ignored with a warning. A decimal comma ("8,00", written by some European exports) reads as a point.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
+            raise TypeError("several values")
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        return float(text.strip().replace(",", ".") if isinstance(text, str) else text)
+    except (TypeError, ValueError) as exc:
+        if not optional:
+            raise InputFileError(path, f"{what} is not a number: {value!r}") from exc
+        logger.warning("%s: %s is not a number (%r); ignored", path, what, value)
+        return None
+
+
+__all__ = ["numeric_tuple", "numeric_value"]

@@ -53,9 +53,11 @@ def test_refinement_follows_ed_es_until_they_are_full_accuracy_frames():
     assert done == [0, 2, 5, 3, 4] and not notes
     ed, es, _ = find_ed_es(lv, rv)
     assert (ed, es) == (5, 3) and {ed, es} <= set(done)
-    # same curves, no extra frame allowed: ED/ES moved, and the note says which frames are fast-pass only
-    done, notes, _, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(max_extra_frames=0))
-    assert done == [0, 2] and "frames [5, 3] stay fast-pass only" in notes[0]
+    # same curves, no extra frame allowed: the cap leaves near ties to the fast pass (a note names them), never
+    # ED or ES: the frames that became ED/ES in the curve (5, 3) are refined beyond it
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(max_extra_frames=0))
+    assert done == [0, 2, 5, 3] and "frames [4] stay fast-pass only" in notes[0]
+    assert set(find_ed_es(lv, rv)[:2]) <= set(done)
     # when the fast and full curves agree, only ED and ES are refined (no frame within 0.5 % of them)
     assert refine((fast_lv, rv), (fast_lv, rv))[0] == [0, 2]
     # with no tolerance for near ties, frame 1 (90 x 1.072 = 96.5, 1.5 % below ED's 98) still is not one
@@ -74,6 +76,18 @@ def test_a_shared_bias_of_the_fast_pass_is_not_taken_for_near_ties():
     fast_lv[3] = 61.0
     done, _, lv, _ = refine((fast_lv, rv), ([v * 1.02 for v in fast_lv], rv))
     assert done == [0, 2, 3] and find_ed_es(lv, rv)[:2] == (0, 2)
+
+
+def test_the_frame_cap_never_leaves_ed_or_es_to_the_fast_pass():
+    # a long end-diastolic plateau that the fast pass draws 3 mL too large everywhere (no screen, as for a 3D
+    # model): each refined plateau frame falls below the next fast one, which then is ED in the curve
+    fast_lv = [150 - 0.3 * t for t in range(10)] + [100 - 2 * t for t in range(10)]
+    full_lv = [v - 3 for v in fast_lv]
+    rv = [60.0] * 20
+    done, notes, lv, _ = refine((fast_lv, rv), (full_lv, rv), CineOptions(max_extra_frames=2))
+    ed, es, _ = find_ed_es(lv, rv)
+    assert ed in done and es in done and len(done) > 4  # beyond the cap of 2 + 2 frames
+    assert lv[ed] == max(full_lv)  # the full path's end-diastolic volume
 
 
 def test_a_near_tie_of_ed_is_refined_and_can_win():

@@ -128,6 +128,23 @@ def test_dicom_series_in_subfolders(tmp_path):
     assert "expects 2" in discover_jobs(src, tmp_path / "out", num_channels=2).problems[0].reason
 
 
+def test_an_output_that_would_overwrite_its_input_is_refused(tmp_path):
+    image = _image(tmp_path / "scans" / "case.nii.gz")
+    found = discover_jobs(image, tmp_path / "scans")  # the mask would be scans/case.nii.gz: the input itself
+    assert not found.jobs and found.problems[0].file == str(image)
+    assert "overwrite this input" in found.problems[0].reason
+    assert [j.name for j in discover_jobs(image, tmp_path / "masks").jobs] == ["case"]
+
+
+def test_an_output_folder_above_the_input_keeps_every_dicom_series(tmp_path):
+    from tests.helpers import write_dicom_series
+
+    study = tmp_path / "study"
+    write_dicom_series(study / "dicom", np.zeros((1, 3, 4, 5), np.int16), series_number=3, description="")
+    found = discover_jobs(study / "dicom", study)  # masks go beside the DICOM folder, not inside it
+    assert [j.kind for j in found.jobs] == ["dicom"] and not found.problems
+
+
 def test_sanitise_name():
     assert sanitise_name("a b/c:d__e") == "a_b_c_d_e"
     assert sanitise_name("..//") == "series"

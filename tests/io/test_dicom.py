@@ -212,6 +212,41 @@ def test_inconsistent_headers_are_reported(tmp_path, stored):
         read_dicom_series(tmp_path / "empty")
 
 
+def _set_raw(path: Path, keyword: str, vr: str, raw: bytes) -> None:
+    """Write a value as the bytes some exporters put there, bypassing pydicom's validation."""
+    ds = pydicom.dcmread(path)
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    tag = tag_for_keyword(keyword)
+    ds[tag] = RawDataElement(pydicom.tag.Tag(tag), vr, len(raw), raw, 0, False, True)
+    ds.save_as(path)
+
+
+def test_values_that_are_not_numbers(tmp_path, stored, caplog):
+    from autocmr.inference.inputs import discover_jobs
+
+    # a decimal comma (European exports) and a multi-valued trigger time: optional values, the folder still reads
+    paths = _write_series(tmp_path / "comma", stored)
+    for path in paths.values():
+        _set_raw(path, "SliceThickness", "DS", b"7,50")
+    _set_raw(paths[(0, 0)], "TriggerTime", "DS", b"20\\21")
+    with caplog.at_level(logging.WARNING):
+        found = discover_jobs(tmp_path / "comma", tmp_path / "out")
+    assert [j.kind for j in found.jobs] == ["dicom"] and not found.problems
+    assert "TriggerTime is not a number" in caplog.text and str(paths[(0, 0)]) in caplog.text
+    _write_series(tmp_path / "lax", stored[:, :1])  # one location: the slice gap comes from SliceThickness
+    for path in (tmp_path / "lax").iterdir():
+        _set_raw(path, "SliceThickness", "DS", b"7,50")
+    assert read_dicom_series(tmp_path / "lax").geometry.spacing[2] == pytest.approx(SLICE_GAP)
+    # a value the intensities depend on is refused, naming the file and the attribute
+    paths = _write_series(tmp_path / "slope", stored)
+    _set_raw(paths[(1, 2)], "RescaleSlope", "DS", b"abc")
+    with pytest.raises(InputFileError, match="RescaleSlope is not a number") as info:
+        read_dicom_series(tmp_path / "slope")
+    assert info.value.path == paths[(1, 2)]
+
+
 def test_slice_gaps_uneven_warns_and_overlap_fails(tmp_path, stored, caplog):
     three = np.concatenate([stored, stored[:, :1]], axis=1)  # 3 locations
     _write_series(tmp_path / "uneven", three[:1], gaps=[SLICE_GAP, 1.3 * SLICE_GAP])
