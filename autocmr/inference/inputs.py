@@ -253,6 +253,8 @@ def _image_job(name: str, channels: dict[int, Path], out: Path,
         geometry = read_header(files[0])
     except InputFileError as exc:
         return CaseFailure(name, str(files[0]), f"not an image ({exc.reason})")
+    except Exception as exc:  # noqa: BLE001 - a reader's unforeseen error fails this case, not the whole folder
+        return CaseFailure(name, str(files[0]), f"cannot read its header ({type(exc).__name__}: {exc})")
     if geometry.dim not in (3, 4):
         return CaseFailure(name, str(files[0]), f"is a {geometry.dim}D image; expected 3D or 4D (cine)")
     kind = "cine" if is_cine(geometry) else "3d"

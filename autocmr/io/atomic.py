@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 TEMP_PREFIX = ".tmp_"
+# A temporary untouched this long belongs to no live writer (one case, plan or table is written in seconds).
+SHARED_FOLDER_STALE_S = 3600.0
 
 
 def check_output_folder(path: str | Path) -> Path:
@@ -80,14 +83,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON: {value!r}")
 
 
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete temporary files left by an interrupted run in ``folder``; returns how many were removed."""
+def remove_stale_temporaries(folder: str | Path, *, older_than_s: float = 0.0) -> int:
+    """Delete temporary files left by an interrupted run in ``folder``; returns how many were removed.
+
+    ``older_than_s``: only those not written to for that long. A folder that several processes may write at
+    once (a preprocessed dataset that two fine-tuning folds bring up to date together) needs it, or one
+    process would delete the file another is still writing."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
+    now = time.time()
     for item in folder.iterdir():
-        if item.name.startswith(TEMP_PREFIX) and item.is_file():
-            item.unlink(missing_ok=True)
-            removed += 1
+        if not (item.name.startswith(TEMP_PREFIX) and item.is_file()):
+            continue
+        try:
+            if older_than_s > 0 and now - item.stat().st_mtime < older_than_s:
+                continue
+            item.unlink()
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
+        removed += 1
     return removed

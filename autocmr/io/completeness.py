@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 from autocmr.errors import InputFileError
@@ -31,7 +32,7 @@ def check_complete(path: str | Path) -> None:
             if expected is None:
                 return  # not a header we understand: the image reader will judge
             total = path.stat().st_size if not name.endswith(".gz") else len(header) + _count_bytes(fh)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated or corrupt gzip stream
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or corrupt gzip stream
         raise InputFileError(path, f"file is truncated or corrupt ({exc})") from exc
     if total < expected:
         raise InputFileError(path, f"file is truncated: it holds {total} bytes, its header announces {expected}")

@@ -19,6 +19,7 @@ NIfTI stores RAS+ coordinates, ITK and autocmr LPS: the first two rows of the ma
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def nifti_geometry(header, path: str | Path) -> NiftiGeometry:
     spacing = [v * _SPACE_UNITS.get(space_unit, 1.0) for v in pixdim[:3]]
     matrix, source, correction = _choose_transform(header, path)
     direction = _RAS_TO_LPS @ matrix[:3, :3]
-    direction /= np.linalg.norm(direction, axis=0)
+    direction /= _column_norms(direction, path)
     origin = _RAS_TO_LPS @ matrix[:3, 3] * _SPACE_UNITS.get(space_unit, 1.0)
     if len(dims) == 4:
         spacing.append(pixdim[3] * _TIME_UNITS.get(time_unit, 1.0))
@@ -105,8 +106,8 @@ def _choose_transform(header, path: str | Path) -> tuple[np.ndarray, str, float]
         return np.diag([-1.0, -1.0, 1.0, 1.0]), "pixdim", 0.0  # ITK: origin 0, identity direction in LPS
     sform = np.asarray(header.get_sform(), float) if scode > 0 else None
     qform = np.asarray(header.get_qform(), float) if qcode > 0 else None
-    if sform is not None and np.isfinite(sform).all():
-        rotation = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
+    if sform is not None and np.isfinite(sform).all() and (qform is None or _column_norms(sform[:3, :3]) is not None):
+        rotation = sform[:3, :3] / _column_norms(sform[:3, :3], path)
         orthonormal = np.abs(rotation @ rotation.T - np.eye(3)).max() <= ITK_ORTHONORMAL_TOLERANCE
         if orthonormal and (qform is None or scode == _SCANNER_ANAT or _same_grid(sform, qform)):
             return sform, "sform", 0.0
@@ -115,6 +116,18 @@ def _choose_transform(header, path: str | Path) -> tuple[np.ndarray, str, float]
     if qform is not None:
         return qform, "qform", 0.0
     raise InputFileError(path, "has an sform with non-finite values and no qform: cannot place the image in space")
+
+
+def _column_norms(matrix: np.ndarray, path: str | Path | None = None) -> np.ndarray | None:
+    """The lengths of the columns of a transform; a zero or non-finite one (an axis that goes nowhere) cannot
+    give a direction: InputFileError naming the file, or None when no ``path`` is given (to fall back)."""
+    norms = np.linalg.norm(matrix, axis=0)
+    if np.isfinite(norms).all() and (norms > 0).all():
+        return norms
+    if path is None:
+        return None
+    raise InputFileError(path, f"its transform has an axis of length {norms.tolist()}: a zero or non-finite "
+                               "column cannot place the image in space")
 
 
 def _same_grid(sform: np.ndarray, qform: np.ndarray) -> bool:
@@ -163,7 +176,7 @@ def _voxels(image, path: Path) -> np.ndarray:
     scaled = slope != 1.0 or inter != 0.0
     try:
         raw = np.asanyarray(image.dataobj) if scaled else image.dataobj.get_unscaled()
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise InputFileError(path, f"cannot read voxel data ({type(exc).__name__}: {exc})") from exc
     return np.asarray(raw, np.float32) if scaled else np.asarray(raw)
 

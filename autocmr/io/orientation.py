@@ -5,7 +5,7 @@ Rule, applied to the direction cosines and spacings of a 3D image:
 
 * for an anisotropic image (largest spacing >= ``ANISOTROPY_RATIO`` x the second largest, e.g. a cine
   short-axis stack with 8-10 mm slices and 1.5 mm pixels), the through-plane axis goes first
-  (numpy axis 0) so that 2D models always see in-plane slices;
+  (numpy axis 0) so that 2D models always see in-plane slices; so does the axis of a single slice;
 * the remaining axes are ordered by the patient axis (LPS x, y, z) each is closest to;
 * every axis is flipped so that its direction cosine's dominant component is positive.
 
@@ -72,6 +72,9 @@ def canonical_reorientation(geometry: Geometry) -> Reorientation:
     order = np.argsort(spacing)[::-1]
     thick = int(order[0])
     anisotropic = spacing[order[0]] >= ANISOTROPY_RATIO * spacing[order[1]]
+    single = [k for k, n in enumerate(geometry.shape) if n == 1]
+    if len(single) == 1:  # one slice is a 2D image whatever its slice spacing says (2D exports often write
+        thick, anisotropic = single[0], True  # 1 mm, or nothing): its slice axis goes first all the same
 
     def world_axis_cost(axis_perm: tuple[int, ...], world_perm: tuple[int, ...]) -> float:
         return -sum(abs(cosines[a][w]) for a, w in zip(axis_perm, world_perm))

@@ -15,7 +15,7 @@ from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, load_raw_dataset
 from autocmr.documents.plans import Plans
 from autocmr.errors import PlansError
-from autocmr.io.atomic import copy_file_atomic, remove_stale_temporaries, write_json_atomic
+from autocmr.io.atomic import SHARED_FOLDER_STALE_S, copy_file_atomic, remove_stale_temporaries, write_json_atomic
 from autocmr.parallel import default_workers, make_pool
 from autocmr.planners.fingerprint import Fingerprint, compute_fingerprint, source_signature
 from autocmr.planners.planner import plan
@@ -49,7 +49,7 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
     raw = load_raw_dataset(raw_folder)
     out = roots.preprocessed / name
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    remove_stale_temporaries(out, older_than_s=SHARED_FOLDER_STALE_S)
     workers = num_workers if num_workers is not None else default_workers()
     if check:
         from autocmr.dataset.integrity import check_dataset

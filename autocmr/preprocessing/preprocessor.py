@@ -17,7 +17,7 @@ from autocmr.dataset.raw import RawCase, RawDataset, hash_file_stats
 from autocmr.documents.case_properties import CaseProperties
 from autocmr.documents.plans import Configuration, Plans
 from autocmr.errors import DatasetError
-from autocmr.io.atomic import remove_stale_temporaries
+from autocmr.io.atomic import SHARED_FOLDER_STALE_S, remove_stale_temporaries
 from autocmr.parallel import default_workers, run_all
 from autocmr.preprocessing import storage
 from autocmr.preprocessing.cropping import crop, nonzero_bbox
@@ -105,7 +105,7 @@ def preprocess_stale_cases(raw: RawDataset, plans: Plans, config: Configuration,
     one process per 8 cases, at most :func:`~autocmr.parallel.default_workers`. Raises :class:`DatasetError`
     listing every case that failed."""
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder)
+    remove_stale_temporaries(folder, older_than_s=SHARED_FOLDER_STALE_S)  # other folds may be writing here
     todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
     if num_workers is None:
         num_workers = min(default_workers(), max(1, len(todo) // 8))

@@ -78,6 +78,19 @@ def test_remove_stale_temporaries_removes_only_temporary_files(tmp_path: Path) -
     assert remove_stale_temporaries(tmp_path / "missing") == 0
 
 
+def test_in_a_shared_folder_only_old_temporaries_are_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    old, fresh = tmp_path / f"{TEMP_PREFIX}abc_a.b2nd", tmp_path / f"{TEMP_PREFIX}def_b.b2nd"
+    old.write_bytes(b"left by a killed run")
+    fresh.write_bytes(b"another process is writing this one")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600) == 1
+    assert not old.exists() and fresh.exists()
+
+
 def test_copy_file_atomic_replaces_the_target_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
     src, dst = tmp_path / "new.json", tmp_path / "model" / "dataset.json"
     src.write_text('{"labels": 4}', encoding="utf-8")

@@ -119,6 +119,29 @@ def test_sheared_sform_without_qform_is_refused_with_reason(tmp_path):
         read_image(path)
 
 
+def test_an_sform_with_a_zero_axis_is_refused_naming_the_file(tmp_path):
+    degenerate = _affine()
+    degenerate[:3, 2] = 0.0  # the slice axis goes nowhere
+    path = write_nifti(tmp_path / "flat.nii.gz", sform=degenerate, scode=2)
+    with pytest.raises(InputFileError, match=r"flat.nii.gz.*zero or non-finite column"):
+        read_image(path)
+    # with a qform beside it, the qform places the image (ITK's rule for an unusable sform)
+    path = write_nifti(tmp_path / "flat_q.nii.gz", sform=degenerate, scode=2, qform=_affine(), qcode=1)
+    assert read_image(path)[0].shape == SHAPE_XYZ[::-1]
+
+
+def test_a_corrupt_gzip_stream_is_an_input_error(tmp_path):
+    from autocmr.io.completeness import check_complete
+
+    path = write_nifti(tmp_path / "flipped.nii.gz")
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 40):  # damage the deflate stream, not the gzip header
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputFileError, match="flipped.nii.gz.*corrupt"):  # zlib's own error, named
+        check_complete(path)
+
+
 def test_nifti2_is_read(tmp_path):
     a = _affine()
     n1 = write_nifti(tmp_path / "n1.nii.gz", sform=a, scode=1, qform=a, qcode=1)

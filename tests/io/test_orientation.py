@@ -54,6 +54,17 @@ def test_anisotropic_stack_puts_the_thick_axis_first() -> None:
     assert spacing[0] == pytest.approx(10.0)  # 2D models always see in-plane slices
 
 
+def test_a_single_slice_keeps_its_slice_axis_first_whatever_its_spacing() -> None:
+    # a coronal 2D export: one slice, its slice spacing written as 1 mm (not thicker than the pixels)
+    coronal = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # ITK z (the slice) along world y
+    geometry = Geometry(size=(192, 160, 1), spacing=(1.5, 1.5, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=tuple(coronal.ravel()))
+    array = np.random.default_rng(0).random(geometry.shape).astype(np.float32)
+    canonical, spacing, _ = to_canonical(array, geometry)
+    assert canonical.shape[0] == 1 and sorted(canonical.shape[1:]) == [160, 192]
+    assert spacing[0] == pytest.approx(1.0)
+
+
 def test_canonical_axes_point_in_the_positive_direction() -> None:
     flipped = Geometry(size=(4, 4, 4), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                        direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -48,10 +50,13 @@ def test_interrupted_run_is_completed_by_rerun(roots):
     data_dir = result.dataset_folder / plans.configuration("2d").data_identifier
     # simulate a crash: one case's properties never written, a stale temporary file left behind
     (data_dir / "subject001_ES.json").unlink()
-    (data_dir / ".tmp_abc_subject002_ED.b2nd").write_bytes(b"partial")
+    stale, live = data_dir / ".tmp_abc_subject002_ED.b2nd", data_dir / ".tmp_def_subject002_ES.b2nd"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200,) * 2)  # untouched for two hours: nobody writes it any more
+    live.write_bytes(b"another fold preprocessing this folder right now")
     again = plan_dataset(951, roots, num_workers=1, configurations=("2d",))
     assert again.preprocessed[plans.configuration("2d").data_identifier] == 1
-    assert not list(data_dir.glob(".tmp_*"))
+    assert list(data_dir.glob(".tmp_*")) == [live]
     assert len(storage.list_cases(data_dir)) == 6
     assert folder.is_dir()
 
