@@ -44,6 +44,7 @@ SLICE_GAP_WARN_FRACTION = 0.10
 SLICE_GAP_OVERLAP_FRACTION = 0.5
 # Time step (ms) used when no image has a TriggerTime.
 DEFAULT_TIME_STEP_MS = 1.0
+MS_PER_S = 1000.0
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
         return DicomVolume(array[0], geometry, times, files, members[0].series_uid)
     d4 = np.eye(4)
     d4[:3, :3] = direction
-    geometry = Geometry((cols, rows, n_z, n_t), (dx, dy, gap, _time_step(grid)), origin + (0.0,),
+    # the time axis in seconds, as NIfTI files carry it (a NIfTI copy of the cine is labelled seconds)
+    geometry = Geometry((cols, rows, n_z, n_t), (dx, dy, gap, _time_step(grid) / MS_PER_S), origin + (0.0,),
                         tuple(d4.ravel().tolist()))
     return DicomVolume(array, geometry, times, files, members[0].series_uid)
 

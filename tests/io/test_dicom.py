@@ -95,7 +95,8 @@ def test_synthetic_cine_order_geometry_and_values(tmp_path, stored):
     np.testing.assert_allclose(volume.trigger_times, [20.25, 55.25, 90.25])
     g = volume.geometry
     assert g.size == (COLS, ROWS, 2, 3)
-    np.testing.assert_allclose(g.spacing, (PIXEL_SPACING[1], PIXEL_SPACING[0], SLICE_GAP, 35.0), atol=1e-6)
+    # the time step in seconds, as NIfTI carries it (TriggerTime is in ms)
+    np.testing.assert_allclose(g.spacing, (PIXEL_SPACING[1], PIXEL_SPACING[0], SLICE_GAP, 0.035), atol=1e-6)
     np.testing.assert_allclose(g.origin, tuple(ORIGIN) + (0.0,), atol=1e-6)
     np.testing.assert_allclose(g.direction_matrix()[:3, :3], ROTATION, atol=1e-6)
     # Independent check of the voxel -> patient mapping with SimpleITK: voxel (x=4, y=3) of slice 1 lies at
@@ -120,7 +121,7 @@ def test_single_phase_is_3d_and_instance_number_orders_phases(tmp_path, stored):
     _write_series(tmp_path / "lax", stored[:, :1])
     volume = read_dicom_series(tmp_path / "lax")
     assert volume.array.shape == (3, 1, ROWS, COLS)
-    assert volume.geometry.spacing[2:] == pytest.approx((SLICE_GAP, 35.0))
+    assert volume.geometry.spacing[2:] == pytest.approx((SLICE_GAP, 0.035))
 
 
 def test_folder_with_several_series_nested_and_junk(tmp_path, stored, caplog):
@@ -266,6 +267,10 @@ def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
     volume = read_dicom_series(tmp_path / "s")
     np.testing.assert_allclose(array, volume.array)
     assert geometry.differences(volume.geometry, tol=1e-5) == []
+    import nibabel as nib
+
+    header = nib.load(str(out)).header  # the frame interval, 35 ms, labelled in the unit it is written in
+    assert header.get_xyzt_units()[1] == "sec" and header.get_zooms()[3] == pytest.approx(0.035)
 
 
 # --------------------------------------------------------------------------------------- real data
@@ -282,7 +287,7 @@ def test_sunnybrook_layout(sunnybrook_root, sunnybrook_volume):
     v = sunnybrook_volume
     assert v.array.shape == (20, 12, 256, 256)
     np.testing.assert_allclose(v.geometry.spacing[:3], (1.367188, 1.367188, 10.0), atol=1e-3)
-    assert 30.0 < v.geometry.spacing[3] < 45.0  # 20 phases over a ~750 ms R-R interval
+    assert 0.030 < v.geometry.spacing[3] < 0.045  # seconds: 20 phases over a ~750 ms R-R interval
     assert np.all(np.diff(v.trigger_times) > 0)
     # The files of one location are consecutive instances in time order (the scanner's own numbering).
     for z in range(12):
