@@ -7,9 +7,10 @@ LV mass, quality control with a ``review`` flag, one figure per subject and an H
 any volume curve.
 """
 from autocmr.analysis.measures import FrameMask, SubjectMeasures
-from autocmr.analysis.pipeline import AnalysisOutputs, analyse_batch, analyse_cases, analyse_masks
+from autocmr.analysis.pipeline import (AnalysisOutputs, analyse_batch, analyse_cases, analyse_masks,
+                                      analyse_output_folder)
 from autocmr.analysis.qc import QC_FLAGS, QcThresholds
 from autocmr.evaluation.phases import EdEs, find_ed_es
 
 __all__ = ["AnalysisOutputs", "EdEs", "FrameMask", "QC_FLAGS", "QcThresholds", "SubjectMeasures", "analyse_batch",
-           "analyse_cases", "analyse_masks", "find_ed_es"]
+           "analyse_cases", "analyse_masks", "analyse_output_folder", "find_ed_es"]

@@ -70,9 +70,10 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
     fig = Figure(figsize=FIGURE_SIZE_IN)
     FigureCanvasAgg(fig)
     images = fig.add_gridspec(2, 3, left=0.01, right=0.64, top=0.86, bottom=0.09, wspace=0.04, hspace=0.14)
-    slices = choose_slices(phases[0][2])
-    crop = _crop_box(phases[0][2], spacing)
     for row, (phase, image, label) in enumerate(phases[:2]):
+        # the same slices for ED and ES (a reader compares them), unless their stacks differ (separate files)
+        if row == 0 or label.shape != phases[0][2].shape:
+            slices, crop = choose_slices(label), _crop_box(label, spacing)
         for col, (position, k) in enumerate(slices.items()):
             ax = fig.add_subplot(images[row, col])
             _draw_slice(ax, None if image is None else image[k], label[k], spacing, crop)

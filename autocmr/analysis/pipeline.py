@@ -183,29 +183,36 @@ def _failed(name: str, sources: list[str], reason: str) -> SubjectReport:
     return SubjectReport(name, FAILED, qc=QcResult(["analysis_failed"]), sources=sources, notes=[reason])
 
 
-def analyse_masks(subject: str, frames: Sequence[FrameMask], *,
-                  thresholds: QcThresholds | None = None) -> SubjectReport:
+def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcThresholds | None = None,
+                  cine: bool | None = None) -> SubjectReport:
     """Measures and QC of in-memory masks: a cine (several frames without a phase, in frame order) or the
-    ED and/or ES masks (``phase`` set); anything else gives volumes only."""
+    ED and/or ES masks (``phase`` set); anything else gives volumes only. ``cine`` False: frames without a
+    phase are separate masks, not a cine's frames (None: several frames without a phase are a cine).
+
+    Raises:
+        ValueError: no frames.
+    """
+    if not frames:
+        raise ValueError(f"{subject}: no masks to analyse")
     phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
     notes: list[str] = []
     if phased and len(phased) == len(frames):
         measures = measure_phases(subject, phased.get(ED), phased.get(ES))
-    elif len(frames) >= 2 and not phased:
+    elif len(frames) >= 2 and not phased and cine is not False:
         measures = measure_cine(subject, frames)
     else:
         measures = volumes_only(subject, frames)
         notes.append("no ED/ES: volumes only, no measures; QC of the mask's anatomy only")
     checked = measures if measures.ed is not None or measures.es is not None else replace(measures, ed=frames[0])
-    qc = check_subject(checked, thresholds) if frames else QcResult()
-    n_slices = int(frames[0].label.shape[0]) if frames else None
+    qc = check_subject(checked, thresholds)
+    n_slices = int(frames[0].label.shape[0])
     return SubjectReport(subject, measures=measures, qc=qc, n_slices=n_slices, notes=measures.notes + notes)
 
 
 def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds | None,
                            figures: bool) -> SubjectReport:
     frames = _load_frames(subject)
-    report = analyse_masks(subject.name, frames, thresholds=thresholds)
+    report = analyse_masks(subject.name, frames, thresholds=thresholds, cine=subject.cine is not None)
     report.notes = subject.notes + report.notes
     report.grouped_by = subject.grouped_by
     report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})
@@ -213,8 +220,12 @@ def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds
         report.heart_rate_bpm = dicom_heart_rate(subject.cine.sources)
     if figures and report.measures is not None and frames:
         relative = f"{FIGURES_DIR}/{sanitise_name(subject.name)}.png"
-        _figure(subject, report, out / relative, frames)
-        report.figure = relative
+        try:
+            _figure(subject, report, out / relative, frames)
+            report.figure = relative
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn must not cost the measures
+            logger.warning("%s: figure not drawn (%s: %s)", subject.name, type(exc).__name__, exc)
+            report.notes.append(f"figure not drawn ({type(exc).__name__}: {exc})")
     return report
 
 
@@ -236,7 +247,9 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
                                  predicted))
         return out
     single = {p: cases[0] for p, cases in subject.phases.items() if len(cases) == 1}
-    records = [(single[p], p) for p in (ED, ES) if p in single] or [(c, None) for c in subject.unphased]
+    # without one unambiguous phase (two ED files, no ES), the volumes of each file and no measures
+    records = ([(single[p], p) for p in (ED, ES) if p in single]
+               or [(c, None) for c in subject.cases])
     out = []
     for case, phase in records:
         masks, geometry = read_cine(case.mask)  # a 3D mask reads as one frame

@@ -41,6 +41,10 @@ QC_FLAGS: dict[str, str] = {
 }
 
 
+# A volume curve of fewer frames cannot be judged smooth or rough (see _check_curve).
+MIN_FRAMES_FOR_ROUGHNESS = 5
+
+
 @dataclass(frozen=True)
 class QcThresholds:
     """Limits of the QC rules (units in the names)."""
@@ -183,12 +187,10 @@ def _profile_dip(areas: np.ndarray) -> float:
     peak = areas.max()
     if peak <= 0:
         return 0.0
-    worst = 0.0
-    for profile in (areas, areas[::-1]):  # from either end up to the peak
-        top = np.argmax(profile)
-        rising = profile[: top + 1]
-        worst = max(worst, float((np.maximum.accumulate(rising) - rising).max()))
-    return worst / peak
+    # a slice's dip: how far it lies below the lower of the highest slices on its two sides
+    from_start = np.maximum.accumulate(areas)
+    from_end = np.maximum.accumulate(areas[::-1])[::-1]
+    return float((np.minimum(from_start, from_end) - areas).max()) / peak
 
 
 def _myocardial_enclosure(label: np.ndarray, lv_slices: np.ndarray, mid_fraction: float) -> float:
@@ -228,15 +230,17 @@ def _check_measures(measures: dict[str, float], t: QcThresholds, qc: QcResult) -
 
 
 def _check_curve(result: SubjectMeasures, t: QcThresholds, qc: QcResult) -> None:
+    if result.ed_es_notes:
+        qc.add("ed_es_doubtful")
     curve = np.array([float(row["LV"]) for row in result.volume_rows])  # type: ignore[arg-type]
+    if curve.size < MIN_FRAMES_FOR_ROUGHNESS:
+        return  # with 4 frames or fewer any curve is 'rough': each frame is at least half a stroke from the mean
     stroke = max(float(np.ptp(curve)), 1e-6)
     neighbours = (np.roll(curve, 1) + np.roll(curve, -1)) / 2  # the cine is a cycle: frames wrap around
     roughness = float(np.abs(curve - neighbours).max() / stroke)
     qc.metrics["lv_curve_roughness"] = roughness
     if roughness > t.max_curve_roughness:
         qc.add("rough_volume_curve")
-    if result.ed_es_notes:
-        qc.add("ed_es_doubtful")
 
 
 __all__ = ["QC_FLAGS", "QcResult", "QcThresholds", "check_subject", "describe_flags"]

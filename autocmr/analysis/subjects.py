@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -117,24 +118,33 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
 
 
 def group_subjects(cases: Sequence[CaseRecord], metadata: pd.DataFrame | None = None) -> list[Subject]:
-    """Subjects of ``cases`` (see the module doc for the rules), sorted by name."""
+    """Subjects of ``cases`` (see the module doc for the rules), sorted by name.
+
+    Names stay unique: a second cine of one subject is ``SUBJECT@CASE``; ED/ES files of a subject that also
+    has a cine are paired as ``SUBJECT@3d``; a file of unknown phase is a subject of its own, ``SUBJECT@CASE``
+    when another file or subject has its name.
+    """
     subjects: dict[str, Subject] = {}
-    for case in sorted(cases, key=lambda c: c.name):
-        if case.is_cine:
-            name = _metadata_subject(case.name, metadata) or case.name
-            key = name if name not in subjects else f"{name}@{case.name}"
-            subjects[key] = Subject(key, "cine", cine=case)
-            continue
+    ordered = sorted(cases, key=lambda c: c.name)
+    for case in (c for c in ordered if c.is_cine):
+        name = _metadata_subject(case.name, metadata) or case.name
+        key = name if name not in subjects else f"{name}@{case.name}"
+        subjects[key] = Subject(key, "cine", cine=case)
+    unphased: list[tuple[str, CaseRecord, str]] = []
+    for case in (c for c in ordered if not c.is_cine):
         subject, phase, frame, how = _subject_of_3d(case, metadata)
-        entry = subjects.setdefault(subject, Subject(subject, how))
-        if entry.cine is not None:  # a 3D case named like a cine subject: keep both, separately
-            entry = subjects.setdefault(f"{subject}@{case.name}", Subject(f"{subject}@{case.name}", how))
-        if phase in (ED, ES):
-            entry.phases.setdefault(phase, []).append(case)
-            if frame is not None:
-                entry.frame_numbers[phase] = frame
-        else:
-            entry.unphased.append(case)
+        if phase not in (ED, ES):
+            unphased.append((subject, case, how))
+            continue
+        key = f"{subject}@3d" if subject in subjects and subjects[subject].cine is not None else subject
+        entry = subjects.setdefault(key, Subject(key, how))
+        entry.phases.setdefault(phase, []).append(case)
+        if frame is not None:
+            entry.frame_numbers[phase] = frame
+    named = Counter(subject for subject, _, _ in unphased)
+    for subject, case, how in unphased:  # volumes only, each on its own: nothing says how they would pair
+        key = subject if named[subject] == 1 and subject not in subjects else f"{subject}@{case.name}"
+        subjects[key] = Subject(key, how, unphased=[case])
     for subject in subjects.values():
         _check_phases(subject)
     return [subjects[k] for k in sorted(subjects)]
@@ -186,8 +196,9 @@ def _check_phases(subject: Subject) -> None:
     if subject.cine is None and subject.phases:
         missing = [p for p in (ED, ES) if not subject.phases.get(p)]
         if missing:
-            subject.notes.append(f"no {missing[0]} case: only the measures of "
-                                 f"{ES if missing[0] == ED else ED} are given")
+            present = ES if missing[0] == ED else ED
+            subject.notes.append(f"no {missing[0]} case: only the measures of {present} are given"
+                                 if len(subject.phases[present]) == 1 else f"no {missing[0]} case")
     if subject.unphased and not subject.phases and subject.cine is None:
         subject.notes.append("phase unknown (no cases.csv row, no _ED/_ES or _frameNN + Info.cfg in the name): "
                              "volumes only")

@@ -181,6 +181,49 @@ def test_reanalysing_a_merged_output_folder_pairs_ed_and_es_of_different_parts(t
     assert (tmp_path / "measures.csv").is_file() and (tmp_path / "report.html").is_file()
 
 
+def test_two_ed_files_and_no_es_give_volumes_and_notes_not_a_failure(tmp_path):
+    case = make_phantom_subject(10, fov_mm=160.0)["ED"]
+    cases = []
+    for name in ("p_ED", "p-ED"):
+        write_image(case.label, case.geometry, tmp_path / f"{name}.nii.gz")
+        cases.append(CaseRecord(name, tmp_path / f"{name}.nii.gz", None, ()))
+    (report,) = analyse_cases(cases, tmp_path).reports
+    assert report.status == "ok" and math.isnan(report.measures.measures["LVEDV"])
+    assert len(report.measures.volume_rows) == 2 and report.measures.volume_rows[0]["LV"] > 0
+    assert "several ED cases" in report.notes[0] and report.figure is not None
+
+
+def test_ed_and_es_stacks_of_different_sizes_are_drawn(tmp_path):
+    subject = make_phantom_subject(11, fov_mm=160.0)
+    cases = []
+    for phase, case in subject.items():
+        label = case.label if phase == "ED" else case.label[:3]  # ES: three slices only (another file)
+        geometry = case.geometry if phase == "ED" else type(case.geometry)(
+            case.geometry.size[:2] + (label.shape[0],), case.geometry.spacing, case.geometry.origin,
+            case.geometry.direction)
+        write_image(label, geometry, tmp_path / f"q_{phase}.nii.gz")
+        cases.append(CaseRecord(f"q_{phase}", tmp_path / f"q_{phase}.nii.gz", None, ()))
+    (report,) = analyse_cases(cases, tmp_path).reports
+    assert report.status == "ok" and report.figure == "figures/q.png" and (tmp_path / report.figure).is_file()
+    assert report.measures.measures["LVEF"] > 0
+
+
+def test_a_figure_that_fails_costs_the_figure_not_the_measures(tmp_path, monkeypatch):
+    from autocmr.analysis import pipeline
+
+    for phase, case in make_phantom_subject(12, fov_mm=160.0).items():
+        write_image(case.label, case.geometry, tmp_path / f"r_{phase}.nii.gz")
+    cases = [CaseRecord(f"r_{p}", tmp_path / f"r_{p}.nii.gz", None, ()) for p in ("ED", "ES")]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(pipeline, "_figure", broken)
+    (report,) = analyse_cases(cases, tmp_path).reports
+    assert report.status == "ok" and report.figure is None and report.measures.measures["LVEF"] > 0
+    assert "figure not drawn (RuntimeError: no fonts)" in report.notes
+
+
 def test_an_unreadable_mask_is_a_failed_row_not_a_crash(tmp_path):
     import json
 

@@ -92,6 +92,21 @@ def test_cine_curve_rules():
     assert "rough_volume_curve" in check_subject(measure_cine("c", jumpy)).flags
 
 
+def test_a_cine_of_four_frames_or_fewer_is_not_called_rough():
+    _, labels, geometry, _, _ = make_phantom_cine(5, n_frames=4)
+    frames = [FrameMask(*to_canonical(label, geometry.spatial())[:2], "cine", t) for t, label in enumerate(labels)]
+    result = check_subject(measure_cine("c", frames))
+    assert "rough_volume_curve" not in result.flags and "lv_curve_roughness" not in result.metrics
+
+
+def test_a_dip_between_two_equal_peaks_is_seen():
+    from autocmr.analysis.qc import _profile_dip
+
+    assert _profile_dip(np.array([10.0, 100, 20, 100, 10])) == pytest.approx(0.8)
+    assert _profile_dip(np.array([10.0, 50, 30, 100, 20])) == pytest.approx(0.2)
+    assert _profile_dip(np.array([10.0, 60, 100, 70, 20])) == 0.0  # one peak: no dip
+
+
 def test_only_one_phase_gives_what_can_be_computed_and_a_note():
     ed, _ = _pair(2)
     result = measure_phases("s", ed, None)

@@ -47,3 +47,33 @@ def test_acdc_frame_names_with_info_cfg(tmp_path):
 def test_duplicate_phases_are_noted_not_guessed():
     subjects = group_subjects([_case("p_ED"), _case("p-ED"), _case("p_ES")])
     assert "several ED cases" in subjects[0].notes[0]
+
+
+def test_ed_es_files_of_a_subject_with_a_cine_are_paired_beside_it():
+    cases = [_case("patient001", n_frames=20), _case("patient001_ED"), _case("patient001_ES")]
+    subjects = {s.name: s for s in group_subjects(cases)}
+    assert set(subjects) == {"patient001", "patient001@3d"}
+    pair = subjects["patient001@3d"]
+    assert [c.name for p in ("ED", "ES") for c in pair.phases[p]] == ["patient001_ED", "patient001_ES"]
+    assert pair.notes == [] and subjects["patient001"].cine is not None
+    # the same when cases.csv names them (the 3D files sorting before the cine changes nothing)
+    table = pd.DataFrame({"case_id": ["a_cine", "0_ed", "0_es"], "subject": ["P1"] * 3,
+                          "phase": ["", "ED", "ES"]}).set_index("case_id")
+    subjects = {s.name: s for s in group_subjects([_case("a_cine", n_frames=20), _case("0_ed"), _case("0_es")],
+                                                  table)}
+    assert set(subjects) == {"P1", "P1@3d"} and subjects["P1"].cine is not None
+    assert set(subjects["P1@3d"].phases) == {"ED", "ES"}
+
+
+def test_files_of_unknown_phase_stay_subjects_of_their_own():
+    table = pd.DataFrame({"case_id": ["x", "y", "z_ed"], "subject": ["P2", "P2", "P2"],
+                          "phase": ["", "mid", "ED"]}).set_index("case_id")
+    subjects = {s.name: s for s in group_subjects([_case("x"), _case("y"), _case("z_ed")], table)}
+    assert set(subjects) == {"P2", "P2@x", "P2@y"}
+    assert [c.name for c in subjects["P2@x"].unphased] == ["x"] and "phase unknown" in subjects["P2@x"].notes[0]
+    assert subjects["P2"].phases["ED"][0].name == "z_ed" and not subjects["P2"].unphased
+
+
+def test_an_ambiguous_lone_phase_promises_no_measures():
+    (subject,) = group_subjects([_case("p_ED"), _case("p-ED")])
+    assert subject.notes == ["several ED cases (p-ED, p_ED): measures needing ED not computed", "no ES case"]
