@@ -15,7 +15,6 @@ A 4D cine (NIfTI or a multi-phase DICOM series) is always one subject; its ``cas
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +25,11 @@ import pandas as pd
 from autocmr.dataset.converters.acdc import INFO_FILE, read_info_cfg
 from autocmr.errors import InputFileError
 from autocmr.analysis.measures import FAST_PASS, FULL_ACCURACY, SCREENED
-from autocmr.evaluation.clinical import ED, ES, subject_and_phase
+from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase
 
 logger = logging.getLogger(__name__)
 
 CASES_CSV = "cases.csv"
-_FRAME_IN_ID = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ def _subject_of_3d(case: CaseRecord, metadata: pd.DataFrame | None) -> tuple[str
     if subject is not None and phase in (ED, ES):
         in_table = metadata is not None and case.name in metadata.index
         return subject, phase, None, CASES_CSV if in_table else "name (_ED/_ES)"
-    match = _FRAME_IN_ID.match(case.name)
+    match = FRAME_IN_ID.match(case.name)
     if match:
         frame = int(match.group("frame"))
         info_phase = _phase_from_info_cfg(case, match.group("subject"), frame)

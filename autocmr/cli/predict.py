@@ -152,11 +152,23 @@ def main(argv: list[str] | None = None) -> int:
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
                                 cine=_cine_options(args),
                                 output_format=args.output_format,
-                                after_batch=analysis)
+                                after_batch=analysis, subject_of=_subject_of(args))
         print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)
         return 0 if report.ok else 1
 
     return run_command(go)
+
+
+def _subject_of(args: argparse.Namespace):
+    """How a split run (``--num-parts``, ``--devices``) keeps a subject's cases in one part: by name, and by the
+    ``cases.csv`` the analysis pairs them with (``--metadata``, or found in or beside the input folder)."""
+    from functools import partial
+
+    from autocmr.analysis.subjects import find_metadata, read_metadata
+    from autocmr.inference.parts import subject_key
+
+    path = args.metadata or (find_metadata(args.input) if (args.num_parts > 1 or args.devices) else None)
+    return partial(subject_key, metadata=read_metadata(path)) if path is not None else subject_key
 
 
 def _percent(text: str) -> float:

@@ -34,6 +34,8 @@ MEASURES = tuple(MEASURE_UNITS)
 ED, ES = "ED", "ES"
 # Case ids such as ``patient001_ED`` or ``subject003-es`` carry subject and phase when no metadata is given.
 _PHASE_IN_ID = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECASE)
+# ACDC's frame naming, ``patient001_frame12``: the subject, and a frame number that Info.cfg makes ED or ES.
+FRAME_IN_ID = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
 
 
 def _ejection_fraction(edv: float, esv: float) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.batch_report import BatchReport, append_progress, report_names, write_reports
@@ -27,6 +27,7 @@ from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs
+from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
 from autocmr.io.atomic import TEMP_PREFIX, check_output_folder
 from autocmr.io.dicom_seg import OUTPUT_FORMATS, seg_output_exists
@@ -52,7 +53,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                    options: PredictorOptions | None = None, continue_: bool = False, num_parts: int = 1,
                    part_id: int = 0, save_probabilities: bool = False, num_workers: int | None = None,
                    cine: CineOptions | None = None, output_format: str = "nifti",
-                   after_batch: AfterBatch | None = None) -> BatchReport:
+                   after_batch: AfterBatch | None = None,
+                   subject_of: Callable[[str], str] = subject_key) -> BatchReport:
     """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
 
     Args:
@@ -62,8 +64,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         model: a :class:`Predictor`, a model folder, or a :class:`ModelSpec`.
         options: how to build the predictor when ``model`` is not one already.
         continue_: skip cases whose mask (and probabilities, if requested) already exist.
-        num_parts, part_id: run only every ``num_parts``-th case of the sorted list, starting at ``part_id``
-            (several machines share a folder); reports are then named ``failures_partK.json`` etc.
+        num_parts, part_id: run only every ``num_parts``-th subject of the sorted list, starting at
+            ``part_id`` (several machines share a folder); reports are then named ``failures_partK.json`` etc.
+        subject_of: a case name's subject (default :func:`~autocmr.inference.parts.subject_key` by name; the
+            CLI adds the ``cases.csv`` rows): with ``num_parts``, one subject's cases go to one part.
         save_probabilities: also write float16 class probabilities, (C, ...) or (t, C, ...) for a cine.
         num_workers: processes for reading and exporting; 0 runs everything here; None picks a few.
         cine: how 4D cines are predicted (default: the fast path of :mod:`autocmr.inference.fast_cine`).
@@ -88,7 +92,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")
     _warn_non_dicom(discovery.jobs, output_format)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = list(discovery.jobs[part_id::num_parts])
+    jobs = take_part(discovery.jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
     report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
     todo = [j for j in jobs if j.name not in set(report.skipped)]

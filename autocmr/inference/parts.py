@@ -1,9 +1,10 @@
 """Cluster inference in parts: the file-naming rule of a part's tables, and merging the parts' tables.
 
 ``autocmr_predict --num-parts N --part-id K`` (one array task, machine or GPU per part) predicts every N-th
-case into a shared output folder. Masks are per case and never collide; each part's tables get the suffix
-``_partK`` before the extension (``failures_part2.json``, ``predictions_part2.json``, ``measures_part2.csv``,
-...). :func:`merge_parts` then writes the unsuffixed tables over all parts:
+subject (:func:`take_part`: a subject's ED and ES files stay together) into a shared output folder. Masks are
+per case and never collide; each part's tables get the suffix ``_partK`` before the extension
+(``failures_part2.json``, ``predictions_part2.json``, ``measures_part2.csv``, ...). :func:`merge_parts` then
+writes the unsuffixed tables over all parts:
 
 - ``failures_partK.json`` (lists): concatenated, sorted by case name.
 - ``predictions_partK.json``: cases, done/skipped/failed lists joined; ``wall_s`` is the slowest part (parts run
@@ -25,12 +26,13 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import pandas as pd
 
 from autocmr.documents import layout
 from autocmr.errors import ConfigurationError, InputFileError
+from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,33 @@ def with_suffix(name: str, suffix: str) -> str:
 def part_file_name(name: str, num_parts: int, part_id: int) -> str:
     """``predictions.json`` -> ``predictions_part2.json`` for part 2 of several; unchanged for one part."""
     return with_suffix(name, part_suffix(num_parts, part_id))
+
+
+def subject_key(name: str, metadata: pd.DataFrame | None = None) -> str:
+    """The subject a case belongs to, for keeping a subject's cases in one part: its ``cases.csv`` row's
+    ``subject``, else the name rules of the analysis (``SUBJECT_ED``/``_ES``, ACDC ``SUBJECT_frameNN``), else
+    the case name itself."""
+    if metadata is not None and name in metadata.index and "subject" in metadata.columns:
+        value = metadata.at[name, "subject"]
+        if not pd.isna(value) and str(value).strip():
+            return str(value).strip()
+    subject, phase = subject_and_phase(name, None)
+    if subject is not None and phase in (ED, ES):
+        return subject
+    match = FRAME_IN_ID.match(name)
+    return match.group("subject") if match else name
+
+
+T = TypeVar("T")
+
+
+def take_part(items: Sequence[T], num_parts: int, part_id: int, key: Callable[[T], str]) -> list[T]:
+    """Part ``part_id`` of ``num_parts`` of ``items`` (in their order), dealt by ``key``: items with the same
+    key (the ED and ES files of one subject) fall in the same part, so that each part can pair and measure
+    them; the keys, in order of first appearance, go round the parts in turn."""
+    order = list(dict.fromkeys(key(item) for item in items))
+    mine = set(order[part_id::num_parts])
+    return [item for item in items if key(item) in mine]
 
 
 @dataclass

@@ -113,6 +113,26 @@ def test_sharding_and_continue(tmp_path, tiny_model_dir):
     assert not temporaries(out)
 
 
+def test_parts_keep_a_subjects_ed_and_es_together(tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for name, phase in (("u1", 0.0), ("u2", 1.0), ("v_ED", 0.0), ("v_ES", 1.0)):
+        case = small_case(60, slices=3, phase=phase)
+        write_image(case.image, case.geometry, src / f"{name}.nii.gz")
+    # u1 and u2 pair only through cases.csv (found in the input folder), v_ED and v_ES through their names
+    pd.DataFrame({"case_id": ["u1", "u2"], "subject": ["U", "U"], "phase": ["ED", "ES"]}).to_csv(
+        src / "cases.csv", index=False)
+    base = ["-i", str(src), "-o", str(out), "-m", str(tiny_model_dir), "-j", "0"] + FAST
+    done = []
+    for part in (0, 1):
+        assert main(base + ["--num-parts", "2", "--part-id", str(part)]) == 0
+        done.append(json.loads((out / f"predictions_part{part}.json").read_text())["done"])
+        measures = pd.read_csv(out / f"measures_part{part}.csv")
+        assert len(measures) == 1 and measures["ED_case"].notna().all() and measures["ES_case"].notna().all()
+    assert done == [["u1", "u2"], ["v_ED", "v_ES"]]
+
+
 def test_side_files_of_an_acdc_like_folder_are_skipped_not_failed(tmp_path, tiny_model_dir, capsys):
     """Issue 17: ``Info.cfg`` and ``cases.csv`` beside the images made the run fail with "not an image"."""
     src, out = tmp_path / "in", tmp_path / "out"

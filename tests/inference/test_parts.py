@@ -34,6 +34,16 @@ def test_part_file_names():
     assert part_file_name("failures.json", 1, 0) == "failures.json"
 
 
+def test_a_subjects_cases_fall_in_one_part():
+    from autocmr.inference.parts import subject_key, take_part
+
+    names = ["p1_ED", "p1_ES", "p2-ed", "p2-es", "patient003_frame01", "patient003_frame12", "q", "r"]
+    parts = [take_part(names, 3, k, subject_key) for k in range(3)]
+    assert parts == [["p1_ED", "p1_ES", "q"], ["p2-ed", "p2-es", "r"], ["patient003_frame01", "patient003_frame12"]]
+    table = pd.DataFrame({"subject": ["S", "S"]}, index=["x", "y"])
+    assert subject_key("x", table) == subject_key("y", table) == "S" and subject_key("z", table) == "z"
+
+
 def test_three_parts_merge_into_one_set_of_tables(inputs, tmp_path, tiny_predictor):
     out = tmp_path / "out"
     reports = [predict_folder(inputs, out, tiny_predictor, num_parts=3, part_id=k, num_workers=0,
