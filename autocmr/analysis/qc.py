@@ -73,8 +73,8 @@ def describe_flags(t: QcThresholds | None = None) -> dict[str, str]:
 
     texts = dict(QC_FLAGS)
     texts.update({
-        "too_few_slices": f"the longest run of contiguous slices with LV or myocardium spans less than "
-                          f"{t.min_lv_length_mm:g} mm, or with RV less than {t.min_rv_length_mm:g} mm",
+        "too_few_slices": f"the longest run of contiguous slices with LV cavity, or with myocardium, spans less "
+                          f"than {t.min_lv_length_mm:g} mm, or with RV less than {t.min_rv_length_mm:g} mm",
         "irregular_lv_profile": f"the LV cavity area along the slices dips by more than {_percent(t.max_profile_dip)} "
                                 "of its peak between its rise and fall (slices out of order, or parts of the LV "
                                 "missed)",

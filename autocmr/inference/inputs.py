@@ -44,7 +44,7 @@ OUTPUT_SUFFIX = ".nii.gz"  # masks are always written as NIfTI, whatever the inp
 IMAGES_FROM_DICOM = "images_from_dicom"  # sub-folder of the output holding DICOM series converted to NIfTI
 PROBABILITIES_SUFFIX = "_probabilities.npz"
 JOB_KINDS = ("3d", "cine", "dicom")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script (a folder named 张三 stays 张三)
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
 # Text that travels with images (metadata, notes) is no image and no reason for the run to fail.
 SIDE_FILE_SUFFIXES = (".cfg", ".csv", ".json", ".md", ".tsv", ".txt")
@@ -217,9 +217,16 @@ def _stem(path: Path) -> str:
 def _image_jobs(images: Sequence[Path], out: Path, num_channels: int | None) -> _Found:
     """Group files into cases (nnU-Net channel naming or plain names) and classify them 3D / cine."""
     by_case: dict[str, dict[int, Path]] = {}
+    repeated: list[CaseFailure] = []
     for path in images:
         if parsed := split_channel_suffix(_stem(path)):
-            by_case.setdefault(parsed[0], {})[parsed[1]] = path
+            channels = by_case.setdefault(parsed[0], {})
+            if parsed[1] in channels:  # CASE_0000.nii beside CASE_0000.nii.gz: which one is meant?
+                repeated.append(CaseFailure(parsed[0], str(path), f"same case and channel as "
+                                                                  f"{channels[parsed[1]].name}; skipped, remove one"))
+                continue
+            channels[parsed[1]] = path
+    images = [p for p in images if str(p) not in {f.file for f in repeated}]
     groups: list[tuple[str, dict[int, Path]]] = []
     grouped: set[str] = set()
     for path in images:
@@ -230,7 +237,7 @@ def _image_jobs(images: Sequence[Path], out: Path, num_channels: int | None) -> 
                 groups.append((parsed[0], by_case[parsed[0]]))
         else:  # plain name, or a _NNNN suffix that is not a channel number (no _0000 beside it)
             groups.append((_stem(path), {0: path}))
-    jobs, problems = [], []
+    jobs, problems = [], list(repeated)
     for name, channels in groups:
         job_or_problem = _image_job(name, channels, out, num_channels)
         (jobs if isinstance(job_or_problem, PredictionJob) else problems).append(job_or_problem)
@@ -294,7 +301,7 @@ def _dicom_name(info: DicomSeriesInfo, folder: Path, root: Path) -> str:
 
 
 def sanitise_name(text: str) -> str:
-    """A file-name-safe version of ``text``: letters, digits, ``.``, ``_`` and ``-`` only."""
+    """A file-name-safe version of ``text``: letters and digits (of any script), ``.``, ``_`` and ``-`` only."""
     name = _UNSAFE.sub("_", text).strip("._-")
     return re.sub(r"_+", "_", name) or "series"
 

@@ -148,6 +148,17 @@ def test_an_output_folder_above_the_input_keeps_every_dicom_series(tmp_path):
 def test_sanitise_name():
     assert sanitise_name("a b/c:d__e") == "a_b_c_d_e"
     assert sanitise_name("..//") == "series"
+    assert sanitise_name("张三/s5 CINE") == "张三_s5_CINE" != sanitise_name("李四/s5 CINE")  # no clash by script
+
+
+def test_the_same_channel_twice_is_reported_not_dropped(tmp_path):
+    src = tmp_path / "in"
+    _image(src / "c_0000.nii")
+    _image(src / "c_0000.nii.gz")
+    found = discover_jobs(src, tmp_path / "out")
+    assert [j.sources for j in found.jobs] == [(src / "c_0000.nii",)]
+    (problem,) = found.problems
+    assert problem.file == str(src / "c_0000.nii.gz") and "same case and channel as c_0000.nii" in problem.reason
 
 
 def test_sunnybrook_study_is_one_cine_series(sunnybrook_root):
