@@ -287,11 +287,26 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
     return locations
 
 
+def _warn_if_sheared(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, depths: np.ndarray,
+                     source: Path) -> None:
+    """Slices whose positions drift off the first slice's normal line (a sheared stack) are placed on a regular
+    grid through the first one: each slice's pixels stay right, the stack's 3D shape is approximate."""
+    first = np.asarray(grid[0][0].position, float)
+    offsets = [np.linalg.norm(np.asarray(loc[0].position, float) - first - (depth - depths[0]) * normal)
+               for loc, depth in zip(grid, depths)]
+    worst = int(np.argmax(offsets))
+    if offsets[worst] > 0.5 * min(grid[0][0].pixel_spacing or (1.0,)):
+        logger.warning("%s: slices are shifted in-plane by up to %.2f mm off the stack's axis (%s); the volume is "
+                       "placed on a regular grid through the first slice and its 3D shape is approximate", source,
+                       offsets[worst], grid[worst][0].label)
+
+
 def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source: Path) -> float:
     if len(grid) == 1:
         hint = grid[0][0].slice_gap_hint
         return float(hint) if hint and hint > 0 else 1.0
     depths = np.array([float(np.dot(loc[0].position, normal)) for loc in grid])
+    _warn_if_sheared(grid, normal, depths, source)
     gaps = np.diff(depths)
     median = float(np.median(gaps))
     small = int(np.argmin(gaps))

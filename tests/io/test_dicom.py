@@ -260,6 +260,23 @@ def test_slice_gaps_uneven_warns_and_overlap_fails(tmp_path, stored, caplog):
         read_dicom_series(tmp_path / "overlap")
 
 
+def test_a_sheared_stack_is_read_with_a_warning(tmp_path, stored, caplog):
+    paths = _write_series(tmp_path / "s", stored)
+    for t in range(stored.shape[0]):  # the second slice moved 3 mm along the rows: off the first one's normal
+        ds = pydicom.dcmread(paths[(1, t)])
+        ds.ImagePositionPatient = [_ds(v) for v in ORIGIN + SLICE_GAP * ROTATION[:, 2] + 3.0 * ROTATION[:, 0]]
+        ds.save_as(paths[(1, t)])
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "s")
+    assert volume.array.shape == stored.shape
+    assert "shifted in-plane by up to 3.00 mm" in caplog.text
+    caplog.clear()
+    _write_series(tmp_path / "straight", stored)
+    with caplog.at_level(logging.WARNING):
+        read_dicom_series(tmp_path / "straight")
+    assert "shifted in-plane" not in caplog.text
+
+
 def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
     _write_series(tmp_path / "s", stored)
     out = write_dicom_as_nifti(tmp_path / "s", tmp_path / "out" / "cine.nii.gz")
