@@ -18,6 +18,7 @@ files; the frame order in the file stands in for InstanceNumber when trigger tim
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydicom
@@ -30,15 +31,20 @@ if TYPE_CHECKING:  # autocmr.io.dicom_scan builds headers and calls this module
 
 
 def is_enhanced(ds: pydicom.Dataset) -> bool:
-    """A multi-frame image whose frames are described by functional groups."""
-    return int(ds.get("NumberOfFrames") or 1) > 1 and "PerFrameFunctionalGroupsSequence" in ds
+    """An image whose frames are described by functional groups (Enhanced MR and the like): several frames, or
+    one whose position is only there (some single-frame files also carry the sequence, beside a top-level
+    ImagePositionPatient that places them)."""
+    if not ds.get("PerFrameFunctionalGroupsSequence"):
+        return False
+    frames = numeric_value(Path(str(ds.filename or "")), "NumberOfFrames", ds.get("NumberOfFrames")) or 1
+    return frames > 1 or "ImagePositionPatient" not in ds
 
 
 def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
     """One header per frame of the enhanced image ``ds``, filled from its functional groups; ``base`` gives
     what all frames share (file, series, study, matrix)."""
     per_frame = ds.PerFrameFunctionalGroupsSequence
-    n = int(ds.NumberOfFrames)
+    n = int(numeric_value(base.path, "NumberOfFrames", ds.get("NumberOfFrames")) or 1)
     if len(per_frame) != n:
         raise InputFileError(base.path, f"NumberOfFrames is {n} but the per-frame functional groups describe "
                                         f"{len(per_frame)} frames")

@@ -44,6 +44,8 @@ def _frame(header: DicomHeader, decoded: dict[Path, np.ndarray]) -> np.ndarray:
     frames = decoded.get(header.path)
     if frames is None:
         frames = _decode(header.path)[1]
+        if frames.ndim == 2:  # an enhanced file of one frame: pydicom gives (rows, columns)
+            frames = frames[None]
         if frames.ndim != 3 or frames.shape[1:] != header.shape:
             raise InputFileError(header.path, f"multi-frame pixel data has shape {frames.shape}, expected "
                                               f"(frames, {header.shape[0]}, {header.shape[1]})")

@@ -101,6 +101,16 @@ def test_enhanced_mr_phase_and_per_frame_rescale(tmp_path, synthetic):
     _same_volume(read_dicom_series([path]), single)
 
 
+def test_an_enhanced_file_of_one_frame_reads_like_its_single_frame_file(tmp_path, synthetic):
+    one = sorted(synthetic.iterdir())[0]
+    path = to_enhanced([one], tmp_path / "enhanced" / "one.dcm")
+    ds = pydicom.dcmread(path)
+    assert int(ds.NumberOfFrames) == 1 and "ImagePositionPatient" not in ds
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices  # the converter's
+    ds.save_as(path)  # placeholder (1.0) for a single frame; the slice thickness (8 mm) is the source's own
+    _same_volume(read_dicom_series([path]), read_dicom_series([one]))
+
+
 def test_enhanced_file_with_missing_frames_is_refused_naming_it(tmp_path, synthetic):
     path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm")
     ds = pydicom.dcmread(path)
