@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(args.prediction) > 1:
                 raise ConfigurationError("--compare takes one prediction folder for -pred")
             output = args.output or str(Path(prediction) / "comparison")
-            result = compare_predictions(args.reference, prediction, args.compare, output, **options)
+            result = compare_predictions(args.reference, prediction, args.compare, output,
+                                         ignore_labels=args.ignore_pred_labels, base_end=args.base_end, **options)
         else:
             from autocmr.evaluation.evaluate import evaluate_folders
 

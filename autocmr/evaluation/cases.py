@@ -77,6 +77,15 @@ def resolve_labels(labels: Mapping[str, int] | str | Path | None) -> dict[str, i
     return out
 
 
+def scored_labels(labels: Mapping[str, int], ignore: Sequence[int]) -> dict[str, int]:
+    """The classes left to score once the predicted values ``ignore`` count as background: an ignored class
+    is not scored (it would be 'empty in both' everywhere, a perfect score for nothing)."""
+    left = {name: value for name, value in labels.items() if value not in {int(v) for v in ignore}}
+    if not left:
+        raise ConfigurationError(f"every class of {dict(labels)} is ignored ({list(ignore)}): nothing to score")
+    return left
+
+
 def _labels_from_json(spec: str | Path) -> Mapping[str, Any]:
     text = str(spec)
     path = Path(text)
@@ -213,7 +222,7 @@ def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray,
     if reference.ndim == len(spacing):
         frames: list[tuple[int | None, np.ndarray, np.ndarray]] = [(None, reference, prediction)]
     elif reference.ndim == len(spacing) + 1:
-        frames = [(t, reference[t], prediction[t]) for t in range(reference.shape[0])]
+        frames = [(t, reference[t], prediction[t]) for t in annotated_frames(reference)]
     else:
         raise ValueError(f"spacing {spacing} does not fit arrays of shape {reference.shape}")
     rows = []
@@ -269,7 +278,17 @@ def case_slice_profiles(case_id: str, reference: np.ndarray, prediction: np.ndar
     if reference.ndim == len(spacing):
         return [slice_profile(case_id, reference, prediction, spacing, labels, geometry=geometry)]
     return [slice_profile(frame_case_id(case_id, t), reference[t], prediction[t], spacing, labels, geometry=geometry,
-                          source_case=case_id, frame=t) for t in range(reference.shape[0])]
+                          source_case=case_id, frame=t) for t in annotated_frames(reference)]
+
+
+def annotated_frames(reference: np.ndarray) -> list[int]:
+    """The frames of a 4D reference that hold any label: a cine annotated only at some frames (M&Ms: ED and
+    ES) is scored there, not against empty hearts elsewhere (whose ES would be a volume of 0 mL). A reference
+    empty at every frame keeps them all, so that the prediction's false positives still count."""
+    annotated = [t for t in range(reference.shape[0]) if reference[t].any()]
+    if annotated and len(annotated) < reference.shape[0]:
+        logger.info("reference annotated at frames %s of %d: only those are scored", annotated, reference.shape[0])
+    return annotated or list(range(reference.shape[0]))
 
 
 def safe_name(text: str) -> str:
@@ -277,6 +296,6 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-]+", "_", str(text)).strip("_") or "column"
 
 
-__all__ = ["CaseFailure", "CasePair", "case_info", "case_slice_profiles", "evaluate_arrays", "evaluate_pair",
-           "evaluate_pair_detailed", "load_metadata",
-           "match_files", "resolve_labels"]
+__all__ = ["CaseFailure", "CasePair", "annotated_frames", "case_info", "case_slice_profiles", "evaluate_arrays",
+           "evaluate_pair", "evaluate_pair_detailed", "load_metadata", "match_files", "resolve_labels",
+           "scored_labels"]

@@ -87,15 +87,17 @@ def comparison_summary(paired: pd.DataFrame, a: EvaluationResult, b: EvaluationR
 def compare_predictions(reference_dir: str | Path, prediction_a: str | Path, prediction_b: str | Path,
                         output_dir: str | Path | None, *, labels: LabelsSpec = None, metadata: MetadataSpec = None,
                         by: Sequence[str] | None = None, file_ending: str = ".nii.gz",
-                        num_workers: int = 1, make_plots: bool = True) -> ComparisonResult:
+                        num_workers: int = 1, make_plots: bool = True, ignore_labels: Sequence[int] = (),
+                        base_end: str = "auto") -> ComparisonResult:
     """Evaluate predictions A and B against the same references and compare them case by case.
 
-    Arguments as :func:`autocmr.evaluation.evaluate.evaluate_folders`; ``output_dir`` None writes nothing
-    (not even the evaluations of A and B).
+    Arguments as :func:`autocmr.evaluation.evaluate.evaluate_folders` (``ignore_labels`` and ``base_end`` apply
+    to both); ``output_dir`` None writes nothing (not even the evaluations of A and B).
     """
     out = Path(output_dir) if output_dir is not None else None
     options: dict[str, Any] = dict(labels=labels, metadata=metadata, by=by, file_ending=file_ending,
-                                   num_workers=num_workers, make_plots=make_plots)
+                                   num_workers=num_workers, make_plots=make_plots, ignore_labels=ignore_labels,
+                                   base_end=base_end)
     options["write_outputs"] = out is not None
     a = evaluate_folders(reference_dir, prediction_a, out / "A" if out else None, **options)
     b = evaluate_folders(reference_dir, prediction_b, out / "B" if out else None, **options)

@@ -23,7 +23,8 @@ from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.evaluation import plots
 from autocmr.evaluation import position_report
 from autocmr.evaluation.cases import (CaseFailure, case_info, case_slice_profiles, evaluate_arrays,
-                                      evaluate_pair_detailed, load_metadata, match_files, resolve_labels, safe_name)
+                                      evaluate_pair_detailed, load_metadata, match_files, resolve_labels, safe_name,
+                                      scored_labels)
 from autocmr.evaluation.clinical import STRUCTURES, clinical_table
 from autocmr.evaluation.exchanges import exchange_table, format_exchanges
 from autocmr.evaluation.position_report import SLICE_POSITION
@@ -200,7 +201,7 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[f
         DatasetError: no case could be evaluated.
         ConfigurationError: bad labels or a breakdown column the metadata lacks.
     """
-    label_map = resolve_labels(labels)
+    label_map = scored_labels(resolve_labels(labels), ignore_labels)
     meta = load_metadata(metadata)
     _check_by(by, case_info([], meta))  # fail before the work, not after
     _check_base_end(base_end)
@@ -274,7 +275,7 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
             raise DatasetError(f"{folder}: {what} folder not found")
     if output_dir is None and write_outputs and len(prediction_dirs) > 1:
         raise ConfigurationError("several prediction folders need an output folder (-o)")
-    label_map = resolve_labels(labels)
+    label_map = scored_labels(resolve_labels(labels), ignore_labels)
     meta = load_metadata(metadata, search=(reference_dir, reference_dir.parent))
     _check_by(by, case_info([], meta))
     _check_base_end(base_end)

@@ -128,6 +128,25 @@ def test_compare_two_prediction_folders(folders, capsys):
     assert "Wilcoxon" in capsys.readouterr().out
 
 
+def test_an_ignored_class_is_not_scored_alone_or_in_a_comparison(tmp_path):
+    _, labels, geometry, ed, _ = make_phantom_cine(7, n_frames=3, fov_mm=150.0)
+    spacing = geometry.spatial().spacing_zyx
+    prediction = labels[ed]
+    reference = np.where(prediction == RV, 0, prediction)  # an LV-only study: no RV drawn
+    result = evaluate_cases([("lv_only", reference, prediction, spacing)], ignore_labels=[RV], make_plots=False)
+    assert list(result.summary["labels"]) == ["LV", "MYO"] and set(result.cases["class"]) == {"LV", "MYO"}
+    assert (result.cases["dice"] == 1.0).all()
+    with pytest.raises(ConfigurationError, match="nothing to score"):
+        evaluate_cases([("x", reference, prediction, spacing)], labels={"RV": 3}, ignore_labels=[RV])
+    for folder in ("ref", "a", "b"):
+        write_image(reference if folder == "ref" else prediction, Geometry(
+            tuple(reversed(reference.shape)), tuple(reversed(spacing)), (0.0, 0.0, 0.0),
+            tuple(np.eye(3).ravel().tolist())), tmp_path / folder / "lv_only.nii.gz")
+    compared = compare_predictions(tmp_path / "ref", tmp_path / "a", tmp_path / "b", None, ignore_labels=[RV],
+                                   make_plots=False)
+    assert set(compared.summary["classes"]) == {"LV", "MYO"}
+
+
 def test_comparison_plot(folders, tmp_path):
     result = compare_predictions(folders["ref"], folders["b"], folders["b"], None)
     assert result.summary["classes"]["MYO"]["dice"]["wilcoxon_p"] == 1.0  # identical folders
@@ -190,6 +209,20 @@ def test_cine_files_are_evaluated_per_frame(tmp_path):
     expected = (labels[0] == 1).sum() * np.prod(geometry.spacing[:3]) / 1000
     assert lv["vol_ref_ml"].iloc[0] == pytest.approx(expected)
     assert tuple(result.clinical.loc[0, ["ref_ED", "ref_ES"]]) == (ed, es)
+
+
+def test_a_cine_annotated_only_at_ed_and_es_is_scored_there(tmp_path):
+    _, labels, geometry, ed, es = make_phantom_cine(6, n_frames=6, fov_mm=150.0)
+    reference = np.zeros_like(labels)
+    reference[[ed, es]] = labels[[ed, es]]  # as M&Ms ships its 4D references
+    write_image(reference, geometry, tmp_path / "ref" / "cine02.nii.gz")
+    write_image(labels, geometry, tmp_path / "pred" / "cine02.nii.gz")
+    result = evaluate_folders(tmp_path / "ref", tmp_path / "pred", write_outputs=False)
+    assert sorted(result.cases["frame"].dropna().astype(int).unique()) == sorted([ed, es])
+    assert (result.cases["dice"] == 1.0).all()  # no frame scored against an empty reference
+    row = result.clinical.iloc[0]
+    assert (row["ref_ED"], row["ref_ES"]) == (ed, es) and row["ref_LVESV"] > 0
+    assert row["pred_LVEF"] == pytest.approx(row["ref_LVEF"])
 
 
 def test_labels_from_json_text_and_dataset_json(tmp_path):
