@@ -61,4 +61,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(numpy_rng_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU the saving process saw; a resume may see fewer (another node, CUDA_VISIBLE_DEVICES)
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)

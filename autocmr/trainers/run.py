@@ -54,10 +54,12 @@ def _identity(plans: Plans, configuration: str) -> ModelManifest:
 def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configuration: str, fold: str | int,
                        folds: list[dict[str, Any]] | None, log: Callable[[str], None]) -> None:
     """Copy the dataset's documents into the model folder. ``folds``: the partition this run uses (a --splits
-    file's, or the dataset's), written as the folder's splits; without one (fold 'all'), the dataset's."""
+    file's, or the dataset's), written as the folder's splits; without one (fold 'all'), the dataset's unless
+    the folder has splits already (its cross-validation folds were trained with them: keep them)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     plans.save(model_dir / PLANS)
-    for name in (DATASET, FINGERPRINT, CASES) + (() if folds else (SPLITS,)):
+    keep_splits = bool(folds) or (model_dir / SPLITS).is_file()
+    for name in (DATASET, FINGERPRINT, CASES) + (() if keep_splits else (SPLITS,)):
         if (pre_dir / name).is_file():
             copy_file_atomic(pre_dir / name, model_dir / name)
     if folds:
@@ -127,7 +129,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         folds = []
     else:
         folds = load_or_create_splits(pre_dir / SPLITS, subjects)
-    train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS))
+    train_cases, val_cases = select_fold(folds, fold, cases, source=str(splits_file or pre_dir / SPLITS),
+                                         subject_of={str(c): str(s) for c, s in metadata["subject"].items()})
     dist.main_done()
     model_dir = (Path(output_dir) if output_dir
                  else roots.results / name / model_folder_name(plans.plans_name, configuration))
@@ -140,7 +143,9 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
                                batch_size=options.batch_size or config.batch_size)
     latest = fold_dir / checkpoint_name("latest")
     resuming = continue_training and latest.is_file()
-    changes = check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log) if resuming else []
+    resumed = load_checkpoint(latest) if resuming else None
+    changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
+                                    checkpoint_options=resumed.get("options")) if resumed is not None else [])
     if dist.is_main:
         _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
         write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
@@ -159,8 +164,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
                       val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
                       parameters=trainable, start_time=start_time, distributed=dist)
-    if resuming:
-        trainer.restore(load_checkpoint(latest))
+    if resumed is not None:
+        trainer.restore(resumed)
         log(f"resumed from {latest} at epoch {trainer.state.epoch}")
     elif continue_training:
         log(f"--continue given but {latest} does not exist: starting from scratch")

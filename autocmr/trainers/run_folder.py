@@ -4,7 +4,7 @@ which ``--continue`` compares with the requested ones before it resumes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from autocmr.documents.layout import CHECKPOINT_KINDS, RUN_OPTIONS, checkpoint_relpath, fold_dir_name
 from autocmr.documents.manifest import ModelManifest, update_weights
@@ -28,14 +28,21 @@ def finish_fold(model_dir: Path, identity: ModelManifest, fold: str | int) -> Mo
 
 
 def check_resume_options(fold_dir: Path, requested: TrainOptions, *, allow_changes: bool,
-                         log: Callable[[str], None]) -> list[str]:
+                         log: Callable[[str], None], checkpoint_options: dict[str, Any] | None = None) -> list[str]:
     """Differences between the run's stored result-changing options and ``requested``; refuses to resume on
-    any unless ``allow_changes``. A run without stored options (none written yet) resumes as requested."""
+    any unless ``allow_changes``. The options inside the checkpoint to resume (``checkpoint_options``) are the
+    ones it was trained with and come first: ``options.json`` is rewritten by a new run that may have stopped
+    before saving a checkpoint of its own, leaving an older run's behind. A run without stored options resumes
+    as requested."""
     path = fold_dir / RUN_OPTIONS
-    if not path.is_file():
+    if checkpoint_options is not None:
+        stored = checkpoint_options
+    elif path.is_file():
+        stored = RunOptionsDocument.load(path).options
+    else:
         log(f"--continue: {path} not found, the stored options cannot be compared; resuming with the requested ones")
         return []
-    changes = requested.differences_from(RunOptionsDocument.load(path).options)
+    changes = requested.differences_from(stored)
     if changes and not allow_changes:
         raise ConfigurationError(
             f"{fold_dir}: --continue would change options that change the run's result: {'; '.join(changes)}. "

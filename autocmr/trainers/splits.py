@@ -54,8 +54,13 @@ def read_splits(path: Path) -> list[dict[str, list[str]]]:
 
 
 def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: Sequence[str],
-                source: str = "splits") -> tuple[list[str], list[str]]:
-    """Train and validation case ids for ``fold`` (an index, or 'all': train on everything, no validation)."""
+                source: str = "splits", subject_of: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Train and validation case ids for ``fold`` (an index, or 'all': train on everything, no validation).
+
+    ``subject_of`` (case -> subject): a subject with cases on both sides (a split made per case, e.g. an
+    nnU-Net ``splits_final.json``, puts one patient's ED in training and its ES in validation) is refused, so
+    is a case on both sides: the validation would score cases the network trained on.
+    """
     if str(fold) == "all":
         return sorted(all_cases), []
     try:
@@ -70,4 +75,13 @@ def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: S
     if not entry["val"]:
         raise ConfigurationError(f"{source}: fold {k} has no validation subjects; "
                                  "use fold 'all' to train without validation")
+    both = sorted(set(entry["train"]) & set(entry["val"]))
+    if both:
+        raise ConfigurationError(f"{source}: fold {k} has cases in training and validation: {both[:5]}")
+    if subject_of is not None:
+        trained = {subject_of.get(c, c) for c in entry["train"]}
+        shared = sorted({subject_of.get(c, c) for c in entry["val"]} & trained)
+        if shared:
+            raise ConfigurationError(f"{source}: fold {k} puts cases of subject(s) {shared[:5]} in training and "
+                                     "validation (a split per case, not per patient?); make the splits per subject")
     return list(entry["train"]), list(entry["val"])

@@ -93,6 +93,18 @@ def test_fold_selection_errors_are_clear():
         subject_folds({"a": ["a"], "b": ["b"]})
 
 
+def test_a_split_that_mixes_one_patients_cases_is_refused():
+    cases = ["p1_ED", "p1_ES", "p2_ED", "p2_ES"]
+    subject_of = {c: c.split("_")[0] for c in cases}
+    per_case = [{"train": ["p1_ED", "p2_ED", "p2_ES"], "val": ["p1_ES"]}]  # as a per-case split draws them
+    with pytest.raises(ConfigurationError, match=r"subject\(s\) \['p1'\] in training and validation"):
+        select_fold(per_case, 0, cases, subject_of=subject_of)
+    with pytest.raises(ConfigurationError, match="cases in training and validation"):
+        select_fold([{"train": cases, "val": ["p1_ES"]}], 0, cases)
+    per_subject = [{"train": ["p2_ED", "p2_ES"], "val": ["p1_ED", "p1_ES"]}]
+    assert select_fold(per_subject, 0, cases, subject_of=subject_of) == (per_subject[0]["train"], per_subject[0]["val"])
+
+
 def test_presets_and_durations():
     assert {"default", "cross-domain", "none"} <= set(PRESETS)
     with pytest.raises(ConfigurationError, match="valid"):

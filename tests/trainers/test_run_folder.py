@@ -51,6 +51,20 @@ def test_continue_refuses_changed_options_unless_allowed(tiny_model, tmp_path):
     assert "resuming with changed options" in (out / "fold_0" / "log.txt").read_text()
 
 
+def test_continue_compares_with_the_checkpoints_own_options(tiny_model, tmp_path):
+    """A new run rewrites options.json and may stop before its first checkpoint: the older run's checkpoint
+    left behind must not be resumed as if it were the new run's."""
+    from autocmr.trainers.run_folder import write_run_options
+
+    _, roots = tiny_model
+    out = tmp_path / "run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)  # the old run, lr 0.01
+    newer = _options(learning_rate=0.02)
+    write_run_options(out / "fold_0", newer, "cpu", [], resuming=False)  # a new run, stopped before saving
+    with pytest.raises(ConfigurationError, match=r"learning_rate: 0.01 -> 0.02"):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=newer, output_dir=out, continue_training=True)
+
+
 def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
     """Version-1 checkpoint (numpy RNG state pickled) and options.json (digest over every option)."""
     import json

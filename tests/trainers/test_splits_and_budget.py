@@ -184,3 +184,18 @@ def test_the_model_folder_warns_only_when_readable_splits_differ(roots, tmp_path
     assert json.loads((model_dir / "splits.json").read_text(encoding="utf-8")) == folds
     assert (model_dir / "dataset.json").read_bytes() == (pre_dir / "dataset.json").read_bytes()
     assert not [p.name for p in model_dir.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_fold_all_keeps_the_splits_its_cross_validation_folds_were_trained_with(roots, tmp_path) -> None:
+    pre_dir = roots.preprocessed / NAME
+    plans = Plans.load(pre_dir / "autocmrPlans_cpu.json")
+    cases = _cases(roots)
+    custom = [{"train": cases[2:], "val": cases[:2]}]
+    model_dir = tmp_path / "model"
+    _prepare_model_dir(model_dir, pre_dir, plans, "2d", 0, custom, lambda m: None)  # fold 0 with --splits
+    _prepare_model_dir(model_dir, pre_dir, plans, "2d", "all", [], lambda m: None)  # then fold all
+    assert json.loads((model_dir / "splits.json").read_text(encoding="utf-8")) == custom
+    fresh = tmp_path / "fresh"
+    _prepare_model_dir(fresh, pre_dir, plans, "2d", "all", [], lambda m: None)  # alone: the dataset's splits
+    if (pre_dir / "splits.json").is_file():
+        assert (fresh / "splits.json").read_bytes() == (pre_dir / "splits.json").read_bytes()
