@@ -2,28 +2,35 @@
 as softmax probabilities in the stored order of the raw image (what ensembling averages).
 
 Probabilities are cached as ``CACHE/<model name>/CASE.npz`` (float16, key ``probabilities``, shape
-(C, z, y, x)), written atomically, and reused on the next run; a changed model needs a fresh cache folder.
+(C, z, y, x)), written atomically, and reused on the next run when they come from the same source:
+``CACHE/<model name>/source.json`` records the model folder, the sha256 of each fold's checkpoint and the
+prediction settings (checkpoint kind, mirroring, step, precision). A cache made by anything else (a retrained
+fold, another model of the same folder name, ``--no-mirror``) is deleted and predicted again.
 Predicting reads only the raw images and the fold's checkpoint, never writes into the model folder.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from autocmr.documents.layout import checkpoint_relpath
+from autocmr.documents.manifest import sha256_of
 from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.inference.predictor import PredictorOptions
-from autocmr.io.atomic import atomic_path
+from autocmr.io.atomic import atomic_path, write_json_atomic
 from autocmr.models.folder import ModelFolder
 from autocmr.preprocessing.loading import load_case
 from autocmr.trainers.splits import SPLITS_FILE, read_splits
 
 logger = logging.getLogger(__name__)
 PROBABILITIES_KEY = "probabilities"
+CACHE_SOURCE = "source.json"
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,34 @@ def read_probabilities(path: Path) -> np.ndarray:
         return data[PROBABILITIES_KEY].astype(np.float32)
 
 
+def cache_source(model: CvModel, options: PredictorOptions) -> dict[str, Any]:
+    """What made a model's cached probabilities (see the module doc)."""
+    return {"model": str(model.path.resolve()), "checkpoint": options.checkpoint, "mirror": options.mirror,
+            "step": options.step, "precision": options.precision,
+            "weights": {fold: sha256_of(model.path / checkpoint_relpath(fold, options.checkpoint))
+                        for fold in model.folds}}
+
+
+def _use_cache_of(folder: Path, source: dict[str, Any]) -> None:
+    """Keep ``folder``'s cached probabilities only if ``source`` made them; then record ``source``."""
+    record = folder / CACHE_SOURCE
+    cached = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    stored = None
+    if record.is_file():
+        try:
+            stored = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+    same = stored is not None and all(stored.get(k) == v for k, v in source.items() if k != "weights") and all(
+        stored.get("weights", {}).get(fold) == digest for fold, digest in source["weights"].items())
+    if cached and not same:
+        logger.warning("%s: %d cached prediction(s) were made by another model or other settings; predicted again",
+                       folder, len(cached))
+        for path in cached:
+            path.unlink(missing_ok=True)
+    write_json_atomic(record, source)
+
+
 def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, cache_dir: Path,
                          options: PredictorOptions) -> dict[str, Path]:
     """Predict the cached-missing ``cases`` fold by fold (each with its own fold's network); their paths."""
@@ -84,6 +119,7 @@ def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, ca
     unknown = sorted(set(cases) - set(model.case_fold))
     if unknown:
         raise ConfigurationError(f"{model.path}: cases {unknown[:5]} are in no validation fold used")
+    _use_cache_of(cache_dir / model.name, cache_source(model, options))
     todo = [c for c in cases if not paths[c].is_file()]
     logger.info("%s: %d validation case(s) cached, %d to predict", model.name, len(cases) - len(todo), len(todo))
     for fold in model.folds:

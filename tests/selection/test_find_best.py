@@ -105,6 +105,31 @@ def test_cached_probabilities_are_reused_and_bad_options_rejected(two_models, se
         Selection.load(selection_run / "broken.json")
 
 
+def test_a_cache_made_by_other_weights_or_settings_is_not_reused(two_models, selection_run, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from autocmr.selection.cv_probabilities import CACHE_SOURCE, _use_cache_of, cache_source
+
+    model_a, model_b, _ = two_models
+    cv_a, cv_b = open_cv_model(model_a), open_cv_model(model_b)
+    folder = next(p for p in (selection_run / "probabilities").iterdir() if p.is_dir())
+    recorded = json.loads((folder / CACHE_SOURCE).read_text())
+    assert recorded == cache_source(cv_a if recorded["model"] == str(cv_a.path.resolve()) else cv_b, OPTIONS)
+    for other in (cache_source(cv_b, OPTIONS) if recorded["model"] == str(cv_a.path.resolve())
+                  else cache_source(cv_a, OPTIONS), {**recorded, "mirror": True},
+                  {**recorded, "weights": {k: "0" * 64 for k in recorded["weights"]}}):
+        copy = tmp_path / "cache"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        assert list(copy.glob("*.npz"))
+        _use_cache_of(copy, other)
+        assert not list(copy.glob("*.npz")) and json.loads((copy / CACHE_SOURCE).read_text()) == other
+    _use_cache_of(copy := tmp_path / "same", recorded)  # nothing cached yet: the source is recorded
+    assert json.loads((copy / CACHE_SOURCE).read_text()) == recorded
+    assert cache_source(cv_a, replace(OPTIONS, step=0.7))["step"] == 0.7
+
+
 def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, tmp_path):
     model_a, model_b, raw = two_models
     base = Selection.load(selection_run)
