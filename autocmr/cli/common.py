@@ -28,8 +28,13 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_command(fn: Callable[[], int]) -> int:
-    """Run ``fn``; autocmr's own errors become ``error: message`` on stderr and exit code 2."""
+RERUN = "rerun the same command to continue where it stopped"
+RERUN_WITH_CONTINUE = "rerun the same command with --continue to resume where it stopped"
+
+
+def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
+    """Run ``fn``; autocmr's own errors become ``error: message`` on stderr and exit code 2. ``on_interrupt``:
+    what to tell the user after Ctrl-C (commands that start over unless given --continue say so)."""
     from autocmr.errors import AutocmrError
 
     try:
@@ -42,7 +47,7 @@ def run_command(fn: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        print(f"interrupted; {on_interrupt}", file=sys.stderr)
         return 130
 
 

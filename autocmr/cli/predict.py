@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, keep_freed_memory_for, run_command, setup_logging
+from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, keep_freed_memory_for, run_command,
+                               setup_logging)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)
         return 0 if report.ok else 1
 
-    return run_command(go)
+    return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
 
 
 def _subject_of(args: argparse.Namespace):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, keep_freed_memory_for, roots_from, run_command, setup_logging
+from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, keep_freed_memory_for, roots_from, run_command,
+                               setup_logging)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: fold {fold}: {error}", file=sys.stderr)
         return 1 if report.failures else 0
 
-    return run_command(go)
+    return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, verify_weight_file
 from autocmr.documents.model_card import ModelCard
+from autocmr.errors import DocumentError
 from autocmr.models.registry import list_models, resolve_model
 
 
@@ -22,17 +23,23 @@ def list_text(models_dir: str | Path | None = None) -> str:
 
 
 def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
-    """Checks every weight file listed in the manifest; a mismatch raises with the file's name."""
+    """Checks every weight file listed in the manifest. A mismatch, a listed file that is missing, or a folder
+    without checksums raises (the command exits 2: a script's ``verify && deploy`` stops); weight files the
+    manifest does not list (a fold still training) are named in the text."""
     folder = resolve_model(reference, models_dir=models_dir)
     manifest = ModelManifest.load(folder)
     if manifest is None or manifest.is_legacy or not manifest.weights:
-        return f"{folder}: no checksums recorded (run `autocmr_models upgrade {folder}` to record them)"
+        raise DocumentError(f"{folder}: no checksums recorded, nothing can be verified (run `autocmr_models upgrade "
+                            f"{folder}` to record them for the files as they are now)")
     missing = [rel for rel in manifest.weights if not (folder / rel).is_file()]
+    if missing:
+        raise DocumentError(f"{folder}: weight file(s) listed in the manifest are missing: {missing}")
     for rel in manifest.weights:
-        if rel not in missing:
-            verify_weight_file(folder, manifest, rel)
-    status = f"missing: {missing}" if missing else "all match"
-    return f"{folder}: {len(manifest.weights) - len(missing)} weight file(s) checked against the manifest, {status}"
+        verify_weight_file(folder, manifest, rel)
+    on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.glob(f"{layout.FOLD_PREFIX}*/*.pth"))
+    unlisted = [rel for rel in on_disk if rel not in manifest.weights]
+    text = f"{folder}: {len(manifest.weights)} weight file(s) checked against the manifest, all match"
+    return text + (f"; not covered by the manifest (not verified): {unlisted}" if unlisted else "")
 
 
 def info_text(reference: str, *, models_dir: str | Path | None = None) -> str:

@@ -36,6 +36,18 @@ def swap_in_folder(staging: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_pack_destination(source: Path, dest: Path) -> None:
+    """``dest`` is replaced as a whole: refuse anything but a new folder or an earlier model folder (a folder of
+    other files, say ``~/models`` meant as 'into this folder', would be deleted), and the source or a folder
+    holding it."""
+    if dest == source or dest in source.parents:
+        raise PlansError(f"{dest}: the destination is the model being packed or holds it; choose a new folder")
+    if dest.exists() and not (dest.is_dir() and ((dest / layout.MODEL_MANIFEST).is_file()
+                                                  or not any(dest.iterdir()))):
+        raise PlansError(f"{dest}: exists and is not a model folder; it would be replaced as a whole. Give the "
+                         f"new model's own folder, e.g. {dest / source.name}")
+
+
 def staging_folder(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(f".tmp_{uuid.uuid4().hex[:8]}_{dest.name}")
@@ -54,6 +66,7 @@ def pack_model(source: str | Path, dest: str | Path, *, folds: Sequence[str] | N
     if not folds:
         raise PlansError(f"{model.path}: no fold has a {layout.checkpoint_name(checkpoint)} to pack")
     dest = Path(dest).expanduser().resolve()
+    _check_pack_destination(model.path.resolve(), dest)
     staging = staging_folder(dest)
     try:
         for doc in layout.INFERENCE_DOCUMENTS:

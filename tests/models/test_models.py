@@ -76,6 +76,30 @@ def test_a_modified_weight_file_is_refused_naming_it(packed, tmp_path):
         verify_text(str(copy))
 
 
+def test_pack_refuses_a_destination_it_would_wipe(tiny_model_dir, tmp_path):
+    model_dir = tiny_model_dir
+    keep = tmp_path / "my_models"
+    (keep / "notes.txt").parent.mkdir()
+    (keep / "notes.txt").write_text("a user's files")
+    with pytest.raises(PlansError, match="not a model folder"):
+        pack_model(model_dir, keep)
+    assert (keep / "notes.txt").read_text() == "a user's files"
+    with pytest.raises(PlansError, match="is the model being packed or holds it"):
+        pack_model(model_dir, model_dir.parent)
+
+
+def test_verify_fails_on_missing_files_and_names_unlisted_ones(packed, tmp_path):
+    copy = shutil.copytree(packed, tmp_path / "copy")
+    shutil.copy(copy / FINAL, copy / "fold_0" / "checkpoint_latest.pth")  # e.g. left by a training
+    assert "not covered by the manifest (not verified): ['fold_0/checkpoint_latest.pth']" in verify_text(str(copy))
+    (copy / FINAL).unlink()
+    with pytest.raises(DocumentError, match=r"missing: \['fold_0/checkpoint_final.pth'\]"):
+        verify_text(str(copy))
+    (copy / "model.json").unlink()
+    with pytest.raises(DocumentError, match="no checksums recorded"):
+        verify_text(str(copy))
+
+
 def test_export_import_and_predict_by_name(packed, tmp_path):
     archive = export_model(packed, tmp_path / "tiny.tar.gz", name="site_x")
     models = tmp_path / "models"
