@@ -23,7 +23,7 @@ from autocmr.documents.plans import (CPU_PLANS_NAME, DEFAULT_PLANS_NAME, Configu
 from autocmr.errors import ConfigurationError, PlansError
 from autocmr.networks.unet import activation_elements, training_flops
 from autocmr.planners.fingerprint import Fingerprint
-from autocmr.planners.topology import fit_patch, shrink_patch
+from autocmr.planners.topology import MIN_FEATURE_MAP, fit_patch, shrink_patch
 from autocmr.preprocessing.normalization import scheme_for_channel
 
 ANISOTROPY_THRESHOLD = 3.0  # max/min target spacing above which through-plane resampling is nearest
@@ -66,8 +66,16 @@ def target_settings(name: str) -> TargetSettings:
         raise ConfigurationError(f"unknown plan target {name!r}; valid: {sorted(TARGETS)}") from None
 
 
-def transpose_order(median_spacing: np.ndarray) -> tuple[int, int, int]:
-    first = int(np.argmax(median_spacing))
+def transpose_order(median_spacing: np.ndarray, median_shape: np.ndarray | None = None) -> tuple[int, int, int]:
+    """Axis order for the networks: the coarsest axis first (the slice axis of a cine stack). Single-slice data
+    (an axis of median size 1) keep that axis first whatever its spacing: 2D exports often write a 1 mm slice
+    spacing, finer than their pixels, and their rows must not become slices."""
+    spacing = np.asarray(median_spacing, float).copy()
+    if median_shape is not None:
+        single = [a for a in range(3) if median_shape[a] <= 1]
+        if len(single) == 1:
+            spacing[single[0]] = np.inf
+    first = int(np.argmax(spacing))
     return (first,) + tuple(a for a in range(3) if a != first)  # type: ignore[return-value]
 
 
@@ -134,7 +142,7 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
     if not fingerprint.cases:
         raise PlansError(f"{fingerprint.dataset_name}: fingerprint has no cases")
     spacings, shapes = fingerprint.spacings(), fingerprint.cropped_shapes()
-    order = transpose_order(np.median(spacings, axis=0))
+    order = transpose_order(np.median(spacings, axis=0), np.median(shapes, axis=0))
     spacings_t, shapes_t = spacings[:, order], shapes[:, order]
     channels = len(fingerprint.channel_names)
     schemes = tuple(scheme_for_channel(fingerprint.channel_names[str(c)]) for c in range(channels))
@@ -142,6 +150,7 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
     use_mask = tuple(s == "zscore" and float(np.median([c.crop_fraction for c in fingerprint.cases])) < 0.75
                      for s in schemes)
     configurations = {}
+    too_small: list[str] = []
     for name, dim in (("2d", 2), ("3d_fullres", 3)):
         if dim == 2:
             target_sp = np.median(spacings_t, axis=0)  # axis 0 recorded but not resampled
@@ -157,6 +166,9 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
         resampling = Resampling(resample_through_plane=dim == 3, anisotropic=anisotropic)
         voxels = float(resampled.prod(axis=1).sum())
         topology, patch, batch = size_network(settings, target_sp, median_shape.astype(float), dim, channels, voxels)
+        if topology.n_stages < 2:  # nothing to pool: a U-Net without a decoder has no output
+            too_small.append(f"{name} patch {patch}")
+            continue
         spacing = tuple(round(float(s), 6) for s in target_sp)
         ident = data_identifier(name, {"spacing": spacing if dim == 3 else spacing[1:],
                                        "resampling": resampling.__dict__,
@@ -167,6 +179,11 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
             topology=topology, normalization=schemes, use_mask_for_norm=use_mask, batch_dice=dim == 2,
             context_slices=context_slices if dim == 2 else 0,
         )
+    if not configurations:
+        size = tuple(int(v) for v in np.median(shapes, axis=0))
+        raise PlansError(f"{fingerprint.dataset_name}: images of median size {size} voxels are too small for a "
+                         f"U-Net ({', '.join(too_small)}: an axis needs at least "
+                         f"{2 * MIN_FEATURE_MAP} voxels to be pooled once)")
     return Plans(
         dataset_name=fingerprint.dataset_name,
         plans_name=plans_name or (DEFAULT_PLANS_NAME if target == "gpu" else CPU_PLANS_NAME),

@@ -121,3 +121,17 @@ def test_unknown_target_lists_valid_names():
 def test_single_slice_data_get_no_3d_configuration():
     fp = cine_fingerprint([(10.0, 1.4, 1.4)] * 4, [(1, 200, 200)] * 4)
     assert set(plan(fp).configurations) == {"2d"}
+
+
+def test_single_slice_data_keep_their_slice_axis_first_whatever_its_spacing():
+    fp = cine_fingerprint([(1.0, 1.4, 1.4)] * 5, [(1, 180, 160)] * 5)  # a 2D export with a 1 mm 'slice spacing'
+    plans = plan(fp, target="cpu")
+    assert tuple(plans.transpose_forward) == (0, 1, 2) and set(plans.configurations) == {"2d"}
+    assert min(plans.configuration("2d").patch_size) > 1
+    assert transpose_order(np.array([1.0, 1.4, 1.4]), np.array([1, 180, 160])) == (0, 1, 2)
+
+
+def test_images_too_small_for_a_u_net_are_refused_at_planning():
+    fp = cine_fingerprint([(8.0, 1.5, 1.5)], [(1, 7, 7)])
+    with pytest.raises(PlansError, match=r"median size \(1, 7, 7\) voxels are too small for a U-Net"):
+        plan(fp, target="cpu")
