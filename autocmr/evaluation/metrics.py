@@ -6,7 +6,8 @@ Conventions (shared by every function here and by the independent check in the t
   in mm. Distances are in mm, volumes in mL.
 * **Surface** of a binary mask = its boundary voxels: foreground voxels with at least one face-connected
   (6-neighbourhood in 3D) neighbour that is background. Space outside the array counts as background, so a
-  structure cut by the field of view (e.g. the LV in the basal slice) is closed by a surface there.
+  structure cut by the field of view (e.g. the LV in the basal slice) is closed by a surface there. A single
+  slice (an axis of size 1) is measured in 2D, by its contours (otherwise every pixel would be surface).
   This equals ``BinaryContourImageFilter(fullyConnected=False)`` of ITK applied to the mask padded by one
   background voxel.
 * Distances are between voxel centres: for each surface voxel of one mask, the Euclidean distance (mm) to the
@@ -81,6 +82,10 @@ def directed_surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[f
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if not a.any() or not b.any():
         raise ValueError("surface distances need two non-empty masks")
+    kept = [axis for axis, n in enumerate(a.shape) if n > 1]
+    if kept and len(kept) < a.ndim:  # a single slice: its contours, not every pixel (all would face 'outside')
+        shape = tuple(a.shape[axis] for axis in kept)
+        a, b, spacing = a.reshape(shape), b.reshape(shape), [spacing[axis] for axis in kept]
     box = _union_box(a, b)
     # Crop first, then take surfaces: the margin keeps a background ring where the box is inside the
     # array, and where it touches the array border the outside-is-background rule applies to both alike.

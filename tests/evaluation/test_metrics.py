@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from autocmr.dataset.labels import ACDC_TO_AUTOCMR, AUTOCMR_LABELS, remap_labels
-from autocmr.evaluation.metrics import case_metrics, surface
+from autocmr.evaluation.metrics import case_metrics, directed_surface_distances, surface
 from autocmr.io.image import read_image
 
 FOREGROUND = {k: v for k, v in AUTOCMR_LABELS.items() if v}
@@ -178,3 +178,14 @@ def test_agrees_with_simpleitk_on_real_acdc_masks(acdc_root, patient):
         for metric, v in expected.items():
             # ITK's Maurer map works in float32: agree to ~1e-4 mm.
             assert got[name][metric] == pytest.approx(v, rel=1e-5, abs=1e-4), (name, metric)
+
+
+def test_a_single_slice_is_scored_by_its_contours_like_the_2d_image():
+    yy, xx = np.mgrid[:64, :64]
+    a = (yy - 30) ** 2 + (xx - 30) ** 2 <= 15 ** 2
+    b = (yy - 30) ** 2 + (xx - 33) ** 2 <= 15 ** 2  # shifted by 3 pixels
+    flat = directed_surface_distances(a, b, (1.5, 1.5))
+    stacked = directed_surface_distances(a[None], b[None], (8.0, 1.5, 1.5))
+    for d_flat, d_stacked in zip(flat, stacked):
+        np.testing.assert_allclose(np.sort(d_stacked), np.sort(d_flat))
+    assert flat[0].max() == pytest.approx(3 * 1.5)  # the contour moved by 3 pixels
