@@ -74,7 +74,9 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
                                 continue_=continue_, num_workers=num_workers, cine=cine)
         if _has_postprocessing(decision):
-            for name in report.done:
+            # skipped masks too: a run killed before this step left them unprocessed, and keeping the largest
+            # component(s) again changes nothing in a mask already processed
+            for name in report.done + report.skipped:
                 _postprocess_file(out / f"{name}{OUTPUT_SUFFIX}", decision)
         _record_batch(out, [out], selection, source, report, input_path)
         return report

@@ -175,6 +175,30 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert f"selection {base.name}" in page and "autocmr_find_best, folds" in page  # its CV figures shown
 
 
+def test_a_single_model_selection_postprocesses_masks_a_killed_run_left(two_models, tmp_path):
+    from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.io.image import write_image
+    from autocmr.selection.apply import predict_with_selection
+
+    model_a, _, raw = two_models
+    chosen = Selection((Member("a", model_a, ("0",)),), PostprocessingDecision(foreground_lcc=True), "dice")
+    case = sorted(open_cv_model(model_a).case_fold)[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    out = tmp_path / "out"
+    predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0)
+    mask, geometry = read_image(out / f"{case}.nii.gz")
+    stray = mask.copy()
+    stray[:, :5, :5] = 0
+    stray[:, 2, 2] = 3  # an island, as a mask stands before its postprocessing (the run was killed there)
+    write_image(stray, geometry, out / f"{case}.nii.gz")
+    report = predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0, continue_=True)
+    assert report.skipped == [case]
+    done = read_image(out / f"{case}.nii.gz")[0]
+    assert np.array_equal(done, chosen.postprocessing.apply(stray)) and done[0, 2, 2] == 0
+
+
 @pytest.mark.parametrize("flags", [["--num-parts", "2"], ["--devices", "cpu", "cpu"], ["--output-format", "both"],
                                    ["--save-probabilities"]])
 def test_predict_with_a_selection_refuses_what_it_does_not_do(tmp_path, capsys, flags):
