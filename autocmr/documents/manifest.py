@@ -106,6 +106,17 @@ def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: st
     return True
 
 
+def verify_listed_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str) -> None:
+    """:func:`verify_weight_file` for a file about to be passed on (exported, packed): with a current manifest,
+    a weight file it does not list is refused too (it could be anything); a folder without checksums (legacy)
+    is passed on with the warning, as there is nothing to check against."""
+    if verify_weight_file(folder, manifest, relpath) or manifest is None or manifest.is_legacy:
+        return
+    raise DocumentError(f"{folder / relpath}: not listed in {folder / MODEL_MANIFEST}, so it cannot be verified "
+                        "and is not passed on (a fold still training?); if you trust it, record it with "
+                        f"`autocmr_models upgrade {folder}`")
+
+
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """Serialise read-modify-write of the manifest between processes training folds of one model at once."""

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from autocmr.documents import layout
-from autocmr.documents.manifest import ModelManifest, sha256_of, verify_weight_file
+from autocmr.documents.manifest import ModelManifest, sha256_of, verify_listed_weight_file
 from autocmr.errors import InputFileError, PlansError
 from autocmr.io.atomic import atomic_path
 from autocmr.models.folder import ModelFolder
@@ -47,7 +47,7 @@ def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Seq
         for kind in checkpoints:
             rel = layout.checkpoint_relpath(fold_dir.name[len(layout.FOLD_PREFIX):], kind)
             if (model.path / rel).is_file():
-                verify_weight_file(model.path, model.manifest, rel)  # never pass a corrupt file on
+                verify_listed_weight_file(model.path, model.manifest, rel)  # never pass a corrupt file on
                 weights[rel] = sha256_of(model.path / rel)
     if not weights:
         raise PlansError(f"{model.path}: no fold has a checkpoint of kind {list(checkpoints)} to export")
@@ -125,5 +125,5 @@ def _verify_imported(folder: Path, archive: Path) -> None:
     for rel in manifest.weights:
         if not (folder / rel).is_file():
             raise InputFileError(archive, f"{rel} is listed in the manifest but missing from the archive")
-        verify_weight_file(folder, manifest, rel)
+        verify_listed_weight_file(folder, manifest, rel)
     ModelFolder.open(folder)  # plans, dataset.json and configuration readable

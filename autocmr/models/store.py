@@ -13,7 +13,7 @@ import torch
 from autocmr.documents import layout
 from autocmr.documents.checkpoint import (CHECKPOINT_SCHEMA_VERSION, HEADER_KEYS, load_checkpoint, save_checkpoint,
                                           upgrade_payload)
-from autocmr.documents.manifest import ModelManifest, sha256_of
+from autocmr.documents.manifest import ModelManifest, sha256_of, verify_listed_weight_file, verify_weight_file
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import PlansError
 from autocmr.models.folder import ModelFolder
@@ -74,6 +74,7 @@ def pack_model(source: str | Path, dest: str | Path, *, folds: Sequence[str] | N
                 shutil.copyfile(model.path / doc, staging / doc)
         weights = {}
         for fold in folds:
+            verify_listed_weight_file(model.path, model.manifest, layout.checkpoint_relpath(fold, checkpoint))
             payload = model.load_checkpoint(model.checkpoint_path(fold, checkpoint))
             network = {k: v.to(COMPACT_DTYPE) if half and v.is_floating_point() else v
                        for k, v in payload["network"].items()}
@@ -100,6 +101,10 @@ def upgrade_model_folder(folder: str | Path) -> ModelManifest:
     """Bring a model folder written before manifests up to date in place: version-1 checkpoints rewritten in the
     current format (same tensors), and a manifest with the sha256 of every checkpoint."""
     model = ModelFolder.open(folder)
+    if model.manifest is not None and not model.manifest.is_legacy:
+        for rel in model.manifest.weights:  # a current manifest's checksums hold first: upgrade re-blesses nothing
+            if (model.path / rel).is_file():
+                verify_weight_file(model.path, model.manifest, rel)
     rewritten, weights = 0, {}
     for path in sorted(model.path.glob(f"{layout.FOLD_PREFIX}*/checkpoint_*.pth")):
         payload = load_checkpoint(path)  # weights_only; version 1 allows numpy's array constructor only

@@ -88,6 +88,22 @@ def test_pack_refuses_a_destination_it_would_wipe(tiny_model_dir, tmp_path):
         pack_model(model_dir, model_dir.parent)
 
 
+def test_unverifiable_or_modified_weights_are_not_passed_on_or_re_blessed(packed, tmp_path):
+    copy = shutil.copytree(packed, tmp_path / "copy")
+    shutil.copytree(copy / "fold_0", copy / "fold_1")  # a fold the manifest does not list
+    with pytest.raises(DocumentError, match=r"fold_1/checkpoint_final\.pth: not listed"):
+        export_model(copy, tmp_path / "x.tar.gz")
+    with pytest.raises(DocumentError, match="not listed"):
+        pack_model(copy, tmp_path / "packed_again", folds=["1"])
+    assert not (tmp_path / "x.tar.gz").exists()
+    weights = torch.load(copy / FINAL, weights_only=True)
+    key = next(k for k, v in weights["network"].items() if v.is_floating_point())
+    weights["network"][key] = weights["network"][key] + 1
+    torch.save(weights, copy / FINAL)
+    with pytest.raises(DocumentError, match="corrupt or was modified"):
+        upgrade_model_folder(copy)  # would have recorded the modified file's checksum as the valid one
+
+
 def test_verify_fails_on_missing_files_and_names_unlisted_ones(packed, tmp_path):
     copy = shutil.copytree(packed, tmp_path / "copy")
     shutil.copy(copy / FINAL, copy / "fold_0" / "checkpoint_latest.pth")  # e.g. left by a training
