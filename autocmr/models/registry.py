@@ -13,6 +13,7 @@ from pathlib import Path
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest
 from autocmr.errors import PlansError
+from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.settings import default_model_override, resolve_models_dir
 
 DEFAULT_MODEL_NAME = "default"
@@ -76,5 +77,6 @@ def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
         pass  # no default installed: nothing to list for it
     root = resolve_models_dir(models_dir)
     if root.is_dir():
-        found += [_describe(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and is_model_folder(p)]
+        found += [_describe(p.name, p) for p in sorted(root.iterdir())
+                  if p.is_dir() and not p.name.startswith(TEMP_PREFIX) and is_model_folder(p)]  # not a half import
     return found

@@ -286,8 +286,7 @@ class Trainer:
     def restore(self, payload: dict[str, Any]) -> None:
         self.state = restore_training(payload, network=self.network, optimizer=self.optimizer, scaler=self.scaler,
                                       plans_name=self.plans.plans_name, configuration=self.config.name)
-        self._wall_before = self.state.wall_seconds
-        self.start_time = time.monotonic()
+        self._wall_before = self.state.wall_seconds  # this session's set-up (since start_time) counts on top
         # self.epochs stays the requested one: run.py compared it with the stored options before resuming
 
 

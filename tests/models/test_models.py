@@ -124,6 +124,9 @@ def test_export_import_and_predict_by_name(packed, tmp_path):
     assert "all match" in verify_text("site_x", models_dir=models)
     assert ModelFolder.open(installed).manifest.name == "site_x"
     assert "site_x" in list_text(models)
+    shutil.copytree(installed, models / ".tmp_0123abcd_site_y")  # what a killed import leaves behind
+    assert "site_y" not in list_text(models)
+    shutil.rmtree(models / ".tmp_0123abcd_site_y")
     with pytest.raises(PlansError, match="already installed.*--replace"):
         import_model(archive, models_dir=models)
     assert import_model(archive, models_dir=models, replace=True) == installed
