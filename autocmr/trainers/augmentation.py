@@ -12,7 +12,7 @@ Transforms sample from numpy's and torch's global generators; the data loader se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -118,9 +118,31 @@ class RandomRotation:
         return float(np.random.uniform(-self.max_radians, self.max_radians))
 
 
+@dataclass
+class InPlaneScaling:
+    """Scale sampler for SpatialTransform on thick-slice stacks: one zoom shared by the two in-plane axes, none
+    through-plane (zooming across 8-10 mm slices would blank the patch's end slices and interpolate between
+    slices). SpatialTransform asks axis 0 first, then 1 and 2: the draw happens at axis 0."""
+
+    scaling: tuple[float, float]
+    _drawn: list[float] = field(default_factory=lambda: [1.0])
+
+    def __call__(self, image=None, dim=None, **_) -> float:  # noqa: ANN001 - batchgeneratorsv2 callback
+        if dim == 0:
+            self._drawn[0] = float(np.random.uniform(*self.scaling))
+            return 1.0
+        return self._drawn[0]
+
+
 def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, anisotropic: bool,
-                     ds_scales: Sequence[Sequence[float]] | None) -> ComposeTransforms:
-    """Per-sample transform pipeline: spatial (cropping the final patch), intensity, mirroring, DS targets."""
+                     ds_scales: Sequence[Sequence[float]] | None,
+                     synchronize_channels: bool = False) -> ComposeTransforms:
+    """Per-sample transform pipeline: spatial (cropping the final patch), intensity, mirroring, DS targets.
+
+    ``synchronize_channels``: one intensity change for all channels, for channels that are one image (the
+    neighbouring slices a 2d configuration with context slices sees: at inference they share one intensity
+    mapping, so training must not teach the network that they differ); otherwise each channel (modality)
+    draws its own."""
     dim = len(patch_size)
     in_plane = in_plane_only(dim, anisotropic)
     rot = math.radians(params.rotation_deg if (dim == 2 or in_plane) else params.rotation_deg_3d)
@@ -128,23 +150,28 @@ def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, a
     rotation = RandomRotation(rot, in_plane)
     transforms = [SpatialTransform(
         tuple(patch_size), 0, random_crop=False, p_elastic_deform=params.p_elastic, p_rotation=params.p_rotation,
-        rotation=rotation, p_scaling=params.p_scaling, scaling=params.scaling,
-        p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False, mode_seg="bilinear",
+        rotation=rotation, p_scaling=params.p_scaling,
+        scaling=InPlaneScaling(tuple(params.scaling)) if in_plane else params.scaling,
+        p_synchronize_scaling_across_axes=0 if in_plane else 1, bg_style_seg_sampling=False, mode_seg="bilinear",
     )]
+    sync = synchronize_channels
+    # each channel is blurred (made low-resolution) with probability 1/2; synchronised channels all together,
+    # as often as one channel alone would be
+    per_channel, halved = (1, 0.5) if sync else (0.5, 1)
     intensity = [
         (params.p_noise, GaussianNoiseTransform(params.noise_variance, p_per_channel=1, synchronize_channels=True)),
-        (params.p_blur, GaussianBlurTransform(params.blur_sigma, synchronize_channels=False, synchronize_axes=False,
-                                              p_per_channel=0.5)),
+        (params.p_blur * halved, GaussianBlurTransform(params.blur_sigma, synchronize_channels=sync,
+                                                       synchronize_axes=False, p_per_channel=per_channel)),
         (params.p_brightness, MultiplicativeBrightnessTransform(BGContrast(params.brightness),
-                                                                synchronize_channels=False, p_per_channel=1)),
+                                                                synchronize_channels=sync, p_per_channel=1)),
         (params.p_contrast, ContrastTransform(BGContrast(params.contrast), preserve_range=True,
-                                              synchronize_channels=False, p_per_channel=1)),
-        (params.p_low_resolution, SimulateLowResolutionTransform(
-            params.low_resolution_scale, synchronize_channels=False, synchronize_axes=True,
-            ignore_axes=(0,) if in_plane else None, allowed_channels=None, p_per_channel=0.5)),
-        (params.p_gamma_inverted, GammaTransform(BGContrast(params.gamma), p_invert_image=1, synchronize_channels=False,
+                                              synchronize_channels=sync, p_per_channel=1)),
+        (params.p_low_resolution * halved, SimulateLowResolutionTransform(
+            params.low_resolution_scale, synchronize_channels=sync, synchronize_axes=True,
+            ignore_axes=(0,) if in_plane else None, allowed_channels=None, p_per_channel=per_channel)),
+        (params.p_gamma_inverted, GammaTransform(BGContrast(params.gamma), p_invert_image=1, synchronize_channels=sync,
                                                  p_per_channel=1, p_retain_stats=1)),
-        (params.p_gamma, GammaTransform(BGContrast(params.gamma), p_invert_image=0, synchronize_channels=False,
+        (params.p_gamma, GammaTransform(BGContrast(params.gamma), p_invert_image=0, synchronize_channels=sync,
                                         p_per_channel=1, p_retain_stats=1)),
     ]
     transforms += [RandomTransform(t, apply_probability=p) for p, t in intensity if p > 0]

@@ -60,7 +60,8 @@ class DataPipeline:
                                foreground_labels=self.foreground_labels, forced=self.share.forced,
                                context_slices=config.context_slices,
                                end_slices=self.share.end_slices if augment else 0)  # pseudo-Dice: as drawn
-        transforms = build_transforms(params, config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales)
+        transforms = build_transforms(params, config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales,
+                                      synchronize_channels=config.context_slices > 0)
         return BatchStream(sampler, transforms, seed=seed, start_iteration=start, rank=self.distributed.rank)
 
     def workers(self) -> int:

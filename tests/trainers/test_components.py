@@ -154,6 +154,38 @@ def test_transforms_produce_patch_and_deep_supervision_targets_reproducibly():
     assert set(torch.unique(outs[0]["segmentation"][0]).tolist()) <= {0, 2}
 
 
+def test_thick_slice_stacks_are_zoomed_in_plane_only():
+    from autocmr.trainers.augmentation import InPlaneScaling, sampling_patch_size, with_overrides
+
+    params = with_overrides(preset("none"), p_scaling=1.0, scaling=(1.4, 1.4))  # always zoom out by 1.4
+    patch = (8, 32, 32)
+    t = build_transforms(params, patch, anisotropic=True, ds_scales=None)
+    size = sampling_patch_size(patch, params, in_plane=True)
+    seg = torch.ones((1, *size), dtype=torch.int16)  # label everywhere in the region cut for the patch
+    out = t(image=torch.ones((1, *size)), segmentation=seg)
+    # through-plane untouched: every slice of the patch still lies inside the region (none blanked)
+    assert (out["segmentation"][0].float().mean(axis=(1, 2)) == 1).all()
+    scaling = pickle.loads(pickle.dumps(InPlaneScaling((0.7, 1.4))))  # workers must unpickle it
+    draws = [scaling(dim=d) for d in (0, 1, 2)]
+    assert draws[0] == 1.0 and draws[1] == draws[2] and 0.7 <= draws[1] <= 1.4
+
+
+def test_context_channels_get_one_intensity_change():
+    from autocmr.trainers.augmentation import with_overrides
+
+    params = with_overrides(preset("none"), p_brightness=1.0, p_gamma=1.0, p_contrast=1.0, p_blur=1.0)
+    image = torch.rand(1, 32, 32).repeat(3, 1, 1) + 0.5  # three channels that are one image
+    seg = torch.zeros((1, 32, 32), dtype=torch.int16)
+    np.random.seed(0)
+    together = build_transforms(params, (32, 32), anisotropic=False, ds_scales=None, synchronize_channels=True)(
+        image=image.clone(), segmentation=seg.clone())["image"]
+    assert torch.allclose(together[0], together[1]) and torch.allclose(together[0], together[2])
+    np.random.seed(0)
+    apart = build_transforms(params, (32, 32), anisotropic=False, ds_scales=None)(
+        image=image.clone(), segmentation=seg.clone())["image"]
+    assert not torch.allclose(apart[0], apart[1])  # modalities: each channel its own change
+
+
 class _FakeCache:
     def __init__(self):
         rng = np.random.default_rng(0)
