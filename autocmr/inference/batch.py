@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import BatchReport, append_progress, report_names, write_reports
+from autocmr.inference.batch_report import (BatchReport, append_progress, recorded_cases, report_names,
+                                             write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
@@ -94,7 +95,14 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     out.mkdir(parents=True, exist_ok=True)
     jobs = take_part(discovery.jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
-    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
+    recorded = recorded_cases(out) if continue_ else {}
+    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)
+                      and j.name in recorded]
+    unrecorded = [j.name for j in jobs if continue_ and j.name not in recorded
+                  and _finished(j, save_probabilities, output_format)]
+    if unrecorded:
+        logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, e.g. %s",
+                    len(unrecorded), unrecorded[0])
     todo = [j for j in jobs if j.name not in set(report.skipped)]
     _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
     workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))

@@ -94,21 +94,47 @@ def _journal(path: Path) -> dict[str, Any]:
     return cases
 
 
+def _recorded_in(path: Path) -> dict[str, Any]:
+    try:
+        cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
+    except (ValueError, AttributeError, OSError):
+        return {}
+    return cases if isinstance(cases, dict) else {}
+
+
+def recorded_cases(output_dir: Path) -> dict[str, Any]:
+    """Every case record in ``output_dir``: ``predictions.json``, each part's ``predictions_partK.json`` and
+    every journal, whichever split (or none) wrote them. ``--continue`` skips only cases recorded here: a mask
+    on disk without its record (a job killed between writing it and recording it) is predicted again."""
+    out = Path(output_dir)
+    stem = Path(layout.BATCH_PREDICTIONS).stem
+    cases: dict[str, Any] = {}
+    for path in sorted(out.glob(f"{stem}_part*.json")) + [out / layout.BATCH_PREDICTIONS]:
+        cases.update(_recorded_in(path))
+    for journal in sorted(out.glob(f".{stem}*.progress.jsonl")):
+        cases.update(_journal(journal))
+    return cases
+
+
 def write_reports(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
                   jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
     """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
-    of a continued batch recorded (in ``predictions.json`` or its journal), then remove the journal."""
+    of a continued batch recorded (in ``predictions.json`` or its journal; for the cases this run skipped, in
+    the records of any split), then remove the journal. A case that failed now has no record: its old one
+    described another run's mask."""
     path = report.output_dir / report_names(*part)[1]
     journal = progress_path(report.output_dir, part)
-    cases: dict[str, Any] = {}
-    try:  # keep what an earlier run (continued now) recorded about the cases it predicted
-        cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
-    except (ValueError, AttributeError, OSError):
-        cases = {}
+    cases = _recorded_in(path)  # what an earlier run (continued now) recorded about the cases it predicted
     cases.update(_journal(journal))
+    if report.skipped:
+        earlier = recorded_cases(report.output_dir)
+        cases.update({name: earlier[name] for name in report.skipped if name in earlier})
     by_name = {j.name: j for j in jobs}
     for name in report.done:
         cases[name] = case_record(report, by_name[name])
+    for failure in report.failures:
+        if failure.name not in report.done:
+            cases.pop(failure.name, None)
     write_batch_record(report, predictor_description, input_path, cases, part)
     journal.unlink(missing_ok=True)  # merged: predictions.json now holds every record
 
@@ -125,5 +151,5 @@ def write_batch_record(report: BatchReport, predictor_description: dict[str, Any
         "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
 
 
-__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "report_names", "write_batch_record",
-           "write_reports"]
+__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "recorded_cases", "report_names",
+           "write_batch_record", "write_reports"]

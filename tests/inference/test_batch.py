@@ -138,6 +138,28 @@ def test_a_journal_left_by_a_killed_job_is_merged_by_the_next_write(tmp_path, ti
     assert not progress_path(out, (1, 0)).exists()
 
 
+def test_continue_predicts_again_a_mask_without_a_record_and_a_failed_case_loses_its_old_record(
+        tmp_path, tiny_predictor):
+    import json
+
+    for seed, name in ((7, "first"), (8, "second")):
+        case = small_case(seed, slices=3)
+        write_image(case.image, case.geometry, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
+    record = json.loads((out / "predictions.json").read_text())
+    del record["cases"]["second"]  # as a job killed after writing the mask, before recording it, leaves it
+    (out / "predictions.json").write_text(json.dumps(record))
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["first"] and report.done == ["second"]
+    assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first", "second"]
+    # a rerun in which a case fails: its record (of the earlier mask) goes, so nothing presents it as this run's
+    (tmp_path / "in" / "second.nii.gz").write_bytes(b"not an image any more")
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
+    assert [f.name for f in report.failures] == ["second"]
+    assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
+
+
 def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_path, tiny_model_dir):
     # a short-axis cine exported one series per slice (autocmr.io.dicom_stacks) plus a long-axis view of the
     # same study: the stack is one case (4D mask over all slices, one SEG per phase), the view another
