@@ -213,16 +213,26 @@ def _merge_values(values: Sequence[Any]) -> Any:
     return list(values)
 
 
+REVIEW_COLUMNS = ("status", "review", "subject")  # the analysis tables: subjects to review first
+
+
 def _merge_csv(paths: Sequence[Path]) -> pd.DataFrame:
     tables = []
     for path in paths:
-        try:
-            tables.append(pd.read_csv(path))
+        try:  # as text: a subject 0012 stays 0012, a frame 12 stays 12 (not 12.0 beside an empty cell)
+            tables.append(pd.read_csv(path, dtype=str, keep_default_na=False))
         except (ValueError, OSError) as exc:
             raise InputFileError(path, f"cannot read this part's table ({type(exc).__name__}: {exc})") from exc
-    merged = pd.concat(tables, ignore_index=True, sort=False)
+    merged = pd.concat(tables, ignore_index=True, sort=False).fillna("")
+    if set(REVIEW_COLUMNS) <= set(merged.columns):  # failed, then flagged (most flags first), then the others
+        flags = merged["n_flags"].map(lambda v: -int(v) if str(v).lstrip("-").isdigit() else 0) \
+            if "n_flags" in merged.columns else 0
+        order = pd.DataFrame({"ok": merged["status"] == "ok", "calm": merged["review"].str.lower() != "true",
+                              "flags": flags, "subject": merged["subject"]})
+        merged = merged.loc[order.sort_values(["ok", "calm", "flags", "subject"], kind="stable").index]
+        return merged.reset_index(drop=True)
     if len(merged.columns) and all(_sorted_by_first_column(t) for t in tables if len(t)):
-        merged = merged.sort_values(merged.columns[0], kind="stable", ignore_index=True, key=lambda c: c.astype(str))
+        merged = merged.sort_values(merged.columns[0], kind="stable", ignore_index=True)
     return merged
 
 
