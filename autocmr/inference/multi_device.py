@@ -77,7 +77,12 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
         writer.close()
         running[process.sentinel] = (device, process, reader)
     report = DevicesReport(Path(output_dir).expanduser())
-    _collect(running, report)
+    try:
+        _collect(running, report)
+    finally:  # an error here (or Ctrl-C) must not leave the other devices' processes running unattended
+        for _, process, _ in running.values():
+            process.terminate()
+            process.join(timeout=10)
     if num_parts == 1 and not report.failed_devices:
         report.merge = merge_parts(output_dir)
     elif num_parts > 1:
@@ -91,8 +96,11 @@ def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesRep
     while running:
         for sentinel in wait(list(running)):
             device, process, reader = running.pop(sentinel)  # type: ignore[index]
-            if reader.poll():
-                messages[device] = reader.recv()
+            try:
+                if reader.poll():
+                    messages[device] = reader.recv()
+            except (EOFError, OSError):  # the process ended without sending its report (an error in it)
+                pass
             process.join()
             if device in messages:
                 report.parts[device], failed = messages[device]

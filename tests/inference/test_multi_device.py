@@ -33,3 +33,12 @@ def test_bad_part_or_no_device_is_refused(tmp_path):
         predict_on_devices(tmp_path, tmp_path / "out", tmp_path, ["cpu"], num_parts=2, part_id=2)
     with pytest.raises(ConfigurationError, match="at least one device"):
         predict_on_devices(tmp_path, tmp_path / "out", tmp_path, [])
+
+
+def test_a_device_process_that_fails_is_reported_not_a_crash(tmp_path):
+    case = small_case(40)
+    write_image(case.image, case.geometry, tmp_path / "in" / "p.nii.gz")
+    report = predict_on_devices(tmp_path / "in", tmp_path / "out", tmp_path / "no_such_model", ["cpu"],
+                                num_workers=0)  # the child fails at loading the model, before it can report
+    assert not report.ok and "cpu" in report.failed_devices
+    assert "ended with code" in report.failed_devices["cpu"]
