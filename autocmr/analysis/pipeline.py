@@ -65,6 +65,10 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
               report.cine.get(job.name) or stored.get(job.name, {}).get("cine")) for job in jobs
              if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
+    # --output-format dicom-seg writes no NIfTI mask to measure: said in the report, not left out silently
+    unreadable += [CaseFailure(job.name, str(job.source), "not analysed: --output-format dicom-seg writes no NIfTI "
+                               "mask to measure (use --output-format both)")
+                   for job in jobs if job.name in finished and not job.output.is_file()]
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
     table = read_metadata(metadata_path) if metadata_path is not None else None
     if metadata_path is not None:

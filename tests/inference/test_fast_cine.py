@@ -361,6 +361,13 @@ def test_dicom_seg_only_skips_nifti_for_dicom_and_continue_sees_it(tmp_path, tin
     again = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0,
                            output_format="dicom-seg", continue_=True)
     assert sorted(again.skipped) == ["cine", "stack_s4"] and not again.done
+    # the analysis cannot measure a SEG-only case, and says so in its tables instead of leaving it out
+    from autocmr.analysis.pipeline import analyse_batch
+    from autocmr.inference.inputs import discover_jobs
+
+    jobs = discover_jobs(tmp_path / "in", tmp_path / "out").jobs
+    rows = {r.subject: r for r in analyse_batch(again, jobs, tmp_path / "in").reports}
+    assert "not analysed: --output-format dicom-seg" in rows["stack_s4"].notes[0]
 
 
 def test_a_predictor_as_fast_as_the_fast_pass_predicts_each_frame_once(tiny_model_dir):
