@@ -119,12 +119,14 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     try:
         scheduler.run(todo)
     finally:  # interrupted too: the cases finished so far are recorded
-        workers.close()
-        scheduler.close()
-        report.wall_s = time.perf_counter() - start
-        report.done.sort()
-        report.failures.sort(key=lambda f: (f.name, f.file))
-        write_reports(report, description, input_path, jobs, (num_parts, part_id))
+        try:
+            workers.close()
+            scheduler.close()
+        finally:  # a stop signal arriving while the workers finish must not cost the records either
+            report.wall_s = time.perf_counter() - start
+            report.done.sort()
+            report.failures.sort(key=lambda f: (f.name, f.file))
+            write_reports(report, description, input_path, jobs, (num_parts, part_id))
     if after_batch is not None:
         after_batch(report, jobs, input_path, part=(num_parts, part_id))
     logger.info("%s", report.summary().splitlines()[0])
