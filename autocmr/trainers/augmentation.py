@@ -58,6 +58,9 @@ class AugmentationParams:
 
 
 ELASTIC_PROBABILITY = 0.2  # per sample, when elastic deformation is switched on (--elastic)
+# Largest elastic displacement, as a share of the patch side (6 px on a 128 px patch); batchgeneratorsv2's
+# default magnitude, (0, 0.2), is in pixels: a fifth of a pixel, no deformation to speak of.
+ELASTIC_MAX_SHARE = 0.05
 
 PRESETS: dict[str, AugmentationParams] = {
     "default": AugmentationParams(),
@@ -118,6 +121,20 @@ class RandomRotation:
         return float(np.random.uniform(-self.max_radians, self.max_radians))
 
 
+@dataclass(frozen=True)
+class ElasticMagnitude:
+    """Elastic displacement sampler for SpatialTransform: up to ``max_share`` of the patch side along each axis,
+    none through-plane for thick-slice stacks (``in_plane``)."""
+
+    max_share: float
+    in_plane: bool
+
+    def __call__(self, image=None, dim=None, patch_size=None, **_) -> float:  # noqa: ANN001 - batchgeneratorsv2
+        if self.in_plane and dim == 0:
+            return 0.0
+        return float(np.random.uniform(0.0, self.max_share)) * float(patch_size[dim])
+
+
 @dataclass
 class InPlaneScaling:
     """Scale sampler for SpatialTransform on thick-slice stacks: one zoom shared by the two in-plane axes, none
@@ -149,7 +166,8 @@ def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, a
 
     rotation = RandomRotation(rot, in_plane)
     transforms = [SpatialTransform(
-        tuple(patch_size), 0, random_crop=False, p_elastic_deform=params.p_elastic, p_rotation=params.p_rotation,
+        tuple(patch_size), 0, random_crop=False, p_elastic_deform=params.p_elastic,
+        elastic_deform_magnitude=ElasticMagnitude(ELASTIC_MAX_SHARE, in_plane), p_rotation=params.p_rotation,
         rotation=rotation, p_scaling=params.p_scaling,
         scaling=InPlaneScaling(tuple(params.scaling)) if in_plane else params.scaling,
         p_synchronize_scaling_across_axes=0 if in_plane else 1, bg_style_seg_sampling=False, mode_seg="bilinear",

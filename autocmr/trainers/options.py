@@ -66,7 +66,7 @@ class TrainOptions:
             object.__setattr__(self, "learning_rate", FINETUNE_LEARNING_RATE if self.pretrained else LEARNING_RATE)
         if self.freeze not in FREEZE_CHOICES:
             raise ConfigurationError(f"--freeze must be one of {FREEZE_CHOICES}, got {self.freeze!r}")
-        for name in ("iterations_per_epoch", "save_every"):
+        for name in ("iterations_per_epoch", "save_every", "val_iterations"):  # 0 validation batches: no pseudo-Dice
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:

@@ -126,6 +126,8 @@ def test_learning_rate_defaults_lower_for_fine_tuning_and_survives_a_round_trip(
     assert TrainOptions.from_dict(tuned.to_dict()) == tuned  # stored resolved: --continue resumes alike
     with pytest.raises(ConfigurationError, match="learning rate"):
         TrainOptions(learning_rate=0.0)
+    with pytest.raises(ConfigurationError, match="val_iterations must be >= 1"):  # crashed after an epoch before
+        TrainOptions(val_iterations=0)
 
 
 def test_sampling_patch_covers_rotated_and_zoomed_patch():
@@ -168,6 +170,24 @@ def test_thick_slice_stacks_are_zoomed_in_plane_only():
     scaling = pickle.loads(pickle.dumps(InPlaneScaling((0.7, 1.4))))  # workers must unpickle it
     draws = [scaling(dim=d) for d in (0, 1, 2)]
     assert draws[0] == 1.0 and draws[1] == draws[2] and 0.7 <= draws[1] <= 1.4
+
+
+def test_elastic_deformation_moves_voxels_by_pixels_not_fractions_of_one():
+    from autocmr.trainers.augmentation import ElasticMagnitude, with_overrides
+
+    params = with_overrides(preset("none"), p_elastic=1.0)
+    t = build_transforms(params, (64, 64), anisotropic=False, ds_scales=None)
+    ramp = torch.arange(64, dtype=torch.float32)[None, :, None].expand(1, 64, 64).contiguous()  # value = row
+    shifts = []
+    for seed in range(5):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        out = t(image=ramp.clone(), segmentation=torch.zeros((1, 64, 64), dtype=torch.int16))["image"]
+        shifts.append(float((out - ramp)[0, 8:-8, 8:-8].abs().max()))  # rows moved, in pixels
+    assert max(shifts) > 1.0  # a fifth of a pixel before: no deformation to speak of
+    assert ElasticMagnitude(0.05, True)(dim=0, patch_size=(8, 64, 64)) == 0.0  # thick slices: in-plane only
+    assert 0 <= ElasticMagnitude(0.05, False)(dim=1, patch_size=(64, 64)) <= 3.2
+    assert pickle.loads(pickle.dumps(ElasticMagnitude(0.05, True))) == ElasticMagnitude(0.05, True)
 
 
 def test_context_channels_get_one_intensity_change():
