@@ -66,15 +66,16 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
              if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
     # --output-format dicom-seg writes no NIfTI mask to measure: said in the report, not left out silently
-    unreadable += [CaseFailure(job.name, str(job.source), "not analysed: --output-format dicom-seg writes no NIfTI "
-                               "mask to measure (use --output-format both)")
-                   for job in jobs if job.name in finished and not job.output.is_file()]
+    seg_only = [CaseFailure(job.name, str(job.source), "not analysed: --output-format dicom-seg writes no NIfTI mask "
+                            "to measure (use --output-format both)")
+                for job in jobs if job.name in finished and not job.output.is_file()]
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
     table = read_metadata(metadata_path) if metadata_path is not None else None
     if metadata_path is not None:
         logger.info("subjects and phases from %s", metadata_path)
     return analyse_cases(cases, report.output_dir, metadata=table, failures=list(report.failures) + unreadable,
-                         suffix=suffix, thresholds=thresholds, model=model_provenance(recorded.get("predictor")))
+                         suffix=suffix, thresholds=thresholds, model=model_provenance(recorded.get("predictor")),
+                         not_analysed=seg_only)
 
 
 def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None = None,
@@ -148,9 +149,11 @@ def _stored_cases(recorded: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metadata: pd.DataFrame | None = None,
                   failures: Sequence[CaseFailure] = (), suffix: str = "", thresholds: QcThresholds | None = None,
-                  figures: bool = True, model: ModelProvenance | None = None) -> AnalysisOutputs:
+                  figures: bool = True, model: ModelProvenance | None = None,
+                  not_analysed: Sequence[CaseFailure] = ()) -> AnalysisOutputs:
     """Group ``cases`` into subjects, analyse each and write the tables, figures and ``report.html`` (with
-    ``model``'s settings, cross-validated accuracy and limits when given)."""
+    ``model``'s settings, cross-validated accuracy and limits when given). ``failures``: cases that could not
+    be predicted; ``not_analysed``: cases predicted but not measurable here (each with its reason)."""
     out = Path(output_dir)
     subjects = group_subjects(cases, metadata)
     _remove_stale_temporaries(out, suffix, subjects)
@@ -164,6 +167,7 @@ def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metada
             reports.append(_failed(subject.name, [str(c.mask) for c in subject.cases],
                                    f"analysis failed: {type(exc).__name__}: {exc}"))
     reports += [_failed(f.name, [f.file], f"prediction failed: {f.reason}") for f in failures]
+    reports += [_failed(f.name, [f.file], f.reason) for f in not_analysed]
     files = write_tables(reports, out, suffix=suffix)
     files[REPORT_HTML] = write_report(reports, out / with_suffix(REPORT_HTML, suffix), thresholds=thresholds,
                                       model=model)

@@ -168,7 +168,9 @@ def _subject_of(args: argparse.Namespace):
     from autocmr.analysis.subjects import find_metadata, read_metadata
     from autocmr.inference.parts import subject_key
 
-    path = args.metadata or (find_metadata(args.input) if (args.num_parts > 1 or args.devices) else None)
+    if not (args.num_parts > 1 or args.devices):
+        return subject_key  # one part: nothing to deal out
+    path = args.metadata or find_metadata(args.input)
     return partial(subject_key, metadata=read_metadata(path)) if path is not None else subject_key
 
 

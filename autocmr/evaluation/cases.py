@@ -17,7 +17,7 @@ import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
-from autocmr.evaluation.clinical import frame_case_id, subject_and_phase
+from autocmr.evaluation.clinical import annotated_frames, frame_case_id, subject_and_phase
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, slice_profile
@@ -281,21 +281,12 @@ def case_slice_profiles(case_id: str, reference: np.ndarray, prediction: np.ndar
                           source_case=case_id, frame=t) for t in annotated_frames(reference)]
 
 
-def annotated_frames(reference: np.ndarray) -> list[int]:
-    """The frames of a 4D reference that hold any label: a cine annotated only at some frames (M&Ms: ED and
-    ES) is scored there, not against empty hearts elsewhere (whose ES would be a volume of 0 mL). A reference
-    empty at every frame keeps them all, so that the prediction's false positives still count."""
-    annotated = [t for t in range(reference.shape[0]) if reference[t].any()]
-    if annotated and len(annotated) < reference.shape[0]:
-        logger.info("reference annotated at frames %s of %d: only those are scored", annotated, reference.shape[0])
-    return annotated or list(range(reference.shape[0]))
-
 
 def safe_name(text: str) -> str:
     """A file-name-safe version of a column name (for per-breakdown plots)."""
     return re.sub(r"[^A-Za-z0-9_\-]+", "_", str(text)).strip("_") or "column"
 
 
-__all__ = ["CaseFailure", "CasePair", "annotated_frames", "case_info", "case_slice_profiles", "evaluate_arrays",
+__all__ = ["CaseFailure", "CasePair", "case_info", "case_slice_profiles", "evaluate_arrays",
            "evaluate_pair", "evaluate_pair_detailed", "load_metadata", "match_files", "resolve_labels",
            "scored_labels"]

@@ -201,7 +201,8 @@ def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray,
     rows = []
     for case_id, ref, pred, spacing in cases:
         ref, pred = np.asarray(ref), np.asarray(pred)
-        frames = [(None, ref, pred)] if ref.ndim == len(spacing) else list(zip(range(len(ref)), ref, pred))
+        frames = ([(None, ref, pred)] if ref.ndim == len(spacing)
+                  else [(t, ref[t], pred[t]) for t in annotated_frames(ref)])
         for t, r, p in frames:
             vr, vp = structure_volumes(r, spacing, labels=labels), structure_volumes(p, spacing, labels=labels)
             cid = case_id if t is None else frame_case_id(case_id, t)
@@ -210,11 +211,22 @@ def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray,
     return clinical_table(pd.DataFrame(rows), metadata)
 
 
+def annotated_frames(reference: np.ndarray) -> list[int]:
+    """The frames of a 4D reference that hold any label: a cine annotated only at some frames (M&Ms: ED and
+    ES) is scored there, not against empty hearts elsewhere (whose ES would be a volume of 0 mL). A reference
+    empty at every frame keeps them all, so that the prediction's false positives still count."""
+    annotated = [t for t in range(reference.shape[0]) if reference[t].any()]
+    if annotated and len(annotated) < reference.shape[0]:
+        logger.info("reference annotated at frames %s of %d: only those are scored", annotated, reference.shape[0])
+    return annotated or list(range(reference.shape[0]))
+
+
 def frame_case_id(case_id: str, frame: int) -> str:
     """Case id of one frame of a 4D mask: ``CASE@tNN``."""
     return f"{case_id}@t{int(frame):02d}"
 
 
-__all__ = ["MEASURES", "MEASURE_UNITS", "MYOCARDIAL_DENSITY_G_PER_ML", "clinical_measures", "clinical_table",
+__all__ = ["MEASURES", "MEASURE_UNITS", "MYOCARDIAL_DENSITY_G_PER_ML", "annotated_frames", "clinical_measures",
+           "clinical_table",
            "clinical_table_from_masks", "ed_es_from_curve", "frame_case_id", "measures_from_volumes",
            "structure_volumes", "subject_and_phase"]

@@ -64,7 +64,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             ``NAME_probabilities.npz``, ``images_from_dicom/``, ``failures.json`` and ``predictions.json``.
         model: a :class:`Predictor`, a model folder, or a :class:`ModelSpec`.
         options: how to build the predictor when ``model`` is not one already.
-        continue_: skip cases whose mask (and probabilities, if requested) already exist.
+        continue_: skip cases whose mask (and probabilities, if requested) already exist and are recorded (a
+            mask without its record, written just before a job was killed, is predicted again).
         num_parts, part_id: run only every ``num_parts``-th subject of the sorted list, starting at
             ``part_id`` (several machines share a folder); reports are then named ``failures_partK.json`` etc.
         subject_of: a case name's subject (default :func:`~autocmr.inference.parts.subject_key` by name; the

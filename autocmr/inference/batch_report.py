@@ -132,8 +132,9 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     by_name = {j.name: j for j in jobs}
     for name in report.done:
         cases[name] = case_record(report, by_name[name])
+    kept = set(report.done) | set(report.skipped)  # an input problem may share a kept job's name (a clash)
     for failure in report.failures:
-        if failure.name not in report.done:
+        if failure.name not in kept:
             cases.pop(failure.name, None)
     write_batch_record(report, predictor_description, input_path, cases, part)
     journal.unlink(missing_ok=True)  # merged: predictions.json now holds every record

@@ -319,6 +319,9 @@ def _unique_names(jobs: list[PredictionJob]) -> _Found:
     return list(seen.values()), clashes
 
 
+OVERWRITES_INPUT = "the output would overwrite this input file; choose another output folder"
+
+
 def _outputs_apart_from_inputs(jobs: list[PredictionJob]) -> _Found:
     """A job whose mask (or probabilities, or image copy) would replace one of its own input files, e.g.
     ``-i scans/CASE.nii.gz -o scans/``, is refused: the input would be lost."""
@@ -330,8 +333,7 @@ def _outputs_apart_from_inputs(jobs: list[PredictionJob]) -> _Found:
         if hit is None:
             kept.append(job)
         else:
-            refused.append(CaseFailure(job.name, str(hit), "the output would overwrite this input file; choose "
-                                                           "another output folder"))
+            refused.append(CaseFailure(job.name, str(hit), OVERWRITES_INPUT))
     return kept, refused
 
 
@@ -352,5 +354,6 @@ def _warn_nested_images(folder: Path, out: Path) -> None:
                        "sub-folders), e.g. %s", len(nested), folder, nested[0])
 
 
-__all__ = ["CaseFailure", "Discovery", "IMAGES_FROM_DICOM", "IMAGE_SUFFIXES", "JOB_KINDS", "PredictionJob",
+__all__ = ["CaseFailure", "Discovery", "IMAGES_FROM_DICOM", "IMAGE_SUFFIXES", "JOB_KINDS", "OVERWRITES_INPUT",
+           "PredictionJob",
            "REFERENCE_LABEL_SUFFIXES", "SIDE_FILE_SUFFIXES", "check_complete", "discover_jobs", "sanitise_name"]

@@ -81,8 +81,10 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
         _collect(running, report)
     finally:  # an error here (or Ctrl-C) must not leave the other devices' processes running unattended
         for _, process, _ in running.values():
-            process.terminate()
-            process.join(timeout=10)
+            process.join(timeout=30)  # Ctrl-C reached them too: let them record what they finished
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=10)
     if num_parts == 1 and not report.failed_devices:
         report.merge = merge_parts(output_dir)
     elif num_parts > 1:

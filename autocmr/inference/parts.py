@@ -225,8 +225,12 @@ def _merge_csv(paths: Sequence[Path]) -> pd.DataFrame:
             raise InputFileError(path, f"cannot read this part's table ({type(exc).__name__}: {exc})") from exc
     merged = pd.concat(tables, ignore_index=True, sort=False).fillna("")
     if set(REVIEW_COLUMNS) <= set(merged.columns):  # failed, then flagged (most flags first), then the others
-        flags = merged["n_flags"].map(lambda v: -int(v) if str(v).lstrip("-").isdigit() else 0) \
-            if "n_flags" in merged.columns else 0
+        if "n_flags" in merged.columns:  # qc.csv counts them; measures.csv lists them, ';'-separated
+            flags = merged["n_flags"].map(lambda v: -int(v) if str(v).isdigit() else 0)
+        elif "qc_flags" in merged.columns:
+            flags = merged["qc_flags"].map(lambda v: -len([f for f in str(v).split(";") if f.strip()]))
+        else:
+            flags = 0
         order = pd.DataFrame({"ok": merged["status"] == "ok", "calm": merged["review"].str.lower() != "true",
                               "flags": flags, "subject": merged["subject"]})
         merged = merged.loc[order.sort_values(["ok", "calm", "flags", "subject"], kind="stable").index]

@@ -16,7 +16,7 @@ def numeric_tuple(path: Path, what: str, value: Any, n: int) -> tuple[float, ...
     if value is None:
         return None
     try:
-        values = tuple(float(v) for v in value)
+        values = tuple(float(v.strip().replace(",", ".")) if isinstance(v, str) else float(v) for v in value)
     except (TypeError, ValueError) as exc:
         raise InputFileError(path, f"{what} is not numeric: {value!r}") from exc
     if len(values) != n:

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from autocmr.documents.layout import BATCH_PREDICTIONS
-from autocmr.errors import AutocmrError
+from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.inference.batch import BatchReport, predict_folder
 from autocmr.inference.batch_report import write_batch_record
 from autocmr.inference.fast_cine import CineOptions
-from autocmr.inference.inputs import IMAGES_FROM_DICOM, OUTPUT_SUFFIX, PROBABILITIES_SUFFIX, CaseFailure
+from autocmr.inference.inputs import (IMAGES_FROM_DICOM, OUTPUT_SUFFIX, OVERWRITES_INPUT, PROBABILITIES_SUFFIX,
+                                     CaseFailure, discover_jobs)
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.inference.predictor import PredictorOptions
 from autocmr.io.atomic import atomic_path
@@ -67,6 +68,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     if not isinstance(selection, Selection):
         selection = Selection.load(selection)
     out = Path(output_dir).expanduser()
+    _check_output(input_path, out)
     base = replace(options or PredictorOptions(), checkpoint=selection.checkpoint, postprocess="off")
     decision = selection.postprocessing
     if len(selection.members) == 1:
@@ -91,6 +93,15 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     _record_batch(out, [out / MEMBERS_DIR / m.name for m in selection.members], selection, source, combined,
                   input_path)
     return combined
+
+
+def _check_output(input_path: str | Path, out: Path) -> None:
+    """The members predict into ``out/members/``, but the selection's masks go to ``out``: the checks that
+    discovery makes for a plain run (``out`` is not the input folder, no mask replaces an input file) are
+    made here for ``out`` itself."""
+    clashes = [p for p in discover_jobs(input_path, out).problems if p.reason == OVERWRITES_INPUT]
+    if clashes:
+        raise ConfigurationError(f"{clashes[0].file}: {OVERWRITES_INPUT}")
 
 
 def _combine(selection: Selection, reports: list[BatchReport], out: Path, continue_: bool) -> BatchReport:

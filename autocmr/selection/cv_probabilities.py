@@ -87,7 +87,7 @@ def read_probabilities(path: Path) -> np.ndarray:
 def cache_source(model: CvModel, options: PredictorOptions) -> dict[str, Any]:
     """What made a model's cached probabilities (see the module doc)."""
     return {"model": str(model.path.resolve()), "checkpoint": options.checkpoint, "mirror": options.mirror,
-            "step": options.step, "precision": options.precision,
+            "step": options.step, "precision": options.precision, "harmonise": options.harmonise,
             "weights": {fold: sha256_of(model.path / checkpoint_relpath(fold, options.checkpoint))
                         for fold in model.folds}}
 

@@ -158,8 +158,8 @@ def build_transforms(params: AugmentationParams, patch_size: Sequence[int], *, a
 
     ``synchronize_channels``: one intensity change for all channels, for channels that are one image (the
     neighbouring slices a 2d configuration with context slices sees: at inference they share one intensity
-    mapping, so training must not teach the network that they differ); otherwise each channel (modality)
-    draws its own."""
+    mapping, so training must not teach the network that they differ; with several modalities and context
+    slices, the modalities are then synchronised too); otherwise each channel (modality) draws its own."""
     dim = len(patch_size)
     in_plane = in_plane_only(dim, anisotropic)
     rot = math.radians(params.rotation_deg if (dim == 2 or in_plane) else params.rotation_deg_3d)

@@ -158,6 +158,12 @@ def test_continue_predicts_again_a_mask_without_a_record_and_a_failed_case_loses
     report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
     assert [f.name for f in report.failures] == ["second"]
     assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
+    # an input problem that shares a kept case's name (first.nii beside first.nii.gz) leaves its record alone
+    write_image(small_case(7, slices=3).image, small_case(7, slices=3).geometry, tmp_path / "in" / "first.nii")
+    (tmp_path / "in" / "second.nii.gz").unlink()
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["first"] and [f.name for f in report.failures] == ["first"]
+    assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
 
 
 def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_path, tiny_model_dir):

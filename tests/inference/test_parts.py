@@ -136,3 +136,17 @@ def test_merged_analysis_tables_keep_their_text_and_put_review_first(tmp_path):
     merge_parts(tmp_path)
     text = (tmp_path / "measures.csv").read_text().splitlines()
     assert text[1:] == ["0056,failed,True,", "0034,ok,True,", "0012,ok,False,12", "0078,ok,False,3"]
+
+
+def test_merged_measures_put_the_subjects_with_most_flags_first(tmp_path):
+    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
+    parts = [pd.DataFrame({"subject": ["a", "b"], "status": ["ok", "ok"], "review": [True, True],
+                           "qc_flags": ["fragmented", "fragmented;ef_out_of_range"]}),
+             pd.DataFrame({"subject": ["c"], "status": ["ok"], "review": [False], "qc_flags": [""]})]
+    for k, table in enumerate(parts):
+        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
+            {"predictor": dict(describe, model="m", device="cpu"), "num_parts": 2, "wall_s": k,
+             "done": [], "skipped": [], "failed": [], "cases": {}}))
+        table.to_csv(tmp_path / f"measures_part{k}.csv", index=False)
+    merge_parts(tmp_path)
+    assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["b", "a", "c"]

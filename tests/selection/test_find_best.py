@@ -199,6 +199,25 @@ def test_a_single_model_selection_postprocesses_masks_a_killed_run_left(two_mode
     assert np.array_equal(done, chosen.postprocessing.apply(stray)) and done[0, 2, 2] == 0
 
 
+def test_a_selection_never_writes_its_masks_over_the_inputs(two_models, tmp_path):
+    from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.selection.apply import predict_with_selection
+
+    model_a, model_b, raw = two_models
+    ensemble = Selection((Member("a", model_a, ("0",)), Member("b", model_b, ("0",))), PostprocessingDecision(), "dice")
+    case = sorted(open_cv_model(model_a).case_fold)[0]
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    image = scans / f"{case}.nii.gz"
+    image.write_bytes((raw / "imagesTr" / f"{case}_0000.nii.gz").read_bytes())
+    before = image.read_bytes()
+    with pytest.raises(ConfigurationError, match="input folder"):
+        predict_with_selection(scans, scans, ensemble, options=OPTIONS, num_workers=0)
+    with pytest.raises(ConfigurationError, match="overwrite this input"):
+        predict_with_selection(image, scans, ensemble, options=OPTIONS, num_workers=0)
+    assert image.read_bytes() == before
+
+
 @pytest.mark.parametrize("flags", [["--num-parts", "2"], ["--devices", "cpu", "cpu"], ["--output-format", "both"],
                                    ["--save-probabilities"]])
 def test_predict_with_a_selection_refuses_what_it_does_not_do(tmp_path, capsys, flags):
