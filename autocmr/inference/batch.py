@@ -97,10 +97,9 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     jobs = take_part(discovery.jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
     recorded = recorded_cases(out) if continue_ else {}
-    report.skipped = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)
-                      and j.name in recorded]
-    unrecorded = [j.name for j in jobs if continue_ and j.name not in recorded
-                  and _finished(j, save_probabilities, output_format)]
+    finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
+    report.skipped = [name for name in finished if name in recorded]
+    unrecorded = [name for name in finished if name not in recorded]
     if unrecorded:
         logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, e.g. %s",
                     len(unrecorded), unrecorded[0])

@@ -11,12 +11,19 @@ from autocmr.errors import InputFileError
 logger = logging.getLogger(__name__)
 
 
+def _number(value: Any) -> float:
+    """One DS/IS value as a float, a decimal comma ("8,00", written by some European exports) read as a point;
+    TypeError or ValueError when it is not one number."""
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return float(text.strip().replace(",", ".") if isinstance(text, str) else text)
+
+
 def numeric_tuple(path: Path, what: str, value: Any, n: int) -> tuple[float, ...] | None:
     """``value`` (a multi-valued DS element) as ``n`` floats; None when absent. ``what`` names it in errors."""
     if value is None:
         return None
     try:
-        values = tuple(float(v.strip().replace(",", ".")) if isinstance(v, str) else float(v) for v in value)
+        values = tuple(_number(v) for v in value)
     except (TypeError, ValueError) as exc:
         raise InputFileError(path, f"{what} is not numeric: {value!r}") from exc
     if len(values) != n:
@@ -29,15 +36,14 @@ def numeric_value(path: Path, what: str, value: Any, *, optional: bool = False) 
 
     A value that is not one number (text, several values) raises InputFileError naming the file and the
     attribute, unless ``optional``: attributes autocmr can do without (a hint such as SliceThickness) are then
-    ignored with a warning. A decimal comma ("8,00", written by some European exports) reads as a point.
+    ignored with a warning. A decimal comma reads as a point.
     """
     if value is None or value == "":
         return None
     try:
-        if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
+        if hasattr(value, "__len__") and not isinstance(value, (str, bytes)):  # a list or a MultiValue
             raise TypeError("several values")
-        text = value.decode(errors="replace") if isinstance(value, bytes) else value
-        return float(text.strip().replace(",", ".") if isinstance(text, str) else text)
+        return _number(value)
     except (TypeError, ValueError) as exc:
         if not optional:
             raise InputFileError(path, f"{what} is not a number: {value!r}") from exc

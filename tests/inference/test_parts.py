@@ -122,31 +122,30 @@ def test_csv_and_other_tables_merge_generically(tmp_path):
     assert predictions["predictor"]["model"] == ["/node0/m", "/node1/m", "/node2/m"] and predictions["wall_s"] == 2
 
 
-def test_merged_analysis_tables_keep_their_text_and_put_review_first(tmp_path):
+def _merge_measures_parts(folder, parts) -> None:
+    """Each table as one part's measures (with the predictions record a part writes), then merged."""
     describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
+    for k, table in enumerate(parts):
+        (folder / f"predictions_part{k}.json").write_text(json.dumps(
+            {"predictor": dict(describe, model="m", device="cpu"), "num_parts": len(parts), "wall_s": k,
+             "done": [], "skipped": [], "failed": [], "cases": {}}))
+        table.to_csv(folder / f"measures_part{k}.csv", index=False)
+    merge_parts(folder)
+
+
+def test_merged_analysis_tables_keep_their_text_and_put_review_first(tmp_path):
     parts = [pd.DataFrame({"subject": ["0012", "0034"], "status": ["ok", "ok"], "review": [False, True],
                            "ED_frame": ["12", ""]}),
              pd.DataFrame({"subject": ["0056", "0078"], "status": ["failed", "ok"], "review": [True, False],
                            "ED_frame": ["", "3"]})]
-    for k, table in enumerate(parts):
-        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
-            {"predictor": dict(describe, model="m", device="cpu"), "num_parts": 2, "wall_s": k,
-             "done": [], "skipped": [], "failed": [], "cases": {}}))
-        table.to_csv(tmp_path / f"measures_part{k}.csv", index=False)
-    merge_parts(tmp_path)
+    _merge_measures_parts(tmp_path, parts)
     text = (tmp_path / "measures.csv").read_text().splitlines()
     assert text[1:] == ["0056,failed,True,", "0034,ok,True,", "0012,ok,False,12", "0078,ok,False,3"]
 
 
 def test_merged_measures_put_the_subjects_with_most_flags_first(tmp_path):
-    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
     parts = [pd.DataFrame({"subject": ["a", "b"], "status": ["ok", "ok"], "review": [True, True],
                            "qc_flags": ["fragmented", "fragmented;ef_out_of_range"]}),
              pd.DataFrame({"subject": ["c"], "status": ["ok"], "review": [False], "qc_flags": [""]})]
-    for k, table in enumerate(parts):
-        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
-            {"predictor": dict(describe, model="m", device="cpu"), "num_parts": 2, "wall_s": k,
-             "done": [], "skipped": [], "failed": [], "cases": {}}))
-        table.to_csv(tmp_path / f"measures_part{k}.csv", index=False)
-    merge_parts(tmp_path)
+    _merge_measures_parts(tmp_path, parts)
     assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["b", "a", "c"]
