@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from autocmr.dataset.raw import write_cases_csv
+from autocmr.errors import OutputPathError
 from autocmr.io.image import write_image
 from autocmr.settings import Roots, resolve_roots
 
 logger = logging.getLogger(__name__)
 DEMO_DATASET_ID = 900
 DEMO_FOV_MM = 160.0  # small images keep the demo fast; the anatomy is full size
+# Written into the demo folder first: a rerun may clear a folder only if it holds this file (an earlier demo's).
+DEMO_MARKER = ".autocmr_demo"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class DemoResult:
     mean_dice: float
     seconds: dict[str, float]
     report: str
+    failures: tuple[str, ...] = ()  # held-back cases that could not be predicted, "case: reason"
 
 
 def write_test_subjects(folder: Path, n_subjects: int, seed: int) -> tuple[Path, Path]:
@@ -64,9 +68,7 @@ def run_demo(folder: str | Path, *, minutes: float = 4.0, n_subjects: int = 16, 
     from autocmr.trainers.options import TrainOptions
     from autocmr.trainers.run import train
 
-    folder = Path(folder).resolve()
-    if folder.exists():
-        shutil.rmtree(folder)
+    folder = prepare_demo_folder(Path(folder))
     roots: Roots = resolve_roots(raw=folder / "raw", preprocessed=folder / "preprocessed", results=folder / "results")
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
@@ -85,12 +87,29 @@ def run_demo(folder: str | Path, *, minutes: float = 4.0, n_subjects: int = 16, 
     t0 = time.monotonic()
     report = predict_folder(images, folder / "predictions", result.fold_dir.parent,
                             options=PredictorOptions(device=device), after_batch=analyse_batch)
-    if report.failures:
-        logger.warning("prediction failures: %s", report.failures)
+    failures = tuple(f"{f.name}: {f.file}: {f.reason}" for f in report.failures)
+    if failures:
+        logger.warning("prediction failures:\n  %s", "\n  ".join(failures))
     seconds["predict"] = time.monotonic() - t0
     t0 = time.monotonic()
     evaluation = evaluate_folders(labels, folder / "predictions", folder / "evaluation",
                                   metadata=labels / "cases.csv", by=["phase"])
     seconds["evaluate"] = time.monotonic() - t0
     mean_dice = float(evaluation.summary["mean_over_classes"]["dice"])
-    return DemoResult(folder, mean_dice, seconds, evaluation.report())
+    return DemoResult(folder, mean_dice, seconds, evaluation.report(), failures)
+
+
+def prepare_demo_folder(folder: Path) -> Path:
+    """An empty folder for the demo. An earlier demo's folder (it holds :data:`DEMO_MARKER`) is cleared; any other
+    folder with files in it is refused, so that ``-o`` pointing at the wrong place never deletes anything."""
+    folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(folder, "is a file; the demo needs a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / DEMO_MARKER).is_file():
+            raise OutputPathError(folder, "is not empty and was not made by autocmr_demo; choose a new or empty "
+                                          "folder with -o (the demo clears its folder when it runs again)")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text("made by autocmr_demo; a rerun clears this folder\n", encoding="utf-8")
+    return folder

@@ -1,7 +1,9 @@
 """``autocmr_demo``: the whole chain on generated phantoms in a few minutes on a CPU (quick start).
 
 Generates a small phantom dataset, plans, trains for a short budget, predicts held-back phantom subjects,
-evaluates them and prints the table. All files stay in the output folder (default ./autocmr_demo).
+evaluates them and prints the table. All files stay in the output folder (default ./autocmr_demo); a rerun
+clears a folder an earlier demo made and refuses any other folder that is not empty.
+Exit code: 0 done, 1 some held-back case could not be predicted, 2 bad options or output folder.
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmean foreground Dice on {args.test_subjects} held-back phantom subjects: {result.mean_dice:.3f}")
         print(f"time: {times}")
         print(f"everything is in {result.folder}: raw/ preprocessed/ results/ predictions/ evaluation/ test/")
-        return 0
+        for failure in result.failures:
+            print(f"FAILED {failure}")
+        return 1 if result.failures else 0
 
     return run_command(go)
 
