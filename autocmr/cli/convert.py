@@ -7,6 +7,9 @@ Examples::
     autocmr_convert folder --images imgs/ --labels masks/ -d 120 --name MyCine --label-map '{"1": 3, "3": 1}'
     autocmr_convert sunnybrook /data/sunnybrook/SC-HF-I-1 -d 130
     autocmr_convert check -d 101
+
+Exit code: 0 converted (or no problem found), 1 some source files were skipped (listed in
+conversion_skipped.json) or the check found problems, 2 nothing converted or bad options.
 """
 from __future__ import annotations
 
@@ -118,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         folder = _convert(args)
         from autocmr.dataset.converters import summarize_dataset
+        from autocmr.dataset.converters.common import SKIPPED_JSON
 
         print(folder)
         print(summarize_dataset(folder))
-        return 0
+        # Source files skipped by the partial-skip policy are failed cases: exit 1, as every batch command.
+        return 1 if (folder / SKIPPED_JSON).is_file() else 0
 
     return run_command(go)
 

@@ -321,3 +321,12 @@ def test_cli_folder_with_label_map(tmp_path: Path, capsys: pytest.CaptureFixture
     assert np.array_equal(label, truth["case_a"])
     assert main(argv[:-1] + ["{not json"]) == 2
     assert "error: label map" in capsys.readouterr().err
+
+
+def test_cli_exit_code_1_when_source_files_were_skipped(acdc_subset: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    _break_acdc_subset(acdc_subset)
+    raw = tmp_path / "raw"
+    assert main(["acdc", str(acdc_subset), "-d", "101", "--raw", str(raw), "-j", "1"]) == 1
+    assert "source file(s) skipped, see conversion_skipped.json" in capsys.readouterr().out
+    assert (raw / "Dataset101_ACDC" / "dataset.json").is_file()  # what converted is kept
