@@ -34,6 +34,7 @@ from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
 from autocmr.inference.parts import part_suffix, with_suffix
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.io.cine import read_cine
+from autocmr.io.dicom_seg import seg_output_exists
 from autocmr.io.image import Geometry, read_header
 from autocmr.io.orientation import to_canonical
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MS_PER_MINUTE = 60000.0
+SEG_ONLY_REASON = "not analysed: --output-format dicom-seg writes no NIfTI mask to measure (use --output-format both)"
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,7 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
              if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
     # --output-format dicom-seg writes no NIfTI mask to measure: said in the report, not left out silently
-    seg_only = [CaseFailure(job.name, str(job.source), "not analysed: --output-format dicom-seg writes no NIfTI mask "
-                            "to measure (use --output-format both)")
+    seg_only = [CaseFailure(job.name, str(job.source), SEG_ONLY_REASON)
                 for job in jobs if job.name in finished and not job.output.is_file()]
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
     table = read_metadata(metadata_path) if metadata_path is not None else None
@@ -93,17 +94,27 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
         failures_found = json.loads(failures_path.read_text()) if failures_path.is_file() else []
     except (OSError, ValueError) as exc:
         raise InputFileError(predictions_path, f"cannot read the batch record ({exc})") from exc
-    found = []
+    found, not_analysed = [], []
     for name, entry in sorted(recorded.get("cases", {}).items()):
         job = PredictionJob(name, entry["kind"], tuple(Path(s) for s in entry["sources"]), Path(entry["output"]))
         if job.output.is_file():
             found.append((job, entry.get("uncertainty") or [], entry.get("cine")))
+        else:  # recorded but its mask is not there: said in the report, never left out silently
+            not_analysed.append(_mask_not_found(job))
     cases, unreadable = _records(found)
     failures = [CaseFailure(f["name"], f["file"], f["reason"]) for f in failures_found] + unreadable
     metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
     table = read_metadata(metadata_path) if metadata_path is not None else None
     return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds,
-                         model=model_provenance(recorded.get("predictor")))
+                         model=model_provenance(recorded.get("predictor")), not_analysed=not_analysed)
+
+
+def _mask_not_found(job: PredictionJob) -> CaseFailure:
+    """Why a recorded case has no NIfTI mask to measure: DICOM-SEG only, or the mask was moved or deleted."""
+    if seg_output_exists(job.output):
+        return CaseFailure(job.name, str(job.source), SEG_ONLY_REASON)
+    return CaseFailure(job.name, str(job.output), "not analysed: the mask recorded in predictions.json is not "
+                                                  "there (moved or deleted?); predict the case again")
 
 
 def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None], Mapping[str, Any] | None]]

@@ -235,3 +235,21 @@ def test_an_unreadable_mask_is_a_failed_row_not_a_crash(tmp_path):
     outputs = analyse_output_folder(tmp_path)
     assert [(r.subject, r.status) for r in outputs.reports] == [("m", "failed")]
     assert "mask unreadable" in outputs.reports[0].notes[0]
+
+
+def test_a_recorded_case_whose_mask_is_gone_is_reported_not_dropped(tmp_path):
+    import json
+
+    from autocmr.analysis.pipeline import analyse_output_folder
+
+    cases = {"gone": {"kind": "3d", "sources": [str(tmp_path / "gone_0000.nii.gz")],
+                      "output": str(tmp_path / "gone.nii.gz")},
+             "seg": {"kind": "dicom", "sources": [str(tmp_path / "dcm" / "1.dcm")],
+                     "output": str(tmp_path / "seg.nii.gz")}}
+    (tmp_path / "seg_seg.dcm").write_bytes(b"a DICOM-SEG written instead of the NIfTI mask")
+    (tmp_path / "predictions.json").write_text(json.dumps({"cases": cases}))
+    outputs = analyse_output_folder(tmp_path)
+    notes = {r.subject: (r.status, r.notes[0]) for r in outputs.reports}
+    assert notes["gone"][0] == "failed" and "is not there (moved or deleted?)" in notes["gone"][1]
+    assert "dicom-seg writes no NIfTI mask" in notes["seg"][1]
+    assert "gone" in (tmp_path / "report.html").read_text()
