@@ -8,6 +8,7 @@ suffix, ``measures_part0.csv`` ...); :func:`analyse_cases` does the same for any
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -190,12 +191,22 @@ def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metada
 def _remove_stale_temporaries(out: Path, suffix: str, subjects: Sequence[Subject]) -> None:
     """Temporaries a killed run left for *these* files (another part may be writing its own right now)."""
     targets = {with_suffix(n, suffix) for n in (MEASURES_CSV, VOLUMES_CSV, QC_CSV, REPORT_HTML)}
-    targets |= {f"{sanitise_name(s.name)}.png" for s in subjects}
+    targets |= {figure_file_name(s.name) for s in subjects}
     for folder in (out, out / FIGURES_DIR):
         for item in folder.glob(f"{TEMP_PREFIX}*") if folder.is_dir() else ():
             parts = item.name.split("_", 2)  # ".tmp", random hex, target name (see autocmr.io.atomic)
             if len(parts) == 3 and parts[2] in targets:
                 item.unlink(missing_ok=True)
+
+
+def figure_file_name(subject: str) -> str:
+    """The subject's figure file. A name that is not file-safe as it is gets a short hash of itself added, so
+    that two subjects such as ``P 1`` and ``P/1`` never share a figure, even when parts of a batch on
+    different machines draw them into the same folder."""
+    safe = sanitise_name(subject)
+    if safe != subject:
+        safe += "_" + hashlib.sha1(subject.encode("utf-8")).hexdigest()[:8]
+    return f"{safe}.png"
 
 
 def _failed(name: str, sources: list[str], reason: str) -> SubjectReport:
@@ -238,7 +249,7 @@ def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds
     if subject.cine is not None and subject.cine.kind == "dicom":
         report.heart_rate_bpm = dicom_heart_rate(subject.cine.sources)
     if figures and report.measures is not None and frames:
-        relative = f"{FIGURES_DIR}/{sanitise_name(subject.name)}.png"
+        relative = f"{FIGURES_DIR}/{figure_file_name(subject.name)}"
         try:
             _figure(subject, report, out / relative, frames)
             report.figure = relative

@@ -253,3 +253,22 @@ def test_a_recorded_case_whose_mask_is_gone_is_reported_not_dropped(tmp_path):
     assert notes["gone"][0] == "failed" and "is not there (moved or deleted?)" in notes["gone"][1]
     assert "dicom-seg writes no NIfTI mask" in notes["seg"][1]
     assert "gone" in (tmp_path / "report.html").read_text()
+
+
+def test_subjects_whose_names_sanitise_alike_get_their_own_figures(tmp_path):
+    from autocmr.analysis.pipeline import figure_file_name
+
+    cases, rows = [], []
+    for k, subject in enumerate(("P 1", "P/1", "P_1")):
+        for phase, case in make_phantom_subject(20 + k, fov_mm=160.0).items():
+            name = f"c{k}_{phase}"
+            write_image(case.label, case.geometry, tmp_path / f"{name}.nii.gz")
+            cases.append(CaseRecord(name, tmp_path / f"{name}.nii.gz", None, ()))
+            rows.append({"case_id": name, "subject": subject, "phase": phase})
+    metadata = pd.DataFrame(rows).set_index("case_id")
+    reports = analyse_cases(cases, tmp_path, metadata=metadata).reports
+    figures = {r.subject: r.figure for r in reports}
+    assert set(figures) == {"P 1", "P/1", "P_1"} and len(set(figures.values())) == 3
+    assert figures["P_1"] == "figures/P_1.png"  # a file-safe name is kept as it is
+    assert all((tmp_path / f).is_file() for f in figures.values())
+    assert figure_file_name("P 1") == figure_file_name("P 1") != figure_file_name("P/1")  # stable across parts
