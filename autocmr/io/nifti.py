@@ -78,8 +78,8 @@ def _load(path: Path):
 def nifti_geometry(header, path: str | Path) -> NiftiGeometry:
     """Geometry of a nibabel NIfTI header by the rule in the module docstring."""
     dims = [int(d) for d in header["dim"][1:int(header["dim"][0]) + 1]]
-    while len(dims) > 4 and dims[-1] == 1:
-        dims.pop()  # trailing singleton dimensions beyond t carry nothing
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()  # trailing singleton dimensions carry nothing; ITK reads (x, y, z, 1) as 3D too
     if len(dims) > 4:
         raise InputFileError(path, f"has {len(dims)} dimensions {dims}; expected 3D or 4D (x, y, z[, t])")
     dims += [1] * (3 - len(dims))
@@ -211,8 +211,6 @@ def write_mask_like(array: np.ndarray, geometry: Geometry, path: str | Path, tem
     except InputFileError as exc:
         logger.warning("%s: mask written from the geometry, not the input's header (%s)", path, exc.reason)
         return False
-    if template_geometry.dim == 4 and geometry.dim == 3 and template_geometry.size[3] == 1:
-        template_geometry = template_geometry.spatial()
     if differences := template_geometry.differences(geometry, DEFAULT_GEOMETRY_TOLERANCE):
         logger.warning("%s: mask written from the geometry, not the header of %s (%s)", path, template,
                        "; ".join(differences))

@@ -70,6 +70,8 @@ def _itk_readable_files(folder: Path) -> dict[str, Path]:
                             zooms=ZOOMS + (33.0,)),
         "sheared_sform_with_qform": write_nifti(folder / "sheared_q.nii.gz", sform=_affine(shear=0.05), scode=2,
                                                 qform=a, qcode=1),
+        "one_frame_4d": write_nifti(folder / "one_frame.nii.gz", sform=a, scode=1, data=cine[..., :1],
+                                    zooms=ZOOMS + (33.0,)),  # ITK drops the trailing singleton t: 3D
     }
 
 
