@@ -39,12 +39,19 @@ class ChildSettings:
         keep_freed_memory: apply :func:`autocmr.allocator.keep_freed_memory` when the process works on the CPU.
             ``autocmr_train`` and ``autocmr_predict`` ask for it, as for their own process; Python callers only
             when they choose to.
+        parent_pid: when set, the process ends once this parent is gone (:mod:`autocmr.parent_watch`), so that
+            a killed command leaves nothing computing.
     """
 
     threads: int
     keep_freed_memory: bool = False
+    parent_pid: int | None = None
 
     def apply(self, device: torch.device) -> None:
+        if self.parent_pid is not None:
+            from autocmr.parent_watch import exit_when_parent_dies
+
+            exit_when_parent_dies(self.parent_pid)
         torch.set_num_threads(self.threads)
         if self.keep_freed_memory and device.type == "cpu":
             from autocmr import allocator

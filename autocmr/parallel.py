@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from tqdm import tqdm
 
 from autocmr.errors import exception_text
+from autocmr.parent_watch import exit_when_parent_dies
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,15 +31,23 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
+    exit_when_parent_dies(parent_pid)
     import torch
 
     torch.set_num_threads(1)
 
 
 def make_pool(num_workers: int) -> ProcessPoolExecutor:
+    """A spawn pool of one-thread torch workers that end when this process dies (:mod:`autocmr.parent_watch`)."""
     return ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(os.getpid(),))
+
+
+def make_bare_pool(num_workers: int) -> ProcessPoolExecutor:
+    """A spawn pool whose workers import no torch (they start much faster); they too end with this process."""
+    return ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_when_parent_dies, initargs=(os.getpid(),))
 
 
 def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *, num_workers: int = 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
@@ -72,7 +73,8 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
         part = part_id * len(devices) + index
         process = mp.Process(target=_device_main, name=f"autocmr-predict-{device}",
                              args=(str(input_path), str(output_dir), model, replace(options, device=device), total,
-                                   part, ChildSettings(threads, keep_freed_memory), batch_options, writer))
+                                   part, ChildSettings(threads, keep_freed_memory, parent_pid=os.getpid()),
+                                   batch_options, writer))
         process.start()
         writer.close()
         running[process.sentinel] = (device, process, reader)

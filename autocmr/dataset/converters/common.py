@@ -11,11 +11,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -27,7 +25,7 @@ from autocmr.dataset.raw import DATASET_JSON, DatasetJson, write_cases_csv
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.atomic import write_json_atomic
 from autocmr.io.image import read_header, read_image, write_image
-from autocmr.parallel import default_workers, run_all
+from autocmr.parallel import default_workers, make_bare_pool, run_all
 from autocmr.settings import resolve_roots
 
 logger = logging.getLogger(__name__)
@@ -213,7 +211,7 @@ def run_cases(fn: Callable[..., list[ConversionProblem]], jobs: list[tuple[str, 
         results, failures = run_all(fn, jobs, num_workers=1, desc=desc)
     else:
         # No torch here: a bare spawn pool starts much faster than autocmr.parallel.make_pool's workers.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with make_bare_pool(workers) as pool:
             results, failures = run_all(fn, jobs, num_workers=workers, desc=desc, pool=pool)
     problems = [p for key, _ in jobs for p in results.get(key, [])]
     by_message: dict[str, list[str]] = {}
