@@ -11,7 +11,7 @@ from autocmr.errors import DocumentError
 from autocmr.io.orientation import Reorientation
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.preprocessing.cropping import uncrop
-from autocmr.preprocessing.resampling import argmax_resampled, resample_probabilities
+from autocmr.preprocessing.resampling import argmax_resampled, resample_probabilities, through_plane_nearest
 
 
 def labels_to_native(probabilities: torch.Tensor, props: dict[str, Any] | CaseProperties, plans: Plans,
@@ -19,7 +19,8 @@ def labels_to_native(probabilities: torch.Tensor, props: dict[str, Any] | CasePr
     """Label map (uint8) in the stored order of the input, from probabilities (C, z, y, x)."""
     props = CaseProperties.from_dict(props)
     bbox = [tuple(b) for b in props.bbox]
-    label = argmax_resampled(probabilities, props.shape_after_crop, anisotropic=config.resampling.anisotropic)
+    anisotropic = through_plane_nearest(config.resampling.anisotropic, props.spacing)
+    label = argmax_resampled(probabilities, props.shape_after_crop, anisotropic=anisotropic)
     label = uncrop(label, bbox, props.shape_before_crop, fill=0)
     return _to_stored_order(label, props, plans)
 
@@ -30,7 +31,8 @@ def probabilities_to_native(probabilities: torch.Tensor, props: dict[str, Any] |
     props = CaseProperties.from_dict(props)
     bbox = [tuple(b) for b in props.bbox]
     probs = resample_probabilities(probabilities, props.shape_after_crop,
-                                   anisotropic=config.resampling.anisotropic).numpy()
+                                   anisotropic=through_plane_nearest(config.resampling.anisotropic, props.spacing)
+                                   ).numpy()
     full = uncrop(probs, bbox, props.shape_before_crop, fill=0)
     outside = np.ones(props.shape_before_crop, bool)
     outside[tuple(slice(a, b) for a, b in bbox)] = False

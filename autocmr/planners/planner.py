@@ -5,7 +5,8 @@ Rules (facts from the nnU-Net method, written for autocmr):
 * ``3d_fullres`` resamples to the median spacing, except that a strongly anisotropic axis with few voxels
   uses the 10th percentile of its spacings (never finer than the in-plane target);
 * ``2d`` resamples in-plane to the median in-plane spacing and keeps each case's native slices;
-* anisotropic data (ratio > 3) are resampled through-plane with nearest neighbour;
+* anisotropic data (max/min spacing > 3: the target grid, or a case's own slices) are resampled through-plane
+  with nearest neighbour;
 * patch size starts at the median image shape and shrinks until the network fits the target's budget
   (GPU memory, or CPU compute per training iteration); batch size fills the rest of the budget, capped so
   one batch covers at most 5 % of the dataset's voxels.
@@ -25,8 +26,8 @@ from autocmr.networks.unet import activation_elements, training_flops
 from autocmr.planners.fingerprint import Fingerprint
 from autocmr.planners.topology import MIN_FEATURE_MAP, fit_patch, shrink_patch
 from autocmr.preprocessing.normalization import scheme_for_channel
+from autocmr.preprocessing.resampling import ANISOTROPY_THRESHOLD  # also applied to each case's own spacing
 
-ANISOTROPY_THRESHOLD = 3.0  # max/min target spacing above which through-plane resampling is nearest
 MAX_BATCH_FRACTION = 0.05  # one batch sees at most this fraction of all dataset voxels
 MIN_BATCH = 2
 

@@ -23,7 +23,7 @@ from autocmr.preprocessing import storage
 from autocmr.preprocessing.cropping import crop, nonzero_bbox
 from autocmr.preprocessing.loading import load_case
 from autocmr.preprocessing.normalization import normalize
-from autocmr.preprocessing.resampling import resample_image, resample_label, target_shape
+from autocmr.preprocessing.resampling import resample_image, resample_label, target_shape, through_plane_nearest
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def preprocess_arrays(data: np.ndarray, seg: np.ndarray | None, spacing: tuple[f
     data = normalize(data, config.normalization, config.use_mask_for_norm, plans.intensity)
     new_spacing = config_target_spacing(config, spacing_t)
     new_shape = target_shape(data.shape[1:], spacing_t, new_spacing)
-    anisotropic = config.resampling.anisotropic
+    anisotropic = through_plane_nearest(config.resampling.anisotropic, spacing_t)
     data = resample_image(data, new_shape, anisotropic=anisotropic, order=config.resampling.image_order)
     if seg is not None:
         seg = resample_label(seg, new_shape, anisotropic=anisotropic)

@@ -15,6 +15,16 @@ import torch
 import torch.nn.functional as F
 
 Shape3 = tuple[int, int, int]
+ANISOTROPY_THRESHOLD = 3.0  # slice spacing / finest in-plane spacing above which slices are "thick"
+
+
+def through_plane_nearest(plan_anisotropic: bool, spacing: Sequence[float]) -> bool:
+    """Whether a case is resampled across its slices with nearest neighbour: when the plan's target grid is
+    anisotropic, or when this case's own slices are thick (its axis-0 spacing above ``ANISOTROPY_THRESHOLD``
+    times its finest in-plane spacing). The second matters for a dataset whose target is near-isotropic but
+    which holds some thick-slice cases: interpolating between slices 10 mm apart invents anatomy whatever
+    the grid they go to (the rule nnU-Net applies per case too)."""
+    return bool(plan_anisotropic or float(spacing[0]) > ANISOTROPY_THRESHOLD * min(float(v) for v in spacing[1:]))
 
 
 def target_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> Shape3:

@@ -10,6 +10,7 @@ from autocmr.inference.harmonisation import Harmoniser, build_reference, quantil
 from autocmr.inference.postprocessing import (decide_postprocessing, keep_largest_foreground,
                                               keep_largest_per_label)
 from autocmr.inference.sliding_window import gaussian_importance, predict_logits, tile_starts
+from autocmr.io.image import Geometry
 from autocmr.io.orientation import store_permuted, to_canonical
 from autocmr.planners.fingerprint import CaseFingerprint, Fingerprint
 from autocmr.planners.planner import plan
@@ -109,3 +110,30 @@ def test_histogram_matching_undoes_a_synthetic_intensity_shift():
     err_after = np.abs(quantile_curve(matched[0]) - ref_curve)[5:96].mean()
     assert err_after < 0.25 * err_before
     assert np.all(np.diff(matched[0].ravel()[np.argsort(shifted[0].ravel())]) >= -1e-6)  # monotone map
+
+
+def test_thick_slices_of_one_case_are_never_interpolated_across():
+    from autocmr.preprocessing.resampling import through_plane_nearest
+
+    assert through_plane_nearest(False, (10.0, 1.5, 1.4)) and not through_plane_nearest(False, (4.0, 1.5, 1.4))
+    assert through_plane_nearest(True, (1.5, 1.5, 1.5))
+    # A near-isotropic dataset (its 3d_fullres target is not anisotropic) with one 10 mm slice case in it.
+    fp = Fingerprint("Dataset900_T", {"background": 0, "LV": 1, "MYO": 2, "RV": 3}, {"0": "cineMRI"},
+                     (CaseFingerprint("c", (2.0, 1.5, 1.5), (40, 64, 64), (40, 64, 64), (0, 1, 2, 3), 1.0),),
+                     (IntensityStats(1, 1, 1, 0, 2, 0, 2),), "s")
+    plans = plan(fp, target="cpu")
+    config = plans.configurations["3d_fullres"]
+    assert not config.resampling.anisotropic and config.spacing[0] == pytest.approx(2.0)
+    rng = np.random.default_rng(0)
+    data = (1 + rng.random((1, 8, 1, 1)) * np.ones((1, 8, 64, 64))).astype(np.float32)  # one value per slice
+    seg = np.zeros((8, 64, 64), np.uint8)
+    seg[2:6, 20:40, 20:40] = 1
+    geometry = Geometry((64, 64, 8), (1.5, 1.5, 10.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    data, spacing, reo = to_canonical(data, geometry)
+    pre, pre_seg, props = preprocess_arrays(data, reo.apply(seg), spacing, plans, config)
+    props["reorientation"] = reo.to_dict()
+    assert pre.shape[1] == 40  # 8 slices of 10 mm on a 2 mm grid
+    slice_values = np.unique(np.round(pre[0].mean(axis=(1, 2)), 5))
+    assert len(slice_values) == 8  # copies of the 8 slices, no blend of two neighbours
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(pre_seg.astype(np.int64)), 4).permute(3, 0, 1, 2).float()
+    assert np.array_equal(labels_to_native(onehot, props, plans, config), seg)
