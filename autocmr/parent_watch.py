@@ -1,32 +1,39 @@
-"""Worker processes end when the process that started them is gone.
+"""Child processes stop when the process that started them is gone.
 
-A batch killed by SIGTERM (a cluster job's time limit, ``kill``, an ended session) or SIGKILL (out of memory)
-dies without running any Python clean-up, so nothing tells its spawned workers to stop: they would go on
-computing a case nobody will collect, or wait on their task queue for ever, holding cores, memory and a
-GPU. Each worker therefore watches its parent from a daemon thread and exits when the parent changes.
+A command killed by SIGTERM (a cluster job's time limit, ``kill``, an ended session) or SIGKILL (out of
+memory) dies without running any Python clean-up, so nothing tells its spawned children to stop: a
+prediction worker would go on computing a case nobody will collect, or wait on its task queue for ever,
+and a training rank would go on training, holding cores, memory and a GPU. Each child therefore watches its
+parent from a daemon thread and, once the parent is gone, sends itself SIGTERM, as if the signal had reached
+it too: a training saves its last finished epoch (:mod:`autocmr.trainers.stop_signals`), anything else ends.
 Polling the parent's pid works for any thread layout and signal; Linux's ``PR_SET_PDEATHSIG`` would fire when
-the *thread* that started the worker ends, which a process pool does not guarantee to be the main thread.
+the *thread* that started the child ends, which a process pool does not guarantee to be the main thread.
 """
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
-ORPHANED_EXIT_CODE = 143  # as if SIGTERM had reached the worker too
+ORPHANED_EXIT_CODE = 128 + signal.SIGTERM
 POLL_SECONDS = 1.0
+GRACE_SECONDS = 120.0  # for a SIGTERM handler to finish (a training writing its checkpoint), then it is ended
 
 
-def exit_when_parent_dies(parent_pid: int, poll_s: float = POLL_SECONDS) -> threading.Thread:
-    """Start a daemon thread that ends this process (``os._exit``) once its parent is no longer ``parent_pid``
-    (the parent died: the process was re-parented to init or a subreaper). Call it first thing in a worker,
-    with the pid the parent passed down (``os.getpid()`` there), so that a parent that died before the call is
-    noticed too. Returns the thread."""
+def exit_when_parent_dies(parent_pid: int, poll_s: float = POLL_SECONDS,
+                          grace_s: float = GRACE_SECONDS) -> threading.Thread:
+    """Start a daemon thread that stops this process once its parent is no longer ``parent_pid`` (it died:
+    the process was re-parented to init or a subreaper): SIGTERM to itself, then ``os._exit`` if it still
+    runs ``grace_s`` later. Call it first thing in a child, with the pid the parent passed down
+    (``os.getpid()`` there), so that a parent that died before the call is noticed too. Returns the thread."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
-        os._exit(ORPHANED_EXIT_CODE)  # nothing to clean up: the results have no one to go to
+        os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler runs, or the default action ends us
+        time.sleep(grace_s)
+        os._exit(ORPHANED_EXIT_CODE)  # a handler that did not end the process: nothing left to wait for
 
     thread = threading.Thread(target=watch, name="autocmr-parent-watch", daemon=True)
     thread.start()

@@ -53,3 +53,48 @@ def test_workers_of_a_killed_process_stop(tmp_path, make):
     for pid in left:  # never leave them behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers {left} outlived their killed parent"
+
+
+CHILD_WITH_HANDLER = textwrap.dedent("""
+    import multiprocessing, os, signal, sys, time
+    from pathlib import Path
+
+    def child(parent_pid, marker):
+        from autocmr.parent_watch import exit_when_parent_dies
+
+        def on_term(signum, frame):  # as a training's handler: save, then stop
+            Path(marker).write_text("saved")
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+        exit_when_parent_dies(parent_pid, poll_s=0.1)
+        Path(marker).write_text("ready")
+        while True:
+            time.sleep(0.05)
+
+    if __name__ == "__main__":
+        process = multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(), sys.argv[1]))
+        process.start()
+        print(process.pid, flush=True)
+        time.sleep(600)
+""")
+
+
+def test_a_child_whose_parent_died_gets_sigterm_and_its_handler_runs(tmp_path):
+    script, marker = tmp_path / "parent.py", tmp_path / "saved.txt"
+    script.write_text(CHILD_WITH_HANDLER)
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not marker.is_file() and time.monotonic() < deadline:  # the child is in its loop
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(child):
+        os.kill(child, signal.SIGKILL)
+    assert marker.read_text() == "saved" and not _running(child)

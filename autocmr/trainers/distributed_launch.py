@@ -133,7 +133,7 @@ def launch_data_parallel(request: TrainRequest, num_processes: int, *, timeout_s
     if device.type == "cuda" and num_processes > torch.cuda.device_count():
         raise ConfigurationError(f"--num-gpus {num_processes} but this machine has {torch.cuda.device_count()} GPU(s)")
     settings = ChildSettings(threads_per_process(default_workers(), num_processes) if threads is None else threads,
-                             keep_freed_memory)
+                             keep_freed_memory, parent_pid=os.getpid())
     from torch.distributed import TCPStore
 
     # the ranks meet at a store this process holds on a port the system picks: no port can clash
@@ -183,7 +183,8 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
     is reported and the device goes on with its next fold; a process that dies fails its remaining folds."""
     for name in devices:
         _resolve(name)  # a bad device fails now, not in a child
-    settings = ChildSettings(threads_per_process(default_workers(), len(devices)), keep_freed_memory)
+    settings = ChildSettings(threads_per_process(default_workers(), len(devices)), keep_freed_memory,
+                             parent_pid=os.getpid())
     mp = multiprocessing.get_context("spawn")
     processes, readers, owned = [], [], {}
     for index, device in enumerate(devices):
