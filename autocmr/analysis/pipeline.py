@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MS_PER_MINUTE = 60000.0
+# Fewer slices cannot cover a ventricle (a long-axis cine, a lone slice): their "volumes" would be read as
+# LVEDV or LVEF beside the patient's real short-axis stack, so they get no clinical measures.
+MIN_SLICES_FOR_MEASURES = 3
 SEG_ONLY_REASON = "not analysed: --output-format dicom-seg writes no NIfTI mask to measure (use --output-format both)"
 
 
@@ -226,7 +229,12 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
         raise ValueError(f"{subject}: no masks to analyse")
     phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
     notes: list[str] = []
-    if phased and len(phased) == len(frames):
+    n_slices = int(frames[0].label.shape[0])
+    if n_slices < MIN_SLICES_FOR_MEASURES:
+        measures = volumes_only(subject, frames)
+        notes.append(f"{n_slices} slice(s): not a short-axis stack (a long-axis view or a lone slice?); volumes "
+                     "per frame only (area x slice thickness), no clinical measures")
+    elif phased and len(phased) == len(frames):
         measures = measure_phases(subject, phased.get(ED), phased.get(ES))
     elif len(frames) >= 2 and not phased and cine is not False:
         measures = measure_cine(subject, frames)
@@ -235,7 +243,6 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
         notes.append("no ED/ES: volumes only, no measures; QC of the mask's anatomy only")
     checked = measures if measures.ed is not None or measures.es is not None else replace(measures, ed=frames[0])
     qc = check_subject(checked, thresholds)
-    n_slices = int(frames[0].label.shape[0])
     return SubjectReport(subject, measures=measures, qc=qc, n_slices=n_slices, notes=measures.notes + notes)
 
 

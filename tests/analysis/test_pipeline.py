@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from autocmr.analysis.measures import FrameMask
 from autocmr.analysis.pipeline import analyse_cases, analyse_masks
 from autocmr.analysis.qc import QcThresholds
 from autocmr.analysis.subjects import CaseRecord
@@ -272,3 +273,18 @@ def test_subjects_whose_names_sanitise_alike_get_their_own_figures(tmp_path):
     assert figures["P_1"] == "figures/P_1.png"  # a file-safe name is kept as it is
     assert all((tmp_path / f).is_file() for f in figures.values())
     assert figure_file_name("P 1") == figure_file_name("P 1") != figure_file_name("P/1")  # stable across parts
+
+
+def test_a_single_slice_cine_gets_volumes_and_a_note_but_no_clinical_measures():
+    image, label, geometry, ed, es = make_phantom_cine(5, n_frames=8, fov_mm=160.0)
+    frames = []
+    for t in range(label.shape[0]):
+        canonical, spacing, _ = to_canonical(label[t], geometry.spatial())
+        middle = canonical.shape[0] // 2
+        frames.append(FrameMask(canonical[middle:middle + 1], spacing, "lax", frame=t))
+    report = analyse_masks("lax", frames)
+    assert all(math.isnan(report.measures.measures[m]) for m in ("LVEDV", "LVEF", "LVM", "RVEF"))
+    assert len(report.measures.volume_rows) == 8 and report.measures.volume_rows[0]["LV"] > 0
+    assert "not a short-axis stack" in report.notes[-1] and report.review
+    three = [FrameMask(np.repeat(f.label, 3, axis=0), f.spacing, "sax", frame=f.frame) for f in frames]
+    assert not math.isnan(analyse_masks("sax", three).measures.measures["LVEF"])  # 3 slices: measured
