@@ -8,7 +8,13 @@ What counts as a job:
   plain name. A 4D file with a single frame counts as 3D;
 * a 4D cine file (more than one frame): every frame is segmented, the mask is 4D with the input's header;
 * a DICOM series anywhere under the folder (the folder itself or any sub-folder): one job per series,
-  named after its folder plus the series number and description.
+  named after its folder plus the series number and description (plus a short hash of the series UID when
+  two series, e.g. of two patients scanned with one protocol, would get the same name). A ``DICOMDIR``
+  given as the input stands for the folder it indexes.
+
+DICOM objects that are no images to segment (a DICOMDIR, structured reports, presentation states, DICOM
+segmentations, secondary captures, colour images) and series whose images lie in several planes (localizers,
+surveys) are skipped with a note in the log, never reported as failures: every study export holds some.
 
 Top-level files that are neither are reported as problems ("not an image"), and so is every file that looks
 like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Text side files at the top
@@ -21,10 +27,11 @@ files (``.tmp_*``), are never looked at.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -32,7 +39,7 @@ from autocmr.dataset.naming import split_channel_suffix
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.io.cine import is_cine
 from autocmr.io.dicom import DicomSeriesInfo, find_dicom_series
-from autocmr.io.dicom_scan import scan_folder, series_info
+from autocmr.io.dicom_scan import SkippedObject, scan_folder, series_info
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import read_header
@@ -46,8 +53,11 @@ PROBABILITIES_SUFFIX = "_probabilities.npz"
 JOB_KINDS = ("3d", "cine", "dicom")
 _UNSAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script (a folder named 张三 stays 张三)
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
-# Text that travels with images (metadata, notes) is no image and no reason for the run to fail.
-SIDE_FILE_SUFFIXES = (".cfg", ".csv", ".json", ".md", ".tsv", ".txt")
+# Text that travels with images (metadata, notes, a CD export's viewer and index pages) is no image and no
+# reason for the run to fail.
+SIDE_FILE_SUFFIXES = (".cfg", ".csv", ".json", ".md", ".tsv", ".txt", ".htm", ".html", ".inf", ".ini", ".xml",
+                      ".pdf")
+SIDE_FILE_NAMES = ("readme", "lockfile", "version")  # files without a suffix on exported CDs
 # Reference segmentations kept beside their images (ACDC's ``patient001_frame01_gt.nii.gz``): a file named as
 # another image of the folder plus one of these is that image's labels, not an image to segment.
 REFERENCE_LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask", "_manual")
@@ -119,6 +129,9 @@ def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channel
     source, out = Path(input_path).expanduser(), Path(output_dir).expanduser()
     if not source.exists():
         raise InputFileError(source, "input does not exist")
+    if source.is_file() and source.name.upper() == "DICOMDIR":  # the index of an export: the export is meant
+        logger.info("%s is the index of a DICOM export: reading the folder it indexes, %s", source, source.parent)
+        source = source.parent
     if source.is_dir() and source.resolve() == out.resolve():
         raise ConfigurationError(f"output folder {out} is the input folder; choose another output folder")
     if source.is_dir():
@@ -141,22 +154,40 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
                     "/".join(REFERENCE_LABEL_SUFFIXES), ", ".join(sorted(p.name for p in references)))
         images = [p for p in images if p not in references]
     jobs, problems = _image_jobs(images, out, num_channels)
-    headers, unreadable = scan_folder(folder)
-    series = [series_info(uid, members) for uid, members in group_into_volumes(headers).items()]
+    scan = scan_folder(folder)
+    series = [series_info(uid, members) for uid, members in group_into_volumes(scan.headers).items()]
     dicom_jobs, dicom_problems, dicom_files = _dicom_jobs(series, folder, out, num_channels)
     jobs += dicom_jobs
-    problems += dicom_problems + _unreadable_dicom(unreadable, folder, out)
+    problems += dicom_problems + _unreadable_dicom(scan.unreadable, folder, out)
+    _log_skipped([s for s in scan.skipped if not _in_own_output(s.path, folder, out)], folder)
     # every DICOM file found is accounted for, also a repeated slice left out of a joined stack (its warning
-    # says so): it is not 'not an image'
-    dicom_files |= {u.path.resolve() for u in unreadable} | {h.path.resolve() for h in headers}
+    # says so) and a DICOM object that is no image (a DICOMDIR, a report): it is not 'not an image'
+    dicom_files |= ({u.path.resolve() for u in scan.unreadable} | {h.path.resolve() for h in scan.headers}
+                    | {s.path.resolve() for s in scan.skipped})
     others = [p for p in top if not _image_suffix(p) and p.resolve() not in dicom_files]
-    side_files = [p.name for p in others if p.suffix.lower() in SIDE_FILE_SUFFIXES]
-    if side_files:
-        logger.info("side files skipped (not images): %s", ", ".join(side_files))
+    side = [p for p in others if p.suffix.lower() in SIDE_FILE_SUFFIXES or p.name.lower() in SIDE_FILE_NAMES]
+    if side:
+        logger.info("side files skipped (not images): %s", ", ".join(p.name for p in side))
     problems += [CaseFailure(p.name, str(p), "not an image (expected " + ", ".join(IMAGE_SUFFIXES) + " or DICOM)")
-                 for p in others if p.suffix.lower() not in SIDE_FILE_SUFFIXES]
+                 for p in others if p not in side]
     _warn_nested_images(folder, out)
     return jobs, problems
+
+
+def _log_skipped(skipped: Sequence[SkippedObject], folder: Path) -> None:
+    """One log line per kind of DICOM object that is no image to segment (a study export holds many)."""
+    by_kind: dict[str, list[Path]] = {}
+    for item in skipped:
+        by_kind.setdefault(item.what, []).append(item.path)
+    for what, paths in sorted(by_kind.items()):
+        logger.info("not segmented, %s: %d DICOM file(s), e.g. %s", what, len(paths), _relative(paths[0], folder))
+
+
+def _relative(path: Path, folder: Path) -> Path:
+    try:
+        return path.relative_to(folder)
+    except ValueError:
+        return path
 
 
 def reference_label_files(images: Sequence[Path]) -> list[Path]:
@@ -281,6 +312,10 @@ def _dicom_jobs(series: Iterable[DicomSeriesInfo], root: Path, out: Path,
             continue  # never read our own output folder as input
         members.update(f.resolve() for f in files)
         name = _dicom_name(info, folder, root)
+        if info.n_planes > 1:  # every cardiac study has one; segmenting it could only fail
+            logger.info("not segmented, %s: images in %d planes (a localizer or survey), %s", name, info.n_planes,
+                        _relative(folder, root))
+            continue
         if num_channels is not None and num_channels != 1:
             problems.append(CaseFailure(name, str(folder), f"DICOM series give one channel but the model expects "
                                                            f"{num_channels}"))
@@ -307,7 +342,10 @@ def sanitise_name(text: str) -> str:
 
 
 def _unique_names(jobs: list[PredictionJob]) -> _Found:
-    """Two inputs that would write the same mask: keep the first (sorted by source), report the others."""
+    """Two inputs that would write the same mask: DICOM series of one folder (two patients scanned with the
+    same protocol, exported together) get a short hash of their series UID added to the name; otherwise keep
+    the first (sorted by source) and report the others."""
+    jobs = _series_named_apart(jobs)
     seen: dict[str, PredictionJob] = {}
     clashes = []
     for job in sorted(jobs, key=lambda j: (j.name, str(j.source))):
@@ -317,6 +355,24 @@ def _unique_names(jobs: list[PredictionJob]) -> _Found:
         else:
             seen[job.name] = job
     return list(seen.values()), clashes
+
+
+def _series_named_apart(jobs: list[PredictionJob]) -> list[PredictionJob]:
+    by_name: dict[str, list[PredictionJob]] = {}
+    for job in jobs:
+        by_name.setdefault(job.name, []).append(job)
+    renamed = []
+    for name, same in by_name.items():
+        uids = [j.series_uid for j in same]
+        if len(same) > 1 and all(j.kind == "dicom" and j.series_uid for j in same) and len(set(uids)) == len(uids):
+            for job in same:
+                new = f"{name}_{hashlib.sha1(job.series_uid.encode()).hexdigest()[:6]}"
+                logger.info("%s: %d DICOM series share this name; this one (%s) is named %s", name, len(same),
+                            job.series_uid, new)
+                renamed.append(replace(job, name=new, output=job.output.with_name(f"{new}{OUTPUT_SUFFIX}")))
+        else:
+            renamed += same
+    return renamed
 
 
 OVERWRITES_INPUT = "the output would overwrite this input file; choose another output folder"

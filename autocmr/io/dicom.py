@@ -30,8 +30,8 @@ import numpy as np
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_pixels import read_pixels
 from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
-                                   DicomHeader, DicomSeriesInfo, describe_series, read_dicom_headers, scan_folder,
-                                   series_info, warn_unreadable)
+                                   DicomHeader, DicomSeriesInfo, SkippedObject, classify_dicom_file, describe_series,
+                                   scan_folder, series_info, warn_unreadable)
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.image import Geometry
 
@@ -93,9 +93,9 @@ def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
     Non-DICOM files are skipped silently; files that look like DICOM (``DICM`` preamble or a DICOM suffix)
     but cannot be read are logged as warnings. Raises :class:`InputFileError` if ``folder`` does not exist.
     """
-    headers, unreadable = scan_folder(Path(folder))
-    warn_unreadable(unreadable)
-    return [series_info(uid, members) for uid, members in group_into_volumes(headers).items()]
+    scan = scan_folder(Path(folder))
+    warn_unreadable(scan.unreadable)
+    return [series_info(uid, members) for uid, members in group_into_volumes(scan.headers).items()]
 
 
 def read_dicom_series(files_or_folder: str | Path | Sequence[str | Path], *,
@@ -159,8 +159,8 @@ def _collect(files_or_folder: str | Path | Sequence[str | Path]
              ) -> tuple[list[DicomHeader], Path, list[InputFileError]]:
     if isinstance(files_or_folder, (str, Path)):
         folder = Path(files_or_folder)
-        headers, unreadable = scan_folder(folder)
-        return headers, folder, unreadable
+        scan = scan_folder(folder)
+        return scan.headers, folder, scan.unreadable
     paths = list(dict.fromkeys(Path(p) for p in files_or_folder))
     if not paths:
         raise InputFileError(Path("."), "empty list of DICOM files")
@@ -168,7 +168,9 @@ def _collect(files_or_folder: str | Path | Sequence[str | Path]
     for path in paths:
         if not path.is_file():
             raise InputFileError(path, "file does not exist")
-        found = read_dicom_headers(path)
+        found = classify_dicom_file(path)
+        if isinstance(found, SkippedObject):
+            raise InputFileError(path, f"not an image to segment: {found.what}")
         if not found:
             raise InputFileError(path, "not a DICOM file")
         headers += found

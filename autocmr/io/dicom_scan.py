@@ -24,12 +24,22 @@ logger = logging.getLogger(__name__)
 
 # File name endings that mark a file as DICOM even without the "DICM" preamble (old or anonymised exports).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# DICOM objects in a study export that are not images to segment: skipped with a note, never a failure.
+NON_IMAGE_MODALITIES = {"SEG": "a DICOM segmentation", "RTSTRUCT": "an RT structure set", "SR": "a structured report",
+                        "PR": "a presentation state", "KO": "a key object selection", "REG": "a registration",
+                        "DOC": "a document", "RTDOSE": "an RT dose", "RTPLAN": "an RT plan"}
+SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SECONDARY_CAPTURE_SOP_CLASSES = "1.2.840.10008.5.1.4.1.1.7"  # prefix of the (multi-frame) secondary captures
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR
 # Two images whose IPPs are closer than this (mm) share a slice location (IPP is written with ~4 decimals).
 SAME_POSITION_TOLERANCE_MM = 0.01
 # Direction cosines (unitless) and pixel spacings (mm) closer than these are the same (a series' images, the
 # slices of a stack); scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a change of plane.
 ORIENTATION_TOLERANCE = 1e-3
 PIXEL_SPACING_TOLERANCE_MM = 1e-3
+# Images of one series whose direction cosines differ by more than this (~6 degrees) lie in different planes:
+# a localizer or survey, not a volume (a volume with a slightly tilted image is refused when read instead).
+DISTINCT_PLANE_COSINE = 0.1
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,22 @@ class DicomSeriesInfo:
     series_number: int | None = None
     member_series: tuple[str, ...] = ()  # SeriesInstanceUIDs of a stack joined from single-slice series
     multiframe: bool = False  # images are frames of enhanced multi-frame files
+    n_planes: int = 1  # distinct image orientations (a localizer or survey has several)
+
+
+@dataclass(frozen=True)
+class SkippedObject:
+    """A DICOM file that holds no image to segment (a DICOMDIR, a report, a segmentation, a screenshot)."""
+
+    path: Path
+    what: str  # e.g. "a structured report"
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    headers: list[DicomHeader]
+    unreadable: list[InputFileError]  # files that look like DICOM but cannot be read
+    skipped: list[SkippedObject]  # DICOM files that are not images to segment
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,7 @@ class DicomHeader:
     n_frames: int
     slice_gap_hint: float | None  # SpacingBetweenSlices or SliceThickness (single-location series)
     study_uid: str = ""
+    patient_id: str = ""
     frame: int | None = None  # the frame of an enhanced multi-frame file (autocmr.io.dicom_multiframe)
     rescale: tuple[float, float] | None = None  # (slope, intercept) of that frame; None: the file's own
 
@@ -77,18 +104,23 @@ class DicomHeader:
 # ---------------------------------------------------------------------------------------------- scanning
 
 
-def scan_folder(folder: Path) -> tuple[list[DicomHeader], list[InputFileError]]:
-    """Headers of the DICOM files under ``folder``, and the problems of DICOM-looking unreadable files."""
+def scan_folder(folder: Path) -> FolderScan:
+    """Headers of the DICOM images under ``folder``, the problems of DICOM-looking unreadable files, and the
+    DICOM files that are no images to segment."""
     if not folder.is_dir():
         raise InputFileError(folder, "DICOM folder does not exist")
-    headers: list[DicomHeader] = []
-    unreadable: list[InputFileError] = []
+    scan = FolderScan([], [], [])
     for path in sorted(_iter_files(folder)):
         try:
-            headers += read_dicom_headers(path)
+            found = classify_dicom_file(path)
         except InputFileError as exc:
-            unreadable.append(exc)
-    return headers, unreadable
+            scan.unreadable.append(exc)
+            continue
+        if isinstance(found, SkippedObject):
+            scan.skipped.append(found)
+        else:
+            scan.headers.extend(found)
+    return scan
 
 
 def _iter_files(folder: Path) -> Iterator[Path]:
@@ -126,19 +158,44 @@ def lenient_pydicom() -> Iterator[None]:
 
 
 @lenient_pydicom()
-def read_dicom_headers(path: Path) -> list[DicomHeader]:
+def classify_dicom_file(path: Path) -> list[DicomHeader] | SkippedObject:
     """The images of ``path``: one header for a single-frame file, one per frame of an enhanced multi-frame
-    file (:mod:`autocmr.io.dicom_multiframe`), none for a non-DICOM file; InputFileError for a broken
-    DICOM-looking one."""
+    file (:mod:`autocmr.io.dicom_multiframe`), none for a non-DICOM file; a :class:`SkippedObject` for a DICOM
+    file that is no image to segment; InputFileError for a broken DICOM-looking one."""
     found = _read_header_and_dataset(path)
-    if found is None:
-        return []
+    if found is None or isinstance(found, SkippedObject):
+        return [] if found is None else found
     header, ds = found
     return frame_headers(header, ds) if is_enhanced(ds) else [header]
 
 
+def read_dicom_headers(path: Path) -> list[DicomHeader]:
+    """As :func:`classify_dicom_file`, with no headers for a DICOM file that is no image to segment."""
+    found = classify_dicom_file(path)
+    return [] if isinstance(found, SkippedObject) else found
+
+
+def _not_an_image(path: Path, ds: pydicom.Dataset) -> SkippedObject | None:
+    """Why the DICOM object ``ds`` is no image to segment, or None when it is one."""
+    sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
+    sop_uid = str(sop or "")
+    modality = str(ds.get("Modality", "")).upper()
+    if sop_uid == MEDIA_DIRECTORY_SOP_CLASS:
+        return SkippedObject(path, "a DICOMDIR (the export's index)")
+    if modality in NON_IMAGE_MODALITIES:
+        return SkippedObject(path, NON_IMAGE_MODALITIES[modality])
+    if sop_uid == SEGMENTATION_SOP_CLASS:
+        return SkippedObject(path, NON_IMAGE_MODALITIES["SEG"])
+    if sop_uid.startswith(SECONDARY_CAPTURE_SOP_CLASSES):
+        return SkippedObject(path, "a secondary capture (a screenshot or scanned page)")
+    samples = numeric_value(path, "SamplesPerPixel", ds.get("SamplesPerPixel"))
+    if samples is not None and samples > 1:
+        return SkippedObject(path, "a colour image")
+    return None
+
+
 @lenient_pydicom()
-def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] | None:
+def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] | SkippedObject | None:
     looks_dicom = _looks_like_dicom(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
@@ -157,10 +214,13 @@ def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] 
         sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
         if sop is None and looks_dicom:
             raise InputFileError(path, "looks like DICOM but has no SOP class (corrupt or truncated?)")
-        if sop is not None and "Image Storage" in getattr(sop, "name", ""):
+        if sop is not None and "Image Storage" in getattr(sop, "name", "") and _not_an_image(path, ds) is None:
             raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
-        return None
-    return _header_from_dataset(path, ds), ds
+        if sop is None:
+            return None
+        return _not_an_image(path, ds) or SkippedObject(path, f"a DICOM object of class {getattr(sop, 'name', sop)}")
+    skipped = _not_an_image(path, ds)
+    return skipped if skipped is not None else (_header_from_dataset(path, ds), ds)
 
 
 def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
@@ -185,7 +245,7 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
         shape=None if rows is None or cols is None else (int(rows), int(cols)),
         trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames", optional=False) or 1),
         slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
-        study_uid=str(ds.get("StudyInstanceUID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")), patient_id=str(ds.get("PatientID", "")),
     )
 
 
@@ -204,11 +264,17 @@ def series_info(uid: str, members: Sequence[DicomHeader]) -> DicomSeriesInfo:
         if h.position is not None:
             key = tuple(np.round(np.asarray(h.position) / SAME_POSITION_TOLERANCE_MM).astype(int).tolist())
             counts[key] = counts.get(key, 0) + 1
+    planes: list[np.ndarray] = []  # one orientation per distinct plane (a localizer's are ~orthogonal)
+    for h in members:
+        if h.orientation is not None and all(np.abs(np.subtract(h.orientation, p)).max() > DISTINCT_PLANE_COSINE
+                                             for p in planes):
+            planes.append(np.asarray(h.orientation))
     first = members[0]
     uids = tuple(dict.fromkeys(h.series_uid for h in members))
     return DicomSeriesInfo(uid, first.description, first.modality, tuple(dict.fromkeys(h.path for h in members)),
                            len(counts), max(counts.values(), default=0), first.series_number,
-                           uids if len(uids) > 1 else (), any(h.frame is not None for h in members))
+                           uids if len(uids) > 1 else (), any(h.frame is not None for h in members),
+                           max(1, len(planes)))
 
 
 def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:

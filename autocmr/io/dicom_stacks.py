@@ -5,7 +5,7 @@ own (Siemens exports typically do; so does the Kaggle Data Science Bowl cardiac 
 such a study is a dozen single-slice cines and no ventricular volume. :func:`group_into_volumes` therefore
 joins single-location series into one stack when they:
 
-* come from the same study (StudyInstanceUID) and modality;
+* come from the same patient and study (PatientID, StudyInstanceUID) and modality;
 * have parallel image planes (ImageOrientationPatient), the same pixel spacing and matrix, and the same
   number of images (cardiac phases);
 * are aligned in-plane: each IPP lies on the first one's normal line within half a pixel, so the slices
@@ -68,7 +68,7 @@ def _warn_left_aside(stack: Sequence[str], others: Sequence[str], series: dict[s
     for uid in others:
         members = series[uid]
         h = members[0]
-        if h.study_uid == first[0].study_uid and _parallel(h, first[0]):
+        if h.study_uid == first[0].study_uid and h.patient_id == first[0].patient_id and _parallel(h, first[0]):
             logger.warning("series %s lies in the plane of the stack of series %s but has %d image(s) of %s pixels "
                            "(the stack's slices: %d of %s): not joined, the stack misses that slice",
                            h.series_number, first[0].series_number, len(members), h.shape, len(first), first[0].shape)
@@ -80,7 +80,7 @@ def _single_location(members: Sequence[DicomHeader]) -> bool:
            or h.n_frames > 1 for h in members):
         return False
     return all(np.linalg.norm(np.subtract(h.position, first.position)) < SAME_POSITION_TOLERANCE_MM
-               for h in members)
+               and _parallel(h, first) for h in members)  # a localizer's planes may share one position
 
 
 def _parallel(x: DicomHeader, y: DicomHeader) -> bool:
@@ -89,7 +89,8 @@ def _parallel(x: DicomHeader, y: DicomHeader) -> bool:
 
 def _compatible(a: Sequence[DicomHeader], b: Sequence[DicomHeader]) -> bool:
     x, y = a[0], b[0]
-    return (x.study_uid == y.study_uid and x.modality == y.modality and x.shape == y.shape
+    return (x.study_uid == y.study_uid and x.patient_id == y.patient_id and x.modality == y.modality
+            and x.shape == y.shape
             and len(a) == len(b)
             and _parallel(x, y)
             and np.abs(np.subtract(x.pixel_spacing, y.pixel_spacing)).max() <= PIXEL_SPACING_TOLERANCE_MM)

@@ -187,3 +187,78 @@ def test_reference_segmentations_beside_their_images_are_recognised_by_name():
     found = reference_label_files([Path(n) for n in names])
     # lonely_gt has no image of its own: it stays (and is refused as a label map if it is one)
     assert [p.name for p in found] == ["p1_frame01_gt.nii.gz", "case_SEG.nii.gz", "scan_mask.mha"]
+
+
+def _dicom_object(path: Path, sop_class: str, modality: str | None, *, image: bool = False) -> None:
+    """A non-image DICOM object (a DICOMDIR, a report...) or, with ``image``, a tiny image of that class."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    if modality is not None:
+        ds.Modality, ds.SeriesInstanceUID = modality, generate_uid()
+    if image:
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 5, 3, "RGB"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = bytes(4 * 5 * 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_study_export_segments_its_stacks_and_skips_what_is_no_image(tmp_path, caplog):
+    from pydicom.uid import (BasicTextSRStorage, GrayscaleSoftcopyPresentationStateStorage,
+                             MediaStorageDirectoryStorage, SecondaryCaptureImageStorage, SegmentationStorage)
+
+    from tests.helpers import write_dicom_series
+
+    src = tmp_path / "cd"
+    frames = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)
+    write_dicom_series(src / "PT0" / "SE2", frames, series_number=2, description="sax cine")
+    localizer = "1.2.826.0.1.3680043.8.498.77"
+    for k, rotation in enumerate((np.eye(3), np.eye(3)[:, [1, 2, 0]], np.eye(3)[:, [2, 0, 1]])):
+        write_dicom_series(src / "PT0" / "SE1" / f"plane{k}", frames[:1, :1], series_number=1, rotation=rotation,
+                           description="localizer", attributes={"SeriesInstanceUID": localizer})
+    write_dicom_series(src / "PT0" / "SE9", frames[:1], series_number=9, description="old mask",
+                       attributes={"Modality": "SEG", "SOPClassUID": SegmentationStorage})
+    _dicom_object(src / "DICOMDIR", MediaStorageDirectoryStorage, None)
+    _dicom_object(src / "SR0001", BasicTextSRStorage, "SR")
+    _dicom_object(src / "PR0001", GrayscaleSoftcopyPresentationStateStorage, "PR")
+    _dicom_object(src / "PT0" / "SC" / "I1", SecondaryCaptureImageStorage, "OT", image=True)
+    for side in ("AUTORUN.INF", "index.htm", "README"):
+        (src / side).write_text("viewer of the CD")
+    with caplog.at_level("INFO"):
+        found = discover_jobs(src, tmp_path / "out")
+    assert [j.name for j in found.jobs] == ["PT0_SE2_s2_sax_cine"] and not found.problems
+    for note in ("a DICOMDIR", "a structured report", "a presentation state", "a DICOM segmentation",
+                 "a secondary capture", "images in 3 planes (a localizer or survey)"):
+        assert note in caplog.text, note
+    assert [j.name for j in discover_jobs(src / "DICOMDIR", tmp_path / "out").jobs] == ["PT0_SE2_s2_sax_cine"]
+    from autocmr.io.dicom import read_dicom_series
+
+    with pytest.raises(InputFileError, match="not an image to segment: a structured report"):
+        read_dicom_series([src / "SR0001"])
+
+
+def test_two_patients_scanned_with_one_protocol_get_a_mask_each(tmp_path):
+    from tests.helpers import write_dicom_series
+
+    frames = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)
+    uids = [write_dicom_series(tmp_path / f"p{k}", frames + k, series_number=10, description="sax cine",
+                               attributes={"PatientID": f"P{k}"}) for k in range(2)]
+    (tmp_path / "export").mkdir()
+    for k in range(2):  # one folder, as a PACS export of a day's patients
+        for path in (tmp_path / f"p{k}").iterdir():
+            path.rename(tmp_path / "export" / f"P{k}_{path.name}")
+    found = discover_jobs(tmp_path / "export", tmp_path / "out")
+    assert not found.problems and len(found.jobs) == 2
+    assert {j.series_uid for j in found.jobs} == set(uids)
+    assert all(j.name.startswith("export_s10_sax_cine_") and j.output.name == f"{j.name}.nii.gz"
+               for j in found.jobs)
+    assert found.jobs[0].name != found.jobs[1].name
+    assert [j.name for j in discover_jobs(tmp_path / "export", tmp_path / "out").jobs] == \
+        [j.name for j in found.jobs]  # the same names on every run (--continue, parts)

@@ -150,3 +150,14 @@ def test_a_slice_with_another_number_of_phases_is_named(tmp_path, stored, caplog
         series = find_dicom_series(tmp_path)
     assert sorted((s.series_number, s.n_locations) for s in series) == [(10, 4), (30, 1)]
     assert "series 30 lies in the plane of the stack of series 10 but has 2 image(s)" in caplog.text
+
+
+def test_single_slice_series_of_two_patients_are_never_joined(tmp_path, stored):
+    for patient in ("A", "B"):  # exports without a StudyInstanceUID: the patient keeps them apart
+        _write_split_stack(tmp_path / patient, stored[:, :3], study="")
+        for path in (tmp_path / patient).rglob("*.dcm"):
+            _restamp(path, PatientID=patient)
+    series = find_dicom_series(tmp_path)
+    assert sorted((s.n_locations, len(s.member_series)) for s in series) == [(3, 3), (3, 3)]
+    for info in series:
+        assert len({pydicom.dcmread(f).PatientID for f in info.files}) == 1
