@@ -79,6 +79,10 @@ def sample_locations(seg: np.ndarray, classes: list[int], seed: int) -> dict[int
 def case_signature(case: RawCase, config: Configuration) -> str:
     """Changes when the case's raw files or the configuration's preprocessing do: stored data are then stale."""
     h = hashlib.sha256(config.data_identifier.encode())
+    if config.resampling.resample_through_plane and not config.resampling.anisotropic:
+        # Only here may a case's own thick slices change its through-plane resampling (through_plane_nearest,
+        # 2026-11-29): data stored before that rule are redone; every other configuration keeps its data.
+        h.update(b"per-case-through-plane-rule")
     hash_file_stats(h, case.files)
     return h.hexdigest()[:16]
 

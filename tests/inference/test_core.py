@@ -137,3 +137,19 @@ def test_thick_slices_of_one_case_are_never_interpolated_across():
     assert len(slice_values) == 8  # copies of the 8 slices, no blend of two neighbours
     onehot = torch.nn.functional.one_hot(torch.from_numpy(pre_seg.astype(np.int64)), 4).permute(3, 0, 1, 2).float()
     assert np.array_equal(labels_to_native(onehot, props, plans, config), seg)
+
+
+def test_only_data_the_per_case_through_plane_rule_may_change_are_preprocessed_again(tmp_path):
+    from dataclasses import replace
+
+    from autocmr.dataset.raw import RawCase
+    from autocmr.preprocessing.preprocessor import case_signature
+
+    (tmp_path / "c_0000.nii.gz").write_bytes(b"x")
+    case = RawCase("c", (tmp_path / "c_0000.nii.gz",), None)
+    fp = Fingerprint("Dataset900_T", {"background": 0, "LV": 1}, {"0": "cineMRI"},
+                     (CaseFingerprint("c", (2.0, 1.5, 1.5), (40, 64, 64), (40, 64, 64), (0, 1), 1.0),),
+                     (IntensityStats(1, 1, 1, 0, 2, 0, 2),), "s")
+    config = plan(fp, target="cpu").configurations["3d_fullres"]
+    thick = replace(config, resampling=replace(config.resampling, anisotropic=True))
+    assert case_signature(case, config) != case_signature(case, replace(thick, data_identifier=config.data_identifier))
