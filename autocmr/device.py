@@ -47,11 +47,13 @@ class ChildSettings:
     keep_freed_memory: bool = False
     parent_pid: int | None = None
 
-    def apply(self, device: torch.device) -> None:
+    def apply(self, device: torch.device, *, stop_delay_s: float = 0.0) -> None:
+        """Apply the settings; ``stop_delay_s``: how long after its parent died this process stops (see
+        :func:`autocmr.parent_watch.exit_when_parent_dies`)."""
         if self.parent_pid is not None:
             from autocmr.parent_watch import exit_when_parent_dies
 
-            exit_when_parent_dies(self.parent_pid)
+            exit_when_parent_dies(self.parent_pid, delay_s=stop_delay_s)
         torch.set_num_threads(self.threads)
         if self.keep_freed_memory and device.type == "cpu":
             from autocmr import allocator

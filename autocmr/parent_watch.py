@@ -21,16 +21,18 @@ POLL_SECONDS = 1.0
 GRACE_SECONDS = 120.0  # for a SIGTERM handler to finish (a training writing its checkpoint), then it is ended
 
 
-def exit_when_parent_dies(parent_pid: int, poll_s: float = POLL_SECONDS,
-                          grace_s: float = GRACE_SECONDS) -> threading.Thread:
+def exit_when_parent_dies(parent_pid: int, poll_s: float = POLL_SECONDS, grace_s: float = GRACE_SECONDS,
+                          delay_s: float = 0.0) -> threading.Thread:
     """Start a daemon thread that stops this process once its parent is no longer ``parent_pid`` (it died:
-    the process was re-parented to init or a subreaper): SIGTERM to itself, then ``os._exit`` if it still
-    runs ``grace_s`` later. Call it first thing in a child, with the pid the parent passed down
-    (``os.getpid()`` there), so that a parent that died before the call is noticed too. Returns the thread."""
+    the process was re-parented to init or a subreaper): SIGTERM to itself ``delay_s`` later, then
+    ``os._exit`` if it still runs ``grace_s`` after that. Call it first thing in a child, with the pid the
+    parent passed down (``os.getpid()`` there), so that a parent that died before the call is noticed too.
+    Returns the thread."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
+        time.sleep(delay_s)
         os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler runs, or the default action ends us
         time.sleep(grace_s)
         os._exit(ORPHANED_EXIT_CODE)  # a handler that did not end the process: nothing left to wait for

@@ -101,6 +101,9 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
     found, not_analysed = [], []
     for name, entry in sorted(recorded.get("cases", {}).items()):
         job = PredictionJob(name, entry["kind"], tuple(Path(s) for s in entry["sources"]), Path(entry["output"]))
+        beside = out / job.output.name  # recorded relative to another working folder, or on another machine
+        if not job.output.is_file() and beside.is_file():
+            job = replace(job, output=beside)
         if job.output.is_file():
             found.append((job, entry.get("uncertainty") or [], entry.get("cine")))
         else:  # recorded but its mask is not there: said in the report, never left out silently
@@ -229,7 +232,7 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
         raise ValueError(f"{subject}: no masks to analyse")
     phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
     notes: list[str] = []
-    n_slices = int(frames[0].label.shape[0])
+    n_slices = min(int(f.label.shape[0]) for f in frames)  # a lone slice paired with a stack decides too
     if n_slices < MIN_SLICES_FOR_MEASURES:
         measures = volumes_only(subject, frames)
         notes.append(f"{n_slices} slice(s): not a short-axis stack (a long-axis view or a lone slice?); volumes "

@@ -7,8 +7,6 @@ meeting them one at a time deep inside preprocessing or training.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry, read_image
 from autocmr.io.validity import check_voxels
-from autocmr.parallel import run_all
+from autocmr.parallel import make_bare_pool, run_all
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +174,7 @@ def _run_checks(jobs: list, num_workers: int) -> list[IntegrityProblem]:
     if num_workers <= 1 or len(jobs) < 2:
         results, failures = run_all(check_case, jobs, num_workers=1, desc="checking")
     else:
-        context = multiprocessing.get_context("spawn")  # no torch needed here: a bare pool starts faster
-        with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=context) as pool:
+        with make_bare_pool(min(num_workers, len(jobs))) as pool:  # no torch needed here: starts faster
             results, failures = run_all(check_case, jobs, num_workers=num_workers, desc="checking", pool=pool)
     problems = [p for key, _ in jobs for p in results.get(key, [])]
     problems += [IntegrityProblem(key, args[1][0], f"check failed ({failures[key]})")

@@ -8,8 +8,6 @@ Outputs (when an output folder is given): ``summary.json``, ``cases.csv`` (one r
 from __future__ import annotations
 
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -31,6 +29,7 @@ from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import build_summary, format_summary, group_values, json_safe, write_tables
 from autocmr.evaluation.slice_position import SliceProfile
 from autocmr.io.atomic import write_text_atomic
+from autocmr.parallel import make_bare_pool
 
 logger = logging.getLogger(__name__)
 
@@ -226,8 +225,7 @@ def _run_pairs(pairs: list, labels: dict[str, int], num_workers: int, ignore: Se
     if num_workers <= 1 or len(pairs) <= 1:
         return [evaluate_pair_detailed(p, labels, ignore, slice_positions=slice_positions) for p in pairs]
     # spawn, not fork: SimpleITK and BLAS keep thread pools that a forked child can inherit locked.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(num_workers, len(pairs)), mp_context=context) as pool:
+    with make_bare_pool(min(num_workers, len(pairs))) as pool:
         return list(pool.map(partial(evaluate_pair_detailed, slice_positions=slice_positions), pairs,
                              repeat(labels), repeat(tuple(ignore)), chunksize=1))
 

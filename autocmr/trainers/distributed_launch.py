@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 LOCALHOST = "127.0.0.1"
 STOP_GRACE_S = 10.0  # after one process failed, time the others get to notice and exit before being stopped
 ERROR_EXIT_CODE = 2  # a rank's autocmr error (its message is printed by the rank)
+ORPHANED_RANK_STOP_DELAY_S = 10.0  # launcher killed: the other ranks stop this long after rank 0 (it saves)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,9 @@ def _rank_main(rank: int, world: int, port: int, request: TrainRequest, timeout_
     context = DistributedContext(rank, world, rank, world)
     try:
         device = rank_device(_resolve(request.options.device), context)
-        settings.apply(device)  # process-wide settings belong to entry points: this is one
+        # process-wide settings belong to entry points: this is one. Orphaned, rank 0 stops first: it writes the
+        # checkpoint, and a rank that left early could break the collective rank 0 is waiting in (NCCL).
+        settings.apply(device, stop_delay_s=0.0 if rank == 0 else ORPHANED_RANK_STOP_DELAY_S)
         store = TCPStore(LOCALHOST, port, None, False, timedelta(seconds=timeout_s))
         context = init_process_group(context, device, timeout_s=timeout_s, store=store)
         result = request.run(context)

@@ -1,5 +1,6 @@
 """The analysis of a folder of masks: tables, figures and report, ED/ES of phantom cines, failures kept."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -248,11 +249,15 @@ def test_a_recorded_case_whose_mask_is_gone_is_reported_not_dropped(tmp_path):
              "seg": {"kind": "dicom", "sources": [str(tmp_path / "dcm" / "1.dcm")],
                      "output": str(tmp_path / "seg.nii.gz")}}
     (tmp_path / "seg_seg.dcm").write_bytes(b"a DICOM-SEG written instead of the NIfTI mask")
+    case = make_phantom_subject(30, fov_mm=160.0)["ED"]
+    write_image(case.label, case.geometry, tmp_path / "moved.nii.gz")  # recorded where another machine wrote it
+    cases["moved"] = {"kind": "3d", "sources": ["/elsewhere/moved_0000.nii.gz"], "output": "/elsewhere/moved.nii.gz"}
     (tmp_path / "predictions.json").write_text(json.dumps({"cases": cases}))
     outputs = analyse_output_folder(tmp_path)
     notes = {r.subject: (r.status, r.notes[0]) for r in outputs.reports}
     assert notes["gone"][0] == "failed" and "is not there (moved or deleted?)" in notes["gone"][1]
     assert "dicom-seg writes no NIfTI mask" in notes["seg"][1]
+    assert notes["moved"][0] == "ok"  # found beside predictions.json
     assert "gone" in (tmp_path / "report.html").read_text()
 
 
@@ -288,3 +293,5 @@ def test_a_single_slice_cine_gets_volumes_and_a_note_but_no_clinical_measures():
     assert "not a short-axis stack" in report.notes[-1] and report.review
     three = [FrameMask(np.repeat(f.label, 3, axis=0), f.spacing, "sax", frame=f.frame) for f in frames]
     assert not math.isnan(analyse_masks("sax", three).measures.measures["LVEF"])  # 3 slices: measured
+    pair = [replace(three[ed], phase="ED"), replace(frames[es], phase="ES")]  # ES from a lone slice
+    assert math.isnan(analyse_masks("mixed", pair).measures.measures["LVEF"])
