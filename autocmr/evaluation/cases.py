@@ -17,7 +17,7 @@ import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
-from autocmr.evaluation.clinical import annotated_frames, frame_case_id, subject_and_phase
+from autocmr.evaluation.clinical import annotated_frames, frame_case_id, normalise_phase, subject_and_phase
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, slice_profile
@@ -122,14 +122,18 @@ def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequenc
         source = str(metadata)
         if not Path(metadata).is_file():
             raise DatasetError(f"{metadata}: metadata file not found")
-        table = pd.read_csv(metadata, dtype={"case_id": str, "subject": str})
+        try:
+            table = pd.read_csv(metadata, dtype={"case_id": str, "subject": str})
+        except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+            raise DatasetError(f"{metadata}: cannot read the metadata table ({type(exc).__name__}: {exc})") from exc
     else:
         table = metadata.copy()
         if "case_id" not in table.columns:
             table = table.rename_axis("case_id").reset_index()
+    table.columns = [str(c).strip() for c in table.columns]  # "case_id, group" written with spaces
     if "case_id" not in table.columns:
         raise DatasetError(f"{source}: needs a 'case_id' column, found {list(table.columns)}")
-    table["case_id"] = table["case_id"].astype(str)
+    table["case_id"] = table["case_id"].astype(str).str.strip()
     dupes = sorted(table.loc[table["case_id"].duplicated(), "case_id"].unique())
     if dupes:
         raise DatasetError(f"{source}: duplicated case ids {dupes[:5]}")
@@ -145,6 +149,7 @@ def case_info(case_ids: Sequence[str], metadata: pd.DataFrame | None) -> pd.Data
         guess = pd.Series([g[pos] for g in inferred], index=info.index, dtype=object)
         info[col] = info[col].where(info[col].notna(), guess) if col in info.columns else guess
     info["subject"] = info["subject"].where(info["subject"].notna(), pd.Series(info.index, index=info.index))
+    info["phase"] = info["phase"].map(normalise_phase)  # "ed", "End-Diastole": one ED group everywhere
     return info
 
 
@@ -179,9 +184,23 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
             used.add(candidates[0])
             pairs.append(CasePair(case_id, ref, preds[candidates[0]]))
         else:
-            missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in {prediction_dir}"))
+            folders = ", ".join(str(f) for f in ([prediction_dir] if isinstance(prediction_dir, (str, Path))
+                                                 else prediction_dir))
+            missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in {folders}"
+                                       + _other_endings(case_id, prediction_dir, file_ending)))
     unmatched = sorted(set(preds) - used)
     return pairs, missing, unmatched
+
+
+def _other_endings(case_id: str, prediction_dir: Path | Sequence[Path], file_ending: str) -> str:
+    """A hint when the prediction is there under another file ending (.nii beside .nii.gz references)."""
+    folders = [prediction_dir] if isinstance(prediction_dir, (str, Path)) else prediction_dir
+    for folder in folders:
+        for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):
+            if ending != file_ending and (Path(folder) / f"{case_id}{ending}").is_file():
+                return (f" (there is {case_id}{ending}: references and predictions need one file ending, "
+                        "--file-ending)")
+    return ""
 
 
 def _label_problem(array: np.ndarray, allowed: set[int], what: str) -> str | None:
@@ -261,8 +280,12 @@ def evaluate_pair_detailed(pair: CasePair, labels: Mapping[str, int], ignore: Se
     except ValueError as exc:
         faulty = pair.reference if str(exc).startswith("reference") else pair.prediction
         return [], [], CaseFailure(pair.case_id, str(faulty), str(exc))
-    profiles = (case_slice_profiles(pair.case_id, ref, pred, spacing, labels, ignore, geometry=ref_geo)
-                if slice_positions else [])
+    profiles = []
+    if slice_positions and ref_geo.dim >= 3:  # a 2D image has no slice positions to break down
+        profiles = case_slice_profiles(pair.case_id, ref, pred, spacing, labels, ignore, geometry=ref_geo)
+    elif slice_positions:
+        logger.info("%s: a %dD image has no slice positions; left out of the slice-position breakdown",
+                    pair.case_id, ref_geo.dim)
     logger.debug("evaluated %s", pair.case_id)
     return rows, profiles, None
 

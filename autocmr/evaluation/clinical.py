@@ -34,6 +34,20 @@ MEASURES = tuple(MEASURE_UNITS)
 ED, ES = "ED", "ES"
 # Case ids such as ``patient001_ED`` or ``subject003-es`` carry subject and phase when no metadata is given.
 _PHASE_IN_ID = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECASE)
+# Phase names in case tables besides ED/ES (any case, "-", "_" or spaces between words).
+_PHASE_SYNONYMS = {ED: ("ED", "END DIASTOLE", "END DIASTOLIC", "DIASTOLE", "DIASTOLIC"),
+                   ES: ("ES", "END SYSTOLE", "END SYSTOLIC", "SYSTOLE", "SYSTOLIC")}
+# The reference measures that a structure empty at ED or ES leaves undefined.
+_MEASURES_OF = {"LV": ("LVEDV", "LVESV", "LVSV", "LVEF"), "MYO": ("LVM",), "RV": ("RVEDV", "RVESV", "RVSV", "RVEF")}
+
+
+def normalise_phase(value: Any) -> Any:
+    """``ED``/``ES`` for the usual ways of writing them (``ed``, ``End-Diastole``, ``systole``...); any other
+    value is returned stripped, unchanged otherwise (NaN stays NaN)."""
+    if not isinstance(value, str):
+        return value
+    words = " ".join(re.sub(r"[_\-]+", " ", value).upper().split())
+    return next((phase for phase, names in _PHASE_SYNONYMS.items() if words in names), value.strip())
 # ACDC's frame naming, ``patient001_frame12``: the subject, and a frame number that Info.cfg makes ED or ES.
 FRAME_IN_ID = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
 
@@ -97,7 +111,7 @@ def subject_and_phase(case_id: str, metadata: pd.DataFrame | None) -> tuple[str 
     if metadata is not None and case_id in metadata.index and {"subject", "phase"} <= set(metadata.columns):
         subject, phase = metadata.at[case_id, "subject"], metadata.at[case_id, "phase"]
         if isinstance(phase, str) and phase.strip() and not pd.isna(subject):
-            return str(subject), phase.strip().upper()
+            return str(subject), normalise_phase(phase)
     match = _PHASE_IN_ID.match(case_id)
     if match:
         return match.group("subject"), match.group("phase").upper()
@@ -114,7 +128,26 @@ def _volume_lookup(volumes: pd.DataFrame) -> dict[str, dict[str, dict[str, float
     return out
 
 
-def _row(subject: str, ref: tuple[Any, Any, dict], pred: tuple[Any, Any, dict], note: str = "") -> dict[str, Any]:
+def _undefined_in_reference(ed: Mapping[str, float], es: Mapping[str, float]) -> tuple[list[str], str]:
+    """Reference measures a structure empty at ED or ES leaves undefined (an EF of 100 % from an empty ES
+    mask is no reference value), and the note saying so."""
+    undefined, said = [], []
+    for structure, measures in _MEASURES_OF.items():
+        phases = [ED] if structure == "MYO" else [ED, ES]
+        empty = [p for p, volumes in zip((ED, ES), (ed, es)) if p in phases and volumes.get(structure) == 0]
+        if empty:
+            undefined += measures
+            said.append(f"{structure} at {'/'.join(empty)}")
+    note = f"reference empty ({', '.join(said)}): its measures are not scored" if said else ""
+    return undefined, note
+
+
+def _row(subject: str, ref: tuple[Any, Any, dict], pred: tuple[Any, Any, dict], note: str = "",
+         ref_volumes: tuple[Mapping[str, float], Mapping[str, float]] | None = None) -> dict[str, Any]:
+    if ref_volumes is not None:
+        undefined, empty_note = _undefined_in_reference(*ref_volumes)
+        ref = (ref[0], ref[1], {m: (float("nan") if m in undefined else v) for m, v in ref[2].items()})
+        note = "; ".join(n for n in (note, empty_note) if n)
     row: dict[str, Any] = {"subject": subject, "ref_ED": ref[0], "ref_ES": ref[1],
                            "pred_ED": pred[0], "pred_ES": pred[1]}
     row.update({f"ref_{m}": ref[2].get(m, float("nan")) for m in MEASURES})
@@ -136,21 +169,27 @@ def _cine_rows(volumes: pd.DataFrame, lookup: dict, metadata: pd.DataFrame | Non
             note = "a cine needs at least two frames and an LV class to find ED and ES"
             rows.append(_row(subject, (None, None, {}), (None, None, {}), note))
             continue
-        sides = []
+        sides, extremes = [], []
         for side in ("ref", "pred"):
             ed, es = ed_es_from_curve([lookup[c][side]["LV"] for c in ids])
-            sides.append((frame_no[ed], frame_no[es],
-                          measures_from_volumes(lookup[ids[ed]][side], lookup[ids[es]][side])))
-        rows.append(_row(subject, sides[0], sides[1]))
+            extremes.append((lookup[ids[ed]][side], lookup[ids[es]][side]))
+            sides.append((frame_no[ed], frame_no[es], measures_from_volumes(*extremes[-1])))
+        rows.append(_row(subject, sides[0], sides[1], ref_volumes=extremes[0]))
     return rows
 
 
 def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | None) -> list[dict[str, Any]]:
     by_subject: dict[str, dict[str, list[str]]] = {}
+    other_phases: dict[str, list[str]] = {}
     for case_id in case_ids:
         subject, phase = subject_and_phase(case_id, metadata)
         if subject is not None and phase in (ED, ES):
             by_subject.setdefault(subject, {ED: [], ES: []})[phase].append(case_id)
+        elif subject is not None:
+            other_phases.setdefault(str(phase), []).append(case_id)
+    for phase, cases in sorted(other_phases.items()):
+        logger.warning("%d case(s) of phase %r are left out of the clinical measures (ED or ES needed), e.g. %s",
+                       len(cases), phase, cases[0])
     rows = []
     for subject, phases in sorted(by_subject.items()):
         eds, ess = phases[ED], phases[ES]
@@ -161,7 +200,8 @@ def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | 
             continue
         ed, es = eds[0], ess[0]
         rows.append(_row(subject, (ed, es, measures_from_volumes(lookup[ed]["ref"], lookup[es]["ref"])),
-                         (ed, es, measures_from_volumes(lookup[ed]["pred"], lookup[es]["pred"]))))
+                         (ed, es, measures_from_volumes(lookup[ed]["pred"], lookup[es]["pred"])),
+                         ref_volumes=(lookup[ed]["ref"], lookup[es]["ref"])))
     return rows
 
 

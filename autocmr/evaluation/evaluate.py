@@ -20,9 +20,9 @@ import pandas as pd
 from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.evaluation import plots
 from autocmr.evaluation import position_report
-from autocmr.evaluation.cases import (CaseFailure, case_info, case_slice_profiles, evaluate_arrays,
-                                      evaluate_pair_detailed, load_metadata, match_files, resolve_labels, safe_name,
-                                      scored_labels)
+from autocmr.evaluation.cases import (CASES_CSV, REFERENCE_SUFFIX, CaseFailure, CasePair, case_info,
+                                      case_slice_profiles, evaluate_arrays, evaluate_pair_detailed, load_metadata,
+                                      match_files, resolve_labels, safe_name, scored_labels)
 from autocmr.evaluation.clinical import STRUCTURES, clinical_table
 from autocmr.evaluation.exchanges import exchange_table, format_exchanges
 from autocmr.evaluation.position_report import SLICE_POSITION
@@ -277,9 +277,12 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
     meta = load_metadata(metadata, search=(reference_dir, reference_dir.parent))
     _check_by(by, case_info([], meta))
     _check_base_end(base_end)
+    _refuse_overwriting_metadata(output_dir, prediction_dirs, write_outputs, metadata,
+                                 search=(reference_dir, reference_dir.parent))
     pairs, failures, unmatched = match_files(reference_dir, prediction_dirs, file_ending)
     if unmatched:
         logger.warning("%d prediction files have no reference and are ignored: %s", len(unmatched), unmatched[:5])
+    _warn_about_inputs(pairs, meta, labels, file_ending)
     logger.info("evaluating %d cases from %s against %s", len(pairs), ", ".join(map(str, prediction_dirs)),
                 reference_dir)
     rows: list[dict[str, Any]] = []
@@ -299,6 +302,39 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
              "unmatched_predictions": unmatched}
     return _finish(rows, failures, labels=label_map, metadata=meta, by=by, output_dir=out, extra=extra,
                    make_plots=make_plots, profiles=profiles, base_end=base_end)
+
+
+def _refuse_overwriting_metadata(output_dir: str | Path | None, prediction_dirs: Sequence[Path], write_outputs: bool,
+                                metadata: MetadataSpec, *, search: Sequence[Path]) -> None:
+    """The per-case results table is ``cases.csv`` too: never write it over the case table being read."""
+    if not write_outputs:
+        return
+    out = Path(output_dir) if output_dir is not None else prediction_dirs[0] / DEFAULT_OUTPUT_SUBDIR
+    if isinstance(metadata, (str, Path)):
+        read = Path(metadata)
+    else:
+        read = next((Path(d) / CASES_CSV for d in search if (Path(d) / CASES_CSV).is_file()), None)
+        read = read if metadata is None else None
+    if read is not None and (out / CASES_CSV).resolve() == read.resolve():
+        raise ConfigurationError(f"output folder {out} would overwrite the case table {read} this evaluation reads "
+                                 "(the results table is cases.csv too); choose another output folder (-o)")
+
+
+def _warn_about_inputs(pairs: Sequence[CasePair], meta: pd.DataFrame | None, labels: LabelsSpec,
+                       file_ending: str) -> None:
+    """Say what would otherwise pass silently: ACDC-named references scored with autocmr's labels, and cases
+    the case table does not know (they fall into an 'unknown' group)."""
+    acdc = [p.reference.name for p in pairs if p.reference.name.endswith(REFERENCE_SUFFIX + file_ending)]
+    if acdc and labels is None:
+        logger.warning("references named like ACDC's (%s...) are scored with autocmr's labels (1 LV, 2 MYO, 3 RV); "
+                       "ACDC's own files use 1 RV, 2 MYO, 3 LV: convert them with autocmr_convert acdc, or give "
+                       "--labels", acdc[0])
+    if meta is not None and pairs:
+        unknown = [p.case_id for p in pairs if p.case_id not in meta.index]
+        if unknown:
+            logger.warning("%d of %d cases have no row in the case table (e.g. %s; its ids look like %s): their "
+                           "group and phase are unknown", len(unknown), len(pairs), unknown[0],
+                           ", ".join(map(str, meta.index[:3])))
 
 
 __all__ = ["EvaluationResult", "evaluate_cases", "evaluate_folders"]

@@ -204,7 +204,9 @@ def format_position_summary(entry: Mapping[str, Any]) -> str:
             lines.append(f"{measure:<8}" + "".join(f"{'n/a' if v is None else format(v, '+.1f'):>12}" for v in values)
                          + f"{total:>+10.1f}")
     else:
-        lines.append("  (no ED/ES phase metadata: see slice_position_summary.csv for the per-class table)")
+        lines.append("  (no subject with a positional breakdown at both ED and ES (phases from the case table or "
+                     "names; cases left out are listed below): see slice_position_summary.csv for the per-class "
+                     "table)")
     notes = entry.get("cases_without_breakdown", {})
     if notes:
         lines.append(f"No positional breakdown for {len(notes)} case(s):")

@@ -192,6 +192,12 @@ def format_summary(summary: Mapping[str, Any], *, max_failures: int = 20) -> str
                          f"{_num(a['predicted_mean'], 11)}"
                          f"{_num(a['bias'], 9)}{_loa(a):>22}{_num(a['mean_abs_diff'], 8)}"
                          f"{_num(a['spearman_r'], 10, '.3f')}")
+    elif clinical.get("note"):
+        lines.append(f"\nNo clinical measures: {clinical['note']}")
+    skipped = clinical.get("skipped_subjects", {})
+    if skipped:
+        lines.append(f"Subjects with measures left out ({len(skipped)}):")
+        lines += [f"  {subject}: {note}" for subject, note in list(skipped.items())[:5]]
     failures = summary.get("failures", [])
     if failures:
         lines.append(f"\nFailed cases ({len(failures)}):")
