@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("archive", help="archive to write (.tar.gz)")
     e.add_argument("--name", default=None, help="name the model gets when imported (default: its folder name)")
     e.add_argument("--checkpoints", nargs="+", default=["final"], choices=("final", "best", "latest"))
+    e.add_argument("--replace", action="store_true", help="overwrite an existing archive of that name")
     i = sub.add_parser("import", help="install a model from an archive")
     i.add_argument("archive")
     i.add_argument("--name", default=None, help="install under this name (default: the archive's)")
@@ -78,7 +79,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from autocmr.models.archive import export_model
 
-        archive = export_model(_model_ref(args), args.archive, checkpoints=args.checkpoints, name=args.name)
+        archive = export_model(_model_ref(args), args.archive, checkpoints=args.checkpoints, name=args.name,
+                               replace=args.replace)
         print(f"exported to {archive}")
     elif args.command == "import":
         from autocmr.models.archive import import_model

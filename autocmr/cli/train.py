@@ -21,14 +21,36 @@ from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, keep_freed_
                                setup_logging)
 
 
+def _fold(text: str) -> str:
+    """A fold argument: 'all' or a fold number, written canonically ('00' is fold 0, folder fold_0)."""
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"fold must be a number 0, 1, ... or 'all', got {text!r}")
+    return str(int(text))
+
+
+def _check_folds(args: argparse.Namespace) -> None:
+    from autocmr.dataset.naming import resolve_dataset_name
+    from autocmr.errors import DatasetError
+    from autocmr.trainers.splits import check_fold_names
+
+    roots = roots_from(args)
+    try:
+        pre_dir = roots.preprocessed / resolve_dataset_name(args.dataset, roots.preprocessed)
+    except DatasetError:  # not planned (yet): the training says so itself
+        pre_dir = None
+    check_fold_names(args.fold, pre_dir, args.splits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autocmr_train", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("Examples::", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset id (101) or name (Dataset101_ACDC)")
     p.add_argument("configuration", help="2d or 3d_fullres")
-    p.add_argument("fold", nargs="+", help="fold 0-4, or 'all'; several folds train one after another (or "
-                   "at once with --devices)")
+    p.add_argument("fold", nargs="+", type=_fold, help="fold 0-4, or 'all'; several folds train one after another "
+                   "(or at once with --devices)")
     p.add_argument("-p", "--plans", default=None,
                    help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
     p.add_argument("--epochs", type=int, default=None,
@@ -107,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             final_validation=not args.no_final_validation, mirror_validation=not args.no_mirror_validation,
             pretrained=args.pretrained, freeze=args.freeze, unfreeze_blocks=args.unfreeze_blocks,
         )
+        if args.num_processes < 1:
+            from autocmr.errors import ConfigurationError
+
+            raise ConfigurationError(f"--num-gpus must be >= 1, got {args.num_processes}")
+        _check_folds(args)
         request = TrainRequest(args.dataset, args.configuration, args.fold[0], roots_from(args), options,
                                plans_name=args.plans, continue_training=args.continue_training,
                                splits_file=args.splits, output_dir=args.output,

@@ -173,6 +173,10 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], allow_incomple
                                  "with --allow-incomplete")
     if missing:
         logger.warning("merging %d of %d parts; part(s) %s are missing", len(documents), num_parts, missing)
+    inputs = sorted({str(d.get("input")) for d in documents.values()})
+    if len(inputs) > 1:  # one folder mounted at two places on two machines is fine; two batches are not
+        logger.warning("%s: the parts read different inputs %s; if these are not one folder seen from different "
+                       "machines, this merge mixes two batches", out, inputs)
     describe = {k: d.get("predictor", {}) for k, d in documents.items()}
     first = min(describe)
     for k, predictor in describe.items():

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, sha256_of, verify_listed_weight_file
-from autocmr.errors import InputFileError, PlansError
+from autocmr.errors import InputFileError, OutputPathError, PlansError
 from autocmr.io.atomic import atomic_path
 from autocmr.models.folder import ModelFolder
 from autocmr.models.registry import DEFAULT_MODEL_NAME, resolve_models_dir
@@ -37,9 +37,18 @@ def _check_name(name: str) -> str:
     return name
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
 def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Sequence[str] = ("final",),
-                 name: str | None = None) -> Path:
-    """Write ``reference`` (a folder or model name) with the ``checkpoints`` of each fold to ``archive``."""
+                 name: str | None = None, replace: bool = False) -> Path:
+    """Write ``reference`` (a folder or model name) with the ``checkpoints`` of each fold to ``archive`` (a
+    gzipped tar, named ``.tar.gz`` or ``.tgz``); an existing archive is replaced only with ``replace``."""
+    target = Path(archive).expanduser()
+    if not target.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise OutputPathError(target, f"the archive is a gzipped tar: name it {' or '.join(ARCHIVE_SUFFIXES)}")
+    if target.exists() and not replace:
+        raise OutputPathError(target, "exists; pass --replace to overwrite it, or choose another name")
     model = ModelFolder.open(reference)
     name = _check_name(name or (model.manifest.name if model.manifest and model.manifest.name else model.path.name))
     weights = {}

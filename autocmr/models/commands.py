@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, verify_weight_file
 from autocmr.documents.model_card import ModelCard
-from autocmr.errors import DocumentError
+from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import list_models, resolve_model
 
 
@@ -22,11 +22,19 @@ def list_text(models_dir: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def _model_folder(reference: str, models_dir: str | Path | None) -> Path:
+    """The model folder ``reference`` names; PlansError when it is none (no plans.json in it)."""
+    folder = resolve_model(reference, models_dir=models_dir)
+    if not (folder / layout.PLANS).is_file():
+        raise PlansError(f"{folder}: not a model folder (no {layout.PLANS})")
+    return folder
+
+
 def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
     """Checks every weight file listed in the manifest. A mismatch, a listed file that is missing, or a folder
     without checksums raises (the command exits 2: a script's ``verify && deploy`` stops); weight files the
     manifest does not list (a fold still training) are named in the text."""
-    folder = resolve_model(reference, models_dir=models_dir)
+    folder = _model_folder(reference, models_dir)
     manifest = ModelManifest.load(folder)
     if manifest is None or manifest.is_legacy or not manifest.weights:
         raise DocumentError(f"{folder}: no checksums recorded, nothing can be verified (run `autocmr_models upgrade "
@@ -43,7 +51,7 @@ def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
 
 
 def info_text(reference: str, *, models_dir: str | Path | None = None) -> str:
-    folder = resolve_model(reference, models_dir=models_dir)
+    folder = _model_folder(reference, models_dir)
     manifest = ModelManifest.load(folder)
     card = ModelCard.load(folder)
     size = sum(p.stat().st_size for p in folder.glob(f"{layout.FOLD_PREFIX}*/*.pth")) / 1e6

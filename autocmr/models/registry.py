@@ -44,8 +44,10 @@ def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None
     if reference is None or str(reference) == DEFAULT_MODEL_NAME:
         return default_model()
     path = Path(reference).expanduser()
-    if path.exists() or len(path.parts) != 1:
+    if path.exists():
         return path
+    if len(path.parts) != 1:
+        raise PlansError(f"{path}: model folder not found")
     imported = resolve_models_dir(models_dir) / path.name
     if imported.is_dir():
         return imported

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -21,6 +22,9 @@ FINETUNE_LEARNING_RATE = 1e-3
 # Options that decide how fast or where a run goes, not what it learns: left out of the hash that names the
 # experiment, and free to change when a run is resumed (batches are the same whatever the number of workers).
 RUNTIME_ONLY_OPTIONS = frozenset({"device", "num_workers", "save_every"})
+# Names of the augmentation presets (autocmr.trainers.augmentation.PRESETS holds their parameters): known here
+# so that a wrong name is refused before any data is loaded or any file written.
+AUGMENTATION_PRESETS = ("default", "cross-domain", "none")
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,17 @@ class TrainOptions:
             raise ConfigurationError(f"--dice-weight-end must be >= 0, got {self.dice_weight_end}")
         if self.precision not in PRECISIONS:
             raise ConfigurationError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.learning_rate <= 0:
-            raise ConfigurationError(f"learning rate must be positive, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigurationError(f"learning rate must be a positive number, got {self.learning_rate}")
+        if self.augmentation not in AUGMENTATION_PRESETS:
+            raise ConfigurationError(f"--augmentation must be one of {AUGMENTATION_PRESETS}, got {self.augmentation!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigurationError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigurationError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.unfreeze_blocks < 0 or (self.unfreeze_blocks and self.freeze != "encoder"):
+            raise ConfigurationError(f"--unfreeze-blocks {self.unfreeze_blocks}: a number >= 0, and only with "
+                                     "--freeze encoder")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -65,6 +65,8 @@ def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: S
         return sorted(all_cases), []
     try:
         k = int(fold)
+        if k < 0:
+            raise IndexError(k)  # folds[-1] would quietly be the last fold
         entry = folds[k]
     except (ValueError, IndexError):
         raise ConfigurationError(f"fold {fold!r} not in {source}: "
@@ -85,3 +87,16 @@ def select_fold(folds: list[dict[str, list[str]]], fold: str | int, all_cases: S
             raise ConfigurationError(f"{source}: fold {k} puts cases of subject(s) {shared[:5]} in training and "
                                      "validation (a split per case, not per patient?); make the splits per subject")
     return list(entry["train"]), list(entry["val"])
+
+
+def check_fold_names(folds: Sequence[str], preprocessed_dataset: Path | None, splits_file: str | Path | None) -> None:
+    """Refuse a fold the splits do not have before any fold trains (``0 7`` must not train fold 0 for an hour
+    and then fail): the folds of ``splits_file``, else of the dataset's ``splits.json`` when it exists, else
+    the :data:`DEFAULT_FOLDS` a new one will have."""
+    source = (Path(splits_file) if splits_file
+              else preprocessed_dataset / SPLITS_FILE if preprocessed_dataset is not None else None)
+    n_folds = len(read_splits(source)) if source is not None and source.is_file() else DEFAULT_FOLDS
+    for fold in folds:
+        if str(fold) != "all" and not (str(fold).isdigit() and int(fold) < n_folds):
+            raise ConfigurationError(f"fold {fold!r} does not exist: valid folds are 0..{n_folds - 1} or 'all'"
+                                     + (f" ({source})" if source is not None and source.is_file() else ""))

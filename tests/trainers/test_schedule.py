@@ -102,3 +102,21 @@ def test_a_run_ends_after_its_epochs_or_before_an_epoch_would_overrun_the_budget
     assert not schedule_finished(state, None, 70.0)  # 50 + 20 fits in 70
     assert schedule_finished(state, None, 69.0)
     assert schedule_finished(state, 10, 69.0)
+
+
+@pytest.mark.parametrize("bad", [dict(learning_rate=float("nan")), dict(learning_rate=float("inf")),
+                                 dict(batch_size=0), dict(num_workers=-1), dict(augmentation="bogus"),
+                                 dict(unfreeze_blocks=-1), dict(unfreeze_blocks=2, freeze="decoder")])
+def test_impossible_options_are_refused_before_any_work(bad):
+    from autocmr.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        TrainOptions(**bad)
+    assert TrainOptions(unfreeze_blocks=2, freeze="encoder").unfreeze_blocks == 2
+
+
+def test_augmentation_names_match_the_presets():
+    from autocmr.trainers.augmentation import PRESETS
+    from autocmr.trainers.options import AUGMENTATION_PRESETS
+
+    assert set(AUGMENTATION_PRESETS) == set(PRESETS)

@@ -199,3 +199,21 @@ def test_fold_all_keeps_the_splits_its_cross_validation_folds_were_trained_with(
     _prepare_model_dir(fresh, pre_dir, plans, "2d", "all", [], lambda m: None)  # alone: the dataset's splits
     if (pre_dir / "splits.json").is_file():
         assert (fresh / "splits.json").read_bytes() == (pre_dir / "splits.json").read_bytes()
+
+
+def test_a_fold_that_does_not_exist_stops_the_command_before_any_fold_trains(roots, tmp_path, capsys, allocator_calls,
+                                                                           monkeypatch) -> None:
+    trained = []
+    monkeypatch.setattr(distributed_launch, "train", lambda *a, **k: trained.append(a) or None)
+    assert train_main([str(DATASET), "2d", "0", "7", "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "m"),
+                       "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed),
+                       "--results", str(roots.results)]) == 2  # folds "0 7": 7 is refused before 0 trains
+    assert "fold '7' does not exist: valid folds are 0..4" in capsys.readouterr().err and not trained
+    for bad in ("-1", "x"):
+        with pytest.raises(SystemExit) as stopped:
+            train_main([str(DATASET), "2d", bad, "--preprocessed", str(roots.preprocessed)])
+        assert stopped.value.code == 2 and "fold must be a number" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="not in"):
+        from autocmr.trainers.splits import select_fold
+
+        select_fold([{"train": ["a"], "val": ["b"]}], -1, ["a", "b"])
