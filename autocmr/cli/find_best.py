@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.configurations) == bool(args.models):
         parser.error("give either -c CONFIGURATIONS or -m MODEL_FOLDERS")
+    if not 0 < args.step <= 1:
+        parser.error(f"--step must be in (0, 1], got {args.step}")
     setup_logging(args.verbose)
 
     def go() -> int:

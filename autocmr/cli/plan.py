@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_workers is not None and args.num_workers < 1:
+        parser.error(f"-j/--num-workers must be >= 1, got {args.num_workers}")
+    if args.context_slices < 0:
+        parser.error(f"--context-slices must be >= 0, got {args.context_slices}")
     setup_logging(args.verbose)
 
     def go() -> int:
