@@ -90,6 +90,7 @@ class MergeReport:
 
     output_dir: Path
     num_parts: int
+    present: int | None = None  # parts found (fewer than num_parts with allow_incomplete)
     merged: dict[str, list[str]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     done: int = 0
@@ -99,7 +100,9 @@ class MergeReport:
         return not self.failures
 
     def summary(self) -> str:
-        lines = [f"merged {self.num_parts} part(s) in {self.output_dir}: {self.done} case(s) predicted, "
+        parts = (f"{self.present} of {self.num_parts} parts" if self.present not in (None, self.num_parts)
+                 else f"{self.num_parts} part(s)")
+        lines = [f"merged {parts} in {self.output_dir}: {self.done} case(s) predicted, "
                  f"{len(self.failures)} failed; tables: {', '.join(sorted(self.merged))}"]
         lines += [f"  FAILED {f.get('name')}: {f.get('file')}: {f.get('reason')}" for f in self.failures]
         return "\n".join(lines)
@@ -138,7 +141,7 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
         if stray:
             raise ConfigurationError(f"{parts[stray[0]]}: part {stray[0]} of a split into more than {num_parts} parts; "
                                      "remove the files of that earlier run")
-    report = MergeReport(out, num_parts)
+    report = MergeReport(out, num_parts, present=len(documents))
     for name, parts in sorted(groups.items()):
         ordered = [parts[k] for k in sorted(parts)]
         if name == layout.BATCH_PREDICTIONS:

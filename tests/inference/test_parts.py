@@ -85,7 +85,8 @@ def test_missing_or_foreign_parts_are_refused_with_the_reason(tmp_path):
         (out / f"predictions_part{k}.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigurationError, match=r"part\(s\) \[1\] of 3"):
         merge_parts(out)
-    assert merge_parts(out, allow_incomplete=True).done == 2
+    merged = merge_parts(out, allow_incomplete=True)
+    assert merged.done == 2 and merged.summary().startswith("merged 2 of 3 parts")
     doc["predictor"] = dict(describe, step=1.0, device="cuda:1")  # part 2 predicted with another step
     (out / "predictions_part2.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigurationError, match="part 2 was predicted differently.*step"):
