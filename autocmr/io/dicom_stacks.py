@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 MIN_STACK_SERIES = 3  # fewer single-slice series than this are not a short-axis stack worth joining
 IN_PLANE_TOLERANCE_PIXELS = 0.5  # slices further apart than this within the plane do not form one grid
+INTERLEAVED_GAP_SHARE = 0.75  # joined slices closer than this share of their thickness: warned about
 
 
 def group_into_volumes(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHeader]]:
@@ -146,7 +147,19 @@ def _stack_of(bucket: Sequence[str], series: dict[str, list[DicomHeader]]) -> li
                            "stack, %s is left out", series[left_out][0].series_number, series[latest][0].series_number,
                            series[latest][0].series_number, series[left_out][0].series_number)
         chosen.append(latest)
+    _warn_if_interleaved(sorted(depth for depth, _ in positions), first, [series[u][0] for u in chosen])
     return sorted(chosen, key=order.__getitem__)
+
+
+def _warn_if_interleaved(depths: Sequence[float], first: DicomHeader, heads: Sequence[DicomHeader]) -> None:
+    """Slices much closer together than they are thick: most likely two acquisitions of the stack (a re-planned
+    one shifted by half a gap) joined into one; the volume is then sampled twice as densely as it was acquired."""
+    gaps = np.diff(depths)
+    thickness = first.slice_gap_hint
+    if len(gaps) and thickness and float(np.median(gaps)) < INTERLEAVED_GAP_SHARE * thickness:
+        logger.warning("the joined single-slice series %s lie %.1f mm apart but are %.1f mm thick: two acquisitions "
+                       "of one stack interleaved? Check the stack (or give the series of one acquisition only)",
+                       ", ".join(str(h.series_number) for h in heads), float(np.median(gaps)), thickness)
 
 
 __all__ = ["MIN_STACK_SERIES", "group_into_volumes"]

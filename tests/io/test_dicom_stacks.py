@@ -161,3 +161,17 @@ def test_single_slice_series_of_two_patients_are_never_joined(tmp_path, stored):
     assert sorted((s.n_locations, len(s.member_series)) for s in series) == [(3, 3), (3, 3)]
     for info in series:
         assert len({pydicom.dcmread(f).PatientID for f in info.files}) == 1
+
+
+def test_two_interleaved_acquisitions_of_a_stack_are_warned_about(tmp_path, stored, caplog):
+    # a stack acquired twice, the second shifted by half a slice gap (re-planned): 8 slices 3.75 mm apart, 7.5 thick
+    _write_split_stack(tmp_path / "first", stored[:, :4], first_number=20)
+    _write_split_stack(tmp_path / "second", stored[:, :4], first_number=40,
+                       shift_mm={z: 0.5 * SLICE_GAP * ROTATION[:, 2] for z in range(4)})
+    with caplog.at_level(logging.WARNING):
+        (info,) = find_dicom_series(tmp_path)
+    assert info.n_locations == 8 and "two acquisitions of one stack interleaved" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        find_dicom_series(tmp_path / "first")
+    assert "interleaved" not in caplog.text
