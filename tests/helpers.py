@@ -22,6 +22,17 @@ def small_case(seed: int, *, oblique: bool = False, slices: int = SMALL_SLICES, 
     return make_phantom_case(rng, phase=phase, geometry=geometry)
 
 
+def dicom_dataset(sop_class: str) -> Dataset:
+    """An empty DICOM object of ``sop_class`` with its file meta and a new instance UID."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int = 5,
                        description: str | None = "sax cine",
                        pixel_spacing: tuple[float, float] = (1.8, 1.8), slice_gap: float = 10.0,
@@ -42,12 +53,7 @@ def write_dicom_series(folder: Path, frames: np.ndarray, *, series_number: int =
     folder.mkdir(parents=True, exist_ok=True)
     for z in range(n_z):
         for t in range(n_t):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+            ds = dicom_dataset(MRImageStorage)
             ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "MR", uid, series_number
             if description is not None:  # None: no SeriesDescription (outputs are then named without it)
                 ds.SeriesDescription = description

@@ -191,15 +191,11 @@ def test_reference_segmentations_beside_their_images_are_recognised_by_name():
 
 def _dicom_object(path: Path, sop_class: str, modality: str | None, *, image: bool = False) -> None:
     """A non-image DICOM object (a DICOMDIR, a report...) or, with ``image``, a tiny image of that class."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    from tests.helpers import dicom_dataset
+
+    ds = dicom_dataset(sop_class)
     if modality is not None:
         ds.Modality, ds.SeriesInstanceUID = modality, generate_uid()
     if image:
