@@ -99,6 +99,17 @@ def run_demo(folder: str | Path, *, minutes: float = 4.0, n_subjects: int = 16, 
     return DemoResult(folder, mean_dice, seconds, evaluation.report(), failures)
 
 
+DEMO_ENTRIES = {"raw", "preprocessed", "results", "predictions", "evaluation", "test", DEMO_MARKER}
+
+
+def _made_by_demo(folder: Path) -> bool:
+    """The marker, or (a demo of a version before the marker) nothing but the demo's folders around its dataset."""
+    if (folder / DEMO_MARKER).is_file():
+        return True
+    names = {p.name for p in folder.iterdir()}
+    return names <= DEMO_ENTRIES and any((folder / "raw").glob(f"Dataset{DEMO_DATASET_ID}_*"))
+
+
 def prepare_demo_folder(folder: Path) -> Path:
     """An empty folder for the demo. An earlier demo's folder (it holds :data:`DEMO_MARKER`) is cleared; any other
     folder with files in it is refused, so that ``-o`` pointing at the wrong place never deletes anything."""
@@ -106,7 +117,7 @@ def prepare_demo_folder(folder: Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise OutputPathError(folder, "is a file; the demo needs a folder")
     if folder.is_dir() and any(folder.iterdir()):
-        if not (folder / DEMO_MARKER).is_file():
+        if not _made_by_demo(folder):
             raise OutputPathError(folder, "is not empty and was not made by autocmr_demo; choose a new or empty "
                                           "folder with -o (the demo clears its folder when it runs again)")
         shutil.rmtree(folder)

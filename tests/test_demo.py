@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from autocmr.cli.demo import main as demo_main
 from autocmr.demo import run_demo
+from autocmr.errors import OutputPathError
 
 
 def test_demo_leaves_every_stage_and_a_finite_table(tmp_path):
@@ -42,6 +45,16 @@ def test_demo_folder_of_an_earlier_demo_is_cleared(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert prepare_demo_folder(empty) == empty.resolve()
+    older = tmp_path / "older_demo"  # written by a version without the marker: recognised by its layout
+    (older / "raw" / "Dataset900_DemoPhantom").mkdir(parents=True)
+    (older / "predictions").mkdir()
+    assert prepare_demo_folder(older) == older.resolve() and not (older / "predictions").exists()
+    mixed = tmp_path / "mixed"
+    (mixed / "raw" / "Dataset900_DemoPhantom").mkdir(parents=True)
+    (mixed / "thesis.tex").write_text("x")  # anything else in it: not a demo folder
+    with pytest.raises(OutputPathError):
+        prepare_demo_folder(mixed)
+    assert (mixed / "thesis.tex").is_file()
 
 
 def test_demo_cli_exit_code_says_a_case_failed(tmp_path, monkeypatch, capsys):
