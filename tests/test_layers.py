@@ -21,6 +21,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "autocmr"
 LAYERS: dict[str, int] = {
     # 0: leaves everything may use
     "autocmr": 0, "errors": 0, "settings": 0, "allocator": 0, "device": 0, "parallel": 0, "precision": 0,
+    "parent_watch": 0,
     # 1: reading and writing images
     "io": 1,
     # 2: persisted documents (neutral: plans, checkpoints, manifests) and the raw dataset layout

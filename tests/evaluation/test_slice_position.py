@@ -191,7 +191,7 @@ def test_cli_by_slice_position_without_phase_metadata(tmp_path, capsys):
     table = pd.read_csv(out / "slice_positions.csv")
     assert len(table) == 2 * 3 * 5  # 2 cases x 3 classes x 5 positions
     assert (out / "slice_position_summary.csv").is_file() and (out / "slice_position.png").stat().st_size > 1000
-    assert "no ED/ES phase metadata" in capsys.readouterr().out
+    assert "no subject with a positional breakdown at both ED and ES" in capsys.readouterr().out
 
 
 def test_acdc_stacks_are_found_base_first(acdc_root):
