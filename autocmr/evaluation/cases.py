@@ -105,6 +105,16 @@ def _labels_from_json(spec: str | Path) -> Mapping[str, Any]:
     return data
 
 
+def metadata_source(metadata: pd.DataFrame | str | Path | None, search: Sequence[Path] = ()) -> Path | None:
+    """The case table file :func:`load_metadata` reads: ``metadata`` when it is a path, else (None) the first
+    ``cases.csv`` in the ``search`` folders; None for an in-memory table or when there is none."""
+    if isinstance(metadata, (str, Path)):
+        return Path(metadata)
+    if metadata is not None:
+        return None
+    return next((Path(d) / CASES_CSV for d in search if (Path(d) / CASES_CSV).is_file()), None)
+
+
 def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequence[Path] = ()) -> pd.DataFrame | None:
     """Case metadata indexed by case id (strings), or None.
 
@@ -112,10 +122,9 @@ def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequenc
     ``cases.csv`` found in ``search`` folders is used (a raw dataset keeps it beside ``labelsTr``).
     """
     if metadata is None:
-        found = [Path(d) / CASES_CSV for d in search if (Path(d) / CASES_CSV).is_file()]
-        if not found:
+        metadata = metadata_source(None, search)
+        if metadata is None:
             return None
-        metadata = found[0]
         logger.info("using case metadata from %s", metadata)
     source = "metadata table"
     if isinstance(metadata, (str, Path)):
@@ -166,8 +175,9 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
         return {f.name: f for f in sorted(folder.iterdir())
                 if f.is_file() and f.name.endswith(file_ending) and not f.name.startswith(".")}
 
+    folders = [Path(prediction_dir)] if isinstance(prediction_dir, (str, Path)) else [Path(f) for f in prediction_dir]
     refs, preds = listing(reference_dir), {}
-    for folder in [prediction_dir] if isinstance(prediction_dir, (str, Path)) else prediction_dir:
+    for folder in folders:
         for name, path in listing(Path(folder)).items():
             if name in preds:
                 raise DatasetError(f"prediction {name} is in two folders: {preds[name]} and {path}")
@@ -184,20 +194,18 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
             used.add(candidates[0])
             pairs.append(CasePair(case_id, ref, preds[candidates[0]]))
         else:
-            folders = ", ".join(str(f) for f in ([prediction_dir] if isinstance(prediction_dir, (str, Path))
-                                                 else prediction_dir))
-            missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in {folders}"
-                                       + _other_endings(case_id, prediction_dir, file_ending)))
+            hint = _other_endings(case_id, folders, file_ending)
+            missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in "
+                                                          f"{', '.join(map(str, folders))}{hint}"))
     unmatched = sorted(set(preds) - used)
     return pairs, missing, unmatched
 
 
-def _other_endings(case_id: str, prediction_dir: Path | Sequence[Path], file_ending: str) -> str:
+def _other_endings(case_id: str, folders: Sequence[Path], file_ending: str) -> str:
     """A hint when the prediction is there under another file ending (.nii beside .nii.gz references)."""
-    folders = [prediction_dir] if isinstance(prediction_dir, (str, Path)) else prediction_dir
     for folder in folders:
         for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):
-            if ending != file_ending and (Path(folder) / f"{case_id}{ending}").is_file():
+            if ending != file_ending and (folder / f"{case_id}{ending}").is_file():
                 return (f" (there is {case_id}{ending}: references and predictions need one file ending, "
                         "--file-ending)")
     return ""

@@ -22,7 +22,8 @@ from autocmr.evaluation import plots
 from autocmr.evaluation import position_report
 from autocmr.evaluation.cases import (CASES_CSV, REFERENCE_SUFFIX, CaseFailure, CasePair, case_info,
                                       case_slice_profiles, evaluate_arrays, evaluate_pair_detailed, load_metadata,
-                                      match_files, resolve_labels, safe_name, scored_labels)
+                                      match_files, metadata_source, resolve_labels, safe_name,
+                                      scored_labels)
 from autocmr.evaluation.clinical import STRUCTURES, clinical_table
 from autocmr.evaluation.exchanges import exchange_table, format_exchanges
 from autocmr.evaluation.position_report import SLICE_POSITION
@@ -310,11 +311,7 @@ def _refuse_overwriting_metadata(output_dir: str | Path | None, prediction_dirs:
     if not write_outputs:
         return
     out = Path(output_dir) if output_dir is not None else prediction_dirs[0] / DEFAULT_OUTPUT_SUBDIR
-    if isinstance(metadata, (str, Path)):
-        read = Path(metadata)
-    else:
-        read = next((Path(d) / CASES_CSV for d in search if (Path(d) / CASES_CSV).is_file()), None)
-        read = read if metadata is None else None
+    read = metadata_source(metadata, search)
     if read is not None and (out / CASES_CSV).resolve() == read.resolve():
         raise ConfigurationError(f"output folder {out} would overwrite the case table {read} this evaluation reads "
                                  "(the results table is cases.csv too); choose another output folder (-o)")

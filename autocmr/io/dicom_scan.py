@@ -163,8 +163,10 @@ def classify_dicom_file(path: Path) -> list[DicomHeader] | SkippedObject:
     file (:mod:`autocmr.io.dicom_multiframe`), none for a non-DICOM file; a :class:`SkippedObject` for a DICOM
     file that is no image to segment; InputFileError for a broken DICOM-looking one."""
     found = _read_header_and_dataset(path)
-    if found is None or isinstance(found, SkippedObject):
-        return [] if found is None else found
+    if found is None:
+        return []
+    if isinstance(found, SkippedObject):
+        return found
     header, ds = found
     return frame_headers(header, ds) if is_enhanced(ds) else [header]
 
@@ -207,6 +209,7 @@ def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] 
         if looks_dicom:
             raise InputFileError(path, f"looks like DICOM but cannot be read ({type(exc).__name__}: {exc})") from exc
         return None
+    skipped = _not_an_image(path, ds)
     missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if k not in ds]
     if missing:
         # pydicom stops quietly at the end of a truncated file, so an image whose header lacks these tags is
@@ -214,12 +217,11 @@ def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] 
         sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
         if sop is None and looks_dicom:
             raise InputFileError(path, "looks like DICOM but has no SOP class (corrupt or truncated?)")
-        if sop is not None and "Image Storage" in getattr(sop, "name", "") and _not_an_image(path, ds) is None:
+        if sop is not None and "Image Storage" in getattr(sop, "name", "") and skipped is None:
             raise InputFileError(path, f"DICOM image without {', '.join(missing)} (truncated header?)")
         if sop is None:
             return None
-        return _not_an_image(path, ds) or SkippedObject(path, f"a DICOM object of class {getattr(sop, 'name', sop)}")
-    skipped = _not_an_image(path, ds)
+        return skipped or SkippedObject(path, f"a DICOM object of class {getattr(sop, 'name', sop)}")
     return skipped if skipped is not None else (_header_from_dataset(path, ds), ds)
 
 
