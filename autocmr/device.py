@@ -23,9 +23,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {name!r} requested but CUDA is not available here (torch "
                                  f"{torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigurationError(f"device {name!r} requested but this machine has {count} GPU(s) "
+                                 f"(cuda:0 to cuda:{count - 1}; CUDA_VISIBLE_DEVICES can hide some)")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigurationError(f"device {name!r} requested but Apple MPS is not available here; use --device cpu")
     return device
+
+
+def make_current(device: torch.device) -> None:
+    """Make ``cuda:N`` the process's current GPU. Without it, what allocates on "the current device" (the
+    loader's pinned memory, CUDA's context) lands on GPU 0 as well, in every process of ``--devices``."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class ChildSettings:
 
             exit_when_parent_dies(self.parent_pid, delay_s=stop_delay_s)
         torch.set_num_threads(self.threads)
+        make_current(device)
         if self.keep_freed_memory and device.type == "cpu":
             from autocmr import allocator
 

@@ -1,10 +1,10 @@
-"""autocmr.device.resolve_device: clear errors for devices that do not exist here."""
+"""autocmr.device: clear errors for devices that do not exist here; the current GPU of a process."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from autocmr.device import resolve_device
+from autocmr.device import ChildSettings, make_current, resolve_device
 from autocmr.errors import ConfigurationError
 
 
@@ -31,3 +31,22 @@ def test_mps_without_mps_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigurationError, match="Apple MPS is not available"):
         resolve_device("mps")
+
+
+def test_a_gpu_index_beyond_the_machine_names_how_many_there_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigurationError, match=r"'cuda:4' requested but this machine has 2 GPU\(s\) "
+                                                 r"\(cuda:0 to cuda:1"):
+        resolve_device("cuda:4")
+
+
+def test_an_indexed_gpu_becomes_the_current_one_in_a_spawned_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise the loader's pinned memory and CUDA's context land on GPU 0 from every --devices process."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    ChildSettings(threads=torch.get_num_threads()).apply(torch.device("cuda:1"))
+    make_current(torch.device("cuda"))  # no index: CUDA's own current device stays
+    make_current(torch.device("cpu"))
+    assert current == [torch.device("cuda:1")]

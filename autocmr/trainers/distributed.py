@@ -222,9 +222,10 @@ def init_process_group(context: DistributedContext, device: torch.device, *, tim
     if not context.enabled:
         return context
     backend = "nccl" if device.type == "cuda" else "gloo"
+    where: dict[str, Any] = {"store": store} if store is not None else {"init_method": "env://"}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    where = {"store": store} if store is not None else {"init_method": "env://"}
+        where["device_id"] = device  # binds the group to this GPU: collectives (the first barrier) need no guess
     dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size,
                             timeout=timedelta(seconds=timeout_s), **where)
     logger.debug("rank %d of %d joined the %s process group", context.rank, context.world_size, backend)

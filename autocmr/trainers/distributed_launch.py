@@ -37,6 +37,7 @@ from autocmr.settings import Roots
 from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, DistributedContext, init_process_group,
                                           launcher_context, leave_process_group, rank_device, threads_per_process)
 from autocmr.trainers.options import TrainOptions
+from autocmr.trainers.pipeline import loader_workers
 from autocmr.trainers.run import TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
             continue
         reader, writer = mp.Pipe(duplex=False)
         process = mp.Process(target=_device_main, name=f"autocmr-{device}",
-                             args=(device, mine, request, settings, writer))
+                             args=(device, mine, _with_share_of_cores(request, device, len(devices)), settings,
+                                   writer))
         process.start()
         writer.close()
         processes.append(process)
@@ -215,6 +217,15 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
                 report.failures[fold] = (f"the process training on {device} {_exit_text(exits[index])} "
                                          "before this fold ended")
     return report
+
+
+def _with_share_of_cores(request: TrainRequest, device: str, processes: int) -> TrainRequest:
+    """The request with as many loader workers as this device's share of the cores allows (each device
+    process would otherwise count every core of the machine as its own)."""
+    if request.options.num_workers is not None:
+        return request
+    workers = loader_workers(_resolve(device), max(1, default_workers() // processes))
+    return replace(request, options=request.options.updated(num_workers=workers))
 
 
 def _device_main(device: str, folds: Sequence[str], request: TrainRequest, settings: ChildSettings,

@@ -23,6 +23,13 @@ from autocmr.trainers.options import TrainOptions
 SMALL_MACHINE_CORES = 4
 
 
+def loader_workers(device: torch.device, cores: int) -> int:
+    """Background augmentation processes for a training on ``device`` that has ``cores`` cores to itself."""
+    if device.type == "cpu":
+        return 0 if cores <= SMALL_MACHINE_CORES else 2
+    return max(1, min(8, cores - 1))
+
+
 @dataclass(frozen=True)
 class DataPipeline:
     """How one rank's training and pseudo-Dice batches are made.
@@ -68,10 +75,8 @@ class DataPipeline:
         """Background augmentation processes of the training loader (``--num-workers`` wins)."""
         if self.options.num_workers is not None:
             return self.options.num_workers
-        cores = max(1, default_workers() // self.distributed.local_world_size)  # ranks on this machine share it
-        if self.device.type == "cpu":
-            return 0 if cores <= SMALL_MACHINE_CORES else 2
-        return max(1, min(8, cores - 1))
+        # ranks on this machine share its cores
+        return loader_workers(self.device, max(1, default_workers() // self.distributed.local_world_size))
 
     def iterators(self, train_cases: Sequence[str], val_cases: Sequence[str], *,
                   epoch: int) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:

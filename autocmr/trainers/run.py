@@ -11,7 +11,7 @@ import torch
 
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson, load_metadata
-from autocmr.device import resolve_device
+from autocmr.device import make_current, resolve_device
 from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REFERENCE, PLANS, POSTPROCESSING, RUN_LOG,
                                       SPLITS, checkpoint_name, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
@@ -107,6 +107,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         raise DatasetError(f"{pre_dir}: no preprocessed data; run `autocmr_plan -d {dataset}` first")
     dist = distributed or DistributedContext()
     device = rank_device(resolve_device(options.device), dist)
+    make_current(device)
     dist.wait_for_main()  # rank 0 preprocesses fine-tuning data and creates the splits before the others look
     if options.pretrained:
         from autocmr.trainers.pretrained_plans import plans_for_finetuning

@@ -54,3 +54,17 @@ def test_a_resumed_run_draws_the_batches_of_an_uninterrupted_one(tiny_model) -> 
         assert torch.equal(a["image"], b["image"])
         assert all(torch.equal(x, y) for x, y in zip(a["target"], b["target"]))
     assert len(next(resumed_train)["target"]) == 2  # deep-supervision targets at two scales
+
+
+def test_device_processes_share_the_cores_among_their_loaders(monkeypatch) -> None:
+    """``--devices cuda:0 cuda:1`` on 16 cores: each device's training gets the workers of 8 cores, not 16."""
+    from autocmr.trainers import distributed_launch
+    from autocmr.trainers.distributed_launch import TrainRequest, _with_share_of_cores
+
+    monkeypatch.setattr(distributed_launch, "default_workers", lambda: 16)
+    monkeypatch.setattr(distributed_launch, "_resolve", torch.device)  # no GPU needed to name one
+    request = TrainRequest("101", "2d", "0", None, TrainOptions())
+    assert _with_share_of_cores(request, "cuda:1", 2).options.num_workers == 7
+    assert _with_share_of_cores(request, "cuda:1", 1).options.num_workers == 8
+    asked = TrainRequest("101", "2d", "0", None, TrainOptions(num_workers=3))
+    assert _with_share_of_cores(asked, "cuda:1", 2).options.num_workers == 3  # --num-workers wins
