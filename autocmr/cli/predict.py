@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                 cine=_cine_options(args),
                                 output_format=args.output_format,
                                 after_batch=analysis, subject_of=_subject_of(args))
-        print(report.summary())  # stdout: what scripts read (the batch also logs its first line to stderr)
+        print(report.summary())  # stdout: what scripts read (the batch logs it at debug level only)
         return 0 if report.ok else 1
 
     return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)

@@ -129,7 +129,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             write_reports(report, description, input_path, jobs, (num_parts, part_id))
     if after_batch is not None:
         after_batch(report, jobs, input_path, part=(num_parts, part_id))
-    logger.info("%s", report.summary().splitlines()[0])
+    # autocmr_predict prints the summary on stdout; logged at info level as well, a terminal showed it twice
+    logger.debug("%s", report.summary().splitlines()[0])
     return report
 
 

@@ -159,7 +159,8 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
             continue
         write_json_atomic(out / name, merged)
         report.merged[name] = [p.name for p in ordered]
-    logger.info("%s", report.summary().splitlines()[0])
+    # autocmr_merge_parts prints the summary on stdout; logged at info level as well, a terminal showed it twice
+    logger.debug("%s", report.summary().splitlines()[0])
     return report
 
 
