@@ -11,13 +11,9 @@
 # nnU-Net runs only where `import nnunetv2` works. Summarise with benchmarks/gpu_check_report.py.
 # DEVICE=cpu EPOCHS=1 ITERATIONS=2 checks the script itself on a machine without a GPU.
 #
-# On the lent H200 machine (no package index there; its python3 has torch, numpy, scipy, scikit-image, pandas,
-# matplotlib, seaborn): carry, in a git-ignored folder of the checkout, SimpleITK, pydicom, nibabel, blosc2,
-# ndindex, numexpr, batchgenerators(v2) (+ nnunetv2, dynamic-network-architectures, acvl-utils and
-# connected-components-3d for the peer) unpacked from their cp312 manylinux wheels and tarred with xz (SimpleITK
-# alone is 52 MB as a wheel, 28 MB as .tar.xz: the whole call may carry 64 MiB), plus a subset of the raw
-# dataset (15 ACDC patients, 3 per group: 11 MB as .nii.tar.xz). Unpack them into /tmp/site and /tmp/raw
-# (gzip the .nii again), then: PYTHONPATH=/tmp/site:$PWD bash benchmarks/gpu_check.sh /tmp/raw $OUT 500
+# On the lent H200 machine (no package index there), `benchmarks/gpu_pack.sh` packs the missing packages and a
+# 15-patient ACDC subset into a git-ignored folder to carry; its header has the device command that unpacks
+# them and runs this script.
 set -u
 RAW=$(realpath "$1"); OUT=$(realpath "$2"); BUDGET=${3:-540}
 IMAGES=${4:-$RAW/Dataset101_ACDC/imagesTr}
