@@ -29,10 +29,11 @@ DEVICE=${DEVICE:-cuda}
 ITER=(); [ -n "${ITERATIONS:-}" ] && ITER=(--iterations "$ITERATIONS" --val-iterations 1)
 
 pack() {  # everything small enough to bring back: logs, plans, training logs, masks and tables
-  (cd "$WORK" && tar czf "$OUT/gpu_check.tar.gz.part" logs $(find autocmr nnunet pred_* \( -name log.txt \
+  # --warning/rc 1: the GPU sampler appends to logs/gpu.csv while tar reads it
+  (cd "$WORK" && tar --warning=no-file-changed -czf "$OUT/gpu_check.tar.gz.part" logs $(find autocmr nnunet pred_* \( -name log.txt \
       -o -name 'training_log_*.txt' -o -name options.json -o -name '*lans*.json' -o -name 'splits*.json' \
       -o -name '*fingerprint.json' -o -name '*.nii.gz' -o -name '*.csv' -o -name predictions.json \) \
-      -not -path '*/preprocessed/*/*/*' 2>/dev/null) && mv "$OUT/gpu_check.tar.gz.part" "$OUT/gpu_check.tar.gz")
+      -not -path '*/preprocessed/*/*/*' 2>/dev/null); [ $? -le 1 ] && mv "$OUT/gpu_check.tar.gz.part" "$OUT/gpu_check.tar.gz")
 }
 
 step() {  # step NAME MAX_SECONDS COMMAND...: run it under the smaller of MAX_SECONDS and what is left
@@ -70,7 +71,10 @@ step train_2d 150 $PY -m autocmr.cli.train 101 2d 0 -p autocmrPlans --device "$D
   "${ITER[@]}"
 if $PY -c "import nnunetv2" 2>/dev/null; then
   step nnunet_plan 120 $PY -m nnunetv2.experiment_planning.plan_and_preprocess_entrypoints -d 101 -c 2d -np 16
-  step nnunet_train_2d 170 $PY -m nnunetv2.run.run_training 101 2d 0 -tr nnUNetTrainer_5epochs
+  # the same patient-level folds as autocmr's (nnU-Net would split the cases itself; both files are a list of
+  # {"train": [...], "val": [...]} of case names)
+  cp "$AUTOCMR_HOME/preprocessed/Dataset101_ACDC/splits.json" "$nnUNet_preprocessed/Dataset101_ACDC/splits_final.json"
+  step nnunet_train_2d 170 $PY -m nnunetv2.run.run_training 101 2d 0 -tr nnUNetTrainer_5epochs -device "$DEVICE"
 fi
 step train_3d_fullres 120 $PY -m autocmr.cli.train 101 3d_fullres 0 -p autocmrPlans --device "$DEVICE" \
   --epochs "${EPOCHS:-2}" --iterations "${ITERATIONS:-50}" --val-iterations "${ITERATIONS:-50}" --no-final-validation

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from common import save_results
 
 LABELS = {1: "LV", 2: "MYO", 3: "RV"}
-AUTOCMR_EPOCH = re.compile(r"^epoch (\d+): .*, ([\d.]+) s$")
+AUTOCMR_EPOCH = re.compile(r"(?:^|: )epoch (\d+): .*, ([\d.]+) s$")  # log.txt lines start with a time stamp
 AUTOCMR_HEADER = re.compile(r"on (\S+): (\d+) train / (\d+) val cases, patch \(([\d, ]+)\), batch (\d+)"
                             r".*precision (\w+)")
 NNUNET_EPOCH = re.compile(r"Epoch time: ([\d.]+) s")
@@ -73,7 +73,7 @@ def autocmr_training(log: Path) -> dict[str, Any] | None:
         return None
     text = log.read_text(errors="replace").splitlines()
     header = next((m for m in map(AUTOCMR_HEADER.search, text) if m), None)
-    epochs = [float(m.group(2)) for m in map(AUTOCMR_EPOCH.match, text) if m]
+    epochs = [float(m.group(2)) for m in map(AUTOCMR_EPOCH.search, text) if m]
     out: dict[str, Any] = {"epoch_seconds": epochs}
     if header:
         out.update(device=header.group(1), patch=[int(v) for v in header.group(4).split(",")],

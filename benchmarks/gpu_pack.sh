@@ -34,7 +34,7 @@ unpack() {  # unpack wheels (and sdists' packages) into one folder and compress 
       *.tar.gz) tar xzf "$archive" -C "$WORK" && cp -r "$WORK"/acvl_utils-*/acvl_utils "$WORK/$name/" ;;
     esac
   done
-  rm -rf "$WORK/$name"/*.dist-info
+  # *.dist-info stays: pydicom reads its own version from it when imported
   tar cf - -C "$WORK/$name" . | xz "-${XZ_LEVEL:-9}" -T1 > "$DEST/$name.tar.xz"
 }
 unpack site_simpleitk "$WORK"/wheels/simpleitk-*.whl
@@ -50,7 +50,8 @@ for p in $PATIENTS; do
   done
 done
 awk -F, -v list="$PATIENTS" 'BEGIN {n = split(list, a, /[ \n]+/); for (i = 1; i <= n; i++) keep[a[i]] = 1}
-  NR == 1 || keep[$2]' "$RAW/cases.csv" > "$WORK/raw/Dataset101_ACDC/cases.csv"
+  NR == 1 {for (i = 1; i <= NF; i++) col[$i] = i; print; next} keep[$col["subject"]]' "$RAW/cases.csv" \
+  > "$WORK/raw/Dataset101_ACDC/cases.csv"
 COUNT=$(ls "$WORK/raw/Dataset101_ACDC/imagesTr" | wc -l)
 python3 - "$RAW/dataset.json" "$WORK/raw/Dataset101_ACDC/dataset.json" "$COUNT" <<'EOF'
 import json, sys

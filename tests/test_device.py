@@ -42,8 +42,9 @@ def test_a_gpu_index_beyond_the_machine_names_how_many_there_are(monkeypatch: py
         resolve_device("cuda:4")
 
 
-def test_an_indexed_gpu_becomes_the_current_one_in_a_spawned_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Otherwise the loader's pinned memory and CUDA's context land on GPU 0 from every --devices process."""
+def test_an_indexed_gpu_becomes_the_current_one_in_a_device_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings a --devices process applies make its GPU the current one; otherwise the loader's pinned
+    memory and CUDA's context land on GPU 0 from every such process."""
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     ChildSettings(threads=torch.get_num_threads()).apply(torch.device("cuda:1"))

@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from functools import partial
 
         from autocmr.analysis.pipeline import analyse_batch
+        from autocmr.device import make_current, resolve_device
         from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
         keep_freed_memory_for(args.device)
+        make_current(resolve_device(args.device))  # --device cuda:N: nothing of this process lands on GPU 0
 
         model = (ModelSpec(args.dataset, args.configuration, args.plans, args.results) if args.dataset is not None
                  else args.model or "default")

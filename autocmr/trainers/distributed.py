@@ -86,7 +86,10 @@ class DistributedContext:
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            # nccl: name this rank's GPU (torch < 2.5 guessed rank % GPU count, wrong where a node runs fewer
+            # ranks than it has GPUs); the current device is it (init_process_group set it)
+            nccl = self.backend == "nccl"
+            dist.barrier(device_ids=[torch.cuda.current_device()] if nccl else None)
 
     def wait_for_main(self) -> None:
         """Ranks other than 0 wait here until rank 0 calls :meth:`main_done`: rank 0 creates shared files
@@ -225,7 +228,7 @@ def init_process_group(context: DistributedContext, device: torch.device, *, tim
     where: dict[str, Any] = {"store": store} if store is not None else {"init_method": "env://"}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        where["device_id"] = device  # binds the group to this GPU: collectives (the first barrier) need no guess
+        where["device_id"] = device  # binds the group to this GPU from the start (torch >= 2.3)
     dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size,
                             timeout=timedelta(seconds=timeout_s), **where)
     logger.debug("rank %d of %d joined the %s process group", context.rank, context.world_size, backend)

@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 # The final validation was measured 20 % slower than its one-case estimate on ACDC; 1.3 (30 %) keeps 10 points
 # of safety on top so a --time-budget run still ends inside its budget.
 VALIDATION_MARGIN = 1.3
-# float16 training: how many steps in a row may overflow (each skipped by the loss scaler, which halves its scale
-# every time: 20 halvings take a scale of 65536 below 1) before the run is declared diverged
+# float16 training: how many steps in a row the loss scaler may skip (each halves its scale: 20 take 65536 below
+# 1) before the run is declared diverged
 MAX_SKIPPED_FP16_STEPS = 20
 
 
@@ -84,7 +84,7 @@ class Trainer:
         self.start_time = time.monotonic() if start_time is None else start_time
         self._wall_before = 0.0  # wall time of earlier sessions of a resumed run
         self._epoch_end_payload: dict[str, Any] | None = None  # the checkpoint as of the last finished epoch
-        self._nonfinite_steps = 0  # float16 steps in a row whose loss overflowed (skipped by the scaler)
+        self._skipped_steps = 0  # float16 steps in a row the loss scaler skipped (gradients not finite)
 
     # ----- schedule (autocmr.trainers.schedule) -------------------------------------------------------
     def training_budget(self) -> float | None:
@@ -110,23 +110,25 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.loss(self.model(x), targets)
-        if torch.isfinite(loss):
-            self._nonfinite_steps = 0
-        else:
-            # float16 overflows now and then: the scaler then skips the step and lowers its scale (every rank does
-            # the same, as the gradients they exchange are not finite either). Only a run of such steps, or one
-            # step in float32 or bfloat16, means training diverged.
-            self._nonfinite_steps += 1
-            if self.scaler is None or self._nonfinite_steps > MAX_SKIPPED_FP16_STEPS:
-                raise AutocmrError(f"training loss became {loss.item()} at epoch {self.state.epoch}; lower the "
-                                   "learning rate (--lr) or check the preprocessed data for extreme values")
         if self.scaler is not None:
+            # float16 overflows now and then: the scaler then skips the step and halves its scale. Every rank sees
+            # the same exchanged gradients, so every rank skips together: counted from the scale, the verdict is
+            # the same on all of them. Only a long run of skipped steps means training diverged.
+            scale = self.scaler.get_scale()
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self._skipped_steps = self._skipped_steps + 1 if self.scaler.get_scale() < scale else 0
+            if self._skipped_steps > MAX_SKIPPED_FP16_STEPS:
+                raise AutocmrError(f"float16 training: {self._skipped_steps} steps in a row overflowed (loss "
+                                   f"{loss.item()}) at epoch {self.state.epoch}; lower the learning rate (--lr), "
+                                   "train with --precision bf16 or fp32, or check the preprocessed data")
         else:
+            if not torch.isfinite(loss):
+                raise AutocmrError(f"training loss became {loss.item()} at epoch {self.state.epoch}; lower the "
+                                   "learning rate (--lr) or check the preprocessed data for extreme values")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
             self.optimizer.step()

@@ -1,4 +1,5 @@
-"""A loss that is not finite: fatal in float32 and bfloat16, skipped for a while under float16's loss scaler."""
+"""A loss that is not finite: fatal in float32 and bfloat16; under float16 the loss scaler skips such steps, and
+only a long run of skipped steps ends the training."""
 from __future__ import annotations
 
 import pytest
@@ -28,21 +29,30 @@ def _trainer(tiny_model, tmp_path) -> tuple[Trainer, dict]:
 
 class SkippingScaler:
     """What torch.amp.GradScaler does on CUDA (it disables itself without CUDA): a step whose gradients are not
-    finite is skipped, so the weights stay as they were."""
+    finite is skipped, so the weights stay as they were, and the scale is halved."""
+
+    def __init__(self) -> None:
+        self.scale_value, self.found_inf = 65536.0, False
+
+    def get_scale(self) -> float:
+        return self.scale_value
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss
+        return loss * self.scale_value
 
     def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
-        pass
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.found_inf = not all(torch.isfinite(g).all() for g in grads)
+        for g in grads:
+            g.div_(self.scale_value)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if all(torch.isfinite(g).all() for g in grads):
+        if not self.found_inf:
             optimizer.step()
 
     def update(self) -> None:
-        pass
+        if self.found_inf:
+            self.scale_value /= 2
 
 
 def _overflowing(trainer: Trainer, steps: list[bool]) -> None:
@@ -72,5 +82,5 @@ def test_float16_skips_overflowing_steps_until_too_many_come_in_a_row(tiny_model
         trainer.train_step(batch)
     for _ in range(limit):
         trainer.train_step(batch)
-    with pytest.raises(AutocmrError, match="training loss became inf"):
+    with pytest.raises(AutocmrError, match=rf"float16 training: {limit + 1} steps in a row overflowed \(loss inf\)"):
         trainer.train_step(batch)
