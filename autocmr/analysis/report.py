@@ -18,6 +18,10 @@ from autocmr.io.atomic import write_text_atomic
 
 SHOWN_MEASURES = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF")
 THUMBNAIL_WIDTH_PX = 300
+# Thumbnails of the first rows load at once: they are on the first screen anyway, and a lazily loaded image
+# can be missing from a print or a headless screenshot taken before the browser decided it was visible.
+# Further down a batch of hundreds, lazy loading keeps the page quick to open.
+EAGER_THUMBNAILS = 10
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
@@ -55,7 +59,7 @@ def write_report(reports: Sequence[SubjectReport], path: str | Path, *, title: s
             "<th>ED</th><th>ES</th>"
             + "".join(f"<th>{html.escape(MEASURE_COLUMNS[m].replace('_', ' '))}</th>" for m in SHOWN_MEASURES)
             + "<th>HR bpm</th><th>uncertainty</th><th class='text'>notes</th>")
-    rows = "\n".join(_row(r, meanings) for r in ordered)
+    rows = "\n".join(_row(r, meanings, eager=i < EAGER_THUMBNAILS) for i, r in enumerate(ordered))
     legend = "\n".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in meanings.items())
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -125,11 +129,12 @@ def _limits(lower: float | None, upper: float | None) -> str:
     return "&ndash;" if lower is None or upper is None else f"{lower:+.1f} to {upper:+.1f}"
 
 
-def _row(r: SubjectReport, meanings: dict[str, str]) -> str:
+def _row(r: SubjectReport, meanings: dict[str, str], eager: bool) -> str:
     css = "failed" if r.status != OK else "review" if r.review else ""
     if r.figure:
         src = html.escape(r.figure, quote=True)
-        figure = (f"<a href='{src}'><img class='thumb' src='{src}' width='{THUMBNAIL_WIDTH_PX}' loading='lazy' "
+        figure = (f"<a href='{src}'><img class='thumb' src='{src}' width='{THUMBNAIL_WIDTH_PX}' "
+                  f"loading='{'eager' if eager else 'lazy'}' "
                   f"alt='{html.escape(r.subject, quote=True)}'></a>")
     else:
         figure = "no figure"

@@ -35,10 +35,20 @@ def _screenshot(browser: str, page, shot, profile) -> np.ndarray:
     return (imread(shot)[..., :3] * 255).astype(np.int16)
 
 
-def _grey_pixels(rgb: np.ndarray) -> int:
-    """Mid-grey pixels: the MR images of the thumbnails (the page is otherwise white, pale and text)."""
-    spread = rgb.max(axis=-1) - rgb.min(axis=-1)
-    return int(((spread <= 4) & (rgb[..., 0] > 50) & (rgb[..., 0] < 200)).sum())
+def _drawn_bands(shot: np.ndarray, blank: np.ndarray, min_pixels: int = 4000) -> list[int]:
+    """Pixel counts of the horizontal bands where two screenshots of the same layout differ: one band per
+    thumbnail drawn in ``shot`` and blank in ``blank`` (bands with fewer than ``min_pixels`` are dropped)."""
+    differs = np.abs(shot - blank).max(axis=-1) > 40
+    per_row = differs.sum(axis=1)
+    bands, current = [], 0
+    for count in per_row:
+        if count:
+            current += int(count)
+        elif current:
+            bands.append(current)
+            current = 0
+    bands.append(current)
+    return [b for b in bands if b >= min_pixels]
 
 
 def test_report_renders_in_headless_chromium_with_its_figures(tmp_path):
@@ -58,10 +68,17 @@ def test_report_renders_in_headless_chromium_with_its_figures(tmp_path):
     failed_row = np.all(np.abs(rgb - np.array([253, 232, 232])) <= 3, axis=-1).sum()
     flagged_row = np.all(np.abs(rgb - np.array([255, 244, 229])) <= 3, axis=-1).sum()
     assert failed_row > 5000 and flagged_row > 5000  # both highlighted rows are drawn
-    with_figures = _grey_pixels(rgb)
     from matplotlib.image import imread, imsave
 
-    for figure in (tmp_path / "figures").glob("*.png"):  # same page and layout, blank figures
-        imsave(figure, np.ones_like(imread(figure)))
-    without = _grey_pixels(_screenshot(browser, page, tmp_path / "shot2.png", tmp_path / "profile2"))
-    assert with_figures - without > 10_000, (with_figures, without)  # the MR thumbnails were drawn
+    figures = sorted((tmp_path / "figures").glob("*.png"))
+    assert len(figures) == 2  # one per analysed subject, none for the failed one
+    originals = [imread(f) for f in figures]
+    for figure, image in zip(figures, originals):  # same page and layout, blank figures
+        imsave(figure, np.ones_like(image))
+    blank = _screenshot(browser, page, tmp_path / "shot2.png", tmp_path / "profile2")
+    bands = _drawn_bands(rgb, blank)
+    if len(bands) < 2:  # a browser on a loaded machine may shoot before decoding an image: one more try
+        for figure, image in zip(figures, originals):
+            imsave(figure, image)
+        bands = _drawn_bands(_screenshot(browser, page, tmp_path / "shot3.png", tmp_path / "profile3"), blank)
+    assert len(bands) == 2, bands  # both subjects' thumbnails were drawn, each in its own row
