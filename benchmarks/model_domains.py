@@ -37,8 +37,9 @@ DOMAINS = {"in_domain": "in-domain (ACDC CV)", "scanner_change": "simulated scan
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cv-model", required=True, type=Path,
-                    help="model folder of a 5-fold cross-validation (fold_0..fold_4, splits.json, postprocessing.json)")
+    ap.add_argument("--cv-model", type=Path,
+                    help="model folder of a 5-fold cross-validation (fold_0..fold_4, splits.json, "
+                         "postprocessing.json); without it only the Sunnybrook row is measured (needs --name)")
     ap.add_argument("--raw", type=Path, help="its raw dataset (imagesTr, labelsTr, cases.csv); default: "
                     "HOME/raw/DatasetXXX_NAME for a model folder HOME/results/DatasetXXX_NAME/PLANS__CONFIG")
     ap.add_argument("--model", default="default", help="model for the Sunnybrook check: a folder, 'default' (the "
@@ -58,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="scratch root (default benchmarks/work); the run uses and empties a model_domains_* "
                          "folder inside it")
     args = ap.parse_args(argv)
+    if args.cv_model is None and not args.name:
+        ap.error("--name is needed without --cv-model")
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
     return args
@@ -189,10 +192,15 @@ def markdown_table(domains: dict[str, dict]) -> str:
 
 def caption(result: dict) -> str:
     cv, sb = result["cv"], result.get("sunnybrook_model")
-    text = (f"Across domains (`benchmarks/model_domains.py`, {result['machine']['date'][:10]}): CV model "
-            f"`{cv['model']}`, folds {', '.join(map(str, cv['folds']))}, {cv['n_subjects']} validation patients, "
-            "each predicted by the fold that did not train on it, cross-validated postprocessing applied; mirroring "
-            f"{'on' if result['args']['mirror'] else 'off'}.")
+    if cv is None:
+        text = (f"Across domains (`benchmarks/model_domains.py`, {result['machine']['date'][:10]}): no "
+                "cross-validation folds given, so no in-domain or simulated scanner-change rows; mirroring "
+                f"{'on' if result['args']['mirror'] else 'off'}.")
+    else:
+        text = (f"Across domains (`benchmarks/model_domains.py`, {result['machine']['date'][:10]}): CV model "
+                f"`{cv['model']}`, folds {', '.join(map(str, cv['folds']))}, {cv['n_subjects']} validation patients, "
+                "each predicted by the fold that did not train on it, cross-validated postprocessing applied; "
+                f"mirroring {'on' if result['args']['mirror'] else 'off'}.")
     if sb:
         folds = f" (folds {' '.join(sb['folds'])})" if sb["folds"] else ""
         text += (f" Sunnybrook: model `{sb['name']}`{folds} on the study's "
@@ -226,8 +234,8 @@ def sunnybrook(model: dict, home: Path, args, env, logs, timings) -> dict | None
                     timings, extra=["--labels", str(sb / "dataset.json"), "--ignore-pred-labels", "3"])
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def cv_setup(args: argparse.Namespace) -> dict:
+    """The cross-validation folder, its raw dataset and splits, checked before anything runs."""
     cv_model = args.cv_model.expanduser().resolve()
     raw = (args.raw or default_raw(cv_model)).expanduser().resolve()
     for path, what in ((cv_model / "splits.json", "a cross-validation model folder"), (raw / "cases.csv", "--raw")):
@@ -241,17 +249,12 @@ def main(argv=None) -> int:
             raise SystemExit(f"fold {fold} is not in {cv_model / 'splits.json'} (folds {all_folds})")
         if not (cv_model / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             raise SystemExit(f"{cv_model}: fold {fold} has not finished training (no checkpoint_final.pth)")
-    name, complete = run_name(args, all_folds)
-    sb_model = model_record(args.model, args.model_folds)
-    print(f"mirroring {'on' if args.mirror else 'off (--mirror to turn it on)'}; results name {name}"
-          + ("" if complete else " (a partial run: results stay in the work folder)"), flush=True)
+    return {"model": cv_model, "raw": raw, "splits": splits, "all_folds": all_folds, "folds": folds}
 
-    home = fresh(args.work.expanduser().resolve() / f"model_domains_{name}")
-    logs = home / "logs"
-    logs.mkdir()
-    env = autocmr_env(home)
-    t: dict = {}
-    started = time.perf_counter()
+
+def cross_validation_domains(cv: dict, args, home: Path, env, logs, t: dict) -> tuple[dict, dict, dict]:
+    """In-domain and simulated scanner-change rows: each fold's network on its own validation patients."""
+    cv_model, raw, splits, folds = cv["model"], cv["raw"], cv["splits"], cv["folds"]
     meta = pd.read_csv(raw / "cases.csv", dtype=str).set_index("case_id")
     subjects = validation_subjects(splits, meta, folds, args.limit)
     fold_cases = {f: [c for c in splits[f]["val"] if meta.at[c, "subject"] in subjects[f]] for f in folds}
@@ -268,9 +271,36 @@ def main(argv=None) -> int:
             preds[domain].append(out)
     summaries = {domain: evaluate(domain, refs, dirs, home / "evaluation" / domain, args, env, logs, t)
                  for domain, dirs in preds.items()}
+    record = {"model": str(cv_model), "raw": str(raw), "folds": folds,
+              "n_subjects": sum(len(s) for s in subjects.values()),
+              "subjects": {str(f): s for f, s in subjects.items()},
+              "postprocessing": json.loads((cv_model / "postprocessing.json").read_text())
+              if (cv_model / "postprocessing.json").is_file() else None}
+    return summaries, preds, record
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cv = cv_setup(args) if args.cv_model is not None else None
+    name, complete = run_name(args, cv["all_folds"]) if cv else (args.name + ("_mirror" if args.mirror else ""), True)
+    sb_model = model_record(args.model, args.model_folds)
+    print(f"mirroring {'on' if args.mirror else 'off (--mirror to turn it on)'}; results name {name}"
+          + ("" if complete else " (a partial run: results stay in the work folder)"), flush=True)
+
+    home = fresh(args.work.expanduser().resolve() / f"model_domains_{name}")
+    logs = home / "logs"
+    logs.mkdir()
+    env = autocmr_env(home)
+    t: dict = {}
+    started = time.perf_counter()
+    summaries, preds, cv_record = {}, {}, None
+    if cv:
+        summaries, preds, cv_record = cross_validation_domains(cv, args, home, env, logs, t)
     sb = sunnybrook(sb_model, home, args, env, logs, t)
     if sb is not None:
         summaries["sunnybrook"] = sb
+    if not summaries:
+        raise SystemExit("nothing measured: no --cv-model and no Sunnybrook study")
     domains = {key: figures(s) for key, s in summaries.items()}
     predicted = {**preds, "sunnybrook": [home / "predictions" / "sunnybrook"]}
     for key in domains:
@@ -278,11 +308,7 @@ def main(argv=None) -> int:
         domains[key]["predictor"] = predictor_settings(predicted[key])
     t["total"] = round(time.perf_counter() - started, 1)
     result = {"machine": machine(), "command": [sys.executable, *sys.argv], "args": vars(args), "complete": complete,
-              "cv": {"model": str(cv_model), "raw": str(raw), "folds": folds,
-                     "n_subjects": sum(len(s) for s in subjects.values()),
-                     "subjects": {str(f): s for f, s in subjects.items()},
-                     "postprocessing": json.loads((cv_model / "postprocessing.json").read_text())
-                     if (cv_model / "postprocessing.json").is_file() else None},
+              "cv": cv_record,
               "sunnybrook_model": sb_model if sb is not None else None,
               "scanner_change": "cross_domain.shifted_copy: gamma 1.7 on intensities normalised to the 0.5-99.5 "
                                 "percentiles, multiplicative linear bias 1 + gx*x + gy*y, gx, gy ~ U(-0.35, 0.35), "

@@ -187,7 +187,8 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
     is reported and the device goes on with its next fold; a process that dies fails its remaining folds."""
     for name in devices:
         _resolve(name)  # a bad device fails now, not in a child
-    settings = ChildSettings(threads_per_process(default_workers(), len(devices)), keep_freed_memory,
+    started = min(len(devices), len(folds))  # a device with no fold starts no process and takes no core
+    settings = ChildSettings(threads_per_process(default_workers(), started), keep_freed_memory,
                              parent_pid=os.getpid())
     mp = multiprocessing.get_context("spawn")
     processes, readers, owned = [], [], {}
@@ -197,7 +198,7 @@ def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices:
             continue
         reader, writer = mp.Pipe(duplex=False)
         process = mp.Process(target=_device_main, name=f"autocmr-{device}",
-                             args=(device, mine, _with_share_of_cores(request, device, len(devices)), settings,
+                             args=(device, mine, _with_share_of_cores(request, device, started), settings,
                                    writer))
         process.start()
         writer.close()

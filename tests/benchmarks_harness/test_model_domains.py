@@ -88,3 +88,16 @@ def test_the_readme_table_has_one_row_per_test_set_and_dashes_where_nothing_was_
     assert lines[2].startswith("| in-domain (ACDC CV) | 4 (2) | 0.930 | 0.860 | 0.850 | 0.880 | 4.2 / 5.0 / 9.8 |")
     assert lines[2].endswith("| -1.2 / 3.4 | -1.2 / 3.4 | -1.2 / 3.4 | -1.2 / 3.4 | -1.2 / 3.4 |")
     assert lines[4] == "| Sunnybrook, GE (LV/MYO) | 9 | 0.922 | 0.776 | – | 0.849 | 1.8 / 2.6 / – |" + " – |" * 5
+
+
+def test_without_cross_validation_folds_only_the_sunnybrook_row_is_measured_and_said_so():
+    with pytest.raises(SystemExit):  # the results need a name when no CV folder names them
+        model_domains.parse_args(["--model", "/m"])
+    args = model_domains.parse_args(["--model", "/m", "--model-folds", "all", "--name", "e96"])
+    assert args.cv_model is None and args.model_folds == ["all"]
+    none = {m: {"n": 0, "bias": None} for m in ("LVEDV", "LVEF")}
+    sb = model_domains.figures(_summary({"LV": (0.922, 1.77), "MYO": (0.776, 2.62)}, none, 9, 0))
+    result = {"machine": {"date": "2026-11-30T03:00:00"}, "args": {"mirror": False}, "cv": None,
+              "sunnybrook_model": {"name": "m", "folds": ["all"]}, "domains": {"sunnybrook": sb}}
+    text = model_domains.caption(result)
+    assert "no in-domain or simulated scanner-change rows" in text and "model `m` (folds all)" in text

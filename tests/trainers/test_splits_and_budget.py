@@ -154,6 +154,21 @@ def test_processes_spawned_by_the_api_leave_the_allocator_alone_unless_asked(roo
     assert _child_settings(spawned).keep_freed_memory
 
 
+def test_a_device_left_without_a_fold_takes_no_share_of_the_cores(roots, monkeypatch) -> None:
+    """One fold on ``--devices cpu cpu`` of an 8-core machine: the one process started gets every core (threads
+    and loader workers), not half of them."""
+    monkeypatch.setattr(distributed_launch.multiprocessing, "get_context", lambda method: _NoSpawnContext())
+    monkeypatch.setattr(distributed_launch, "default_workers", lambda: 8)
+    request = TrainRequest(str(DATASET), "2d", "0", roots, TrainOptions(epochs=1, device="cpu"))
+    with pytest.raises(_Spawned) as spawned:
+        run_training(request, ["0"], devices=["cpu", "cpu"])
+    workers = lambda spawn: next(a for a in spawn.value.args[0] if isinstance(a, TrainRequest)).options.num_workers  # noqa: E731
+    assert (_child_settings(spawned).threads, workers(spawned)) == (8, 2)
+    with pytest.raises(_Spawned) as two:
+        run_training(request, ["0", "1"], devices=["cpu", "cpu"])
+    assert (_child_settings(two).threads, workers(two)) == (4, 0)  # 4 cores each: batches made in-process
+
+
 @pytest.mark.parametrize("keep,device,expected", [(True, "cpu", [1]), (False, "cpu", []), (True, "cuda", [])])
 def test_a_spawned_process_applies_the_allocator_setting_when_asked_for_cpu_work(allocator_calls, keep, device,
                                                                                 expected) -> None:
