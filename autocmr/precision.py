@@ -66,6 +66,12 @@ def resolve_precision(name: str | None, device: torch.device, *, training: bool)
         raise ConfigurationError(f"--precision fp16 needs a CUDA device, not {device.type}; use bf16 or fp32")
     if name == "bf16" and device.type == "mps":
         raise ConfigurationError("--precision bf16 is not supported on Apple MPS here; use fp32")
+    if name == "bf16" and device.type == "cuda" and torch.cuda.is_available():
+        # before Ampere (compute capability 8.0) bfloat16 is emulated: slower than float32, not a speed-up
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise ConfigurationError(f"--precision bf16: {torch.cuda.get_device_name(device)} (compute capability "
+                                     f"{major}.{minor}) has no native bfloat16 (needs 8.0 or newer); use fp16 or fp32")
     return name
 
 

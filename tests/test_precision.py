@@ -107,3 +107,17 @@ def test_autocast_needs_a_resolved_precision():
     with pytest.raises(ConfigurationError, match="not resolved"):
         with autocast("auto", CPU):
             pass
+
+
+@pytest.mark.parametrize("capability, refused", [((7, 5), True), ((8, 0), False), ((9, 0), False)])
+def test_bf16_on_a_gpu_before_ampere_is_refused_naming_it(monkeypatch, capability, refused):
+    """A T4 or V100 emulates bfloat16 (slower than float32); an A100 or H100 runs it natively."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    if refused:
+        with pytest.raises(ConfigurationError, match=r"Tesla T4 \(compute capability 7.5\) has no native bfloat16"):
+            resolve_precision("bf16", CUDA, training=True)
+    else:
+        assert resolve_precision("bf16", CUDA, training=False) == "bf16"
+    assert resolve_precision("fp16", CUDA, training=True) == "fp16"  # float16 runs everywhere CUDA does
