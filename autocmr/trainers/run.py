@@ -108,6 +108,10 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     dist = distributed or DistributedContext()
     device = rank_device(resolve_device(options.device), dist)
     make_current(device)
+    if device.type == "cuda":
+        # every batch has the configuration's one patch shape: cuDNN times its algorithms once and keeps the
+        # fastest (nnU-Net does the same); the CPU ignores the flag
+        torch.backends.cudnn.benchmark = True
     dist.wait_for_main()  # rank 0 preprocesses fine-tuning data and creates the splits before the others look
     if options.pretrained:
         from autocmr.trainers.pretrained_plans import plans_for_finetuning
