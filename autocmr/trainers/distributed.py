@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from autocmr.device import make_current
 from autocmr.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def init_process_group(context: DistributedContext, device: torch.device, *, tim
     backend = "nccl" if device.type == "cuda" else "gloo"
     where: dict[str, Any] = {"store": store} if store is not None else {"init_method": "env://"}
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        make_current(device)
         where["device_id"] = device  # binds the group to this GPU from the start (torch >= 2.3)
     dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size,
                             timeout=timedelta(seconds=timeout_s), **where)
