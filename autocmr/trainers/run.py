@@ -148,6 +148,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
                                batch_size=options.batch_size or config.batch_size)
     latest = fold_dir / checkpoint_name("latest")
     resuming = continue_training and latest.is_file()
+    if continue_training and not resuming:
+        log(f"--continue: no {latest.name} in {fold_dir}, so this fold starts from epoch 0")
     resumed = load_checkpoint(latest) if resuming else None
     changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
                                     checkpoint_options=resumed.get("options")) if resumed is not None else [])

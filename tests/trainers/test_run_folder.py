@@ -33,7 +33,8 @@ def test_digest_ignores_options_that_do_not_change_the_result():
 def test_continue_refuses_changed_options_unless_allowed(tiny_model, tmp_path):
     _, roots = tiny_model
     out = tmp_path / "run"
-    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
+    assert "--continue: no checkpoint_latest.pth" in (out / "fold_0" / "log.txt").read_text()  # says it starts anew
     refused = r"epochs: 1 -> 2; learning_rate: 0.01 -> 0.02.*--allow-changed-options"
     with pytest.raises(ConfigurationError, match=refused):
         train(TINY_DATASET_ID, "2d", 0, roots, options=_options(epochs=2, learning_rate=0.02), output_dir=out,
