@@ -21,7 +21,7 @@ from autocmr.evaluation.clinical import annotated_frames, frame_case_id, normali
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, slice_profile
-from autocmr.io.image import Geometry, read_image
+from autocmr.io.image import IMAGE_SUFFIXES, Geometry, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
 def _other_endings(case_id: str, folders: Sequence[Path], file_ending: str) -> str:
     """A hint when the prediction is there under another file ending (.nii beside .nii.gz references)."""
     for folder in folders:
-        for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):
+        for ending in IMAGE_SUFFIXES:
             if ending != file_ending and (folder / f"{case_id}{ending}").is_file():
                 return (f" (there is {case_id}{ending}: references and predictions need one file ending, "
                         "--file-ending)")

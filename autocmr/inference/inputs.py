@@ -42,11 +42,10 @@ from autocmr.io.dicom import DicomSeriesInfo, find_dicom_series
 from autocmr.io.dicom_scan import SkippedObject, scan_folder, series_info
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.completeness import check_complete
-from autocmr.io.image import read_header
+from autocmr.io.image import IMAGE_SUFFIXES, read_header
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 OUTPUT_SUFFIX = ".nii.gz"  # masks are always written as NIfTI, whatever the input format
 IMAGES_FROM_DICOM = "images_from_dicom"  # sub-folder of the output holding DICOM series converted to NIfTI
 PROBABILITIES_SUFFIX = "_probabilities.npz"

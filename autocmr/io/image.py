@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # Geometry comparisons: values closer than this are considered equal (mm and direction cosines).
 DEFAULT_GEOMETRY_TOLERANCE = 1e-3
+# File endings of the image files autocmr reads besides DICOM (SimpleITK reads them all)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
 @dataclass(frozen=True)
