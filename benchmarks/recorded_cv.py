@@ -28,8 +28,8 @@ def decision_from_results(results: dict, source: str) -> PostprocessingDecision:
         raise SystemExit(f"{source}: no 'postprocessing' decision recorded")
     evidence = {"source": f"{source}: decided on the validation of folds {results.get('folds')} (the fold models "
                           "are not in this folder)",
-                "pooled_dice_as_predicted": results["as_predicted"]["classes"],
-                "pooled_dice_postprocessed": results["postprocessed"]["classes"]}
+                "pooled_as_predicted": results["as_predicted"]["classes"],
+                "pooled_postprocessed": results["postprocessed"]["classes"]}
     return PostprocessingDecision(bool(recorded.get("foreground_lcc", False)),
                                   tuple(int(v) for v in recorded.get("per_label_lcc", ())), evidence)
 
