@@ -25,12 +25,34 @@ def test_auto_is_float32_except_cuda_training_and_prediction_on_a_bf16_cpu(monke
     assert resolve_precision("BF16", CPU, training=True) == "bf16"
 
 
-@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
-def test_fast_bf16_needs_amx_not_only_avx512_bf16(monkeypatch, amx, avx512_bf16):
-    # AVX512-BF16 without AMX ran bfloat16 slower than float32 (README, CPU precision): only AMX counts
+@pytest.mark.parametrize("amx, vendor, avx512_bf16, fast", [
+    (True, "GenuineIntel", True, True),  # AMX: 1.5x in training
+    (False, "GenuineIntel", True, False),  # AVX512-BF16 on a Xeon without AMX: 0.8x
+    (False, "AuthenticAMD", True, True),  # AVX512-BF16 on an AMD EPYC: prediction 1.4x
+    (False, "AuthenticAMD", False, False),  # emulated
+    (False, "", True, False)])  # no /proc/cpuinfo to tell the vendor
+def test_fast_bf16_is_what_was_measured_fast_not_what_is_supported(monkeypatch, amx, vendor, avx512_bf16, fast):
+    import autocmr.precision as precision
+
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    assert cpu_has_fast_bf16() is amx
+    monkeypatch.setattr(precision, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: flag == "avx512_bf16" and avx512_bf16)
+    assert cpu_has_fast_bf16() is fast
+
+
+def test_the_cpu_vendor_is_read_from_cpuinfo(monkeypatch, tmp_path):
+    import builtins
+    import autocmr.precision as precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nvendor_id\t: AuthenticAMD\nflags : fpu avx512_bf16\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open",
+                        lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
+    assert precision._cpu_vendor() == "AuthenticAMD"
+    info.unlink()
+    assert precision._cpu_vendor() == ""
 
 
 def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypatch, tmp_path):
@@ -40,6 +62,9 @@ def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypat
     seen = {}
     monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: seen.setdefault("flag", flag) == "amx_bf16")
     assert cpu_has_fast_bf16() is True and seen["flag"] == "amx_bf16"
+    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: False)
+    monkeypatch.setattr(precision, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert cpu_has_fast_bf16() is False  # neither AMX nor AVX512-BF16 in the flags
 
 
 def test_cpuinfo_flags_are_matched_as_whole_words(monkeypatch, tmp_path):

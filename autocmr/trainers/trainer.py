@@ -157,10 +157,12 @@ class Trainer:
                  f"batch {self.batch_size}, augmentation '{self.options.augmentation}', precision {self.precision}, "
                  f"options {self.options.digest()}")
         if self.device.type == "cpu" and self.precision == "fp32" and cpu_has_fast_bf16():
-            self.log("this CPU has AMX: --precision bf16 trains about 1.5x faster here (README, CPU precision)")
+            self.log("this CPU runs bfloat16 fast (AMX, or AVX512-BF16 on AMD): --precision bf16 trains faster here "
+                     "(README, CPU precision)")
         if self.device.type == "cpu" and self.precision == "bf16" and not cpu_has_fast_bf16():
-            self.log("note: this CPU has no AMX, so bfloat16 runs slower than float32 here (about 0.8x on an "
-                     "AVX512-BF16 Xeon; README, CPU precision); it still trains what --precision bf16 trains elsewhere")
+            self.log("note: this CPU has no fast bfloat16 (no AMX), so bfloat16 may run slower than float32 here "
+                     "(about 0.8x on an AVX512-BF16 Xeon; README, CPU precision); it still trains what "
+                     "--precision bf16 trains elsewhere")
         if self.distributed.enabled:
             d = self.distributed
             self.log(f"data-parallel on {d.world_size} processes ({d.backend}); this rank's share of the global batch: "
