@@ -41,17 +41,24 @@ def test_fast_bf16_is_what_was_measured_fast_not_what_is_supported(monkeypatch, 
     assert cpu_has_fast_bf16() is fast
 
 
-def test_the_cpu_vendor_is_read_from_cpuinfo(monkeypatch, tmp_path):
+@pytest.fixture
+def cpuinfo(monkeypatch, tmp_path):
+    """A file that stands in for Linux's /proc/cpuinfo; write its text, or remove it."""
     import builtins
-    import autocmr.precision as precision
 
     info = tmp_path / "cpuinfo"
-    info.write_text("processor : 0\nvendor_id\t: AuthenticAMD\nflags : fpu avx512_bf16\n")
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open",
                         lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
+    return info
+
+
+def test_the_cpu_vendor_is_read_from_cpuinfo(cpuinfo):
+    import autocmr.precision as precision
+
+    cpuinfo.write_text("processor : 0\nvendor_id\t: AuthenticAMD\nflags : fpu avx512_bf16\n")
     assert precision._cpu_vendor() == "AuthenticAMD"
-    info.unlink()
+    cpuinfo.unlink()
     assert precision._cpu_vendor() == ""
 
 
@@ -67,15 +74,10 @@ def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypat
     assert cpu_has_fast_bf16() is False  # neither AMX nor AVX512-BF16 in the flags
 
 
-def test_cpuinfo_flags_are_matched_as_whole_words(monkeypatch, tmp_path):
-    import builtins
+def test_cpuinfo_flags_are_matched_as_whole_words(cpuinfo):
     import autocmr.precision as precision
 
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor : 0\nflags : fpu avx512_bf16 amx_tile\n")
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open",
-                        lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
+    cpuinfo.write_text("processor : 0\nflags : fpu avx512_bf16 amx_tile\n")
     assert precision._cpuinfo_has("amx_tile") and precision._cpuinfo_has("avx512_bf16")
     assert not precision._cpuinfo_has("amx_bf16") and not precision._cpuinfo_has("avx512")
 
