@@ -32,6 +32,8 @@
 # scanner-change rows of the new model).
 # The model shipped on 2026-11-28 was built with RUN=edge_bf16_e48 RECIPE="--epochs 48 --end-slice-oversampling
 # 0.3 --precision bf16" from a snapshot of commit 4ed9d24 (CODE_COMMIT=4ed9d24; its card records it).
+# The model shipped on 2026-11-30 (this default recipe) was built with RUN=edge_bf16_e96 CV=recorded THREADS=2
+# AUTOCMR_CODE=<snapshot of commit 4a9b005> CODE_COMMIT=4a9b005: the five folds had run on another machine.
 set -euo pipefail
 RUN=${RUN:-edge_bf16_e96}
 read -r -a RECIPE <<< "${RECIPE:---epochs 96 --end-slice-oversampling 0.3 --precision bf16}"
