@@ -51,12 +51,16 @@ def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
         return 130
 
 
-def keep_freed_memory_for(device: str) -> None:
-    """The allocator setting of the commands that train or predict: keep freed heap memory in the process when
-    the work runs on the CPU (``autocmr.allocator``: ~15 % faster CPU steps). A process-wide side effect, so
-    only entry points apply it; Python API users call :func:`autocmr.allocator.keep_freed_memory` themselves."""
+def apply_device_settings(device: str) -> None:
+    """The process-wide device settings of the commands that train or predict: keep freed heap memory in the
+    process when the work runs on the CPU (``autocmr.allocator``: ~15 % faster CPU steps), and make ``cuda:N``
+    the current GPU (otherwise CUDA's context and pinned memory land on GPU 0 as well). Process-wide side
+    effects, so only entry points apply them; Python API users call :func:`autocmr.allocator.keep_freed_memory`
+    and :func:`autocmr.device.make_current` themselves."""
     from autocmr.allocator import keep_freed_memory
-    from autocmr.device import resolve_device
+    from autocmr.device import make_current, resolve_device
 
-    if resolve_device(device).type == "cpu":
+    resolved = resolve_device(device)
+    if resolved.type == "cpu":
         keep_freed_memory()
+    make_current(resolved)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import keep_freed_memory_for, run_command, setup_logging
+from autocmr.cli.common import apply_device_settings, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         from autocmr.demo import run_demo
 
-        keep_freed_memory_for(args.device)
+        apply_device_settings(args.device)
 
         result = run_demo(args.output, minutes=args.minutes, n_subjects=args.subjects, n_test=args.test_subjects,
                           seed=args.seed, device=args.device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, keep_freed_memory_for, roots_from, run_command, setup_logging
+from autocmr.cli.common import add_root_flags, apply_device_settings, roots_from, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from autocmr.inference.predictor import PredictorOptions
         from autocmr.selection.find_best import find_best_configuration
 
-        keep_freed_memory_for(args.device)
+        apply_device_settings(args.device)
 
         roots = roots_from(args)
         name = resolve_dataset_name(args.dataset, roots.raw, roots.results)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, keep_freed_memory_for, run_command,
+from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, run_command,
                                setup_logging)
 
 
@@ -122,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         from functools import partial
 
         from autocmr.analysis.pipeline import analyse_batch
-        from autocmr.device import make_current, resolve_device
         from autocmr.inference.batch import ModelSpec, PredictorOptions, predict_folder
-        keep_freed_memory_for(args.device)
-        make_current(resolve_device(args.device))  # --device cuda:N: nothing of this process lands on GPU 0
+        apply_device_settings(args.device)
 
         model = (ModelSpec(args.dataset, args.configuration, args.plans, args.results) if args.dataset is not None
                  else args.model or "default")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, keep_freed_memory_for, roots_from, run_command,
+from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, roots_from, run_command,
                                setup_logging)
 
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from autocmr.trainers.distributed_launch import TrainRequest, run_training
         from autocmr.trainers.options import TrainOptions, parse_duration
 
-        keep_freed_memory_for(args.device)
+        apply_device_settings(args.device)
 
         options = TrainOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,

@@ -1,7 +1,9 @@
 """The commands' common wrapper: errors and Ctrl-C become a message and an exit status."""
 from __future__ import annotations
 
-from autocmr.cli.common import RERUN_WITH_CONTINUE, run_command
+import pytest
+
+from autocmr.cli.common import RERUN_WITH_CONTINUE, apply_device_settings, run_command
 from autocmr.errors import ConfigurationError
 
 
@@ -20,3 +22,20 @@ def test_errors_and_interrupts_become_a_message_and_an_exit_status(capsys):
     # a command that starts over without --continue (training, prediction) says to give it
     assert run_command(_interrupted, on_interrupt=RERUN_WITH_CONTINUE) == 130
     assert "with --continue" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, kept, current", [("cpu", 1, []), ("cuda:1", 0, ["cuda:1"])])
+def test_a_command_s_device_settings_keep_cpu_memory_or_make_its_gpu_current(monkeypatch, device, kept, current):
+    """autocmr_train/predict/find_best/demo: one resolution of --device, then the allocator setting on the CPU,
+    or the GPU made current (otherwise CUDA's context and pinned memory also land on GPU 0)."""
+    import torch
+
+    from autocmr import allocator
+    import autocmr.device
+
+    calls, made_current = [], []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(autocmr.device, "resolve_device", torch.device)  # no GPU needed to name one
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(str(d)))
+    apply_device_settings(device)
+    assert (len(calls), made_current) == (kept, current)
