@@ -98,6 +98,12 @@ def _common_cases(models: Sequence[CvModel]) -> list[str]:
     return sorted(common)
 
 
+def _scored_folds(model: CvModel, cases: Sequence[str]) -> list[str]:
+    """The folds whose validation cases were scored: with models trained on different folds only the
+    common ones are, and each member's own folds are recorded with the member."""
+    return sorted({model.case_fold[c] for c in cases})
+
+
 def _candidate_labels(models: Sequence[CvModel], combos: Sequence[tuple[int, ...]], cases: Sequence[str],
                       paths: Sequence[Mapping[str, Path]], raw_dir: Path
                       ) -> tuple[dict[tuple[int, ...], list], list[tuple[str, np.ndarray, tuple[float, ...]]]]:
@@ -169,7 +175,7 @@ def find_best_configuration(model_dirs: Sequence[str | Path], raw_dir: str | Pat
     candidates = [{"rank": k + 1, "name": c.name, "members": [models[i].name for i in c.members], "cv": c.figures}
                   for k, c in enumerate(scored)]
     record = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "folds": sorted({f for m in models for f in m.folds}), "n_cases": len(cases),
+              "folds": _scored_folds(models[0], cases), "n_cases": len(cases),
               "chosen": {"cv": best.figures, "cv_postprocessed": post}, "candidates": candidates}
     members = tuple(Member(models[i].name, models[i].path, models[i].folds) for i in best.members)
     selection = Selection(members, decision, rank_by, options.checkpoint, record)

@@ -231,3 +231,16 @@ def test_a_selection_fixes_folds_checkpoint_and_postprocessing(tmp_path, capsys,
     with pytest.raises(SystemExit) as exc:
         predict_main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--selection", str(tmp_path), *flags])
     assert exc.value.code == 2 and "the selection fixes its members' folds" in capsys.readouterr().err
+
+
+def test_the_recorded_folds_are_those_whose_cases_were_scored(tmp_path):
+    from autocmr.selection.cv_probabilities import CvModel
+    from autocmr.selection.find_best import _common_cases, _scored_folds
+
+    def model(name, folds):
+        case_fold = {f"case{f}{k}": f for f in folds for k in range(2)}  # one split: fold f validates case{f}*
+        return CvModel(name, tmp_path / name, tuple(folds), case_fold, {"LV": 1}, ".nii.gz")
+
+    five, three = model("a", ["0", "1", "2", "3", "4"]), model("b", ["0", "2", "4"])
+    cases = _common_cases([five, three])
+    assert len(cases) == 6 and _scored_folds(five, cases) == _scored_folds(three, cases) == ["0", "2", "4"]
