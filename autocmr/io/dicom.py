@@ -188,6 +188,7 @@ def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
 def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[list[list[DicomHeader]], np.ndarray, float]:
     """The checked grid of images (slice locations along the normal, each sorted by phase), the slice normal
     and the slice gap."""
+    _check_no_copies(members, source)
     _check_consistent(members, source)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
     normal = np.cross(row, col)
@@ -230,6 +231,33 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     geometry = Geometry((cols, rows, n_z, n_t), (dx, dy, gap, _time_step(grid) / MS_PER_S), origin + (0.0,),
                         tuple(d4.ravel().tolist()))
     return DicomVolume(array, geometry, times, files, members[0].series_uid)
+
+
+def _check_no_copies(members: Sequence[DicomHeader], source: Path) -> None:
+    """One image in two files (the same SOPInstanceUID and frame) means the series was copied into the input
+    twice, e.g. a study folder beside its copy: say so with both paths instead of a puzzle about phases."""
+    seen: dict[tuple[str, int | None], DicomHeader] = {}
+    copies = []
+    for h in members:
+        if not h.sop_uid:
+            continue
+        first = seen.setdefault((h.sop_uid, h.frame), h)
+        if first is not h:
+            copies.append((first, h))
+    if copies:
+        a, b = copies[0]
+        raise InputFileError(source, f"{len(copies)} image(s) of series {a.series_uid} are in the input twice "
+                                     f"(same SOPInstanceUID), e.g. {_where(a, source)} and {_where(b, source)}: "
+                                     "the series was copied more than once; keep one copy")
+
+
+def _where(header: DicomHeader, source: Path) -> str:
+    """A file's path relative to the input folder (two copies share their names), with its frame."""
+    try:
+        shown = str(header.path.relative_to(source))
+    except ValueError:
+        shown = str(header.path)
+    return shown if header.frame is None else f"{shown} (frame {header.frame + 1})"
 
 
 def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
@@ -285,7 +313,7 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
         for a, b in zip(loc, loc[1:]):
             if not use_trigger and a.instance_number == b.instance_number:
                 raise InputFileError(source, f"duplicate images at one slice location with the same phase: "
-                                             f"{a.label} and {b.label}")
+                                             f"{_where(a, source)} and {_where(b, source)}")
     return locations
 
 

@@ -94,6 +94,7 @@ class DicomHeader:
     patient_id: str = ""
     frame: int | None = None  # the frame of an enhanced multi-frame file (autocmr.io.dicom_multiframe)
     rescale: tuple[float, float] | None = None  # (slope, intercept) of that frame; None: the file's own
+    sop_uid: str = ""  # SOPInstanceUID: the same image copied into two files of the input has it twice
 
     @property
     def label(self) -> str:
@@ -248,6 +249,7 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
         trigger_time=number("TriggerTime"), n_frames=int(number("NumberOfFrames", optional=False) or 1),
         slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
         study_uid=str(ds.get("StudyInstanceUID", "")), patient_id=str(ds.get("PatientID", "")),
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
     )
 
 

@@ -166,10 +166,24 @@ def test_missing_phase_and_duplicates_are_reported(tmp_path, stored):
         read_dicom_series(tmp_path / "s")
 
     paths = _write_series(tmp_path / "d", stored[:1])
-    for z in range(2):  # every location gets a second copy of its only phase
-        shutil.copy(paths[(z, 0)], tmp_path / "d" / f"copy{z}")
-    with pytest.raises(InputFileError, match="duplicate images"):
+    for z in range(2):  # every location gets a second image of its only phase, another SOP instance
+        ds = pydicom.dcmread(paths[(z, 0)])
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / "d" / f"other{z}")
+    with pytest.raises(InputFileError, match="duplicate images at one slice location with the same phase: "
+                                             r"(IM\S+ and other\d|other\d and IM\S+)$"):
         read_dicom_series(tmp_path / "d")
+
+
+def test_a_series_copied_twice_into_the_input_is_named_as_such(tmp_path, stored):
+    """The same files in a folder and in its copy: both paths, relative to the input, and what happened."""
+    paths = _write_series(tmp_path / "study" / "sax", stored)
+    shutil.copytree(tmp_path / "study" / "sax", tmp_path / "study" / "sax copy")
+    with pytest.raises(InputFileError, match=rf"{len(paths)} image\(s\) of series .* are in the input twice "
+                                             r"\(same SOPInstanceUID\), e\.g\. sax( copy)?/\S+ and sax( copy)?/\S+: "
+                                             "the series was copied more than once"):
+        read_dicom_series(tmp_path / "study")
+    read_dicom_series(tmp_path / "study" / "sax")  # one copy alone reads
 
 
 @pytest.mark.parametrize("keep", [150, 300, 450, -20])
