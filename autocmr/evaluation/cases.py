@@ -17,7 +17,8 @@ import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
-from autocmr.evaluation.clinical import annotated_frames, frame_case_id, normalise_phase, subject_and_phase
+from autocmr.evaluation.clinical import (REF_SLICES, annotated_frames, frame_case_id, normalise_phase, slices_with,
+                                         subject_and_phase)
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, slice_profile
@@ -258,7 +259,7 @@ def evaluate_arrays(case_id: str, reference: np.ndarray, prediction: np.ndarray,
         exchanges = exchange_volumes(ref, pred, labels, voxel_volume_ml(spacing))
         for name, values in case_metrics(ref, pred, spacing, labels).items():
             rows.append({"case_id": cid, "source_case": case_id, "frame": t, "class": name, **values,
-                         **exchanges.get(name, {})})
+                         REF_SLICES: slices_with(ref == labels[name], spacing), **exchanges.get(name, {})})
     return rows
 
 

@@ -37,6 +37,11 @@ _PHASE_IN_ID = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECA
 # Phase names in case tables besides ED/ES (any case, "-", "_" or spaces between words).
 _PHASE_SYNONYMS = {ED: ("ED", "END DIASTOLE", "END DIASTOLIC", "DIASTOLE", "DIASTOLIC"),
                    ES: ("ES", "END SYSTOLE", "END SYSTOLIC", "SYSTOLE", "SYSTOLIC")}
+# A reference structure on fewer slices than this is no whole ventricle (a single-slice image, a study
+# annotated on a few slices only): its volumes are scored but the subject's note says so.
+MIN_REFERENCE_SLICES = 3
+# Column of the per-case x class rows: slices of the stack on which the reference holds the class.
+REF_SLICES = "ref_slices"
 # The reference measures that a structure empty at ED or ES leaves undefined.
 _MEASURES_OF = {"LV": ("LVEDV", "LVESV", "LVSV", "LVEF"), "MYO": ("LVM",), "RV": ("RVEDV", "RVESV", "RVSV", "RVEF")}
 
@@ -83,6 +88,17 @@ def structure_volumes(mask: np.ndarray, spacing: Sequence[float], *,
     return {name: float(np.count_nonzero(mask == labels[name])) * vv for name in STRUCTURES if name in labels}
 
 
+def slices_with(mask: np.ndarray, spacing: Sequence[float]) -> int:
+    """Slices holding ``mask`` along the through-plane axis (the largest spacing; axis 0 on a tie, the numpy
+    order's z); a 2D image is one slice."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim < 3:
+        return int(mask.any())
+    axis = int(np.argmax(np.asarray(spacing, dtype=float)))
+    others = tuple(a for a in range(mask.ndim) if a != axis)
+    return int(np.count_nonzero(mask.any(axis=others)))
+
+
 def clinical_measures(ed_mask: np.ndarray, es_mask: np.ndarray, spacing: Sequence[float], *,
                       labels: Mapping[str, int] | None = None) -> dict[str, float]:
     """LVEDV, LVESV, LVSV (mL), LVEF (%), LVM (g), RVEDV, RVESV, RVSV (mL), RVEF (%) of one subject.
@@ -119,13 +135,33 @@ def subject_and_phase(case_id: str, metadata: pd.DataFrame | None) -> tuple[str 
 
 
 def _volume_lookup(volumes: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
-    """case id -> {"ref": {structure: mL}, "pred": {...}} from per-case x class rows."""
+    """case id -> {"ref": {structure: mL}, "pred": {...}, "slices": {structure: reference slices}} from
+    per-case x class rows (``slices`` stays empty without a :data:`REF_SLICES` column)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for case_id, name, v_ref, v_pred in volumes[["case_id", "class", VOL_REF, VOL_PRED]].itertuples(index=False):
-        entry = out.setdefault(str(case_id), {"ref": {}, "pred": {}})
+    slices = volumes[REF_SLICES] if REF_SLICES in volumes.columns else pd.Series(pd.NA, index=volumes.index)
+    columns = volumes[["case_id", "class", VOL_REF, VOL_PRED]].assign(slices=slices)
+    for case_id, name, v_ref, v_pred, n in columns.itertuples(index=False):
+        entry = out.setdefault(str(case_id), {"ref": {}, "pred": {}, "slices": {}})
         if name in STRUCTURES:
             entry["ref"][name], entry["pred"][name] = float(v_ref), float(v_pred)
+            if not pd.isna(n):
+                entry["slices"][name] = int(n)
     return out
+
+
+def _few_slices_note(ed: Mapping[str, int], es: Mapping[str, int]) -> str:
+    """The note for reference structures present on fewer than :data:`MIN_REFERENCE_SLICES` slices."""
+    said = []
+    for structure in STRUCTURES:
+        phases = [ED] if structure == "MYO" else [ED, ES]
+        few = [f"{counts[structure]} slice(s) at {p}" for p, counts in zip((ED, ES), (ed, es))
+               if p in phases and 0 < counts.get(structure, MIN_REFERENCE_SLICES) < MIN_REFERENCE_SLICES]
+        if few:
+            said.append(f"{structure} on {' and '.join(few)}")
+    if not said:
+        return ""
+    return (f"reference {'; '.join(said)}: fewer than {MIN_REFERENCE_SLICES} slices, so its volumes are those "
+            "slices', not a whole ventricle's")
 
 
 def _undefined_in_reference(ed: Mapping[str, float], es: Mapping[str, float]) -> tuple[list[str], str]:
@@ -143,11 +179,14 @@ def _undefined_in_reference(ed: Mapping[str, float], es: Mapping[str, float]) ->
 
 
 def _row(subject: str, ref: tuple[Any, Any, dict], pred: tuple[Any, Any, dict], note: str = "",
-         ref_volumes: tuple[Mapping[str, float], Mapping[str, float]] | None = None) -> dict[str, Any]:
+         ref_volumes: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+         ref_slices: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> dict[str, Any]:
     if ref_volumes is not None:
         undefined, empty_note = _undefined_in_reference(*ref_volumes)
         ref = (ref[0], ref[1], {m: (float("nan") if m in undefined else v) for m, v in ref[2].items()})
         note = "; ".join(n for n in (note, empty_note) if n)
+    if ref_slices is not None:
+        note = "; ".join(n for n in (note, _few_slices_note(*ref_slices)) if n)
     row: dict[str, Any] = {"subject": subject, "ref_ED": ref[0], "ref_ES": ref[1],
                            "pred_ED": pred[0], "pred_ES": pred[1]}
     row.update({f"ref_{m}": ref[2].get(m, float("nan")) for m in MEASURES})
@@ -174,7 +213,9 @@ def _cine_rows(volumes: pd.DataFrame, lookup: dict, metadata: pd.DataFrame | Non
             ed, es = ed_es_from_curve([lookup[c][side]["LV"] for c in ids])
             extremes.append((lookup[ids[ed]][side], lookup[ids[es]][side]))
             sides.append((frame_no[ed], frame_no[es], measures_from_volumes(*extremes[-1])))
-        rows.append(_row(subject, sides[0], sides[1], ref_volumes=extremes[0]))
+            if side == "ref":
+                ref_slices = (lookup[ids[ed]]["slices"], lookup[ids[es]]["slices"])
+        rows.append(_row(subject, sides[0], sides[1], ref_volumes=extremes[0], ref_slices=ref_slices))
     return rows
 
 
@@ -201,7 +242,8 @@ def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | 
         ed, es = eds[0], ess[0]
         rows.append(_row(subject, (ed, es, measures_from_volumes(lookup[ed]["ref"], lookup[es]["ref"])),
                          (ed, es, measures_from_volumes(lookup[ed]["pred"], lookup[es]["pred"])),
-                         ref_volumes=(lookup[ed]["ref"], lookup[es]["ref"])))
+                         ref_volumes=(lookup[ed]["ref"], lookup[es]["ref"]),
+                         ref_slices=(lookup[ed]["slices"], lookup[es]["slices"])))
     return rows
 
 
@@ -246,8 +288,10 @@ def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray,
         for t, r, p in frames:
             vr, vp = structure_volumes(r, spacing, labels=labels), structure_volumes(p, spacing, labels=labels)
             cid = case_id if t is None else frame_case_id(case_id, t)
+            values = AUTOCMR_LABELS if labels is None else labels
             rows += [{"case_id": cid, "class": s, VOL_REF: vr[s], VOL_PRED: vp[s], "source_case": case_id,
-                      "frame": pd.NA if t is None else t} for s in vr]
+                      "frame": pd.NA if t is None else t, REF_SLICES: slices_with(r == values[s], spacing)}
+                     for s in vr]
     return clinical_table(pd.DataFrame(rows), metadata)
 
 
@@ -266,7 +310,8 @@ def frame_case_id(case_id: str, frame: int) -> str:
     return f"{case_id}@t{int(frame):02d}"
 
 
-__all__ = ["MEASURES", "MEASURE_UNITS", "MYOCARDIAL_DENSITY_G_PER_ML", "annotated_frames", "clinical_measures",
+__all__ = ["MEASURES", "MEASURE_UNITS", "MIN_REFERENCE_SLICES", "MYOCARDIAL_DENSITY_G_PER_ML", "REF_SLICES",
+           "annotated_frames", "clinical_measures",
            "clinical_table",
            "clinical_table_from_masks", "ed_es_from_curve", "frame_case_id", "measures_from_volumes",
-           "structure_volumes", "subject_and_phase"]
+           "slices_with", "structure_volumes", "subject_and_phase"]

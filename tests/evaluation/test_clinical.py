@@ -16,13 +16,14 @@ SPACING = (10.0, 1.0, 1.0)  # one voxel = 10 mm^3 = 0.01 mL
 
 
 def _mask(lv: int, myo: int, rv: int) -> np.ndarray:
-    """A label map with exactly ``lv``, ``myo``, ``rv`` voxels of each class (positions do not matter)."""
+    """A label map with exactly ``lv``, ``myo``, ``rv`` voxels of each class (positions do not matter, but
+    each class of four voxels or more is on all four slices, as a ventricle would be)."""
     flat = np.zeros(4 * 100 * 100, np.uint8)
     flat[:lv] = LV
     flat[lv:lv + myo] = MYO
     flat[lv + myo:lv + myo + rv] = RV
     assert lv + myo + rv <= flat.size
-    return flat.reshape(4, 100, 100)
+    return flat.reshape(100, 100, 4).transpose(2, 0, 1)  # consecutive voxels go round the slices
 
 
 def test_measures_from_known_voxel_counts():
@@ -92,3 +93,19 @@ def test_normal_acdc_subjects_have_normal_function(acdc_root, patient):
     assert 50.0 <= m["LVEF"] <= 75.0
     assert 40.0 <= m["LVM"] <= 200.0  # g; adult LV mass (CMR reference ranges roughly 60-180 g)
     assert 60.0 <= m["LVEDV"] <= 250.0 and 30.0 <= m["RVEF"] <= 80.0
+
+
+def test_a_reference_on_too_few_slices_gets_a_note():
+    """A stack annotated on one slice, and a 2D image: the volumes are scored and the note says what they are."""
+    ed, es = _mask(8000, 6000, 9000), _mask(3000, 6000, 4500)
+    one_slice = np.zeros_like(es)
+    one_slice[2] = es[2]  # the reference ES holds one slice, the prediction the whole stack
+    table = clinical_table_from_masks([("A_ED", ed, ed, SPACING), ("A_ES", one_slice, es, SPACING),
+                                       ("B_ED", ed[1], ed[1], SPACING[1:]), ("B_ES", es[1], es[1], SPACING[1:])])
+    rows = table.set_index("subject")
+    assert rows.loc["A", "note"] == ("reference LV on 1 slice(s) at ES; RV on 1 slice(s) at ES: fewer than 3 "
+                                     "slices, so its volumes are those slices', not a whole ventricle's")
+    assert rows.loc["A", "ref_LVESV"] == pytest.approx(7.5)  # scored all the same: a quarter of the cavity
+    assert rows.loc["B", "note"].startswith("reference LV on 1 slice(s) at ED and 1 slice(s) at ES; "
+                                            "MYO on 1 slice(s) at ED; RV on ")
+    assert rows.loc["B", "ref_LVEF"] == pytest.approx(62.5)
