@@ -210,8 +210,31 @@ def comparison_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def print_tables(runs: list[str]) -> int:
+def restricted_to_folds(results: dict, folds: list[int]) -> dict:
+    """A stored run's figures recomputed from its per-case rows for some of its folds (to compare a run of
+    one fold with the same fold of a finished one). The slice-position and exchange breakdowns, stored as
+    means over all folds, cannot be split and are left out."""
+    missing = sorted(set(folds) - set(results["folds"]))
+    if missing:
+        raise SystemExit(f"run {results['run']} has no fold(s) {missing} (folds {results['folds']})")
+    out = {**results, "folds": sorted(folds)}
+    for variant in ("as_predicted", "postprocessed"):
+        rows = results[variant].get("rows")
+        if rows is None:
+            raise SystemExit(f"run {results['run']} has no per-case rows to restrict to folds {folds}")
+        volumes = [r for r in rows["volumes"] if r["fold"] in folds]
+        cases = {r["case"] for r in volumes}
+        subjects = [r for r in rows["subjects"] if any(c.startswith(f"{r['subject']}_") for c in cases)]
+        part = {"rows": {"subjects": subjects, "volumes": volumes}, "slice_position_bias": None,
+                "n_cases_with_breakdown": 0, "exchanges": []}
+        out[variant] = pool_variant([part])
+    return out
+
+
+def print_tables(runs: list[str], folds: list[int] | None = None) -> int:
     loaded = [json.loads((RESULTS / f"acdc_cv_{run}.json").read_text(encoding="utf-8")) for run in runs]  # RUN_folds...
+    if folds:
+        loaded = [restricted_to_folds(results, folds) for results in loaded]
     for results in loaded:
         print(markdown_tables(results), end="\n\n")
     if len(loaded) > 1:
@@ -265,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", nargs="?", help="RUN of acdc_cross_validation.sh (folder $AUTOCMR_HOME/cv_RUN)")
     ap.add_argument("--tables", nargs="+", metavar="RUN", help="print the README tables of stored results")
     ap.add_argument("--folds", nargs="+", type=int, help="only these folds (to compare runs on the folds both "
-                    "have finished); results go to acdc_cv_RUN_folds<F...>.json")
+                    "have finished); results go to acdc_cv_RUN_folds<F...>.json; with --tables, the stored runs' "
+                    "figures recomputed for these folds")
     ap.add_argument("--pool", nargs="+", metavar=("NAME", "PART"), help="write acdc_cv_NAME.json pooling the stored "
                     "results acdc_cv_PART.json of disjoint folds (e.g. evaluated on different machines)")
     ap.add_argument("--allow-mixed", action="store_true", help="--pool parts trained with different options")
@@ -279,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print("figure:", bias_figure(args.figure[1:], Path(args.figure[0]), args.labels))
         return 0
     if args.tables:
-        return print_tables(args.tables)
+        return print_tables(args.tables, args.folds)
     if args.pool:
         if len(args.pool) < 3:
             ap.error("--pool needs a NAME and at least two PARTs")
