@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ from autocmr.planners.fingerprint import Fingerprint
 from autocmr.planners.topology import MIN_FEATURE_MAP, fit_patch, shrink_patch
 from autocmr.preprocessing.normalization import scheme_for_channel
 from autocmr.preprocessing.resampling import ANISOTROPY_THRESHOLD  # also applied to each case's own spacing
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH_FRACTION = 0.05  # one batch sees at most this fraction of all dataset voxels
 MIN_BATCH = 2
@@ -129,6 +132,20 @@ def size_network(settings: TargetSettings, spacing: np.ndarray, median_shape: np
     return topology, patch, batch
 
 
+def misplaced_slice_axes(fingerprint: Fingerprint, order: tuple[int, int, int]) -> list[tuple[str, int]]:
+    """Cases whose own slice axis (a spacing ``ANISOTROPY_THRESHOLD`` times its finest, or a single slice) is
+    not first in the dataset's axis order: in a dataset of mixed acquisitions the median can put another axis
+    first, and the ``2d`` configuration would then cut such a case across its slices. (case id, position)."""
+    misplaced = []
+    for case in fingerprint.cases:
+        spacing, shape = np.asarray(case.spacing, float)[list(order)], np.asarray(case.shape)[list(order)]
+        single = [a for a in range(3) if shape[a] <= 1]
+        thick = single[0] if len(single) == 1 else int(np.argmax(spacing))
+        if thick != 0 and (single or spacing[thick] > ANISOTROPY_THRESHOLD * spacing.min()):
+            misplaced.append((case.case_id, thick))
+    return misplaced
+
+
 def data_identifier(name: str, payload: dict) -> str:
     """Preprocessed folder name: configurations that preprocess identically share it."""
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
@@ -145,6 +162,12 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
     spacings, shapes = fingerprint.spacings(), fingerprint.cropped_shapes()
     order = transpose_order(np.median(spacings, axis=0), np.median(shapes, axis=0))
     spacings_t, shapes_t = spacings[:, order], shapes[:, order]
+    misplaced = misplaced_slice_axes(fingerprint, order)
+    if misplaced:
+        logger.warning("%s: %d of %d cases have their slice axis at position %d of the dataset's axis order %s, not "
+                       "first (e.g. %s): the 2d configuration cuts them across their slices; plan differently "
+                       "acquired cases as a dataset of their own", fingerprint.dataset_name, len(misplaced),
+                       len(fingerprint.cases), misplaced[0][1], order, misplaced[0][0])
     channels = len(fingerprint.channel_names)
     schemes = tuple(scheme_for_channel(fingerprint.channel_names[str(c)]) for c in range(channels))
     # Mask-based normalisation only helps when cropping removed much zero background (nnU-Net rule: 25 %).

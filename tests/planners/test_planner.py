@@ -6,7 +6,7 @@ import pytest
 
 from autocmr.errors import ConfigurationError, PlansError
 from autocmr.planners.fingerprint import CaseFingerprint, Fingerprint
-from autocmr.planners.planner import CPU, GPU, fullres_spacing, plan, transpose_order
+from autocmr.planners.planner import CPU, GPU, fullres_spacing, misplaced_slice_axes, plan, transpose_order
 from autocmr.planners.plans import IntensityStats, Plans
 from autocmr.planners.topology import make_topology
 from autocmr.networks.unet import training_flops
@@ -60,6 +60,23 @@ def test_isotropic_data_use_plain_median():
 def test_transpose_puts_coarsest_axis_first():
     assert transpose_order(np.array([1.5, 10.0, 1.5])) == (1, 0, 2)
     assert transpose_order(np.array([8.0, 1.2, 1.2])) == (0, 1, 2)
+
+
+def test_cases_whose_slice_axis_the_dataset_order_does_not_put_first_are_named(caplog):
+    """Mostly near-isotropic volumes with a coarser y axis, plus two thick-slice stacks: the dataset order puts
+    y first, so the stacks' slice axis (canonical axis 0) ends second, and planning says so."""
+    spacings = [(1.0, 1.6, 1.0)] * 5 + [(8.0, 1.5, 1.5)] * 2
+    shapes = [(120, 100, 120)] * 5 + [(10, 200, 200)] * 2
+    fp = cine_fingerprint(spacings, shapes)
+    with caplog.at_level("WARNING", logger="autocmr.planners.planner"):
+        plans = plan(fp)
+    assert plans.transpose_forward == (1, 0, 2)
+    assert misplaced_slice_axes(fp, plans.transpose_forward) == [("c5", 1), ("c6", 1)]
+    assert "2 of 7 cases have their slice axis at position 1" in caplog.text and "e.g. c5" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="autocmr.planners.planner"):
+        plan(acdc_like())  # cine stacks alone: every slice axis first, nothing to say
+    assert misplaced_slice_axes(acdc_like(), (0, 1, 2)) == [] and "slice axis" not in caplog.text
 
 
 def test_topology_pools_down_to_four_voxels_and_doubles_features_with_cap():
