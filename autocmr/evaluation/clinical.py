@@ -311,7 +311,5 @@ def frame_case_id(case_id: str, frame: int) -> str:
 
 
 __all__ = ["MEASURES", "MEASURE_UNITS", "MIN_REFERENCE_SLICES", "MYOCARDIAL_DENSITY_G_PER_ML", "REF_SLICES",
-           "annotated_frames", "clinical_measures",
-           "clinical_table",
-           "clinical_table_from_masks", "ed_es_from_curve", "frame_case_id", "measures_from_volumes",
-           "slices_with", "structure_volumes", "subject_and_phase"]
+           "annotated_frames", "clinical_measures", "clinical_table", "clinical_table_from_masks", "ed_es_from_curve",
+           "frame_case_id", "measures_from_volumes", "slices_with", "structure_volumes", "subject_and_phase"]
