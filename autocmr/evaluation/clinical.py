@@ -281,6 +281,7 @@ def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray,
                               labels: Mapping[str, int] | None = None) -> pd.DataFrame:
     """:func:`clinical_table` from ``(case_id, reference, prediction, spacing)`` masks (3D, or 4D cine)."""
     rows = []
+    values = AUTOCMR_LABELS if labels is None else labels
     for case_id, ref, pred, spacing in cases:
         ref, pred = np.asarray(ref), np.asarray(pred)
         frames = ([(None, ref, pred)] if ref.ndim == len(spacing)
@@ -288,7 +289,6 @@ def clinical_table_from_masks(cases: Iterable[tuple[str, np.ndarray, np.ndarray,
         for t, r, p in frames:
             vr, vp = structure_volumes(r, spacing, labels=labels), structure_volumes(p, spacing, labels=labels)
             cid = case_id if t is None else frame_case_id(case_id, t)
-            values = AUTOCMR_LABELS if labels is None else labels
             rows += [{"case_id": cid, "class": s, VOL_REF: vr[s], VOL_PRED: vp[s], "source_case": case_id,
                       "frame": pd.NA if t is None else t, REF_SLICES: slices_with(r == values[s], spacing)}
                      for s in vr]
