@@ -5,6 +5,7 @@ Examples::
     autocmr_plan -d 101                      # both targets, 2d and 3d_fullres
     autocmr_plan -d 101 --target cpu -c 2d   # only what a CPU 2d training needs
     autocmr_plan -d 101 --context-slices 1   # 2d sees each slice with its neighbours ("2.5D")
+    autocmr_plan -d 101 --other-phase        # ED and ES volumes of a subject see each other
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-slices", type=int, default=0, metavar="K",
                         help="2d configuration: give the network slices z-K..z+K as input channels (default 0: "
                              "the slice alone); the preprocessed data are the same for every K")
+    parser.add_argument("--other-phase", action="store_true",
+                        help="give the network the subject's other cardiac phase (ES beside ED, ED beside ES) as "
+                             "input channels; pairs come from cases.csv (subject, phase), lone volumes see "
+                             "themselves; the preprocessed data are the same")
     parser.add_argument("-v", "--verbose", action="store_true")
     add_root_flags(parser, "raw", "preprocessed")
     return parser
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = plan_dataset(args.dataset, roots_from(args), targets=args.target, configurations=args.configurations,
                               num_workers=args.num_workers, check=not args.no_check, preprocess=not args.plan_only,
-                              seed=args.seed, context_slices=args.context_slices)
+                              seed=args.seed, context_slices=args.context_slices,
+                              other_phase=args.other_phase)
         for path in result.plans_files:
             plans = Plans.load(path)
             print(f"{path}")
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {c.name:<11} spacing {tuple(round(s, 3) for s in c.spacing)} patch {c.patch_size} "
                       f"batch {c.batch_size} stages {c.topology.n_stages} features {c.topology.features[0]}-"
                       f"{c.topology.features[-1]} data {c.data_identifier}"
-                      + (f" context slices {c.context_slices}" if c.context_slices else ""))
+                      + (f" context slices {c.context_slices}" if c.context_slices else "")
+                      + (" other phase" if c.other_phase else ""))
         for ident, n in result.preprocessed.items():
             print(f"preprocessed {ident}: {n} case(s) written, {result.skipped.get(ident, 0)} up to date")
         return 0

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-slice-oversampling", type=float, default=0.0, metavar="SHARE",
                    help="2d: share of each batch drawn from the first and last labelled slice of a case, where the "
                    "base and apex are (default 0: slices drawn uniformly)")
+    p.add_argument("--other-phase-dropout", type=float, default=0.2, metavar="P",
+                   help="plans made with --other-phase: chance that a training sample sees itself in place of the "
+                   "other phase, so that lone volumes are segmented as well (default 0.2)")
     p.add_argument("--dice-weight", type=float, default=1.0, metavar="W",
                    help="weight of the soft-Dice loss term beside cross-entropy (default 1, Dice + CE as nnU-Net; "
                    "0: cross-entropy only, whose optimum does not inflate uncertain borders the way soft Dice does)")
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
             end_slice_oversampling=args.end_slice_oversampling, precision=args.precision,
+            other_phase_dropout=args.other_phase_dropout,
             dice_weight=args.dice_weight, dice_weight_end=args.dice_weight_end,
             device=args.device,
             time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,

@@ -71,6 +71,9 @@ class Configuration:
     # 2d only: neighbouring slices on each side stacked as input channels ("2.5D", built on the fly by
     # autocmr.preprocessing.context, so the preprocessed data do not depend on it); 0 = the slice alone
     context_slices: int = 0
+    # the other cardiac phase of the same subject (ES beside ED and ED beside ES) as extra input channels,
+    # appended in preprocessed space (autocmr.preprocessing.other_phase); a lone volume is paired with itself
+    other_phase: bool = False
 
     def __post_init__(self) -> None:
         if self.context_slices < 0:
@@ -80,9 +83,15 @@ class Configuration:
                              f"configuration (a {self.dim}d network already sees neighbouring slices); use 0")
 
     def input_channels(self, n_image_channels: int) -> int:
-        """The network's input channels: each image channel of the slice and its ``2 * context_slices``
-        neighbours (channel order: :mod:`autocmr.preprocessing.context`)."""
-        return n_image_channels * (2 * self.context_slices + 1)
+        """The network's input channels: each image channel (and, with ``other_phase``, each of the other
+        phase's) of the slice and its ``2 * context_slices`` neighbours (channel order:
+        :mod:`autocmr.preprocessing.other_phase`, then :mod:`autocmr.preprocessing.context`)."""
+        return self.image_channels(n_image_channels) * (2 * self.context_slices + 1)
+
+    def image_channels(self, n_image_channels: int) -> int:
+        """Channels of the preprocessed volume the sliding window receives: the image's, doubled by the other
+        phase's when ``other_phase`` is on."""
+        return n_image_channels * (2 if self.other_phase else 1)
 
 
 @dataclass(frozen=True)
@@ -202,4 +211,5 @@ def _configuration(d: dict[str, Any]) -> Configuration:
         batch_dice=bool(d["batch_dice"]),
         foreground_oversampling=float(d.get("foreground_oversampling", 0.33)),
         context_slices=int(d.get("context_slices", 0)),  # absent in plans written before it existed
+        other_phase=bool(d.get("other_phase", False)),  # likewise
     )

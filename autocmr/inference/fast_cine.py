@@ -398,7 +398,7 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
                         window: Window | None = None) -> torch.Tensor:
     """Softmax probabilities (C, z, y, x) of the first ``fast_folds`` networks, no mirroring; with a
     ``window``, predicted inside it only and background (probability 1) outside."""
-    x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
+    x = crop_to_window(torch.from_numpy(np.ascontiguousarray(predictor.network_input(data), dtype=np.float32)), window)
     networks = predictor.networks[:options.fast_folds]
     precision = options.resolved_fast_precision(predictor.device)
     total = None

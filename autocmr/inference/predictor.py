@@ -22,6 +22,7 @@ from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import resolve_precision
+from autocmr.preprocessing.other_phase import ALIGNMENT_KEYS, aligned, with_partner
 from autocmr.preprocessing.preprocessor import preprocess_arrays
 
 logger = logging.getLogger(__name__)
@@ -97,10 +98,38 @@ class Predictor:
         stored = self.model.read_json("postprocessing.json")
         return PostprocessingDecision.from_dict(stored) if stored else PostprocessingDecision()
 
+    def network_input(self, data: np.ndarray) -> np.ndarray:
+        """Preprocessed ``data`` as the networks take it. A model trained with the other cardiac phase
+        (``other_phase``) gets the image itself in the other phase's channels when ``data`` has only the image's
+        (what training's partner dropout taught it); data already paired (:meth:`paired`) pass unchanged."""
+        n = len(self.plans.channel_names)
+        if self.config.other_phase and data.shape[0] == n:
+            return with_partner(data)
+        expected = self.config.image_channels(n)
+        if data.shape[0] != expected:
+            raise ConfigurationError(f"preprocessed data have {data.shape[0]} channel(s); this model takes {expected}")
+        return data
+
+    def paired(self, data: np.ndarray, props: dict[str, Any], partner: np.ndarray | None,
+               partner_props: dict[str, Any] | None) -> np.ndarray:
+        """Preprocessed ``data`` with the other phase's preprocessed ``partner`` as extra channels, for a model
+        with ``other_phase`` (others: ``data`` unchanged). A partner that does not lie on the same voxel grid
+        (:func:`autocmr.preprocessing.other_phase.aligned`) is replaced by the image itself, with a warning."""
+        if not self.config.other_phase:
+            return data
+        if partner is not None and partner_props is not None and not aligned(props, partner_props):
+            logger.warning("other phase of %s does not lie on its voxel grid (%s); predicted without it",
+                           props.get("case_id", "the image"),
+                           ", ".join(f"{k} {props.get(k)} vs {partner_props.get(k)}" for k in ALIGNMENT_KEYS
+                                     if props.get(k) != partner_props.get(k)))
+            partner = None
+        return with_partner(data, partner)
+
     @torch.no_grad()
     def probabilities(self, data: np.ndarray, window: Window | None = None) -> torch.Tensor:
         """Softmax probabilities (C, z, y, x) averaged over folds, for preprocessed ``data`` (c, z, y, x);
         with an in-plane ``window``, predicted inside it only and background outside."""
+        data = self.network_input(data)
         x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
         total = None
         for network in self.networks:
@@ -118,6 +147,7 @@ class Predictor:
         """:meth:`probabilities` (the same values) and the disagreement of the ensemble's members (every
         fold x every mirroring) from the same passes; NaN when there is a single member. With a ``window``
         the disagreement is that inside the window."""
+        data = self.network_input(data)
         x = crop_to_window(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), window)
         total: torch.Tensor | None = None
         spread: MemberSpread | None = None
@@ -145,27 +175,38 @@ class Predictor:
                                  return_probabilities=return_probabilities)
 
     def predict_canonical(self, data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation,
-                          *, return_probabilities: bool = False) -> Prediction:
-        """``data`` (c, z, y, x) in canonical order with canonical ``spacing``; output in stored order."""
+                          *, return_probabilities: bool = False, partner: np.ndarray | None = None) -> Prediction:
+        """``data`` (c, z, y, x) in canonical order with canonical ``spacing``; output in stored order.
+        ``partner``: the subject's other cardiac phase, on the same grid as ``data``, for a model with
+        ``other_phase`` (ignored by others; without it the image stands in for it)."""
         pre, props = self.preprocess(data, spacing, reorientation)
+        if self.config.other_phase:
+            partner_pre, partner_props = (self.preprocess(partner, spacing, reorientation) if partner is not None
+                                          else (None, None))
+            pre = self.paired(pre, props, partner_pre, partner_props)
         probabilities, uncertainty = self.probabilities_and_uncertainty(pre)
         return replace(self.export(probabilities, props, return_probabilities=return_probabilities),
                        uncertainty=uncertainty)
 
     def predict_array(self, image: np.ndarray, spacing: Sequence[float], *, direction: Sequence[float] | None = None,
-                      return_probabilities: bool = False) -> Prediction:
+                      return_probabilities: bool = False, partner: np.ndarray | None = None) -> Prediction:
         """Segment an in-memory image (z, y, x) or (c, z, y, x) with ``spacing`` in the same numpy order.
 
         ``direction`` (9 values, SimpleITK order) lets the model see the image in canonical orientation;
-        without it the array is taken as already canonical.
+        without it the array is taken as already canonical. ``partner``: the other cardiac phase of the same
+        subject and grid (ES for an ED image and vice versa), used by a model trained with ``other_phase``.
         """
         data = image[None] if image.ndim == 3 else image
+        if partner is not None and (partner[None] if partner.ndim == 3 else partner).shape != data.shape:
+            raise InputFileError("<array>", f"the other phase has shape {partner.shape}, the image {image.shape}")
         size = tuple(reversed(data.shape[1:]))
         geometry = Geometry(size, tuple(float(s) for s in reversed(spacing)), (0.0, 0.0, 0.0),
                             tuple(direction) if direction is not None else tuple(np.eye(3).ravel()))
         reo = canonical_reorientation(geometry)
+        other = None if partner is None else np.ascontiguousarray(reo.apply(partner[None] if partner.ndim == 3
+                                                                             else partner))
         return self.predict_canonical(np.ascontiguousarray(reo.apply(data)), reo.spacing(tuple(spacing)), reo,
-                                      return_probabilities=return_probabilities)
+                                      return_probabilities=return_probabilities, partner=other)
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.model.path), "configuration": self.config.name, "folds": self.folds,

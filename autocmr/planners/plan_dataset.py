@@ -41,9 +41,11 @@ def preprocessed_folder(roots: Roots, dataset: str | int) -> Path:
 
 def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = ("gpu", "cpu"),
                  configurations: Sequence[str] | None = None, num_workers: int | None = None,
-                 check: bool = True, preprocess: bool = True, seed: int = 0, context_slices: int = 0) -> PlanResult:
+                 check: bool = True, preprocess: bool = True, seed: int = 0, context_slices: int = 0,
+                 other_phase: bool = False) -> PlanResult:
     """Plan (and preprocess) a raw dataset; see the module doc. ``context_slices``: neighbouring slices on each
-    side that the 2d configuration sees as input channels (0: the slice alone)."""
+    side that the 2d configuration sees as input channels (0: the slice alone); ``other_phase``: the networks
+    also see the subject's other cardiac phase (pairs from ``cases.csv``'s subject and phase columns)."""
     name = resolve_dataset_name(dataset, roots.raw)
     raw_folder = roots.raw / name
     raw = load_raw_dataset(raw_folder)
@@ -60,7 +62,8 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
         fingerprint = _fingerprint(raw, out, workers, seed, pool)
         plans_files, all_plans = [], []
         for target in targets:
-            plans = plan(fingerprint, target=target, autocmr_version=__version__, context_slices=context_slices)
+            plans = plan(fingerprint, target=target, autocmr_version=__version__, context_slices=context_slices,
+                         other_phase=other_phase)
             path = out / f"{plans.plans_name}.json"
             plans.save(path)
             plans_files.append(path)

@@ -153,9 +153,10 @@ def data_identifier(name: str, payload: dict) -> str:
 
 
 def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | None = None,
-         autocmr_version: str = "", context_slices: int = 0) -> Plans:
+         autocmr_version: str = "", context_slices: int = 0, other_phase: bool = False) -> Plans:
     """Derive plans from a fingerprint (pure function). ``context_slices`` goes to the 2d configuration only
-    (neighbouring slices as input channels); it changes neither the preprocessing nor the data identifier."""
+    (neighbouring slices as input channels), ``other_phase`` to every configuration (the other cardiac phase as
+    input channels); neither changes the preprocessing or the data identifier."""
     settings = target_settings(target)
     if not fingerprint.cases:
         raise PlansError(f"{fingerprint.dataset_name}: fingerprint has no cases")
@@ -201,7 +202,7 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
             name=name, dim=dim, data_identifier=ident, spacing=spacing, resampling=resampling,
             median_shape=tuple(int(n) for n in median_shape), patch_size=patch, batch_size=batch,
             topology=topology, normalization=schemes, use_mask_for_norm=use_mask, batch_dice=dim == 2,
-            context_slices=context_slices if dim == 2 else 0,
+            context_slices=context_slices if dim == 2 else 0, other_phase=other_phase,
         )
     if not configurations:
         size = tuple(int(v) for v in np.median(shapes, axis=0))

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from autocmr.errors import ConfigurationError
 from autocmr.preprocessing import storage
 from autocmr.preprocessing.context import slices_with_context
+from autocmr.preprocessing.other_phase import with_partner
 
 DEFAULT_CACHE_BYTES = 3 * 1024**3  # per process; ACDC (2d) needs ~0.4 GB
 
@@ -87,11 +88,18 @@ class PatchSampler:
     case's labelled extent (the first and last slice with foreground), centred on a foreground voxel there.
     Those slices are where the annotation convention decides most (at end-systole the basal slice shows the
     atria, which the annotators leave out) and a uniform draw meets them only about once in five slices.
+
+    ``other_phase``: each sample also carries its case's other cardiac phase (``partners``, from
+    :func:`autocmr.preprocessing.other_phase.phase_partners`) at the same place as extra channels, or, with
+    probability ``partner_dropout`` and for cases without a partner, the case itself
+    (:mod:`autocmr.preprocessing.other_phase`); the label stays the case's.
     """
 
     def __init__(self, cache: CaseCache, case_ids: Sequence[str], *, dim: int, sample_size: Sequence[int],
                  batch_size: int, oversampling: float, foreground_labels: Sequence[int],
-                 forced: int | None = None, context_slices: int = 0, end_slices: int = 0) -> None:
+                 forced: int | None = None, context_slices: int = 0, end_slices: int = 0,
+                 other_phase: bool = False, partners: Mapping[str, str] | None = None,
+                 partner_dropout: float = 0.0) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         self.cache = cache
@@ -113,6 +121,11 @@ class PatchSampler:
                              f"forced onto foreground), got {end_slices}")
         self.n_end = end_slices
         self._ends: dict[str, tuple[int, ...]] = {}
+        self.other_phase = other_phase
+        self.partners = dict(partners or {})
+        if not 0.0 <= partner_dropout <= 1.0:
+            raise ValueError(f"partner_dropout must be in [0, 1], got {partner_dropout}")
+        self.partner_dropout = partner_dropout
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         images, segs = [], []
@@ -123,14 +136,36 @@ class PatchSampler:
             centre = self._end_slice_centre(rng, case_id, seg) if i < self.n_end else None
             if centre is None:
                 centre = self._centre(rng, seg.shape[1:], locations, forced)
+            partner = self._partner(rng, case_id, data)
             if self.dim == 2:
                 z = centre[0]
-                data = data[:, z] if not self.context_slices else slices_with_context(data, self.context_slices, [z])[0]
+                data = self._slice(data, z)
+                partner = self._slice(partner, z) if partner is not None else None
                 seg, centre = seg[:, z], centre[1:]
             start = [c - s // 2 for c, s in zip(centre, self.sample_size)]
-            images.append(crop_padded(data, start, self.sample_size))
+            image = crop_padded(data, start, self.sample_size)
+            # the partner's channels after the image's, each with its context slices: the channel-major order
+            # of autocmr.preprocessing.context applied to the paired volume
+            images.append(image if partner is None else with_partner(image, crop_padded(partner, start,
+                                                                                         self.sample_size)))
             segs.append(crop_padded(seg, start, self.sample_size))
         return np.stack(images), np.stack(segs)
+
+    def _slice(self, data: np.ndarray, z: int) -> np.ndarray:
+        """Slice ``z`` of a (C, Z, Y, X) volume, with its context slices as channels when configured."""
+        return data[:, z] if not self.context_slices else slices_with_context(data, self.context_slices, [z])[0]
+
+    def _partner(self, rng: np.random.Generator, case_id: str, data: np.ndarray) -> np.ndarray | None:
+        """The volume whose channels join the sample's (None without ``other_phase``): the case's other phase,
+        or the case itself (dropout, or no partner)."""
+        if not self.other_phase:
+            return None
+        # drawn for every sample, so the batches after it do not depend on which cases have a partner
+        keep = rng.random() >= self.partner_dropout
+        partner_id = self.partners.get(case_id)
+        if keep and partner_id is not None:
+            return self.cache.get(partner_id)[0]
+        return data
 
     def _end_slice_centre(self, rng: np.random.Generator, case_id: str, seg: np.ndarray) -> list[int] | None:
         """A foreground voxel on one of the case's end slices; None for a case without foreground."""

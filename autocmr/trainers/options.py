@@ -42,6 +42,9 @@ class TrainOptions:
     augmentation: str = "default"
     elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
     end_slice_oversampling: float = 0.0  # 2d: share of each batch drawn from the end slices of the labelled extent
+    # With plans whose configuration has other_phase: the chance that a sample sees itself where the other phase
+    # would be, so that one network also segments volumes that come without their other phase
+    other_phase_dropout: float = 0.2
     # Weight of the soft-Dice term beside cross-entropy (1: nnU-Net's Dice + CE; 0: cross-entropy only). Soft
     # Dice buys overlap with volume: where the border is uncertain its optimum is a larger structure than the
     # labels' (Bertels et al. 2019), which is what thin myocardium and the basal RV show (README, issue #15).
@@ -80,6 +83,9 @@ class TrainOptions:
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], "
                                      f"got {self.end_slice_oversampling}")
+        if not 0.0 <= self.other_phase_dropout <= 1.0:  # also rejects NaN
+            raise ConfigurationError(f"--other-phase-dropout is a probability in [0, 1], "
+                                     f"got {self.other_phase_dropout}")
         if not self.dice_weight >= 0.0:  # also rejects NaN
             raise ConfigurationError(f"--dice-weight must be >= 0, got {self.dice_weight}")
         if self.dice_weight_end is not None and not self.dice_weight_end >= 0.0:

@@ -3,9 +3,9 @@ configuration and the training options. Resuming at epoch ``e`` starts the strea
 reached, so a resumed run draws the same batches as an uninterrupted one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -43,6 +43,7 @@ class DataPipeline:
         share: this rank's part of the global batch.
         ds_scales: scale of each deep-supervision target relative to the patch.
         distributed: this process's rank (each rank draws its own batches).
+        partners: each case's other cardiac phase, for a configuration with ``other_phase``.
     """
 
     data_folder: Path
@@ -53,6 +54,7 @@ class DataPipeline:
     share: BatchShare
     ds_scales: Sequence[Sequence[float]]
     distributed: DistributedContext
+    partners: Mapping[str, str] = field(default_factory=dict)
 
     def stream(self, cases: Sequence[str], *, augment: bool, seed: int, start: int) -> BatchStream:
         params = preset(self.options.augmentation if augment else "none")
@@ -66,9 +68,12 @@ class DataPipeline:
                                batch_size=self.share.batch_size, oversampling=config.foreground_oversampling,
                                foreground_labels=self.foreground_labels, forced=self.share.forced,
                                context_slices=config.context_slices,
-                               end_slices=self.share.end_slices if augment else 0)  # pseudo-Dice: as drawn
+                               end_slices=self.share.end_slices if augment else 0,  # pseudo-Dice: as drawn
+                               other_phase=config.other_phase, partners=self.partners,
+                               partner_dropout=self.options.other_phase_dropout if augment else 0.0)
+        # neighbouring slices and the other phase are one acquisition: one intensity mapping for all channels
         transforms = build_transforms(params, config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales,
-                                      synchronize_channels=config.context_slices > 0)
+                                      synchronize_channels=config.context_slices > 0 or config.other_phase)
         return BatchStream(sampler, transforms, seed=seed, start_iteration=start, rank=self.distributed.rank)
 
     def workers(self) -> int:

@@ -168,9 +168,10 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
             f"{sum(p.numel() for p in trainable)} trainable parameters")
     raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
+    partners = _phase_partners(metadata, data_dir, log) if config.other_phase else {}
     trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
                       val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
-                      parameters=trainable, start_time=start_time, distributed=dist)
+                      parameters=trainable, start_time=start_time, distributed=dist, partners=partners)
     if resumed is not None:
         trainer.restore(resumed)
         log(f"resumed from {latest} at epoch {trainer.state.epoch}")
@@ -200,6 +201,19 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     if pretrained is not None and dist.is_main and not (model_dir / POSTPROCESSING).is_file():
         _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
     return TrainResult(fold_dir, trainer.state.epoch, summary)
+
+
+def _phase_partners(metadata: Any, data_dir: Path, log: Any) -> dict[str, str]:
+    """Each case's other cardiac phase from the dataset's ``cases.csv`` (subject and phase columns)."""
+    from autocmr.preprocessing.other_phase import phase_partners
+
+    if "phase" not in metadata.columns:
+        log("other phase: cases.csv has no phase column, so every case is paired with itself")
+        return {}
+    phases = {str(c): (str(row["subject"]), str(row["phase"]).upper()) for c, row in metadata.iterrows()}
+    partners = phase_partners(phases, lambda c: storage.load_properties(data_dir, c))
+    log(f"other phase: {len(partners)} of {len(phases)} cases paired with their subject's other phase")
+    return partners
 
 
 def _inherit_postprocessing(model_dir: Path, pretrained: ModelFolder, labels: dict[str, int], log: Any) -> None:

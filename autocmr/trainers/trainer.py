@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -55,11 +55,12 @@ class Trainer:
                  train_cases: Sequence[str], val_cases: Sequence[str], output_dir: Path, options: TrainOptions,
                  device: torch.device, log: RunLog | Callable[[str], None],
                  parameters: Sequence[torch.nn.Parameter] | None = None, start_time: float | None = None,
-                 distributed: DistributedContext | None = None) -> None:
+                 distributed: DistributedContext | None = None, partners: Mapping[str, str] | None = None) -> None:
         self.network, self.plans, self.config = network.to(device), plans, config
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.output_dir, self.options, self.device, self.log = output_dir, options, device, log
         self.data_folder = data_folder
+        self.partners = dict(partners or {})  # other cardiac phase of each case (configurations with other_phase)
         self.state = TrainState()
         params = list(parameters) if parameters is not None else [p for p in network.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=options.learning_rate, momentum=options.momentum,
@@ -77,7 +78,8 @@ class Trainer:
         self.share = batch_share(self.batch_size, forced, self.distributed,
                                  end_slice_samples(self.batch_size, options.end_slice_oversampling, forced))
         self.pipeline = DataPipeline(data_folder, config, plans.foreground_labels, options, device, self.share,
-                                     deep_supervision_scales(config.topology.strides, n_outputs), self.distributed)
+                                     deep_supervision_scales(config.topology.strides, n_outputs), self.distributed,
+                                     self.partners)
         # what the training step runs: the network, or its DDP wrapper; checkpoints save the plain network
         self.model = data_parallel(self.network, device, self.distributed)
         self.epochs = options.epochs
@@ -287,7 +289,7 @@ class Trainer:
         return validation.ValidationSettings(
             network=self.network, plans=self.plans, config=self.config, data_folder=self.data_folder,
             device=self.device, mirror=self.options.mirror_validation, output_dir=self.output_dir,
-            cases=tuple(self.val_cases), distributed=self.distributed, log=self.log)
+            cases=tuple(self.val_cases), distributed=self.distributed, log=self.log, partners=self.partners)
 
     # ----- checkpoints (autocmr.trainers.checkpoint) --------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:

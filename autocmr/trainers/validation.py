@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from autocmr.inference.postprocessing import PostprocessingDecision, decide_post
 from autocmr.inference.sliding_window import predict_logits
 from autocmr.io.image import Geometry, read_image, write_image
 from autocmr.preprocessing import storage
+from autocmr.preprocessing.other_phase import with_partner
 from autocmr.trainers.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class ValidationSettings:
         cases: the validation cases.
         distributed: this process's rank; the ranks share the cases and rank 0 writes.
         log: the run's log.
+        partners: each case's other cardiac phase (configurations with ``other_phase``; a case without one is
+            paired with itself).
     """
 
     network: torch.nn.Module
@@ -52,6 +55,7 @@ class ValidationSettings:
     cases: tuple[str, ...]
     distributed: DistributedContext
     log: Callable[[str], None]
+    partners: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mirror_axes(self) -> tuple[int, ...]:
@@ -66,6 +70,9 @@ def predict_case(settings: ValidationSettings, case_id: str) -> tuple[np.ndarray
     data, _ = storage.load_arrays(settings.data_folder, case_id)
     props = storage.load_properties(settings.data_folder, case_id)
     config = settings.config
+    if config.other_phase:
+        partner = settings.partners.get(case_id)
+        data = with_partner(data, storage.load_arrays(settings.data_folder, partner)[0] if partner else None)
     settings.network.eval()
     logits = predict_logits(settings.network, torch.from_numpy(data), patch_size=config.patch_size,
                             num_classes=len(settings.plans.labels), mirror_axes=settings.mirror_axes,
