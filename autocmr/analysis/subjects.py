@@ -202,5 +202,26 @@ def _check_phases(subject: Subject) -> None:
                              "volumes only")
 
 
+def phase_pairs(cases: Sequence[tuple[str, Sequence[Path]]], metadata: pd.DataFrame | None = None) -> dict[str, str]:
+    """ED <-> ES pairs among 3D cases given as (name, source files), by the rules of :func:`group_subjects`
+    (so the volumes a model sees together are the ones measured together): a subject with exactly one ED and
+    one ES case pairs them both ways. For models that take the other phase as input
+    (:mod:`autocmr.preprocessing.other_phase`)."""
+    records = [CaseRecord(name, Path(name), None, tuple(Path(p) for p in sources)) for name, sources in cases]
+    pairs: dict[str, str] = {}
+    for subject in group_subjects(records, metadata):
+        ed, es = subject.phases.get(ED, []), subject.phases.get(ES, [])
+        if len(ed) == 1 and len(es) == 1:
+            pairs[ed[0].name], pairs[es[0].name] = es[0].name, ed[0].name
+    return pairs
+
+
+def phase_pairs_of_jobs(jobs: Sequence[Any], metadata_path: str | Path | None = None) -> dict[str, str]:
+    """:func:`phase_pairs` of prediction jobs (:class:`autocmr.inference.inputs.PredictionJob`, 3D ones), with
+    the ``cases.csv`` at ``metadata_path`` if given (read here, so only runs that pair read it)."""
+    metadata = read_metadata(metadata_path) if metadata_path is not None else None
+    return phase_pairs([(job.name, job.sources) for job in jobs if job.kind == "3d"], metadata)
+
+
 __all__ = ["CASES_CSV", "CaseRecord", "Subject", "find_metadata", "frame_predictions", "group_subjects",
-           "read_metadata"]
+           "phase_pairs", "phase_pairs_of_jobs", "read_metadata"]

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report = predict_with_selection(args.input, args.output, args.selection, options=options,
                                             continue_=args.continue_, num_workers=args.num_workers,
-                                            cine=_cine_options(args))
+                                            cine=_cine_options(args), phase_pairs=_phase_pairs(args))
             if not args.no_analysis:  # the selection's predictions.json makes OUT an ordinary output folder
                 from autocmr.analysis.pipeline import analyse_output_folder
 
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
                                 cine=_cine_options(args),
                                 output_format=args.output_format,
-                                after_batch=analysis, subject_of=_subject_of(args))
+                                after_batch=analysis, subject_of=_subject_of(args),
+                                phase_pairs=_phase_pairs(args))
         print(report.summary())  # stdout: what scripts read (the batch logs it at debug level only)
         return 0 if report.ok else 1
 
@@ -173,6 +174,18 @@ def _subject_of(args: argparse.Namespace):
         return subject_key  # one part: nothing to deal out
     path = args.metadata or find_metadata(args.input)
     return partial(subject_key, metadata=read_metadata(path)) if path is not None else subject_key
+
+
+def _phase_pairs(args: argparse.Namespace):
+    """How a model that takes the other cardiac phase finds it among 3D inputs: the subjects the analysis
+    measures (``cases.csv`` from ``--metadata`` or in or beside the input folder, ``_ED``/``_ES`` names, ACDC
+    ``_frameNN`` with ``Info.cfg``)."""
+    from functools import partial
+
+    from autocmr.analysis.subjects import find_metadata, phase_pairs_of_jobs
+
+    # a partial of a module function: picklable for --devices' child processes
+    return partial(phase_pairs_of_jobs, metadata_path=args.metadata or find_metadata(args.input))
 
 
 def _percent(text: str) -> float:

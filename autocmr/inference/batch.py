@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.batch_report import (BatchReport, append_progress, recorded_cases, report_names,
@@ -27,7 +27,7 @@ from autocmr.inference.batch_report import (BatchReport, append_progress, record
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
-from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs
+from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs, with_phase_partners
 from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
 from autocmr.io.atomic import TEMP_PREFIX, check_output_folder
@@ -55,7 +55,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                    part_id: int = 0, save_probabilities: bool = False, num_workers: int | None = None,
                    cine: CineOptions | None = None, output_format: str = "nifti",
                    after_batch: AfterBatch | None = None,
-                   subject_of: Callable[[str], str] = subject_key) -> BatchReport:
+                   subject_of: Callable[[str], str] = subject_key,
+                   phase_pairs: Callable[[Sequence[PredictionJob]], Mapping[str, str]] | None = None) -> BatchReport:
     """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
 
     Args:
@@ -77,6 +78,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             for DICOM inputs only, other inputs always get NIfTI masks (with a warning).
         after_batch: run once the records are written (see :class:`AfterBatch`); ``autocmr_predict`` passes
             the analysis that writes measures, volume curves, QC, figures and ``report.html``.
+        phase_pairs: for a model that takes the other cardiac phase as input (plans ``other_phase``): the ED <->
+            ES pairs (job name -> job name) among the 3D jobs; ``autocmr_predict`` passes the analysis' subject
+            grouping (:func:`autocmr.analysis.subjects.phase_pairs_of_jobs`). Unpaired volumes, and every
+            volume without it, see themselves in the other phase's place.
 
     Raises:
         AutocmrError: the model cannot be loaded, the input does not exist or holds no image, bad options.
@@ -94,7 +99,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")
     _warn_non_dicom(discovery.jobs, output_format)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = take_part(discovery.jobs, num_parts, part_id, lambda job: subject_of(job.name))
+    jobs = discovery.jobs
+    if phase_pairs is not None and predictor.config.other_phase:  # over every job: a partner may be in another part
+        jobs = with_phase_partners(jobs, dict(phase_pairs(jobs)))
+    jobs = take_part(jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
     recorded = recorded_cases(out) if continue_ else {}
     finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]

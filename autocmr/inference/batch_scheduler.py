@@ -94,6 +94,9 @@ class BatchScheduler:
         if n > 1 and self.cine.mode == "fast":
             self._predict_cine_fast(state, loaded)
             return
+        if n > 1 and self.predictor.config.other_phase:  # ED and ES are known only once every frame is predicted
+            state.warnings.append("the model takes the other cardiac phase, which --cine full does not pair: each "
+                                  "frame was predicted with itself in its place (the fast cine path pairs them)")
         for index in range(n):
             pre, props = loaded.units[index]  # type: ignore[misc]
             loaded.units[index] = None  # free each frame's input once predicted

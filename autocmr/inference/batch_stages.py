@@ -29,6 +29,7 @@ from autocmr.io.nifti import is_nifti, write_mask_like
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.io.validity import captured_input_warnings, check_voxels
 from autocmr.preprocessing.loading import load_case
+from autocmr.preprocessing.other_phase import aligned, with_partner
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,11 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         check_complete(source)
     if job.kind == "3d":
         case = load_case(job.sources)
-        units = [_preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)]
-        return LoadedCase(units, case.geometry, time.perf_counter() - start)
+        unit = _preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)
+        warnings: list[str] = []
+        if ctx.config.other_phase:
+            unit = _with_other_phase(unit, job, ctx, warnings)
+        return LoadedCase([unit], case.geometry, time.perf_counter() - start, warnings)
     if job.kind == "cine":
         frames, geometry = read_cine(job.sources[0])
         warnings = check_voxels(frames, job.sources[0], frame_axis=0)  # one policy for every path
@@ -118,6 +122,35 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
                          ctx, job.source) for frame in frames]
     return LoadedCase(units, geometry, time.perf_counter() - start, warnings)
+
+
+def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], job: PredictionJob, ctx: ModelContext,
+                      warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """A 3D job's network input with its other phase's channels (:mod:`autocmr.preprocessing.other_phase`):
+    the partner read and preprocessed as the job itself, or, when there is none, it cannot be read or it does
+    not lie on the job's voxel grid, the image itself (with a warning saying so)."""
+    pre, props = unit
+    partner = None
+    if not job.partner_sources:
+        warnings.append("no other cardiac phase found for this volume (the model takes it as input): predicted "
+                        "with the image itself in its place")
+    else:
+        try:
+            for source in job.partner_sources:
+                check_complete(source)
+            other = load_case(job.partner_sources)
+            other_pre, other_props = _preprocess(other.data, other.spacing, other.reorientation, ctx,
+                                                 job.partner_sources[0])
+        except Exception as exc:  # noqa: BLE001 - the job itself is fine: predicted without its partner
+            warnings.append(f"other phase {job.partner_sources[0].name} unreadable ({exception_text(exc)}): "
+                            "predicted with the image itself in its place")
+        else:
+            if aligned(props, other_props):
+                partner = other_pre
+            else:
+                warnings.append(f"other phase {job.partner_sources[0].name} does not lie on this volume's voxel "
+                                "grid: predicted with the image itself in its place")
+    return with_partner(pre, partner), props
 
 
 def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: ModelContext,

@@ -224,6 +224,14 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     fast_pass_s = time.perf_counter() - start
     lv, rv = _curves(masks, voxel_ml)
     fast_lv = [] if same else lv.tolist()
+    full_units = units  # the full-accuracy inputs: with the other phase for a model that takes it
+    if predictor.config.other_phase:
+        if same or not (lv.any() or rv.any()):
+            notes.append("other phase: no ED/ES known before the frames are predicted, so each frame sees itself "
+                         "in the other phase's place")
+        else:
+            full_units = _with_other_phase(predictor, units, lv, rv, notes)
+            screen.units = full_units
 
     def screen_and_patch(frame: int, side: str, ed: int, es: int, label: int) -> bool:
         """The screen; a frame it rules out gets its screened slices at full accuracy in the written mask."""
@@ -237,7 +245,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     refine = range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen_and_patch,
                                                      screen.near_ties)
     for frame in refine:
-        pre, props = units[frame]
+        pre, props = full_units[frame]
         probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
         screen.full[frame] = slice_areas(probabilities)
         logger.debug("refined frame %d: %.0f voxels LV at full accuracy, %.0f in the fast pass", frame,
@@ -257,6 +265,28 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
                 sorted(full), result.seconds["total_s"])
     return result
+
+
+def _with_other_phase(predictor: Predictor, units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray,
+                      notes: list[str]) -> list[Unit]:
+    """For a model that takes the other cardiac phase (:mod:`autocmr.preprocessing.other_phase`): each frame's
+    input with the fast pass's ES frame in the other phase's channels when the frame lies nearer (around the
+    cycle) to the fast pass's ED frame than to its ES frame, and with the ED frame otherwise. The fast pass
+    itself runs without (each frame sees itself), since ED and ES are not known before it."""
+    ed, es = find_ed_es(lv, rv)[:2]
+    n = len(units)
+
+    def gap(a: int, b: int) -> int:
+        d = abs(a - b) % n
+        return min(d, n - d)
+
+    paired = []
+    for t, (pre, props) in enumerate(units):
+        partner = es if gap(t, ed) <= gap(t, es) else ed
+        paired.append((predictor.paired(pre, props, *units[partner]), props))
+    notes.append(f"other phase: full-accuracy frames see the fast pass's ES frame {es} when nearer its ED frame "
+                 f"{ed}, its ED frame otherwise")
+    return paired
 
 
 def _fast_pass_is_full_accuracy(predictor: Predictor, options: CineOptions) -> bool:

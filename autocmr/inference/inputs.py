@@ -72,6 +72,9 @@ class PredictionJob:
     output: Path
     series_uid: str | None = None  # DICOM only
     multiframe: bool = False  # DICOM from enhanced multi-frame files (no DICOM-SEG for those yet)
+    # 3D only: the channel files of the subject's other cardiac phase (ES for an ED volume and vice versa), for
+    # models that take it as input (autocmr.preprocessing.other_phase); empty when it is not known
+    partner_sources: tuple[Path, ...] = ()
 
     @property
     def source(self) -> Path:
@@ -109,6 +112,14 @@ _Found = tuple[list[PredictionJob], list[CaseFailure]]
 class Discovery:
     jobs: tuple[PredictionJob, ...]  # sorted by name
     problems: tuple[CaseFailure, ...]  # inputs that cannot become jobs
+
+
+def with_phase_partners(jobs: Sequence[PredictionJob], partners: dict[str, str]) -> list[PredictionJob]:
+    """``jobs`` with ``partner_sources`` set from ``partners`` (a job name -> its other phase's job name); only
+    3D jobs whose partner is a 3D job of the list are paired."""
+    by_name = {job.name: job for job in jobs if job.kind == "3d"}
+    return [replace(job, partner_sources=by_name[partners[job.name]].sources)
+            if job.kind == "3d" and partners.get(job.name) in by_name else job for job in jobs]
 
 
 def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channels: int | None = None) -> Discovery:

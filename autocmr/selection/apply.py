@@ -57,12 +57,14 @@ def _has_postprocessing(decision: PostprocessingDecision) -> bool:
 
 def predict_with_selection(input_path: str | Path, output_dir: str | Path, selection: Selection | str | Path, *,
                            options: PredictorOptions | None = None, continue_: bool = False,
-                           num_workers: int | None = None, cine: CineOptions | None = None) -> BatchReport:
+                           num_workers: int | None = None, cine: CineOptions | None = None,
+                           phase_pairs: Any = None) -> BatchReport:
     """Segment every image of ``input_path`` with the selection's model or ensemble into ``output_dir``.
 
     ``options`` sets device, mirroring and step; folds, checkpoint and postprocessing come from the
-    selection; ``cine`` how 4D cines are predicted (as ``predict_folder``'s). Returns the report of the (last)
-    member's run with the ensemble's failures merged in.
+    selection; ``cine`` how 4D cines are predicted and ``phase_pairs`` how members that take the other cardiac
+    phase find it (both as ``predict_folder``'s). Returns the report of the (last) member's run with the
+    ensemble's failures merged in.
     """
     source = None if isinstance(selection, Selection) else Path(selection)
     if not isinstance(selection, Selection):
@@ -74,7 +76,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     if len(selection.members) == 1:
         member = selection.members[0]
         report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
-                                continue_=continue_, num_workers=num_workers, cine=cine)
+                                continue_=continue_, num_workers=num_workers, cine=cine, phase_pairs=phase_pairs)
         if _has_postprocessing(decision):
             # skipped masks too: a run killed before this step left them unprocessed, and keeping the largest
             # component(s) again changes nothing in a mask already processed
@@ -88,7 +90,7 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         logger.info("ensemble member %s (folds %s)", member.name, ",".join(member.folds))
         reports.append(predict_folder(input_path, folder, member.model, options=replace(base, folds=member.folds),
                                       continue_=continue_, save_probabilities=True, num_workers=num_workers,
-                                      cine=cine))
+                                      cine=cine, phase_pairs=phase_pairs))
     combined = _combine(selection, reports, out, continue_)
     _record_batch(out, [out / MEMBERS_DIR / m.name for m in selection.members], selection, source, combined,
                   input_path)

@@ -77,3 +77,14 @@ def test_files_of_unknown_phase_stay_subjects_of_their_own():
 def test_an_ambiguous_lone_phase_promises_no_measures():
     (subject,) = group_subjects([_case("p_ED"), _case("p-ED")])
     assert subject.notes == ["several ED cases (p-ED, p_ED): measures needing ED not computed", "no ES case"]
+
+
+def test_phase_pairs_pair_one_ed_with_one_es_by_the_grouping_rules():
+    from autocmr.analysis.subjects import phase_pairs
+
+    metadata = pd.DataFrame({"subject": ["p7", "p7"], "phase": ["ED", "ES"]},
+                            index=pd.Index(["scan_a", "scan_b"], name="case_id"))
+    cases = [(name, (Path(f"/in/{name}.nii.gz"),)) for name in
+             ("anna_ED", "anna_ES", "bob_ED", "bob_ES", "bob_es", "carl", "scan_a", "scan_b")]
+    assert phase_pairs(cases, metadata) == {"anna_ED": "anna_ES", "anna_ES": "anna_ED",
+                                            "scan_a": "scan_b", "scan_b": "scan_a"}  # bob: two ES, carl: no phase

@@ -2,6 +2,7 @@
 partner, and predicts with the partner given, without it (the image stands in) and with a misaligned one."""
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -76,3 +77,80 @@ def test_preprocessed_data_get_the_image_as_partner_in_every_prediction_path(pre
     assert fast.shape[1:] == pre.shape[1:]
     with pytest.raises(ConfigurationError, match="channel"):
         predictor.network_input(np.concatenate([pre, pre, pre]))
+
+
+def _write_subject_folder(folder, subject):
+    from autocmr.io.image import write_image
+
+    ed, es, _ = subject
+    folder.mkdir()
+    write_image(ed.image, ed.geometry, folder / "anna_ED.nii.gz")
+    write_image(es.image, es.geometry, folder / "anna_ES.nii.gz")
+    write_image(ed.image, ed.geometry, folder / "lone.nii.gz")
+
+
+def _mask(path):
+    from autocmr.io.image import read_image
+
+    return read_image(path)[0]
+
+
+def test_the_batch_pairs_ed_with_es_and_says_which_volume_had_none(predictor, subject, tmp_path):
+    from autocmr.analysis.subjects import phase_pairs_of_jobs
+    from autocmr.inference.batch import predict_folder
+
+    ed, es, spacing = subject
+    _write_subject_folder(tmp_path / "in", subject)
+    predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0, phase_pairs=phase_pairs_of_jobs)
+    np.testing.assert_array_equal(_mask(tmp_path / "out" / "anna_ED.nii.gz"),
+                                  predictor.predict_array(ed.image, spacing, partner=es.image).label)
+    np.testing.assert_array_equal(_mask(tmp_path / "out" / "anna_ES.nii.gz"),
+                                  predictor.predict_array(es.image, spacing, partner=ed.image).label)
+    np.testing.assert_array_equal(_mask(tmp_path / "out" / "lone.nii.gz"),
+                                  predictor.predict_array(ed.image, spacing).label)
+    cases = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
+    assert any("no other cardiac phase" in w for w in cases["lone"]["warnings"])
+    assert not any("other" in w for w in cases["anna_ED"]["warnings"])
+    # without the pairing hook every volume sees itself, and says so
+    predict_folder(tmp_path / "in", tmp_path / "alone", predictor, num_workers=0)
+    np.testing.assert_array_equal(_mask(tmp_path / "alone" / "anna_ED.nii.gz"),
+                                  predictor.predict_array(ed.image, spacing).label)
+    # the two differ (else the checks above could not tell pairing from none): the tiny model uses its partner
+    assert not np.array_equal(_mask(tmp_path / "out" / "anna_ED.nii.gz"), _mask(tmp_path / "alone" / "anna_ED.nii.gz"))
+
+
+def test_an_unreadable_partner_costs_the_pairing_not_the_case(predictor, subject, tmp_path):
+    from autocmr.analysis.subjects import phase_pairs_of_jobs
+    from autocmr.inference.batch import predict_folder
+    from autocmr.inference.inputs import discover_jobs
+
+    _write_subject_folder(tmp_path / "in", subject)
+    jobs = discover_jobs(tmp_path / "in", tmp_path / "out").jobs
+    assert phase_pairs_of_jobs(jobs) == {"anna_ED": "anna_ES", "anna_ES": "anna_ED"}
+
+    def pairs_with_a_missing_file(found):
+        (tmp_path / "in" / "anna_ES.nii.gz").write_bytes(b"not an image")  # broken after discovery
+        return phase_pairs_of_jobs(found)
+
+    report = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0,
+                            phase_pairs=pairs_with_a_missing_file)
+    assert "anna_ED" in report.done and any(f.name == "anna_ES" for f in report.failures)
+    cases = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
+    assert any("other phase anna_ES.nii.gz unreadable" in w for w in cases["anna_ED"]["warnings"])
+
+
+def test_the_fast_cine_path_pairs_its_full_accuracy_frames_and_the_full_path_says_it_does_not(predictor, tmp_path):
+    from autocmr.inference.batch import predict_folder
+    from autocmr.inference.fast_cine import CineOptions
+    from autocmr.io.cine import write_cine
+    from autocmr.testing.phantoms import make_phantom_cine
+
+    frames, _, geometry, _, _ = make_phantom_cine(3, n_frames=6, fov_mm=150.0)
+    (tmp_path / "in").mkdir()
+    write_cine(frames, geometry, tmp_path / "in" / "cine.nii.gz")
+    predict_folder(tmp_path / "in", tmp_path / "fast", predictor, num_workers=0)
+    record = json.loads((tmp_path / "fast" / "predictions.json").read_text())["cases"]["cine"]
+    assert any(note.startswith("other phase:") for note in record["cine"]["notes"])
+    predict_folder(tmp_path / "in", tmp_path / "full", predictor, num_workers=0, cine=CineOptions(mode="full"))
+    record = json.loads((tmp_path / "full" / "predictions.json").read_text())["cases"]["cine"]
+    assert any("--cine full does not pair" in w for w in record["warnings"])
