@@ -247,17 +247,8 @@ def _check_no_copies(members: Sequence[DicomHeader], source: Path) -> None:
     if copies:
         a, b = copies[0]
         raise InputFileError(source, f"{len(copies)} image(s) of series {a.series_uid} are in the input twice "
-                                     f"(same SOPInstanceUID), e.g. {_where(a, source)} and {_where(b, source)}: "
+                                     f"(same SOPInstanceUID), e.g. {a.located(source)} and {b.located(source)}: "
                                      "the series was copied more than once; keep one copy")
-
-
-def _where(header: DicomHeader, source: Path) -> str:
-    """A file's path relative to the input folder (two copies share their names), with its frame."""
-    try:
-        shown = str(header.path.relative_to(source))
-    except ValueError:
-        shown = str(header.path)
-    return shown if header.frame is None else f"{shown} (frame {header.frame + 1})"
 
 
 def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
@@ -313,7 +304,7 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
         for a, b in zip(loc, loc[1:]):
             if not use_trigger and a.instance_number == b.instance_number:
                 raise InputFileError(source, f"duplicate images at one slice location with the same phase: "
-                                             f"{_where(a, source)} and {_where(b, source)}")
+                                             f"{a.located(source)} and {b.located(source)}")
     return locations
 
 

@@ -99,7 +99,19 @@ class DicomHeader:
     @property
     def label(self) -> str:
         """The file's name (and frame) for messages."""
-        return self.path.name if self.frame is None else f"{self.path.name} (frame {self.frame + 1})"
+        return self.located(None)
+
+    def located(self, root: Path | None) -> str:
+        """The file (and frame) for messages: its path relative to ``root`` (the input folder: two copies of
+        a file share their names), the full path outside it, its bare name without a ``root``."""
+        if root is None:
+            shown = self.path.name
+        else:
+            try:
+                shown = str(self.path.relative_to(root))
+            except ValueError:
+                shown = str(self.path)
+        return shown if self.frame is None else f"{shown} (frame {self.frame + 1})"
 
 
 # ---------------------------------------------------------------------------------------------- scanning
