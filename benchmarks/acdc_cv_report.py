@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (refs / name).exists():
             (refs / name).symlink_to(raw / "labelsTr" / name)
     results: dict = {"machine": machine(), "run": args.run, "folds": folds,
-                     "options": json.loads((model / "fold_0" / "options.json").read_text()),
+                     "options": json.loads((model / f"fold_{folds[0]}" / "options.json").read_text()),
                      "postprocessing": {"foreground_lcc": decision.foreground_lcc,
                                         "per_label_lcc": list(decision.per_label_lcc)}}
     pred_dirs = {"as_predicted": [model / f"fold_{f}" / "validation" for f in folds], "postprocessed": [pp_masks]}
