@@ -243,7 +243,8 @@ def paired_table(first: dict, second: dict) -> str:
                 if r[f"pred_{measure}"] is not None and r[f"ref_{measure}"] is not None}
 
     lines = [f"Paired, `{first['run']}` against `{second['run']}` (postprocessed, subjects in both):", "",
-             "| measure | subjects | MAD first | MAD second | second closer | Wilcoxon p |", "|---|---|---|---|---|---|"]
+             "| measure | subjects | MAD first | MAD second | second closer | Wilcoxon p |",
+             "|---|---|---|---|---|---|"]
     for measure in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF"):
         a, b = errors(first, measure), errors(second, measure)
         common = sorted(set(a) & set(b))
