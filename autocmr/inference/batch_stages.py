@@ -29,7 +29,7 @@ from autocmr.io.nifti import is_nifti, write_mask_like
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.io.validity import captured_input_warnings, check_voxels
 from autocmr.preprocessing.loading import load_case
-from autocmr.preprocessing.other_phase import aligned, with_partner
+from autocmr.preprocessing.other_phase import pair_aligned, with_partner
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,6 @@ def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], job: PredictionJo
     the partner read and preprocessed as the job itself, or, when there is none, it cannot be read or it does
     not lie on the job's voxel grid, the image itself (with a warning saying so)."""
     pre, props = unit
-    partner = None
     if not job.partner_sources:
         warnings.append("no other cardiac phase found for this volume (the model takes it as input): predicted "
                         "with the image itself in its place")
@@ -145,12 +144,12 @@ def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], job: PredictionJo
             warnings.append(f"other phase {job.partner_sources[0].name} unreadable ({exception_text(exc)}): "
                             "predicted with the image itself in its place")
         else:
-            if aligned(props, other_props):
-                partner = other_pre
-            else:
-                warnings.append(f"other phase {job.partner_sources[0].name} does not lie on this volume's voxel "
-                                "grid: predicted with the image itself in its place")
-    return with_partner(pre, partner), props
+            paired, problem = pair_aligned(pre, props, other_pre, other_props)
+            if problem:
+                warnings.append(f"{job.partner_sources[0].name}: {problem}; predicted with the image itself in "
+                                "its place")
+            return paired, props
+    return with_partner(pre), props
 
 
 def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: ModelContext,

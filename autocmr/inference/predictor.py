@@ -22,7 +22,7 @@ from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import resolve_precision
-from autocmr.preprocessing.other_phase import ALIGNMENT_KEYS, aligned, with_partner
+from autocmr.preprocessing.other_phase import pair_aligned, with_partner
 from autocmr.preprocessing.preprocessor import preprocess_arrays
 
 logger = logging.getLogger(__name__)
@@ -117,13 +117,11 @@ class Predictor:
         (:func:`autocmr.preprocessing.other_phase.aligned`) is replaced by the image itself, with a warning."""
         if not self.config.other_phase:
             return data
-        if partner is not None and partner_props is not None and not aligned(props, partner_props):
-            logger.warning("other phase of %s does not lie on its voxel grid (%s); predicted without it",
-                           props.get("case_id", "the image"),
-                           ", ".join(f"{k} {props.get(k)} vs {partner_props.get(k)}" for k in ALIGNMENT_KEYS
-                                     if props.get(k) != partner_props.get(k)))
-            partner = None
-        return with_partner(data, partner)
+        paired, problem = pair_aligned(data, props, partner, partner_props)
+        if problem:
+            logger.warning("%s: %s; predicted with the image itself in its place", props.get("case_id", "the image"),
+                           problem)
+        return paired
 
     @torch.no_grad()
     def probabilities(self, data: np.ndarray, window: Window | None = None) -> torch.Tensor:

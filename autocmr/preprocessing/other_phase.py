@@ -47,6 +47,17 @@ def aligned(properties: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
     return all(properties.get(k) is not None and properties.get(k) == other.get(k) for k in ALIGNMENT_KEYS)
 
 
+def pair_aligned(data: Array, properties: Mapping[str, Any], partner: Array | None,
+                 partner_properties: Mapping[str, Any] | None) -> tuple[Array, str | None]:
+    """:func:`with_partner` of two preprocessed volumes when they are :func:`aligned`; a partner that is not is
+    replaced by the image itself, and the second value says why (None when nothing was replaced)."""
+    if partner is None or partner_properties is None or aligned(properties, partner_properties):
+        return with_partner(data, partner), None
+    differing = ", ".join(f"{k} {properties.get(k)} vs {partner_properties.get(k)}" for k in ALIGNMENT_KEYS
+                          if properties.get(k) != partner_properties.get(k))
+    return with_partner(data), f"the other phase does not lie on its voxel grid ({differing})"
+
+
 def phase_partners(phases: Mapping[str, tuple[str, str]],
                    properties: Callable[[str], Mapping[str, Any]]) -> dict[str, str]:
     """Each case's other phase: ``phases`` maps a case id to its (subject, phase); a subject with exactly one

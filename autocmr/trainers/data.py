@@ -139,15 +139,19 @@ class PatchSampler:
             partner = self._partner(rng, case_id, data)
             if self.dim == 2:
                 z = centre[0]
-                data = self._slice(data, z)
-                partner = self._slice(partner, z) if partner is not None else None
+                sliced = self._slice(data, z)
+                partner = sliced if partner is data else self._slice(partner, z) if partner is not None else None
+                data = sliced
                 seg, centre = seg[:, z], centre[1:]
             start = [c - s // 2 for c, s in zip(centre, self.sample_size)]
             image = crop_padded(data, start, self.sample_size)
-            # the partner's channels after the image's, each with its context slices: the channel-major order
-            # of autocmr.preprocessing.context applied to the paired volume
-            images.append(image if partner is None else with_partner(image, crop_padded(partner, start,
-                                                                                         self.sample_size)))
+            if partner is not None:
+                # the partner's channels after the image's, each with its context slices: the channel-major
+                # order of autocmr.preprocessing.context applied to the paired volume (the case itself as its
+                # partner is not cut twice)
+                image = with_partner(image, image if partner is data else crop_padded(partner, start,
+                                                                                      self.sample_size))
+            images.append(image)
             segs.append(crop_padded(seg, start, self.sample_size))
         return np.stack(images), np.stack(segs)
 
