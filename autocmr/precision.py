@@ -17,6 +17,7 @@ asked (``--precision bf16``, which the default model's recipe asks for), because
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
@@ -33,36 +34,43 @@ def cpu_has_fast_bf16() -> bool:
     Not oneDNN's ``_is_mkldnn_bf16_supported()``: that is also true for AVX512-BF16 on an Intel Xeon without
     AMX, where bfloat16 was measured slower than float32 (module docstring)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, present since torch 2.3
+    cpu = cpu_info()
     if probe is not None:
         try:
             if probe():
                 return True
         except RuntimeError:
             pass
-    elif _cpuinfo_has("amx_bf16"):
+    elif "amx_bf16" in cpu.flags:
         return True
-    return _cpu_vendor() == "AuthenticAMD" and _cpuinfo_has("avx512_bf16")
+    return cpu.vendor == "AuthenticAMD" and "avx512_bf16" in cpu.flags
 
 
-def _cpu_vendor() -> str:
-    """``vendor_id`` of Linux's /proc/cpuinfo (GenuineIntel, AuthenticAMD...); empty where there is none."""
+@dataclass(frozen=True)
+class CpuInfo:
+    """The first processor's entry of Linux's /proc/cpuinfo; empty fields where there is no such file."""
+
+    vendor: str = ""  # vendor_id: GenuineIntel, AuthenticAMD...
+    model: str = ""  # model name
+    flags: frozenset[str] = frozenset()
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
+    """The CPU's vendor, model name and feature flags, in one read of ``path``."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with open(path, encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
+                if not line.strip():  # the first processor's entry ends at the first blank line
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return ""
-
-
-def _cpuinfo_has(flag: str) -> bool:
-    """Whether Linux's /proc/cpuinfo lists ``flag`` (False where there is no such file)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and flag in line.split() for line in f)
-    except OSError:
-        return False
+    return CpuInfo(fields.get("vendor_id", ""), fields.get("model name", ""),
+                   frozenset(fields.get("flags", "").split()))
 
 
 def resolve_precision(name: str | None, device: torch.device, *, training: bool) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from autocmr.precision import cpu_info
+
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 SHARED = Path(os.environ.get("AUTOCMR_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -38,14 +40,7 @@ def autocmr_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info().model or "unknown"
     return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
             "torch": torch.__version__, "cpu": cpu, "cores": len(os.sched_getaffinity(0)),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -36,50 +36,32 @@ def test_fast_bf16_is_what_was_measured_fast_not_what_is_supported(monkeypatch, 
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    monkeypatch.setattr(precision, "_cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: flag == "avx512_bf16" and avx512_bf16)
+    flags = frozenset({"avx512_bf16"} if avx512_bf16 else ())
+    monkeypatch.setattr(precision, "cpu_info", lambda: precision.CpuInfo(vendor, "", flags))
     assert cpu_has_fast_bf16() is fast
 
 
-@pytest.fixture
-def cpuinfo(monkeypatch, tmp_path):
-    """A file that stands in for Linux's /proc/cpuinfo; write its text, or remove it."""
-    import builtins
+def test_cpu_info_reads_the_first_processor_entry(tmp_path):
+    from autocmr.precision import cpu_info
 
     info = tmp_path / "cpuinfo"
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open",
-                        lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k))
-    return info
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+                    "flags\t\t: fpu avx512_bf16 amx_tile\n\nprocessor\t: 1\nvendor_id\t: Other\nflags : amx_bf16\n")
+    cpu = cpu_info(str(info))
+    assert (cpu.vendor, cpu.model) == ("AuthenticAMD", "AMD EPYC 9R14")
+    assert {"amx_tile", "avx512_bf16"} <= cpu.flags and "amx_bf16" not in cpu.flags  # whole words, first entry
+    assert "avx512" not in cpu.flags
+    assert cpu_info(str(tmp_path / "missing")) == type(cpu)()  # no such file: empty fields, no error
 
 
-def test_the_cpu_vendor_is_read_from_cpuinfo(cpuinfo):
-    import autocmr.precision as precision
-
-    cpuinfo.write_text("processor : 0\nvendor_id\t: AuthenticAMD\nflags : fpu avx512_bf16\n")
-    assert precision._cpu_vendor() == "AuthenticAMD"
-    cpuinfo.unlink()
-    assert precision._cpu_vendor() == ""
-
-
-def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypatch, tmp_path):
+def test_fast_bf16_falls_back_to_the_cpu_flags_without_the_torch_probe(monkeypatch):
     import autocmr.precision as precision
 
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    seen = {}
-    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: seen.setdefault("flag", flag) == "amx_bf16")
-    assert cpu_has_fast_bf16() is True and seen["flag"] == "amx_bf16"
-    monkeypatch.setattr(precision, "_cpuinfo_has", lambda flag: False)
-    monkeypatch.setattr(precision, "_cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(precision, "cpu_info", lambda: precision.CpuInfo("GenuineIntel", "", frozenset({"amx_bf16"})))
+    assert cpu_has_fast_bf16() is True
+    monkeypatch.setattr(precision, "cpu_info", lambda: precision.CpuInfo("AuthenticAMD", "", frozenset({"fpu"})))
     assert cpu_has_fast_bf16() is False  # neither AMX nor AVX512-BF16 in the flags
-
-
-def test_cpuinfo_flags_are_matched_as_whole_words(cpuinfo):
-    import autocmr.precision as precision
-
-    cpuinfo.write_text("processor : 0\nflags : fpu avx512_bf16 amx_tile\n")
-    assert precision._cpuinfo_has("amx_tile") and precision._cpuinfo_has("avx512_bf16")
-    assert not precision._cpuinfo_has("amx_bf16") and not precision._cpuinfo_has("avx512")
 
 
 @pytest.mark.parametrize("name, device, message", [("fp16", CPU, "needs a CUDA device"),

@@ -268,25 +268,44 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
 
 
 def _with_other_phase(predictor: Predictor, units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray,
-                      notes: list[str]) -> list[Unit]:
+                      notes: list[str]) -> "_PairedFrames":
     """For a model that takes the other cardiac phase (:mod:`autocmr.preprocessing.other_phase`): each frame's
     input with the fast pass's ES frame in the other phase's channels when the frame lies nearer (around the
     cycle) to the fast pass's ED frame than to its ES frame, and with the ED frame otherwise. The fast pass
     itself runs without (each frame sees itself), since ED and ES are not known before it."""
     ed, es = find_ed_es(lv, rv)[:2]
-    n = len(units)
-
-    def gap(a: int, b: int) -> int:
-        d = abs(a - b) % n
-        return min(d, n - d)
-
-    paired = []
-    for t, (pre, props) in enumerate(units):
-        partner = es if gap(t, ed) <= gap(t, es) else ed
-        paired.append((predictor.paired(pre, props, *units[partner]), props))
     notes.append(f"other phase: full-accuracy frames see the fast pass's ES frame {es} when nearer its ED frame "
                  f"{ed}, its ED frame otherwise")
-    return paired
+    return _PairedFrames(predictor, units, ed, es)
+
+
+class _PairedFrames(Sequence[Unit]):
+    """The frames with their partner phase, paired when first asked for: only the few frames predicted at full
+    accuracy (and those the screen re-predicts) are, so a 30-frame cine does not hold 30 doubled inputs."""
+
+    def __init__(self, predictor: Predictor, units: Sequence[Unit], ed: int, es: int) -> None:
+        self.predictor, self.units, self.ed, self.es = predictor, units, ed, es
+        self._paired: dict[int, Unit] = {}
+
+    def partner_of(self, frame: int) -> int:
+        n = len(self.units)
+
+        def gap(a: int, b: int) -> int:
+            d = abs(a - b) % n
+            return min(d, n - d)
+
+        return self.es if gap(frame, self.ed) <= gap(frame, self.es) else self.ed
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, frame):  # type: ignore[override]  # int frames only
+        frame = range(len(self.units))[frame]  # negative indices and bounds as a list's
+        if frame not in self._paired:
+            pre, props = self.units[frame]
+            partner = self.units[self.partner_of(frame)]
+            self._paired[frame] = (self.predictor.paired(pre, props, *partner), props)
+        return self._paired[frame]
 
 
 def _fast_pass_is_full_accuracy(predictor: Predictor, options: CineOptions) -> bool:

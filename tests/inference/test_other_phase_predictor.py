@@ -10,7 +10,7 @@ import pytest
 
 from autocmr.documents.layout import RUN_LOG
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.fast_cine import CineOptions, _fast_probabilities
+from autocmr.inference.fast_cine import CineOptions, _PairedFrames, _fast_probabilities
 from autocmr.inference.predictor import Predictor
 from autocmr.planners.plans import Plans
 from autocmr.testing.phantoms import make_phantom_subject
@@ -154,3 +154,26 @@ def test_the_fast_cine_path_pairs_its_full_accuracy_frames_and_the_full_path_say
     predict_folder(tmp_path / "in", tmp_path / "full", predictor, num_workers=0, cine=CineOptions(mode="full"))
     record = json.loads((tmp_path / "full" / "predictions.json").read_text())["cases"]["cine"]
     assert any("--cine full does not pair" in w for w in record["warnings"])
+
+
+def test_the_fast_cine_path_pairs_only_the_frames_it_predicts_at_full_accuracy():
+    """The paired inputs are built on demand, each once, with the partner nearest around the cycle."""
+    calls = []
+
+    class Pairing:
+        def paired(self, pre, props, partner, partner_props):
+            calls.append((props["t"], partner_props["t"]))
+            return np.concatenate([pre, partner])
+
+    units = [(np.full((1, 2, 4, 4), t, np.float32), {"t": t}) for t in range(10)]
+    frames = _PairedFrames(Pairing(), units, ed=0, es=4)
+    assert len(frames) == 10 and calls == []
+    data, props = frames[1]
+    assert props["t"] == 1 and data.shape[0] == 2 and float(data[1].max()) == 4  # nearer ED: sees ES
+    assert frames[3][0][1].max() == 0  # nearer ES: sees ED
+    assert frames[8][0][1].max() == 4  # 8 is 2 frames from ED around the cycle, 4 from ES
+    assert frames[-2] is frames[8]
+    frames[1]
+    assert calls == [(1, 4), (3, 0), (8, 4)]  # each frame paired once, the others never
+    with pytest.raises(IndexError):
+        frames[10]
