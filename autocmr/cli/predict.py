@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--no-mirror", action="store_true", help="no test-time mirroring (faster, slightly worse)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="network arithmetic: auto (bf16 on a CPU with AMX, where it is faster, else fp32; the fast "
-                        "cine pass in fp16 on CUDA), or one of fp32, bf16, fp16 (CUDA) for every pass")
+                   help="network arithmetic: auto (bf16 on a CPU where it is faster: Intel AMX, or AVX512-BF16 on "
+                        "AMD; else fp32; the fast cine pass in fp16 on CUDA), or one of fp32, bf16, fp16 (CUDA) for "
+                        "every pass")
     p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
                                                            "(default 0.5; 1 is faster)")
     p.add_argument("--continue", dest="continue_", action="store_true",

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="network arithmetic: auto (fp16 mixed precision on CUDA, fp32 elsewhere), fp32, bf16 (mixed "
-                   "precision; about 1.5x faster training on CPUs with Intel AMX, slower without) or fp16 (CUDA)")
+                   "precision; about 1.4-1.5x faster training on CPUs with Intel AMX or AMD's AVX512-BF16, slower on "
+                   "others) or fp16 (CUDA)")
     p.add_argument("--num-workers", type=int, default=None, help="augmentation worker processes (0: in-process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=5, help="epochs between 'latest' checkpoints (default 5)")

@@ -4,15 +4,15 @@ The clinical measures of a cine (volumes, ejection fractions, LV mass) come from
 diastole (ED) and end-systole (ES). Predicting all 20-30 frames at full accuracy (every fold, test-time
 mirroring, overlapping tiles) spends most of the time on frames that only feed the volume curve. So:
 
-1. **fast pass** over every frame: the first fold only, no mirroring, in bfloat16 where the CPU has AMX (its
-   network passes about twice as fast; README "CPU precision"), and only over a **window around the heart**:
-   a pass with touching tiles (``step`` 1) over the whole of two frames (the first and the middle one) finds
-   the heart (largest foreground component), and every frame is then predicted in a window of one patch
-   (wider if the heart is) centred on it, with background outside. One tile per slice instead of four or
-   more, and no tile seam through the heart: on 32 ACDC volumes the fast pass's LV volumes moved from a
-   median / 90th-percentile difference of 1.2 / 11 % from the full path (touching tiles over the whole
-   slice, whose seams run through the image centre) to 0.5 / 3.2 % (``benchmarks/fast_pass_agreement.py``).
-   Its masks give the LV/RV volume curves;
+1. **fast pass** over every frame: the first fold only, no mirroring, in bfloat16 where the CPU runs it fast (AMX,
+   or AVX512-BF16 on AMD: network passes 1.4-2x as fast; README "CPU precision"), and only over a **window around
+   the heart**: a pass with touching tiles (``step`` 1) over the whole of two frames (the first and the middle
+   one) finds the heart (largest foreground component), and every frame is then predicted in a window of one patch
+   (wider if the heart is) centred on it, with background outside. One tile per slice instead of four or more, and
+   no tile seam through the heart: on 32 ACDC volumes the fast pass's LV volumes moved from a median /
+   90th-percentile difference of 1.2 / 11 % from the full path (touching tiles over the whole slice, whose seams
+   run through the image centre) to 0.5 / 3.2 % (``benchmarks/fast_pass_agreement.py``). Its masks give the LV/RV
+   volume curves;
 2. ED and ES are found on the curves (:func:`autocmr.evaluation.phases.find_ed_es`) and those frames are
    predicted again at **full accuracy** (the predictor's own folds, mirroring and step);
 3. the full-accuracy volumes replace the fast ones in the curve and ED/ES are found again; if another frame
@@ -82,7 +82,7 @@ FAST_STEP = 1.0
 FAST_FOLDS = 1  # networks of the ensemble used by the fast pass (the first ones)
 # Near-tied frames can make the full-accuracy curve pick another frame than the fast pass's ED/ES; each such
 # frame is predicted at full accuracy too, up to this many beyond ED and ES (then a note says it stopped).
-# 6 since full-accuracy frames run in bfloat16 on CPUs with AMX (~1.8 s instead of ~3 s a
+# 6 since full-accuracy frames run in bfloat16 on CPUs with fast bfloat16 (~1.8 s with AMX instead of ~3 s a
 # frame): the same time as 4 before, and the 48-epoch default model needs 6 on the Sunnybrook study to find
 # the full path's ES (README "Fast cine path").
 MAX_EXTRA_FULL_FRAMES = 6
