@@ -106,7 +106,7 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         unit = _preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)
         warnings: list[str] = []
         if ctx.config.other_phase:
-            unit = _with_other_phase(unit, job, ctx, warnings)
+            unit = _with_other_phase(unit, case.geometry, job, ctx, warnings)
         return LoadedCase([unit], case.geometry, time.perf_counter() - start, warnings)
     if job.kind == "cine":
         frames, geometry = read_cine(job.sources[0])
@@ -117,6 +117,9 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         warnings = check_voxels(frames, job.source, frame_axis=0 if volume.is_cine else None)
         _write_volume(frames, geometry, job.image_copy)
         frames = frames if volume.is_cine else frames[None]
+        if ctx.config.other_phase and not volume.is_cine:
+            warnings.append("the model takes the other cardiac phase, and separate ED and ES DICOM series are not "
+                            "paired: predicted with the image itself in its place (a cine series is paired)")
     reo = canonical_reorientation(geometry)
     spacing = reo.spacing(geometry.spatial().spacing_zyx)
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
@@ -124,8 +127,8 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     return LoadedCase(units, geometry, time.perf_counter() - start, warnings)
 
 
-def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], job: PredictionJob, ctx: ModelContext,
-                      warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], geometry: Geometry, job: PredictionJob,
+                      ctx: ModelContext, warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """A 3D job's network input with its other phase's channels (:mod:`autocmr.preprocessing.other_phase`):
     the partner read and preprocessed as the job itself, or, when there is none, it cannot be read or it does
     not lie on the job's voxel grid, the image itself (with a warning saying so)."""
@@ -144,12 +147,18 @@ def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], job: PredictionJo
             warnings.append(f"other phase {job.partner_sources[0].name} unreadable ({exception_text(exc)}): "
                             "predicted with the image itself in its place")
         else:
-            paired, problem = pair_aligned(pre, props, other_pre, other_props)
+            paired, problem = pair_aligned(pre, {**props, "geometry": _header(geometry)}, other_pre,
+                                           {**other_props, "geometry": _header(other.geometry)})
             if problem:
                 warnings.append(f"{job.partner_sources[0].name}: {problem}; predicted with the image itself in "
                                 "its place")
             return paired, props
     return with_partner(pre), props
+
+
+def _header(geometry: Geometry) -> dict[str, Any]:
+    """What :func:`autocmr.preprocessing.other_phase.aligned` compares of an input's header."""
+    return {"spacing": list(geometry.spacing), "origin": list(geometry.origin), "direction": list(geometry.direction)}
 
 
 def _preprocess(data: np.ndarray, spacing: Sequence[float], reorientation: Reorientation, ctx: ModelContext,

@@ -71,6 +71,7 @@ from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
 from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
 from autocmr.precision import PRECISIONS, fast_precision, resolve_precision
+from autocmr.preprocessing.other_phase import pair_aligned
 from autocmr.preprocessing.resampling import class_argmax
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
             notes.append("other phase: no ED/ES known before the frames are predicted, so each frame sees itself "
                          "in the other phase's place")
         else:
-            full_units = _with_other_phase(predictor, units, lv, rv, notes)
+            full_units = _with_other_phase(units, lv, rv, notes)
             screen.units = full_units
 
     def screen_and_patch(frame: int, side: str, ed: int, es: int, label: int) -> bool:
@@ -267,8 +268,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     return result
 
 
-def _with_other_phase(predictor: Predictor, units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray,
-                      notes: list[str]) -> "_PairedFrames":
+def _with_other_phase(units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray, notes: list[str]) -> "_PairedFrames":
     """For a model that takes the other cardiac phase (:mod:`autocmr.preprocessing.other_phase`): each frame's
     input with the fast pass's ES frame in the other phase's channels when the frame lies nearer (around the
     cycle) to the fast pass's ED frame than to its ES frame, and with the ED frame otherwise. The fast pass
@@ -276,15 +276,17 @@ def _with_other_phase(predictor: Predictor, units: Sequence[Unit], lv: np.ndarra
     ed, es = find_ed_es(lv, rv)[:2]
     notes.append(f"other phase: full-accuracy frames see the fast pass's ES frame {es} when nearer its ED frame "
                  f"{ed}, its ED frame otherwise")
-    return _PairedFrames(predictor, units, ed, es)
+    return _PairedFrames(units, ed, es, notes)
 
 
 class _PairedFrames(Sequence[Unit]):
     """The frames with their partner phase, paired when first asked for: only the few frames predicted at full
-    accuracy (and those the screen re-predicts) are, so a 30-frame cine does not hold 30 doubled inputs."""
+    accuracy (and those the screen re-predicts) are, so a 30-frame cine does not hold 30 doubled inputs. A
+    partner that does not lie on the frame's voxel grid (frames are cropped each to its own bounding box) is
+    replaced by the frame itself, and ``notes`` says so."""
 
-    def __init__(self, predictor: Predictor, units: Sequence[Unit], ed: int, es: int) -> None:
-        self.predictor, self.units, self.ed, self.es = predictor, units, ed, es
+    def __init__(self, units: Sequence[Unit], ed: int, es: int, notes: list[str]) -> None:
+        self.units, self.ed, self.es, self.notes = units, ed, es, notes
         self._paired: dict[int, Unit] = {}
 
     def partner_of(self, frame: int) -> int:
@@ -303,8 +305,12 @@ class _PairedFrames(Sequence[Unit]):
         frame = range(len(self.units))[frame]  # negative indices and bounds as a list's
         if frame not in self._paired:
             pre, props = self.units[frame]
-            partner = self.units[self.partner_of(frame)]
-            self._paired[frame] = (self.predictor.paired(pre, props, *partner), props)
+            partner = self.partner_of(frame)
+            paired, problem = pair_aligned(pre, props, *self.units[partner])
+            if problem:
+                self.notes.append(f"other phase: frame {frame} predicted with itself in the place of frame "
+                                  f"{partner}: {problem}")
+            self._paired[frame] = (paired, props)
         return self._paired[frame]
 
 

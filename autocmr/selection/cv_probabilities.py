@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from autocmr.dataset.raw import load_metadata
 from autocmr.documents.layout import checkpoint_relpath
 from autocmr.documents.manifest import sha256_of
 from autocmr.errors import ConfigurationError, DatasetError
@@ -26,6 +27,7 @@ from autocmr.inference.predictor import PredictorOptions
 from autocmr.io.atomic import atomic_path, write_json_atomic
 from autocmr.models.folder import ModelFolder
 from autocmr.preprocessing.loading import load_case
+from autocmr.preprocessing.other_phase import case_phases, subject_pairs
 from autocmr.trainers.splits import SPLITS_FILE, read_splits
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class CvModel:
     case_fold: dict[str, str]
     labels: dict[str, int]
     file_ending: str
+    partners: dict[str, str] = field(default_factory=dict)  # other-phase models: case id -> its other phase
 
 
 def open_cv_model(path: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
@@ -62,8 +65,21 @@ def open_cv_model(path: str | Path, folds: Sequence[str] | None = None, checkpoi
             raise ConfigurationError(f"{model.path}: fold {fold!r} is not a cross-validation fold of "
                                      f"{model.path / SPLITS_FILE} (0..{len(splits) - 1})")
         case_fold.update({case: fold for case in splits[int(fold)]["val"]})
+    partners = _other_phases(model, case_fold) if model.configuration.other_phase else {}
     return CvModel(name or model.path.name, model.path, tuple(wanted), case_fold, dict(model.plans.labels),
-                   model.dataset_json.file_ending)
+                   model.dataset_json.file_ending, partners)
+
+
+def _other_phases(model: ModelFolder, case_fold: dict[str, str]) -> dict[str, str]:
+    """For a model trained with the other cardiac phase: each validation case's partner, found as training
+    found it (``cases.csv`` of the model folder, or ``_ED``/``_ES`` names; the same fold holds both, since folds
+    split subjects), so the cross-validation scores the model as it is used, not on lone volumes."""
+    metadata = load_metadata(model.path, sorted(case_fold))
+    partners = subject_pairs(case_phases(metadata))
+    if not partners:
+        logger.warning("%s: a model with the other phase, but none of its validation cases has one (cases.csv); "
+                       "each is predicted with itself in the other phase's place", model.path)
+    return partners
 
 
 def image_files(raw_dir: Path, case_id: str, file_ending: str) -> list[Path]:
@@ -88,6 +104,7 @@ def cache_source(model: CvModel, options: PredictorOptions) -> dict[str, Any]:
     """What made a model's cached probabilities (see the module doc)."""
     return {"model": str(model.path.resolve()), "checkpoint": options.checkpoint, "mirror": options.mirror,
             "step": options.step, "precision": options.precision, "harmonise": options.harmonise,
+            "other_phase": dict(sorted(model.partners.items())),
             "weights": {fold: sha256_of(model.path / checkpoint_relpath(fold, options.checkpoint))
                         for fold in model.folds}}
 
@@ -131,12 +148,27 @@ def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, ca
             start = time.perf_counter()
             case = load_case(image_files(raw_dir, case_id, model.file_ending))
             prediction = predictor.predict_canonical(case.data, case.spacing, case.reorientation,
-                                                     return_probabilities=True)
+                                                     return_probabilities=True,
+                                                     partner=_partner_data(model, case_id, case, raw_dir))
             paths[case_id].parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(paths[case_id]) as tmp, open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **{PROBABILITIES_KEY: prediction.probabilities.astype(np.float16)})
             logger.info("%s fold %s: %s predicted in %.1f s", model.name, fold, case_id, time.perf_counter() - start)
     return paths
+
+
+def _partner_data(model: CvModel, case_id: str, case: Any, raw_dir: Path) -> np.ndarray | None:
+    """The other phase's image on ``case``'s grid, or None (the predictor then pairs the image with itself)."""
+    partner_id = model.partners.get(case_id)
+    if partner_id is None:
+        return None
+    partner = load_case(image_files(raw_dir, partner_id, model.file_ending))
+    if partner.data.shape != case.data.shape or not np.allclose(partner.spacing, case.spacing, rtol=1e-4):
+        logger.warning("%s: its other phase %s has shape %s and spacing %s, it %s and %s; predicted with itself in "
+                       "its place", case_id, partner_id, partner.data.shape, tuple(partner.spacing),
+                       case.data.shape, tuple(case.spacing))
+        return None
+    return partner.data
 
 
 __all__ = ["CvModel", "ensure_probabilities", "image_files", "open_cv_model", "probabilities_path",

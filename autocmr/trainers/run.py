@@ -26,7 +26,8 @@ from autocmr.trainers.checkpoint import load_checkpoint
 from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_device
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
-from autocmr.trainers.run_folder import check_resume_options, finish_fold, start_fold, write_run_options
+from autocmr.trainers.run_folder import (check_plans_of_trained_folds, check_resume_options, finish_fold, start_fold,
+                                         write_run_options)
 from autocmr.trainers.schedule import resolve_schedule
 from autocmr.trainers.splits import load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
@@ -153,6 +154,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     resumed = load_checkpoint(latest) if resuming else None
     changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
                                     checkpoint_options=resumed.get("options")) if resumed is not None else [])
+    check_plans_of_trained_folds(model_dir, plans, configuration, fold)
     if dist.is_main:
         _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
         write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
@@ -204,15 +206,17 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
 
 
 def _phase_partners(metadata: Any, data_dir: Path, log: Any) -> dict[str, str]:
-    """Each case's other cardiac phase from the dataset's ``cases.csv`` (subject and phase columns)."""
-    from autocmr.preprocessing.other_phase import phase_partners
+    """Each case's other cardiac phase (:func:`autocmr.preprocessing.other_phase.case_phases`: ``cases.csv``'s
+    subject and phase, else ``_ED``/``_ES`` names), where the two lie on the same voxel grid."""
+    from autocmr.preprocessing.other_phase import case_phases, phase_partners
 
-    if "phase" not in metadata.columns:
-        log("other phase: cases.csv has no phase column, so every case is paired with itself")
-        return {}
-    phases = {str(c): (str(row["subject"]), str(row["phase"]).upper()) for c, row in metadata.iterrows()}
-    partners = phase_partners(phases, lambda c: storage.load_properties(data_dir, c))
-    log(f"other phase: {len(partners)} of {len(phases)} cases paired with their subject's other phase")
+    partners = phase_partners(case_phases(metadata), lambda c: storage.load_properties(data_dir, c))
+    if partners:
+        log(f"other phase: {len(partners)} of {len(metadata)} cases paired with their subject's other phase")
+    else:
+        log(f"warning: other phase: none of the {len(metadata)} cases found its subject's other phase (cases.csv "
+            "needs subject and phase columns with ED/ES, or case names ending in _ED/_ES), so the network learns "
+            "from each image paired with itself and gains nothing from the other-phase channels")
     return partners
 
 

@@ -1,18 +1,58 @@
 """What a training run records in its model folder besides the checkpoints: the manifest's entries for the
 fold (forgotten when the fold starts training, recorded with their sha256 when it ends) and the run options,
-which ``--continue`` compares with the requested ones before it resumes."""
+which ``--continue`` compares with the requested ones before it resumes; and the check that a fold does not
+replace the folder's plans under folds trained with others."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from autocmr.documents.layout import CHECKPOINT_KINDS, RUN_OPTIONS, checkpoint_relpath, fold_dir_name
+from autocmr.documents.layout import (CHECKPOINT_KINDS, FOLD_PREFIX, PLANS, RUN_OPTIONS, checkpoint_name,
+                                      checkpoint_relpath, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest, update_weights
+from autocmr.documents.plans import Plans
 from autocmr.documents.run_options import RunOptionsDocument
-from autocmr.errors import ConfigurationError
+from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.trainers.options import TrainOptions
 
 ALLOW_CHANGES_FLAG = "--allow-changed-options"
+# Configuration fields that only steer training (how batches are drawn), not what a network expects as input:
+# folds that differ in them still predict together.
+TRAINING_ONLY_FIELDS = frozenset({"batch_size", "median_shape", "foreground_oversampling", "data_identifier"})
+
+
+def check_plans_of_trained_folds(model_dir: Path, plans: Plans, configuration: str, fold: str | int) -> None:
+    """Refuse to train ``fold`` into ``model_dir`` with plans whose network input or preprocessing differ from
+    those the folder's other trained folds were trained with (re-planned with ``--context-slices``,
+    ``--other-phase``, another spacing...): the folder keeps one plans.json, so those folds would then load
+    with a network of another shape, or be fed data preprocessed another way, and ensembling would mix them."""
+    stored_path = model_dir / PLANS
+    if not stored_path.is_file():
+        return
+    try:
+        stored = Plans.load(stored_path)
+        old = stored.configuration(configuration)
+    except AutocmrError:
+        return  # unreadable or without this configuration: nothing trained with it to protect
+    new = plans.configuration(configuration)
+    differences = [f"{name}: {getattr(old, name)} -> {getattr(new, name)}"
+                   for name in (f.name for f in dataclasses.fields(new)) if name not in TRAINING_ONLY_FIELDS
+                   and getattr(old, name) != getattr(new, name)]
+    differences += [f"{name}: {getattr(stored, name)} -> {getattr(plans, name)}"
+                    for name in ("labels", "channel_names", "transpose_forward")
+                    if getattr(stored, name) != getattr(plans, name)]
+    if not differences:
+        return
+    this = fold_dir_name(fold)
+    trained = sorted(d.name for d in model_dir.glob(f"{FOLD_PREFIX}*") if d.name != this
+                     and any((d / checkpoint_name(kind)).is_file() for kind in CHECKPOINT_KINDS))
+    if trained:
+        raise ConfigurationError(
+            f"{model_dir}: {', '.join(trained)} were trained with other plans than this run's "
+            f"({'; '.join(differences)}); training {this} here would replace the folder's plans under them. "
+            f"Train into another folder (autocmr_train ... -o FOLDER), or remove those folds to retrain them "
+            f"with the new plans")
 
 
 def start_fold(model_dir: Path, identity: ModelManifest, fold: str | int) -> None:

@@ -158,22 +158,58 @@ def test_the_fast_cine_path_pairs_its_full_accuracy_frames_and_the_full_path_say
 
 def test_the_fast_cine_path_pairs_only_the_frames_it_predicts_at_full_accuracy():
     """The paired inputs are built on demand, each once, with the partner nearest around the cycle."""
-    calls = []
-
-    class Pairing:
-        def paired(self, pre, props, partner, partner_props):
-            calls.append((props["t"], partner_props["t"]))
-            return np.concatenate([pre, partner])
-
-    units = [(np.full((1, 2, 4, 4), t, np.float32), {"t": t}) for t in range(10)]
-    frames = _PairedFrames(Pairing(), units, ed=0, es=4)
-    assert len(frames) == 10 and calls == []
+    grid = {"shape_before_crop": (2, 8, 8), "bbox": [[0, 2], [0, 8], [0, 8]], "shape_after_resampling": (2, 8, 8),
+            "spacing": (8.0, 1.5, 1.5)}
+    units = [(np.full((1, 2, 4, 4), t, np.float32), {**grid, "t": t}) for t in range(10)]
+    units[3][1]["bbox"] = [[0, 2], [1, 8], [0, 8]]  # frame 3 cropped differently from every other frame
+    notes = []
+    frames = _PairedFrames(units, ed=0, es=4, notes=notes)
+    assert len(frames) == 10 and notes == []
     data, props = frames[1]
     assert props["t"] == 1 and data.shape[0] == 2 and float(data[1].max()) == 4  # nearer ED: sees ES
-    assert frames[3][0][1].max() == 0  # nearer ES: sees ED
     assert frames[8][0][1].max() == 4  # 8 is 2 frames from ED around the cycle, 4 from ES
-    assert frames[-2] is frames[8]
-    frames[1]
-    assert calls == [(1, 4), (3, 0), (8, 4)]  # each frame paired once, the others never
+    assert frames[-2] is frames[8] and frames[1][0] is data  # each frame paired once
+    assert notes == []
+    assert frames[3][0][1].max() == 3  # nearer ES, so it would see ED, but its grid differs: itself, noted
+    assert len(notes) == 1 and "frame 3 predicted with itself in the place of frame 0" in notes[0]
     with pytest.raises(IndexError):
         frames[10]
+
+
+def test_configuration_selection_scores_an_other_phase_model_with_its_partners(paired_model, tmp_path):
+    """autocmr_find_best's cross-validation predictions pair each validation case as training's validation does."""
+    from autocmr.inference.predictor import PredictorOptions
+    from autocmr.io.orientation import Reorientation
+    from autocmr.preprocessing.loading import load_case
+    from autocmr.selection.cv_probabilities import (ensure_probabilities, image_files, open_cv_model,
+                                                    read_probabilities)
+
+    model = open_cv_model(paired_model, folds=["0"])
+    assert model.partners and set(model.partners) == set(model.case_fold)  # every phantom subject has ED and ES
+    raw = paired_model.parents[2] / "raw" / paired_model.parent.name
+    case_id = sorted(model.case_fold)[0]
+    options = PredictorOptions(folds=("0",), device="cpu", mirror=False, postprocess="off", precision="fp32")
+    cached = read_probabilities(ensure_probabilities(model, [case_id], raw, tmp_path / "cache", options)[case_id])
+    predictor = options.build(paired_model)
+    case = load_case(image_files(raw, case_id, model.file_ending))
+    partner = load_case(image_files(raw, model.partners[case_id], model.file_ending)).data
+    assert isinstance(case.reorientation, Reorientation)
+    paired = predictor.predict_canonical(case.data, case.spacing, case.reorientation, return_probabilities=True,
+                                         partner=partner).probabilities
+    alone = predictor.predict_canonical(case.data, case.spacing, case.reorientation,
+                                        return_probabilities=True).probabilities
+    np.testing.assert_allclose(cached, paired, atol=2e-3)  # float16 cache
+    assert np.abs(cached - alone).max() > 1e-2
+
+
+def test_a_single_phase_dicom_series_says_it_was_not_paired(predictor, subject, tmp_path):
+    from autocmr.inference.batch import predict_folder
+    from tests.helpers import write_dicom_series
+
+    ed, _, _ = subject
+    write_dicom_series(tmp_path / "in" / "ed_series", np.clip(ed.image, 0, 3000)[None].astype(np.int16),
+                       description="sax ED")
+    report = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0)
+    assert report.done and not report.failures
+    (record,) = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"].values()
+    assert any("separate ED and ES DICOM series are not paired" in w for w in record["warnings"])

@@ -9,7 +9,7 @@ import torch
 
 from autocmr.documents.plans import Configuration
 from autocmr.preprocessing.context import slices_with_context
-from autocmr.preprocessing.other_phase import aligned, phase_partners, with_partner
+from autocmr.preprocessing.other_phase import aligned, pair_aligned, phase_partners, with_partner
 
 GRID = {"shape_before_crop": [8, 64, 60], "bbox": [[0, 8], [0, 64], [0, 60]], "shape_after_resampling": [8, 64, 60],
         "spacing": [10.0, 1.5, 1.5]}
@@ -45,6 +45,22 @@ def test_aligned_needs_the_same_grid_crop_and_spacing():
     assert not aligned(GRID, {**GRID, "bbox": [[0, 8], [2, 64], [0, 60]]})
     assert not aligned(GRID, {**GRID, "spacing": [10.0, 1.25, 1.25]})
     assert not aligned({}, {})  # nothing known: not aligned
+    assert aligned(GRID, {**GRID, "spacing": [10.0, 1.5 + 1e-9, 1.5]})  # spacings to rounding
+
+
+def test_aligned_compares_the_headers_position_where_both_have_one():
+    """Two files with the same matrix and spacing but another slice range are not one acquisition's phases."""
+    header = {"spacing": [1.5, 1.5, 10.0], "origin": [-50.0, -60.0, 20.0], "direction": list(np.eye(3).ravel())}
+    rounded = {**header, "origin": [-50.0, -60.00001, 20.0001]}
+    shifted = {**header, "origin": [-50.0, -60.0, 30.0]}  # one slice further along the stack
+    tilted = {**header, "direction": [1.0, 0.0, 0.0, 0.0, 0.98, -0.2, 0.0, 0.2, 0.98]}
+    assert aligned({**GRID, "geometry": header}, {**GRID, "geometry": rounded})
+    assert not aligned({**GRID, "geometry": header}, {**GRID, "geometry": shifted})
+    assert not aligned({**GRID, "geometry": header}, {**GRID, "geometry": tilted})
+    assert aligned({**GRID, "geometry": header}, GRID)  # one side without a header: the grid decides
+    _, problem = pair_aligned(np.zeros((1, 2, 3, 3)), {**GRID, "geometry": header}, np.ones((1, 2, 3, 3)),
+                              {**GRID, "geometry": shifted})
+    assert problem is not None and "origin" in problem
 
 
 def test_phase_partners_pairs_one_ed_with_one_es_per_subject(caplog):

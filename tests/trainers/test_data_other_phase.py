@@ -83,3 +83,29 @@ def test_the_option_and_its_flag_check_their_range():
         TrainOptions(other_phase_dropout=float("nan"))
     args = build_parser().parse_args(["101", "2d", "0", "--other-phase-dropout", "0.5"])
     assert args.other_phase_dropout == 0.5
+
+
+def test_training_reads_the_phase_as_prediction_does(monkeypatch, tmp_path):
+    """cases.csv spellings prediction accepts (``End-Systole``, `` ed ``) pair in training too, names ending in
+    _ED/_ES pair without a phase column, and a dataset where nothing pairs says so."""
+    import pandas as pd
+
+    from autocmr.trainers import run
+
+    grid = {"shape_before_crop": (5, 32, 32), "bbox": [[0, 5], [0, 32], [0, 32]],
+            "shape_after_resampling": (5, 32, 32), "spacing": (10.0, 1.5, 1.5)}
+    monkeypatch.setattr(run.storage, "load_properties", lambda folder, case_id: grid)
+    metadata = pd.DataFrame({"subject": ["a", "a", "b", "b", "c"],
+                             "phase": [" ed", "End-Systole", "diastole", "systole", "ED"]},
+                            index=pd.Index(["a1", "a2", "b1", "b2", "c1"], name="case_id"))
+    lines = []
+    partners = run._phase_partners(metadata, tmp_path, lines.append)
+    assert partners == {"a1": "a2", "a2": "a1", "b1": "b2", "b2": "b1"}  # c has no ES: paired with itself
+    assert "4 of 5 cases paired" in lines[-1]
+
+    named = pd.DataFrame({"subject": ["p_ED", "p_ES"]}, index=pd.Index(["p_ED", "p_ES"], name="case_id"))
+    assert run._phase_partners(named, tmp_path, lines.append) == {"p_ED": "p_ES", "p_ES": "p_ED"}
+
+    lone = pd.DataFrame({"subject": ["x", "y"]}, index=pd.Index(["x", "y"], name="case_id"))
+    assert run._phase_partners(lone, tmp_path, lines.append) == {}
+    assert lines[-1].startswith("warning: other phase: none of the 2 cases")

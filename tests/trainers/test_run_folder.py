@@ -88,3 +88,31 @@ def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
                     continue_training=True)
     assert resumed.epochs == 1 and "resumed from" in (out / "fold_0" / "log.txt").read_text()
     assert RunOptionsDocument.load(options_json).schema_version == 2
+
+
+def test_a_fold_may_not_replace_the_plans_other_trained_folds_depend_on(tiny_model):
+    """Re-planned with another network input (here the other phase) or preprocessing: training another fold
+    into the same folder is refused, naming the folds and the differences; training-only changes pass."""
+    import dataclasses
+
+    from autocmr.documents.plans import Plans
+    from autocmr.trainers.run_folder import check_plans_of_trained_folds
+
+    model_dir, _ = tiny_model
+    plans = Plans.load(model_dir / "plans.json")
+    config = plans.configuration("2d")
+
+    def with_config(**changes):
+        return dataclasses.replace(plans, configurations={**plans.configurations,
+                                                          "2d": dataclasses.replace(config, **changes)})
+
+    check_plans_of_trained_folds(model_dir, plans, "2d", 1)  # the same plans
+    check_plans_of_trained_folds(model_dir, with_config(batch_size=config.batch_size + 1), "2d", 1)
+    check_plans_of_trained_folds(model_dir, with_config(other_phase=True), "2d", 0)  # retraining fold 0 itself
+    with pytest.raises(ConfigurationError, match=r"fold_0 were trained with other plans.*other_phase: False -> True"):
+        check_plans_of_trained_folds(model_dir, with_config(other_phase=True), "2d", 1)
+    with pytest.raises(ConfigurationError, match=r"spacing: .* -> .*-o FOLDER"):
+        check_plans_of_trained_folds(model_dir, with_config(spacing=(5.0, 1.0, 1.0)), "2d", "all")
+    with pytest.raises(ConfigurationError, match="labels"):
+        check_plans_of_trained_folds(model_dir, dataclasses.replace(plans, labels={**plans.labels, "extra": 9}),
+                                     "2d", 1)
