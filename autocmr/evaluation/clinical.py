@@ -20,6 +20,7 @@ import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.evaluation.metrics import VOL_PRED, VOL_REF, voxel_volume_ml
+from autocmr.io.orientation import through_plane_axis
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +90,12 @@ def structure_volumes(mask: np.ndarray, spacing: Sequence[float], *,
 
 
 def slices_with(mask: np.ndarray, spacing: Sequence[float]) -> int:
-    """Slices holding ``mask`` along the through-plane axis (the largest spacing; axis 0 on a tie, the numpy
-    order's z); a 2D image is one slice."""
+    """Slices holding ``mask`` along the through-plane axis (:func:`autocmr.io.orientation.through_plane_axis`:
+    a single slice's axis, else the largest spacing); a 2D image is one slice."""
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim < 3:
         return int(mask.any())
-    axis = int(np.argmax(np.asarray(spacing, dtype=float)))
+    axis = through_plane_axis(mask.shape, spacing)
     others = tuple(a for a in range(mask.ndim) if a != axis)
     return int(np.count_nonzero(mask.any(axis=others)))
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from autocmr.evaluation.metrics import voxel_volume_ml
 from autocmr.io.image import Geometry
-from autocmr.io.orientation import canonical_reorientation
+from autocmr.io.orientation import canonical_reorientation, through_plane_axis
 
 # Classes that define the LV extent (autocmr names: LV cavity, LV myocardium).
 LV_EXTENT_CLASSES = ("LV", "MYO")
@@ -76,13 +76,15 @@ class SliceProfile:
                 "anatomy_score": self.anatomy_score, "geometry_hint": self.geometry_hint, "note": self.note}
 
 
-def slice_axis_order(spacing: Sequence[float], geometry: Geometry | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+def slice_axis_order(shape: Sequence[int], spacing: Sequence[float],
+                     geometry: Geometry | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """Axis permutation and flips that put the slice axis first: the canonical ones when the header is known,
-    else the axis with the largest spacing first (in-memory arrays, e.g. a trainer's validation)."""
+    else :func:`autocmr.io.orientation.through_plane_axis` first (in-memory arrays, e.g. a trainer's
+    validation)."""
     if geometry is not None:
         reo = canonical_reorientation(geometry.spatial())
         return reo.axes, reo.flips
-    thick = int(np.argmax(np.asarray(spacing, dtype=float)))
+    thick = through_plane_axis(shape, spacing)
     return (thick,) + tuple(a for a in range(len(spacing)) if a != thick), (False,) * len(spacing)
 
 
@@ -127,7 +129,7 @@ def slice_profile(case_id: str, reference: np.ndarray, prediction: np.ndarray, s
         labels: class name -> value; the LV extent needs ``LV`` and/or ``MYO``.
         geometry: the stored header (gives the slice axis and the geometry hint); None for in-memory arrays.
     """
-    axes, flips = slice_axis_order(spacing, geometry)
+    axes, flips = slice_axis_order(np.shape(reference), spacing, geometry)
     flip_axes = tuple(i for i, f in enumerate(flips) if f)
     ref = np.flip(np.transpose(np.asarray(reference), axes), flip_axes)
     pred = np.flip(np.transpose(np.asarray(prediction), axes), flip_axes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import permutations
+from typing import Sequence
 
 import numpy as np
 
@@ -58,6 +59,16 @@ class Reorientation:
     @classmethod
     def from_dict(cls, d: dict) -> "Reorientation":
         return cls(tuple(int(a) for a in d["axes"]), tuple(bool(f) for f in d["flips"]))  # type: ignore[arg-type]
+
+
+def through_plane_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
+    """The slice axis of an array of ``shape`` with voxel ``spacing`` (same order) when no header orientation
+    is at hand: the one axis of size 1 if exactly one has it (a single slice, whatever slice spacing its
+    export wrote: 2D exports often write 1 mm), else the axis with the largest spacing (the first on a tie)."""
+    single = [k for k, n in enumerate(shape) if n == 1]
+    if len(single) == 1:
+        return single[0]
+    return int(np.argmax(np.asarray(spacing, dtype=float)))
 
 
 def canonical_reorientation(geometry: Geometry) -> Reorientation:

@@ -109,3 +109,16 @@ def test_a_reference_on_too_few_slices_gets_a_note():
     assert rows.loc["B", "note"].startswith("reference LV on 1 slice(s) at ED and 1 slice(s) at ES; "
                                             "MYO on 1 slice(s) at ED; RV on ")
     assert rows.loc["B", "ref_LVEF"] == pytest.approx(62.5)
+
+
+def test_a_single_slice_with_a_small_slice_spacing_is_still_one_slice():
+    """A 2D export stored as (1, y, x) with 1 mm between slices: its slice axis is the axis of size 1, not the
+    largest spacing (an in-plane axis here), so the reference counts as one slice and gets its note."""
+    from autocmr.evaluation.slice_position import slice_profile
+
+    spacing = (1.0, 1.5, 1.5)
+    ed, es = _mask(8000, 6000, 9000)[1:2], _mask(3000, 6000, 4500)[1:2]
+    rows = clinical_table_from_masks([("C_ED", ed, ed, spacing), ("C_ES", es, es, spacing)]).set_index("subject")
+    assert "fewer than 3 slices" in rows.loc["C", "note"]
+    profile = slice_profile("C_ED", ed, ed, spacing, {"LV": 1, "MYO": 2, "RV": 3})
+    assert profile.n_slices == 1

@@ -77,3 +77,15 @@ def test_store_permuted_rejects_a_shape_that_does_not_match_the_geometry() -> No
     array, geometry = _stack()
     with pytest.raises(ValueError, match="does not match geometry"):
         store_permuted(array[:-1], geometry, (0, 1, 2), (False, False, False))
+
+
+@pytest.mark.parametrize("shape, spacing, axis", [
+    ((10, 256, 216), (10.0, 1.5, 1.5), 0),  # a short-axis stack
+    ((256, 216, 10), (1.5, 1.5, 8.0), 2),  # stored slice-last
+    ((1, 256, 216), (1.0, 1.5, 1.5), 0),  # one slice whose export wrote 1 mm: still its slice axis
+    ((1, 1, 216), (1.0, 1.5, 1.5), 1),  # two axes of size 1: the spacing decides
+    ((8, 8, 8), (1.0, 1.0, 1.0), 0)])  # isotropic: the first
+def test_through_plane_axis_without_a_header(shape, spacing, axis):
+    from autocmr.io.orientation import through_plane_axis
+
+    assert through_plane_axis(shape, spacing) == axis
