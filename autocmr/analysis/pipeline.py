@@ -374,13 +374,17 @@ def dicom_heart_rate(files: Sequence[Path]) -> float | None:
 
 
 def _heart_rate_sources(ds: Any) -> list[Any]:
-    """The data set, then the converted attributes of its shared and first per-frame functional groups."""
+    """The data set, then in its shared and first per-frame functional groups the cardiac synchronisation
+    (where Enhanced MR keeps CardiacRRIntervalSpecified) and the converted attributes."""
     sources = [ds]
-    for groups, keyword in (("SharedFunctionalGroupsSequence", "UnassignedSharedConvertedAttributesSequence"),
-                            ("PerFrameFunctionalGroupsSequence", "UnassignedPerFrameConvertedAttributesSequence")):
+    for groups, converted in (("SharedFunctionalGroupsSequence", "UnassignedSharedConvertedAttributesSequence"),
+                              ("PerFrameFunctionalGroupsSequence", "UnassignedPerFrameConvertedAttributesSequence")):
         items = ds.get(groups)
-        if items and keyword in items[0] and len(items[0][keyword].value):
-            sources.append(items[0][keyword].value[0])
+        if not items:
+            continue
+        for keyword in ("CardiacSynchronizationSequence", converted):
+            if keyword in items[0] and len(items[0][keyword].value):
+                sources.append(items[0][keyword].value[0])
     return sources
 
 

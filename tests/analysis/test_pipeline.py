@@ -148,6 +148,14 @@ def test_heart_rate_from_dicom_headers(sunnybrook_root, tmp_path):
     ds.save_as(tmp_path / "x.dcm", enforce_file_format=False)
     assert dicom_heart_rate([tmp_path / "x.dcm"]) == pytest.approx(80.0)
     assert dicom_heart_rate([tmp_path / "missing.dcm"]) is None
+    enhanced = Dataset()  # Enhanced MR: the R-R interval in the functional groups' cardiac synchronisation
+    enhanced.file_meta = ds.file_meta
+    sync, groups = Dataset(), Dataset()
+    sync.CardiacRRIntervalSpecified = 1000.0
+    groups.CardiacSynchronizationSequence = [sync]
+    enhanced.SharedFunctionalGroupsSequence = [groups]
+    enhanced.save_as(tmp_path / "enhanced.dcm", enforce_file_format=False)
+    assert dicom_heart_rate([tmp_path / "enhanced.dcm"]) == pytest.approx(60.0)
 
 
 def test_a_case_of_unknown_phase_gets_volumes_and_anatomical_qc():
