@@ -112,6 +112,7 @@ def read_header(path: str | Path) -> Geometry:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "file does not exist")
+    _check_nifti_voxel_size(path)
     reader = _reader(path)
     try:
         reader.ReadImageInformation()
@@ -134,6 +135,7 @@ def read_sitk(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "file does not exist")
+    _check_nifti_voxel_size(path)
     try:
         image = _reader(path).Execute()
     except RuntimeError as exc:
@@ -142,6 +144,20 @@ def read_sitk(path: str | Path) -> sitk.Image:
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _is_nifti(path):
         image = _restore_nonfinite(image, path)
     return image
+
+
+def _check_nifti_voxel_size(path: Path) -> None:
+    """ITK reads a NIfTI voxel size of 0 as 1 mm without a word; refuse it first (:mod:`autocmr.io.nifti`).
+    A header nibabel cannot read is left to ITK's reader and its fallback, which say why."""
+    if not _is_nifti(path):
+        return
+    from autocmr.io import nifti
+
+    try:
+        header = nifti.load_header(path)
+    except InputFileError:
+        return
+    nifti.check_voxel_size(header, path)
 
 
 def _is_nifti(path: Path) -> bool:

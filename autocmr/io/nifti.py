@@ -75,8 +75,47 @@ def _load(path: Path):
     return image
 
 
+def check_voxel_size(header, path: str | Path) -> None:
+    """Refuse a spatial ``pixdim`` of 0 or not a number along an axis of more than one voxel: readers then
+    take 1 mm (ITK and nibabel both), so every volume would be off by the true voxel size, silently. An axis
+    of one voxel (a single slice) may carry any value: nothing is measured along it."""
+    dims = [int(d) for d in header["dim"][1:4]]
+    for axis, (n, value) in enumerate(zip(dims, header["pixdim"][1:4])):
+        value = float(value)
+        if n > 1 and not (np.isfinite(value) and value != 0):
+            hint = ""
+            if int(header["sform_code"]) > 0:
+                norms = np.linalg.norm(np.asarray(header.get_sform(), float)[:3, :3], axis=0)
+                hint = f" (its sform's axis measures {norms[axis]:.4g})" if np.isfinite(norms[axis]) else ""
+            raise InputFileError(path, f"pixdim[{axis + 1}], the voxel size along {'xyz'[axis]} ({n} voxels), is "
+                                       f"{value}{hint}: the voxel size is unknown, so no volume can be measured; "
+                                       "write the voxel size into the header")
+
+
+def load_header(path: str | Path):
+    """The NIfTI-1/2 header of a file as stored (voxels are not read): nibabel's loader "fixes" a pixdim of 0
+    to 1, which :func:`check_voxel_size` must see. InputFileError when the file is not a readable NIfTI."""
+    import io
+    import struct
+
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = f.read(nib.Nifti2Header.sizeof_hdr)
+        size = {struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]} if len(raw) >= 4 else set()
+        klass = nib.Nifti1Header if nib.Nifti1Header.sizeof_hdr in size else nib.Nifti2Header
+        if klass.sizeof_hdr not in size:
+            raise ValueError(f"header size {sorted(size)} is neither NIfTI-1's 348 nor NIfTI-2's 540")
+        return klass.from_fileobj(io.BytesIO(raw[:klass.sizeof_hdr]), check=False)
+    except Exception as exc:  # noqa: BLE001 - gzip, struct and nibabel errors all mean "unreadable header"
+        raise InputFileError(path, f"cannot read NIfTI header ({type(exc).__name__}: {exc})") from exc
+
+
 def nifti_geometry(header, path: str | Path) -> NiftiGeometry:
     """Geometry of a nibabel NIfTI header by the rule in the module docstring."""
+    check_voxel_size(load_header(path) if Path(path).is_file() else header, path)
     dims = [int(d) for d in header["dim"][1:int(header["dim"][0]) + 1]]
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()  # trailing singleton dimensions carry nothing; ITK reads (x, y, z, 1) as 3D too

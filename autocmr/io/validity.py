@@ -11,8 +11,10 @@
 * in a cine, some (not all) frames constant, e.g. zero-padded frames: the cine is segmented and a warning
   names those frames (their masks carry no information);
 * a label map given as an image (whole numbers spanning at most :data:`LABEL_MAP_MAX_RANGE`, e.g. an ACDC
-  ``_gt`` file): refused ("looks like a label map"). An MR image's intensities span hundreds of values or are
-  not whole numbers, so this costs nothing on real images (the integer test runs only on so narrow a range).
+  ``_gt`` file; or at most :data:`LABEL_MAP_MAX_VALUES` distinct values whatever their range, e.g. a 0/255
+  mask or labels times 100): refused ("looks like a label map"). An MR image's intensities span hundreds of
+  values or are not whole numbers, so this costs nothing on real images (the integer test runs only on so
+  narrow a range, and the count of values stops at a sample of the voxels that already holds more).
 
 The readers keep NaN as stored (ITK's NIfTI reader would turn it into 0, see :func:`autocmr.io.image.read_sitk`).
 """
@@ -29,6 +31,7 @@ from autocmr.errors import InputFileError
 
 
 LABEL_MAP_MAX_RANGE = 10  # max - min of a label map's values (autocmr's have 0-3; other tools' a few more)
+LABEL_MAP_MAX_VALUES = 8  # distinct values of a label map at any scale (a 0/255 mask, labels x 100)
 
 
 def nonfinite_count(array: np.ndarray) -> int:
@@ -56,8 +59,9 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
         what = "all zero" if low == 0 else f"constant (every voxel is {low.item()})"
         raise InputFileError(path, f"empty image: {what}")
     narrow = float(high) - float(low) <= LABEL_MAP_MAX_RANGE
-    if narrow and (array.dtype.kind in "iub" or np.array_equal(array, np.round(array))):
-        values = np.unique(array)
+    values = _few_values(array, LABEL_MAP_MAX_VALUES)
+    if (narrow or values is not None) and (array.dtype.kind in "iub" or np.array_equal(array, np.round(array))):
+        values = np.unique(array) if values is None else values
         shown = ", ".join(f"{v:g}" for v in values.tolist())
         raise InputFileError(path, f"looks like a label map, not an image: whole-number values {shown} only "
                                    "(a segmentation given as input?)")
@@ -69,6 +73,16 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
         return []
     return [f"{path}: frame(s) {constant} of {frames.shape[0]} are constant (no image content); their masks carry "
             "no information"]
+
+
+def _few_values(array: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of ``array`` when there are at most ``limit``, else None; a strided sample of
+    about 10,000 voxels rules out an image first, so a 4D cine costs no sort of all its voxels."""
+    flat = array.reshape(-1)
+    if np.unique(flat[::max(1, flat.size // 10_000)]).size > limit:
+        return None
+    values = np.unique(flat)
+    return values if values.size <= limit else None
 
 
 class _Collector(logging.Handler):

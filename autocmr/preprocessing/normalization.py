@@ -17,11 +17,14 @@ def zscore(image: np.ndarray, mask: np.ndarray | None, stats: IntensityStats | N
     values = image[mask] if mask is not None else image
     if values.size == 0:
         values = image
-    mean, std = float(values.mean()), float(values.std())
-    out = (image - mean) / max(std, EPS)
+    # in float64: float32 squares overflow above ~1e19 and vanish below ~1e-23, so an image stored at an
+    # extreme scale (some exports write floats scaled by 1e20) would normalise to noise
+    mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
+    scale = std if std > 0 and np.isfinite(std) else 1.0  # a constant image: only shifted to 0
+    out = (image.astype(np.float64) - mean) / scale
     if mask is not None:
         out[~mask] = 0
-    return out.astype(np.float32, copy=False)
+    return out.astype(np.float32)
 
 
 def ct(image: np.ndarray, mask: np.ndarray | None, stats: IntensityStats | None) -> np.ndarray:

@@ -205,3 +205,19 @@ def test_template_of_another_geometry_is_not_used(tmp_path):
     moved = Geometry(geometry.size, geometry.spacing, (0.0, 0.0, 0.0), geometry.direction)
     assert not write_mask_like(array.astype(np.uint8), moved, tmp_path / "mask.nii.gz", path)
     assert not (tmp_path / "mask.nii.gz").exists()
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan")])
+def test_a_voxel_size_of_zero_or_nan_is_refused_not_read_as_1_mm(tmp_path, bad):
+    """ITK and nibabel read pixdim 0 as 1 mm: every volume would be off by the slice spacing, silently."""
+    image = nib.Nifti1Image(np.ones(SHAPE_XYZ, np.float32), _affine())
+    image.header["pixdim"][3] = bad
+    path = tmp_path / "no_slice_spacing.nii.gz"
+    nib.save(image, path)
+    for read in (read_image, read_header, read_nifti_header, read_cine):
+        with pytest.raises(InputFileError, match=r"no_slice_spacing.nii.gz.*pixdim\[3\].*sform's axis measures 10"):
+            read(path)
+    one_slice = nib.Nifti1Image(np.ones(SHAPE_XYZ[:2] + (1,), np.float32), _affine())
+    one_slice.header["pixdim"][3] = 0.0  # a single slice: nothing is measured along it, so it is read
+    nib.save(one_slice, tmp_path / "one_slice.nii.gz")
+    assert read_image(tmp_path / "one_slice.nii.gz")[0].shape == (1,) + SHAPE_XYZ[:2][::-1]

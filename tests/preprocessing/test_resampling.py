@@ -86,3 +86,14 @@ def test_zscore_with_mask_leaves_padding_at_zero():
     inside = out[0, :, 2:8, 2:8]
     assert abs(inside.mean()) < 1e-4 and abs(inside.std() - 1) < 1e-3
     assert (out[0, :, :2] == 0).all()
+
+
+@pytest.mark.parametrize("scale", [1e33, 1e20, 1e-30, 1e-42])
+def test_zscore_is_the_same_at_any_stored_intensity_scale(scale):
+    """Images exported at extreme float scales normalise like the original (float32 statistics overflowed
+    above ~1e19 and vanished below ~1e-23)."""
+    image = np.random.default_rng(1).gamma(2.0, 50.0, (1, 3, 12, 12)).astype(np.float32)
+    expected = normalize(image, ("zscore",), (False,), None)
+    scaled = (image.astype(np.float64) * scale).astype(np.float32)
+    np.testing.assert_allclose(normalize(scaled, ("zscore",), (False,), None), expected,
+                               atol=2e-2 if scale < 1e-38 else 1e-4)  # 1e-42 is a float32 denormal: 3 digits
