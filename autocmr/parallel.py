@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -31,8 +32,15 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(parent_pid: int) -> None:
+def _init_bare_worker(parent_pid: int) -> None:
     exit_when_parent_dies(parent_pid)
+    # Ctrl-C reaches the whole process group: the parent handles it (it stops the batch and says how to
+    # resume) and ends its pool; a worker that also raised KeyboardInterrupt would print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _init_worker(parent_pid: int) -> None:
+    _init_bare_worker(parent_pid)
     import torch
 
     torch.set_num_threads(1)
@@ -47,7 +55,7 @@ def make_pool(num_workers: int) -> ProcessPoolExecutor:
 def make_bare_pool(num_workers: int) -> ProcessPoolExecutor:
     """A spawn pool whose workers import no torch (they start much faster); they too end with this process."""
     return ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=exit_when_parent_dies, initargs=(os.getpid(),))
+                               initializer=_init_bare_worker, initargs=(os.getpid(),))
 
 
 def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *, num_workers: int = 1,

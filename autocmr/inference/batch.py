@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import (BatchReport, append_progress, recorded_cases, report_names,
-                                             write_reports)
+from autocmr.inference.batch_report import (BatchReport, append_progress, predictor_differences, recorded_cases,
+                                             report_names, stored_predictors, write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
@@ -104,6 +104,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         jobs = with_phase_partners(jobs, dict(phase_pairs(jobs)))
     jobs = take_part(jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
+    cine = cine or CineOptions()
+    description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
+    if continue_:
+        _check_same_settings(out, description)
     recorded = recorded_cases(out) if continue_ else {}
     finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
     report.skipped = [name for name in finished if name in recorded]
@@ -116,8 +120,6 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
     logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                 len(todo), len(report.skipped), len(report.failures), workers.num_workers)
-    cine = cine or CineOptions()
-    description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
 
     def record_progress(job: PredictionJob) -> None:  # after every case, at a constant cost: a job killed
         append_progress(report, job, (num_parts, part_id))  # now keeps the records --continue then merges
@@ -170,6 +172,18 @@ def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
     if output_format != "nifti" and enhanced:
         logger.warning("--output-format %s: DICOM-SEG on enhanced multi-frame DICOM is not written yet; %d series "
                        "(e.g. %s) get NIfTI masks", output_format, len(enhanced), enhanced[0])
+
+
+def _check_same_settings(out: Path, description: dict[str, Any]) -> None:
+    """``--continue`` adds to the cases an earlier run predicted: refuse when that run used another model or
+    other settings, which would leave one folder of masks made two ways under one record."""
+    for name, stored in stored_predictors(out).items():
+        differences = predictor_differences(stored, description)
+        if differences:
+            raise ConfigurationError(f"{out / name}: its cases were predicted with other settings "
+                                     f"({'; '.join(differences)}); --continue would mix the two in one folder. "
+                                     "Predict into another folder, or run without --continue to predict every "
+                                     "case again")
 
 
 def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:

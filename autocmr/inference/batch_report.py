@@ -14,6 +14,7 @@ and removes it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,8 @@ from autocmr.documents import layout
 from autocmr.inference.inputs import CaseFailure, PredictionJob
 from autocmr.inference.parts import part_file_name
 from autocmr.io.atomic import write_json_atomic
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,6 +119,39 @@ def recorded_cases(output_dir: Path) -> dict[str, Any]:
     return cases
 
 
+# Settings of predictions.json's "predictor" that do not change a mask (beyond float rounding): a batch
+# continued on another device is still one batch.
+_NOT_RESULT_CHANGING = frozenset({"device"})
+
+
+def predictor_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``name: old -> new`` for each result-changing predictor setting that differs (cine settings too)."""
+    names = sorted((set(stored) | set(current)) - _NOT_RESULT_CHANGING)
+    return [f"{name}: {stored.get(name)} -> {current.get(name)}" for name in names
+            if _comparable(name, stored.get(name)) != _comparable(name, current.get(name))]
+
+
+def _comparable(name: str, value: Any) -> Any:
+    if name == "model" and isinstance(value, str):  # one folder given as a relative and an absolute path
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def stored_predictors(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """File name -> its ``predictor`` settings, for every predictions record in ``output_dir``."""
+    out = Path(output_dir)
+    stem = Path(layout.BATCH_PREDICTIONS).stem
+    found = {}
+    for path in sorted(out.glob(f"{stem}_part*.json")) + [out / layout.BATCH_PREDICTIONS]:
+        try:
+            predictor = json.loads(path.read_text()).get("predictor") if path.is_file() else None
+        except (ValueError, AttributeError, OSError):
+            predictor = None
+        if isinstance(predictor, dict):
+            found[path.name] = predictor
+    return found
+
+
 def write_reports(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
                   jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
     """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
@@ -125,6 +161,13 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     path = report.output_dir / report_names(*part)[1]
     journal = progress_path(report.output_dir, part)
     cases = _recorded_in(path)  # what an earlier run (continued now) recorded about the cases it predicted
+    earlier = stored_predictors(report.output_dir).get(path.name)
+    if cases and earlier is not None and predictor_differences(earlier, predictor_description):
+        old = sorted(set(cases) - set(report.done))
+        if old:  # their masks stay on disk, but this record describes this run's settings: not theirs
+            logger.warning("%s: %d case(s) recorded by an earlier run with other settings are no longer listed "
+                           "(their files are left as they are), e.g. %s", path, len(old), old[0])
+        cases = {}
     cases.update(_journal(journal))
     if report.skipped:
         earlier = recorded_cases(report.output_dir)
@@ -152,5 +195,5 @@ def write_batch_record(report: BatchReport, predictor_description: dict[str, Any
         "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
 
 
-__all__ = ["BatchReport", "append_progress", "case_record", "progress_path", "recorded_cases", "report_names",
-           "write_batch_record", "write_reports"]
+__all__ = ["BatchReport", "append_progress", "case_record", "predictor_differences", "progress_path",
+           "recorded_cases", "report_names", "stored_predictors", "write_batch_record", "write_reports"]

@@ -180,8 +180,16 @@ def _discover_folder(folder: Path, out: Path, num_channels: int | None) -> _Foun
         logger.info("side files skipped (not images): %s", ", ".join(p.name for p in side))
     problems += [CaseFailure(p.name, str(p), "not an image (expected " + ", ".join(IMAGE_SUFFIXES) + " or DICOM)")
                  for p in others if p not in side]
+    problems += [CaseFailure(p.name, str(p), f"a broken link: {p.name} points to {os.readlink(p)}, which does not "
+                                             "exist") for p in _broken_links(folder)]
     _warn_nested_images(folder, out)
     return jobs, problems
+
+
+def _broken_links(folder: Path) -> list[Path]:
+    """Symbolic links in ``folder`` whose target is gone: a case the user meant to give, reported as failed
+    (``is_file`` is False for them, so the discovery above would pass them over without a word)."""
+    return sorted(p for p in folder.iterdir() if p.is_symlink() and not p.exists() and not p.name.startswith("."))
 
 
 def _log_skipped(skipped: Sequence[SkippedObject], folder: Path) -> None:

@@ -166,6 +166,39 @@ def test_continue_predicts_again_a_mask_without_a_record_and_a_failed_case_loses
     assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
 
 
+def test_continue_refuses_a_folder_predicted_with_other_settings_and_a_rerun_drops_their_records(
+        tmp_path, tiny_model_dir, caplog):
+    """One folder, one way of predicting: --continue with another step (or model) would mix masks made two
+    ways under one record; a plain rerun of other inputs lists only what it predicted."""
+    import json
+    import logging
+
+    from autocmr.errors import ConfigurationError
+
+    for seed, name in ((7, "first"), (8, "second")):
+        write_image(small_case(seed, slices=3).image, small_case(seed, slices=3).geometry,
+                    tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    coarse = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    predict_folder(tmp_path / "in", out, tiny_model_dir, options=coarse, num_workers=0)
+    (out / "second.nii.gz").unlink()
+    fine = PredictorOptions(device="cpu", mirror=False, step=0.5)
+    with pytest.raises(ConfigurationError, match=r"predictions.json.*step: 1.0 -> 0.5.*--continue would mix"):
+        predict_folder(tmp_path / "in", out, tiny_model_dir, options=fine, num_workers=0, continue_=True)
+    assert not (out / "second.nii.gz").exists()  # refused before predicting anything
+    relative = os.path.relpath(tiny_model_dir)  # the same model named another way is the same model
+    report = predict_folder(tmp_path / "in", out, relative, options=coarse, num_workers=0, continue_=True)
+    assert report.skipped == ["first"] and report.done == ["second"]
+
+    (tmp_path / "other").mkdir()
+    write_image(small_case(9, slices=3).image, small_case(9, slices=3).geometry, tmp_path / "other" / "third.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        predict_folder(tmp_path / "other", out, tiny_model_dir, options=fine, num_workers=0)
+    assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["third"]
+    assert "2 case(s) recorded by an earlier run with other settings are no longer listed" in caplog.text
+    assert (out / "first.nii.gz").is_file()  # left as it was
+
+
 def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_path, tiny_model_dir):
     # a short-axis cine exported one series per slice (autocmr.io.dicom_stacks) plus a long-axis view of the
     # same study: the stack is one case (4D mask over all slices, one SEG per phase), the view another

@@ -258,3 +258,13 @@ def test_two_patients_scanned_with_one_protocol_get_a_mask_each(tmp_path):
     assert found.jobs[0].name != found.jobs[1].name
     assert [j.name for j in discover_jobs(tmp_path / "export", tmp_path / "out").jobs] == \
         [j.name for j in found.jobs]  # the same names on every run (--continue, parts)
+
+
+def test_a_broken_link_in_the_input_folder_is_a_failed_case_not_silence(tmp_path):
+    folder = tmp_path / "in"
+    _image(folder / "good.nii.gz")
+    (folder / "moved.nii.gz").symlink_to(tmp_path / "elsewhere" / "moved.nii.gz")
+    found = discover_jobs(folder, tmp_path / "out")
+    assert [j.name for j in found.jobs] == ["good"]
+    (problem,) = found.problems
+    assert problem.name == "moved.nii.gz" and "broken link" in problem.reason and "elsewhere" in problem.reason
