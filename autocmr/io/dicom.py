@@ -260,6 +260,10 @@ def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
                    if value is None]
         if missing:
             raise InputFileError(h.path, f"missing {', '.join(missing)}: cannot place the image in space")
+        if not all(np.isfinite(v) and v > 0 for v in h.pixel_spacing):
+            shown = "\\".join(f"{v:g}" for v in h.pixel_spacing)  # as DICOM writes a multi-valued attribute
+            raise InputFileError(h.path, f"PixelSpacing is {shown}: the pixel size is unknown, so no area or "
+                                         "volume can be measured")
         if h.n_frames > 1:
             raise InputFileError(h.path, f"multi-frame DICOM with {h.n_frames} frames but no per-frame "
                                          "functional groups (not an enhanced image): the frames cannot be placed; "

@@ -291,6 +291,16 @@ def test_a_sheared_stack_is_read_with_a_warning(tmp_path, stored, caplog):
     assert "shifted in-plane" not in caplog.text
 
 
+def test_a_pixel_spacing_of_zero_is_refused_naming_the_file(tmp_path, stored):
+    paths = _write_series(tmp_path / "s", stored)
+    for path in paths.values():
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = ["0", "0"]
+        ds.save_as(path)
+    with pytest.raises(InputFileError, match=r"IM\d+: PixelSpacing is 0\\0: the pixel size is unknown"):
+        read_dicom_series(tmp_path / "s")
+
+
 def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
     _write_series(tmp_path / "s", stored)
     out = write_dicom_as_nifti(tmp_path / "s", tmp_path / "out" / "cine.nii.gz")
