@@ -46,6 +46,7 @@ class FrameMask:
     phase: str | None = None
     uncertainty: float = NAN
     prediction: str = FULL_ACCURACY
+    blank: bool = False  # the frame's image has no content (a zero-padded frame): never ED or ES
 
     def volumes(self) -> dict[str, float]:
         return structure_volumes(self.label, self.spacing)
@@ -76,10 +77,16 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     if len(frames) < 2:
         raise ValueError(f"{subject}: a cine needs at least 2 frames, got {len(frames)}")
     volumes = [f.volumes() for f in frames]
-    if not any(v["LV"] > 0 or v["RV"] > 0 for v in volumes):  # nothing to find ED/ES on; QC says what is missing
+    blank = [i for i, f in enumerate(frames) if f.blank]
+    content = [v for f, v in zip(frames, volumes) if not f.blank]
+    if len(content) < 2:
+        return replace(volumes_only(subject, frames), is_cine=True,
+                       notes=[f"frame(s) {blank} have no image content, {len(content)} frame(s) left: no ED/ES, "
+                              "no measures"])
+    if not any(v["LV"] > 0 or v["RV"] > 0 for v in content):  # nothing to find ED/ES on; QC says what is missing
         return replace(volumes_only(subject, frames), is_cine=True,
                        notes=["no LV or RV in any frame: no ED/ES, no measures"])
-    ed_index, es_index, notes = find_ed_es([v["LV"] for v in volumes], [v["RV"] for v in volumes])
+    ed_index, es_index, notes = find_ed_es([v["LV"] for v in volumes], [v["RV"] for v in volumes], excluded=blank)
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")
             for i, (f, v) in enumerate(zip(frames, volumes))]

@@ -68,8 +68,9 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     stored = _stored_cases(recorded)
     finished = set(report.done) | set(report.skipped)
     found = [(job, report.uncertainty.get(job.name) or stored.get(job.name, {}).get("uncertainty") or [],
-              report.cine.get(job.name) or stored.get(job.name, {}).get("cine")) for job in jobs
-             if job.name in finished and job.output.is_file()]
+              report.cine.get(job.name) or stored.get(job.name, {}).get("cine"),
+              report.blank_frames.get(job.name) or stored.get(job.name, {}).get("blank_frames") or [])
+             for job in jobs if job.name in finished and job.output.is_file()]
     cases, unreadable = _records(found)
     # --output-format dicom-seg writes no NIfTI mask to measure: said in the report, not left out silently
     seg_only = [CaseFailure(job.name, str(job.source), SEG_ONLY_REASON)
@@ -105,7 +106,7 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
         if not job.output.is_file() and beside.is_file():
             job = replace(job, output=beside)
         if job.output.is_file():
-            found.append((job, entry.get("uncertainty") or [], entry.get("cine")))
+            found.append((job, entry.get("uncertainty") or [], entry.get("cine"), entry.get("blank_frames") or []))
         else:  # recorded but its mask is not there: said in the report, never left out silently
             not_analysed.append(_mask_not_found(job))
     cases, unreadable = _records(found)
@@ -124,27 +125,28 @@ def _mask_not_found(job: PredictionJob) -> CaseFailure:
                                                   "there (moved or deleted?); predict the case again")
 
 
-def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None], Mapping[str, Any] | None]]
+def _records(found: Sequence[tuple[PredictionJob, Sequence[float | None], Mapping[str, Any] | None, Sequence[int]]]
              ) -> tuple[list[CaseRecord], list[CaseFailure]]:
     """Records of the jobs whose mask can be read; the others become failures naming the mask."""
     cases, unreadable = [], []
-    for job, uncertainty, cine in found:
+    for job, uncertainty, cine, blank in found:
         try:
-            cases.append(case_record(job, uncertainty, cine))
+            cases.append(case_record(job, uncertainty, cine, blank))
         except InputFileError as exc:
             unreadable.append(CaseFailure(job.name, str(exc.path), f"mask unreadable: {exc.reason}"))
     return cases, unreadable
 
 
 def case_record(job: PredictionJob, uncertainty: Sequence[float | None] = (),
-                cine: Mapping[str, Any] | None = None) -> CaseRecord:
-    """What the analysis needs to know about one predicted job (``cine``: its fast cine path record)."""
+                cine: Mapping[str, Any] | None = None, blank_frames: Sequence[int] = ()) -> CaseRecord:
+    """What the analysis needs to know about one predicted job (``cine``: its fast cine path record;
+    ``blank_frames``: a cine's frames without image content)."""
     geometry = read_header(job.output)
     n_frames = geometry.size[3] if geometry.dim == 4 else 1
     image = job.image_copy if job.kind == "dicom" else job.sources[0]
     values = tuple(math.nan if u is None else float(u) for u in uncertainty)
     return CaseRecord(job.name, job.output, image, job.sources, n_frames, values, job.kind,
-                      frame_predictions(cine, n_frames))
+                      frame_predictions(cine, n_frames), tuple(int(t) for t in blank_frames))
 
 
 def _batch_record(predictions_json: Path) -> dict[str, Any]:
@@ -284,7 +286,7 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
             label, spacing, _ = to_canonical(mask, spatial)
             predicted = subject.cine.predicted[t] if t < len(subject.cine.predicted) else FULL_ACCURACY
             out.append(FrameMask(label, spacing, subject.cine.name, t, None, _uncertainty(subject.cine, t),
-                                 predicted))
+                                 predicted, blank=t in subject.cine.blank_frames))
         return out
     single = {p: cases[0] for p, cases in subject.phases.items() if len(cases) == 1}
     # without one unambiguous phase (two ED files, no ES), the volumes of each file and no measures

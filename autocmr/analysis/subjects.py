@@ -55,6 +55,7 @@ class CaseRecord:
     uncertainty: tuple[float, ...] = ()
     kind: str = "3d"
     predicted: tuple[str, ...] = ()
+    blank_frames: tuple[int, ...] = ()  # a cine's frames without image content: never ED or ES
 
     @property
     def is_cine(self) -> bool:

@@ -8,7 +8,7 @@ doubtful. Unlike tools that assume ED is frame 0, nothing is assumed about where
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -32,12 +32,15 @@ class EdEs(NamedTuple):
 
 
 def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
-               volume_curve_rv: Sequence[float] | np.ndarray | None = None) -> EdEs:
+               volume_curve_rv: Sequence[float] | np.ndarray | None = None, *,
+               excluded: Collection[int] = ()) -> EdEs:
     """ED (largest LV volume) and ES (smallest) frames of a cine, checked against the RV curve.
 
     Args:
         volume_curve_lv: LV cavity volume per frame (any unit), at least 2 frames.
         volume_curve_rv: RV cavity volume per frame (same length), or None to skip the check.
+        excluded: frames that cannot be ED or ES (frames without image content, e.g. a zero-padded frame,
+            whose empty mask would otherwise be the smallest volume); a note names them.
 
     Returns:
         ``EdEs(ed, es, notes)``. Ties go to the first frame. If the LV is absent from every frame but
@@ -45,25 +48,37 @@ def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
 
     Raises:
         ValueError: a curve is not 1D, shorter than 2 frames, has NaN/inf or negative values, the
-            lengths differ, or neither ventricle is present in any frame.
+            lengths differ, fewer than 2 frames are left, or neither ventricle is present in any frame.
     """
     lv = _curve(volume_curve_lv, "LV")
     rv = None if volume_curve_rv is None else _curve(volume_curve_rv, "RV")
     if rv is not None and rv.size != lv.size:
         raise ValueError(f"LV and RV volume curves differ in length ({lv.size} and {rv.size} frames)")
+    left_out = sorted({int(t) for t in excluded if 0 <= int(t) < lv.size})
+    keep = np.ones(lv.size, bool)
+    keep[left_out] = False
+    if keep.sum() < 2:
+        raise ValueError(f"only {int(keep.sum())} of {lv.size} frames can be ED or ES (frames {left_out} are left "
+                         "out): no ED/ES can be found")
     notes: list[str] = []
+    if left_out:
+        notes.append(f"frame(s) {left_out} have no image content: left out of the ED/ES choice")
     driver, name = lv, "LV"
-    if not lv.any():
-        if rv is None or not rv.any():
+    if not lv[keep].any():
+        if rv is None or not rv[keep].any():
             raise ValueError("neither the LV nor the RV is present in any frame: no ED/ES can be found")
         driver, name = rv, "RV"
         notes.append("no LV in any frame: ED/ES taken from the RV volume curve")
-    ed, es = ed_es_from_curve(driver)  # the one rule (largest / smallest volume), shared with the evaluation
-    if np.ptp(driver) < MIN_RELATIVE_STROKE * driver.max():
+    if left_out:  # the same rule on the frames left: largest / smallest, the first on ties
+        ed, es = int(np.argmax(np.where(keep, driver, -np.inf))), int(np.argmin(np.where(keep, driver, np.inf)))
+    else:
+        ed, es = ed_es_from_curve(driver)  # the one rule (largest / smallest volume), shared with the evaluation
+    kept = driver[keep]
+    if np.ptp(kept) < MIN_RELATIVE_STROKE * kept.max():
         notes.append(f"{name} volume changes by less than {MIN_RELATIVE_STROKE:.0%} over the cine: "
                      "ED/ES are not well defined")
-    if rv is not None and name == "LV" and rv.any():
-        notes += _rv_disagreement(ed, es, rv)
+    if rv is not None and name == "LV" and rv[keep].any():
+        notes += _rv_disagreement(ed, es, rv, keep)
     return EdEs(ed, es, tuple(notes))
 
 
@@ -84,10 +99,10 @@ def cyclic_distance(a: int, b: int, n_frames: int) -> int:
     return min(d, n_frames - d)
 
 
-def _rv_disagreement(ed: int, es: int, rv: np.ndarray) -> list[str]:
+def _rv_disagreement(ed: int, es: int, rv: np.ndarray, keep: np.ndarray) -> list[str]:
     n = rv.size
     tolerance = max(MIN_RV_LAG_FRAMES, int(round(MAX_RV_LAG_FRACTION * n)))
-    rv_ed, rv_es = int(np.argmax(rv)), int(np.argmin(rv))
+    rv_ed, rv_es = int(np.argmax(np.where(keep, rv, -np.inf))), int(np.argmin(np.where(keep, rv, np.inf)))
     notes = []
     for phase, lv_frame, rv_frame in (("ED", ed, rv_ed), ("ES", es, rv_es)):
         if cyclic_distance(lv_frame, rv_frame, n) > tolerance:

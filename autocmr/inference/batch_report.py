@@ -40,6 +40,7 @@ class BatchReport:
     warnings: dict[str, list[str]] = field(default_factory=dict)  # per case: bad input handled (autocmr.io.validity)
     uncertainty: dict[str, list[float]] = field(default_factory=dict)  # per frame; see Prediction.uncertainty
     cine: dict[str, dict[str, Any]] = field(default_factory=dict)  # fast cine path: ED/ES, full-accuracy frames
+    blank_frames: dict[str, list[int]] = field(default_factory=dict)  # a cine's frames without image content
     wall_s: float = 0.0
 
     @property
@@ -73,6 +74,8 @@ def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
               "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
     if name in report.cine:
         record["cine"] = report.cine[name]
+    if report.blank_frames.get(name):
+        record["blank_frames"] = report.blank_frames[name]  # never ED or ES, in the analysis either
     return record
 
 

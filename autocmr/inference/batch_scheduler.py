@@ -88,6 +88,8 @@ class BatchScheduler:
 
     def _predict(self, job: PredictionJob, loaded: LoadedCase) -> None:
         n = len(loaded.units)
+        if loaded.blank_frames:
+            self.report.blank_frames[job.name] = list(loaded.blank_frames)
         state = _JobState(job, loaded.geometry, [None] * n, [None] * n,
                           {"load_s": loaded.seconds, "predict_s": 0.0, "export_s": 0.0, "frames": n},
                           warnings=loaded.warnings)
@@ -121,7 +123,8 @@ class BatchScheduler:
         voxel_ml = float(np.prod(state.geometry.spatial().spacing)) / 1000.0
         try:
             result = predict_cine_fast(self.predictor, loaded.units, voxel_ml,  # type: ignore[arg-type]
-                                       options=self.cine, with_probabilities=self.save_probabilities)
+                                       options=self.cine, with_probabilities=self.save_probabilities,
+                                       blank_frames=loaded.blank_frames)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory on this case only
             self._fail(state.job, exc, state)
             return

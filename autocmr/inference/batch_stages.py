@@ -27,7 +27,7 @@ from autocmr.io.dicom_seg import write_seg_for_series
 from autocmr.io.image import Geometry, write_image
 from autocmr.io.nifti import is_nifti, write_mask_like
 from autocmr.io.orientation import Reorientation, canonical_reorientation
-from autocmr.io.validity import captured_input_warnings, check_voxels
+from autocmr.io.validity import captured_input_warnings, check_voxels, constant_frames
 from autocmr.preprocessing.loading import load_case
 from autocmr.preprocessing.other_phase import pair_aligned, with_partner
 
@@ -56,6 +56,7 @@ class LoadedCase:
     geometry: Geometry
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    blank_frames: list[int] = field(default_factory=list)  # a cine's frames without image content
 
 
 class StageError(Exception):
@@ -122,9 +123,10 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
                             "paired: predicted with the image itself in its place (a cine series is paired)")
     reo = canonical_reorientation(geometry)
     spacing = reo.spacing(geometry.spatial().spacing_zyx)
+    blank = constant_frames(frames, 0) if len(frames) > 1 else []
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
                          ctx, job.source) for frame in frames]
-    return LoadedCase(units, geometry, time.perf_counter() - start, warnings)
+    return LoadedCase(units, geometry, time.perf_counter() - start, warnings, blank)
 
 
 def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], geometry: Geometry, job: PredictionJob,

@@ -193,7 +193,8 @@ class CinePrediction:
 
 
 def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: float, *,
-                      options: CineOptions = CineOptions(), with_probabilities: bool = False) -> CinePrediction:
+                      options: CineOptions = CineOptions(), with_probabilities: bool = False,
+                      blank_frames: Collection[int] = ()) -> CinePrediction:
     """Predict the frames of one cine the fast way (see the module docstring).
 
     Args:
@@ -202,8 +203,10 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         voxel_ml: volume of one voxel of the exported masks, in mL.
         options: fast-pass settings.
         with_probabilities: also return each frame's class probabilities (float16, stored order).
+        blank_frames: frames without image content (a zero-padded frame): predicted, but never ED or ES.
     """
     start = time.perf_counter()
+    blank = sorted({int(t) for t in blank_frames if 0 <= int(t) < len(units)})
     n = len(units)
     uncertainty = [float("nan")] * n
     notes: list[str] = []
@@ -216,7 +219,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         masks: list[Prediction | None] = [None] * n
     else:
         if options.fast_region == "heart":
-            window = _locate_heart(predictor, units, options)
+            window = _locate_heart(predictor, units, options, blank)
         masks = []
         for t, (pre, props) in enumerate(units):
             probabilities = _fast_probabilities(predictor, pre, options, window)
@@ -227,11 +230,12 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     fast_lv = [] if same else lv.tolist()
     full_units = units  # the full-accuracy inputs: with the other phase for a model that takes it
     if predictor.config.other_phase:
-        if same or not (lv.any() or rv.any()):
+        seen = [t for t in range(n) if t not in blank]
+        if same or len(seen) < 2 or not (lv[seen].any() or rv[seen].any()):
             notes.append("other phase: no ED/ES known before the frames are predicted, so each frame sees itself "
                          "in the other phase's place")
         else:
-            full_units = _with_other_phase(units, lv, rv, notes)
+            full_units = _with_other_phase(units, lv, rv, notes, blank)
             screen.units = full_units
 
     def screen_and_patch(frame: int, side: str, ed: int, es: int, label: int) -> bool:
@@ -244,7 +248,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         return True
 
     refine = range(n) if same else _frames_to_refine(lv, rv, full, options, notes, screen_and_patch,
-                                                     screen.near_ties)
+                                                     screen.near_ties, blank)
     for frame in refine:
         pre, props = full_units[frame]
         probabilities, uncertainty[frame] = predictor.probabilities_and_uncertainty(pre)
@@ -255,7 +259,11 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
         full.append(frame)
-    ed, es = find_ed_es(lv, rv)[:2] if lv.any() or rv.any() else (None, None)
+    content = [t for t in range(n) if t not in blank]
+    ed, es = (find_ed_es(lv, rv, excluded=blank)[:2] if len(content) >= 2 and (lv[content].any() or rv[content].any())
+              else (None, None))
+    if blank:
+        notes.append(f"frame(s) {blank} have no image content: not taken for ED or ES")
     done = [m for m in masks if m is not None]
     result = CinePrediction([m.label.astype(np.uint8, copy=False) for m in done], [m.probabilities for m in done],
                             ed, es, full, lv.tolist(), rv.tolist(), fast_lv, uncertainty, notes,
@@ -268,12 +276,13 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     return result
 
 
-def _with_other_phase(units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray, notes: list[str]) -> "_PairedFrames":
+def _with_other_phase(units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray, notes: list[str],
+                      blank: Collection[int] = ()) -> "_PairedFrames":
     """For a model that takes the other cardiac phase (:mod:`autocmr.preprocessing.other_phase`): each frame's
     input with the fast pass's ES frame in the other phase's channels when the frame lies nearer (around the
     cycle) to the fast pass's ED frame than to its ES frame, and with the ED frame otherwise. The fast pass
     itself runs without (each frame sees itself), since ED and ES are not known before it."""
-    ed, es = find_ed_es(lv, rv)[:2]
+    ed, es = find_ed_es(lv, rv, excluded=blank)[:2]
     notes.append(f"other phase: full-accuracy frames see the fast pass's ES frame {es} when nearer its ED frame "
                  f"{ed}, its ED frame otherwise")
     return _PairedFrames(units, ed, es, notes)
@@ -329,7 +338,8 @@ Ties = Callable[[int, int, int, Collection[int]], "list[tuple[int, str]] | None"
 
 
 def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: CineOptions,
-                      notes: list[str], screen: Screen | None = None, ties: Ties | None = None) -> Iterator[int]:
+                      notes: list[str], screen: Screen | None = None, ties: Ties | None = None,
+                      blank: Collection[int] = ()) -> Iterator[int]:
     """Yield frames to predict at full accuracy until ED and ES are settled (see the module docstring).
 
     ``lv``, ``rv`` and ``full`` are updated by the caller between two frames (a generator keeps the loop
@@ -337,25 +347,32 @@ def _frames_to_refine(lv: np.ndarray, rv: np.ndarray, full: list[int], options: 
     module doc) says whether a near tie, or a fast-pass frame that beats the refined ED or ES, is ruled out
     without refining it; ruled-out frames are not candidates again, and no frame is screened twice. ``ties``
     picks the near ties from slice-aware bounds (:meth:`SliceScreen.near_ties`); without it, or when it returns
-    None, the whole-volume ratios do (:func:`_near_ties`).
+    None, the whole-volume ratios do (:func:`_near_ties`). ``blank`` frames (no image content) are never ED,
+    ES or a near tie.
     """
-    if not (lv.any() or rv.any()):
+    content = np.ones(lv.size, bool)
+    content[list(blank)] = False
+    if content.sum() < 2:
+        notes.append("fewer than 2 frames with image content: every frame predicted at full accuracy")
+        yield from range(lv.size)
+        return
+    if not (lv[content].any() or rv[content].any()):
         notes.append("the fast pass found no ventricle in any frame: every frame predicted at full accuracy")
         yield from range(lv.size)
         return
-    label = LV if lv.any() else RV
-    fast = (lv if lv.any() else rv).copy()  # the curve find_ed_es decides on, as the fast pass saw it
-    driver = lv if lv.any() else rv  # the same array, updated by the caller
+    label = LV if lv[content].any() else RV
+    fast = (lv if label == LV else rv).copy()  # the curve find_ed_es decides on, as the fast pass saw it
+    driver = lv if label == LV else rv  # the same array, updated by the caller
     limit = 2 + options.max_extra_frames
-    ruled_out: set[int] = set()
+    ruled_out: set[int] = set(blank)
     challenged: set[int] = set()  # frames screened at step 5 (each once)
     while True:
-        if not driver.any():  # full accuracy erased all the fast pass saw (noise, not a heart): the full path
+        if not driver[content].any():  # full accuracy erased all the fast pass saw (noise, not a heart): the full path
             notes.append(f"full accuracy found no {'LV' if label == LV else 'RV'} where the fast pass did: every "
                          "frame predicted at full accuracy")
             yield from [t for t in range(driver.size) if t not in full]
             return
-        ed, es, _ = find_ed_es(lv, rv)
+        ed, es, _ = find_ed_es(lv, rv, excluded=blank)
         todo = [f for f in dict.fromkeys((ed, es)) if f not in full]
         if todo and full and screen is not None:
             # a fast-pass frame beats the refined ED or ES (step 5): screened like a near tie first; one it
@@ -438,9 +455,12 @@ def heart_window(labels: Sequence[np.ndarray], patch: Sequence[int], margin: Seq
     return window[0], window[1]
 
 
-def _locate_heart(predictor: Predictor, units: Sequence[Unit], options: CineOptions) -> Window | None:
-    """:func:`heart_window` of a whole-slice fast pass over the first and the middle frame (None: no heart)."""
-    frames = sorted({0, len(units) // 2})
+def _locate_heart(predictor: Predictor, units: Sequence[Unit], options: CineOptions,
+                  blank: Collection[int] = ()) -> Window | None:
+    """:func:`heart_window` of a whole-slice fast pass over the first and the middle frame with image content
+    (None: no heart)."""
+    content = [t for t in range(len(units)) if t not in set(blank)] or list(range(len(units)))
+    frames = sorted({content[0], content[len(content) // 2]})
     shape = units[0][0].shape
     if any(units[t][0].shape != shape for t in range(len(units))):
         return None  # frames cropped differently: one window cannot serve them all

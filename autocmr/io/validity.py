@@ -67,12 +67,17 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
                                    "(a segmentation given as input?)")
     if frame_axis is None or array.shape[frame_axis] < 2:
         return []
-    frames = np.moveaxis(array, frame_axis, 0).reshape(array.shape[frame_axis], -1)
-    constant = [int(t) for t in np.flatnonzero(frames.min(axis=1) == frames.max(axis=1))]
+    constant = constant_frames(array, frame_axis)
     if not constant:
         return []
-    return [f"{path}: frame(s) {constant} of {frames.shape[0]} are constant (no image content); their masks carry "
-            "no information"]
+    return [f"{path}: frame(s) {constant} of {array.shape[frame_axis]} are constant (no image content); their "
+            "masks carry no information and they are not taken for ED or ES"]
+
+
+def constant_frames(array: np.ndarray, frame_axis: int = 0) -> list[int]:
+    """The frames (along ``frame_axis``) whose voxels all have one value: no image content."""
+    frames = np.moveaxis(array, frame_axis, 0).reshape(array.shape[frame_axis], -1)
+    return [int(t) for t in np.flatnonzero(frames.min(axis=1) == frames.max(axis=1))]
 
 
 def _few_values(array: np.ndarray, limit: int) -> np.ndarray | None:

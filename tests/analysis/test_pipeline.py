@@ -107,6 +107,20 @@ def test_in_memory_analysis_of_a_cine():
     assert report.measures.measures["LVEF"] > 30 and not report.review
 
 
+def test_a_blank_frame_of_a_cine_is_never_ed_or_es():
+    """A zero-padded frame's empty mask would be the smallest volume, so ES, and the measures nonsense."""
+    _, labels, geometry, ed, es = make_phantom_cine(7, n_frames=8, fov_mm=160.0)
+    frames = []
+    for t, label in enumerate(list(labels) + [np.zeros_like(labels[0])]):
+        canonical, spacing, _ = to_canonical(label, geometry.spatial())
+        frames.append(FrameMask(canonical, spacing, "c", t, blank=t == len(labels)))
+    report = analyse_masks("c", frames)
+    assert (report.measures.ed.frame, report.measures.es.frame) == (ed, es)
+    assert any("frame(s) [8] have no image content" in n for n in report.measures.notes)
+    unmarked = analyse_masks("c", [replace(f, blank=False) for f in frames])
+    assert unmarked.measures.es.frame == len(labels)  # what happened before the frame was marked
+
+
 def test_a_cine_without_any_ventricle_gets_volumes_and_flags_not_a_failure():
     from autocmr.analysis.measures import FrameMask
 

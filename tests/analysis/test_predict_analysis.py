@@ -1,5 +1,6 @@
 """``autocmr_predict`` writes the analysis beside the masks: phantom 4D cine, an ED/ES pair, a broken file."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,20 @@ def test_predict_writes_measures_volumes_qc_figures_and_report(tiny_model_dir, t
     assert "figures/cine.png" in page and "bad" in page
     assert "Model and the accuracy to expect" in page and str(tiny_model_dir) in page  # which model made them
     assert not list(out.rglob(".tmp_*"))
+
+
+def test_a_zero_padded_cine_frame_is_recorded_and_not_taken_for_es(tiny_model_dir, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    image, _, geometry, _, _ = make_phantom_cine(11, n_frames=5, fov_mm=140.0)
+    image = np.concatenate([image, np.zeros_like(image[:1])])  # a sixth frame of zeros
+    write_cine(image, replace(geometry, size=geometry.size[:3] + (6,)), inputs / "padded.nii.gz")
+    assert main(["-i", str(inputs), "-o", str(out), "-m", str(tiny_model_dir), "--device", "cpu", "-j", "0"]) == 0
+    case = json.loads((out / "predictions.json").read_text())["cases"]["padded"]
+    assert case["blank_frames"] == [5] and 5 not in (case["cine"]["ed_frame"], case["cine"]["es_frame"])
+    measures = pd.read_csv(out / "measures.csv").set_index("subject")
+    assert 5 not in (measures.loc["padded", "ED_frame"], measures.loc["padded", "ES_frame"])
+    assert "no image content" in measures.loc["padded", "notes"]
 
 
 def test_no_analysis_option_writes_masks_only(tiny_model_dir, tmp_path):

@@ -51,3 +51,16 @@ def test_missing_lv_falls_back_to_rv_and_bad_curves_raise():
 def test_cyclic_distance_wraps_around():
     assert cyclic_distance(0, 19, 20) == 1
     assert cyclic_distance(3, 13, 20) == 10
+
+
+def test_frames_without_image_content_are_not_ed_or_es():
+    """A zero-padded frame's empty mask is the smallest volume: left out, it is not taken for ES."""
+    from autocmr.evaluation.phases import find_ed_es
+
+    lv, rv = [120.0, 100.0, 60.0, 80.0, 0.0], [150.0, 120.0, 70.0, 100.0, 0.0]
+    assert find_ed_es(lv, rv)[:2] == (0, 4)
+    ed, es, notes = find_ed_es(lv, rv, excluded=[4])
+    assert (ed, es) == (0, 2) and "frame(s) [4] have no image content" in notes[0]
+    assert not any("apart" in n for n in notes)  # the RV's extremes are looked for among the same frames
+    with pytest.raises(ValueError, match="only 1 of 5 frames"):
+        find_ed_es(lv, rv, excluded=[1, 2, 3, 4])
