@@ -56,7 +56,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                    cine: CineOptions | None = None, output_format: str = "nifti",
                    after_batch: AfterBatch | None = None,
                    subject_of: Callable[[str], str] = subject_key,
-                   phase_pairs: Callable[[Sequence[PredictionJob]], Mapping[str, str]] | None = None) -> BatchReport:
+                   phase_pairs: Callable[[Sequence[PredictionJob]], Mapping[str, str]] | None = None,
+                   check_settings: bool = True) -> BatchReport:
     """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
 
     Args:
@@ -82,6 +83,9 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             ES pairs (job name -> job name) among the 3D jobs; ``autocmr_predict`` passes the analysis' subject
             grouping (:func:`autocmr.analysis.subjects.phase_pairs_of_jobs`). Unpaired volumes, and every
             volume without it, see themselves in the other phase's place.
+        check_settings: with ``continue_``, refuse an ``output_dir`` whose records were written with another
+            model or other settings (off only for a caller that rewrites the record in its own form, as a
+            one-member selection does).
 
     Raises:
         AutocmrError: the model cannot be loaded, the input does not exist or holds no image, bad options.
@@ -106,7 +110,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
     cine = cine or CineOptions()
     description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
-    if continue_:
+    if continue_ and check_settings:
         _check_same_settings(out, description)
     recorded = recorded_cases(out) if continue_ else {}
     finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]

@@ -11,10 +11,11 @@
 * in a cine, some (not all) frames constant, e.g. zero-padded frames: the cine is segmented and a warning
   names those frames (their masks carry no information);
 * a label map given as an image (whole numbers spanning at most :data:`LABEL_MAP_MAX_RANGE`, e.g. an ACDC
-  ``_gt`` file; or at most :data:`LABEL_MAP_MAX_VALUES` distinct values whatever their range, e.g. a 0/255
-  mask or labels times 100): refused ("looks like a label map"). An MR image's intensities span hundreds of
-  values or are not whole numbers, so this costs nothing on real images (the integer test runs only on so
-  narrow a range, and the count of values stops at a sample of the voxels that already holds more).
+  ``_gt`` file; or at most :data:`LABEL_MAP_MAX_VALUES` distinct values whatever their range, most voxels at the
+  lowest (a background), e.g. a 0/255 mask or labels times 100): refused ("looks like a label map"). An MR
+  image's intensities span hundreds of values or are not whole numbers, so this costs nothing on real images
+  (the integer test runs only on so narrow a range, and the count of values stops at a sample of the voxels that
+  already holds more).
 
 The readers keep NaN as stored (ITK's NIfTI reader would turn it into 0, see :func:`autocmr.io.image.read_sitk`).
 """
@@ -60,7 +61,9 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
         raise InputFileError(path, f"empty image: {what}")
     narrow = float(high) - float(low) <= LABEL_MAP_MAX_RANGE
     values = _few_values(array, LABEL_MAP_MAX_VALUES)
-    if (narrow or values is not None) and (array.dtype.kind in "iub" or np.array_equal(array, np.round(array))):
+    # few values at any scale look like a mask only on a background: most voxels at the lowest value
+    masklike = values is not None and np.count_nonzero(array == low) > array.size / 2
+    if (narrow or masklike) and (array.dtype.kind in "iub" or np.array_equal(array, np.round(array))):
         values = np.unique(array) if values is None else values
         shown = ", ".join(f"{v:g}" for v in values.tolist())
         raise InputFileError(path, f"looks like a label map, not an image: whole-number values {shown} only "

@@ -75,8 +75,10 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     decision = selection.postprocessing
     if len(selection.members) == 1:
         member = selection.members[0]
+        # its predictions.json is rewritten below as the selection's record, which is not a plain predictor's
         report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
-                                continue_=continue_, num_workers=num_workers, cine=cine, phase_pairs=phase_pairs)
+                                continue_=continue_, num_workers=num_workers, cine=cine, phase_pairs=phase_pairs,
+                                check_settings=False)
         if _has_postprocessing(decision):
             # skipped masks too: a run killed before this step left them unprocessed, and keeping the largest
             # component(s) again changes nothing in a mask already processed

@@ -30,5 +30,7 @@ def test_images_with_many_or_fractional_values_pass():
     assert check_voxels(image, "image.nii.gz") == []
     few_fractional = (_labels().astype(np.float32) * 100.0 + 0.5)  # four values, not whole numbers
     assert check_voxels(few_fractional, "image.nii.gz") == []
+    steps = (100 * np.arange(4)[:, None, None] + np.zeros((4, 40, 36))).astype(np.int16)  # a synthetic test image:
+    assert check_voxels(steps, "steps.nii.gz") == []  # few values, but no background under most voxels
     cine = np.stack([image, image, np.zeros_like(image)])  # a zero-padded frame: named, not refused
     assert "frame(s) [2] of 3 are constant" in check_voxels(cine, "cine.nii.gz", frame_axis=0)[0]
