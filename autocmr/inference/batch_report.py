@@ -100,12 +100,23 @@ def _journal(path: Path) -> dict[str, Any]:
     return cases
 
 
-def _recorded_in(path: Path) -> dict[str, Any]:
+def _record(path: Path) -> dict[str, Any]:
+    """A predictions record; empty when it is missing or unreadable."""
     try:
-        cases = json.loads(path.read_text()).get("cases", {}) if path.is_file() else {}
-    except (ValueError, AttributeError, OSError):
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, OSError):
         return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_in(path: Path) -> dict[str, Any]:
+    cases = _record(path).get("cases", {})
     return cases if isinstance(cases, dict) else {}
+
+
+def _predictor_in(path: Path) -> dict[str, Any] | None:
+    predictor = _record(path).get("predictor")
+    return predictor if isinstance(predictor, dict) else None
 
 
 def recorded_cases(output_dir: Path) -> dict[str, Any]:
@@ -146,11 +157,8 @@ def stored_predictors(output_dir: Path) -> dict[str, dict[str, Any]]:
     stem = Path(layout.BATCH_PREDICTIONS).stem
     found = {}
     for path in sorted(out.glob(f"{stem}_part*.json")) + [out / layout.BATCH_PREDICTIONS]:
-        try:
-            predictor = json.loads(path.read_text()).get("predictor") if path.is_file() else None
-        except (ValueError, AttributeError, OSError):
-            predictor = None
-        if isinstance(predictor, dict):
+        predictor = _predictor_in(path)
+        if predictor is not None:
             found[path.name] = predictor
     return found
 
@@ -163,9 +171,10 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     described another run's mask."""
     path = report.output_dir / report_names(*part)[1]
     journal = progress_path(report.output_dir, part)
-    cases = _recorded_in(path)  # what an earlier run (continued now) recorded about the cases it predicted
-    earlier = stored_predictors(report.output_dir).get(path.name)
-    if cases and earlier is not None and predictor_differences(earlier, predictor_description):
+    record = _record(path)  # what an earlier run (continued now) recorded about the cases it predicted
+    cases = record.get("cases") if isinstance(record.get("cases"), dict) else {}
+    earlier = record.get("predictor")
+    if cases and isinstance(earlier, dict) and predictor_differences(earlier, predictor_description):
         old = sorted(set(cases) - set(report.done))
         if old:  # their masks stay on disk, but this record describes this run's settings: not theirs
             logger.warning("%s: %d case(s) recorded by an earlier run with other settings are no longer listed "

@@ -65,7 +65,7 @@ import torch
 
 from autocmr.dataset.labels import LV, RV
 from autocmr.errors import ConfigurationError
-from autocmr.evaluation.phases import find_ed_es
+from autocmr.evaluation.phases import cyclic_distance, find_ed_es
 from autocmr.inference.cine_screen import SliceScreen, Unit, slice_areas
 from autocmr.inference.postprocessing import largest_component
 from autocmr.inference.predictor import Prediction, Predictor
@@ -208,6 +208,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     start = time.perf_counter()
     blank = sorted({int(t) for t in blank_frames if 0 <= int(t) < len(units)})
     n = len(units)
+    content = [t for t in range(n) if t not in blank]  # the frames that can be ED or ES
     uncertainty = [float("nan")] * n
     notes: list[str] = []
     full: list[int] = []
@@ -230,8 +231,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     fast_lv = [] if same else lv.tolist()
     full_units = units  # the full-accuracy inputs: with the other phase for a model that takes it
     if predictor.config.other_phase:
-        seen = [t for t in range(n) if t not in blank]
-        if same or len(seen) < 2 or not (lv[seen].any() or rv[seen].any()):
+        if same or not _ed_es_findable(lv, rv, content):
             notes.append("other phase: no ED/ES known before the frames are predicted, so each frame sees itself "
                          "in the other phase's place")
         else:
@@ -259,9 +259,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
         full.append(frame)
-    content = [t for t in range(n) if t not in blank]
-    ed, es = (find_ed_es(lv, rv, excluded=blank)[:2] if len(content) >= 2 and (lv[content].any() or rv[content].any())
-              else (None, None))
+    ed, es = find_ed_es(lv, rv, excluded=blank)[:2] if _ed_es_findable(lv, rv, content) else (None, None)
     if blank:
         notes.append(f"frame(s) {blank} have no image content: not taken for ED or ES")
     done = [m for m in masks if m is not None]
@@ -274,6 +272,11 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     logger.info("fast cine path: %d frames, ED %s, ES %s, full accuracy on frame(s) %s in %.1f s", n, ed, es,
                 sorted(full), result.seconds["total_s"])
     return result
+
+
+def _ed_es_findable(lv: np.ndarray, rv: np.ndarray, content: Sequence[int]) -> bool:
+    """Whether :func:`find_ed_es` can choose among the ``content`` frames: two or more, a ventricle in one."""
+    return len(content) >= 2 and bool(lv[content].any() or rv[content].any())
 
 
 def _with_other_phase(units: Sequence[Unit], lv: np.ndarray, rv: np.ndarray, notes: list[str],
@@ -300,12 +303,7 @@ class _PairedFrames(Sequence[Unit]):
 
     def partner_of(self, frame: int) -> int:
         n = len(self.units)
-
-        def gap(a: int, b: int) -> int:
-            d = abs(a - b) % n
-            return min(d, n - d)
-
-        return self.es if gap(frame, self.ed) <= gap(frame, self.es) else self.ed
+        return self.es if cyclic_distance(frame, self.ed, n) <= cyclic_distance(frame, self.es, n) else self.ed
 
     def __len__(self) -> int:
         return len(self.units)

@@ -115,7 +115,6 @@ def load_header(path: str | Path):
 
 def nifti_geometry(header, path: str | Path) -> NiftiGeometry:
     """Geometry of a nibabel NIfTI header by the rule in the module docstring."""
-    check_voxel_size(load_header(path) if Path(path).is_file() else header, path)
     dims = [int(d) for d in header["dim"][1:int(header["dim"][0]) + 1]]
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()  # trailing singleton dimensions carry nothing; ITK reads (x, y, z, 1) as 3D too
@@ -192,12 +191,14 @@ def _orthonormalised(sform: np.ndarray, rotation: np.ndarray, path: str | Path) 
 
 def read_nifti_header(path: str | Path) -> NiftiGeometry:
     """Geometry of a NIfTI-1/2 file without reading its voxels."""
+    check_voxel_size(load_header(path), path)  # the header as stored: nibabel's loader turns a 0 into 1
     return nifti_geometry(_load(Path(path)).header, path)
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, NiftiGeometry]:
     """Voxels (numpy order, scl_slope/inter applied as ITK does) and geometry of a NIfTI-1/2 file."""
     path = Path(path)
+    check_voxel_size(load_header(path), path)
     image = _load(path)
     found = nifti_geometry(image.header, path)
     array = _voxels(image, path).T  # nibabel (x, y, z[, t]) -> numpy (t, z, y, x)

@@ -80,12 +80,10 @@ def canonical_reorientation(geometry: Geometry) -> Reorientation:
     cosines = [cosines_itk[:, 2 - k] for k in range(3)]  # per numpy axis, a world vector (LPS)
     spacing = geometry.spacing_zyx
 
-    order = np.argsort(spacing)[::-1]
-    thick = int(order[0])
-    anisotropic = spacing[order[0]] >= ANISOTROPY_RATIO * spacing[order[1]]
-    single = [k for k, n in enumerate(geometry.shape) if n == 1]
-    if len(single) == 1:  # one slice is a 2D image whatever its slice spacing says (2D exports often write
-        thick, anisotropic = single[0], True  # 1 mm, or nothing): its slice axis goes first all the same
+    thick = through_plane_axis(geometry.shape, spacing)
+    largest_other = max(spacing[a] for a in range(3) if a != thick)
+    # one slice is a 2D image whatever its slice spacing says: its slice axis goes first all the same
+    anisotropic = geometry.shape.count(1) == 1 or spacing[thick] >= ANISOTROPY_RATIO * largest_other
 
     def world_axis_cost(axis_perm: tuple[int, ...], world_perm: tuple[int, ...]) -> float:
         return -sum(abs(cosines[a][w]) for a, w in zip(axis_perm, world_perm))
