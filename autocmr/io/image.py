@@ -118,12 +118,38 @@ def read_header(path: str | Path) -> Geometry:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         return _nifti_fallback(path, exc, header_only=True)[1]  # type: ignore[index]
-    return Geometry(
+    geometry = _as_read(Geometry(
         size=tuple(int(v) for v in reader.GetSize()),
         spacing=tuple(float(v) for v in reader.GetSpacing()),
         origin=tuple(float(v) for v in reader.GetOrigin()),
         direction=tuple(float(v) for v in reader.GetDirection()),
-    )
+    ))
+    _check_spacing(path, geometry)
+    return geometry
+
+
+def _as_read(header: Geometry) -> Geometry:
+    """The geometry ITK's full read gives for a header: a negative spacing (MetaImage allows one) becomes
+    positive with that axis's direction column negated, so the header-only and the full read agree."""
+    negative = [i for i, v in enumerate(header.spacing) if v < 0]
+    if not negative:
+        return header
+    dim = header.dim
+    direction = np.asarray(header.direction, float).reshape(dim, dim)
+    direction[:, negative] *= -1
+    return Geometry(header.size, tuple(abs(v) for v in header.spacing), header.origin,
+                    tuple(float(v) for v in direction.ravel()))
+
+
+def _check_spacing(path: Path, geometry: Geometry) -> None:
+    """Refuse a voxel size of 0 or not a number along an axis of more than one voxel (MHA, NRRD): no volume
+    could be measured. (NIfTI is checked on its raw header before ITK, which reads such a pixdim as 1 mm.)"""
+    # spatial axes only: a cine's time step is not a voxel size, and a 4th axis of 0 s measures nothing
+    for axis, (n, value) in enumerate(zip(geometry.size[:3], geometry.spacing[:3])):
+        if n > 1 and not (np.isfinite(value) and value > 0):
+            raise InputFileError(path, f"the voxel size along {'xyz'[axis]} ({n} voxels) reads {value} (missing, "
+                                       "0 or not a number in the header): the voxel size is unknown, so no volume "
+                                       "can be measured; write the voxel size into the header")
 
 
 def read_sitk(path: str | Path) -> sitk.Image:
@@ -139,6 +165,8 @@ def read_sitk(path: str | Path) -> sitk.Image:
     try:
         image = _reader(path).Execute()
     except RuntimeError as exc:
+        if not _is_nifti(path):
+            raise _read_failure(path, exc) from exc
         array, geometry = _nifti_fallback(path, exc, header_only=False)
         return to_sitk(array, geometry)  # type: ignore[arg-type]
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _is_nifti(path):
@@ -158,6 +186,23 @@ def _check_nifti_voxel_size(path: Path) -> None:
     except InputFileError:
         return
     nifti.check_voxel_size(header, path)
+
+
+def _read_failure(path: Path, exc: RuntimeError) -> InputFileError:
+    """Why ITK could not read a (non-NIfTI) image, as precisely as its header tells: a bad voxel size names
+    the axis; a readable header with unreadable voxels is a truncated or corrupt file (ITK then reports
+    the last system error, often a misleading "No such file or directory")."""
+    try:
+        geometry = read_header(path)
+    except InputFileError as header_exc:
+        return header_exc
+    except RuntimeError:
+        return InputFileError(path, f"cannot read image ({_first_line(exc)})")
+    reason = _first_line(exc)
+    itk = "" if "No such file or directory" in reason else f"; ITK: {reason}"
+    size = "x".join(str(v) for v in geometry.size)
+    return InputFileError(path, f"the voxel data cannot be read: the file is truncated or corrupt (its header "
+                                f"describes {size} voxels, {path.stat().st_size} bytes on disk{itk})")
 
 
 def _is_nifti(path: Path) -> bool:

@@ -72,3 +72,40 @@ def test_missing_and_corrupt_files_raise_input_file_errors_naming_the_file(tmp_p
     with pytest.raises(InputFileError) as bad:
         read_image(corrupt)
     assert bad.value.path == corrupt and "cannot read" in bad.value.reason
+
+
+def _mha(tmp_path: Path, name: str, spacing_line: bytes | None = None, keep: float = 1.0) -> Path:
+    """An uncompressed MetaImage written by ITK, its ElementSpacing line replaced or its end cut off."""
+    path = tmp_path / name
+    write_image(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6), GEOMETRY, path, compress=False)
+    data = path.read_bytes()
+    if spacing_line is not None:
+        start = data.index(b"ElementSpacing = ")
+        data = data[:start] + spacing_line + data[data.index(b"\n", start):]
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def test_a_truncated_image_is_called_truncated_not_missing(tmp_path: Path) -> None:
+    path = _mha(tmp_path, "cut.mha", keep=0.6)
+    assert read_header(path).shape == (4, 5, 6)  # the header is intact
+    with pytest.raises(InputFileError, match="truncated or corrupt") as bad:
+        read_image(path)
+    assert bad.value.path == path and "No such file" not in bad.value.reason and "6x5x4 voxels" in bad.value.reason
+
+
+@pytest.mark.parametrize("spacing", [b"0 1.5 8", b"nan 1.5 8", b"1.25 1.5 0"])
+def test_an_image_without_a_voxel_size_is_refused_by_header_and_full_read(tmp_path: Path, spacing: bytes) -> None:
+    path = _mha(tmp_path, "flat.mha", b"ElementSpacing = " + spacing)
+    axis = "z" if spacing.endswith(b" 0") else "x"
+    for reader in (read_header, read_image):
+        with pytest.raises(InputFileError, match=f"voxel size along {axis}") as bad:
+            reader(path)
+        assert bad.value.path == path
+
+
+def test_a_negative_spacing_reads_the_same_from_the_header_and_the_voxels(tmp_path: Path) -> None:
+    path = _mha(tmp_path, "neg.mha", b"ElementSpacing = -1.25 1.5 8")
+    header, (_, full) = read_header(path), read_image(path)
+    assert header.differences(full) == []
+    assert header.spacing == (1.25, 1.5, 8.0)
