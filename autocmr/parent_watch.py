@@ -11,10 +11,15 @@ the *thread* that started the child ends, which a process pool does not guarante
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
 import time
+from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
 
 ORPHANED_EXIT_CODE = 128 + signal.SIGTERM
 POLL_SECONDS = 1.0
@@ -42,4 +47,26 @@ def exit_when_parent_dies(parent_pid: int, poll_s: float = POLL_SECONDS, grace_s
     return thread
 
 
-__all__ = ["ORPHANED_EXIT_CODE", "exit_when_parent_dies"]
+@contextlib.contextmanager
+def finishing_on_sigterm(what: str = "stopped") -> Iterator[None]:
+    """While inside, SIGTERM ends the process as Ctrl-C ends a command: by an exception from the main thread
+    (``SystemExit(143)``), so that ``finally`` blocks run. Python's default ends the process at once, and a
+    batch prediction stopped by a cluster's time limit would then lose the records of the cases it finished.
+    The previous handler comes back on exit; elsewhere than in the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        logger.warning("SIGTERM: %s", what)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["ORPHANED_EXIT_CODE", "exit_when_parent_dies", "finishing_on_sigterm"]

@@ -98,3 +98,24 @@ def test_a_child_whose_parent_died_gets_sigterm_and_its_handler_runs(tmp_path):
     if _running(child):
         os.kill(child, signal.SIGKILL)
     assert marker.read_text() == "saved" and not _running(child)
+
+
+def test_sigterm_ends_a_command_through_its_finally_blocks():
+    """finishing_on_sigterm: SIGTERM becomes SystemExit(143) in the main thread, so clean-up code (a batch
+    recording the cases it finished) runs; the previous handler comes back afterwards."""
+    from autocmr.parent_watch import finishing_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    try:
+        with finishing_on_sigterm("test"):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler interrupts this
+            finally:
+                cleaned.append(True)
+    except SystemExit as exc:
+        assert exc.code == 128 + signal.SIGTERM
+    else:
+        raise AssertionError("SIGTERM did not end the block")
+    assert cleaned == [True] and signal.getsignal(signal.SIGTERM) is before

@@ -33,7 +33,7 @@ from autocmr.evaluation.clinical import ED, ES
 from autocmr.errors import InputFileError
 from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
 from autocmr.inference.parts import part_suffix, with_suffix
-from autocmr.io.atomic import TEMP_PREFIX
+from autocmr.io.atomic import TEMP_PREFIX, temporary_target
 from autocmr.io.cine import read_cine
 from autocmr.io.dicom_seg import seg_output_exists
 from autocmr.io.image import Geometry, read_header
@@ -202,8 +202,7 @@ def _remove_stale_temporaries(out: Path, suffix: str, subjects: Sequence[Subject
     targets |= {figure_file_name(s.name) for s in subjects}
     for folder in (out, out / FIGURES_DIR):
         for item in folder.glob(f"{TEMP_PREFIX}*") if folder.is_dir() else ():
-            parts = item.name.split("_", 2)  # ".tmp", random hex, target name (see autocmr.io.atomic)
-            if len(parts) == 3 and parts[2] in targets:
+            if temporary_target(item.name) in targets:
                 item.unlink(missing_ok=True)
 
 

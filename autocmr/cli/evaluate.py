@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                                       ignore_labels=args.ignore_pred_labels, base_end=args.base_end, **options)
         print(result.report())
         print(f"\nResults written to {result.output_dir}")
-        return 0
+        # as every command: 1 when it ran but some cases failed (listed under "failures" in summary.json)
+        evaluated = [result.a, result.b] if args.compare else [result]
+        return 1 if any(r.failures for r in evaluated) else 0
 
     return run_command(go)
 

@@ -3,7 +3,7 @@
 Examples::
 
     autocmr_merge_parts masks/                       # after every part has finished
-    autocmr_merge_parts masks/ --allow-incomplete    # merge the parts there so far (a warning names the missing)
+    autocmr_merge_parts masks/ --allow-incomplete    # merge the parts there so far (warnings name what is missing)
 
 Writes ``failures.json``, ``predictions.json`` and one table per ``NAME_partK.csv`` (measures, volumes, QC)
 into OUT; the part files are kept. Exit code: 0 merged and no case failed, 1 merged with failed cases,
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", help="the output folder the parts predicted into")
     p.add_argument("--allow-incomplete", action="store_true",
-                   help="merge even when some parts have not written their tables (yet)")
+                   help="merge even when some parts have not written their tables (yet), stopped before they "
+                        "finished, are still running, or found other inputs (each named in a warning)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

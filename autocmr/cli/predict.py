@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary())  # stdout: what scripts read (the batch logs it at debug level only)
         return 0 if report.ok else 1
 
-    return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
+    from autocmr.parent_watch import finishing_on_sigterm
+
+    # a cluster's time limit (SIGTERM) records the finished cases as Ctrl-C does; the merge knows it stopped
+    with finishing_on_sigterm(f"recording the cases finished so far; {RERUN_WITH_CONTINUE}"):
+        return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
 
 
 def _subject_of(args: argparse.Namespace):

@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import (BatchReport, append_progress, predictor_differences, recorded_cases,
-                                             report_names, stored_predictors, write_reports)
+from autocmr.inference.batch_report import (BatchReport, append_progress, open_journal, progress_path,
+                                             recorded_cases, report_names, stored_predictors, write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
+from autocmr.inference.batch_settings import input_listing, setting_differences
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs, with_phase_partners
 from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
-from autocmr.io.atomic import TEMP_PREFIX, check_output_folder
+from autocmr.io.atomic import check_output_folder, temporary_target
 from autocmr.io.dicom_seg import OUTPUT_FORMATS, seg_output_exists
 from autocmr.models.folder import ModelSpec
 from autocmr.parallel import ResilientPool, default_workers
@@ -106,12 +108,15 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     jobs = discovery.jobs
     if phase_pairs is not None and predictor.config.other_phase:  # over every job: a partner may be in another part
         jobs = with_phase_partners(jobs, dict(phase_pairs(jobs)))
+    split = {**input_listing([j.name for j in jobs] + [p.name for p in discovery.problems]),
+             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     jobs = take_part(jobs, num_parts, part_id, lambda job: subject_of(job.name))
     report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
     cine = cine or CineOptions()
     description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
     if continue_ and check_settings:
-        _check_same_settings(out, description)
+        _check_same_settings(out, description, (num_parts, part_id))
+    open_journal(out, (num_parts, part_id), description)
     recorded = recorded_cases(out) if continue_ else {}
     finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
     report.skipped = [name for name in finished if name in recorded]
@@ -130,8 +135,10 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
 
     scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine,
                                output_format=output_format, on_case_done=record_progress)
+    complete = False
     try:
         scheduler.run(todo)
+        complete = True
     finally:  # interrupted too: the cases finished so far are recorded
         try:
             workers.close()
@@ -140,7 +147,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             report.wall_s = time.perf_counter() - start
             report.done.sort()
             report.failures.sort(key=lambda f: (f.name, f.file))
-            write_reports(report, description, input_path, jobs, (num_parts, part_id))
+            write_reports(report, description, input_path, jobs, (num_parts, part_id), complete=complete,
+                          split=split)
     if after_batch is not None:
         after_batch(report, jobs, input_path, part=(num_parts, part_id))
     # autocmr_predict prints the summary on stdout; logged at info level as well, a terminal showed it twice
@@ -178,16 +186,20 @@ def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
                        "(e.g. %s) get NIfTI masks", output_format, len(enhanced), enhanced[0])
 
 
-def _check_same_settings(out: Path, description: dict[str, Any]) -> None:
+def _check_same_settings(out: Path, description: dict[str, Any], part: tuple[int, int]) -> None:
     """``--continue`` adds to the cases an earlier run predicted: refuse when that run used another model or
-    other settings, which would leave one folder of masks made two ways under one record."""
+    other settings, which would leave one folder of masks made two ways under one record. Other parts'
+    records (a cluster run) are held to what parts must share (:mod:`autocmr.inference.batch_settings`)."""
+    own = {report_names(*part)[1], progress_path(out, part).name}
     for name, stored in stored_predictors(out).items():
-        differences = predictor_differences(stored, description)
+        differences = setting_differences(stored, description, same_part=name in own)
         if differences:
+            hint = (" (--precision auto chose differently on this machine: give --precision explicitly)"
+                    if any(d.startswith("precision:") for d in differences) else "")
             raise ConfigurationError(f"{out / name}: its cases were predicted with other settings "
-                                     f"({'; '.join(differences)}); --continue would mix the two in one folder. "
-                                     "Predict into another folder, or run without --continue to predict every "
-                                     "case again")
+                                     f"({'; '.join(differences)}){hint}; --continue would mix the two in one "
+                                     "folder. Predict into another folder, or run without --continue to predict "
+                                     "every case again")
 
 
 def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:
@@ -196,8 +208,7 @@ def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: S
     for folder in (out, out / IMAGES_FROM_DICOM):
         if folder.is_dir():
             for item in folder.iterdir():
-                parts = item.name.split("_", 2)  # ".tmp", random hex, target name (see autocmr.io.atomic)
-                if item.name.startswith(TEMP_PREFIX) and len(parts) == 3 and parts[2] in targets:
+                if temporary_target(item.name) in targets:
                     item.unlink(missing_ok=True)
 
 

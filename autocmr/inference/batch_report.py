@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocmr.documents import layout
+from autocmr.inference.batch_settings import setting_differences
 from autocmr.inference.inputs import CaseFailure, PredictionJob
 from autocmr.inference.parts import part_file_name
 from autocmr.io.atomic import write_json_atomic
@@ -79,25 +80,64 @@ def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
     return record
 
 
+def open_journal(output_dir: Path, part: tuple[int, int], predictor_description: dict[str, Any]) -> None:
+    """Start this part's journal with the settings of the run that appends to it (its first line), so that a
+    batch killed before it wrote any ``predictions.json`` still says how its cases were made. A journal that
+    an earlier run with other settings left (a plain rerun, not ``--continue``) is dropped first, as the
+    record of such a run is (:func:`write_reports`): its masks stay, its records no longer list them."""
+    path = progress_path(output_dir, part)
+    header = journal_predictor(path)
+    if path.is_file() and header is not None and setting_differences(header, predictor_description):
+        cases = _journal(path)
+        logger.warning("%s: %d case(s) journalled by an earlier run with other settings are no longer listed (their "
+                       "files are left as they are)", path, len(cases))
+        path.unlink()
+    if not path.is_file():
+        _append_line(path, json.dumps({"predictor": predictor_description}))
+
+
 def append_progress(report: BatchReport, job: PredictionJob, part: tuple[int, int]) -> None:
     """Append one finished case to the journal (one JSON line, flushed to the file)."""
-    line = json.dumps({"name": job.name, "record": case_record(report, job)})
-    with open(progress_path(report.output_dir, part), "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    _append_line(progress_path(report.output_dir, part),
+                 json.dumps({"name": job.name, "record": case_record(report, job)}))
+
+
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a+b") as f:
+        f.seek(0, 2)
+        if f.tell():  # a line a killed job left without its newline would swallow this one
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode("utf-8") + b"\n")
         f.flush()
 
 
-def _journal(path: Path) -> dict[str, Any]:
-    """Cases of a journal; a line a killed job left half-written is skipped."""
-    cases: dict[str, Any] = {}
+def _journal_entries(path: Path) -> list[dict[str, Any]]:
+    """The journal's readable lines; a line a killed job left half-written is skipped."""
+    entries = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
-                cases[str(entry["name"])] = entry["record"]
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 continue
-    return cases
+            if isinstance(entry, dict):
+                entries.append(entry)
+    return entries
+
+
+def _journal(path: Path) -> dict[str, Any]:
+    """Cases of a journal (its header line, the settings, is not a case)."""
+    return {str(e["name"]): e["record"] for e in _journal_entries(path) if "name" in e and "record" in e}
+
+
+def journal_predictor(path: Path) -> dict[str, Any] | None:
+    """The settings a journal was started with (None for a journal without a header)."""
+    for entry in _journal_entries(path):
+        if isinstance(entry.get("predictor"), dict):
+            return entry["predictor"]
+    return None
 
 
 def _record(path: Path) -> dict[str, Any]:
@@ -133,26 +173,8 @@ def recorded_cases(output_dir: Path) -> dict[str, Any]:
     return cases
 
 
-# Settings of predictions.json's "predictor" that do not change a mask (beyond float rounding): a batch
-# continued on another device is still one batch.
-_NOT_RESULT_CHANGING = frozenset({"device"})
-
-
-def predictor_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``name: old -> new`` for each result-changing predictor setting that differs (cine settings too)."""
-    names = sorted((set(stored) | set(current)) - _NOT_RESULT_CHANGING)
-    return [f"{name}: {stored.get(name)} -> {current.get(name)}" for name in names
-            if _comparable(name, stored.get(name)) != _comparable(name, current.get(name))]
-
-
-def _comparable(name: str, value: Any) -> Any:
-    if name == "model" and isinstance(value, str):  # one folder given as a relative and an absolute path
-        return str(Path(value).expanduser().resolve())
-    return value
-
-
 def stored_predictors(output_dir: Path) -> dict[str, dict[str, Any]]:
-    """File name -> its ``predictor`` settings, for every predictions record in ``output_dir``."""
+    """File name -> its ``predictor`` settings, for every predictions record and journal in ``output_dir``."""
     out = Path(output_dir)
     stem = Path(layout.BATCH_PREDICTIONS).stem
     found = {}
@@ -160,11 +182,16 @@ def stored_predictors(output_dir: Path) -> dict[str, dict[str, Any]]:
         predictor = _predictor_in(path)
         if predictor is not None:
             found[path.name] = predictor
+    for journal in sorted(out.glob(f".{stem}*.progress.jsonl")):
+        predictor = journal_predictor(journal)
+        if predictor is not None:
+            found[journal.name] = predictor
     return found
 
 
 def write_reports(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
-                  jobs: Sequence[PredictionJob], part: tuple[int, int]) -> None:
+                  jobs: Sequence[PredictionJob], part: tuple[int, int], *, complete: bool = True,
+                  split: dict[str, Any] | None = None) -> None:
     """Write ``failures.json`` and ``predictions.json`` (this part's names), keeping the cases an earlier run
     of a continued batch recorded (in ``predictions.json`` or its journal; for the cases this run skipped, in
     the records of any split), then remove the journal. A case that failed now has no record: its old one
@@ -174,7 +201,7 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     record = _record(path)  # what an earlier run (continued now) recorded about the cases it predicted
     cases = record.get("cases") if isinstance(record.get("cases"), dict) else {}
     earlier = record.get("predictor")
-    if cases and isinstance(earlier, dict) and predictor_differences(earlier, predictor_description):
+    if cases and isinstance(earlier, dict) and setting_differences(earlier, predictor_description):
         old = sorted(set(cases) - set(report.done))
         if old:  # their masks stay on disk, but this record describes this run's settings: not theirs
             logger.warning("%s: %d case(s) recorded by an earlier run with other settings are no longer listed "
@@ -191,21 +218,30 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
     for failure in report.failures:
         if failure.name not in kept:
             cases.pop(failure.name, None)
-    write_batch_record(report, predictor_description, input_path, cases, part)
+    accounted = set(report.done) | set(report.skipped) | {f.name for f in report.failures}
+    not_attempted = [] if complete else sorted(j.name for j in jobs if j.name not in accounted)
+    write_batch_record(report, predictor_description, input_path, cases, part, complete=complete,
+                       not_attempted=not_attempted, split=split)
     journal.unlink(missing_ok=True)  # merged: predictions.json now holds every record
 
 
 def write_batch_record(report: BatchReport, predictor_description: dict[str, Any], input_path: str | Path,
-                       cases: dict[str, Any], part: tuple[int, int] = (1, 0)) -> None:
+                       cases: dict[str, Any], part: tuple[int, int] = (1, 0), *, complete: bool = True,
+                       not_attempted: Sequence[str] = (), split: dict[str, Any] | None = None) -> None:
     """``failures.json`` and ``predictions.json`` (this part's names) of a batch whose case records are
-    ``cases``: the one layout the analysis, ``--continue`` and ``autocmr_merge_parts`` read."""
+    ``cases``: the one layout the analysis, ``--continue`` and ``autocmr_merge_parts`` read. ``complete``
+    is False for a batch stopped before it finished (``not_attempted``: its cases never started), which
+    ``autocmr_merge_parts`` does not merge unless told to; ``split``: the input listing the parts were dealt
+    from (:func:`autocmr.inference.batch_settings.input_listing`) and when this part started."""
     failures_name, predictions_name = report_names(*part)
     write_json_atomic(report.output_dir / failures_name, [f.to_dict() for f in report.failures])
     write_json_atomic(report.output_dir / predictions_name, {
         "predictor": predictor_description, "input": str(input_path), "num_parts": part[0], "part_id": part[1],
+        **({"split": split} if split else {}), "complete": complete,
+        **({"not_attempted": list(not_attempted)} if not complete else {}),
         "wall_s": round(report.wall_s, 3), "done": report.done, "skipped": report.skipped,
         "failed": [f.name for f in report.failures], "cases": dict(sorted(cases.items()))})
 
 
-__all__ = ["BatchReport", "append_progress", "case_record", "predictor_differences", "progress_path",
+__all__ = ["BatchReport", "append_progress", "case_record", "journal_predictor", "open_journal", "progress_path",
            "recorded_cases", "report_names", "stored_predictors", "write_batch_record", "write_reports"]

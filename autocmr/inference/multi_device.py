@@ -23,6 +23,7 @@ from autocmr.inference.parts import MergeReport, merge_parts
 from autocmr.inference.predictor import PredictorOptions
 from autocmr.models.folder import ModelSpec
 from autocmr.parallel import default_workers
+from autocmr.parent_watch import finishing_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{options.device}] %(message)s")
     settings.apply(resolve_device(options.device))  # threads; the allocator setting when the CLI asked
-    report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts, part_id=part_id,
-                            **batch_options)
+    with finishing_on_sigterm("recording the cases finished so far"):  # the records survive a time limit
+        report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts,
+                                part_id=part_id, **batch_options)
     pipe.send((report.summary().splitlines()[0], len(report.failures)))

@@ -8,12 +8,20 @@ writes the unsuffixed tables over all parts:
 
 - ``failures_partK.json`` (lists): concatenated, sorted by case name.
 - ``predictions_partK.json``: cases, done/skipped/failed lists joined; ``wall_s`` is the slowest part (parts run
-  side by side); the parts must agree on how they predicted (configuration, folds, mirroring, step,
-  postprocessing), model folder paths and devices may differ and are listed.
+  side by side); the parts must agree on how they predicted (every setting but the device and the model
+  folder's path: :mod:`autocmr.inference.batch_settings`); model folder paths and devices may differ and are
+  listed.
 - any other ``NAME_partK.csv``: rows concatenated in part order, columns joined; when every part's rows are
   sorted by the first column, so are the merged rows.
 - any other ``NAME_partK.json``: lists concatenated, objects merged key by key (values that differ between
   parts become a list, one value per part).
+
+A part that is missing, stopped before it finished (``"complete": false`` in its record: Ctrl-C, a
+cluster's time limit), still has its journal of finished cases (running, or killed), or found another list
+of inputs than the other parts (studies added between the array tasks' starts) is merged only with
+``allow_incomplete``. The parts of an earlier split into another number of parts (a ``--continue`` rerun
+with other ``--num-parts`` or ``--devices``) are left out with a warning: the new parts' records carry
+their cases.
 
 The parts are kept, so merging again after a rerun of one part is safe. Other per-part files (an HTML
 report, say) are left as they are.
@@ -25,6 +33,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -33,12 +42,11 @@ import pandas as pd
 from autocmr.documents import layout
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase
+from autocmr.inference.batch_settings import setting_differences
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 PART_FILE = re.compile(r"^(?P<stem>.+)_part(?P<part>\d+)(?P<ext>\.(?:csv|json))$")
-# what every part must have done the same way; the model's path and the device may differ between machines
-SAME_IN_EVERY_PART = ("configuration", "folds", "mirror_axes", "step", "postprocessing", "cine")
 
 
 def part_suffix(num_parts: int, part_id: int) -> str:
@@ -112,6 +120,8 @@ def find_parts(output_dir: Path) -> dict[str, dict[int, Path]]:
     """Part files in ``output_dir``, by merged name (``measures.csv``) and part id."""
     groups: dict[str, dict[int, Path]] = defaultdict(dict)
     for path in sorted(output_dir.iterdir()):
+        if path.name.startswith("."):  # a part's temporary (.tmp_<hex>_measures_part1.csv) or journal
+            continue
         match = PART_FILE.match(path.name)
         if match and path.is_file():
             groups[match["stem"] + match["ext"]][int(match["part"])] = path
@@ -135,17 +145,22 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
         raise ConfigurationError(f"{out}: no predictions_partK.json found; run autocmr_predict with --num-parts N "
                                  "--part-id K into this folder first")
     documents = {k: _read_json(p) for k, p in predictions.items()}
-    num_parts = _check_split(out, documents, allow_incomplete)
-    for name, parts in groups.items():
-        stray = sorted(k for k in parts if k >= num_parts)
-        if stray:
-            raise ConfigurationError(f"{parts[stray[0]]}: part {stray[0]} of a split into more than {num_parts} parts; "
-                                     "remove the files of that earlier run")
+    num_parts, documents = _current_split(out, documents, predictions)
+    _check_split(out, documents, num_parts, allow_incomplete)
     report = MergeReport(out, num_parts, present=len(documents))
     for name, parts in sorted(groups.items()):
-        ordered = [parts[k] for k in sorted(parts)]
+        ignored = sorted(k for k in parts if k not in documents)
+        if ignored:  # another split's (or a part without a record: nothing says its table is this run's)
+            logger.warning("%s: not merged (no %s of this %d-part run beside it)",
+                           ", ".join(parts[k].name for k in ignored), layout.BATCH_PREDICTIONS, num_parts)
+        ordered = [parts[k] for k in sorted(parts) if k in documents]
+        if not ordered:
+            continue
+        if len(ordered) < len(documents):
+            logger.warning("%s: merged from %d of the %d parts (the others wrote none)", name, len(ordered),
+                           len(documents))
         if name == layout.BATCH_PREDICTIONS:
-            merged: Any = _merge_predictions([documents[k] for k in sorted(parts)], ordered, num_parts)
+            merged: Any = _merge_predictions([documents[k] for k in sorted(documents)], ordered, num_parts)
             report.done = len(merged["done"])
         elif name == layout.BATCH_FAILURES:
             merged = sorted((f for p in ordered for f in _as_list(_read_json(p), p)),
@@ -164,19 +179,54 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     return report
 
 
-def _check_split(out: Path, documents: dict[int, dict[str, Any]], allow_incomplete: bool) -> int:
-    counts = {int(d.get("num_parts", 0)) for d in documents.values()}
-    if len(counts) != 1:
-        raise ConfigurationError(f"{out}: the predictions_partK.json files come from splits into different numbers "
-                                 f"of parts {sorted(counts)}; remove the files of the earlier run and merge again")
-    num_parts = counts.pop()
+def _current_split(out: Path, documents: dict[int, dict[str, Any]],
+                   paths: dict[int, Path]) -> tuple[int, dict[int, dict[str, Any]]]:
+    """The split of the latest run and its parts' records. A ``--continue`` rerun with another number of parts
+    (``--num-parts``, ``--devices``) leaves the earlier split's higher parts behind: their cases are in the new
+    parts' records (a part carries over what it skipped), so they are left out, with a warning."""
+    def started(k: int) -> str:
+        split = documents[k].get("split")
+        stamp = split.get("started") if isinstance(split, dict) else None
+        return str(stamp) if stamp else datetime.fromtimestamp(paths[k].stat().st_mtime, timezone.utc).isoformat()
+
+    splits: dict[int, list[int]] = defaultdict(list)
+    for k, document in documents.items():
+        splits[int(document.get("num_parts", 0))].append(k)
+    latest = max(splits, key=lambda n: max(started(k) for k in splits[n]))
+    stale = sorted(k for n, ks in splits.items() if n != latest for k in ks)
+    if stale:
+        logger.warning("%s: %s are from an earlier split into %s parts and are not merged (this run has %d parts); "
+                       "remove them once the merge is done", out, ", ".join(paths[k].name for k in stale),
+                       sorted(n for n in splits if n != latest), latest)
+    return latest, {k: documents[k] for k in splits[latest]}
+
+
+def _check_split(out: Path, documents: dict[int, dict[str, Any]], num_parts: int, allow_incomplete: bool) -> None:
+    problems = []
     missing = sorted(set(range(num_parts)) - set(documents))
-    if missing and not allow_incomplete:
-        raise ConfigurationError(f"{out}: part(s) {missing} of {num_parts} have no predictions_partK.json (not run, "
-                                 "or still running or failed); rerun them with --part-id, or merge what is there "
-                                 "with --allow-incomplete")
     if missing:
-        logger.warning("merging %d of %d parts; part(s) %s are missing", len(documents), num_parts, missing)
+        problems.append(f"part(s) {missing} of {num_parts} have no predictions_partK.json (not run, or still "
+                        "running or failed)")
+    stopped = {k: d.get("not_attempted") or [] for k, d in sorted(documents.items()) if d.get("complete") is False}
+    for k, left in stopped.items():
+        problems.append(f"part {k} stopped before it finished ({len(left)} case(s) not attempted)")
+    stem = Path(layout.BATCH_PREDICTIONS).stem
+    running = sorted(k for k in documents if (out / f".{stem}_part{k}.progress.jsonl").exists())
+    if running:
+        problems.append(f"part(s) {running} are running now or were killed (their journal of finished cases is "
+                        "still there)")
+    listings = {k: d["split"] for k, d in documents.items()
+                if isinstance(d.get("split"), dict) and "digest" in d["split"]}
+    if len({(v.get("cases"), v.get("digest")) for v in listings.values()}) > 1:
+        found = ", ".join(f"part {k}: {v.get('cases')}" for k, v in sorted(listings.items()))
+        problems.append(f"the parts found different inputs ({found} cases; studies added or removed between their "
+                        "starts), so some subjects may be in no part or in two")
+    if problems and not allow_incomplete:
+        raise ConfigurationError(f"{out}: {'; '.join(problems)}. Rerun the parts concerned with the same command "
+                                 "and --continue (after a change of inputs: every part), or merge what is there "
+                                 "with --allow-incomplete")
+    for problem in problems:
+        logger.warning("%s: merging anyway: %s", out, problem)
     inputs = sorted({str(d.get("input")) for d in documents.values()})
     if len(inputs) > 1:  # one folder mounted at two places on two machines is fine; two batches are not
         logger.warning("%s: the parts read different inputs %s; if these are not one folder seen from different "
@@ -184,12 +234,10 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], allow_incomple
     describe = {k: d.get("predictor", {}) for k, d in documents.items()}
     first = min(describe)
     for k, predictor in describe.items():
-        differing = [key for key in SAME_IN_EVERY_PART if predictor.get(key) != describe[first].get(key)]
+        differing = setting_differences(describe[first], predictor, same_part=False)
         if differing:
             raise ConfigurationError(f"{out}: part {k} was predicted differently from part {first} "
-                                     f"({', '.join(differing)}: {[predictor.get(x) for x in differing]} vs "
-                                     f"{[describe[first].get(x) for x in differing]}); rerun it with the same options")
-    return num_parts
+                                     f"({'; '.join(differing)}); rerun it with the same options")
 
 
 def _merge_predictions(documents: Sequence[dict[str, Any]], paths: Sequence[Path], num_parts: int) -> dict[str, Any]:
@@ -202,6 +250,7 @@ def _merge_predictions(documents: Sequence[dict[str, Any]], paths: Sequence[Path
         cases.update(document.get("cases", {}))
     return {"predictor": predictor, "input": _merge_values([d.get("input") for d in documents]),
             "num_parts": num_parts, "merged_from": [p.name for p in paths],
+            "complete": len(documents) == num_parts and all(d.get("complete", True) for d in documents),
             "wall_s": max(float(d.get("wall_s", 0.0)) for d in documents),
             "part_wall_s": [d.get("wall_s") for d in documents],
             **{key: sorted(n for d in documents for n in d.get(key, [])) for key in ("done", "skipped", "failed")},

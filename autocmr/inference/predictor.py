@@ -76,6 +76,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, training=False)
         self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
+        self.checkpoint = checkpoint
         self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
         self.step = step
         dim = self.config.dim
@@ -211,7 +212,16 @@ class Predictor:
                 "device": str(self.device), "mirror_axes": list(self.mirror_axes), "step": self.step,
                 "precision": self.precision,
                 "postprocessing": {"foreground_lcc": self.postprocessing.foreground_lcc,
-                                   "per_label_lcc": list(self.postprocessing.per_label_lcc)}}
+                                   "per_label_lcc": list(self.postprocessing.per_label_lcc)},
+                **({"weights": weights} if (weights := self.weight_checksums()) else {})}
+
+    def weight_checksums(self) -> dict[str, str]:
+        """The sha256 of each checkpoint this predictor runs, from the model's manifest (empty when the manifest
+        does not list them all): a record of which model predicted that holds wherever the folder is copied."""
+        listed = self.model.manifest.weights if self.model.manifest is not None else {}
+        used = [self.model.checkpoint_path(fold, self.checkpoint).relative_to(self.model.path).as_posix()
+                for fold in self.folds]
+        return {relpath: listed[relpath] for relpath in used} if all(r in listed for r in used) else {}
 
 
 def export_prediction(probabilities: torch.Tensor, props: dict[str, Any], plans: Plans, config: Configuration,

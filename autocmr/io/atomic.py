@@ -38,6 +38,16 @@ def temporary_sibling(path: str | Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}_{path.name}")
 
 
+def temporary_target(name: str) -> str | None:
+    """The file name a temporary of :func:`temporary_sibling` stands for (``.tmp_<hex>_NAME`` -> ``NAME``);
+    None for any other name. Cleanups compare it exactly: a pattern such as ``.tmp_*_P1_seg`` also matches
+    the live temporary of ``A_P1_seg``."""
+    if not name.startswith(TEMP_PREFIX):
+        return None
+    parts = name.split("_", 2)  # ".tmp", random hex, target name
+    return parts[2] if len(parts) == 3 and parts[2] else None
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; on success rename it to ``path``, on failure delete it.

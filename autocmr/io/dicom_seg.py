@@ -32,7 +32,7 @@ import numpy as np
 from pydicom import Dataset
 
 from autocmr.errors import InputFileError
-from autocmr.io.atomic import TEMP_PREFIX, atomic_path, temporary_sibling
+from autocmr.io.atomic import TEMP_PREFIX, atomic_path, temporary_sibling, temporary_target
 from autocmr.io.dicom_seg_sources import lenient_pydicom_writing, read_source_headers
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
@@ -259,7 +259,9 @@ def _remove_stale_temporaries(destination: Path) -> None:
     """Temporaries an interrupted run left for this destination (``.tmp_<hex>_NAME_seg[.dcm]``)."""
     if not destination.parent.is_dir():
         return
-    for item in destination.parent.glob(f"{TEMP_PREFIX}*_{destination.name}"):
+    for item in destination.parent.glob(f"{TEMP_PREFIX}*"):
+        if temporary_target(item.name) != destination.name:  # not another case's (A_P1_seg ends in P1_seg)
+            continue
         if item.is_dir():
             shutil.rmtree(item, ignore_errors=True)
         else:

@@ -71,8 +71,8 @@ def resolve_schedule(options: TrainOptions, device: torch.device, log: Callable[
                               max_iterations_per_epoch=options.iterations_per_epoch)
         log(f"fine-tuning schedule: {s.iterations} iterations ({s.epochs} epochs of {s.iterations_per_epoch}), "
             f"about {finetune_passes(training_subjects):.0f} passes over the {training_samples} training samples "
-            f"of {training_subjects} subject(s) in batches of {batch_size}; set --epochs/--iterations to choose "
-            "another")
+            f"of {training_subjects} subject(s) in batches of {batch_size}; set --epochs to choose another "
+            "(--iterations alone only shortens the epochs, the total stays)")
         return options.updated(epochs=s.epochs, iterations_per_epoch=s.iterations_per_epoch,
                                val_iterations=min(options.val_iterations, s.iterations_per_epoch))
     if options.time_budget_s is not None:

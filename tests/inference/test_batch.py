@@ -100,22 +100,25 @@ def test_an_interrupted_batch_keeps_the_records_of_finished_cases(tmp_path, tiny
     def stop_after_first(self, *, block):
         real_update(self, block=block)
         if self.report.done:
-            # constant work per case: a journal line, not a rewrite of predictions.json
-            assert len(journal.read_text().splitlines()) == 1
+            # constant work per case: a journal line (after the settings line), not a rewrite of predictions.json
+            assert len(journal.read_text().splitlines()) == 2
             assert not (tmp_path / "out" / "predictions.json").exists()
             raise KeyboardInterrupt  # the job is killed once one case is written
 
     monkeypatch.setattr(batch_scheduler.BatchScheduler, "_collect", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
-    first = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
+    record = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    first = record["cases"]
     assert list(first) == ["first"] and first["first"]["seconds"]["write_s"] > 0  # recorded before the interruption
+    assert record["complete"] is False and record["not_attempted"] == ["second"]  # the merge knows it stopped
     assert not journal.exists()  # merged into predictions.json
     monkeypatch.undo()
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0, continue_=True)
     assert report.skipped == ["first"] and report.done == ["second"]
-    cases = json.loads((tmp_path / "out" / "predictions.json").read_text())["cases"]
-    assert sorted(cases) == ["first", "second"] and cases["first"] == first["first"]
+    record = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert sorted(record["cases"]) == ["first", "second"] and record["cases"]["first"] == first["first"]
+    assert record["complete"] is True and "not_attempted" not in record
 
 
 def test_a_journal_left_by_a_killed_job_is_merged_by_the_next_write(tmp_path, tiny_predictor):
@@ -237,3 +240,48 @@ def test_the_nifti_copy_of_a_dicom_series_keeps_integer_pixels_in_a_16_bit_type(
         assert exact_integer_copy(kept) is kept  # fractions, out of range or not finite: written as they are
     ints = np.arange(4, dtype=np.int32)
     assert exact_integer_copy(ints) is ints
+
+
+def test_a_killed_batchs_journal_says_how_it_predicted_so_continue_refuses_other_settings(tmp_path, tiny_model_dir):
+    """Killed before any predictions.json existed, a batch has only its journal; its first line holds the
+    settings, so --continue with another step is refused as it is against a predictions.json."""
+    import json
+
+    from autocmr.errors import ConfigurationError
+    from autocmr.inference.batch_report import journal_predictor, open_journal, progress_path
+
+    write_image(small_case(7, slices=3).image, small_case(7, slices=3).geometry, tmp_path / "in" / "first.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    coarse = PredictorOptions(device="cpu", mirror=False, step=1.0).build(tiny_model_dir)
+    description = {**coarse.describe(), "cine": {}}
+    open_journal(out, (1, 0), description)
+    journal = progress_path(out, (1, 0))
+    assert journal_predictor(journal) == json.loads(json.dumps(description))
+    fine = PredictorOptions(device="cpu", mirror=False, step=0.5)
+    with pytest.raises(ConfigurationError, match=r"progress.jsonl.*step: 1.0 -> 0.5"):
+        predict_folder(tmp_path / "in", out, tiny_model_dir, options=fine, num_workers=0, continue_=True)
+    # a plain rerun with other settings drops the killed run's journal instead of listing its cases as its own
+    journal.write_text(journal.read_text() + json.dumps({"name": "old", "record": {}}))  # no newline: killed
+    predict_folder(tmp_path / "in", out, tiny_model_dir, options=fine, num_workers=0)
+    assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
+
+
+def test_the_model_is_known_by_its_weights_so_a_copied_folder_continues_the_batch(tmp_path, tiny_model_dir):
+    """A model folder copied elsewhere (another machine's mount point) predicts the same masks: --continue
+    accepts it (other weights: tests/inference/test_batch_settings.py)."""
+    import json
+    import shutil
+
+    for seed, name in ((7, "first"), (8, "second")):
+        write_image(small_case(seed, slices=3).image, small_case(seed, slices=3).geometry,
+                    tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    options = PredictorOptions(device="cpu", mirror=False)
+    predict_folder(tmp_path / "in", out, tiny_model_dir, options=options, num_workers=0)
+    weights = json.loads((out / "predictions.json").read_text())["predictor"]["weights"]
+    assert weights and all(len(sha) == 64 for sha in weights.values())
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere" / "model")
+    (out / "second.nii.gz").unlink()
+    report = predict_folder(tmp_path / "in", out, copy, options=options, num_workers=0, continue_=True)
+    assert report.done == ["second"] and report.skipped == ["first"]

@@ -205,3 +205,17 @@ def test_sunnybrook_cine_seg_references_every_image(tmp_path, sunnybrook_root):
         source = next(h for h in headers if h.SOPInstanceUID == uid)
         np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
                                    [float(v) for v in source.ImagePositionPatient], atol=1e-4)
+
+
+def test_a_seg_write_removes_its_own_stale_temporaries_not_another_cases(tmp_path):
+    """Case P1's clean-up must not delete the live temporary of case A_P1 (its name ends in P1_seg too)."""
+    from autocmr.io.dicom_seg import _remove_stale_temporaries
+
+    mine, other = tmp_path / ".tmp_0123456789ab_P1_seg.dcm", tmp_path / ".tmp_ba9876543210_A_P1_seg.dcm"
+    other_cine = tmp_path / ".tmp_ba9876543210_A_P1_seg"
+    for path in (mine, other):
+        path.write_bytes(b"x")
+    other_cine.mkdir()
+    _remove_stale_temporaries(tmp_path / "P1_seg.dcm")
+    _remove_stale_temporaries(tmp_path / "P1_seg")
+    assert not mine.exists() and other.exists() and other_cine.is_dir()
