@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import (BatchReport, append_progress, open_journal, progress_path,
+from autocmr.inference.batch_report import (BatchReport, append_progress, holding_part, open_journal, progress_path,
                                              recorded_cases, report_names, stored_predictors, write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_settings import input_listing, setting_differences
@@ -111,46 +111,48 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     split = {**input_listing([j.name for j in jobs] + [p.name for p in discovery.problems]),
              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     jobs = take_part(jobs, num_parts, part_id, lambda job: subject_of(job.name))
-    report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
-    cine = cine or CineOptions()
-    description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
-    if continue_ and check_settings:
-        _check_same_settings(out, description, (num_parts, part_id))
-    open_journal(out, (num_parts, part_id), description)
-    recorded = recorded_cases(out) if continue_ else {}
-    finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
-    report.skipped = [name for name in finished if name in recorded]
-    unrecorded = [name for name in finished if name not in recorded]
-    if unrecorded:
-        logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, e.g. %s",
-                    len(unrecorded), unrecorded[0])
-    todo = [j for j in jobs if j.name not in set(report.skipped)]
-    _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
-    workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
-    logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
-                len(todo), len(report.skipped), len(report.failures), workers.num_workers)
+    # one process at a time per part: a requeued array task racing the original would double every record
+    with holding_part(out, (num_parts, part_id)):
+        report = BatchReport(out, failures=list(discovery.problems) if part_id == 0 else [])
+        cine = cine or CineOptions()
+        description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
+        if continue_ and check_settings:
+            _check_same_settings(out, description, (num_parts, part_id))
+        open_journal(out, (num_parts, part_id), description)
+        recorded = recorded_cases(out) if continue_ else {}
+        finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
+        report.skipped = [name for name in finished if name in recorded]
+        unrecorded = [name for name in finished if name not in recorded]
+        if unrecorded:
+            logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, "
+                        "e.g. %s", len(unrecorded), unrecorded[0])
+        todo = [j for j in jobs if j.name not in set(report.skipped)]
+        _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
+        workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
+        logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
+                    len(todo), len(report.skipped), len(report.failures), workers.num_workers)
 
-    def record_progress(job: PredictionJob) -> None:  # after every case, at a constant cost: a job killed
-        append_progress(report, job, (num_parts, part_id))  # now keeps the records --continue then merges
+        def record_progress(job: PredictionJob) -> None:  # after every case, at a constant cost: a job killed
+            append_progress(report, job, (num_parts, part_id))  # now keeps the records --continue then merges
 
-    scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine,
-                               output_format=output_format, on_case_done=record_progress)
-    complete = False
-    try:
-        scheduler.run(todo)
-        complete = True
-    finally:  # interrupted too: the cases finished so far are recorded
+        scheduler = BatchScheduler(predictor, workers, save_probabilities, report, cine=cine,
+                                   output_format=output_format, on_case_done=record_progress)
+        complete = False
         try:
-            workers.close()
-            scheduler.close()
-        finally:  # a stop signal arriving while the workers finish must not cost the records either
-            report.wall_s = time.perf_counter() - start
-            report.done.sort()
-            report.failures.sort(key=lambda f: (f.name, f.file))
-            write_reports(report, description, input_path, jobs, (num_parts, part_id), complete=complete,
-                          split=split)
-    if after_batch is not None:
-        after_batch(report, jobs, input_path, part=(num_parts, part_id))
+            scheduler.run(todo)
+            complete = True
+        finally:  # interrupted too: the cases finished so far are recorded
+            try:
+                workers.close()
+                scheduler.close()
+            finally:  # a stop signal arriving while the workers finish must not cost the records either
+                report.wall_s = time.perf_counter() - start
+                report.done.sort()
+                report.failures.sort(key=lambda f: (f.name, f.file))
+                write_reports(report, description, input_path, jobs, (num_parts, part_id), complete=complete,
+                              split=split)
+        if after_batch is not None:
+            after_batch(report, jobs, input_path, part=(num_parts, part_id))
     # autocmr_predict prints the summary on stdout; logged at info level as well, a terminal showed it twice
     logger.debug("%s", report.summary().splitlines()[0])
     return report

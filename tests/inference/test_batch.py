@@ -285,3 +285,21 @@ def test_the_model_is_known_by_its_weights_so_a_copied_folder_continues_the_batc
     (out / "second.nii.gz").unlink()
     report = predict_folder(tmp_path / "in", out, copy, options=options, num_workers=0, continue_=True)
     assert report.done == ["second"] and report.skipped == ["first"]
+
+
+def test_a_second_process_on_the_same_part_is_refused_naming_the_first(tmp_path, tiny_predictor):
+    """The same command started twice (a requeued array task racing the original): the second stops at once
+    instead of predicting every case again; another part of the folder is free; the hold ends with its holder."""
+    from autocmr.errors import ConfigurationError
+    from autocmr.inference.batch_report import holding_part
+
+    write_image(small_case(7, slices=3).image, small_case(7, slices=3).geometry, tmp_path / "in" / "a.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    with holding_part(out, (2, 1)):
+        with pytest.raises(ConfigurationError, match=rf"part 1 of 2 in this folder is being predicted by process "
+                                                     rf"{os.getpid()} on "):
+            predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, num_parts=2, part_id=1)
+        predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, num_parts=2, part_id=0)  # another part
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, num_parts=2, part_id=1)
+    assert report.ok
