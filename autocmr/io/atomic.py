@@ -62,10 +62,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
+        _flush_to_disk(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _flush_to_disk(path: Path) -> None:
+    """Make the file's data durable before its rename: after a machine crash (not merely a killed process)
+    a file system may otherwise show the new name with no data in it (an empty mask or record). Folders are
+    left to their files."""
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
