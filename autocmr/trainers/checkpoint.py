@@ -6,6 +6,7 @@ network, and the training keys (``optimizer``, ``scaler``, ``state``, ``rng``)."
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,8 @@ from autocmr.errors import ConfigurationError
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.state import TrainState
 
-__all__ = ["load_checkpoint", "restore_rng_state", "restore_training", "rng_state", "save_checkpoint",
-           "training_payload"]
+__all__ = ["check_resumable", "load_checkpoint", "restore_rng_state", "restore_training", "rng_state",
+           "save_checkpoint", "training_payload"]
 
 
 def training_payload(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -31,6 +32,26 @@ def training_payload(*, network: torch.nn.Module, optimizer: torch.optim.Optimiz
             "scaler": scaler.state_dict() if scaler else None, "state": state.to_dict(), "rng": rng_state()}
 
 
+def check_resumable(payload: dict[str, Any], *, network: torch.nn.Module, plans_name: str, configuration: str,
+                    path: Path | str) -> None:
+    """Refuse to resume ``payload`` into ``network`` before anything of the model folder is rewritten: a
+    checkpoint of other plans or another configuration, or whose network has other tensors or shapes (the
+    dataset was re-planned since, e.g. with context slices), names the checkpoint and the first difference."""
+    if payload.get("configuration") != configuration or payload.get("plans_name") != plans_name:
+        raise ConfigurationError(f"{path}: checkpoint is from {payload.get('plans_name')}/"
+                                 f"{payload.get('configuration')}, not {plans_name}/{configuration}; resume with the "
+                                 "plans it was trained with (-p), or train the fold again without --continue")
+    stored, expected = payload.get("network") or {}, network.state_dict()
+    for name in sorted(set(stored) | set(expected)):
+        old = tuple(stored[name].shape) if name in stored else None
+        new = tuple(expected[name].shape) if name in expected else None
+        if old != new:
+            raise ConfigurationError(f"{path}: its network does not match the current plans ({name}: "
+                                     f"{old or 'absent'} in the checkpoint, {new or 'absent'} now; the dataset was "
+                                     "re-planned since this fold was trained); train the fold again without "
+                                     "--continue, or plan it as before")
+
+
 def restore_training(payload: dict[str, Any], *, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler | None, plans_name: str, configuration: str) -> TrainState:
     """Load a :func:`training_payload` into ``network``, ``optimizer`` and ``scaler`` and the process's random
@@ -38,8 +59,13 @@ def restore_training(payload: dict[str, Any], *, network: torch.nn.Module, optim
     if payload.get("configuration") != configuration or payload.get("plans_name") != plans_name:
         raise ConfigurationError(f"checkpoint is from {payload.get('plans_name')}/{payload.get('configuration')}, "
                                  f"not {plans_name}/{configuration}")
-    network.load_state_dict(payload["network"])
-    optimizer.load_state_dict(payload["optimizer"])
+    try:
+        network.load_state_dict(payload["network"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # a re-planned network, another --freeze's parameter groups
+        raise ConfigurationError(f"checkpoint does not fit this run ({str(exc).splitlines()[0]}); resume with the "
+                                 "plans and --freeze it was trained with, or train the fold again without "
+                                 "--continue") from exc
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     restore_rng_state(payload["rng"])

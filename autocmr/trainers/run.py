@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson, load_metadata
 from autocmr.device import make_current, resolve_device
 from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REFERENCE, PLANS, POSTPROCESSING, RUN_LOG,
-                                      SPLITS, checkpoint_name, fold_dir_name)
+                                      SPLITS, VALIDATION_DIR, checkpoint_name, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, DatasetError
@@ -22,7 +23,7 @@ from autocmr.io.atomic import copy_file_atomic, remove_stale_temporaries, write_
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
-from autocmr.trainers.checkpoint import load_checkpoint
+from autocmr.trainers.checkpoint import check_resumable, load_checkpoint
 from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_device
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
@@ -71,6 +72,23 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
                 "not comparable with this fold (retrain them with the same --splits)")
         write_json_atomic(stored, folds)
     start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
+
+
+def _forget_earlier_run(fold_dir: Path, log: Callable[[str], None]) -> None:
+    """A fold trained again from epoch 0 removes what its earlier run left: until this run's first save, a
+    ``--continue`` (a requeued job) would resume the old checkpoint, or keep its final weights as this run's,
+    and its validation masks (another split's cases, perhaps) would decide the postprocessing."""
+    stale = [fold_dir / checkpoint_name(which) for which in ("latest", "final", "best")]
+    stale = [path for path in stale if path.is_file()]
+    validation_dir = fold_dir / VALIDATION_DIR
+    removed = [p.name for p in stale] + ([f"{VALIDATION_DIR}/"] if validation_dir.is_dir() else [])
+    for path in stale:
+        path.unlink()
+    if validation_dir.is_dir():
+        shutil.rmtree(validation_dir)
+    if removed:
+        log(f"training from epoch 0: removed the earlier run's {', '.join(removed)} (to resume a run instead, "
+            "use --continue)")
 
 
 def _read_folds(path: Path) -> list[dict[str, Any]] | None:
@@ -155,11 +173,16 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
                                     checkpoint_options=resumed.get("options")) if resumed is not None else [])
     check_plans_of_trained_folds(model_dir, plans, configuration, fold)
-    if dist.is_main:
-        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
-        write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
     torch.manual_seed(options.seed)
     network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
+    if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was
+        check_resumable(resumed, network=network, plans_name=plans.plans_name, configuration=configuration,
+                        path=latest)
+    if dist.is_main:
+        if not resuming:
+            _forget_earlier_run(fold_dir, log)
+        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
+        write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
     trainable, pretrained = None, None
     if options.pretrained:
         from autocmr.trainers.finetune import freeze, load_pretrained

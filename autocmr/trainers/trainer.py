@@ -219,12 +219,16 @@ class Trainer:
             s.best_ema = s.ema
         if self.distributed.is_main:  # what a stop signal saves from now on: this epoch, finished
             self._epoch_end_payload = cpu_copy(self.checkpoint_payload())
+            # a stop before save("best") below writes best from the payload too: the payload's best_ema already
+            # counts this epoch, so a resumed run would never rewrite checkpoint_best for it
+            self._best_pending = improved
         scheduled = (f", Dice weight {self.loss.loss.weight_dice:.3f}" if self.options.dice_weight_end is not None
                      else "")
         self.log(f"epoch {s.epoch - 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, pseudo Dice "
                  f"{[round(d, 4) for d in dice]}, EMA {s.ema:.4f}, lr {lr:.5f}, {seconds:.1f} s{scheduled}")
         if improved:
             self.save("best")
+            self._best_pending = False
         if s.epoch % self.options.save_every == 0 or self.finished():
             self.save("latest")
         if self.distributed.is_main:
@@ -233,9 +237,10 @@ class Trainer:
     def run(self) -> None:
         self.on_train_start()
         if self.finished():
+            # the final checkpoint is rewritten from the resumed state, which is exact: one left on disk may be
+            # an earlier run's (a run extended with more epochs, killed between its last epoch and its final save)
             self.log("schedule already complete; nothing to train")
-            if not (self.output_dir / checkpoint_name("final")).is_file():  # stopped before its final save
-                self.on_train_end()
+            self.on_train_end()
             return
         train_it, val_it = self.pipeline.iterators(self.train_cases, self.val_cases, epoch=self.state.epoch)
         try:
@@ -258,6 +263,8 @@ class Trainer:
             self.log(f"stopped by {signal_name} before an epoch finished in this session; checkpoint_latest.pth "
                      "is unchanged")
             return
+        if self._best_pending:
+            save_checkpoint(self.output_dir / checkpoint_name("best"), payload)
         save_checkpoint(self.output_dir / checkpoint_name("latest"), payload)
         done = payload["state"]["epoch"]
         self.log(f"stopped by {signal_name}: checkpoint_latest.pth holds the {done} finished epoch(s); resume with "

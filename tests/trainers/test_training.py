@@ -238,3 +238,86 @@ def test_a_run_stopped_after_its_last_epoch_gets_its_final_checkpoint_on_continu
     assert again.epochs == 3 and "schedule already complete" in (again.fold_dir / "log.txt").read_text()
     got = torch.load(final, weights_only=True)["network"]
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_an_extended_run_stopped_before_its_final_save_does_not_keep_the_earlier_final(roots, tmp_path):
+    """Trained to 2 epochs, extended to 3 and killed after the last epoch's save but before the final one: the
+    2-epoch checkpoint_final must not pass for the 3-epoch model (the validation and manifest follow it)."""
+    out = tmp_path / "run"
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=2), output_dir=out)
+    final = first.fold_dir / "checkpoint_final.pth"
+    old_final = final.read_bytes()
+    train(DATASET, "2d", 0, roots, options=options(epochs=3), output_dir=out, continue_training=True,
+          allow_changed_options=True)
+    latest = torch.load(first.fold_dir / "checkpoint_latest.pth", weights_only=True)
+    final.write_bytes(old_final)  # as if killed between the 3rd epoch's latest save and the final save
+    train(DATASET, "2d", 0, roots, options=options(epochs=3), output_dir=out, continue_training=True)
+    got = torch.load(final, weights_only=True)
+    assert got["state"]["epoch"] == 3
+    assert all(torch.equal(latest["network"][k], got["network"][k]) for k in latest["network"])
+
+
+def test_a_fresh_run_removes_the_earlier_runs_checkpoints_so_a_requeued_continue_cannot_resume_them(roots, tmp_path):
+    out = tmp_path / "run"
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=2), output_dir=out)
+    (first.fold_dir / "validation").mkdir()
+    (first.fold_dir / "validation" / "old_case.nii.gz").write_bytes(b"x")
+    original = Trainer.run_epoch
+
+    def killed_at_once(self, *args):
+        raise KeyboardInterrupt  # killed before this fresh run saved anything
+
+    Trainer.run_epoch = killed_at_once
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(DATASET, "2d", 0, roots, options=options(epochs=2), output_dir=out)
+    finally:
+        Trainer.run_epoch = original
+    assert not any(first.fold_dir.glob("checkpoint_*.pth")) and not (first.fold_dir / "validation").exists()
+    assert "removed the earlier run's checkpoint_latest.pth, checkpoint_final.pth, checkpoint_best.pth, validation/" \
+        in (first.fold_dir / "log.txt").read_text()
+
+
+def test_a_resume_into_a_replanned_network_is_refused_before_the_model_folder_changes(roots, tmp_path):
+    from autocmr.networks.unet import build_network
+    from autocmr.trainers.checkpoint import check_resumable, load_checkpoint
+
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run")
+    payload = load_checkpoint(first.fold_dir / "checkpoint_latest.pth")
+    plans = json.loads((tmp_path / "run" / "plans.json").read_text())
+    from autocmr.documents.plans import Plans
+
+    loaded = Plans.load(tmp_path / "run" / "plans.json")
+    config = loaded.configuration("2d")
+    wider = build_network(config.topology, config.input_channels(1) + 2, len(loaded.labels))  # context slices
+    with pytest.raises(ConfigurationError, match=r"checkpoint_latest.pth: its network does not match the current "
+                                                 r"plans \(.*in the checkpoint.*now"):
+        check_resumable(payload, network=wider, plans_name=plans["plans_name"], configuration="2d",
+                        path=first.fold_dir / "checkpoint_latest.pth")
+    with pytest.raises(ConfigurationError, match="checkpoint is from .*/2d, not other/2d"):
+        check_resumable(payload, network=wider, plans_name="other", configuration="2d", path="x")
+    same = build_network(config.topology, config.input_channels(1), len(loaded.labels))
+    check_resumable(payload, network=same, plans_name=plans["plans_name"], configuration="2d", path="x")
+
+
+def test_a_stop_while_the_best_checkpoint_is_written_still_leaves_the_best_epoch(roots, tmp_path, monkeypatch):
+    """The epoch's payload already counts its EMA as the best; a stop signal arriving before checkpoint_best is
+    written saves it from the payload too, or no later epoch (needing a strictly higher EMA) would."""
+    original = Trainer.save
+
+    def stopped_during_best(self, which):
+        if which == "best" and self.state.epoch == 2:
+            self._save_on_stop("SIGTERM")  # what the signal handler does, then the process ends
+            raise SystemExit(143)
+        original(self, which)
+
+    monkeypatch.setattr(Trainer, "save", stopped_during_best)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        train(DATASET, "2d", 0, roots, options=options(epochs=3), output_dir=out)
+    fold = out / "fold_0"
+    latest = torch.load(fold / "checkpoint_latest.pth", weights_only=True)
+    best = torch.load(fold / "checkpoint_best.pth", weights_only=True)
+    # the stop came from save("best") at epoch 2, so epoch 2 improved the EMA: best holds epoch 2
+    assert latest["state"]["epoch"] == 2 and latest["state"]["best_ema"] == latest["state"]["ema"]
+    assert best["state"]["epoch"] == 2
