@@ -72,6 +72,12 @@ class DatasetJson:
             labels[str(name)] = int(value)
         if 0 not in labels.values():
             raise DatasetError(f"{source}: labels must include background = 0, got {labels}")
+        if sorted(labels.values()) != list(range(len(labels))):
+            # the network has one output per label and is trained on the label value as the class index: a gap
+            # (1, 2, 4), a repeated or a negative value would crash training or train a class that is never seen
+            raise DatasetError(f"{source}: label values must be 0, 1, ..., {len(labels) - 1} (one per label, no gaps, "
+                               f"no repeats), got {labels}; renumber them (autocmr_convert folder --label-map "
+                               "'{\"4\": 3}' maps value 4 to 3)")
         known = {"channel_names", "labels", "numTraining", "file_ending", "name", "description"}
         return cls(
             channel_names={str(k): str(v) for k, v in d["channel_names"].items()},

@@ -114,6 +114,7 @@ def fingerprint_case(case: RawCase, seed: int, samples: int = SAMPLES_PER_CASE) 
 def intensity_stats(values: np.ndarray) -> IntensityStats:
     if values.size == 0:
         return IntensityStats(0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    values = values.astype(np.float64, copy=False)  # float32 squares overflow at 1e20 scales, vanish at 1e-30
     p = np.percentile(values, [0.5, 50, 99.5])
     return IntensityStats(float(values.mean()), float(values.std()), float(p[1]), float(p[0]), float(p[2]),
                           float(values.min()), float(values.max()))

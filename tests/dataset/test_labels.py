@@ -29,3 +29,18 @@ def test_remap_acdc_to_autocmr_and_refuse_unknown_values():
     assert remap_labels(acdc, ACDC_TO_AUTOCMR).tolist() == [0, RV, MYO, LV]
     with pytest.raises(ValueError, match=r"\[7\]"):
         remap_labels(np.array([0, 7]), ACDC_TO_AUTOCMR)
+
+
+@pytest.mark.parametrize("labels", [{"background": 0, "LV": 1, "RV": 3}, {"background": 0, "LV": 1, "RV": 1},
+                                    {"ignore": -1, "background": 0, "LV": 1}])
+def test_dataset_json_labels_must_be_0_to_n_without_gaps_or_repeats(labels):
+    """The network has one output per label, trained with the label value as the class index: a gap, a repeat
+    or a negative value would crash training at its first step or train a class that never appears."""
+    from autocmr.dataset.raw import DatasetJson
+    from autocmr.errors import DatasetError
+
+    document = {"channel_names": {"0": "cineMRI"}, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz"}
+    with pytest.raises(DatasetError, match=r"dataset.json: label values must be 0, 1, \.\.\., 2 .*renumber"):
+        DatasetJson.from_dict(document)
+    fine = dict(document, labels={"background": 0, "LV": 1, "MYO": 2, "RV": 3})
+    assert DatasetJson.from_dict(fine).labels["RV"] == 3

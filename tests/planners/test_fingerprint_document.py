@@ -69,3 +69,15 @@ def test_planning_recomputes_a_corrupt_fingerprint_with_a_warning(planned, caplo
     assert any("recomputing fingerprint" in r.getMessage() and "not valid JSON" in r.getMessage()
                for r in caplog.records)
     assert Fingerprint.load(path) == expected  # same data, same seed: the same fingerprint again
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_intensity_statistics_hold_at_extreme_scales(scale):
+    """Computed in float64: float32 squares overflow (std inf) at 1e20 and vanish (std 0) at 1e-30."""
+    import numpy as np
+
+    from autocmr.planners.fingerprint import intensity_stats
+
+    values = (np.random.default_rng(0).normal(100.0, 10.0, 10_000) * scale).astype(np.float32)
+    stats = intensity_stats(values)
+    assert stats.std / scale == pytest.approx(10.0, rel=0.05) and stats.mean / scale == pytest.approx(100.0, rel=0.01)
