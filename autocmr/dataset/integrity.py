@@ -226,7 +226,8 @@ def _check_image(case_id: str, path: Path, problems: list[IntegrityProblem]) -> 
 def _dim_ok(case_id: str, path: Path, shape: tuple[int, ...], problems: list[IntegrityProblem]) -> bool:
     if len(shape) == EXPECTED_DIM:
         return True
-    hint = " (a 4D cine? convert its ED/ES frames to 3D cases)" if len(shape) == 4 else ""
+    hint = (" (a 4D cine? convert its ED/ES frames to 3D cases)" if len(shape) == 4 else
+            " (a single slice? store it as a 3D image of one slice: shape x, y, 1)" if len(shape) == 2 else "")
     problems.append(IntegrityProblem(case_id, path, f"{len(shape)}D array of shape {shape}, expected a 3D "
                                                     f"image (z, y, x){hint}"))
     return False

@@ -312,7 +312,8 @@ def _image_job(name: str, channels: dict[int, Path], out: Path,
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen error fails this case, not the whole folder
         return CaseFailure(name, str(files[0]), f"cannot read its header ({type(exc).__name__}: {exc})")
     if geometry.dim not in (3, 4):
-        return CaseFailure(name, str(files[0]), f"is a {geometry.dim}D image; expected 3D or 4D (cine)")
+        hint = "; store a single slice as a 3D image of one slice (shape x, y, 1)" if geometry.dim == 2 else ""
+        return CaseFailure(name, str(files[0]), f"is a {geometry.dim}D image; expected 3D or 4D (cine){hint}")
     kind = "cine" if is_cine(geometry) else "3d"
     if kind == "cine" and len(files) > 1:
         return CaseFailure(name, str(files[0]), "4D cine with several channel files is not supported")

@@ -26,6 +26,10 @@ def _read_3d(path: Path) -> tuple[np.ndarray, Geometry]:
     array, geometry = read_image(path)
     if geometry.dim == 4 and geometry.size[3] == 1:
         array, geometry = array[0], geometry.spatial()
+    if geometry.dim == 2:
+        raise InputFileError(path, "is a 2D image, but a 3D volume is expected: store a single slice as a 3D image "
+                                   "of one slice (shape x, y, 1, e.g. nibabel's img.slicer or numpy's a[..., None]); "
+                                   "autocmr keeps such a slice's axis first and plans it as 2D")
     if geometry.dim != 3:
         detail = f"{geometry.size[3]} frames" if geometry.dim == 4 else f"{geometry.dim}D"
         raise InputFileError(path, f"is {detail} but a 3D volume is expected here (4D cine files are accepted by "
