@@ -13,6 +13,8 @@ Rules (facts from the nnU-Net method, written for autocmr):
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import logging
@@ -195,9 +197,12 @@ def plan(fingerprint: Fingerprint, *, target: str = "gpu", plans_name: str | Non
             too_small.append(f"{name} patch {patch}")
             continue
         spacing = tuple(round(float(s), 6) for s in target_sp)
-        ident = data_identifier(name, {"spacing": spacing if dim == 3 else spacing[1:],
-                                       "resampling": resampling.__dict__,
-                                       "normalization": schemes, "mask": use_mask, "transpose": order})
+        identity = {"spacing": spacing if dim == 3 else spacing[1:], "resampling": resampling.__dict__,
+                    "normalization": schemes, "mask": use_mask, "transpose": order}
+        if "ct" in schemes:  # ct normalises with the dataset's statistics: re-planned on more cases, they change
+            identity["ct_intensity"] = [dataclasses.asdict(fingerprint.intensity[c]) for c, scheme
+                                        in enumerate(schemes) if scheme == "ct"]
+        ident = data_identifier(name, identity)
         configurations[name] = Configuration(
             name=name, dim=dim, data_identifier=ident, spacing=spacing, resampling=resampling,
             median_shape=tuple(int(n) for n in median_shape), patch_size=patch, batch_size=batch,

@@ -152,3 +152,15 @@ def test_images_too_small_for_a_u_net_are_refused_at_planning():
     fp = cine_fingerprint([(8.0, 1.5, 1.5)], [(1, 7, 7)])
     with pytest.raises(PlansError, match=r"median size \(1, 7, 7\) voxels are too small for a U-Net"):
         plan(fp, target="cpu")
+
+
+def test_ct_statistics_enter_the_preprocessed_data_identifier_and_mr_ones_do_not():
+    """ct normalisation uses the dataset's statistics, so data preprocessed with old ones are stale after
+    re-planning on more cases; a z-scored MR channel's data do not depend on them."""
+    from dataclasses import replace
+
+    mr = acdc_like()
+    shifted = replace(mr, intensity=(IntensityStats(120.0, 40.0, 90.0, 5.0, 300.0, 0.0, 400.0),))
+    assert plan(mr).configuration("2d").data_identifier == plan(shifted).configuration("2d").data_identifier
+    ct, ct_shifted = (replace(fp, channel_names={"0": "CT"}) for fp in (mr, shifted))
+    assert plan(ct).configuration("2d").data_identifier != plan(ct_shifted).configuration("2d").data_identifier
