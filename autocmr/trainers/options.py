@@ -9,6 +9,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from autocmr.errors import ConfigurationError
@@ -69,6 +70,8 @@ class TrainOptions:
     unfreeze_blocks: int = 0  # with --freeze encoder: still train this many of the first encoder stages
 
     def __post_init__(self) -> None:
+        if self.pretrained and Path(self.pretrained).expanduser().exists():  # a folder named relative to the cwd
+            object.__setattr__(self, "pretrained", _resolved(self.pretrained))  # means it from any cwd on resume
         if self.learning_rate is None:  # frozen dataclass: resolve the default once, so it is stored and hashed
             object.__setattr__(self, "learning_rate", FINETUNE_LEARNING_RATE if self.pretrained else LEARNING_RATE)
         if self.freeze not in FREEZE_CHOICES:
@@ -123,6 +126,8 @@ class TrainOptions:
         changes = []
         for name, requested in self.result_options().items():
             before = stored.get(name, defaults[name])
+            if name == "pretrained" and before and requested and _resolved(before) == _resolved(requested):
+                continue  # one folder named relatively (a run started before paths were stored resolved) and not
             if _normalised(before) != _normalised(requested):
                 changes.append(f"{name}: {before!r} -> {requested!r}")
         changes += [f"{name}: {value!r} -> (unknown to this autocmr)" for name, value in sorted(stored.items())
@@ -139,6 +144,12 @@ class TrainOptions:
         if unknown:  # never drop a setting silently: it may have changed the run
             raise ConfigurationError(f"unknown training option(s) {unknown}; valid: {sorted(names)}")
         return cls(**d)
+
+
+def _resolved(path: str) -> str:
+    """A model folder path as an absolute one; a model name (``default``) that is no path stays as it is."""
+    candidate = Path(path).expanduser()
+    return str(candidate.resolve()) if candidate.exists() else path
 
 
 def _normalised(value: Any) -> Any:

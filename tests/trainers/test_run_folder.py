@@ -116,3 +116,18 @@ def test_a_fold_may_not_replace_the_plans_other_trained_folds_depend_on(tiny_mod
     with pytest.raises(ConfigurationError, match="labels"):
         check_plans_of_trained_folds(model_dir, dataclasses.replace(plans, labels={**plans.labels, "extra": 9}),
                                      "2d", 1)
+
+
+def test_a_pretrained_folder_is_stored_resolved_and_compared_as_a_folder(tmp_path, monkeypatch):
+    """--pretrained models/acdc from one working directory is the same folder as its absolute path: stored
+    resolved (a resume from elsewhere means the same folder), and a run stored with the relative name is not
+    refused for it; a model name such as 'default' stays a name."""
+    (tmp_path / "models" / "acdc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    relative = _options(pretrained="models/acdc")
+    assert relative.pretrained == str((tmp_path / "models" / "acdc").resolve())
+    stored_relatively = {**relative.to_dict(), "pretrained": "models/acdc"}
+    assert relative.differences_from(stored_relatively) == []
+    other = {**relative.to_dict(), "pretrained": "models/other"}
+    assert [d.split(":")[0] for d in relative.differences_from(other)] == ["pretrained"]
+    assert _options(pretrained="default").pretrained == "default"
