@@ -16,12 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from autocmr.documents import layout
 from autocmr.errors import ConfigurationError
@@ -29,6 +26,7 @@ from autocmr.inference.batch_settings import setting_differences
 from autocmr.inference.inputs import CaseFailure, PredictionJob
 from autocmr.inference.parts import part_file_name
 from autocmr.io.atomic import write_json_atomic
+from autocmr.io.locks import held
 
 logger = logging.getLogger(__name__)
 
@@ -85,33 +83,14 @@ def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
     return record
 
 
-@contextlib.contextmanager
-def holding_part(output_dir: Path, part: tuple[int, int]) -> Iterator[None]:
-    """Hold this part of ``output_dir`` for the calling process: a second process on the same part (the same
-    command started twice, a requeued array task racing the original) is refused at once, naming the holder,
-    instead of predicting every case twice and interleaving the records. The lock is the kernel's (``flock``
-    on a hidden file beside the records), so it ends with the process, however that ends."""
-    path = Path(output_dir) / f".{Path(report_names(*part)[1]).stem}.lock"
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no cluster array jobs there
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
-            which = "this folder" if part[0] == 1 else f"part {part[1]} of {part[0]} in this folder"
-            raise ConfigurationError(f"{output_dir}: {which} is being predicted by {holder}; wait for it to end, "
-                                     "or predict into another folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+def holding_part(output_dir: Path, part: tuple[int, int]) -> contextlib.AbstractContextManager[None]:
+    """Hold this part of ``output_dir`` for the calling process (:mod:`autocmr.io.locks`): a second process on
+    the same part (the same command started twice, a requeued array task racing the original) is refused at
+    once, naming the holder, instead of predicting every case twice and interleaving the records."""
+    which = "this folder" if part[0] == 1 else f"part {part[1]} of {part[0]} in this folder"
+    return held(Path(output_dir) / f".{Path(report_names(*part)[1]).stem}.lock",
+                lambda holder: ConfigurationError(f"{output_dir}: {which} is being predicted by {holder}; wait for "
+                                                  "it to end, or predict into another folder"))
 
 
 def open_journal(output_dir: Path, part: tuple[int, int], predictor_description: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """`autocmr_train`: set up one fold's run (plans, data, splits, model folder) and train it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -17,9 +18,10 @@ from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REF
                                       SPLITS, VALIDATION_DIR, checkpoint_name, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
-from autocmr.errors import AutocmrError, DatasetError
+from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
 from autocmr.models.folder import ModelFolder, model_folder_name
 from autocmr.io.atomic import copy_file_atomic, remove_stale_temporaries, write_json_atomic
+from autocmr.io.locks import held
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
@@ -34,6 +36,7 @@ from autocmr.trainers.splits import load_or_create_splits, read_splits, select_f
 from autocmr.trainers.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+TRAINING_LOCK = ".training.lock"  # beside the fold's checkpoints: who trains it now
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,16 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
                 "not comparable with this fold (retrain them with the same --splits)")
         write_json_atomic(stored, folds)
     start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
+
+
+def _holding_fold(fold_dir: Path, fold: str | int, is_main: bool) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 holds the fold's folder while it trains (:mod:`autocmr.io.locks`): the same fold started twice
+    (two terminals, a requeued job racing the original) is refused at once, naming the holder."""
+    if not is_main:
+        return contextlib.nullcontext()
+    return held(fold_dir / TRAINING_LOCK, lambda holder: ConfigurationError(
+        f"{fold_dir}: fold {fold} is being trained by {holder}; wait for it to end (then --continue if it "
+        "stopped early), or train into another folder (-o)"))
 
 
 def _forget_earlier_run(fold_dir: Path, log: Callable[[str], None]) -> None:
@@ -159,73 +172,76 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     model_dir = (Path(output_dir) if output_dir
                  else roots.results / name / model_folder_name(plans.plans_name, configuration))
     fold_dir = model_dir / fold_dir_name(fold)
-    log = RunLog(fold_dir / RUN_LOG) if dist.is_main else quiet_log
-    if dist.is_main:
-        remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
-    options = resolve_schedule(options, device, log, training_samples=_training_samples(data_dir, train_cases, config),
-                               training_subjects=metadata.loc[train_cases, "subject"].nunique(),
-                               batch_size=options.batch_size or config.batch_size)
-    latest = fold_dir / checkpoint_name("latest")
-    resuming = continue_training and latest.is_file()
-    if continue_training and not resuming:
-        log(f"--continue: no {latest.name} in {fold_dir}, so this fold starts from epoch 0")
-    resumed = load_checkpoint(latest) if resuming else None
-    changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
-                                    checkpoint_options=resumed.get("options")) if resumed is not None else [])
-    check_plans_of_trained_folds(model_dir, plans, configuration, fold)
-    torch.manual_seed(options.seed)
-    network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
-    if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was
-        check_resumable(resumed, network=network, plans_name=plans.plans_name, configuration=configuration,
-                        path=latest)
-    if dist.is_main:
-        if not resuming:
-            _forget_earlier_run(fold_dir, log)
-        _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
-        write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
-    trainable, pretrained = None, None
-    if options.pretrained:
-        from autocmr.trainers.finetune import freeze, load_pretrained
+    # one training per fold folder at a time: two would interleave checkpoints and delete each other's temporaries
+    with _holding_fold(fold_dir, fold, dist.is_main):
+        log = RunLog(fold_dir / RUN_LOG) if dist.is_main else quiet_log
+        if dist.is_main:
+            remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
+        options = resolve_schedule(options, device, log,
+                                   training_samples=_training_samples(data_dir, train_cases, config),
+                                   training_subjects=metadata.loc[train_cases, "subject"].nunique(),
+                                   batch_size=options.batch_size or config.batch_size)
+        latest = fold_dir / checkpoint_name("latest")
+        resuming = continue_training and latest.is_file()
+        if continue_training and not resuming:
+            log(f"--continue: no {latest.name} in {fold_dir}, so this fold starts from epoch 0")
+        resumed = load_checkpoint(latest) if resuming else None
+        changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
+                                        checkpoint_options=resumed.get("options")) if resumed is not None else [])
+        check_plans_of_trained_folds(model_dir, plans, configuration, fold)
+        torch.manual_seed(options.seed)
+        network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
+        if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was
+            check_resumable(resumed, network=network, plans_name=plans.plans_name, configuration=configuration,
+                            path=latest)
+        if dist.is_main:
+            if not resuming:
+                _forget_earlier_run(fold_dir, log)
+            _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
+            write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
+        trainable, pretrained = None, None
+        if options.pretrained:
+            from autocmr.trainers.finetune import freeze, load_pretrained
 
-        pretrained = ModelFolder.open(options.pretrained)
-        report = load_pretrained(network, pretrained, plans.labels)
-        trainable = freeze(network, options.freeze, options.unfreeze_blocks)
-        log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
-            f"{sum(p.numel() for p in trainable)} trainable parameters")
-    raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
-    partners = _phase_partners(metadata, data_dir, log) if config.other_phase else {}
-    trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
-                      val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
-                      parameters=trainable, start_time=start_time, distributed=dist, partners=partners)
-    if resumed is not None:
-        trainer.restore(resumed)
-        log(f"resumed from {latest} at epoch {trainer.state.epoch}")
-    elif continue_training:
-        log(f"--continue given but {latest} does not exist: starting from scratch")
-    if dist.is_main:
-        _write_intensity_reference(model_dir, data_dir, train_cases)
-    try:
-        trainer.run()
-    except torch.cuda.OutOfMemoryError as exc:
-        raise AutocmrError(f"out of GPU memory with batch {trainer.batch_size} and patch {config.patch_size}; "
-                           "lower --batch-size or train with the CPU-target plans (-p autocmrPlans_cpu)") from exc
-    except MemoryError as exc:
-        raise AutocmrError("out of memory; lower --batch-size or --num-workers") from exc
-    if dist.is_main:
-        finish_fold(model_dir, _identity(plans, configuration), fold)  # sha256 of its checkpoints
-    summary: dict[str, Any] = {}
-    if options.final_validation and val_cases:
-        from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
+            pretrained = ModelFolder.open(options.pretrained)
+            report = load_pretrained(network, pretrained, plans.labels)
+            trainable = freeze(network, options.freeze, options.unfreeze_blocks)
+            log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
+                f"{sum(p.numel() for p in trainable)} trainable parameters")
+        raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
+        partners = _phase_partners(metadata, data_dir, log) if config.other_phase else {}
+        trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
+                          val_cases=val_cases, output_dir=fold_dir, options=options, device=device, log=log,
+                          parameters=trainable, start_time=start_time, distributed=dist, partners=partners)
+        if resumed is not None:
+            trainer.restore(resumed)
+            log(f"resumed from {latest} at epoch {trainer.state.epoch}")
+        elif continue_training:
+            log(f"--continue given but {latest} does not exist: starting from scratch")
+        if dist.is_main:
+            _write_intensity_reference(model_dir, data_dir, train_cases)
+        try:
+            trainer.run()
+        except torch.cuda.OutOfMemoryError as exc:
+            raise AutocmrError(f"out of GPU memory with batch {trainer.batch_size} and patch {config.patch_size}; "
+                               "lower --batch-size or train with the CPU-target plans (-p autocmrPlans_cpu)") from exc
+        except MemoryError as exc:
+            raise AutocmrError("out of memory; lower --batch-size or --num-workers") from exc
+        if dist.is_main:
+            finish_fold(model_dir, _identity(plans, configuration), fold)  # sha256 of its checkpoints
+        summary: dict[str, Any] = {}
+        if options.final_validation and val_cases:
+            from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
 
-        file_ending = DatasetJson.load(pre_dir / DATASET).file_ending
-        # the ranks share it
-        summary = run_final_validation(trainer.validation_settings(), raw_folder, file_ending, metadata=metadata)
-        if raw_folder is not None and dist.is_main:
-            decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
-        log(f"final validation: {_dice_line(summary)}")
-    if pretrained is not None and dist.is_main and not (model_dir / POSTPROCESSING).is_file():
-        _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
-    return TrainResult(fold_dir, trainer.state.epoch, summary)
+            file_ending = DatasetJson.load(pre_dir / DATASET).file_ending
+            # the ranks share it
+            summary = run_final_validation(trainer.validation_settings(), raw_folder, file_ending, metadata=metadata)
+            if raw_folder is not None and dist.is_main:
+                decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
+            log(f"final validation: {_dice_line(summary)}")
+        if pretrained is not None and dist.is_main and not (model_dir / POSTPROCESSING).is_file():
+            _inherit_postprocessing(model_dir, pretrained, plans.labels, log)
+        return TrainResult(fold_dir, trainer.state.epoch, summary)
 
 
 def _phase_partners(metadata: Any, data_dir: Path, log: Any) -> dict[str, str]:

@@ -321,3 +321,17 @@ def test_a_stop_while_the_best_checkpoint_is_written_still_leaves_the_best_epoch
     # the stop came from save("best") at epoch 2, so epoch 2 improved the EMA: best holds epoch 2
     assert latest["state"]["epoch"] == 2 and latest["state"]["best_ema"] == latest["state"]["ema"]
     assert best["state"]["epoch"] == 2
+
+
+def test_a_fold_being_trained_is_not_trained_a_second_time_at_once(roots, tmp_path):
+    import os
+
+    from autocmr.io.locks import held
+    from autocmr.trainers.run import TRAINING_LOCK
+
+    fold_dir = tmp_path / "run" / "fold_0"
+    with held(fold_dir / TRAINING_LOCK, lambda holder: RuntimeError(holder)):  # as another process would
+        with pytest.raises(ConfigurationError, match=rf"fold 0 is being trained by process {os.getpid()} on "):
+            train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run")
+        assert not any(fold_dir.glob("checkpoint_*.pth"))
+    assert train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run").epochs == 1
