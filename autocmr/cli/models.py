@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a model folder to one archive")
     e.add_argument("model", help="name or folder")
     e.add_argument("archive", help="archive to write (.tar.gz)")
-    e.add_argument("--name", default=None, help="name the model gets when imported (default: its folder name)")
+    e.add_argument("--name", default=None, help="name the model gets when imported (default: the name in its "
+                                                "model.json, else its folder name)")
     e.add_argument("--checkpoints", nargs="+", default=["final"], choices=("final", "best", "latest"))
     e.add_argument("--replace", action="store_true", help="overwrite an existing archive of that name")
     i = sub.add_parser("import", help="install a model from an archive")
@@ -86,7 +87,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from autocmr.models.archive import import_model
 
         dest = import_model(args.archive, name=args.name, models_dir=args.models_dir, replace=args.replace)
-        print(f"installed {dest}; use it with: autocmr_predict -i IN -o OUT -m {dest.name}")
+        from autocmr.settings import resolve_models_dir
+
+        # the other commands find installed models in $AUTOCMR_MODELS: say so when --models-dir put it elsewhere
+        found = dest.parent.resolve() == resolve_models_dir(None).resolve()
+        prefix = "" if found else f"AUTOCMR_MODELS={dest.parent} "
+        print(f"installed {dest}; use it with: {prefix}autocmr_predict -i IN -o OUT -m {dest.name}")
     elif args.command == "pack":
         extra = json.loads(args.card_json.read_text()) if args.card_json else None
         manifest = commands.pack_with_card(args.model, args.dest, name=args.name, folds=args.folds,

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from autocmr.documents.layout import MODEL_MANIFEST
+from autocmr.documents.layout import MODEL_DOCUMENTS, MODEL_MANIFEST
 from autocmr.documents.versioning import check_version, read_json_document
 from autocmr.errors import DocumentError
 from autocmr.io.atomic import write_json_atomic
@@ -55,6 +55,9 @@ class ModelManifest:
     name: str | None = None
     autocmr_version: str = field(default_factory=autocmr_version)
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    # sha256 of the model's documents (plans.json, postprocessing.json, ...) where the folder is a finished,
+    # distributed model (packed, exported); empty for a training folder, whose documents change as it trains
+    documents: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_legacy(self) -> bool:
@@ -69,6 +72,11 @@ class ModelManifest:
     def with_weights(self, weights: dict[str, str]) -> "ModelManifest":
         return replace(self, weights=dict(sorted(weights.items())), schema_version=MANIFEST_SCHEMA_VERSION)
 
+    def with_documents_of(self, folder: Path) -> "ModelManifest":
+        """This manifest with the sha256 of each model document present in ``folder`` (the manifest aside)."""
+        present = [name for name in MODEL_DOCUMENTS if name != MODEL_MANIFEST and (folder / name).is_file()]
+        return replace(self, documents={name: sha256_of(folder / name) for name in present})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path) -> "ModelManifest":
         version = check_version(path, data.get("schema_version", LEGACY_SCHEMA_VERSION), kind="model manifest",
@@ -76,7 +84,8 @@ class ModelManifest:
         try:
             return cls(str(data["dataset"]), str(data["plans_name"]), str(data["configuration"]),
                        {str(k): str(v) for k, v in (data.get("weights") or {}).items()}, data.get("name"),
-                       str(data.get("autocmr_version", "unknown")), version)
+                       str(data.get("autocmr_version", "unknown")), version,
+                       {str(k): str(v) for k, v in (data.get("documents") or {}).items()})
         except KeyError as exc:
             raise DocumentError(f"{path}: model manifest lacks {exc}; {UPGRADE_HINT}") from None
 
@@ -104,6 +113,30 @@ def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: st
                             f"{folder / MODEL_MANIFEST}; the file is corrupt or was modified. Copy the model folder "
                             "again from its source")
     return True
+
+
+def verify_documents(folder: Path, manifest: ModelManifest | None) -> int:
+    """Check the model documents the manifest lists (none for a training folder); returns how many were checked.
+    A listed document that is missing or modified, or a model document the manifest does not list, raises
+    :class:`DocumentError` naming it: an edited plans.json or postprocessing.json changes every mask."""
+    if manifest is None or not manifest.documents:
+        return 0
+    for name, expected in manifest.documents.items():
+        path = folder / name
+        if not path.is_file():
+            raise DocumentError(f"{path}: listed in {folder / MODEL_MANIFEST} but missing; copy the model folder "
+                                "again from its source")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise DocumentError(f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
+                                f"{folder / MODEL_MANIFEST}; the file was modified or is corrupt. Copy the model "
+                                "folder again from its source")
+    unlisted = [name for name in MODEL_DOCUMENTS if name != MODEL_MANIFEST and name not in manifest.documents
+                and (folder / name).is_file()]
+    if unlisted:
+        raise DocumentError(f"{folder}: {unlisted} not listed in {folder / MODEL_MANIFEST} (added after the model "
+                            "was packed or exported); remove them or copy the model folder again from its source")
+    return len(manifest.documents)
 
 
 def verify_listed_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str) -> None:
@@ -144,6 +177,7 @@ def update_weights(folder: Path, identity: ModelManifest, *, record: Iterable[st
         base = current if current is not None and not current.is_legacy else identity
         weights = {k: v for k, v in base.weights.items() if not (forget_prefix and k.startswith(forget_prefix))}
         weights.update({rel: sha256_of(folder / rel) for rel in record})
-        updated = base.with_weights(weights)
+        # a folder trained into is a training folder again: its documents change as it trains
+        updated = replace(base.with_weights(weights), documents={})
         updated.save(folder)
     return updated

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import tarfile
@@ -18,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from autocmr.documents import layout
-from autocmr.documents.manifest import ModelManifest, sha256_of, verify_listed_weight_file
-from autocmr.errors import InputFileError, OutputPathError, PlansError
+from autocmr.documents.manifest import ModelManifest, sha256_of, verify_documents, verify_listed_weight_file
+from autocmr.errors import AutocmrError, InputFileError, OutputPathError, PlansError
 from autocmr.io.atomic import atomic_path
 from autocmr.models.folder import ModelFolder
 from autocmr.models.registry import DEFAULT_MODEL_NAME, resolve_models_dir
@@ -62,10 +63,11 @@ def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Seq
         raise PlansError(f"{model.path}: no fold has a checkpoint of kind {list(checkpoints)} to export")
     identity = model.manifest or ModelManifest(model.plans.dataset_name, model.plans.plans_name,
                                                model.configuration.name)
-    manifest = ModelManifest(identity.dataset, identity.plans_name, model.configuration.name, weights, name=name)
+    manifest = ModelManifest(identity.dataset, identity.plans_name, model.configuration.name, weights,
+                             name=name).with_documents_of(model.path)  # the importer checks them all
     archive = Path(archive).expanduser()
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for rel in [d for d in layout.MODEL_DOCUMENTS if (model.path / d).is_file()] + sorted(weights):
+        for rel in sorted(manifest.documents) + sorted(weights):
             tar.add(model.path / rel, arcname=f"{name}/{rel}", recursive=False)
         data = json.dumps(manifest.to_dict(), indent=2).encode()
         info = tarfile.TarInfo(f"{name}/{layout.MODEL_MANIFEST}")
@@ -80,12 +82,16 @@ def _safe_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, list[tuple[
     tops, files = set(), []
     for member in tar.getmembers():
         parts = PurePosixPath(member.name).parts
-        if member.name.startswith("/") or ".." in parts or not parts:
+        if member.name.startswith("/") or ".." in parts:
             raise InputFileError(archive, f"unsafe path {member.name!r} in the archive; refusing to import it")
         if not (member.isfile() or member.isdir()):
             raise InputFileError(archive, f"{member.name!r} is a link or special file; refusing to import it")
+        if not parts or (member.isfile() and len(parts) == 1):  # "." or model.json at the top: no model folder
+            raise InputFileError(archive, f"{member.name!r} lies at the archive's top level, but a model archive "
+                                          "holds one model folder (made with `tar -C FOLDER .`?); export it with "
+                                          "`autocmr_models export FOLDER`, or tar the folder itself")
         tops.add(parts[0])
-        if member.isfile() and len(parts) > 1:
+        if member.isfile():
             files.append((member, "/".join(parts[1:])))
     if len(tops) != 1:
         raise InputFileError(archive, f"expected one model folder in the archive, found {sorted(tops) or 'none'}")
@@ -131,8 +137,15 @@ def _verify_imported(folder: Path, archive: Path) -> None:
                       if p.relative_to(folder).as_posix() not in manifest.weights)
     if unlisted:
         raise InputFileError(archive, f"weight files not listed in the manifest: {unlisted}")
-    for rel in manifest.weights:
-        if not (folder / rel).is_file():
-            raise InputFileError(archive, f"{rel} is listed in the manifest but missing from the archive")
-        verify_listed_weight_file(folder, manifest, rel)
-    ModelFolder.open(folder)  # plans, dataset.json and configuration readable
+    try:
+        for rel in manifest.weights:
+            if not (folder / rel).is_file():
+                raise InputFileError(archive, f"{rel} is listed in the manifest but missing from the archive")
+            verify_listed_weight_file(folder, manifest, rel)
+        verify_documents(folder, manifest)  # archives exported before documents had checksums list none
+        ModelFolder.open(folder)  # plans, dataset.json and configuration readable
+    except AutocmrError as exc:  # named after the archive: the staging folder they point into is gone by now
+        if isinstance(exc, InputFileError) and Path(exc.path) == archive:
+            raise
+        raise InputFileError(archive, str(exc).replace(f"{folder}{os.sep}", "").replace(str(folder), "the archive")
+                             ) from exc

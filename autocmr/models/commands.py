@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocmr.documents import layout
-from autocmr.documents.manifest import ModelManifest, verify_weight_file
+from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import list_models, resolve_model
@@ -44,9 +44,14 @@ def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
         raise DocumentError(f"{folder}: weight file(s) listed in the manifest are missing: {missing}")
     for rel in manifest.weights:
         verify_weight_file(folder, manifest, rel)
+    documents = verify_documents(folder, manifest)
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.glob(f"{layout.FOLD_PREFIX}*/*.pth"))
     unlisted = [rel for rel in on_disk if rel not in manifest.weights]
-    text = f"{folder}: {len(manifest.weights)} weight file(s) checked against the manifest, all match"
+    text = (f"{folder}: {len(manifest.weights)} weight file(s)"
+            f"{f' and {documents} document(s)' if documents else ''} checked against the manifest, all match")
+    if not documents:
+        text += ("; its documents (plans.json, postprocessing.json, ...) have no checksums (a training folder, or "
+                 "packed before they had): only the weights were verified")
     return text + (f"; not covered by the manifest (not verified): {unlisted}" if unlisted else "")
 
 

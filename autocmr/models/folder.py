@@ -19,7 +19,7 @@ from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson
 from autocmr.documents import layout
 from autocmr.documents.checkpoint import load_checkpoint
-from autocmr.documents.manifest import ModelManifest, verify_weight_file
+from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
 from autocmr.errors import PlansError
 from autocmr.models.registry import resolve_model
 from autocmr.networks.unet import GenericUNet, build_network
@@ -54,8 +54,9 @@ class ModelFolder:
         if not (path / PLANS_JSON).is_file():
             raise PlansError(f"{path}: not a model folder (no {PLANS_JSON}); train one with autocmr_train or "
                              "give the folder that contains plans.json and fold_N/")
-        plans = Plans.load(path / PLANS_JSON)
         manifest = ModelManifest.load(path)
+        verify_documents(path, manifest)  # a packed or imported model: an edited plans.json changes every mask
+        plans = Plans.load(path / PLANS_JSON)
         cname = manifest.configuration if manifest is not None else path.name.split("__")[-1]
         return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / layout.DATASET), manifest)
 

@@ -7,6 +7,8 @@ and never required.
 """
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from autocmr.documents.manifest import ModelManifest
 from autocmr.errors import PlansError
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.settings import default_model_override, resolve_models_dir
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
 PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -44,12 +48,18 @@ def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None
     if reference is None or str(reference) == DEFAULT_MODEL_NAME:
         return default_model()
     path = Path(reference).expanduser()
-    if path.exists():
+    # a bare name (no separator) is an installed model's unless a model folder of that name is here; a path
+    # with a separator (./site_x, models/site_x) is always a folder
+    bare = os.sep not in str(reference) and "/" not in str(reference) and len(path.parts) == 1
+    imported = resolve_models_dir(models_dir) / path.name if bare else None
+    if path.exists() and (not bare or is_model_folder(path) or imported is None or not imported.is_dir()):
+        if bare and imported is not None and imported.is_dir():
+            logger.warning("-m %s: the model folder %s is used; an installed model has the same name (%s): give "
+                           "./%s or rename one of them", reference, path.resolve(), imported, reference)
         return path
-    if len(path.parts) != 1:
+    if not bare:
         raise PlansError(f"{path}: model folder not found")
-    imported = resolve_models_dir(models_dir) / path.name
-    if imported.is_dir():
+    if imported is not None and imported.is_dir():
         return imported
     names = [m.name for m in list_models(models_dir)]
     raise PlansError(f"{reference!r} is neither a model folder nor the name of an installed model; installed: "

@@ -87,7 +87,7 @@ def pack_model(source: str | Path, dest: str | Path, *, folds: Sequence[str] | N
         identity = model.manifest or ModelManifest(model.plans.dataset_name, model.plans.plans_name,
                                                    model.configuration.name)
         manifest = ModelManifest(identity.dataset, identity.plans_name, model.configuration.name, weights,
-                                 name=name or identity.name)
+                                 name=name or identity.name).with_documents_of(staging)
         manifest.save(staging)
         swap_in_folder(staging, dest)
     finally:

@@ -82,8 +82,29 @@ def rank_key(rank_by: str) -> Callable[[Mapping[str, Any]], float]:
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+    """Each model's short name (its folder's; ``-m .`` names the current folder), numbered where two share one
+    and the numbered name is not taken (the names key the cache, candidate and member folders)."""
+    names = [p.expanduser().resolve().name or "model" for p in paths]
+    taken: set[str] = set()
+    unique = []
+    for i, name in enumerate(names):
+        candidate, k = name, i
+        while candidate in taken or (names.count(name) > 1 and candidate == name):
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _check_same_classes(models: Sequence[CvModel]) -> None:
+    """Members of one ensemble average their class probabilities channel by channel: refuse, before any
+    prediction, models whose labels (or file endings) differ, naming them."""
+    first = models[0]
+    for other in models[1:]:
+        if other.labels != first.labels or other.file_ending != first.file_ending:
+            raise ConfigurationError(f"{other.path} has labels {other.labels} ({other.file_ending}), {first.path} "
+                                     f"{first.labels} ({first.file_ending}): models compared or ensembled must "
+                                     "segment the same classes with the same label values")
 
 
 def _common_cases(models: Sequence[CvModel]) -> list[str]:
@@ -150,6 +171,7 @@ def find_best_configuration(model_dirs: Sequence[str | Path], raw_dir: str | Pat
     options = options or PredictorOptions()
     paths_in = [Path(p) for p in model_dirs]
     models = [open_cv_model(p, folds, options.checkpoint, name) for p, name in zip(paths_in, _unique_names(paths_in))]
+    _check_same_classes(models)
     cases = _common_cases(models)
     cache = Path(cache_dir) if cache_dir is not None else out / PROBABILITIES_DIR
     paths = [ensure_probabilities(m, cases, raw_dir, cache, options) for m in models]

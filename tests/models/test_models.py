@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,68 @@ def test_a_card_written_before_domain_figures_still_loads(tmp_path):
     (tmp_path / layout.MODEL_CARD).write_text(json.dumps(data))
     card = ModelCard.load(tmp_path)
     assert card.domains == {} and "across domains" not in card.render()
+
+
+def test_a_tampered_or_flat_archive_is_refused_naming_the_archive_not_a_staging_folder(packed, tmp_path):
+    files = {f"m/{p.relative_to(packed).as_posix()}": p.read_bytes() for p in packed.rglob("*") if p.is_file()}
+    files["m/fold_0/checkpoint_final.pth"] = files["m/fold_0/checkpoint_final.pth"][:-10] + b"0123456789"
+    tampered = _archive_with(tmp_path, files)
+    with pytest.raises(InputFileError) as info:
+        import_model(tampered, models_dir=tmp_path / "models")
+    assert info.value.path == tampered and ".tmp_" not in info.value.reason
+    assert "fold_0/checkpoint_final.pth" in info.value.reason and "sha256" in info.value.reason
+    flat = _archive_with(tmp_path, {"./model.json": files["m/model.json"]})  # tar -C FOLDER .
+    with pytest.raises(InputFileError, match="top level.*one model folder.*autocmr_models export"):
+        import_model(flat, models_dir=tmp_path / "models")
+
+
+def test_a_bare_name_is_the_installed_model_unless_a_model_folder_of_that_name_is_here(packed, tmp_path,
+                                                                                      monkeypatch):
+    from autocmr.models.registry import resolve_model
+
+    models = tmp_path / "models"
+    import_model(export_model(packed, tmp_path / "a.tar.gz", name="site_x"), models_dir=models)
+    work = tmp_path / "work"
+    (work / "site_x").mkdir(parents=True)  # an unrelated folder of that name (no plans.json)
+    monkeypatch.chdir(work)
+    assert resolve_model("site_x", models_dir=models) == models / "site_x"
+    with pytest.raises(PlansError, match="model folder not found"):
+        resolve_model("./site_y", models_dir=models)  # a path is a path: never an installed model's name
+    shutil.copytree(packed, work / "site_x", dirs_exist_ok=True)  # now a model folder here: it wins, with a word
+    assert resolve_model("site_x", models_dir=models) == Path("site_x")
+
+
+def test_a_packed_models_documents_are_checked_too(packed, tmp_path, tiny_model_dir):
+    """An edited plans.json or postprocessing.json changes every mask without touching a weight: a packed,
+    exported or imported model records their sha256 and refuses an edit, naming the file; a training folder
+    records none and says that only its weights were verified."""
+    manifest = ModelManifest.load(packed)
+    assert {layout.PLANS, layout.DATASET} <= set(manifest.documents)
+    assert f"and {len(manifest.documents)} document(s) checked against the manifest, all match" in verify_text(
+        str(packed))
+    copy = shutil.copytree(packed, tmp_path / "copy")
+    edited = (copy / layout.PLANS).read_text().replace('"step"', '"step" ', 1) + "\n"  # any edit, even a byte
+    (copy / layout.PLANS).write_text(edited)
+    with pytest.raises(DocumentError, match=r"plans.json: sha256 .* does not match"):
+        verify_text(str(copy))
+    with pytest.raises(DocumentError, match="plans.json"):
+        ModelFolder.open(copy)
+    archive = export_model(packed, tmp_path / "m.tar.gz", name="site_d")
+    files = {}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                files[member.name] = tar.extractfile(member).read()
+    assert json.loads(files["site_d/model.json"])["documents"] == manifest.documents
+    files["site_d/plans.json"] = edited.encode()
+    with pytest.raises(InputFileError, match="plans.json: sha256"):
+        import_model(_archive_with(tmp_path, files), models_dir=tmp_path / "models")
+    assert "only the weights were verified" in verify_text(str(tiny_model_dir))
+
+
+def test_the_shipped_models_documents_match_its_manifest():
+    from autocmr.models.registry import packaged_default_model
+
+    folder = packaged_default_model()
+    assert ModelManifest.load(folder).documents  # recorded, and they match byte for byte (no line-ending change)
+    assert "document(s) checked against the manifest, all match" in verify_text(str(folder))
