@@ -71,6 +71,8 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         selection = Selection.load(selection)
     out = Path(output_dir).expanduser()
     _check_output(input_path, out)
+    if continue_:
+        _check_continued_record(out, selection)
     base = replace(options or PredictorOptions(), checkpoint=selection.checkpoint, postprocess="off")
     decision = selection.postprocessing
     if len(selection.members) == 1:
@@ -97,6 +99,39 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     _record_batch(out, [out / MEMBERS_DIR / m.name for m in selection.members], selection, source, combined,
                   input_path)
     return combined
+
+
+def _check_continued_record(out: Path, selection: Selection) -> None:
+    """``--continue`` skips the masks already in ``out``: refuse when its record says another model or another
+    selection made them (a one-member selection predicts into ``out`` itself, an ensemble writes its averaged
+    masks there), which would leave masks made two ways under one record."""
+    record = out / BATCH_PREDICTIONS
+    try:
+        stored = json.loads(record.read_text()).get("predictor") if record.is_file() else None
+    except (OSError, ValueError):
+        return  # unreadable: the run rewrites it, as a plain one does
+    if not isinstance(stored, dict):
+        return
+    current = _identity(selection)
+    earlier = {key: stored.get(key) for key in current}
+    if "members" not in stored and len(selection.members) == 1:  # a one-member run killed before its record
+        member = selection.members[0]  # became the selection's: its member's own record, which is fine
+        model = stored.get("model")
+        if (isinstance(model, str) and Path(model).expanduser().resolve() == Path(member.model).resolve()
+                and stored.get("folds") == list(member.folds)):
+            return
+    if earlier != current:
+        made_by = (f"selection {stored.get('name')!r} ({stored.get('members')})" if "members" in stored
+                   else f"model {stored.get('model')}")
+        raise ConfigurationError(f"{record}: its masks were made by {made_by}, not by selection {selection.name!r} "
+                                 f"({current['members']}); --continue would mix the two in one folder. Predict into "
+                                 "another folder, or run without --continue to predict every case again")
+
+
+def _identity(selection: Selection) -> dict[str, Any]:
+    """What says which selection made a folder's masks (in its predictions.json's ``predictor``)."""
+    return {"name": selection.name, "members": [{"name": m.name, "model": str(m.model), "folds": list(m.folds)}
+                                                for m in selection.members]}
 
 
 def _check_output(input_path: str | Path, out: Path) -> None:
@@ -182,9 +217,7 @@ def _predictor(selection: Selection, source: Path | None, records: list[dict[str
     first = (records[0].get("predictor") or {}) if records else {}
     predictor = {key: first[key] for key in ("configuration", "device", "mirror_axes", "step", "precision")
                  if key in first}
-    predictor.update(selection=str(source) if source is not None else None, name=selection.name,
-                     members=[{"name": m.name, "model": str(m.model), "folds": list(m.folds)}
-                              for m in selection.members],
+    predictor.update(selection=str(source) if source is not None else None, **_identity(selection),
                      postprocessing={"foreground_lcc": selection.postprocessing.foreground_lcc,
                                      "per_label_lcc": list(selection.postprocessing.per_label_lcc)})
     return predictor

@@ -199,6 +199,32 @@ def test_a_single_model_selection_postprocesses_masks_a_killed_run_left(two_mode
     assert np.array_equal(done, chosen.postprocessing.apply(stray)) and done[0, 2, 2] == 0
 
 
+def test_continue_refuses_masks_another_model_or_selection_made(two_models, tmp_path):
+    """--selection --continue skips existing masks: only when the folder's record says this selection (or, for
+    a one-member selection killed before its record, its own member) made them."""
+    from autocmr.inference.batch import predict_folder
+    from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.selection.apply import predict_with_selection
+
+    model_a, model_b, raw = two_models
+    case = sorted(open_cv_model(model_a).case_fold)[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    out = tmp_path / "out"
+    predict_folder(images, out, model_b, options=OPTIONS, num_workers=0)  # another model's masks
+    chosen = Selection((Member("a", model_a, ("0",)),), PostprocessingDecision(), "dice")
+    with pytest.raises(ConfigurationError, match=r"made by model .*not by selection.*--continue would mix"):
+        predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0, continue_=True)
+    ensemble = Selection((Member("a", model_a, ("0",)), Member("b", model_b, ("0",))), PostprocessingDecision(),
+                         "dice")
+    predict_with_selection(images, out, ensemble, options=OPTIONS, num_workers=0)  # plain rerun: allowed
+    with pytest.raises(ConfigurationError, match=r"made by selection .*not by selection"):
+        predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0, continue_=True)
+    assert predict_with_selection(images, out, ensemble, options=OPTIONS, num_workers=0,
+                                  continue_=True).skipped == [case]
+
+
 def test_a_selection_never_writes_its_masks_over_the_inputs(two_models, tmp_path):
     from autocmr.inference.postprocessing import PostprocessingDecision
     from autocmr.selection.apply import predict_with_selection
