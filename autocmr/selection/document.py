@@ -4,7 +4,7 @@ Layout (schema version :data:`SCHEMA_VERSION`)::
 
     {"schema_version": 1, "kind": "autocmr_selection", "created": ISO time, "rank_by": "dice",
      "folds": ["0", ...], "n_cases": N, "checkpoint": "final",
-     "chosen": {"name": "A+B", "members": [{"name", "model", "relative_model", "folds"}],
+     "chosen": {"name": "A+B", "members": [{"name", "model", "relative_model", "folds", "weights"}],
                 "postprocessing": {"foreground_lcc", "per_label_lcc", "evidence"},
                 "cv": FIGURES, "cv_postprocessed": FIGURES},
      "candidates": [{"name", "members": [...], "rank", "cv": FIGURES}, ...]}     # best first
@@ -14,7 +14,9 @@ Layout (schema version :data:`SCHEMA_VERSION`)::
 
 ``model`` is the absolute path of a member's model folder when the selection was made; ``relative_model``
 the same path relative to the folder holding ``selection.json``, tried first so that a results tree can be
-moved or copied as a whole.
+moved or copied as a whole. ``weights``: the sha256 of the member's checkpoints from its manifest when the
+selection was made; a member folder found with other weights (retrained since, another model copied to that
+path) is refused, since the figures and postprocessing describe the weights they were measured on.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocmr.documents.layout import SELECTION
+from autocmr.documents.layout import SELECTION, checkpoint_relpath
+from autocmr.documents.manifest import ModelManifest
 from autocmr.errors import DocumentError
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.io.atomic import write_json_atomic
@@ -42,9 +45,23 @@ class Member:
     model: Path
     folds: tuple[str, ...]
 
-    def to_dict(self, base: Path) -> dict[str, Any]:
-        return {"name": self.name, "model": str(self.model.resolve()),
-                "relative_model": os.path.relpath(self.model.resolve(), base.resolve()), "folds": list(self.folds)}
+    def to_dict(self, base: Path, checkpoint: str = "final") -> dict[str, Any]:
+        entry = {"name": self.name, "model": str(self.model.resolve()),
+                 "relative_model": os.path.relpath(self.model.resolve(), base.resolve()), "folds": list(self.folds)}
+        weights = _weights(self.model, self.folds, checkpoint)
+        return {**entry, "weights": weights} if weights else entry
+
+
+def _weights(model: Path, folds: tuple[str, ...], checkpoint: str) -> dict[str, str]:
+    """The sha256 of the member's checkpoints from its manifest (empty when it does not list them all): which
+    weights the selection was made with, wherever the folder is found later."""
+    try:
+        manifest = ModelManifest.load(model)
+    except DocumentError:
+        return {}
+    listed = manifest.weights if manifest is not None else {}
+    used = [checkpoint_relpath(fold, checkpoint) for fold in folds]
+    return {rel: listed[rel] for rel in used} if all(rel in listed for rel in used) else {}
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ class Selection:
 
     def save(self, path: Path) -> None:
         chosen = dict(self.record.get("chosen", {}))
-        chosen.update(name=self.name, members=[m.to_dict(path.parent) for m in self.members],
+        chosen.update(name=self.name, members=[m.to_dict(path.parent, self.checkpoint) for m in self.members],
                       postprocessing={"foreground_lcc": self.postprocessing.foreground_lcc,
                                       "per_label_lcc": list(self.postprocessing.per_label_lcc),
                                       "evidence": self.postprocessing.evidence})
@@ -87,7 +104,8 @@ class Selection:
                                 f"reads version {SCHEMA_VERSION}: run autocmr_find_best again")
         try:
             chosen = data["chosen"]
-            members = tuple(Member(m["name"], _member_path(path, m), tuple(str(f) for f in m["folds"]))
+            checkpoint = str(data.get("checkpoint", "final"))
+            members = tuple(Member(m["name"], _member_path(path, m, checkpoint), tuple(str(f) for f in m["folds"]))
                             for m in chosen["members"])
             decision = PostprocessingDecision.from_dict(chosen.get("postprocessing", {}))
         except (KeyError, TypeError) as exc:
@@ -98,15 +116,28 @@ class Selection:
         return cls(members, decision, str(data.get("rank_by", "dice")), str(data.get("checkpoint", "final")), record)
 
 
-def _member_path(selection_path: Path, member: dict[str, Any]) -> Path:
+def _member_path(selection_path: Path, member: dict[str, Any], checkpoint: str = "final") -> Path:
+    """The member's model folder: where its relative path from the selection points (a results tree moved as a
+    whole), else its absolute path; with recorded weights (selections made since they were recorded), the
+    first of the two that holds those very weights."""
     candidates = [Path(member["model"])]
     if member.get("relative_model"):
         candidates.insert(0, selection_path.parent / member["relative_model"])
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise DocumentError(f"{selection_path}: model {member.get('name')!r} not found at "
-                        f"{' nor at '.join(str(c) for c in candidates)}")
+    found = [c.resolve() for c in candidates if c.is_dir()]
+    if not found:
+        raise DocumentError(f"{selection_path}: model {member.get('name')!r} not found at "
+                            f"{' nor at '.join(str(c) for c in candidates)}")
+    recorded = member.get("weights")
+    if not recorded:
+        return found[0]
+    folds = tuple(str(f) for f in member.get("folds", []))
+    for folder in found:
+        if _weights(folder, folds, checkpoint) == recorded:
+            return folder
+    raise DocumentError(f"{selection_path}: model {member.get('name')!r} at {found[0]} no longer has the weights "
+                        "the selection was made with (retrained since, or another model at that path); its "
+                        "cross-validation figures and postprocessing do not describe it: run autocmr_find_best "
+                        "again")
 
 
 __all__ = ["Member", "SELECTION_JSON", "SCHEMA_VERSION", "Selection"]
