@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                                       ignore_labels=args.ignore_pred_labels, base_end=args.base_end, **options)
         print(result.report())
         print(f"\nResults written to {result.output_dir}")
-        # as every command: 1 when it ran but some cases failed (listed under "failures" in summary.json)
+        # as every command: 1 when it ran but some cases could not be evaluated (listed under "failures" in
+        # summary.json); reference cases without a prediction are listed too, but a subset predicted is no error
         evaluated = [result.a, result.b] if args.compare else [result]
-        return 1 if any(r.failures for r in evaluated) else 0
+        return 1 if any(not f.missing for r in evaluated for f in r.failures) else 0
 
     return run_command(go)
 

@@ -41,6 +41,7 @@ class CaseFailure:
     case_id: str
     file: str | None
     reason: str
+    missing: bool = False  # a reference case without a prediction (a subset predicted), not an error
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,7 +198,7 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
         else:
             hint = _other_endings(case_id, folders, file_ending)
             missing.append(CaseFailure(case_id, str(ref), f"no prediction {case_id}{file_ending} in "
-                                                          f"{', '.join(map(str, folders))}{hint}"))
+                                                          f"{', '.join(map(str, folders))}{hint}", missing=True))
     unmatched = sorted(set(preds) - used)
     return pairs, missing, unmatched
 

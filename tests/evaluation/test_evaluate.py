@@ -74,7 +74,8 @@ def test_cli_writes_outputs_lists_failures_and_prints_table(folders, capsys):
     assert set(failures) == set(BROKEN) | {MISSING}
     for case, reason in BROKEN.items():
         assert reason in failures[case]["reason"] and failures[case]["file"].endswith(f"{case}.nii.gz")
-    assert "no prediction" in failures[MISSING]["reason"]
+    assert "no prediction" in failures[MISSING]["reason"] and failures[MISSING]["missing"] is True
+    assert not any(failures[case]["missing"] for case in BROKEN)  # these count for the exit status
     assert summary["unmatched_predictions"] == ["stray_case.nii.gz"]
     assert summary["n_cases"] == 6 and summary["n_failed"] == 4
     for name, per in summary["classes"].items():
