@@ -20,7 +20,7 @@ from autocmr.dataset.raw import DatasetJson
 from autocmr.documents import layout
 from autocmr.documents.checkpoint import load_checkpoint
 from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
-from autocmr.errors import PlansError
+from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import resolve_model
 from autocmr.networks.unet import GenericUNet, build_network
 from autocmr.planners.plans import Configuration, Plans
@@ -104,8 +104,15 @@ class ModelFolder:
         return len(self.plans.labels)
 
     def read_json(self, name: str, default: Any = None) -> Any:
+        """A JSON document of the folder (``default`` when absent); unreadable: DocumentError naming it."""
         p = self.path / name
-        return json.loads(p.read_text()) if p.is_file() else default
+        if not p.is_file():
+            return default
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DocumentError(f"{p}: cannot read this model document ({exc}); copy the model folder again from "
+                                "its source") from exc
 
 
 @dataclass(frozen=True)

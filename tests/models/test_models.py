@@ -307,3 +307,10 @@ def test_the_shipped_models_documents_match_its_manifest():
     folder = packaged_default_model()
     assert ModelManifest.load(folder).documents  # recorded, and they match byte for byte (no line-ending change)
     assert "document(s) checked against the manifest, all match" in verify_text(str(folder))
+
+
+def test_an_unreadable_postprocessing_document_is_an_error_naming_it(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    (copy / layout.POSTPROCESSING).write_text("{not json")
+    with pytest.raises(DocumentError, match="postprocessing.json: cannot read this model document"):
+        ModelFolder.open(copy).read_json(layout.POSTPROCESSING)
