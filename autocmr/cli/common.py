@@ -15,6 +15,30 @@ def add_root_flags(parser: argparse.ArgumentParser, *which: str) -> None:
                             help=f"{name} data root (default: $AUTOCMR_{name.upper()}, else $AUTOCMR_HOME/{name})")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (a seed, a count), refused at parse time otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def positive_finite(text: str) -> float:
+    """An argparse type: a finite number > 0 (minutes, seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def roots_from(args: argparse.Namespace):
     from autocmr.settings import resolve_roots
 

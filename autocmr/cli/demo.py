@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import apply_device_settings, run_command, setup_logging
+from autocmr.cli.common import apply_device_settings, at_least, positive_finite, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autocmr_demo", description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--output", default="autocmr_demo", help="folder for everything (default ./autocmr_demo)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training budget in minutes (default 4)")
-    p.add_argument("--subjects", type=int, default=16, help="phantom subjects to train on (default 16)")
-    p.add_argument("--test-subjects", type=int, default=4, help="held-back subjects to predict (default 4)")
+    p.add_argument("--minutes", type=positive_finite, default=4.0, help="training budget in minutes (default 4)")
+    p.add_argument("--subjects", type=at_least(5), default=16,
+                   help="phantom subjects to train on (default 16; at least 5, one per cross-validation fold)")
+    p.add_argument("--test-subjects", type=at_least(1), default=4, help="held-back subjects to predict (default 4)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

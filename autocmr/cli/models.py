@@ -94,7 +94,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         prefix = "" if found else f"AUTOCMR_MODELS={dest.parent} "
         print(f"installed {dest}; use it with: {prefix}autocmr_predict -i IN -o OUT -m {dest.name}")
     elif args.command == "pack":
-        extra = json.loads(args.card_json.read_text()) if args.card_json else None
+        extra = None
+        if args.card_json:
+            try:
+                extra = json.loads(args.card_json.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                from autocmr.errors import InputFileError
+
+                raise InputFileError(args.card_json, f"cannot read the card fields ({exc})") from exc
         manifest = commands.pack_with_card(args.model, args.dest, name=args.name, folds=args.folds,
                                            checkpoint=args.checkpoint, half=not args.full_precision,
                                            cv_summary=args.cv_summary, extra=extra,

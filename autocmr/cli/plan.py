@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import add_root_flags, roots_from, run_command, setup_logging
+from autocmr.cli.common import add_root_flags, at_least, roots_from, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--num-workers", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--no-check", action="store_true", help="skip the integrity check (not recommended)")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plans, do not preprocess")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the intensity sampling (default 0)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the intensity sampling (default 0)")
     parser.add_argument("--context-slices", type=int, default=0, metavar="K",
                         help="2d configuration: give the network slices z-K..z+K as input channels (default 0: "
                              "the slice alone); the preprocessed data are the same for every K")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, run_command,
                                setup_logging)
@@ -103,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset is not None and not args.configuration:
         parser.error("-d/--dataset needs -c/--configuration (e.g. -c 2d)")
-    if (args.model is not None or args.selection is not None) and (args.configuration or args.plans):
-        parser.error("-c/--configuration and -p/--plans go with -d/--dataset, not with -m/--model or --selection")
+    if args.dataset is None and (args.configuration or args.plans or args.results):
+        given = ", ".join(flag for flag, value in (("-c/--configuration", args.configuration),
+                                                   ("-p/--plans", args.plans), ("--results", args.results)) if value)
+        parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
+                     "model)")
+    if args.metadata is not None and not Path(args.metadata).expanduser().is_file():
+        parser.error(f"--metadata {args.metadata}: no such file")  # found now, not after every case is predicted
     if args.selection is not None:  # what the selection path does not do: refused, not silently ignored
         chosen = [flag for flag, given in (("-f/--folds", args.folds), ("--checkpoint", args.checkpoint != "final"),
                                            ("--postprocess", args.postprocess != "auto")) if given]

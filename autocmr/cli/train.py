@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, roots_from, run_command,
-                               setup_logging)
+from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, at_least, roots_from,
+                               run_command, setup_logging)
 
 
 def _fold(text: str) -> str:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "precision; about 1.4-1.5x faster training on CPUs with Intel AMX or AMD's AVX512-BF16, slower on "
                    "others) or fp16 (CUDA)")
     p.add_argument("--num-workers", type=int, default=None, help="augmentation worker processes (0: in-process)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--save-every", type=int, default=5, help="epochs between 'latest' checkpoints (default 5)")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from checkpoint_latest")
     p.add_argument("--allow-changed-options", action="store_true",

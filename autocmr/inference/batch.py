@@ -99,6 +99,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     if output_format not in OUTPUT_FORMATS:
         raise ConfigurationError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     out = check_output_folder(output_dir)  # before the model loads: a wrong -o fails at once
+    if not Path(input_path).expanduser().exists():  # so does a wrong -i
+        raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
     predictor = _make_predictor(model, options or PredictorOptions())
     discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
     if not discovery.jobs and not discovery.problems:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocmr.device import ChildSettings
-from autocmr.errors import ConfigurationError
+from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.inference.parts import MergeReport, merge_parts
 from autocmr.inference.predictor import PredictorOptions
 from autocmr.models.folder import ModelSpec
@@ -65,6 +65,7 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ConfigurationError(f"part_id must be in [0, num_parts), got part {part_id} of {num_parts}")
     options = options or PredictorOptions()
+    _check_up_front(input_path, output_dir, devices, options)
     total = num_parts * len(devices)
     threads = max(1, default_workers() // len(devices))
     mp = multiprocessing.get_context("spawn")
@@ -115,6 +116,22 @@ def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesRep
                                                  "(its error is printed above)")
 
 
+def _check_up_front(input_path: str | Path, output_dir: str | Path, devices: Sequence[str],
+                    options: PredictorOptions) -> None:
+    """What every device's process would refuse, refused once here before any process starts: a device this
+    machine does not have, a precision it cannot run, a missing input, an output folder that cannot be used."""
+    from autocmr.device import resolve_device
+    from autocmr.errors import InputFileError
+    from autocmr.io.atomic import check_output_folder
+    from autocmr.precision import resolve_precision
+
+    for device in devices:
+        resolve_precision(options.precision, resolve_device(device), training=False)
+    check_output_folder(output_dir)
+    if not Path(input_path).expanduser().exists():
+        raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
+
+
 def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec, options: PredictorOptions,
                  num_parts: int, part_id: int, settings: ChildSettings, batch_options: dict[str, Any],
                  pipe: Connection) -> None:
@@ -124,7 +141,11 @@ def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[{options.device}] %(message)s")
     settings.apply(resolve_device(options.device))  # threads; the allocator setting when the CLI asked
-    with finishing_on_sigterm("recording the cases finished so far"):  # the records survive a time limit
-        report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts,
-                                part_id=part_id, **batch_options)
+    try:
+        with finishing_on_sigterm("recording the cases finished so far"):  # the records survive a time limit
+            report = predict_folder(input_path, output_dir, model, options=options, num_parts=num_parts,
+                                    part_id=part_id, **batch_options)
+    except AutocmrError as exc:  # a one-line reason, as autocmr_predict gives, not a child's traceback
+        print(f"[{options.device}] error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     pipe.send((report.summary().splitlines()[0], len(report.failures)))

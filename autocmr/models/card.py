@@ -5,6 +5,7 @@ final validations."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -159,6 +160,12 @@ def build_model_card(folder: str | Path, *, name: str, cv_summary: Path | None =
         "intended_use": "segmentation of LV cavity, LV myocardium and RV cavity in short-axis cine MR for "
                         "research: volumes, ejection fractions and LV mass",
     }
+    if extra is not None and not isinstance(extra, dict):
+        raise ConfigurationError(f"the card fields must be a JSON object, got {type(extra).__name__}")
+    unknown = sorted(set(extra or {}) - {f.name for f in dataclasses.fields(ModelCard)})
+    if unknown:
+        raise ConfigurationError(f"unknown model card field(s) {unknown}; known: "
+                                 f"{sorted(f.name for f in dataclasses.fields(ModelCard))}")
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(fields.get(key), dict):
             fields[key] = {**fields[key], **value}

@@ -79,9 +79,11 @@ class TrainOptions:
         for name in ("iterations_per_epoch", "save_every", "val_iterations"):  # 0 validation batches: no pseudo-Dice
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:  # numpy's seed sequences take non-negative integers only
+            raise ConfigurationError(f"--seed must be >= 0, got {self.seed}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigurationError(f"epochs must be >= 1, got {self.epochs}")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
+        if self.time_budget_s is not None and not (0 < self.time_budget_s < float("inf")):  # NaN too
             raise ConfigurationError(f"time budget must be positive, got {self.time_budget_s} s")
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], "

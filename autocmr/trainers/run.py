@@ -77,6 +77,19 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
     start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
 
 
+def _check_before_writing(options: TrainOptions, device: torch.device, dim: int, model_dir: Path) -> None:
+    """What the trainer or its loader would refuse later, refused before the model folder is touched (a run
+    from epoch 0 removes the fold's earlier checkpoints first)."""
+    from autocmr.precision import resolve_precision
+
+    resolve_precision(options.precision, device, training=True)
+    if options.end_slice_oversampling and dim != 2:
+        raise ConfigurationError(f"--end-slice-oversampling needs the 2d configuration, this one is {dim}D")
+    if options.pretrained and Path(options.pretrained).expanduser().resolve() == Path(model_dir).resolve():
+        raise ConfigurationError(f"--pretrained {options.pretrained} is the folder this run trains into: fine-tune "
+                                 "into another folder (-o), or the pretrained weights would be replaced")
+
+
 def _holding_fold(fold_dir: Path, fold: str | int, is_main: bool) -> contextlib.AbstractContextManager[None]:
     """Rank 0 holds the fold's folder while it trains (:mod:`autocmr.io.locks`): the same fold started twice
     (two terminals, a requeued job racing the original) is refused at once, naming the holder."""
@@ -189,6 +202,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
                                         checkpoint_options=resumed.get("options")) if resumed is not None else [])
         check_plans_of_trained_folds(model_dir, plans, configuration, fold)
+        _check_before_writing(options, device, config.dim, model_dir)
         torch.manual_seed(options.seed)
         network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
         if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was

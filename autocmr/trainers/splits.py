@@ -21,7 +21,8 @@ def subject_folds(subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAU
     names = sorted(subjects)
     if len(names) < n_folds:
         raise ConfigurationError(f"{len(names)} subjects cannot be split into {n_folds} folds; "
-                                 "use fold 'all' or fewer folds (--folds-count)")
+                                 "train fold 'all' (every subject, no validation), give your own folds with "
+                                 "--splits FILE, or add subjects")
     order = np.random.default_rng(seed).permutation(len(names))
     groups = [[names[i] for i in order[k::n_folds]] for k in range(n_folds)]
     folds = []

@@ -18,3 +18,48 @@ def test_impossible_options_stop_the_command(main, argv, message, tmp_path, caps
         main(argv + ["--raw", str(tmp_path / "raw")])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command,argv,message", [
+    ("plan", ["-d", "101", "--seed", "-1"], "--seed: must be >= 0"),
+    ("train", ["101", "2d", "0", "--seed", "-1"], "--seed: must be >= 0"),
+    ("demo", ["--subjects", "3"], "--subjects: must be >= 5"),
+    ("demo", ["--test-subjects", "0"], "--test-subjects: must be >= 1"),
+    ("demo", ["--minutes", "nan"], "--minutes: must be a finite number > 0"),
+    ("predict", ["-i", "IN", "-o", "OUT", "-c", "3d_fullres"], "-c/--configuration: these choose a model by -d"),
+    ("predict", ["-i", "IN", "-o", "OUT", "--metadata", "nowhere.csv"], "--metadata nowhere.csv: no such file"),
+])
+def test_values_no_command_can_use_are_refused_at_parse_time(command, argv, message, tmp_path, capsys,
+                                                             monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"autocmr.cli.{command}").main
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_predict_on_devices_checks_devices_and_input_before_starting_any_process(tmp_path, capsys):
+    from autocmr.cli.predict import main
+
+    (tmp_path / "in").mkdir()
+    assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--devices", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "foo" in err and "Traceback" not in err
+    assert main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--devices", "cpu"]) == 2
+    assert "missing: input not found" in capsys.readouterr().err
+
+
+def test_a_bad_card_json_is_an_error_naming_it(tiny_model_dir, tmp_path, capsys):
+    from autocmr.cli.models import main
+
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "unknown.json").write_text('{"intended_usage": "x"}')
+    for name, message in (("bad.json", "bad.json: cannot read the card fields"),
+                          ("list.json", "must be a JSON object"), ("unknown.json", "unknown model card field")):
+        assert main(["pack", str(tiny_model_dir), str(tmp_path / "d"), "--name", "x", "--card-json",
+                     str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err

@@ -335,3 +335,14 @@ def test_a_fold_being_trained_is_not_trained_a_second_time_at_once(roots, tmp_pa
             train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run")
         assert not any(fold_dir.glob("checkpoint_*.pth"))
     assert train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run").epochs == 1
+
+
+def test_options_the_trainer_would_refuse_are_refused_before_the_earlier_run_is_removed(roots, tmp_path):
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=tmp_path / "run")
+    before = sorted(p.name for p in first.fold_dir.glob("checkpoint_*.pth"))
+    with pytest.raises(ConfigurationError, match="fp16"):
+        train(DATASET, "2d", 0, roots, options=options(epochs=1, precision="fp16"), output_dir=tmp_path / "run")
+    with pytest.raises(ConfigurationError, match="is the folder this run trains into"):
+        train(DATASET, "2d", 0, roots, options=options(epochs=1, pretrained=str(tmp_path / "run")),
+              output_dir=tmp_path / "run")
+    assert sorted(p.name for p in first.fold_dir.glob("checkpoint_*.pth")) == before
