@@ -64,6 +64,7 @@ class SubjectMeasures:
     notes: list[str] = field(default_factory=list)
     is_cine: bool = False
     ed_es_notes: tuple[str, ...] = ()  # doubts about the ED/ES choice of a cine (see find_ed_es)
+    blank_frames: tuple[int, ...] = ()  # a cine's frames without image content (left out of ED/ES and QC curves)
 
     @property
     def uncertainty(self) -> float:
@@ -90,8 +91,10 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")
             for i, (f, v) in enumerate(zip(frames, volumes))]
+    # leaving out frames without content is no doubt about the ED/ES choice (QC's ed_es_doubtful): a plain note
+    doubts = tuple(n for n in notes if not (blank and n.startswith(f"frame(s) {blank} have no image content")))
     return SubjectMeasures(subject, ed, es, measures_from_volumes(volumes[ed_index], volumes[es_index]), rows,
-                           list(notes), is_cine=True, ed_es_notes=tuple(notes))
+                           list(notes), is_cine=True, ed_es_notes=doubts, blank_frames=tuple(blank))
 
 
 def measure_phases(subject: str, ed: FrameMask | None, es: FrameMask | None) -> SubjectMeasures:

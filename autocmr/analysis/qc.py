@@ -232,7 +232,9 @@ def _check_measures(measures: dict[str, float], t: QcThresholds, qc: QcResult) -
 def _check_curve(result: SubjectMeasures, t: QcThresholds, qc: QcResult) -> None:
     if result.ed_es_notes:
         qc.add("ed_es_doubtful")
-    curve = np.array([float(row["LV"]) for row in result.volume_rows])  # type: ignore[arg-type]
+    blank = set(result.blank_frames)  # frames without image content: their empty masks are no roughness
+    curve = np.array([float(row["LV"]) for i, row in enumerate(result.volume_rows)  # type: ignore[arg-type]
+                      if i not in blank])
     if curve.size < MIN_FRAMES_FOR_ROUGHNESS:
         return  # with 4 frames or fewer any curve is 'rough': each frame is at least half a stroke from the mean
     stroke = max(float(np.ptp(curve)), 1e-6)

@@ -113,6 +113,7 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
         raise InputFileError(path, f"cannot read the case table ({exc})") from exc
     if "case_id" not in table.columns:
         raise InputFileError(path, f"needs a 'case_id' column, found {list(table.columns)}")
+    table["case_id"] = table["case_id"].str.strip()  # spreadsheet exports leave stray spaces
     return table.drop_duplicates("case_id").set_index("case_id")
 
 

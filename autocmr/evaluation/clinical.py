@@ -127,8 +127,8 @@ def subject_and_phase(case_id: str, metadata: pd.DataFrame | None) -> tuple[str 
     """Subject and phase (``ED``/``ES``/other or None) of a case from metadata or, failing that, its id."""
     if metadata is not None and case_id in metadata.index and {"subject", "phase"} <= set(metadata.columns):
         subject, phase = metadata.at[case_id, "subject"], metadata.at[case_id, "phase"]
-        if isinstance(phase, str) and phase.strip() and not pd.isna(subject):
-            return str(subject), normalise_phase(phase)
+        if isinstance(phase, str) and phase.strip() and not pd.isna(subject) and str(subject).strip():
+            return str(subject).strip(), normalise_phase(phase)  # "P1 " and "P1" are one patient
     match = _PHASE_IN_ID.match(case_id)
     if match:
         return match.group("subject"), match.group("phase").upper()

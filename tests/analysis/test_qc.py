@@ -142,3 +142,16 @@ def test_flag_descriptions_carry_the_limits_in_force():
     assert "10-85 %" in custom["ef_out_of_range"] and "85 %" in default["myocardium_open"]
     assert custom["lv_slice_gap"] == QC_FLAGS["lv_slice_gap"]  # a rule without a limit keeps its text
 
+
+
+def test_a_frame_without_image_content_raises_no_curve_flag():
+    """A zero-padded frame is left out of ED/ES (a note says so), which is no doubt about them, and its empty
+    mask is no roughness of the volume curve."""
+    _, labels, geometry, ed, es = make_phantom_cine(4, n_frames=10)
+    spatial = geometry.spatial()
+    frames = [FrameMask(*to_canonical(label, spatial)[:2], "cine", t) for t, label in enumerate(labels)]
+    padded = frames + [FrameMask(np.zeros_like(frames[0].label), frames[0].spacing, "cine", 10, blank=True)]
+    result = measure_cine("c", padded)
+    assert (result.ed.frame, result.es.frame) == (ed, es) and result.blank_frames == (10,)
+    assert any("no image content" in note for note in result.notes)
+    assert check_subject(result).flags == []

@@ -88,3 +88,12 @@ def test_phase_pairs_pair_one_ed_with_one_es_by_the_grouping_rules():
              ("anna_ED", "anna_ES", "bob_ED", "bob_ES", "bob_es", "carl", "scan_a", "scan_b")]
     assert phase_pairs(cases, metadata) == {"anna_ED": "anna_ES", "anna_ES": "anna_ED",
                                             "scan_a": "scan_b", "scan_b": "scan_a"}  # bob: two ES, carl: no phase
+
+
+def test_stray_spaces_in_cases_csv_do_not_split_a_patient(tmp_path):
+    from autocmr.analysis.subjects import read_metadata
+    from autocmr.evaluation.clinical import subject_and_phase
+
+    (tmp_path / "cases.csv").write_text("case_id,subject,phase\nP1_a ,P1 ,ED\nP1_b,P1,ES\n")
+    table = read_metadata(tmp_path / "cases.csv")
+    assert subject_and_phase("P1_a", table) == ("P1", "ED") and subject_and_phase("P1_b", table) == ("P1", "ES")
