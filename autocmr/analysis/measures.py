@@ -47,9 +47,11 @@ class FrameMask:
     uncertainty: float = NAN
     prediction: str = FULL_ACCURACY
     blank: bool = False  # the frame's image has no content (a zero-padded frame): never ED or ES
+    structures: tuple[str, ...] = STRUCTURES  # what the model segments: the others' volumes are NaN, not 0 mL
 
     def volumes(self) -> dict[str, float]:
-        return structure_volumes(self.label, self.spacing)
+        volumes = structure_volumes(self.label, self.spacing)
+        return {name: (value if name in self.structures else NAN) for name, value in volumes.items()}
 
 
 @dataclass
@@ -87,7 +89,10 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     if not any(v["LV"] > 0 or v["RV"] > 0 for v in content):  # nothing to find ED/ES on; QC says what is missing
         return replace(volumes_only(subject, frames), is_cine=True,
                        notes=["no LV or RV in any frame: no ED/ES, no measures"])
-    ed_index, es_index, notes = find_ed_es([v["LV"] for v in volumes], [v["RV"] for v in volumes], excluded=blank)
+    # a structure the model does not segment has no curve: the LV's (or, without one, the RV's) decides alone
+    lv_curve = [v["LV"] if math.isfinite(v["LV"]) else 0.0 for v in volumes]
+    rv_curve = [v["RV"] for v in volumes] if all(math.isfinite(v["RV"]) for v in volumes) else None
+    ed_index, es_index, notes = find_ed_es(lv_curve, rv_curve, excluded=blank)
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")
             for i, (f, v) in enumerate(zip(frames, volumes))]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from autocmr.analysis.figures import subject_figure
 from autocmr.analysis.measures import FULL_ACCURACY, FrameMask, measure_cine, measure_phases, volumes_only
-from autocmr.analysis.provenance import ModelProvenance, model_provenance
+from autocmr.analysis.provenance import ModelProvenance, model_provenance, segmented_structures
 from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
 from autocmr.analysis.report import write_report
 from autocmr.analysis.subjects import (CaseRecord, Subject, find_metadata, frame_predictions, group_subjects,
@@ -29,7 +29,7 @@ from autocmr.analysis.subjects import (CaseRecord, Subject, find_metadata, frame
 from autocmr.analysis.tables import (FAILED, FIGURES_DIR, MEASURES_CSV, QC_CSV, REPORT_HTML, VOLUMES_CSV,
                                      SubjectReport, write_tables)
 from autocmr.documents import layout
-from autocmr.evaluation.clinical import ED, ES
+from autocmr.evaluation.clinical import ED, ES, STRUCTURES
 from autocmr.errors import InputFileError
 from autocmr.inference.inputs import CaseFailure, PredictionJob, sanitise_name
 from autocmr.inference.parts import part_suffix, with_suffix
@@ -81,7 +81,7 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
         logger.info("subjects and phases from %s", metadata_path)
     return analyse_cases(cases, report.output_dir, metadata=table, failures=list(report.failures) + unreadable,
                          suffix=suffix, thresholds=thresholds, model=model_provenance(recorded.get("predictor")),
-                         not_analysed=seg_only)
+                         not_analysed=seg_only, structures=segmented_structures(recorded.get("predictor")))
 
 
 def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None = None,
@@ -114,7 +114,8 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
     metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
     table = read_metadata(metadata_path) if metadata_path is not None else None
     return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds,
-                         model=model_provenance(recorded.get("predictor")), not_analysed=not_analysed)
+                         model=model_provenance(recorded.get("predictor")), not_analysed=not_analysed,
+                         structures=segmented_structures(recorded.get("predictor")))
 
 
 def _mask_not_found(job: PredictionJob) -> CaseFailure:
@@ -170,17 +171,20 @@ def _stored_cases(recorded: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def analyse_cases(cases: Sequence[CaseRecord], output_dir: str | Path, *, metadata: pd.DataFrame | None = None,
                   failures: Sequence[CaseFailure] = (), suffix: str = "", thresholds: QcThresholds | None = None,
                   figures: bool = True, model: ModelProvenance | None = None,
-                  not_analysed: Sequence[CaseFailure] = ()) -> AnalysisOutputs:
+                  not_analysed: Sequence[CaseFailure] = (), structures: Sequence[str] = STRUCTURES
+                  ) -> AnalysisOutputs:
     """Group ``cases`` into subjects, analyse each and write the tables, figures and ``report.html`` (with
     ``model``'s settings, cross-validated accuracy and limits when given). ``failures``: cases that could not
-    be predicted; ``not_analysed``: cases predicted but not measurable here (each with its reason)."""
+    be predicted; ``not_analysed``: cases predicted but not measurable here (each with its reason);
+    ``structures``: those of LV, MYO, RV the model segments (the others' measures are NaN, not 0 mL, and QC
+    expects only these)."""
     out = Path(output_dir)
     subjects = group_subjects(cases, metadata)
     _remove_stale_temporaries(out, suffix, subjects)
     reports = []
     for subject in subjects:
         try:
-            reports.append(_analyse_subject_files(subject, out, thresholds, figures))
+            reports.append(_analyse_subject_files(subject, out, thresholds, figures, structures))
         except Exception as exc:  # noqa: BLE001 - one subject's problem is reported, the others go on
             logger.warning("analysis of %s failed: %s", subject.name, exc)
             logger.debug("analysis of %s failed", subject.name, exc_info=exc)
@@ -221,7 +225,7 @@ def _failed(name: str, sources: list[str], reason: str) -> SubjectReport:
 
 
 def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcThresholds | None = None,
-                  cine: bool | None = None) -> SubjectReport:
+                  cine: bool | None = None, structures: Sequence[str] = STRUCTURES) -> SubjectReport:
     """Measures and QC of in-memory masks: a cine (several frames without a phase, in frame order) or the
     ED and/or ES masks (``phase`` set); anything else gives volumes only. ``cine`` False: frames without a
     phase are separate masks, not a cine's frames (None: several frames without a phase are a cine).
@@ -231,8 +235,12 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
     """
     if not frames:
         raise ValueError(f"{subject}: no masks to analyse")
-    phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
     notes: list[str] = []
+    if tuple(structures) != STRUCTURES:  # ``structures``: what the model segments; the others are not measured
+        frames = [replace(f, structures=tuple(structures)) for f in frames]
+        unsegmented = [name for name in STRUCTURES if name not in structures]
+        notes.append(f"the model does not segment {', '.join(unsegmented)}: those measures are not computed")
+    phased = {f.phase: f for f in frames if f.phase in (ED, ES)}
     n_slices = min(int(f.label.shape[0]) for f in frames)  # a lone slice paired with a stack decides too
     if n_slices < MIN_SLICES_FOR_MEASURES:
         measures = volumes_only(subject, frames)
@@ -251,9 +259,10 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
 
 
 def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds | None,
-                           figures: bool) -> SubjectReport:
+                           figures: bool, structures: Sequence[str] = STRUCTURES) -> SubjectReport:
     frames = _load_frames(subject)
-    report = analyse_masks(subject.name, frames, thresholds=thresholds, cine=subject.cine is not None)
+    report = analyse_masks(subject.name, frames, thresholds=thresholds, cine=subject.cine is not None,
+                           structures=structures)
     report.notes = subject.notes + report.notes
     report.grouped_by = subject.grouped_by
     report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})

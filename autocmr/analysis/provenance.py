@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.dataset.raw import DatasetJson
+from autocmr.documents import layout
 from autocmr.documents.layout import SELECTION
 from autocmr.documents.model_card import ModelCard
 from autocmr.documents.versioning import read_json_document
 from autocmr.errors import AutocmrError
+from autocmr.evaluation.clinical import STRUCTURES
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,25 @@ def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | N
         settings=_settings(predictor), agreement=agreement,
         agreement_source=str(card.cross_validation.get("source", "")) if card is not None else "",
         limits=tuple(str(item) for item in card.limits) if card is not None else ())
+
+
+def segmented_structures(predictor: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Which of LV, MYO and RV the recorded model segments, from its ``dataset.json`` labels (a selection:
+    its first member's; its members segment the same classes). All three when the model cannot be read or
+    names its classes otherwise: the measures then say what the masks hold, as before."""
+    if not predictor:
+        return STRUCTURES
+    members = predictor.get("members") or []
+    folder = str(predictor.get("model") or (members[0].get("model") if members and isinstance(members[0], dict)
+                                             else "") or "")
+    if not folder:
+        return STRUCTURES
+    try:
+        labels = DatasetJson.load(Path(folder) / layout.DATASET).labels
+    except (AutocmrError, OSError):
+        return STRUCTURES
+    segmented = tuple(name for name in STRUCTURES if name in labels)
+    return segmented or STRUCTURES
 
 
 def _selection_provenance(predictor: Mapping[str, Any]) -> ModelProvenance:

@@ -120,7 +120,7 @@ def check_subject(result: SubjectMeasures, thresholds: QcThresholds | None = Non
     qc = QcResult()
     for phase, frame in (("ED", result.ed), ("ES", result.es)):
         if frame is not None:
-            _check_mask(frame.label, frame.spacing, t, qc, phase)
+            _check_mask(frame.label, frame.spacing, t, qc, phase, frame.structures)
     _check_measures(result.measures, t, qc)
     if result.is_cine:
         _check_curve(result, t, qc)
@@ -131,8 +131,10 @@ def check_subject(result: SubjectMeasures, thresholds: QcThresholds | None = Non
     return qc
 
 
-def _check_mask(label: np.ndarray, spacing: Sequence[float], t: QcThresholds, qc: QcResult, phase: str) -> None:
-    present = {name: label == value for name, value in zip(STRUCTURES, (LV, MYO, RV))}
+def _check_mask(label: np.ndarray, spacing: Sequence[float], t: QcThresholds, qc: QcResult, phase: str,
+                structures: Sequence[str] = STRUCTURES) -> None:
+    # only what the model segments is expected (a model fine-tuned on LV and myocardium draws no RV)
+    present = {name: label == value for name, value in zip(STRUCTURES, (LV, MYO, RV)) if name in structures}
     if not all(mask.any() for mask in present.values()):
         qc.add("missing_structure")
     for name, mask in present.items():
@@ -144,8 +146,8 @@ def _check_mask(label: np.ndarray, spacing: Sequence[float], t: QcThresholds, qc
             qc.add("too_few_slices")
         if _sizeable_components(mask, t.min_component_fraction) > 1:
             qc.add("fragmented")
-    lv = present["LV"]
-    if not lv.any():
+    lv = present.get("LV")
+    if lv is None or not lv.any():
         return
     areas = lv.sum(axis=(1, 2)).astype(float)
     occupied = np.flatnonzero(areas)
@@ -154,11 +156,12 @@ def _check_mask(label: np.ndarray, spacing: Sequence[float], t: QcThresholds, qc
     qc.metrics[f"lv_profile_dip_{phase}"] = dip = _profile_dip(areas[occupied[0]:occupied[-1] + 1])
     if dip > t.max_profile_dip:
         qc.add("irregular_lv_profile")
-    enclosure = _myocardial_enclosure(label, occupied, t.mid_slices_fraction)
-    qc.metrics[f"myocardial_enclosure_{phase}"] = enclosure
-    if enclosure < t.min_myocardial_enclosure:
-        qc.add("myocardium_open")
-    if present["RV"].any() and present["MYO"].any():
+    if "MYO" in present:
+        enclosure = _myocardial_enclosure(label, occupied, t.mid_slices_fraction)
+        qc.metrics[f"myocardial_enclosure_{phase}"] = enclosure
+        if enclosure < t.min_myocardial_enclosure:
+            qc.add("myocardium_open")
+    if "RV" in present and "MYO" in present and present["RV"].any() and present["MYO"].any():
         gap = _gap_mm(present["RV"], present["MYO"], spacing)
         qc.metrics[f"rv_myocardium_gap_mm_{phase}"] = gap
         if gap > t.max_rv_myocardium_gap_mm:

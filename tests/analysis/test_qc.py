@@ -155,3 +155,25 @@ def test_a_frame_without_image_content_raises_no_curve_flag():
     assert (result.ed.frame, result.es.frame) == (ed, es) and result.blank_frames == (10,)
     assert any("no image content" in note for note in result.notes)
     assert check_subject(result).flags == []
+
+
+def test_a_model_without_rv_gets_no_rv_numbers_and_no_flag_for_the_rv_it_never_draws(tmp_path):
+    """A model fine-tuned on LV and myocardium only (a site annotating no RV): RV measures are NaN, not 0 mL,
+    and the RV it never draws raises no missing_structure; the structures come from the model's dataset.json."""
+    import json
+
+    from autocmr.analysis.pipeline import analyse_masks
+    from autocmr.analysis.provenance import segmented_structures
+
+    ed, es = _pair(0)
+    no_rv = [_with(frame, np.where(frame.label == RV, 0, frame.label).astype(np.uint8)) for frame in (ed, es)]
+    assert "missing_structure" in analyse_masks("s", no_rv).qc.flags  # a 3-class model that lost the RV
+    report = analyse_masks("s", no_rv, structures=("LV", "MYO"))
+    assert report.qc.flags == []
+    assert math.isnan(report.measures.measures["RVEDV"]) and math.isnan(report.measures.measures["RVEF"])
+    assert report.measures.measures["LVEDV"] > 0 and any("does not segment RV" in n for n in report.notes)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "LV": 1, "MYO": 2},
+                                                       "channel_names": {"0": "cine"}, "numTraining": 1,
+                                                       "file_ending": ".nii.gz"}))
+    assert segmented_structures({"model": str(tmp_path)}) == ("LV", "MYO")
+    assert segmented_structures({"model": str(tmp_path / "gone")}) == ("LV", "MYO", "RV")
