@@ -31,14 +31,24 @@ def _fold(text: str) -> str:
 
 
 def _check_folds(args: argparse.Namespace) -> None:
+    """What every fold would refuse, refused once before any fold trains (several folds would otherwise
+    each report it, and the command exit 1 as if some folds had trained)."""
+    from pathlib import Path
+
     from autocmr.dataset.naming import resolve_dataset_name
-    from autocmr.errors import DatasetError
+    from autocmr.errors import DatasetError, InputFileError
     from autocmr.trainers.splits import check_fold_names
 
     roots = roots_from(args)
+    if args.splits and not Path(args.splits).expanduser().is_file():
+        raise InputFileError(args.splits, "splits file not found")
     try:
         pre_dir = roots.preprocessed / resolve_dataset_name(args.dataset, roots.preprocessed)
-    except DatasetError:  # not planned (yet): the training says so itself
+    except DatasetError:
+        if not args.pretrained:  # fine-tuning preprocesses the raw dataset itself
+            name = resolve_dataset_name(args.dataset, roots.raw)  # raises when the dataset is nowhere
+            raise DatasetError(f"{name} has not been planned yet; run `autocmr_plan -d {args.dataset}` "
+                               "first") from None
         pre_dir = None
     check_fold_names(args.fold, pre_dir, args.splits)
 

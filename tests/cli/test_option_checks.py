@@ -63,3 +63,14 @@ def test_a_bad_card_json_is_an_error_naming_it(tiny_model_dir, tmp_path, capsys)
         assert main(["pack", str(tiny_model_dir), str(tmp_path / "d"), "--name", "x", "--card-json",
                      str(tmp_path / name)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_training_several_folds_of_a_dataset_nowhere_is_one_error_exit_2(tmp_path, capsys):
+    from autocmr.cli.train import main
+
+    roots = ["--raw", str(tmp_path / "r"), "--preprocessed", str(tmp_path / "p"), "--results", str(tmp_path / "x")]
+    assert main(["999", "2d", "0", "1", *roots]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "999" in err
+    assert main(["999", "2d", "0", "1", "--splits", str(tmp_path / "none.json"), *roots]) == 2
+    assert "none.json: splits file not found" in capsys.readouterr().err
