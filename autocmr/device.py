@@ -20,6 +20,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigurationError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type not in ("cpu", "cuda", "mps"):  # torch knows xpu, hpu, meta...: autocmr runs on none of them
+        raise ConfigurationError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {name!r} requested but CUDA is not available here (torch "
                                  f"{torch.__version__}); use --device cpu")

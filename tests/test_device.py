@@ -51,3 +51,12 @@ def test_an_indexed_gpu_becomes_the_current_one_in_a_device_process(monkeypatch:
     make_current(torch.device("cuda"))  # no index: CUDA's own current device stays
     make_current(torch.device("cpu"))
     assert current == [torch.device("cuda:1")]
+
+
+@pytest.mark.parametrize("name", ["xpu", "meta", "hpu"])
+def test_devices_torch_knows_but_autocmr_does_not_run_on_are_refused(name):
+    from autocmr.device import resolve_device
+    from autocmr.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not supported; use auto, cpu"):
+        resolve_device(name)

@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    ("-p/--plans", args.plans), ("--results", args.results)) if value)
         parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
                      "model)")
+    if args.folds and len(set(args.folds)) != len(args.folds):
+        parser.error(f"-f/--folds {' '.join(args.folds)}: a fold given twice would count twice in the ensemble")
     if args.metadata is not None and not Path(args.metadata).expanduser().is_file():
         parser.error(f"--metadata {args.metadata}: no such file")  # found now, not after every case is predicted
     if args.selection is not None:  # what the selection path does not do: refused, not silently ignored

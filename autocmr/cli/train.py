@@ -36,9 +36,12 @@ def _check_folds(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from autocmr.dataset.naming import resolve_dataset_name
-    from autocmr.errors import DatasetError, InputFileError
+    from autocmr.errors import ConfigurationError, DatasetError, InputFileError
     from autocmr.trainers.splits import check_fold_names
 
+    repeated = sorted({f for f in args.fold if args.fold.count(f) > 1})
+    if repeated:
+        raise ConfigurationError(f"fold(s) {repeated} given more than once")
     roots = roots_from(args)
     if args.splits and not Path(args.splits).expanduser().is_file():
         raise InputFileError(args.splits, "splits file not found")

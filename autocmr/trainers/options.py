@@ -76,6 +76,8 @@ class TrainOptions:
             object.__setattr__(self, "learning_rate", FINETUNE_LEARNING_RATE if self.pretrained else LEARNING_RATE)
         if self.freeze not in FREEZE_CHOICES:
             raise ConfigurationError(f"--freeze must be one of {FREEZE_CHOICES}, got {self.freeze!r}")
+        if self.freeze != "none" and not self.pretrained:  # nothing to keep fixed: it would be ignored silently
+            raise ConfigurationError(f"--freeze {self.freeze} needs --pretrained MODEL (the weights to keep fixed)")
         for name in ("iterations_per_epoch", "save_every", "val_iterations"):  # 0 validation batches: no pseudo-Dice
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -28,6 +28,7 @@ def test_impossible_options_stop_the_command(main, argv, message, tmp_path, caps
     ("demo", ["--minutes", "nan"], "--minutes: must be a finite number > 0"),
     ("predict", ["-i", "IN", "-o", "OUT", "-c", "3d_fullres"], "-c/--configuration: these choose a model by -d"),
     ("predict", ["-i", "IN", "-o", "OUT", "--metadata", "nowhere.csv"], "--metadata nowhere.csv: no such file"),
+    ("predict", ["-i", "IN", "-o", "OUT", "-f", "0", "0"], "a fold given twice"),
 ])
 def test_values_no_command_can_use_are_refused_at_parse_time(command, argv, message, tmp_path, capsys,
                                                              monkeypatch):

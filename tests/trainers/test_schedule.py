@@ -106,13 +106,14 @@ def test_a_run_ends_after_its_epochs_or_before_an_epoch_would_overrun_the_budget
 
 @pytest.mark.parametrize("bad", [dict(learning_rate=float("nan")), dict(learning_rate=float("inf")),
                                  dict(batch_size=0), dict(num_workers=-1), dict(augmentation="bogus"),
-                                 dict(unfreeze_blocks=-1), dict(unfreeze_blocks=2, freeze="decoder")])
+                                 dict(unfreeze_blocks=-1), dict(unfreeze_blocks=2, freeze="decoder"),
+                                 dict(freeze="encoder"), dict(seed=-1), dict(time_budget_s=float("nan"))])
 def test_impossible_options_are_refused_before_any_work(bad):
     from autocmr.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError):
         TrainOptions(**bad)
-    assert TrainOptions(unfreeze_blocks=2, freeze="encoder").unfreeze_blocks == 2
+    assert TrainOptions(unfreeze_blocks=2, freeze="encoder", pretrained="m").unfreeze_blocks == 2
 
 
 def test_augmentation_names_match_the_presets():
