@@ -59,6 +59,10 @@ def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None
         return path
     if not bare:
         raise PlansError(f"{path}: model folder not found")
+    if imported is not None and not imported.exists():
+        from autocmr.models.store import recover_swapped_out
+
+        recover_swapped_out(imported)  # an import --replace killed mid-swap
     if imported is not None and imported.is_dir():
         return imported
     names = [m.name for m in list_models(models_dir)]

@@ -22,9 +22,29 @@ logger = logging.getLogger(__name__)
 COMPACT_DTYPE = torch.float16  # halves the size; predictions agree with float32 weights (tested)
 
 
+OLD_PREFIX = ".tmp_old_"
+
+
+def recover_swapped_out(dest: Path) -> bool:
+    """A process killed between the two renames of :func:`swap_in_folder` left ``dest`` missing and the model it
+    was replacing under ``.tmp_old_<hex>_NAME``: put that back (the newest, if several). True if it did."""
+    if dest.exists() or not dest.parent.is_dir():
+        return False
+    left = [p for p in dest.parent.glob(f"{OLD_PREFIX}*") if p.is_dir() and p.name.split("_", 3)[-1] == dest.name
+            and len(p.name.split("_", 3)) == 4]
+    if not left:
+        return False
+    newest = max(left, key=lambda p: p.stat().st_mtime)
+    newest.rename(dest)
+    logger.warning("%s: restored from %s, left by an interrupted replacement", dest, newest.name)
+    return True
+
+
 def swap_in_folder(staging: Path, dest: Path) -> None:
-    """Replace ``dest`` by the complete folder ``staging`` (same parent): readers see the old or the new one."""
-    old = dest.with_name(f".tmp_old_{uuid.uuid4().hex[:8]}_{dest.name}")
+    """Replace ``dest`` by the complete folder ``staging`` (same parent): readers see the old or the new one
+    (or, for the instant between two renames, none: :func:`recover_swapped_out` repairs a kill there)."""
+    recover_swapped_out(dest)
+    old = dest.with_name(f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}_{dest.name}")
     if dest.exists():
         dest.rename(old)
     try:

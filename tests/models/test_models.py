@@ -314,3 +314,14 @@ def test_an_unreadable_postprocessing_document_is_an_error_naming_it(tiny_model_
     (copy / layout.POSTPROCESSING).write_text("{not json")
     with pytest.raises(DocumentError, match="postprocessing.json: cannot read this model document"):
         ModelFolder.open(copy).read_json(layout.POSTPROCESSING)
+
+
+def test_a_replacement_killed_between_its_two_renames_is_repaired_on_next_use(packed, tmp_path):
+    from autocmr.models.registry import resolve_model
+
+    models = tmp_path / "models"
+    installed = import_model(export_model(packed, tmp_path / "a.tar.gz", name="site_x"), models_dir=models)
+    installed.rename(models / ".tmp_old_ab12cd34_site_x")  # the old model moved aside, the new one not yet in
+    (models / ".tmp_old_ab12cd34_other_site_x").mkdir()  # another model's leftover: not this one's
+    assert resolve_model("site_x", models_dir=models) == installed and (installed / layout.PLANS).is_file()
+    assert (models / ".tmp_old_ab12cd34_other_site_x").is_dir()
