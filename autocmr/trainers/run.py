@@ -190,6 +190,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         log = RunLog(fold_dir / RUN_LOG) if dist.is_main else quiet_log
         if dist.is_main:
             remove_stale_temporaries(fold_dir)  # a run killed while writing a checkpoint leaves its temporary file
+            remove_stale_temporaries(fold_dir / VALIDATION_DIR)  # or while writing a validation mask (we hold
+            # the fold: no other process writes there now)
         options = resolve_schedule(options, device, log,
                                    training_samples=_training_samples(data_dir, train_cases, config),
                                    training_subjects=metadata.loc[train_cases, "subject"].nunique(),
