@@ -7,6 +7,17 @@ from pathlib import Path
 from autocmr.errors import DatasetError
 
 _NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+# a case named after its subject and cardiac phase (SUBJECT_ED, SUBJECT-es) or cine frame (ACDC's SUBJECT_frame01)
+PHASE_IN_NAME = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECASE)
+FRAME_IN_NAME = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
+
+
+def subject_from_name(case_id: str) -> str:
+    """The subject a case's name gives (``P1_ED`` and ``P1_ES`` -> ``P1``; ``patient001_frame01`` ->
+    ``patient001``), else the case id itself: without a ``cases.csv``, one patient's phases still share a
+    subject, so cross-validation never puts one in training and the other in validation."""
+    match = PHASE_IN_NAME.match(case_id) or FRAME_IN_NAME.match(case_id)
+    return match.group("subject") if match else case_id
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net's CASE_XXXX, XXXX = channel
 
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from autocmr.dataset.naming import split_channel_suffix
+from autocmr.dataset.naming import split_channel_suffix, subject_from_name
 from autocmr.documents.versioning import read_json_document
 from autocmr.errors import DatasetError, DocumentError
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
@@ -195,7 +195,8 @@ def list_cases(images_dir: Path, labels_dir: Path | None, file_ending: str, num_
 
 
 def load_metadata(root: Path, case_ids: list[str]) -> pd.DataFrame:
-    """Read ``cases.csv`` if present; every case gets a row, ``subject`` defaults to the case id."""
+    """Read ``cases.csv`` if present; every case gets a row, ``subject`` defaults to the one its name gives
+    (:func:`autocmr.dataset.naming.subject_from_name`: ``P1_ED``/``P1_ES`` -> ``P1``), else the case id."""
     path = root / CASES_CSV
     if path.is_file():
         table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
@@ -208,9 +209,10 @@ def load_metadata(root: Path, case_ids: list[str]) -> pd.DataFrame:
     else:
         table = pd.DataFrame(index=pd.Index([], name="case_id"))
     table = table.reindex(case_ids)
+    named = pd.Series([subject_from_name(str(c)) for c in table.index], index=table.index)
     if "subject" not in table.columns:
-        table["subject"] = table.index
-    table["subject"] = table["subject"].fillna(pd.Series(table.index, index=table.index)).astype(str)
+        table["subject"] = named
+    table["subject"] = table["subject"].fillna(named).astype(str)
     return table
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.dataset.naming import FRAME_IN_NAME, PHASE_IN_NAME
 from autocmr.evaluation.metrics import VOL_PRED, VOL_REF, voxel_volume_ml
 from autocmr.io.orientation import through_plane_axis
 
@@ -34,7 +35,7 @@ MEASURE_UNITS: dict[str, str] = {
 MEASURES = tuple(MEASURE_UNITS)
 ED, ES = "ED", "ES"
 # Case ids such as ``patient001_ED`` or ``subject003-es`` carry subject and phase when no metadata is given.
-_PHASE_IN_ID = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNORECASE)
+_PHASE_IN_ID = PHASE_IN_NAME  # one naming rule with the dataset's default subjects
 # Phase names in case tables besides ED/ES (any case, "-", "_" or spaces between words).
 _PHASE_SYNONYMS = {ED: ("ED", "END DIASTOLE", "END DIASTOLIC", "DIASTOLE", "DIASTOLIC"),
                    ES: ("ES", "END SYSTOLE", "END SYSTOLIC", "SYSTOLE", "SYSTOLIC")}
@@ -55,7 +56,7 @@ def normalise_phase(value: Any) -> Any:
     words = " ".join(re.sub(r"[_\-]+", " ", value).upper().split())
     return next((phase for phase, names in _PHASE_SYNONYMS.items() if words in names), value.strip())
 # ACDC's frame naming, ``patient001_frame12``: the subject, and a frame number that Info.cfg makes ED or ES.
-FRAME_IN_ID = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
+FRAME_IN_ID = FRAME_IN_NAME
 
 
 def _ejection_fraction(edv: float, esv: float) -> float:

@@ -44,3 +44,12 @@ def test_dataset_json_labels_must_be_0_to_n_without_gaps_or_repeats(labels):
         DatasetJson.from_dict(document)
     fine = dict(document, labels={"background": 0, "LV": 1, "MYO": 2, "RV": 3})
     assert DatasetJson.from_dict(fine).labels["RV"] == 3
+
+
+def test_without_cases_csv_a_patients_phases_share_a_subject(tmp_path):
+    """Folds are dealt per subject: without a cases.csv, P1_ED and P1_ES (and ACDC's frames) must still be one
+    subject, or one patient's ED could train a model validated on its ES."""
+    from autocmr.dataset.raw import load_metadata
+
+    table = load_metadata(tmp_path, ["p1_ED", "p1_ES", "p2-ed", "patient003_frame01", "q"])
+    assert table["subject"].tolist() == ["p1", "p1", "p2", "patient003", "q"]
