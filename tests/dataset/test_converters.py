@@ -16,7 +16,7 @@ from autocmr.dataset.converters.common import STAGING_PREFIX, summarize_dataset
 from autocmr.dataset.converters.mnms import read_mnms_info
 from autocmr.dataset.integrity import check_dataset
 from autocmr.dataset.raw import DatasetJson, load_raw_dataset
-from autocmr.errors import DatasetError
+from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.io.image import Geometry, read_header, read_image, write_image
 from autocmr.testing.phantoms import make_phantom_case, make_phantom_cine
 
@@ -280,6 +280,21 @@ def test_folder_reports_every_unmatched_file(tmp_path: Path) -> None:
     assert "lonely.nii.gz: no label found" in message
     assert "orphan_label.nii.gz: label without a matching image" in message
     assert "case_a_gt.nii.gz: label values [9]" in message
+
+
+def test_folder_reports_files_of_another_format_and_refuses_a_one_sided_swap(tmp_path: Path) -> None:
+    """p2.nii beside p1.nii.gz files is said, not dropped; {"1": 3} alone would merge LV into RV."""
+    images, labels, _ = _folder_pairs(tmp_path)
+    case = make_phantom_case(8, fov_mm=100)
+    write_image(case.image, case.geometry, images / "other.nii")
+    write_image(case.label, case.geometry, labels / "other_gt.nii")
+    with pytest.raises(DatasetError) as err:
+        convert_folder(images, labels, tmp_path / "raw", 123, short_name="Mine", num_workers=1)
+    assert "other.nii: ends in .nii, not .nii.gz: not converted" in str(err.value)
+    (images / "other.nii").unlink()
+    (labels / "other_gt.nii").unlink()
+    with pytest.raises(ConfigurationError, match=r"sends \[1, 3\] all to 3.*map both ways"):
+        convert_folder(images, labels, tmp_path / "raw", 124, short_name="Mine", label_map={"1": 3}, num_workers=1)
 
 
 def test_folder_labels_beside_images(tmp_path: Path) -> None:

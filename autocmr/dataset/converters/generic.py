@@ -21,10 +21,11 @@ from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
 from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
+from autocmr.io.image import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
+LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask", "_manual")  # as autocmr_predict skips them
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix; only single-channel folders are converted
 
 
@@ -54,7 +55,24 @@ def label_mapping(labels: Mapping[str, int], label_map: Mapping[int, int]) -> di
     if bad:
         raise ConfigurationError(f"label map entries {bad} map to values that are not declared labels "
                                  f"{dict(labels)} (or from negative values)")
-    return {**{v: v for v in targets}, **dict(label_map)}
+    mapping = {**{v: v for v in targets}, **dict(label_map)}
+    sources: dict[int, list[int]] = {}
+    for source, target in mapping.items():
+        sources.setdefault(target, []).append(source)
+    merged = {t: sorted(v) for t, v in sources.items() if len(v) > 1 and not all(k in label_map for k in v)}
+    if merged:  # {"1": 3} alone keeps 3 -> 3 as well: meant as a swap, it merges two classes
+        target, both = next(iter(merged.items()))
+        raise ConfigurationError(f"label map {dict(label_map)} sends {both} all to {target} (declared values keep "
+                                 f"their own value unless the map says otherwise): to swap, map both ways (e.g. "
+                                 f"{{\"{both[0]}\": {both[1]}, \"{both[1]}\": {both[0]}}}); to merge, list every "
+                                 "value that is merged")
+    return mapping
+
+
+def _ending(path: Path) -> str:
+    """The image file ending of ``path`` (``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``), or "" for other files."""
+    name = path.name.lower()
+    return next((e for e in IMAGE_SUFFIXES if name.endswith(e)), "")
 
 
 def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
@@ -70,6 +88,11 @@ def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
                    and (not same or f.name[: -len(file_ending)].endswith(LABEL_SUFFIXES))}
     images: dict[str, Path] = {}
     problems: list[ConversionProblem] = []
+    for folder in dict.fromkeys([images_dir, labels_dir]):  # another format beside the chosen one: said, not dropped
+        problems += [ConversionProblem(f, f"ends in {_ending(f)}, not {file_ending}: not converted (convert every "
+                                          f"file to one format, or give --file-ending {_ending(f)})")
+                     for f in sorted(folder.iterdir()) if not f.name.startswith(".") and f.is_file()
+                     and not f.name.endswith(file_ending) and _ending(f)]
     for f in sorted(images_dir.iterdir()):
         if not f.name.endswith(file_ending) or f.name.startswith("."):
             continue
