@@ -137,8 +137,10 @@ def evaluate(tag: str, refs: Path, preds: list[Path], out: Path, args, env, logs
                             "--no-plots", *extra] + (["-j", str(args.workers)] if args.workers is not None else []),
         env, logs, timings)
     summary = json.loads((out / "summary.json").read_text())
-    if summary["n_failed"]:  # figures over fewer volumes than asked for would pass unnoticed in the table
-        raise SystemExit(f"{tag}: {summary['n_failed']} cases could not be evaluated; see {out / 'summary.json'}")
+    left_out = summary["n_failed"] + summary.get("n_missing", 0)
+    if left_out:  # figures over fewer volumes than asked for would pass unnoticed in the table
+        raise SystemExit(f"{tag}: {left_out} cases could not be evaluated or were not predicted; see "
+                         f"{out / 'summary.json'}")
     return summary
 
 

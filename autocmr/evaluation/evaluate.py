@@ -148,9 +148,13 @@ def _finish(rows: list[dict[str, Any]], failures: list[CaseFailure], *, labels: 
     if SLICE_POSITION in by:
         entry, positions, summary_rows = _slice_positions(profiles or [], info, metadata_by, base_end)
         summary[SLICE_POSITION] = json_safe(entry)
-    if failures:
+    failed = [f for f in failures if not f.missing]
+    if failed:
         logger.warning("%d cases could not be evaluated (listed in the summary's 'failures'), first: %s: %s",
-                       len(failures), failures[0].case_id, failures[0].reason)
+                       len(failed), failed[0].case_id, failed[0].reason)
+    if len(failed) < len(failures):
+        logger.info("%d reference case(s) have no prediction (listed in 'failures' with \"missing\": true)",
+                    len(failures) - len(failed))
     result = EvaluationResult(summary, cases, list(failures), clinical, output_dir, positions=positions)
     if output_dir is not None:
         result.files = write_tables(output_dir, summary, cases, clinical, breakdown_table)

@@ -2,7 +2,8 @@
 
 ``summary.json`` layout (schema version :data:`SUMMARY_SCHEMA_VERSION`)::
 
-    {"schema_version", "n_cases", "n_volumes" (4D frames count one each), "n_failed", "labels", "definitions",
+    {"schema_version", "n_cases", "n_volumes" (4D frames count one each), "n_failed", "n_missing", "labels",
+     "definitions",
      "classes": {class: {metric: {"mean", "sd", "median", "min", "max", "n", "n_defined", "n_undefined"}}},
      "mean_over_classes": {metric: mean of the class means},
      "empty": {class: {"both": n, "reference_only": n, "prediction_only": n}},
@@ -138,7 +139,8 @@ def build_summary(cases: pd.DataFrame, classes: Sequence[str], *, labels: Mappin
         **(dict(extra) if extra else {}),
         "n_cases": int(cases["source_case"].nunique()),
         "n_volumes": int(cases["case_id"].nunique()),
-        "n_failed": len(failures),
+        "n_failed": sum(not f.missing for f in failures),  # could not be evaluated
+        "n_missing": sum(f.missing for f in failures),  # reference cases without a prediction (a subset predicted)
         "labels": dict(labels),
         "definitions": DEFINITIONS,
         "classes": stats,
@@ -176,8 +178,9 @@ def _pm(d: Mapping[str, Any], fmt: str) -> str:
 
 def format_summary(summary: Mapping[str, Any], *, max_failures: int = 20) -> str:
     """Concise terminal text: per-class mean±SD of Dice, IoU, HD95, ASSD; clinical agreement; failures."""
+    missing = summary.get("n_missing", 0)
     lines = [f"Evaluated {summary['n_cases']} cases ({summary['n_volumes']} volumes), "
-             f"{summary['n_failed']} failed."]
+             f"{summary['n_failed']} failed" + (f", {missing} reference case(s) not predicted." if missing else ".")]
     lines.append(f"{'class':<8}{'n':>5}  {'Dice':<20}{'IoU':<20}{'HD95 (mm)':<24}{'ASSD (mm)':<24}")
     for name, per in summary["classes"].items():
         lines.append(f"{name:<8}{per[DICE]['n']:>5}  {_pm(per[DICE], '.3f'):<20}{_pm(per[IOU], '.3f'):<20}"
@@ -198,7 +201,12 @@ def format_summary(summary: Mapping[str, Any], *, max_failures: int = 20) -> str
     if skipped:
         lines.append(f"Subjects with measures left out ({len(skipped)}):")
         lines += [f"  {subject}: {note}" for subject, note in list(skipped.items())[:5]]
-    failures = summary.get("failures", [])
+    every = summary.get("failures", [])
+    failures = [f for f in every if not f.get("missing")]
+    not_predicted = [str(f["case_id"]) for f in every if f.get("missing")]
+    if not_predicted:
+        lines.append(f"\nReference cases without a prediction, not evaluated ({len(not_predicted)}): "
+                     f"{', '.join(not_predicted[:10])}{' ...' if len(not_predicted) > 10 else ''}")
     if failures:
         lines.append(f"\nFailed cases ({len(failures)}):")
         lines += [f"  {f['case_id']}: {f['reason']}" + (f" [{f['file']}]" if f.get("file") else "")
