@@ -18,6 +18,7 @@ from autocmr.evaluation.evaluate import EvaluationResult, LabelsSpec, MetadataSp
 from autocmr.evaluation.metrics import ASSD, DICE, HD, HD95, IOU, METRICS
 from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import SUMMARY_SCHEMA_VERSION, group_values, json_safe
+from autocmr.errors import ConfigurationError
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 PAIRED_METRICS = (DICE, IOU, HD, HD95, ASSD)
@@ -103,6 +104,9 @@ def compare_predictions(reference_dir: str | Path, prediction_a: str | Path, pre
     b = evaluate_folders(reference_dir, prediction_b, out / "B" if out else None, **options)
     classes = list(a.summary["labels"])
     paired = paired_cases(a.cases, b.cases)
+    if paired.empty:  # an all-"n/a" comparison would read as a tie
+        raise ConfigurationError(f"{prediction_a} and {prediction_b} have no evaluated case in common: nothing to "
+                                 "compare (are they predictions of the same reference cases?)")
     # the slice-position breakdown is in A/ and B/; paired groups are per-case metadata columns only
     summary, table = comparison_summary(paired, a, b, classes, [c for c in by or [] if c != SLICE_POSITION])
     summary = {"reference_dir": str(reference_dir), "prediction_a": str(prediction_a),
@@ -125,7 +129,9 @@ def _fmt(value: float | None, fmt: str) -> str:
 def format_comparison(summary: Mapping[str, Any]) -> str:
     """Terminal text: per class, mean Dice and HD95 of A and B, mean difference and Wilcoxon p."""
     lines = [f"A = {summary.get('prediction_a', 'A')}", f"B = {summary.get('prediction_b', 'B')}",
-             f"{summary['n_paired_cases']} cases evaluated in both.",
+             f"{summary['n_paired_cases']} cases evaluated in both"
+             + (f" ({len(summary.get('only_in_a') or [])} only in A, {len(summary.get('only_in_b') or [])} only in B)."
+                if summary.get("only_in_a") or summary.get("only_in_b") else "."),
              f"{'class':<8}{'metric':<8}{'n':>5}{'mean A':>10}{'mean B':>10}{'B - A':>10}{'Wilcoxon p':>12}"]
     for name, per in summary["classes"].items():
         for m in TERMINAL_METRICS:

@@ -77,8 +77,8 @@ def format_exchanges(table: pd.DataFrame) -> str:
         return ""
     lines = ["Volume error by neighbouring label (mean mL per case; net = predicted from it - lost to it):"]
     keys = [c for c in ("class", "phase") if c in table.columns]
-    for key, part in table.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
+    for key, part in table.groupby(keys, sort=False, dropna=False):  # a case of unknown phase is shown too
+        key = tuple("unknown" if k is None or k != k else k for k in (key if isinstance(key, tuple) else (key,)))
         nets = ", ".join(f"{r.other} {r.net_ml:+.2f} (+{r.gain_ml:.2f}/-{r.loss_ml:.2f})" for r in part.itertuples())
         lines.append(f"  {' '.join(str(k) for k in key):<10} total {part['net_ml'].sum():+.2f}: {nets}")
     return "\n".join(lines)

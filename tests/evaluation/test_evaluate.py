@@ -234,3 +234,27 @@ def test_labels_from_json_text_and_dataset_json(tmp_path):
         resolve_labels({"LV": 1, "RV": 1})
     with pytest.raises(ConfigurationError, match="neither JSON"):
         resolve_labels("missing.json")
+
+
+def test_exchanges_of_a_case_of_unknown_phase_are_printed():
+    from autocmr.evaluation.exchanges import format_exchanges
+
+    table = pd.DataFrame({"class": ["LV", "LV"], "phase": ["ED", None], "other": ["MYO", "MYO"],
+                          "gain_ml": [1.0, 2.0], "loss_ml": [0.5, 0.0], "net_ml": [0.5, 2.0]})
+    text = format_exchanges(table)
+    assert "LV ED" in text and "LV unknown" in text
+
+
+def test_a_comparison_without_a_common_case_is_an_error(folders, tmp_path):
+    import shutil
+
+    from autocmr.errors import ConfigurationError
+    from autocmr.evaluation.compare import compare_predictions
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, subject in ((first, "subject000"), (second, "subject001")):  # predictions of other cases
+        folder.mkdir()
+        for f in folders["b"].glob(f"{subject}_*.nii.gz"):
+            shutil.copy(f, folder / f.name)
+    with pytest.raises(ConfigurationError, match="no evaluated case in common"):
+        compare_predictions(folders["ref"], first, second, None)
