@@ -345,3 +345,16 @@ def test_cli_exit_code_1_when_source_files_were_skipped(acdc_subset: Path, tmp_p
     assert main(["acdc", str(acdc_subset), "-d", "101", "--raw", str(raw), "-j", "1"]) == 1
     assert "source file(s) skipped, see conversion_skipped.json" in capsys.readouterr().out
     assert (raw / "Dataset101_ACDC" / "dataset.json").is_file()  # what converted is kept
+
+
+def test_folder_metadata_keyed_by_file_names_is_read_and_unmatched_metadata_refused(tmp_path: Path) -> None:
+    images, labels, _ = _folder_pairs(tmp_path)
+    keyed = tmp_path / "files.csv"
+    keyed.write_text("case_id,subject,phase\ncase_a_0000.nii.gz,s1,ED\ncase_b_0000,s1,ES\n")
+    folder = convert_folder(images, labels, tmp_path / "raw", 125, short_name="Mine", metadata_csv=keyed,
+                            num_workers=1)
+    assert load_raw_dataset(folder).subjects()["s1"] == ["case_a", "case_b"]
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("case_id,subject\nzz1,s1\nzz2,s2\n")
+    with pytest.raises(DatasetError, match="none of its case ids"):
+        convert_folder(images, labels, tmp_path / "raw", 126, short_name="Mine", metadata_csv=foreign, num_workers=1)

@@ -183,11 +183,31 @@ def _metadata_rows(metadata_csv: str | Path | None, case_ids: list[str]) -> list
     if table["case_id"].duplicated().any():
         raise DatasetError(f"{path}: duplicated case ids "
                            f"{sorted(table.loc[table['case_id'].duplicated(), 'case_id'])[:5]}")
-    unknown = sorted(set(table["case_id"]) - set(case_ids))
+    table["case_id"] = table["case_id"].str.strip()
+    known = set(case_ids)
+    # a row keyed by the image's file name or its channel file (CASE_0000, CASE.nii.gz) names the same case
+    table["case_id"] = [_case_of(c, known) for c in table["case_id"]]
+    unknown = sorted(set(table["case_id"]) - known)
+    if unknown and len(unknown) == len(table):  # every row: the ids are written another way, not a few extras
+        raise DatasetError(f"{path}: none of its case ids ({unknown[:3]} ...) is a case of this dataset (e.g. "
+                           f"{sorted(known)[:3]}); write them as the case ids, without channel suffix or file ending")
     if unknown:
         logger.warning("%s: %d rows for cases not in the dataset, dropped (e.g. %s)", path, len(unknown), unknown[:3])
+    without = sorted(known - set(table["case_id"]))
+    if without:
+        logger.warning("%s: %d case(s) have no row (subject = case id, no phase), e.g. %s", path, len(without),
+                       without[:3])
     table = table[table["case_id"].isin(case_ids)]
     return [{k: v for k, v in row.items() if not pd.isna(v)} for row in table.to_dict("records")]
+
+
+def _case_of(name: str, known: set[str]) -> str:
+    """``name`` as a case id: itself, or without a file ending and nnU-Net channel suffix when that is a case."""
+    if name in known:
+        return name
+    stem = next((name[: -len(e)] for e in IMAGE_SUFFIXES if name.lower().endswith(e)), name)
+    stem = stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem
+    return stem if stem in known else name
 
 
 def _convert_pair(image: Path, label: Path, folder: Path, case_id: str, mapping: dict[int, int],
