@@ -110,6 +110,12 @@ def preprocess_stale_cases(raw: RawDataset, plans: Plans, config: Configuration,
     listing every case that failed."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder, older_than_s=SHARED_FOLDER_STALE_S)  # other folds may be writing here
+    gone = sorted(set(storage.list_cases(folder)) - {c.case_id for c in raw.cases})
+    for case_id in gone:  # removed from the raw dataset (re-converted): training would still list it
+        storage.remove_case(folder, case_id)
+    if gone:
+        logger.warning("%s: %d stored case(s) no longer in the raw dataset removed (e.g. %s)", folder, len(gone),
+                       gone[:3])
     todo = [c for c in raw.cases if not storage.is_current(folder, c.case_id, case_signature(c, config))]
     if num_workers is None:
         num_workers = min(default_workers(), max(1, len(todo) // 8))

@@ -79,6 +79,12 @@ def is_current(folder: Path, case_id: str, signature: str) -> bool:
     return props.get("signature") == signature and all(os.path.exists(p) for p in needed)
 
 
+def remove_case(folder: Path, case_id: str) -> None:
+    """Delete a case's stored files (its record first, so it stops being listed at once)."""
+    for name in (f"{case_id}.json", f"{case_id}.b2nd", f"{case_id}_seg.b2nd", f"{case_id}_locs.npz"):
+        (folder / name).unlink(missing_ok=True)
+
+
 def list_cases(folder: Path) -> list[str]:
     """Case ids whose properties and image array both exist (the folder also holds configuration.json)."""
     return sorted(p.name[:-5] for p in folder.glob("*.json")

@@ -36,9 +36,20 @@ def subject_folds(subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAU
 
 def load_or_create_splits(path: Path, subjects: Mapping[str, Sequence[str]], *, n_folds: int = DEFAULT_FOLDS,
                           seed: int = 12345) -> list[dict[str, list[str]]]:
-    """Reuse the saved splits (so every fold of a run sees the same partition) or create and save them."""
+    """Reuse the saved splits (so every fold of a run sees the same partition) or create and save them. Saved
+    splits of another set of cases (the dataset was converted again with cases added or removed) are refused:
+    added cases would be in no fold, removed ones named by folds that no longer have them."""
     if path.is_file():
-        return read_splits(path)
+        folds = read_splits(path)
+        listed = {c for f in folds for c in f["train"] + f["val"]}
+        cases = {c for members in subjects.values() for c in members}
+        if listed != cases:
+            added, removed = sorted(cases - listed), sorted(listed - cases)
+            raise ConfigurationError(
+                f"{path}: made for another set of cases (now {len(added)} more: {added[:3]}, {len(removed)} fewer: "
+                f"{removed[:3]}); the dataset changed since its folds were dealt. Delete it to deal new folds "
+                "(folds trained on the old ones are then not comparable), or train with --splits FILE")
+        return folds
     folds = subject_folds(subjects, n_folds=n_folds, seed=seed)
     write_json_atomic(path, folds)
     return folds

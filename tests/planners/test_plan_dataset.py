@@ -84,3 +84,18 @@ def test_real_acdc_cases_convert_and_plan(acdc_root, tmp_path, roots):
     assert 1.2 <= inplane <= 2.0
     c3 = plans.configuration("3d_fullres")
     assert c3.spacing[0] > 2 * c3.spacing[1]
+
+
+def test_cases_removed_from_the_raw_dataset_are_removed_from_the_stored_data(roots):
+    folder = write_phantom_dataset(roots.raw, n_subjects=3, dataset_id=952, fov_mm=120)
+    result = plan_dataset(952, roots, num_workers=1, configurations=("2d",))
+    data_dir = result.dataset_folder / Plans.load(result.dataset_folder / "autocmrPlans.json").configuration(
+        "2d").data_identifier
+    assert "subject002_ES" in storage.list_cases(data_dir)
+    for sub in ("imagesTr", "labelsTr"):  # converted again without subject002's ES
+        for f in (folder / sub).glob("subject002_ES*"):
+            f.unlink()
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": 5}))
+    plan_dataset(952, roots, num_workers=1, configurations=("2d",), check=False)
+    assert "subject002_ES" not in storage.list_cases(data_dir) and len(storage.list_cases(data_dir)) == 5

@@ -232,3 +232,16 @@ def test_a_fold_that_does_not_exist_stops_the_command_before_any_fold_trains(roo
         from autocmr.trainers.splits import select_fold
 
         select_fold([{"train": ["a"], "val": ["b"]}], -1, ["a", "b"])
+
+
+def test_saved_splits_of_another_set_of_cases_are_refused(tmp_path):
+    from autocmr.errors import ConfigurationError
+    from autocmr.trainers.splits import load_or_create_splits
+
+    subjects = {f"s{k}": [f"s{k}_ED", f"s{k}_ES"] for k in range(6)}
+    path = tmp_path / "splits.json"
+    folds = load_or_create_splits(path, subjects)
+    assert load_or_create_splits(path, subjects) == folds  # reused as saved
+    more = {**subjects, "s6": ["s6_ED", "s6_ES"]}  # converted again with a new patient
+    with pytest.raises(ConfigurationError, match=r"made for another set of cases \(now 2 more"):
+        load_or_create_splits(path, more)
