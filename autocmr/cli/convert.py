@@ -45,6 +45,14 @@ def _common(parser: argparse.ArgumentParser, command: str, *, workers: bool = Tr
                                  "list them in conversion_skipped.json and convert the rest)")
 
 
+def _file_ending(text: str) -> str:
+    from autocmr.io.image import IMAGE_SUFFIXES
+
+    if text.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one of {', '.join(IMAGE_SUFFIXES)} (with the dot)")
+    return text.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocmr_convert", description=DESCRIPTION,
                                      epilog=__doc__.split("Examples::", 1)[1],
@@ -63,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-map", default=None, help='label value mapping as JSON (or a JSON file), e.g. '
                                                      '\'{"1": 3, "3": 1}\'')
     p.add_argument("--metadata", type=Path, default=None, help="CSV with a case_id column (subject, phase, ...)")
-    p.add_argument("--file-ending", default=".nii.gz", help="file ending of the images and labels")
+    p.add_argument("--file-ending", default=".nii.gz", type=_file_ending,
+                   help="file ending of the images and labels (.nii.gz, .nii, .mha or .nrrd)")
     _common(p, "folder")
     p = sub.add_parser("sunnybrook", help="one Sunnybrook Cardiac Data study (cine DICOM + LV contours)")
     p.add_argument("source", type=Path, help="the study folder (with dicom/ and contours/)")

@@ -75,3 +75,12 @@ def test_training_several_folds_of_a_dataset_nowhere_is_one_error_exit_2(tmp_pat
     assert err.count("error:") == 1 and "999" in err
     assert main(["999", "2d", "0", "1", "--splits", str(tmp_path / "none.json"), *roots]) == 2
     assert "none.json: splits file not found" in capsys.readouterr().err
+
+
+def test_a_file_ending_without_its_dot_is_refused_at_parse_time(tmp_path, capsys):
+    from autocmr.cli.convert import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["folder", "--images", str(tmp_path), "--labels", str(tmp_path), "-d", "120", "--name", "X",
+              "--file-ending", "nii.gz"])
+    assert stopped.value.code == 2 and "give one of .nii.gz" in capsys.readouterr().err

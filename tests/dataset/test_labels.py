@@ -53,3 +53,12 @@ def test_without_cases_csv_a_patients_phases_share_a_subject(tmp_path):
 
     table = load_metadata(tmp_path, ["p1_ED", "p1_ES", "p2-ed", "patient003_frame01", "q"])
     assert table["subject"].tolist() == ["p1", "p1", "p2", "patient003", "q"]
+
+
+def test_a_long_label_map_is_read_as_json_not_taken_for_a_file_name():
+    import json
+
+    from autocmr.dataset.converters.generic import parse_label_map
+
+    mapping = {str(k): k % 4 for k in range(40)}  # longer than a file name may be
+    assert parse_label_map(json.dumps(mapping)) == {k: k % 4 for k in range(40)}

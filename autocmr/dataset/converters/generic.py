@@ -33,8 +33,13 @@ def parse_label_map(label_map: Mapping[Any, Any] | str | Path | None) -> dict[in
     """``{"1": 3, "3": 1}`` (a mapping, a JSON string or a JSON file) as ``{1: 3, 3: 1}``."""
     if label_map is None:
         return {}
-    if isinstance(label_map, Path) or (isinstance(label_map, str) and Path(label_map).is_file()):
-        label_map = Path(label_map).read_text(encoding="utf-8")
+    if isinstance(label_map, str) and label_map.lstrip().startswith("{"):
+        pass  # JSON text (a long map is no file name: asking the file system would fail)
+    elif isinstance(label_map, Path) or (isinstance(label_map, str) and Path(label_map).is_file()):
+        try:
+            label_map = Path(label_map).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"label map file {label_map}: cannot read it ({exc})") from exc
     if isinstance(label_map, str):
         try:
             label_map = json.loads(label_map)
