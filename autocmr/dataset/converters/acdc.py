@@ -170,7 +170,8 @@ def _scan_patient(patient_dir: Path) -> tuple[list[_Frame], list[ConversionProbl
         if info[key] not in images:
             problems.append(ConversionProblem(patient_dir / INFO_FILE, f"{key} is frame {info[key]} but no image "
                                               f"{patient_dir.name}_frame{info[key]:02d}.nii.gz was found"))
-    is_test = not labels  # a patient of the testing layout: no ground truth at all
+    # a patient of the testing layout: no ground truth at all; under training/ that is missing ground truth
+    is_test = not labels and patient_dir.parent.name.lower() != "training"
     frames = []
     for number, image in sorted(images.items()):
         label = labels.get(number)
