@@ -358,3 +358,18 @@ def test_folder_metadata_keyed_by_file_names_is_read_and_unmatched_metadata_refu
     foreign.write_text("case_id,subject\nzz1,s1\nzz2,s2\n")
     with pytest.raises(DatasetError, match="none of its case ids"):
         convert_folder(images, labels, tmp_path / "raw", 126, short_name="Mine", metadata_csv=foreign, num_workers=1)
+
+
+def test_acdc_training_patient_without_any_ground_truth_is_a_problem_not_a_test_patient(tmp_path: Path) -> None:
+    from autocmr.dataset.converters.acdc import scan_acdc
+
+    case = make_phantom_case(4, fov_mm=100)
+    for split in ("training", "testing"):
+        patient = tmp_path / "acdc" / split / ("patient900" if split == "training" else "patient901")
+        patient.mkdir(parents=True)
+        (patient / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\nHeight: 170\nNbFrame: 2\nWeight: 70\n")
+        for frame in (1, 2):
+            write_image(case.image, case.geometry, patient / f"{patient.name}_frame{frame:02d}.nii.gz")
+    frames, problems = scan_acdc(tmp_path / "acdc")
+    assert [f.case_id for f in frames] == ["patient901_frame01", "patient901_frame02"]  # the test patient
+    assert sorted(p.file.name for p in problems) == ["patient900_frame01.nii.gz", "patient900_frame02.nii.gz"]
