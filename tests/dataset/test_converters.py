@@ -373,3 +373,17 @@ def test_acdc_training_patient_without_any_ground_truth_is_a_problem_not_a_test_
     frames, problems = scan_acdc(tmp_path / "acdc")
     assert [f.case_id for f in frames] == ["patient901_frame01", "patient901_frame02"]  # the test patient
     assert sorted(p.file.name for p in problems) == ["patient900_frame01.nii.gz", "patient900_frame02.nii.gz"]
+
+
+def test_a_conversion_removes_staging_copies_a_killed_one_left_long_ago(tmp_path: Path) -> None:
+    import os
+    import time
+
+    images, labels, _ = _folder_pairs(tmp_path)
+    raw = tmp_path / "raw"
+    old, fresh = raw / ".autocmr_staging_old", raw / ".autocmr_staging_now"
+    for folder in (old, fresh):
+        (folder / "Dataset120_Mine" / "imagesTr").mkdir(parents=True)
+    os.utime(old, (time.time() - 2 * 86400,) * 2)  # a conversion killed two days ago
+    convert_folder(images, labels, raw, 127, short_name="Mine", num_workers=1)
+    assert not old.exists() and fresh.is_dir()  # another conversion may be running right now

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ from autocmr.settings import resolve_roots
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".autocmr_staging_"
+ABANDONED_STAGING_S = 86400.0  # a staging folder untouched this long belongs to no running conversion
 NIFTI_GZ, NIFTI = ".nii.gz", ".nii"
 # gzip level for .nii inputs re-packed as .nii.gz: level 1 is several times faster than the default 6 and
 # costs only a few percent in size on MR images; the bytes inside stay identical.
@@ -116,6 +118,7 @@ def convert_staged(raw_root: str | Path | None, dataset_name: str, build: Callab
             raise DatasetError(f"{source}: the source lies inside the dataset folder {target} that the "
                                "conversion would replace; convert into another dataset id or name")
     raw_root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(raw_root)
     staging_root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=raw_root))
     try:
         built = Path(build(staging_root))
@@ -126,6 +129,19 @@ def convert_staged(raw_root: str | Path | None, dataset_name: str, build: Callab
         return target
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _remove_abandoned_staging(raw_root: Path) -> None:
+    """Staging copies a killed conversion left (gigabytes for M&Ms): removed once untouched for a day, so a
+    conversion running now beside this one keeps its own."""
+    now = time.time()
+    for folder in raw_root.glob(f"{STAGING_PREFIX}*"):
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > ABANDONED_STAGING_S:
+                shutil.rmtree(folder, ignore_errors=True)
+                logger.info("removed %s, left by an interrupted conversion", folder)
+        except OSError:
+            continue
 
 
 def _refuse_existing(target: Path, overwrite: bool) -> None:
