@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from autocmr.errors import ConfigurationError
 
         prediction = args.prediction[0] if len(args.prediction) == 1 else args.prediction
+        if args.output:  # a wrong -o fails now, not once every case is scored
+            from autocmr.io.atomic import check_output_folder
+
+            check_output_folder(args.output)
         if args.compare:
             from autocmr.evaluation.compare import compare_predictions
 

@@ -152,13 +152,18 @@ def main(argv: list[str] | None = None) -> int:
 
             raise ConfigurationError(f"--num-gpus must be >= 1, got {args.num_processes}")
         _check_folds(args)
+        ddp_timeout_s = parse_duration(args.ddp_timeout)
+        if ddp_timeout_s <= 0:
+            from autocmr.errors import ConfigurationError
+
+            raise ConfigurationError(f"--ddp-timeout must be longer than 0, got {args.ddp_timeout!r}")
         request = TrainRequest(args.dataset, args.configuration, args.fold[0], roots_from(args), options,
                                plans_name=args.plans, continue_training=args.continue_training,
                                splits_file=args.splits, output_dir=args.output,
                                allow_changed_options=args.allow_changed_options)
         # processes spawned for --num-gpus/--devices apply the allocator setting too, as entry points
         report = run_training(request, args.fold, num_processes=args.num_processes, devices=args.devices,
-                              timeout_s=parse_duration(args.ddp_timeout), keep_freed_memory=True)
+                              timeout_s=ddp_timeout_s, keep_freed_memory=True)
         for result in report.results.values():
             print(f"model written to {result.fold_dir} ({result.epochs} epochs)")
         for fold, error in sorted(report.failures.items()):

@@ -84,3 +84,13 @@ def test_a_file_ending_without_its_dot_is_refused_at_parse_time(tmp_path, capsys
         main(["folder", "--images", str(tmp_path), "--labels", str(tmp_path), "-d", "120", "--name", "X",
               "--file-ending", "nii.gz"])
     assert stopped.value.code == 2 and "give one of .nii.gz" in capsys.readouterr().err
+
+
+def test_an_evaluation_output_that_is_a_file_is_refused_before_scoring(tmp_path, capsys):
+    from autocmr.cli.evaluate import main
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "out").write_text("a file")
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-o", str(tmp_path / "out")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
