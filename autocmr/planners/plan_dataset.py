@@ -60,6 +60,7 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
     pool = make_pool(workers) if workers > 1 else None
     try:
         fingerprint = _fingerprint(raw, out, workers, seed, pool)
+        _warn_absent_labels(fingerprint)
         plans_files, all_plans = [], []
         for target in targets:
             plans = plan(fingerprint, target=target, autocmr_version=__version__, context_slices=context_slices,
@@ -78,6 +79,17 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return PlanResult(out, tuple(plans_files), done, skipped)
+
+
+def _warn_absent_labels(fingerprint: Fingerprint) -> None:
+    """A declared class drawn in no training case is an output the network learns never to draw (a dataset
+    without RV annotations declared with autocmr's four labels): said before hours of training, not after."""
+    present = {v for case in fingerprint.cases for v in case.classes}
+    absent = {name: value for name, value in fingerprint.labels.items() if value != 0 and value not in present}
+    if absent:
+        logger.warning("%s: label(s) %s are declared in dataset.json but drawn in no training case; the network "
+                       "will learn never to draw them (declare only the classes the labels hold)",
+                       fingerprint.dataset_name, absent)
 
 
 def _fingerprint(raw, out: Path, workers: int, seed: int, pool) -> Fingerprint:

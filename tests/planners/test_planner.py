@@ -164,3 +164,24 @@ def test_ct_statistics_enter_the_preprocessed_data_identifier_and_mr_ones_do_not
     assert plan(mr).configuration("2d").data_identifier == plan(shifted).configuration("2d").data_identifier
     ct, ct_shifted = (replace(fp, channel_names={"0": "CT"}) for fp in (mr, shifted))
     assert plan(ct).configuration("2d").data_identifier != plan(ct_shifted).configuration("2d").data_identifier
+
+
+def test_a_declared_label_drawn_in_no_case_is_warned_about(caplog):
+    import logging
+
+    from autocmr.planners.plan_dataset import _warn_absent_labels
+
+    fp = acdc_like()
+    with caplog.at_level(logging.WARNING):
+        _warn_absent_labels(fp)
+    assert "drawn in no training case" not in caplog.text
+    no_rv = replace_classes(fp, (0, 1, 2))
+    with caplog.at_level(logging.WARNING):
+        _warn_absent_labels(no_rv)
+    assert "{'RV': 3} are declared in dataset.json but drawn in no training case" in caplog.text
+
+
+def replace_classes(fp, classes):
+    from dataclasses import replace
+
+    return replace(fp, cases=tuple(replace(c, classes=classes) for c in fp.cases))
