@@ -268,6 +268,10 @@ def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds
     report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})
     if subject.cine is not None and subject.cine.kind == "dicom":
         report.heart_rate_bpm = dicom_heart_rate(subject.cine.sources)
+    elif subject.cine is None:  # separate ED and ES DICOM series carry the rate of their acquisition too
+        series = [c for c in subject.cases if c.kind == "dicom"]
+        report.heart_rate_bpm = next((rate for c in series if (rate := dicom_heart_rate(c.sources)) is not None),
+                                     None)
     if figures and report.measures is not None and frames:
         relative = f"{FIGURES_DIR}/{figure_file_name(subject.name)}"
         try:

@@ -317,3 +317,15 @@ def test_a_single_slice_cine_gets_volumes_and_a_note_but_no_clinical_measures():
     assert not math.isnan(analyse_masks("sax", three).measures.measures["LVEF"])  # 3 slices: measured
     pair = [replace(three[ed], phase="ED"), replace(frames[es], phase="ES")]  # ES from a lone slice
     assert math.isnan(analyse_masks("mixed", pair).measures.measures["LVEF"])
+
+
+def test_separate_ed_and_es_dicom_series_give_the_heart_rate_too(sunnybrook_root, tmp_path):
+    dicom = sorted((sunnybrook_root / "dicom").glob("*.dcm"))[:2]
+    cases = []
+    for phase in ("ED", "ES"):
+        case = make_phantom_subject(5, fov_mm=160.0)[phase]
+        write_image(case.label, case.geometry, tmp_path / f"p_{phase}.nii.gz")
+        cases.append(CaseRecord(f"p_{phase}", tmp_path / f"p_{phase}.nii.gz", None, tuple(dicom), kind="dicom"))
+    outputs = analyse_cases(cases, tmp_path / "out", figures=False)
+    measures = pd.read_csv(outputs.files["measures.csv"])
+    assert measures.loc[0, "HR_bpm"] == 80.0 and measures.loc[0, "CO_L_per_min"] > 0
