@@ -7,7 +7,8 @@
      "classes": {class: {metric: {"mean", "sd", "median", "min", "max", "n", "n_defined", "n_undefined"}}},
      "mean_over_classes": {metric: mean of the class means},
      "empty": {class: {"both": n, "reference_only": n, "prediction_only": n}},
-     "clinical": {"n_subjects", "n_complete", "units", "agreement": {measure: agreement_stats}},
+     "clinical": {"n_subjects", "n_complete" (every measure scored), "units", "agreement": {measure:
+                  agreement_stats}, "skipped_subjects": {subject: note}, "subjects_with_notes": {subject: note}},
      "breakdowns": {column: {value: {class: {metric: description}}}},
      "failures": [{"case_id", "file", "reason"}], "unmatched_predictions": [file names], ...}
 
@@ -120,12 +121,18 @@ def clinical_summary(clinical: pd.DataFrame | None) -> dict[str, Any]:
     if clinical is None or clinical.empty:
         return {"n_subjects": 0, "n_complete": 0, "units": MEASURE_UNITS, "agreement": {},
                 "note": "no subject with both ED and ES (metadata 'subject'/'phase', CASE_ED/CASE_ES ids, or 4D)"}
-    complete = clinical["note"].fillna("") == ""
+    # complete: every measure scored, reference and prediction (a note may still warn, e.g. a reference on two
+    # slices, whose volumes are scored all the same)
+    values = clinical[[f"{side}_{m}" for side in ("ref", "pred") for m in MEASURES]].to_numpy(dtype=float)
+    complete = np.isfinite(values).all(axis=1)
     agreement = {m: agreement_stats(clinical[f"ref_{m}"].to_numpy(dtype=float),
                                     clinical[f"pred_{m}"].to_numpy(dtype=float)) for m in MEASURES}
-    skipped = {str(s): str(n) for s, n in zip(clinical["subject"], clinical["note"].fillna("")) if n}
+    notes = clinical["note"].fillna("").astype(str)
+    skipped = {str(s): n or "some measures undefined" for s, n, ok in zip(clinical["subject"], notes, complete)
+               if not ok}
+    noted = {str(s): n for s, n, ok in zip(clinical["subject"], notes, complete) if ok and n}
     return {"n_subjects": int(len(clinical)), "n_complete": int(complete.sum()), "units": MEASURE_UNITS,
-            "agreement": agreement, "skipped_subjects": skipped}
+            "agreement": agreement, "skipped_subjects": skipped, "subjects_with_notes": noted}
 
 
 def build_summary(cases: pd.DataFrame, classes: Sequence[str], *, labels: Mapping[str, int],
@@ -201,6 +208,10 @@ def format_summary(summary: Mapping[str, Any], *, max_failures: int = 20) -> str
     if skipped:
         lines.append(f"Subjects with measures left out ({len(skipped)}):")
         lines += [f"  {subject}: {note}" for subject, note in list(skipped.items())[:5]]
+    noted = clinical.get("subjects_with_notes", {})
+    if noted:
+        lines.append(f"Subjects scored with a note ({len(noted)}):")
+        lines += [f"  {subject}: {note}" for subject, note in list(noted.items())[:5]]
     every = summary.get("failures", [])
     failures = [f for f in every if not f.get("missing")]
     not_predicted = [str(f["case_id"]) for f in every if f.get("missing")]

@@ -258,3 +258,19 @@ def test_a_comparison_without_a_common_case_is_an_error(folders, tmp_path):
             shutil.copy(f, folder / f.name)
     with pytest.raises(ConfigurationError, match="no evaluated case in common"):
         compare_predictions(folders["ref"], first, second, None)
+
+
+def test_a_subject_scored_with_a_warning_note_counts_as_complete():
+    from autocmr.evaluation.clinical import MEASURES
+    from autocmr.evaluation.report import clinical_summary
+
+    rows = []
+    for subject, note, rv in (("A", "reference LV on 2 slice(s) at ED: ...", 100.0), ("B", "", float("nan")),
+                              ("C", "", 100.0)):
+        row = {"subject": subject, "note": note}
+        row.update({f"{side}_{m}": (rv if m.startswith("RV") else 50.0) for side in ("ref", "pred") for m in MEASURES})
+        rows.append(row)
+    summary = clinical_summary(pd.DataFrame(rows))
+    assert summary["n_complete"] == 2  # A (scored, with its warning) and C
+    assert summary["skipped_subjects"] == {"B": "some measures undefined"}
+    assert list(summary["subjects_with_notes"]) == ["A"]
