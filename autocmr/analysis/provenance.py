@@ -76,8 +76,10 @@ def segmented_structures(predictor: Mapping[str, Any] | None) -> tuple[str, ...]
     if not predictor:
         return STRUCTURES
     members = predictor.get("members") or []
-    folder = str(predictor.get("model") or (members[0].get("model") if members and isinstance(members[0], dict)
-                                             else "") or "")
+    model = predictor.get("model")
+    if isinstance(model, list):  # merged parts that saw the model folder at different paths: one model
+        model = model[0] if model else None
+    folder = str(model or (members[0].get("model") if members and isinstance(members[0], dict) else "") or "")
     if not folder:
         return STRUCTURES
     try:
