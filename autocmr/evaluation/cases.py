@@ -21,7 +21,7 @@ from autocmr.evaluation.clinical import (REF_SLICES, annotated_frames, frame_cas
                                          subject_and_phase)
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
-from autocmr.evaluation.slice_position import SliceProfile, slice_profile
+from autocmr.evaluation.slice_position import SliceProfile, no_slices_profile, slice_profile
 from autocmr.io.image import IMAGE_SUFFIXES, Geometry, read_image
 
 logger = logging.getLogger(__name__)
@@ -293,9 +293,8 @@ def evaluate_pair_detailed(pair: CasePair, labels: Mapping[str, int], ignore: Se
     profiles = []
     if slice_positions and ref_geo.dim >= 3:  # a 2D image has no slice positions to break down
         profiles = case_slice_profiles(pair.case_id, ref, pred, spacing, labels, ignore, geometry=ref_geo)
-    elif slice_positions:
-        logger.info("%s: a %dD image has no slice positions; left out of the slice-position breakdown",
-                    pair.case_id, ref_geo.dim)
+    elif slice_positions:  # said in the breakdown's cases_without_breakdown, not only in a hidden log line
+        profiles = [no_slices_profile(pair.case_id, ref_geo.dim)]
     logger.debug("evaluated %s", pair.case_id)
     return rows, profiles, None
 

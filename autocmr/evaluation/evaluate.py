@@ -28,7 +28,7 @@ from autocmr.evaluation.clinical import STRUCTURES, clinical_table
 from autocmr.evaluation.exchanges import exchange_table, format_exchanges
 from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import build_summary, format_summary, group_values, json_safe, write_tables
-from autocmr.evaluation.slice_position import SliceProfile
+from autocmr.evaluation.slice_position import SliceProfile, no_slices_profile
 from autocmr.io.atomic import write_text_atomic
 from autocmr.parallel import make_bare_pool
 
@@ -218,7 +218,9 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[f
         except ValueError as exc:
             failures.append(CaseFailure(str(case_id), None, str(exc)))
             continue
-        if SLICE_POSITION in (by or ()):
+        if SLICE_POSITION in (by or ()) and np.ndim(reference) < 3:  # a 2D array: its rows are no slices
+            profiles.append(no_slices_profile(str(case_id), int(np.ndim(reference))))
+        elif SLICE_POSITION in (by or ()):
             profiles += case_slice_profiles(str(case_id), reference, prediction, spacing, label_map, ignore_labels)
     out = Path(output_dir) if output_dir is not None else None
     return _finish(rows, failures, labels=label_map, metadata=meta, by=by, output_dir=out, extra={},

@@ -161,5 +161,11 @@ def slice_profile(case_id: str, reference: np.ndarray, prediction: np.ndarray, s
                         note=note, rows=rows if not note else [])
 
 
+def no_slices_profile(case_id: str, dim: int) -> SliceProfile:
+    """The breakdown's entry for an image without slices (2D): a note, no rows."""
+    return SliceProfile(case_id, case_id, None, 1, None, None, None,
+                        note=f"a {dim}D image has no slice positions: left out of the slice-position breakdown")
+
+
 __all__ = ["FIRST", "LAST", "LV_EXTENT_CLASSES", "MIN_EXTENT_SLICES", "SliceProfile", "anatomy_score",
-           "geometry_hint", "slice_profile"]
+           "geometry_hint", "no_slices_profile", "slice_profile"]

@@ -77,6 +77,8 @@ def test_a_2d_image_is_evaluated_and_left_out_of_the_slice_positions(tmp_path):
         write_image(flat, geometry, folder / "flat.nii.gz")
     result = evaluate_folders(ref, pred, tmp_path / "out", by=["slice_position"], make_plots=False)
     assert not result.failures and "flat" in set(result.cases["case_id"])
+    notes = result.summary["slice_position"]["cases_without_breakdown"]
+    assert "no slice positions" in notes["flat"]  # said in the breakdown, not only in a log line
 
 
 def test_acdc_named_references_and_other_endings_are_pointed_out(tmp_path, caplog):
