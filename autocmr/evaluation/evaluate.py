@@ -26,6 +26,7 @@ from autocmr.evaluation.cases import (CASES_CSV, REFERENCE_SUFFIX, CaseFailure, 
                                       scored_labels)
 from autocmr.evaluation.clinical import STRUCTURES, clinical_table
 from autocmr.evaluation.exchanges import exchange_table, format_exchanges
+from autocmr.evaluation.metrics import METRICS
 from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import build_summary, format_summary, group_values, json_safe, write_tables
 from autocmr.evaluation.slice_position import SliceProfile, no_slices_profile
@@ -75,8 +76,17 @@ class EvaluationResult:
         return text
 
 
+# columns every result row has: a metadata column of the same name is replaced by the result's, so it cannot
+# be broken down by (ACDC's cases.csv has a "frame" column: the results' is the cine frame)
+RESULT_COLUMNS = ("case_id", "source_case", "frame", "class")
+
+
 def _check_by(by: Sequence[str] | None, info: pd.DataFrame) -> list[str]:
     by = list(by or [])
+    taken = [c for c in by if c in RESULT_COLUMNS or c in METRICS]
+    if taken:
+        raise ConfigurationError(f"breakdown column(s) {taken} share a name with the results' own columns; rename "
+                                 "them in the case table to break down by them")
     missing = [c for c in by if c not in info.columns and c != SLICE_POSITION]
     if missing:
         raise ConfigurationError(f"breakdown columns {missing} are not in the case metadata; available: "

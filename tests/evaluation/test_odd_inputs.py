@@ -93,3 +93,12 @@ def test_acdc_named_references_and_other_endings_are_pointed_out(tmp_path, caplo
     assert "ACDC's own files use 1 RV, 2 MYO, 3 LV" in caplog.text
     (missing,) = result.failures
     assert "there is patient002_frame01.nii" in missing.reason and "PosixPath" not in missing.reason
+
+
+def test_a_breakdown_by_a_column_named_like_a_result_column_is_refused(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _subject(ref, pred, "a", 4)
+    (tmp_path / "cases.csv").write_text("case_id,frame\na_ED,1\na_ES,12\n")  # ACDC's cases.csv has a frame column
+    code = main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "out"), "-meta",
+                 str(tmp_path / "cases.csv"), "--by", "frame"])
+    assert code == 2 and "share a name with the results' own columns" in capsys.readouterr().err
