@@ -72,6 +72,12 @@ class ModelManifest:
     def with_weights(self, weights: dict[str, str]) -> "ModelManifest":
         return replace(self, weights=dict(sorted(weights.items())), schema_version=MANIFEST_SCHEMA_VERSION)
 
+    def checksums_of(self, relpaths: Iterable[str]) -> dict[str, str]:
+        """The recorded sha256 of each of ``relpaths``; empty unless the manifest lists them all (a record of
+        which weights were used that holds wherever the folder is copied)."""
+        wanted = list(relpaths)
+        return {rel: self.weights[rel] for rel in wanted} if all(rel in self.weights for rel in wanted) else {}
+
     def with_documents_of(self, folder: Path) -> "ModelManifest":
         """This manifest with the sha256 of each model document present in ``folder`` (the manifest aside)."""
         present = [name for name in MODEL_DOCUMENTS if name != MODEL_MANIFEST and (folder / name).is_file()]

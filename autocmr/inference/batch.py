@@ -29,7 +29,8 @@ from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_settings import input_listing, setting_differences
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
-from autocmr.inference.inputs import IMAGES_FROM_DICOM, PredictionJob, discover_jobs, with_phase_partners
+from autocmr.inference.inputs import (IMAGES_FROM_DICOM, PredictionJob, check_input_exists, discover_jobs,
+                                     with_phase_partners)
 from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
 from autocmr.io.atomic import check_output_folder, temporary_target
@@ -99,8 +100,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     if output_format not in OUTPUT_FORMATS:
         raise ConfigurationError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     out = check_output_folder(output_dir)  # before the model loads: a wrong -o fails at once
-    if not Path(input_path).expanduser().exists():  # so does a wrong -i
-        raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
+    check_input_exists(input_path)  # so does a wrong -i
     predictor = _make_predictor(model, options or PredictorOptions())
     discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
     if not discovery.jobs and not discovery.problems:

@@ -122,6 +122,13 @@ def with_phase_partners(jobs: Sequence[PredictionJob], partners: dict[str, str])
             if job.kind == "3d" and partners.get(job.name) in by_name else job for job in jobs]
 
 
+
+def check_input_exists(input_path: str | Path) -> None:
+    """Refuse a missing input before a model is loaded or a process started for it."""
+    if not Path(input_path).expanduser().exists():
+        raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
+
+
 def discover_jobs(input_path: str | Path, output_dir: str | Path, *, num_channels: int | None = None) -> Discovery:
     """Jobs in ``input_path`` (a folder or one file) writing into ``output_dir``.
 

@@ -121,15 +121,14 @@ def _check_up_front(input_path: str | Path, output_dir: str | Path, devices: Seq
     """What every device's process would refuse, refused once here before any process starts: a device this
     machine does not have, a precision it cannot run, a missing input, an output folder that cannot be used."""
     from autocmr.device import resolve_device
-    from autocmr.errors import InputFileError
+    from autocmr.inference.inputs import check_input_exists
     from autocmr.io.atomic import check_output_folder
     from autocmr.precision import resolve_precision
 
     for device in devices:
         resolve_precision(options.precision, resolve_device(device), training=False)
     check_output_folder(output_dir)
-    if not Path(input_path).expanduser().exists():
-        raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
+    check_input_exists(input_path)
 
 
 def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec, options: PredictorOptions,

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from autocmr.documents.layout import checkpoint_relpath
 from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.export import labels_to_native, probabilities_to_native
@@ -218,10 +219,9 @@ class Predictor:
     def weight_checksums(self) -> dict[str, str]:
         """The sha256 of each checkpoint this predictor runs, from the model's manifest (empty when the manifest
         does not list them all): a record of which model predicted that holds wherever the folder is copied."""
-        listed = self.model.manifest.weights if self.model.manifest is not None else {}
-        used = [self.model.checkpoint_path(fold, self.checkpoint).relative_to(self.model.path).as_posix()
-                for fold in self.folds]
-        return {relpath: listed[relpath] for relpath in used} if all(r in listed for r in used) else {}
+        if self.model.manifest is None:
+            return {}
+        return self.model.manifest.checksums_of(checkpoint_relpath(fold, self.checkpoint) for fold in self.folds)
 
 
 def export_prediction(probabilities: torch.Tensor, props: dict[str, Any], plans: Plans, config: Configuration,

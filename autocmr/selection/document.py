@@ -59,9 +59,7 @@ def _weights(model: Path, folds: tuple[str, ...], checkpoint: str) -> dict[str, 
         manifest = ModelManifest.load(model)
     except DocumentError:
         return {}
-    listed = manifest.weights if manifest is not None else {}
-    used = [checkpoint_relpath(fold, checkpoint) for fold in folds]
-    return {rel: listed[rel] for rel in used} if all(rel in listed for rel in used) else {}
+    return manifest.checksums_of(checkpoint_relpath(fold, checkpoint) for fold in folds) if manifest else {}
 
 
 @dataclass(frozen=True)
