@@ -264,6 +264,8 @@ def _analyse_subject_files(subject: Subject, out: Path, thresholds: QcThresholds
     report = analyse_masks(subject.name, frames, thresholds=thresholds, cine=subject.cine is not None,
                            structures=structures)
     report.notes = subject.notes + report.notes
+    if subject.ambiguous_phases:  # an input problem, not the masks': still a result a person has to look at
+        report.qc.add("ambiguous_phase")
     report.grouped_by = subject.grouped_by
     report.sources = sorted({str(s) for c in subject.cases for s in _source_names(c)})
     if subject.cine is not None and subject.cine.kind == "dicom":

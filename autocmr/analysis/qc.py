@@ -37,6 +37,8 @@ QC_FLAGS: dict[str, str] = {
     "rough_volume_curve": "the LV volume curve of the cine jumps from frame to frame",
     "ed_es_doubtful": "ED/ES from the LV curve disagree with the RV curve, or the LV volume hardly changes",
     "high_uncertainty": "the ensemble members and mirrorings disagree on the segmentation",
+    "ambiguous_phase": "several cases of the subject claim the same phase (ED or ES): the measures needing it "
+                       "are not computed",
     "analysis_failed": "the case could not be predicted or analysed (reason in notes)",
 }
 

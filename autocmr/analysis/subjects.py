@@ -90,6 +90,11 @@ class Subject:
         found = [self.cine] if self.cine is not None else []
         return found + [c for p in (ED, ES) for c in self.phases.get(p, [])] + self.unphased
 
+    @property
+    def ambiguous_phases(self) -> list[str]:
+        """Phases that several cases claim (two ED files of one subject): which one to measure is a person's call."""
+        return [p for p in (ED, ES) if len(self.phases.get(p, [])) > 1]
+
 
 def find_metadata(input_path: str | Path) -> Path | None:
     """``cases.csv`` in the input folder or beside it (its parent), if there is one."""
@@ -188,11 +193,9 @@ def _phase_from_info_cfg(case: CaseRecord, subject: str, frame: int) -> str | No
 
 
 def _check_phases(subject: Subject) -> None:
-    for phase in (ED, ES):
-        found = subject.phases.get(phase, [])
-        if len(found) > 1:
-            names = ", ".join(c.name for c in found)
-            subject.notes.append(f"several {phase} cases ({names}): measures needing {phase} not computed")
+    for phase in subject.ambiguous_phases:
+        names = ", ".join(c.name for c in subject.phases[phase])
+        subject.notes.append(f"several {phase} cases ({names}): measures needing {phase} not computed")
     if subject.cine is None and subject.phases:
         missing = [p for p in (ED, ES) if not subject.phases.get(p)]
         if missing:

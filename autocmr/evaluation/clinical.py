@@ -64,6 +64,11 @@ def _ejection_fraction(edv: float, esv: float) -> float:
     return 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
 
 
+def _stroke_volume(edv: float, esv: float) -> float:
+    # Nor a stroke volume: 0 mL at ED minus the systolic cavity would report a negative one (QC flags the mask).
+    return edv - esv if edv > 0 else float("nan")
+
+
 def measures_from_volumes(ed: Mapping[str, float], es: Mapping[str, float]) -> dict[str, float]:
     """Clinical measures from structure volumes (mL) at ED and ES (keys ``LV``, ``MYO``, ``RV``).
 
@@ -73,9 +78,11 @@ def measures_from_volumes(ed: Mapping[str, float], es: Mapping[str, float]) -> d
     lv_ed, lv_es = float(ed.get("LV", nan)), float(es.get("LV", nan))
     rv_ed, rv_es = float(ed.get("RV", nan)), float(es.get("RV", nan))
     return {
-        "LVEDV": lv_ed, "LVESV": lv_es, "LVSV": lv_ed - lv_es, "LVEF": _ejection_fraction(lv_ed, lv_es),
+        "LVEDV": lv_ed, "LVESV": lv_es,
+        "LVSV": _stroke_volume(lv_ed, lv_es), "LVEF": _ejection_fraction(lv_ed, lv_es),
         "LVM": float(ed.get("MYO", nan)) * MYOCARDIAL_DENSITY_G_PER_ML,
-        "RVEDV": rv_ed, "RVESV": rv_es, "RVSV": rv_ed - rv_es, "RVEF": _ejection_fraction(rv_ed, rv_es),
+        "RVEDV": rv_ed, "RVESV": rv_es,
+        "RVSV": _stroke_volume(rv_ed, rv_es), "RVEF": _ejection_fraction(rv_ed, rv_es),
     }
 
 

@@ -215,6 +215,19 @@ def test_two_ed_files_and_no_es_give_volumes_and_notes_not_a_failure(tmp_path):
     assert report.status == "ok" and math.isnan(report.measures.measures["LVEDV"])
     assert len(report.measures.volume_rows) == 2 and report.measures.volume_rows[0]["LV"] > 0
     assert "several ED cases" in report.notes[0] and report.figure is not None
+    assert report.review and "ambiguous_phase" in report.qc.flags  # sorted to the top of the report
+
+
+def test_two_ed_files_beside_one_es_keep_the_es_measures_and_are_flagged(tmp_path):
+    subject = make_phantom_subject(10, fov_mm=160.0)
+    cases = []
+    for name, case in (("p_ED", subject["ED"]), ("p-ED", subject["ED"]), ("p_ES", subject["ES"])):
+        write_image(case.label, case.geometry, tmp_path / f"{name}.nii.gz")
+        cases.append(CaseRecord(name, tmp_path / f"{name}.nii.gz", None, ()))
+    (report,) = analyse_cases(cases, tmp_path).reports
+    values = report.measures.measures
+    assert values["LVESV"] > 0 and math.isnan(values["LVEDV"]) and math.isnan(values["LVEF"])
+    assert "ambiguous_phase" in report.qc.flags and report.review
 
 
 def test_ed_and_es_stacks_of_different_sizes_are_drawn(tmp_path):

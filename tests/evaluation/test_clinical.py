@@ -39,6 +39,10 @@ def test_measures_from_known_voxel_counts():
 def test_ejection_fraction_undefined_without_diastolic_cavity():
     m = clinical_measures(_mask(0, 10, 10), _mask(0, 10, 5), SPACING)
     assert math.isnan(m["LVEF"]) and m["RVEF"] == pytest.approx(50.0)
+    # nor a stroke volume: an LV missed at ED but found at ES must not report a negative one
+    m = clinical_measures(_mask(0, 10, 10), _mask(20, 10, 5), SPACING)
+    assert m["LVEDV"] == 0.0 and m["LVESV"] == pytest.approx(0.2)
+    assert math.isnan(m["LVSV"]) and math.isnan(m["LVEF"]) and m["RVSV"] == pytest.approx(0.05)
 
 
 def test_ed_es_from_curve():
