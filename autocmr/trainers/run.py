@@ -90,6 +90,16 @@ def _check_before_writing(options: TrainOptions, device: torch.device, dim: int,
                                  "into another folder (-o), or the pretrained weights would be replaced")
 
 
+def _check_not_past_end(resumed: dict[str, Any], options: TrainOptions, path: Path) -> None:
+    """A run cannot be shortened after the fact: its learning rate followed the longer schedule, so resuming it
+    with fewer ``--epochs`` would record a model of N epochs that is not one."""
+    done = int((resumed.get("state") or {}).get("epoch", 0))
+    if options.epochs and done > options.epochs:
+        raise ConfigurationError(f"{path}: the run has trained {done} epochs already, more than --epochs "
+                                 f"{options.epochs}; train the shorter run from epoch 0 (without --continue, or into "
+                                 "another folder with -o)")
+
+
 def _holding_fold(fold_dir: Path, fold: str | int, is_main: bool) -> contextlib.AbstractContextManager[None]:
     """Rank 0 holds the fold's folder while it trains (:mod:`autocmr.io.locks`): the same fold started twice
     (two terminals, a requeued job racing the original) is refused at once, naming the holder."""
@@ -203,6 +213,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         resumed = load_checkpoint(latest) if resuming else None
         changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,
                                         checkpoint_options=resumed.get("options")) if resumed is not None else [])
+        if resumed is not None:
+            _check_not_past_end(resumed, options, latest)
         check_plans_of_trained_folds(model_dir, plans, configuration, fold)
         _check_before_writing(options, device, config.dim, model_dir)
         torch.manual_seed(options.seed)
@@ -236,6 +248,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
             log(f"--continue given but {latest} does not exist: starting from scratch")
         if dist.is_main:
             _write_intensity_reference(model_dir, data_dir, train_cases)
+        finished_before = resumed is not None and trainer.finished()  # --continue of a finished fold
         try:
             trainer.run()
         except torch.cuda.OutOfMemoryError as exc:
@@ -247,11 +260,17 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
             finish_fold(model_dir, _identity(plans, configuration), fold)  # sha256 of its checkpoints
         summary: dict[str, Any] = {}
         if options.final_validation and val_cases:
-            from autocmr.trainers.validation import decide_model_postprocessing, run_final_validation
+            from autocmr.trainers.validation import decide_model_postprocessing, kept_validation, run_final_validation
 
             file_ending = DatasetJson.load(pre_dir / DATASET).file_ending
-            # the ranks share it
-            summary = run_final_validation(trainer.validation_settings(), raw_folder, file_ending, metadata=metadata)
+            settings = trainer.validation_settings()
+            kept = kept_validation(settings, file_ending) if finished_before and dist.is_main else None
+            if dist.broadcast([kept is not None])[0]:  # the ranks share the validation: all skip it, or none
+                summary = kept or {}
+                log(f"final validation of these weights already in {fold_dir / VALIDATION_DIR}: kept (remove that "
+                    "folder to predict it again)")
+            else:
+                summary = run_final_validation(settings, raw_folder, file_ending, metadata=metadata)
             if raw_folder is not None and dist.is_main:
                 decide_model_postprocessing(model_dir, raw_folder, plans.foreground_labels, file_ending)
             log(f"final validation: {_dice_line(summary)}")

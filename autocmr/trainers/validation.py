@@ -4,6 +4,8 @@ validation case, masks written as NIfTI, scored with autocmr.evaluation, and the
 It sees the training run only through :class:`ValidationSettings`, which the trainer builds."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,17 +15,21 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from autocmr.documents.layout import FOLD_PREFIX, POSTPROCESSING, VALIDATION_DIR
+from autocmr.documents.layout import FOLD_PREFIX, POSTPROCESSING, VALIDATION_DIR, VALIDATION_SUMMARY
 from autocmr.documents.plans import Configuration, Plans
 from autocmr.inference.export import labels_to_native
 from autocmr.inference.postprocessing import PostprocessingDecision, decide_postprocessing
 from autocmr.inference.sliding_window import predict_logits
+from autocmr.io.atomic import write_json_atomic
 from autocmr.io.image import Geometry, read_image, write_image
 from autocmr.preprocessing import storage
 from autocmr.preprocessing.other_phase import with_partner
 from autocmr.trainers.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
+# in validation/: which weights, cases and mirroring its masks and summary.json come from, so that a --continue
+# of a finished fold keeps them instead of predicting every case again (minutes on a CPU)
+VALIDATION_RECORD = "validated.json"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ def run_final_validation(settings: ValidationSettings, raw_folder: Path | None, 
     out = settings.output_dir / VALIDATION_DIR
     if settings.distributed.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        (out / VALIDATION_RECORD).unlink(missing_ok=True)  # the masks are about to change
     cases, pairs, missing = [], [], []
     # data-parallel ranks predict every world_size-th case; rank 0 receives them in order, writes and scores
     predictions = settings.distributed.map_gathered(lambda c: (c, *predict_case(settings, c)), list(settings.cases))
@@ -120,7 +127,36 @@ def run_final_validation(settings: ValidationSettings, raw_folder: Path | None, 
     result = evaluate_cases(cases, out, labels=settings.plans.labels, metadata=metadata)
     decision = decide_postprocessing(pairs, settings.plans.foreground_labels)
     decision.save(settings.output_dir / POSTPROCESSING)
+    write_json_atomic(out / VALIDATION_RECORD, _validation_identity(settings))  # last: all above is complete
     return result.summary
+
+
+def weights_digest(network: torch.nn.Module) -> str:
+    """sha256 of the network's parameters and buffers (names and bytes): equal digests, equal predictions."""
+    digest = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _validation_identity(settings: ValidationSettings) -> dict[str, Any]:
+    return {"weights_sha256": weights_digest(settings.network), "cases": sorted(settings.cases),
+            "mirror_axes": list(settings.mirror_axes)}
+
+
+def kept_validation(settings: ValidationSettings, file_ending: str = ".nii.gz") -> dict[str, Any] | None:
+    """The summary of a final validation already made with these weights, cases and mirroring (a finished fold
+    resumed with ``--continue``), or None when it must run: no record, another run's, or a mask missing."""
+    out = settings.output_dir / VALIDATION_DIR
+    try:
+        record = json.loads((out / VALIDATION_RECORD).read_text())
+        summary = json.loads((out / VALIDATION_SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    if record != _validation_identity(settings) or not isinstance(summary, dict):
+        return None
+    return summary if all((out / f"{case}{file_ending}").is_file() for case in settings.cases) else None
 
 
 def decide_model_postprocessing(model_dir: Path, raw_folder: Path, labels: list[int],

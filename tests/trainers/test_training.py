@@ -257,6 +257,33 @@ def test_an_extended_run_stopped_before_its_final_save_does_not_keep_the_earlier
     assert all(torch.equal(latest["network"][k], got["network"][k]) for k in latest["network"])
 
 
+def test_continue_of_a_finished_fold_keeps_its_final_validation_unless_the_weights_changed(roots, tmp_path):
+    out = tmp_path / "run"
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=1, final_validation=True), output_dir=out)
+    validation = first.fold_dir / "validation"
+    masks = {p: p.stat().st_mtime_ns for p in validation.glob("*.nii.gz")}
+    assert masks and (validation / "validated.json").is_file() and first.validation
+    again = train(DATASET, "2d", 0, roots, options=options(epochs=1, final_validation=True), output_dir=out,
+                  continue_training=True)
+    assert "final validation of these weights already in" in (first.fold_dir / "log.txt").read_text()
+    assert again.validation == first.validation
+    assert {p: p.stat().st_mtime_ns for p in validation.glob("*.nii.gz")} == masks  # not predicted again
+    # extended by an epoch: other weights, so the validation runs again
+    train(DATASET, "2d", 0, roots, options=options(epochs=2, final_validation=True), output_dir=out,
+          continue_training=True, allow_changed_options=True)
+    assert all(p.stat().st_mtime_ns != t for p, t in masks.items())
+
+
+def test_continue_with_fewer_epochs_than_the_run_has_trained_is_refused(roots, tmp_path):
+    out = tmp_path / "run"
+    first = train(DATASET, "2d", 0, roots, options=options(epochs=2), output_dir=out)
+    final = (first.fold_dir / "checkpoint_final.pth").read_bytes()
+    with pytest.raises(ConfigurationError, match="has trained 2 epochs already, more than --epochs 1"):
+        train(DATASET, "2d", 0, roots, options=options(epochs=1), output_dir=out, continue_training=True,
+              allow_changed_options=True)
+    assert (first.fold_dir / "checkpoint_final.pth").read_bytes() == final
+
+
 def test_a_fresh_run_removes_the_earlier_runs_checkpoints_so_a_requeued_continue_cannot_resume_them(roots, tmp_path):
     out = tmp_path / "run"
     first = train(DATASET, "2d", 0, roots, options=options(epochs=2), output_dir=out)
