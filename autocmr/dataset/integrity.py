@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from autocmr.dataset.labels import label_values
+from autocmr.dataset.naming import colliding_case_ids
 from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson, scan_channel_files
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.completeness import check_complete
@@ -107,6 +108,10 @@ def check_dataset(dataset_folder: str | Path, *, num_workers: int = 1,
     if not (folder / "imagesTr").is_dir():
         problems.append(IntegrityProblem("", folder / "imagesTr", "training images folder not found"))
     labels = _list_labels(folder / "labelsTr", dj.file_ending, set(train), problems)
+    for first, second in colliding_case_ids(set(train)):  # preprocessing would overwrite one with the other
+        problems.append(IntegrityProblem(second, train[second][0], f"case id clashes with case {first}: "
+                                         f"{second}.b2nd would be both {first}'s stored label map and {second}'s "
+                                         "image; rename one"))
     if dj.num_training != len(train):
         problems.append(IntegrityProblem("", folder / DATASET_JSON, f"numTraining is {dj.num_training} but "
                                          f"{len(train)} training cases were found in imagesTr"))

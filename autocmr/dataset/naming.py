@@ -12,6 +12,18 @@ PHASE_IN_NAME = re.compile(r"^(?P<subject>.+)[_\-](?P<phase>ED|ES)$", re.IGNOREC
 FRAME_IN_NAME = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECASE)
 
 
+# what a preprocessed case's own files add to its id (``CASE_seg.b2nd``, ``CASE_locs.npz``, autocmr.preprocessing
+# .storage): a case named like another's id plus one of them would share that case's files
+STORED_FILE_SUFFIXES = ("_seg", "_locs")
+
+
+def colliding_case_ids(case_ids: "set[str] | list[str]") -> list[tuple[str, str]]:
+    """Pairs (A, A_seg) or (A, A_locs) among ``case_ids``: A's label map is stored as ``A_seg.b2nd``, the file
+    that would hold case A_seg's image, so preprocessing both would overwrite one with the other."""
+    known = set(case_ids)
+    return sorted((c, c + suffix) for c in known for suffix in STORED_FILE_SUFFIXES if c + suffix in known)
+
+
 def subject_from_name(case_id: str) -> str:
     """The subject a case's name gives (``P1_ED`` and ``P1_ES`` -> ``P1``; ``patient001_frame01`` ->
     ``patient001``), else the case id itself: without a ``cases.csv``, one patient's phases still share a

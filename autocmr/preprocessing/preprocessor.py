@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from autocmr.dataset.naming import STORED_FILE_SUFFIXES, colliding_case_ids
 from autocmr.dataset.raw import RawCase, RawDataset, hash_file_stats
 from autocmr.documents.case_properties import CaseProperties
 from autocmr.documents.plans import Configuration, Plans
@@ -108,6 +109,12 @@ def preprocess_stale_cases(raw: RawDataset, plans: Plans, config: Configuration,
     :func:`case_signature`); returns (cases preprocessed, cases already current). ``num_workers`` None: about
     one process per 8 cases, at most :func:`~autocmr.parallel.default_workers`. Raises :class:`DatasetError`
     listing every case that failed."""
+    clashes = colliding_case_ids({c.case_id for c in raw.cases})
+    if clashes:  # refused before anything is written: one case's image would overwrite the other's label map
+        named = ", ".join(f"{a} and {b}" for a, b in clashes)
+        raise DatasetError(f"{raw.root}: case ids {named} cannot be stored side by side ({clashes[0][1]}.b2nd "
+                           f"would be both {clashes[0][0]}'s label file and {clashes[0][1]}'s image); rename one "
+                           f"(ids must not end in {' or '.join(STORED_FILE_SUFFIXES)} when the rest is a case too)")
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder, older_than_s=SHARED_FOLDER_STALE_S)  # other folds may be writing here
     gone = sorted(set(storage.list_cases(folder)) - {c.case_id for c in raw.cases})

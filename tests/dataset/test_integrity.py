@@ -133,3 +133,16 @@ def test_channels_and_cases_csv(tmp_path: Path) -> None:
     assert "not in imagesTr" in problems[("ghost_case", "cases.csv", WARNING)]
     assert "without a training image" in problems[("stray", "stray.nii.gz", WARNING)]
     assert "numTraining is 4 but 3" in problems[("", "dataset.json", ERROR)]
+
+
+def test_case_ids_whose_stored_files_would_collide_are_an_error(tmp_path: Path) -> None:
+    """Case P's label map is stored as P_seg.b2nd, which is also case P_seg's image file."""
+    folder = write_phantom_dataset(tmp_path / "raw", n_subjects=1, seed=1, fov_mm=100)
+    for kind, path in (("image", _image(folder, "subject000_ED")), ("label", _label(folder, "subject000_ED"))):
+        copy = path.with_name(path.name.replace("subject000_ED", "subject000_ED_seg"))
+        copy.write_bytes(path.read_bytes())
+    data = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**data, "numTraining": 3}))
+    report = check_dataset(folder)
+    (problem,) = report.errors
+    assert problem.case_id == "subject000_ED_seg" and "clashes with case subject000_ED" in problem.reason

@@ -99,3 +99,14 @@ def test_cases_removed_from_the_raw_dataset_are_removed_from_the_stored_data(roo
     (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": 5}))
     plan_dataset(952, roots, num_workers=1, configurations=("2d",), check=False)
     assert "subject002_ES" not in storage.list_cases(data_dir) and len(storage.list_cases(data_dir)) == 5
+
+
+def test_case_ids_whose_stored_files_would_collide_are_refused_before_preprocessing(roots):
+    folder = write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=953, fov_mm=120)
+    for sub, name in (("imagesTr", "subject000_ED_0000.nii.gz"), ("labelsTr", "subject000_ED.nii.gz")):
+        source = folder / sub / name
+        (folder / sub / name.replace("subject000_ED", "subject000_ED_locs")).write_bytes(source.read_bytes())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": 3}))
+    with pytest.raises(DatasetError, match="subject000_ED and subject000_ED_locs cannot be stored side by side"):
+        plan_dataset(953, roots, num_workers=1, configurations=("2d",), check=False)
