@@ -264,6 +264,10 @@ def test_folder_with_label_map_and_metadata(tmp_path: Path) -> None:
     # Without a map the labels are copied byte-for-byte.
     plain = convert_folder(images, labels, tmp_path / "raw", 121, short_name="Plain", num_workers=1)
     assert filecmp.cmp(labels / "case_a_gt.nii.gz", plain / "labelsTr" / "case_a.nii.gz", shallow=False)
+    # Another name under a taken id would make `-d 121` ambiguous, even with --overwrite (same name only)
+    with pytest.raises(DatasetError, match="id 121 is taken by Dataset121_Plain"):
+        convert_folder(images, labels, tmp_path / "raw", 121, short_name="Other", num_workers=1, overwrite=True)
+    assert not (tmp_path / "raw" / "Dataset121_Other").exists()
 
 
 def test_folder_reports_every_unmatched_file(tmp_path: Path) -> None:

@@ -112,6 +112,7 @@ def convert_staged(raw_root: str | Path | None, dataset_name: str, build: Callab
     raw_root = resolve_raw_root(raw_root)
     target = raw_root / dataset_name
     _refuse_existing(target, overwrite)
+    _refuse_taken_id(raw_root, dataset_name)
     for source in sources:
         source = Path(source).resolve()
         if source == target or target in source.parents:
@@ -150,6 +151,19 @@ def _refuse_existing(target: Path, overwrite: bool) -> None:
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise DatasetError(f"{target}: dataset folder already exists; pass overwrite=True (CLI: --overwrite) "
                            "to replace it once the new conversion has succeeded")
+
+
+def _refuse_taken_id(raw_root: Path, dataset_name: str) -> None:
+    """Another dataset with the same id: every ``-d NNN`` after this would be ambiguous (--overwrite replaces
+    a dataset of the same name only)."""
+    prefix = dataset_name.split("_", 1)[0] + "_"
+    others = sorted(p.name for p in raw_root.glob(f"{prefix}*") if p.is_dir() and p.name != dataset_name) \
+        if raw_root.is_dir() else []
+    if others:
+        number = int(prefix[len("Dataset"):-1])
+        raise DatasetError(f"{raw_root / others[0]}: id {number} is taken by {', '.join(others)}; converting to "
+                           f"{dataset_name} would make `-d {number}` ambiguous. Choose another id (-d), or the same "
+                           f"name with --overwrite to replace it")
 
 
 def _install(built: Path, target: Path, overwrite: bool, staging_root: Path) -> None:
