@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,11 +60,17 @@ def _training_data(model: ModelFolder) -> dict[str, Any]:
 def _training(model: ModelFolder, folds: Sequence[str] | None) -> dict[str, Any]:
     info: dict[str, Any] = {"configuration": model.configuration.name, "plans": model.plans.plans_name,
                             "folds": [str(f) for f in folds] if folds else model.available_folds("final")}
-    for fold in info["folds"][:1]:
+    per_fold = {}
+    for fold in info["folds"]:
         path = model.path / layout.fold_dir_name(fold) / layout.RUN_OPTIONS
         if path.is_file():
-            options = RunOptionsDocument.load(path).options
-            info.update({k: options[k] for k in OPTIONS_SHOWN if options.get(k) is not None})
+            per_fold[fold] = RunOptionsDocument.load(path).options
+    for key in OPTIONS_SHOWN:
+        values = {fold: options.get(key) for fold, options in per_fold.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:  # an ensemble of folds trained differently says so
+            info[key] = {f"fold {fold}": value for fold, value in values.items()}
+        elif values and (value := next(iter(values.values()))) is not None:
+            info[key] = value
     return info
 
 

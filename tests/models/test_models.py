@@ -325,3 +325,16 @@ def test_a_replacement_killed_between_its_two_renames_is_repaired_on_next_use(pa
     (models / ".tmp_old_ab12cd34_other_site_x").mkdir()  # another model's leftover: not this one's
     assert resolve_model("site_x", models_dir=models) == installed and (installed / layout.PLANS).is_file()
     assert (models / ".tmp_old_ab12cd34_other_site_x").is_dir()
+
+
+def test_card_shows_an_option_the_folds_were_trained_with_differently(tiny_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(model / "fold_0", model / "fold_1")
+    options = json.loads((model / "fold_1" / "options.json").read_text())
+    options["options"]["epochs"] = options["options"]["epochs"] + 5
+    (model / "fold_1" / "options.json").write_text(json.dumps(options))
+    training = build_model_card(model, name="tiny", folds=["0", "1"]).training
+    epochs = options["options"]["epochs"]
+    assert training["epochs"] == {"fold 0": epochs - 5, "fold 1": epochs}  # not fold 0's value for both
+    assert training["augmentation"] == options["options"]["augmentation"]  # the same everywhere: one value
