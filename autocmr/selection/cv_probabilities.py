@@ -4,12 +4,15 @@ as softmax probabilities in the stored order of the raw image (what ensembling a
 Probabilities are cached as ``CACHE/<model name>/CASE.npz`` (float16, key ``probabilities``, shape
 (C, z, y, x)), written atomically, and reused on the next run when they come from the same source:
 ``CACHE/<model name>/source.json`` records the model folder, the sha256 of each fold's checkpoint and the
-prediction settings (checkpoint kind, mirroring, step, precision). A cache made by anything else (a retrained
-fold, another model of the same folder name, ``--no-mirror``) is deleted and predicted again.
+prediction settings (checkpoint kind, mirroring, step, precision), and per case the fold that predicts it and its
+raw image files (name, size, modification time). A cache made by anything else (a retrained fold, another model
+of the same folder name, ``--no-mirror``) is deleted and predicted again; so is a case that another splits file
+moved to another fold, or whose image was replaced (a re-converted dataset).
 Predicting reads only the raw images and the fold's checkpoint, never writes into the model folder.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from autocmr.dataset.raw import load_metadata
+from autocmr.dataset.raw import hash_file_stats, load_metadata
 from autocmr.documents.layout import checkpoint_relpath
 from autocmr.documents.manifest import sha256_of
 from autocmr.errors import ConfigurationError, DatasetError
@@ -109,8 +112,20 @@ def cache_source(model: CvModel, options: PredictorOptions) -> dict[str, Any]:
                         for fold in model.folds}}
 
 
-def _use_cache_of(folder: Path, source: dict[str, Any]) -> None:
-    """Keep ``folder``'s cached probabilities only if ``source`` made them; then record ``source``."""
+def case_sources(model: CvModel, cases: Sequence[str], raw_dir: Path) -> dict[str, str]:
+    """Per case, what its cached probabilities depend on beyond the model: the fold that predicts it (another
+    splits file moves it) and its raw image files (name, size, modification time: a re-converted dataset)."""
+    sources = {}
+    for case_id in cases:
+        digest = hashlib.sha256(str(raw_dir.resolve()).encode())
+        hash_file_stats(digest, image_files(raw_dir, case_id, model.file_ending))
+        sources[case_id] = f"fold {model.case_fold[case_id]}, images {digest.hexdigest()[:16]}"
+    return sources
+
+
+def _use_cache_of(folder: Path, source: dict[str, Any], cases: dict[str, str] | None = None) -> None:
+    """Keep ``folder``'s cached probabilities only if ``source`` made them, and of ``cases`` (case: its
+    :func:`case_sources` entry) only those made from the same fold and images; then record what is kept."""
     record = folder / CACHE_SOURCE
     cached = sorted(folder.glob("*.npz")) if folder.is_dir() else []
     stored = None
@@ -121,12 +136,16 @@ def _use_cache_of(folder: Path, source: dict[str, Any]) -> None:
             stored = None
     same = stored is not None and all(stored.get(k) == v for k, v in source.items() if k != "weights") and all(
         stored.get("weights", {}).get(fold) == digest for fold, digest in source["weights"].items())
-    if cached and not same:
-        logger.warning("%s: %d cached prediction(s) were made by another model or other settings; predicted again",
-                       folder, len(cached))
-        for path in cached:
+    stored_cases = dict(stored.get("cases") or {}) if same and isinstance(stored, dict) else {}
+    changed = [p for p in cached if not same or (cases is not None and p.stem in cases
+                                                 and stored_cases.get(p.stem) != cases[p.stem])]
+    if changed:
+        why = ("another model or other settings" if not same else
+               "another fold's network or other image files (another splits file, a re-converted dataset)")
+        logger.warning("%s: %d cached prediction(s) were made by %s; predicted again", folder, len(changed), why)
+        for path in changed:
             path.unlink(missing_ok=True)
-    write_json_atomic(record, source)
+    write_json_atomic(record, {**source, "cases": {**stored_cases, **(cases or {})}})
 
 
 def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, cache_dir: Path,
@@ -136,7 +155,7 @@ def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, ca
     unknown = sorted(set(cases) - set(model.case_fold))
     if unknown:
         raise ConfigurationError(f"{model.path}: cases {unknown[:5]} are in no validation fold used")
-    _use_cache_of(cache_dir / model.name, cache_source(model, options))
+    _use_cache_of(cache_dir / model.name, cache_source(model, options), case_sources(model, cases, raw_dir))
     todo = [c for c in cases if not paths[c].is_file()]
     logger.info("%s: %d validation case(s) cached, %d to predict", model.name, len(cases) - len(todo), len(todo))
     for fold in model.folds:

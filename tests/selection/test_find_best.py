@@ -115,6 +115,8 @@ def test_a_cache_made_by_other_weights_or_settings_is_not_reused(two_models, sel
     cv_a, cv_b = open_cv_model(model_a), open_cv_model(model_b)
     folder = next(p for p in (selection_run / "probabilities").iterdir() if p.is_dir())
     recorded = json.loads((folder / CACHE_SOURCE).read_text())
+    recorded_cases = recorded.pop("cases")
+    assert recorded_cases and all(v.startswith("fold ") for v in recorded_cases.values())
     assert recorded == cache_source(cv_a if recorded["model"] == str(cv_a.path.resolve()) else cv_b, OPTIONS)
     for other in (cache_source(cv_b, OPTIONS) if recorded["model"] == str(cv_a.path.resolve())
                   else cache_source(cv_a, OPTIONS), {**recorded, "mirror": True},
@@ -124,9 +126,17 @@ def test_a_cache_made_by_other_weights_or_settings_is_not_reused(two_models, sel
         shutil.copytree(folder, copy)
         assert list(copy.glob("*.npz"))
         _use_cache_of(copy, other)
-        assert not list(copy.glob("*.npz")) and json.loads((copy / CACHE_SOURCE).read_text()) == other
+        assert not list(copy.glob("*.npz")) and json.loads((copy / CACHE_SOURCE).read_text()) == {**other, "cases": {}}
     _use_cache_of(copy := tmp_path / "same", recorded)  # nothing cached yet: the source is recorded
-    assert json.loads((copy / CACHE_SOURCE).read_text()) == recorded
+    assert json.loads((copy / CACHE_SOURCE).read_text()) == {**recorded, "cases": {}}
+    # the same model and settings: a case whose fold or images changed is predicted again, the others are kept
+    shutil.rmtree(copy)
+    shutil.copytree(folder, copy)
+    moved = sorted(recorded_cases)[0]
+    _use_cache_of(copy, recorded, {**recorded_cases, moved: "fold 9, images 0"})
+    assert not (copy / f"{moved}.npz").exists()
+    assert {p.stem for p in copy.glob("*.npz")} == set(recorded_cases) - {moved}
+    assert json.loads((copy / CACHE_SOURCE).read_text())["cases"][moved] == "fold 9, images 0"
     assert cache_source(cv_a, replace(OPTIONS, step=0.7))["step"] == 0.7
 
 
