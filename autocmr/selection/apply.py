@@ -74,6 +74,11 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     if continue_:
         _check_continued_record(out, selection)
     base = replace(options or PredictorOptions(), checkpoint=selection.checkpoint, postprocess="off")
+    differences = selection.settings_differences(base)
+    if differences:  # allowed (a faster pass without mirroring), but the recorded figures are not of this run
+        logger.warning("predicting with other settings than the selection's cross-validation figures were measured "
+                       "with (%s): the figures in selection.json do not describe these predictions exactly",
+                       "; ".join(differences))
     decision = selection.postprocessing
     if len(selection.members) == 1:
         member = selection.members[0]

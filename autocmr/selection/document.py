@@ -7,7 +7,8 @@ Layout (schema version :data:`SCHEMA_VERSION`)::
      "chosen": {"name": "A+B", "members": [{"name", "model", "relative_model", "folds", "weights"}],
                 "postprocessing": {"foreground_lcc", "per_label_lcc", "evidence"},
                 "cv": FIGURES, "cv_postprocessed": FIGURES},
-     "candidates": [{"name", "members": [...], "rank", "cv": FIGURES}, ...]}     # best first
+     "candidates": [{"name", "members": [...], "rank", "cv": FIGURES}, ...],     # best first
+     "prediction": {"mirror", "step", "precision", "harmonise"}}   # the settings the figures were measured with
 
     FIGURES = {"dice_mean", "dice": {class: mean}, "hd95": {class: mean},
                "clinical": {measure: {"bias", "mean_abs_diff", "spearman_r", "n"}}}
@@ -62,6 +63,15 @@ def _weights(model: Path, folds: tuple[str, ...], checkpoint: str) -> dict[str, 
     return manifest.checksums_of(checkpoint_relpath(fold, checkpoint) for fold in folds) if manifest else {}
 
 
+# the prediction settings the cross-validation figures were measured with (checkpoint aside: it is a field)
+PREDICTION_SETTINGS = ("mirror", "step", "precision", "harmonise")
+
+
+def prediction_settings(options: Any) -> dict[str, Any]:
+    """``options``' (a :class:`~autocmr.inference.predictor.PredictorOptions`) settings that change predictions."""
+    return {name: getattr(options, name) for name in PREDICTION_SETTINGS}
+
+
 @dataclass(frozen=True)
 class Selection:
     """The content of ``selection.json`` (see the module docstring)."""
@@ -75,6 +85,16 @@ class Selection:
     @property
     def name(self) -> str:
         return "+".join(m.name for m in self.members)
+
+    def settings_differences(self, options: Any) -> list[str]:
+        """``"name: chosen with -> now"`` for each prediction setting of ``options`` that differs from those the
+        selection's figures were measured with (empty for a selection that did not record them)."""
+        chosen = self.record.get("prediction")
+        if not isinstance(chosen, dict):
+            return []
+        now = prediction_settings(options)
+        return [f"{name}: {chosen[name]!r} -> {now[name]!r}" for name in PREDICTION_SETTINGS
+                if name in chosen and chosen[name] != now[name]]
 
     def save(self, path: Path) -> None:
         chosen = dict(self.record.get("chosen", {}))

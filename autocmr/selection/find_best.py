@@ -28,7 +28,7 @@ from autocmr.inference.predictor import PredictorOptions
 from autocmr.io.atomic import write_text_atomic
 from autocmr.io.image import read_image
 from autocmr.selection.cv_probabilities import CvModel, ensure_probabilities, open_cv_model, read_probabilities
-from autocmr.selection.document import SELECTION_JSON, Member, Selection
+from autocmr.selection.document import SELECTION_JSON, Member, Selection, prediction_settings
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def find_best_configuration(model_dirs: Sequence[str | Path], raw_dir: str | Pat
                   for k, c in enumerate(scored)]
     record = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "folds": _scored_folds(models[0], cases), "n_cases": len(cases),
-              "chosen": {"cv": best.figures, "cv_postprocessed": post}, "candidates": candidates}
+              "chosen": {"cv": best.figures, "cv_postprocessed": post}, "candidates": candidates,
+              "prediction": prediction_settings(options)}
     members = tuple(Member(models[i].name, models[i].path, models[i].folds) for i in best.members)
     selection = Selection(members, decision, rank_by, options.checkpoint, record)
     out.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,14 @@ def test_every_candidate_scored_and_the_best_chosen(two_models, selection_run):
     assert [m.model for m in selection.members] == [p.resolve() for p in
                                                     ([model_a, model_b] if "+" in selection.name else
                                                      [model_a if selection.name == name_a else model_b])]
+    # the settings the figures were measured with are recorded; predicting otherwise is named (and warned about)
+    assert document["prediction"] == {"mirror": False, "step": OPTIONS.step, "precision": OPTIONS.precision,
+                                      "harmonise": False}
+    assert selection.settings_differences(OPTIONS) == []
+    from dataclasses import replace
+
+    assert selection.settings_differences(replace(OPTIONS, mirror=True, step=0.25)) == [
+        "mirror: False -> True", f"step: {OPTIONS.step!r} -> 0.25"]
 
 
 def test_cached_probabilities_are_reused_and_bad_options_rejected(two_models, selection_run, monkeypatch):
