@@ -43,6 +43,7 @@ class _JobState:
     phase_notes: dict[int, str] | None = None  # fast cine path: how each frame was predicted (for DICOM-SEG)
     warnings: list[str] = field(default_factory=list)
     uncertainty: list[float] = field(default_factory=list)  # per frame, in frame order
+    missing_slices: list[int] = field(default_factory=list)  # slices no DICOM image fills: their mask stays 0
 
 
 class BatchScheduler:
@@ -92,7 +93,7 @@ class BatchScheduler:
             self.report.blank_frames[job.name] = list(loaded.blank_frames)
         state = _JobState(job, loaded.geometry, [None] * n, [None] * n,
                           {"load_s": loaded.seconds, "predict_s": 0.0, "export_s": 0.0, "frames": n},
-                          warnings=loaded.warnings)
+                          warnings=loaded.warnings, missing_slices=loaded.missing_slices)
         if n > 1 and self.cine.mode == "fast":
             self._predict_cine_fast(state, loaded)
             return
@@ -139,7 +140,8 @@ class BatchScheduler:
     def _submit_write(self, state: _JobState) -> None:
         probabilities = state.probabilities if self.save_probabilities else None
         self.writes.append((state, self.workers.submit(guarded, write_job, state.job, state.labels, probabilities,
-                                                       state.geometry, self.output_format, state.phase_notes)))
+                                                       state.geometry, self.output_format, state.phase_notes,
+                                                       state.missing_slices)))
 
     def _collect(self, *, block: bool) -> None:
         """Handle finished exports (submitting a job's write once all its frames are in) and writes."""

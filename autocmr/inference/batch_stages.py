@@ -57,6 +57,7 @@ class LoadedCase:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     blank_frames: list[int] = field(default_factory=list)  # a cine's frames without image content
+    missing_slices: list[int] = field(default_factory=list)  # slices no DICOM image fills (autocmr.io.dicom)
 
 
 class StageError(Exception):
@@ -109,11 +110,13 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         if ctx.config.other_phase:
             unit = _with_other_phase(unit, case.geometry, job, ctx, warnings)
         return LoadedCase([unit], case.geometry, time.perf_counter() - start, warnings)
+    missing: list[int] = []
     if job.kind == "cine":
         frames, geometry = read_cine(job.sources[0])
         warnings = check_voxels(frames, job.sources[0], frame_axis=0)  # one policy for every path
     else:
         volume = read_dicom_series(job.sources)
+        missing = list(volume.missing_slices)
         frames, geometry = volume.array, volume.geometry
         warnings = check_voxels(frames, job.source, frame_axis=0 if volume.is_cine else None)
         _write_volume(frames, geometry, job.image_copy)
@@ -126,7 +129,7 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     blank = constant_frames(frames, 0) if len(frames) > 1 else []
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
                          ctx, job.source) for frame in frames]
-    return LoadedCase(units, geometry, time.perf_counter() - start, warnings, blank)
+    return LoadedCase(units, geometry, time.perf_counter() - start, warnings, blank, missing)
 
 
 def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], geometry: Geometry, job: PredictionJob,
@@ -179,9 +182,13 @@ def export_unit(probabilities: np.ndarray, props: dict[str, Any], ctx: ModelCont
 
 
 def write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[np.ndarray] | None,
-              geometry: Geometry, output_format: str = "nifti", phase_notes: dict[int, str] | None = None) -> float:
-    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry, and/or DICOM-SEG."""
+              geometry: Geometry, output_format: str = "nifti", phase_notes: dict[int, str] | None = None,
+              missing_slices: Sequence[int] = ()) -> float:
+    """Stage 3b: write the mask (and probabilities) atomically with the input's geometry, and/or DICOM-SEG.
+    ``missing_slices``: slices of a DICOM stack no image fills (zero in the image): nothing is segmented there."""
     start = time.perf_counter()
+    for label in labels:
+        label[list(missing_slices)] = 0  # masks are (z, y, x) in the series' stored order
     if writes_seg(job, output_format):
         mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
         write_seg_for_series(mask, job.sources, job.output, phase_notes=phase_notes)

@@ -7,7 +7,8 @@ Users point inference at a folder that may hold several series, nested folders a
   ``n = row x column`` (the two triplets of ImageOrientationPatient, IOP), so ``z`` increases along ``n``;
 * images sharing a slice location are cardiac phases, sorted by TriggerTime (by InstanceNumber when
   TriggerTime is absent or does not tell them apart);
-* the slice gap is the median IPP distance along ``n`` (a warning when gaps differ by more than 10%);
+* the slice gap is the median IPP distance along ``n``; a gap of a whole number of slice gaps is a missing slice,
+  left empty (0) so the other slices keep their places; other uneven gaps give a warning (approximate volume);
 * the geometry is in SimpleITK order (x, y, z[, t]) in LPS: direction columns are IOP's row direction,
   its column direction and ``n``; spacing is (PixelSpacing[1], PixelSpacing[0], slice gap[, time step]);
   the origin is the IPP of the first slice along ``n`` (time origin 0).
@@ -55,6 +56,8 @@ class DicomVolume:
     (more than one phase per location), ``(z, y, x)`` otherwise. ``geometry`` is 4D or 3D accordingly.
     ``trigger_times`` gives, per phase, the median TriggerTime (ms) over locations (NaN when absent);
     ``files`` maps ``(z_index, t_index)`` to the source file (``t_index`` is 0 for a single phase).
+    ``missing_slices``: slice indices no image of the series fills (a slice missing from a stack whose other
+    gaps are whole multiples of the slice gap): zero there, so that every other slice keeps its true place.
     """
 
     array: np.ndarray
@@ -62,6 +65,7 @@ class DicomVolume:
     trigger_times: tuple[float, ...]
     files: Mapping[tuple[int, int], Path]
     series_instance_uid: str = ""
+    missing_slices: tuple[int, ...] = ()
 
     @property
     def is_cine(self) -> bool:
@@ -72,7 +76,8 @@ class DicomVolume:
 class DicomLayout:
     """Where each image of a series sits in the volume :func:`read_dicom_series` would build, from the
     headers alone (no pixel data decoded): ``files`` maps ``(z_index, t_index)`` to the source file, as
-    :attr:`DicomVolume.files`; ``shape`` is the array's shape, ``(t, z, y, x)`` for cine, else ``(z, y, x)``."""
+    :attr:`DicomVolume.files` (a missing slice has no entry); ``shape`` is the array's shape, ``(t, z, y, x)``
+    for cine, else ``(z, y, x)``."""
 
     files: Mapping[tuple[int, int], Path]
     shape: tuple[int, ...]
@@ -185,52 +190,59 @@ def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
     return f"; {len(unreadable)} DICOM-looking files could not be read: {shown}{more}"
 
 
-def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[list[list[DicomHeader]], np.ndarray, float]:
-    """The checked grid of images (slice locations along the normal, each sorted by phase), the slice normal
-    and the slice gap."""
+Slots = list  # slice locations along the normal, each its images sorted by phase, None where a slice is missing
+
+
+def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[Slots, np.ndarray, float]:
+    """The checked grid of images (slice locations along the normal, each sorted by phase, None for a missing
+    slice: :func:`_fill_missing_slices`), the slice normal and the slice gap."""
     _check_no_copies(members, source)
     _check_consistent(members, source)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
     grid = _arrange(members, normal, source)
-    return grid, normal, _slice_gap(grid, normal, source)
+    gap = _slice_gap(grid, normal, source)
+    return _fill_missing_slices(grid, normal, gap, source), normal, gap
 
 
-def _file_map(grid: list[list[DicomHeader]]) -> Mapping[tuple[int, int], Path]:
-    return MappingProxyType({(z, t): h.path for z, loc in enumerate(grid) for t, h in enumerate(loc)})
+def _file_map(slots: Slots) -> Mapping[tuple[int, int], Path]:
+    return MappingProxyType({(z, t): h.path for z, loc in enumerate(slots) if loc is not None
+                             for t, h in enumerate(loc)})
 
 
 def _layout_only(members: Sequence[DicomHeader], source: Path) -> DicomLayout:
-    grid, _, _ = _layout(members, source)
-    n_z, n_t = len(grid), len(grid[0])
-    return DicomLayout(_file_map(grid), ((n_t,) if n_t > 1 else ()) + (n_z, *members[0].shape))
+    slots, _, _ = _layout(members, source)
+    n_z, n_t = len(slots), len(slots[0])
+    return DicomLayout(_file_map(slots), ((n_t,) if n_t > 1 else ()) + (n_z, *members[0].shape))
 
 
 def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
-    grid, normal, gap = _layout(members, source)
+    slots, normal, gap = _layout(members, source)
+    grid = [loc for loc in slots if loc is not None]
+    missing = tuple(z for z, loc in enumerate(slots) if loc is None)
     row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
-    n_z, n_t = len(grid), len(grid[0])
+    n_z, n_t = len(slots), len(grid[0])
     rows, cols = members[0].shape
-    array = np.empty((n_t, n_z, rows, cols), np.float32)
+    array = np.zeros((n_t, n_z, rows, cols), np.float32)  # a missing slice stays 0
     decoded: dict[Path, np.ndarray] = {}  # multi-frame files, decoded once for all their frames
-    for z, location in enumerate(grid):
-        for t, header in enumerate(location):
+    for z, location in enumerate(slots):
+        for t, header in enumerate(location or ()):
             array[t, z] = read_pixels(header, decoded)
     dy, dx = members[0].pixel_spacing  # PixelSpacing is (row spacing, column spacing)
     direction = np.column_stack([row, col, normal])
     origin = tuple(float(v) for v in grid[0][0].position)
     times = _trigger_times(grid)
-    files = _file_map(grid)
+    files = _file_map(slots)
     if n_t == 1:
         geometry = Geometry((cols, rows, n_z), (dx, dy, gap), origin, tuple(direction.ravel().tolist()))
-        return DicomVolume(array[0], geometry, times, files, members[0].series_uid)
+        return DicomVolume(array[0], geometry, times, files, members[0].series_uid, missing)
     d4 = np.eye(4)
     d4[:3, :3] = direction
     # the time axis in seconds, as NIfTI files carry it (a NIfTI copy of the cine is labelled seconds)
     geometry = Geometry((cols, rows, n_z, n_t), (dx, dy, gap, _time_step(grid) / MS_PER_S), origin + (0.0,),
                         tuple(d4.ravel().tolist()))
-    return DicomVolume(array, geometry, times, files, members[0].series_uid)
+    return DicomVolume(array, geometry, times, files, members[0].series_uid, missing)
 
 
 def _check_no_copies(members: Sequence[DicomHeader], source: Path) -> None:
@@ -338,11 +350,34 @@ def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source
     if gaps[small] < SLICE_GAP_OVERLAP_FRACTION * median:
         raise InputFileError(source, f"slices overlap: {grid[small][0].label} and {grid[small + 1][0].label} "
                                      f"are {gaps[small]:.3f} mm apart, the median gap is {median:.3f} mm")
-    worst = float(np.abs(gaps - median).max())
-    if worst > SLICE_GAP_WARN_FRACTION * median:
-        logger.warning("%s: slice gaps vary from %.3f to %.3f mm (median %.3f mm); the volume uses the median "
-                       "and is approximate (missing slice?)", source, gaps.min(), gaps.max(), median)
     return median
+
+
+def _fill_missing_slices(grid: list[list[DicomHeader]], normal: np.ndarray, gap: float, source: Path) -> Slots:
+    """``grid`` with None where slices are missing, when every gap is a whole number of slice gaps (within
+    :data:`SLICE_GAP_WARN_FRACTION`): the volume then has an empty slice there and every image its true place.
+    Other uneven gaps (stacks joined from several acquisitions) keep the median gap, with a warning that the
+    volume is approximate."""
+    if len(grid) < 2:
+        return list(grid)
+    depths = np.array([float(np.dot(loc[0].position, normal)) for loc in grid])
+    steps = np.diff(depths) / gap
+    whole = np.rint(steps)
+    if np.abs(steps - 1).max() <= SLICE_GAP_WARN_FRACTION:
+        return list(grid)
+    if whole.min() >= 1 and np.abs(steps - whole).max() <= SLICE_GAP_WARN_FRACTION:
+        slots: Slots = [grid[0]]
+        for location, step in zip(grid[1:], whole.astype(int)):
+            slots += [None] * (step - 1) + [location]
+        missing = [z for z, loc in enumerate(slots) if loc is None]
+        logger.warning("%s: %d slice(s) missing from the stack (slice gap %.3f mm; none at slice(s) %s of %d): "
+                       "those slices are left empty (image and mask 0), so every other slice keeps its place; "
+                       "volumes miss what the absent slices held", source, len(missing), gap, missing, len(slots))
+        return slots
+    gaps = np.diff(depths)
+    logger.warning("%s: slice gaps vary from %.3f to %.3f mm (median %.3f mm); the volume uses the median "
+                   "and is approximate (slices from several acquisitions?)", source, gaps.min(), gaps.max(), gap)
+    return list(grid)
 
 
 def _trigger_times(grid: Sequence[Sequence[DicomHeader]]) -> tuple[float, ...]:

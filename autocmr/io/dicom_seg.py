@@ -100,7 +100,8 @@ def write_dicom_seg(mask: np.ndarray, source_files: Mapping[tuple[int, int], Pat
     with lenient_pydicom_writing():
         headers = read_source_headers(source_files)
         common = _series_constants(headers, software_version)
-        datasets = [_phase_segmentation(frames[t], [headers[(z, t)] for z in range(frames.shape[1])], t,
+        present = sorted({z for z, _ in source_files})  # a slice missing from the series has no image to refer to
+        datasets = [_phase_segmentation(frames[t][present], [headers[(z, t)] for z in present], t,
                                         frames.shape[0], (phase_notes or {}).get(t, ""), common)
                     for t in range(frames.shape[0])]
         _remove_stale_temporaries(destination)
@@ -135,10 +136,16 @@ def write_seg_for_series(mask: np.ndarray, dicom_files: Sequence[Path], mask_pat
 
 def _check_mask(frames: np.ndarray, source_files: Mapping[tuple[int, int], Path], destination: Path) -> None:
     n_t, n_z = frames.shape[:2]
-    expected = {(z, t) for z in range(n_z) for t in range(n_t)}
-    if set(source_files) != expected:
+    slices = {z for z, _ in source_files}  # a slice missing from a stack has no images (autocmr.io.dicom)
+    expected = {(z, t) for z in slices for t in range(n_t)}
+    # a stack's first and last slices always have images; only slices between them can be missing
+    if set(source_files) != expected or not slices <= set(range(n_z)) or not {0, n_z - 1} <= slices:
         raise InputFileError(destination, f"mask of {n_z} slices x {n_t} phases does not match the source series "
                                           f"({len(source_files)} images)")
+    unreferenced = sorted(set(range(n_z)) - slices)
+    if unreferenced and frames[:, unreferenced].any():
+        raise InputFileError(destination, f"mask holds labels on slice(s) {unreferenced}, which no image of the "
+                                          "series fills (missing slices): a DICOM-SEG cannot refer to them")
     values = np.unique(frames)
     unknown = [int(v) for v in values if v != 0 and int(v) not in SEGMENTS]
     if unknown:
@@ -157,7 +164,7 @@ class _SeriesConstants:
 def _series_constants(headers: Mapping[tuple[int, int], Dataset], software_version: str) -> _SeriesConstants:
     import highdicom as hd
 
-    first = headers[(0, 0)]
+    first = headers[min(headers)]  # (0, 0): the first slice always has images
     source_number = first.get("SeriesNumber")
     number = (int(source_number) if source_number not in (None, "") else 0) + SEG_SERIES_NUMBER_OFFSET
     version = software_version or "unknown"

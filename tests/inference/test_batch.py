@@ -229,6 +229,41 @@ def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_pat
     assert len(referenced) == 4  # phase 1's images of the four slice series
 
 
+def test_a_dicom_stack_with_a_missing_slice_gets_a_mask_on_the_true_grid_and_a_seg(tmp_path, tiny_model_dir):
+    """Slice 2 of 6 lost in export: the mask has 6 slices 10 mm apart (the missing one empty), each image's
+    mask slice lies at its ImagePositionPatient, and the DICOM-SEG refers to the five images there are."""
+    import highdicom as hd
+    import pydicom
+    import SimpleITK as sitk
+
+    from autocmr.io.image import read_image
+    from tests.helpers import write_dicom_series
+
+    case = small_case(5, slices=6)
+    src = tmp_path / "in" / "series"
+    study = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.78", "PatientID": "P2", "FrameOfReferenceUID": "1.2.4"}
+    write_dicom_series(src, np.rint(case.image)[None].astype(np.int16), slice_gap=10.0, attributes=study)
+    lost = [f for f in src.iterdir() if abs(float(pydicom.dcmread(f).ImagePositionPatient[2]) - 40.0) < 1e-3]
+    assert len(lost) == 1
+    lost[0].unlink()
+    options = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_model_dir, options=options, num_workers=0,
+                            output_format="both")
+    assert report.ok, report.failures
+    (name,) = report.done
+    assert any("1 slice(s) missing" in w for w in report.warnings[name])
+    mask, geometry = read_image(tmp_path / "out" / f"{name}.nii.gz")
+    assert mask.shape[0] == 6 and geometry.spacing[2] == pytest.approx(10.0) and not mask[2].any()
+    image = sitk.Image(*geometry.size, sitk.sitkUInt8)
+    geometry.apply_to(image)
+    for f in src.iterdir():
+        z = float(pydicom.dcmread(f).ImagePositionPatient[2])
+        index = image.TransformPhysicalPointToIndex((-50.0, -60.0, z))
+        assert index[2] == round((z - 20.0) / 10.0)
+    (seg,) = (tmp_path / "out").glob("*_seg.dcm")
+    assert len(hd.seg.segread(seg).get_source_image_uids()) == 5
+
+
 def test_the_nifti_copy_of_a_dicom_series_keeps_integer_pixels_in_a_16_bit_type():
     from autocmr.inference.batch_stages import exact_integer_copy
 

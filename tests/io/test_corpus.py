@@ -212,7 +212,7 @@ def test_handled_bad_input_leaves_warnings_in_predictions_json(corpus):
     assert any("frame(s) [1] of 2 are constant" in w for w in cases["cine_blank_frame"]["warnings"])
     assert any("replaced by the nearest rotation" in w for w in cases["sform_nearly_orthonormal"]["warnings"])
     gappy = [c for c in cases.values() if Path(c["sources"][0]).parent == corpus["dicom_warned"]["one_file_cut"]]
-    assert len(gappy) == 1 and any("slice gaps vary" in w for w in gappy[0]["warnings"])
+    assert len(gappy) == 1 and any("slice(s) missing from the stack" in w for w in gappy[0]["warnings"])
     assert cases["nifti2"]["warnings"] == []
 
 

@@ -267,11 +267,35 @@ def test_slice_gaps_uneven_warns_and_overlap_fails(tmp_path, stored, caplog):
     _write_series(tmp_path / "uneven", three[:1], gaps=[SLICE_GAP, 1.3 * SLICE_GAP])
     with caplog.at_level(logging.WARNING):
         volume = read_dicom_series(tmp_path / "uneven")
-    assert "slice gaps vary" in caplog.text
-    assert volume.array.shape[0] == 3
+    assert "slice gaps vary" in caplog.text  # 1.3 gaps: not a missing slice, the median gap and a warning
+    assert volume.array.shape[0] == 3 and volume.missing_slices == ()
     _write_series(tmp_path / "overlap", three[:1], gaps=[SLICE_GAP, 0.2 * SLICE_GAP])
     with pytest.raises(InputFileError, match="overlap"):
         read_dicom_series(tmp_path / "overlap")
+
+
+def test_a_missing_slice_is_left_empty_so_every_other_slice_keeps_its_place(tmp_path, stored, caplog):
+    """Four locations with the third's files gone (gaps 7.5, 15, 7.5 mm): the volume has five slices, the
+    missing one zero, and each image lies where its ImagePositionPatient says; the cine's file map and the
+    header-only layout skip the missing slice."""
+    from autocmr.io.dicom import read_dicom_layout
+
+    four = np.concatenate([stored, stored], axis=1)  # 3 phases x 4 locations
+    paths = _write_series(tmp_path / "gap", four, gaps=[SLICE_GAP, 2 * SLICE_GAP, SLICE_GAP])
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "gap")
+    assert "1 slice(s) missing from the stack" in caplog.text and "none at slice(s) [2] of 5" in caplog.text
+    assert volume.array.shape[:2] == (3, 5) and volume.missing_slices == (2,)
+    assert not volume.array[:, 2].any() and volume.geometry.spacing[2] == pytest.approx(SLICE_GAP)
+    image = sitk.GetImageFromArray(volume.array[0], isVector=False)
+    volume.geometry.spatial().apply_to(image)
+    for z_written, z_volume in ((0, 0), (1, 1), (2, 3), (3, 4)):
+        ipp = pydicom.dcmread(paths[(z_written, 0)]).ImagePositionPatient
+        assert np.allclose(image.TransformIndexToPhysicalPoint((0, 0, z_volume)), [float(v) for v in ipp], atol=1e-3)
+        assert volume.files[(z_volume, 0)] == paths[(z_written, 0)]
+    assert (2, 0) not in volume.files and len(volume.files) == 12
+    layout = read_dicom_layout(tmp_path / "gap")
+    assert layout.shape == volume.array.shape and dict(layout.files) == dict(volume.files)
 
 
 def test_a_sheared_stack_is_read_with_a_warning(tmp_path, stored, caplog):

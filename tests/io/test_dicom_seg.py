@@ -155,6 +155,13 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path):
         write_dicom_seg(bad_labels, volume.files, out)
     with pytest.raises(InputFileError, match="3 slices x 2 phases does not match"):
         write_dicom_seg(random_mask((2, 3, ROWS, COLS)), volume.files, out)
+    # a slice missing from the series (no images between two that have them): no labels may sit there
+    gapped = {(2 * z, t): path for (z, t), path in volume.files.items()}  # slices 0 and 2 of 3
+    labels = random_mask((2, 3, ROWS, COLS))
+    labels[:, 1] = 0
+    labels[0, 1, 0, 0] = 1
+    with pytest.raises(InputFileError, match=r"labels on slice\(s\) \[1\], which no image of the series fills"):
+        write_dicom_seg(labels, gapped, out)
     with pytest.raises(InputFileError, match="reads as .* but the mask is"):
         write_seg_for_series(random_mask((2, 3, ROWS, COLS)), sorted((tmp_path / "cine").iterdir()),
                              tmp_path / "out" / "case.nii.gz")
