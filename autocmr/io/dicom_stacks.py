@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 MIN_STACK_SERIES = 3  # fewer single-slice series than this are not a short-axis stack worth joining
 IN_PLANE_TOLERANCE_PIXELS = 0.5  # slices further apart than this within the plane do not form one grid
+# a single-slice series tilted up to this from a stack it did not join is named (another view is tilted more)
+MAX_TILT_LEFT_ASIDE_DEG = 15.0
 INTERLEAVED_GAP_SHARE = 0.75  # joined slices closer than this share of their thickness: warned about
 
 
@@ -63,16 +65,31 @@ def group_into_volumes(headers: Sequence[DicomHeader]) -> dict[str, list[DicomHe
 
 
 def _warn_left_aside(stack: Sequence[str], others: Sequence[str], series: dict[str, list[DicomHeader]]) -> None:
-    """Name single-slice series in the stack's study and plane that could not join it (another number of
-    phases, matrix or pixel spacing): the stack then misses that slice, which its volume would not show."""
+    """Name single-slice series in the stack's study, in its plane or tilted a few degrees from it (a slice
+    re-planned on its own), that could not join it (tilted, another number of phases, matrix or pixel
+    spacing): the stack then misses that slice, which its volume would not show (no gap when it is the first or
+    last slice)."""
     first = series[stack[0]]
+    stack_normal = _normal(first[0])
     for uid in others:
         members = series[uid]
         h = members[0]
-        if h.study_uid == first[0].study_uid and h.patient_id == first[0].patient_id and _parallel(h, first[0]):
+        if h.study_uid != first[0].study_uid or h.patient_id != first[0].patient_id:
+            continue
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(float(_normal(h) @ stack_normal))))))
+        if _parallel(h, first[0]):
             logger.warning("series %s lies in the plane of the stack of series %s but has %d image(s) of %s pixels "
                            "(the stack's slices: %d of %s): not joined, the stack misses that slice",
                            h.series_number, first[0].series_number, len(members), h.shape, len(first), first[0].shape)
+        elif tilt <= MAX_TILT_LEFT_ASIDE_DEG:
+            logger.warning("series %s is a single slice tilted %.1f degrees from the stack of series %s (a slice "
+                           "planned on its own?): it cannot join that stack's grid, so the stack misses that slice "
+                           "and the series is segmented on its own", h.series_number, tilt, first[0].series_number)
+
+
+def _normal(h: DicomHeader) -> np.ndarray:
+    normal = np.cross(np.asarray(h.orientation[:3], float), np.asarray(h.orientation[3:], float))
+    return normal / max(float(np.linalg.norm(normal)), 1e-12)
 
 
 def _single_location(members: Sequence[DicomHeader]) -> bool:

@@ -152,6 +152,29 @@ def test_a_slice_with_another_number_of_phases_is_named(tmp_path, stored, caplog
     assert "series 30 lies in the plane of the stack of series 10 but has 2 image(s)" in caplog.text
 
 
+def test_a_slice_tilted_a_few_degrees_from_the_stack_is_named(tmp_path, stored, caplog):
+    """The basal slice re-planned 3 degrees off: it cannot join the grid, and the stack would lose it without a
+    word (it is the last slice, so no gap shows); a long-axis view in the same study is not named."""
+    stack = np.concatenate([stored, stored[:, :1]], axis=1)  # 5 slices, series 14-10 (slice 4 is series 10)
+    _write_split_stack(tmp_path, stack)
+    tilted = ROTATION @ Rotation.from_euler("x", 3, degrees=True).as_matrix()
+    for path in (tmp_path / "slice_4").iterdir():
+        _restamp(path, ImageOrientationPatient=[f"{v:.10g}" for v in np.concatenate([tilted[:, 0], tilted[:, 1]])])
+    lax = ROTATION @ Rotation.from_euler("x", 80, degrees=True).as_matrix()
+    lax_uid = generate_uid()
+    for t in range(3):
+        path = tmp_path / "lax" / f"IM{t:03d}.dcm"
+        _write_image(path, stored[t, 0], series_uid=lax_uid, position=ORIGIN,
+                     instance=t + 1, trigger_time=15.0 + 40.0 * t)
+        _restamp(path, SeriesNumber=40, StudyInstanceUID=STUDY,
+                 ImageOrientationPatient=[f"{v:.10g}" for v in np.concatenate([lax[:, 0], lax[:, 1]])])
+    with caplog.at_level(logging.WARNING):
+        series = find_dicom_series(tmp_path)
+    assert sorted((s.series_number, s.n_locations) for s in series) == [(10, 1), (11, 4), (40, 1)]
+    assert "series 10 is a single slice tilted 3.0 degrees from the stack of series 11" in caplog.text
+    assert "series 40" not in caplog.text
+
+
 def test_single_slice_series_of_two_patients_are_never_joined(tmp_path, stored):
     for patient in ("A", "B"):  # exports without a StudyInstanceUID: the patient keeps them apart
         _write_split_stack(tmp_path / patient, stored[:, :3], study="")
