@@ -32,7 +32,7 @@ from autocmr.errors import InputFileError
 from autocmr.io.dicom_pixels import read_pixels
 from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
                                    DicomHeader, DicomSeriesInfo, SkippedObject, classify_dicom_file, describe_series,
-                                   scan_folder, series_info, warn_unreadable)
+                                   orientation_problem, orthonormal_axes, scan_folder, series_info, warn_unreadable)
 from autocmr.io.dicom_stacks import group_into_volumes
 from autocmr.io.image import Geometry
 
@@ -198,9 +198,7 @@ def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[Slots, np.nda
     slice: :func:`_fill_missing_slices`), the slice normal and the slice gap."""
     _check_no_copies(members, source)
     _check_consistent(members, source)
-    row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
+    _, _, normal = orthonormal_axes(members[0].orientation)
     grid = _arrange(members, normal, source)
     gap = _slice_gap(grid, normal, source)
     return _fill_missing_slices(grid, normal, gap, source), normal, gap
@@ -221,7 +219,7 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     slots, normal, gap = _layout(members, source)
     grid = [loc for loc in slots if loc is not None]
     missing = tuple(z for z, loc in enumerate(slots) if loc is None)
-    row, col = np.asarray(members[0].orientation[:3]), np.asarray(members[0].orientation[3:])
+    row, col, _ = orthonormal_axes(members[0].orientation)  # exactly orthonormal: every writer stores the same
     n_z, n_t = len(slots), len(grid[0])
     rows, cols = members[0].shape
     array = np.zeros((n_t, n_z, rows, cols), np.float32)  # a missing slice stays 0
@@ -272,6 +270,11 @@ def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
                    if value is None]
         if missing:
             raise InputFileError(h.path, f"missing {', '.join(missing)}: cannot place the image in space")
+        problem = orientation_problem(h.orientation)
+        if problem:
+            shown = "\\".join(f"{v:g}" for v in h.orientation)
+            raise InputFileError(h.path, f"ImageOrientationPatient is {shown}: {problem}, so the image plane is "
+                                         "unknown")
         if not all(np.isfinite(v) and v > 0 for v in h.pixel_spacing):
             shown = "\\".join(f"{v:g}" for v in h.pixel_spacing)  # as DICOM writes a multi-valued attribute
             raise InputFileError(h.path, f"PixelSpacing is {shown}: the pixel size is unknown, so no area or "

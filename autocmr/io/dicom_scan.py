@@ -36,6 +36,33 @@ SAME_POSITION_TOLERANCE_MM = 0.01
 # Direction cosines (unitless) and pixel spacings (mm) closer than these are the same (a series' images, the
 # slices of a stack); scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a change of plane.
 ORIENTATION_TOLERANCE = 1e-3
+# ImageOrientationPatient's two directions must be unit vectors at right angles to this (cosines written with
+# a few decimals pass; zeros, equal or unscaled directions do not: no plane can be built from them)
+ORTHONORMAL_TOLERANCE = 1e-2
+
+
+def orientation_problem(orientation: Sequence[float]) -> str | None:
+    """Why ImageOrientationPatient's six values are not two orthonormal directions, or None when they are."""
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    if not (np.isfinite(row).all() and np.isfinite(col).all()):
+        return "holds values that are not numbers"
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(col)))
+    if max(abs(length - 1.0) for length in lengths) > ORTHONORMAL_TOLERANCE:
+        return f"directions of length {lengths[0]:.3g} and {lengths[1]:.3g}, not unit vectors"
+    if abs(float(row @ col)) > ORTHONORMAL_TOLERANCE:
+        return f"directions not at right angles (cosine {float(row @ col):.3g})"
+    return None
+
+
+def orthonormal_axes(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column directions made exactly orthonormal (Gram-Schmidt, the row kept), and the slice normal:
+    what the volume's direction matrix is built from, so that every writer stores the same directions."""
+    row = np.asarray(orientation[:3], float)
+    row = row / np.linalg.norm(row)
+    col = np.asarray(orientation[3:], float)
+    col = col - (col @ row) * row
+    col = col / np.linalg.norm(col)
+    return row, col, np.cross(row, col)
 PIXEL_SPACING_TOLERANCE_MM = 1e-3
 # Images of one series whose direction cosines differ by more than this (~6 degrees) lie in different planes:
 # a localizer or survey, not a volume (a volume with a slightly tilted image is refused when read instead).

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
-                                   DicomHeader, group_by_series)
+                                   DicomHeader, group_by_series, orientation_problem, orthonormal_axes)
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,14 @@ def _warn_left_aside(stack: Sequence[str], others: Sequence[str], series: dict[s
 
 
 def _normal(h: DicomHeader) -> np.ndarray:
-    normal = np.cross(np.asarray(h.orientation[:3], float), np.asarray(h.orientation[3:], float))
-    return normal / max(float(np.linalg.norm(normal)), 1e-12)
+    return orthonormal_axes(h.orientation)[2]
 
 
 def _single_location(members: Sequence[DicomHeader]) -> bool:
     first = members[0]
     if any(h.position is None or h.orientation is None or h.pixel_spacing is None or h.shape is None
-           or h.n_frames > 1 for h in members):
-        return False
+           or h.n_frames > 1 or orientation_problem(h.orientation) for h in members):
+        return False  # read on its own, where a broken orientation is refused naming the file
     return all(np.linalg.norm(np.subtract(h.position, first.position)) < SAME_POSITION_TOLERANCE_MM
                and _parallel(h, first) for h in members)  # a localizer's planes may share one position
 
@@ -132,9 +131,7 @@ def _stack_of(bucket: Sequence[str], series: dict[str, list[DicomHeader]]) -> li
     if len(bucket) < MIN_STACK_SERIES:
         return None
     first = series[bucket[0]][0]
-    row, col = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
+    normal = _normal(first)
     origin = np.asarray(first.position)
     tolerance = IN_PLANE_TOLERANCE_PIXELS * min(first.pixel_spacing)
     positions: list[tuple[float, list[str]]] = []  # depth along the normal, the series lying there

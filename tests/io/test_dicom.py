@@ -325,6 +325,31 @@ def test_a_pixel_spacing_of_zero_is_refused_naming_the_file(tmp_path, stored):
         read_dicom_series(tmp_path / "s")
 
 
+@pytest.mark.parametrize("orientation, reason", [
+    (["0"] * 6, "not unit vectors"), (["1", "0", "0", "1", "0", "0"], "not at right angles"),
+    (["2", "0", "0", "0", "2", "0"], "length 2 and 2")])
+def test_an_orientation_that_is_not_two_orthonormal_directions_is_refused_naming_the_file(tmp_path, stored,
+                                                                                         orientation, reason):
+    paths = _write_series(tmp_path / "s", stored)
+    for path in paths.values():
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = orientation
+        ds.save_as(path)
+    with pytest.raises(InputFileError, match=rf"ImageOrientationPatient is .*{reason}.*the image plane is unknown"):
+        read_dicom_series(tmp_path / "s")
+
+
+def test_an_orientation_written_with_few_decimals_gives_exactly_orthonormal_directions(tmp_path, stored):
+    paths = _write_series(tmp_path / "s", stored)
+    for path in paths.values():
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [f"{float(v):.3f}" for v in ds.ImageOrientationPatient]
+        ds.save_as(path)
+    matrix = np.asarray(read_dicom_series(tmp_path / "s").geometry.spatial().direction).reshape(3, 3)
+    assert np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-12)
+    assert np.allclose(matrix, ROTATION, atol=2e-3)
+
+
 def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
     _write_series(tmp_path / "s", stored)
     out = write_dicom_as_nifti(tmp_path / "s", tmp_path / "out" / "cine.nii.gz")
