@@ -71,8 +71,11 @@ def write_cine(array4d: np.ndarray, geometry4d: Geometry, path: str | Path, *, c
     """
     _check_pair(array4d, geometry4d)
     d = geometry4d.direction_matrix()
-    if not (np.allclose(d[3, :3], 0.0) and np.allclose(d[:3, 3], 0.0) and np.isclose(d[3, 3], 1.0)):
+    if not (np.allclose(d[3, :3], 0.0) and np.allclose(d[:3, 3], 0.0) and np.isclose(abs(d[3, 3]), 1.0)):
         raise ValueError(f"cine direction mixes time and space, NIfTI cannot store it: {geometry4d.direction}")
+    if d[3, 3] < 0:  # a negative time step (pixdim[4] < 0) reads as a reversed time axis; frames stay in order
+        d[3, 3] = 1.0
+        geometry4d = Geometry(geometry4d.size, geometry4d.spacing, geometry4d.origin, tuple(d.ravel().tolist()))
     # sitk.GetImageFromArray would take a 4D array for a 3D vector image; ask for a scalar 4D image.
     image = sitk.GetImageFromArray(np.ascontiguousarray(array4d), isVector=False)
     write_sitk(geometry4d.apply_to(image), path, compress=compress)

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 # Geometry comparisons: values closer than this are considered equal (mm and direction cosines).
 DEFAULT_GEOMETRY_TOLERANCE = 1e-3
+# A direction matrix D passes as a rotation when D D^T is the identity within this (MHA/NRRD headers written
+# with three decimals pass, up to 1.5e-3; a shear of a few percent does not)
+DIRECTION_ORTHONORMAL_TOLERANCE = 2e-3
 # File endings of the image files autocmr reads besides DICOM (SimpleITK reads them all)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -125,7 +128,25 @@ def read_header(path: str | Path) -> Geometry:
         direction=tuple(float(v) for v in reader.GetDirection()),
     ))
     _check_spacing(path, geometry)
+    _check_direction(path, geometry)
     return geometry
+
+
+def _check_direction(path: Path, geometry: Geometry) -> None:
+    """Refuse a direction matrix that is not a rotation (MHA and NRRD store any matrix): a sheared grid would be
+    written back on another, orthogonal one (the NIfTI writer coerces it), a singular one places nothing. NIfTI
+    headers are checked by their own rules (:mod:`autocmr.io.nifti`), which ITK's reader applies too."""
+    d = geometry.direction_matrix()
+    spatial = d[:3, :3] if geometry.dim >= 3 else d
+    if not np.isfinite(d).all() or np.abs(spatial @ spatial.T - np.eye(len(spatial))).max() > \
+            DIRECTION_ORTHONORMAL_TOLERANCE:
+        shown = " ".join(f"{v:.4g}" for v in spatial.ravel())
+        raise InputFileError(path, f"its direction matrix ({shown}) is not a rotation (columns not unit vectors "
+                                   "at right angles: a sheared or singular grid); a mask could not be written "
+                                   "on the same grid. Resample the image to an orthogonal grid first")
+    if geometry.dim == 4 and not (np.allclose(d[3, :3], 0.0) and np.allclose(d[:3, 3], 0.0)):
+        raise InputFileError(path, "its direction couples the time axis with space; a cine's 4th axis must be "
+                                   "time alone")
 
 
 def _as_read(header: Geometry) -> Geometry:
@@ -171,6 +192,8 @@ def read_sitk(path: str | Path) -> sitk.Image:
         return to_sitk(array, geometry)  # type: ignore[arg-type]
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _is_nifti(path):
         image = _restore_nonfinite(image, path)
+    if not _is_nifti(path):
+        _check_direction(path, Geometry.of(image))
     return image
 
 
@@ -282,5 +305,9 @@ def write_sitk(image: sitk.Image, path: str | Path, *, compress: bool = True) ->
 
 def _first_line(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK's messages start with file/line noise; the last non-empty line carries the reason.
+    # ITK's messages start with file/line noise; its "ITK ERROR:" line, else the last one, carries the reason
+    # (a message may end with a matrix printed after the reason)
+    flagged = [ln.split("ITK ERROR:", 1)[1].strip() for ln in lines if "ITK ERROR:" in ln]
+    if flagged and flagged[-1]:
+        return flagged[-1]
     return lines[-1] if lines else type(exc).__name__

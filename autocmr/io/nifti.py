@@ -251,7 +251,12 @@ def write_mask_like(array: np.ndarray, geometry: Geometry, path: str | Path, tem
     except InputFileError as exc:
         logger.warning("%s: mask written from the geometry, not the input's header (%s)", path, exc.reason)
         return False
-    if differences := template_geometry.differences(geometry, DEFAULT_GEOMETRY_TOLERANCE):
+    # space and the number of frames decide; the time axis's origin (toffset) and sign (a negative pixdim[4],
+    # which ITK reads as a reversed axis) are kept from the template as they are
+    differences = template_geometry.spatial().differences(geometry.spatial(), DEFAULT_GEOMETRY_TOLERANCE)
+    if template_geometry.size != geometry.size:
+        differences.append(f"size {template_geometry.size} vs {geometry.size}")
+    if differences:
         logger.warning("%s: mask written from the geometry, not the header of %s (%s)", path, template,
                        "; ".join(differences))
         return False

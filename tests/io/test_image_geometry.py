@@ -109,3 +109,28 @@ def test_a_negative_spacing_reads_the_same_from_the_header_and_the_voxels(tmp_pa
     header, (_, full) = read_header(path), read_image(path)
     assert header.differences(full) == []
     assert header.spacing == (1.25, 1.5, 8.0)
+
+
+@pytest.mark.parametrize("matrix", [b"1 0.05 0 0 1 0 0 0 1", b"1 0 0 1 0 0 0 0 1", b"0 0 0 0 0 0 0 0 0"])
+def test_a_direction_that_is_not_a_rotation_is_refused_by_header_and_full_read(tmp_path: Path,
+                                                                              matrix: bytes) -> None:
+    """Sheared (a mask would be written on another, orthogonal grid) or singular (ITK's message is "Bad
+    direction", not a truncated file): refused naming the file, by the quick header read of discovery too."""
+    path = tmp_path / "bad.mha"
+    write_image(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6), GEOMETRY, path, compress=False)
+    data = path.read_bytes()
+    start = data.index(b"TransformMatrix = ")
+    path.write_bytes(data[:start] + b"TransformMatrix = " + matrix + data[data.index(b"\n", start):])
+    for reader in (read_header, read_image):
+        with pytest.raises(InputFileError, match="is not a rotation") as bad:
+            reader(path)
+        assert bad.value.path == path and "truncated" not in bad.value.reason
+
+
+def test_directions_written_with_three_decimals_are_accepted(tmp_path: Path) -> None:
+    from scipy.spatial.transform import Rotation
+
+    rounded = np.round(Rotation.from_euler("xyz", [25, -40, 15], degrees=True).as_matrix(), 3)
+    geometry = Geometry((6, 5, 4), (1.25, 1.5, 8.0), (10.0, -20.0, 30.0), tuple(rounded.ravel()))
+    write_image(np.zeros((4, 5, 6), np.int16), geometry, tmp_path / "r.mha")
+    assert read_header(tmp_path / "r.mha").differences(geometry) == []

@@ -221,3 +221,31 @@ def test_a_voxel_size_of_zero_or_nan_is_refused_not_read_as_1_mm(tmp_path, bad):
     one_slice.header["pixdim"][3] = 0.0  # a single slice: nothing is measured along it, so it is read
     nib.save(one_slice, tmp_path / "one_slice.nii.gz")
     assert read_image(tmp_path / "one_slice.nii.gz")[0].shape == (1,) + SHAPE_XYZ[:2][::-1]
+
+
+def test_a_cine_mask_keeps_its_inputs_header_with_a_time_offset_or_a_negative_time_step(tmp_path):
+    """The time axis's origin (toffset) and sign (pixdim[4] < 0, read by ITK as a reversed axis) do not place
+    any voxel: the mask still gets the input's own header (was written from the geometry, losing its codes)."""
+    import nibabel as nib
+
+    from autocmr.io.cine import read_cine, write_cine
+    from autocmr.io.nifti import write_mask_like
+
+    affine = np.diag([-1.5, -1.5, 8.0, 1.0])
+    affine[:3, 3] = [10.0, 20.0, 30.0]
+    data = (np.random.default_rng(0).random((6, 8, 5, 4)) * 100).astype(np.int16)
+    for name, pixdim4, toffset in (("offset", 40.0, 100.0), ("negative", -40.0, 0.0)):
+        image = nib.Nifti1Image(data, affine)
+        image.set_sform(affine, 2)
+        image.set_qform(affine, 1)
+        image.header.set_xyzt_units("mm", "msec")
+        image.header["pixdim"][4], image.header["toffset"] = pixdim4, toffset
+        source = tmp_path / f"{name}.nii.gz"
+        nib.save(image, source)
+        frames, geometry = read_cine(source)
+        mask = (frames > 50).astype(np.uint8)
+        assert write_mask_like(mask, geometry, tmp_path / f"{name}_mask.nii.gz", source)
+        written = nib.load(tmp_path / f"{name}_mask.nii.gz").header
+        assert (written["sform_code"], written["qform_code"], written["toffset"]) == (2, 1, toffset)
+        write_cine(mask, geometry, tmp_path / f"{name}_plain.nii.gz")  # the writer from the geometry accepts it
+        assert np.array_equal(read_cine(tmp_path / f"{name}_plain.nii.gz")[0], mask)
