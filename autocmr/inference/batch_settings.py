@@ -36,6 +36,8 @@ def setting_differences(stored: dict[str, Any], current: dict[str, Any], *, same
 def _comparable(name: str, value: Any) -> Any:
     if name == "model" and isinstance(value, str):  # one folder given as a relative and an absolute path
         return str(Path(value).expanduser().resolve())
+    if name == "harmonise" and value is None:  # records written before autocmr recorded it: taken as the default
+        return False
     return value
 
 

@@ -19,6 +19,7 @@ from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, Window
                                               disagreement_score, embed_in_background, predict_logits,
                                               predict_logits_and_spread)
 from autocmr.io.image import Geometry
+from autocmr.io.validity import check_voxels
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
@@ -197,6 +198,7 @@ class Predictor:
         subject and grid (ES for an ED image and vice versa), used by a model trained with ``other_phase``.
         """
         data = image[None] if image.ndim == 3 else image
+        check_voxels(data, "<array>")  # the policy of every file path: NaN would empty the mask without a word
         if partner is not None and (partner[None] if partner.ndim == 3 else partner).shape != data.shape:
             raise InputFileError("<array>", f"the other phase has shape {partner.shape}, the image {image.shape}")
         size = tuple(reversed(data.shape[1:]))
@@ -211,7 +213,7 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.model.path), "configuration": self.config.name, "folds": self.folds,
                 "device": str(self.device), "mirror_axes": list(self.mirror_axes), "step": self.step,
-                "precision": self.precision,
+                "precision": self.precision, "harmonise": self.harmoniser is not None,
                 "postprocessing": {"foreground_lcc": self.postprocessing.foreground_lcc,
                                    "per_label_lcc": list(self.postprocessing.per_label_lcc)},
                 **({"weights": weights} if (weights := self.weight_checksums()) else {})}

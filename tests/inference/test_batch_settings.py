@@ -29,6 +29,17 @@ def test_precision_and_every_other_setting_count():
                                                          same_part=False)] == ["cine", "step"]
 
 
+def test_harmonisation_counts_and_a_record_without_it_reads_as_off(tiny_model_dir):
+    from autocmr.inference.predictor import PredictorOptions
+
+    on = PredictorOptions(device="cpu", harmonise=True).build(tiny_model_dir).describe()
+    off = PredictorOptions(device="cpu").build(tiny_model_dir).describe()
+    assert on["harmonise"] is True and off["harmonise"] is False
+    assert [d.split(":")[0] for d in setting_differences(off, on)] == ["harmonise"]
+    older = {k: v for k, v in off.items() if k != "harmonise"}  # a record written before it was recorded
+    assert setting_differences(older, off) == [] and setting_differences(older, on) != []
+
+
 def test_the_input_listing_ignores_order_and_tells_other_inputs_apart():
     assert input_listing(["b", "a"]) == input_listing(["a", "b", "a"])
     assert input_listing(["a", "b"])["cases"] == 2

@@ -153,3 +153,20 @@ def test_only_data_the_per_case_through_plane_rule_may_change_are_preprocessed_a
     config = plan(fp, target="cpu").configurations["3d_fullres"]
     thick = replace(config, resampling=replace(config.resampling, anisotropic=True))
     assert case_signature(case, config) != case_signature(case, replace(thick, data_identifier=config.data_identifier))
+
+
+def test_predict_array_refuses_what_the_file_paths_refuse(tiny_model_dir):
+    """One NaN voxel spreads through the z-score and would empty the mask without a word; a blank image would
+    give a noise mask. The in-memory API applies the policy of every file path."""
+    from autocmr.errors import InputFileError
+    from autocmr.inference.predictor import Predictor
+    from tests.helpers import small_case
+
+    case = small_case(3, slices=3)
+    predictor = Predictor(tiny_model_dir, device="cpu", mirror=False)
+    image = case.image.astype(np.float32)
+    image[1, 2, 3] = np.nan
+    with pytest.raises(InputFileError, match="1 voxels are NaN"):
+        predictor.predict_array(image, case.geometry.spacing_zyx)
+    with pytest.raises(InputFileError, match="all zero"):
+        predictor.predict_array(np.zeros_like(image), case.geometry.spacing_zyx)
