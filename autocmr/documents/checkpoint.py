@@ -36,6 +36,16 @@ CHECKPOINT_SCHEMA_VERSION = 2
 LEGACY_SCHEMA_VERSION = 1  # no header stamp, numpy RNG state pickled as an ndarray
 SUPPORTED_VERSIONS = (LEGACY_SCHEMA_VERSION, CHECKPOINT_SCHEMA_VERSION)
 HEADER_KEYS = ("plans_name", "configuration", "topology", "epochs", "options")
+# Augmentation presets (autocmr.trainers.augmentation.PRESETS) that train without mirroring: a network that
+# never saw a mirrored heart is not averaged over mirrored passes at prediction (as nnU-Net does too)
+PRESETS_WITHOUT_MIRRORING = ("none",)
+
+
+def trained_with_mirroring(payload: dict[str, Any]) -> bool:
+    """Whether a checkpoint's run mirrored its training patches (True when its options do not say)."""
+    options = payload.get("options") if isinstance(payload, dict) else None
+    augmentation = options.get("augmentation") if isinstance(options, dict) else None
+    return augmentation not in PRESETS_WITHOUT_MIRRORING
 
 
 def _numpy_reconstruct() -> Any:

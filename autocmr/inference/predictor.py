@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from autocmr.documents.checkpoint import trained_with_mirroring
 from autocmr.documents.layout import checkpoint_relpath
 from autocmr.device import resolve_device
 from autocmr.errors import ConfigurationError, InputFileError
@@ -79,11 +80,17 @@ class Predictor:
         self.precision = resolve_precision(precision, self.device, training=False)
         self.folds = [str(f) for f in folds] if folds else self.model.available_folds(checkpoint)
         self.checkpoint = checkpoint
-        self.networks = self.model.load_networks(self.folds, checkpoint, self.device)
+        loaded = self.model.load_networks_and_headers(self.folds, checkpoint, self.device)
+        self.networks = [network for network, _ in loaded]
         self.step = step
         dim = self.config.dim
         anisotropic = self.config.resampling.anisotropic
         axes = (0, 1) if dim == 2 else ((1, 2) if anisotropic else (0, 1, 2))
+        if mirror and not any(trained_with_mirroring(header) for _, header in loaded):
+            # networks that never saw a mirrored heart would average passes unlike anything they learnt
+            logger.info("%s: trained without mirroring (--augmentation none): predicted without test-time "
+                        "mirroring", self.model.path)
+            mirror = False
         self.mirror_axes: tuple[int, ...] = axes if mirror else ()
         self.tile_batch = tile_batch or (16 if dim == 2 else 2)
         self.postprocessing = self._postprocessing(postprocess)

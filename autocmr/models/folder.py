@@ -18,7 +18,7 @@ import torch
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson
 from autocmr.documents import layout
-from autocmr.documents.checkpoint import load_checkpoint
+from autocmr.documents.checkpoint import HEADER_KEYS, load_checkpoint
 from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
 from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import resolve_model
@@ -71,13 +71,19 @@ class ModelFolder:
         return self.path / layout.checkpoint_relpath(fold, checkpoint)
 
     def load_networks(self, folds: Sequence[str] | None, checkpoint: str, device: torch.device) -> list[GenericUNet]:
+        return [network for network, _ in self.load_networks_and_headers(folds, checkpoint, device)]
+
+    def load_networks_and_headers(self, folds: Sequence[str] | None, checkpoint: str, device: torch.device
+                                  ) -> list[tuple[GenericUNet, dict[str, Any]]]:
+        """Each fold's network with its checkpoint's header (:data:`~autocmr.documents.checkpoint.HEADER_KEYS`:
+        the options it was trained with among them)."""
         folds = list(folds) if folds else self.available_folds(checkpoint)
         if not folds:
             raise PlansError(f"{self.path}: no fold has a checkpoint_{checkpoint}.pth; train a fold first "
                              "(or use --checkpoint latest for an unfinished run)")
         return [self._load(self.checkpoint_path(str(f), checkpoint), device) for f in folds]
 
-    def _load(self, path: Path, device: torch.device) -> GenericUNet:
+    def _load(self, path: Path, device: torch.device) -> tuple[GenericUNet, dict[str, Any]]:
         if not path.is_file():
             raise PlansError(f"{path}: checkpoint not found; available folds: {self.available_folds()}")
         state = self.load_checkpoint(path)
@@ -88,7 +94,7 @@ class ModelFolder:
         except (RuntimeError, KeyError) as exc:
             raise PlansError(f"{path}: checkpoint does not match the network described by {self.path / PLANS_JSON} "
                              f"({str(exc).splitlines()[0]})") from exc
-        return network.to(device).eval()
+        return network.to(device).eval(), {k: state[k] for k in HEADER_KEYS if k in state}
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """A checkpoint of this folder, verified against the manifest's sha256 and read without running code."""

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autocmr.documents.checkpoint import trained_with_mirroring
 from autocmr.documents.layout import checkpoint_name
 from autocmr.errors import AutocmrError
 from autocmr.networks.unet import GenericUNet
@@ -295,7 +296,8 @@ class Trainer:
         """What the final validation needs of this run (:mod:`autocmr.trainers.validation`)."""
         return validation.ValidationSettings(
             network=self.network, plans=self.plans, config=self.config, data_folder=self.data_folder,
-            device=self.device, mirror=self.options.mirror_validation, output_dir=self.output_dir,
+            device=self.device, mirror=self.options.mirror_validation and trained_with_mirroring(
+                {"options": self.options.to_dict()}), output_dir=self.output_dir,
             cases=tuple(self.val_cases), distributed=self.distributed, log=self.log, partners=self.partners)
 
     # ----- checkpoints (autocmr.trainers.checkpoint) --------------------------------------------------

@@ -373,3 +373,19 @@ def test_options_the_trainer_would_refuse_are_refused_before_the_earlier_run_is_
         train(DATASET, "2d", 0, roots, options=options(epochs=1, pretrained=str(tmp_path / "run")),
               output_dir=tmp_path / "run")
     assert sorted(p.name for p in first.fold_dir.glob("checkpoint_*.pth")) == before
+
+
+def test_a_model_trained_without_mirroring_is_predicted_and_validated_without_it(roots, tmp_path, tiny_model_dir):
+    from autocmr.documents.checkpoint import PRESETS_WITHOUT_MIRRORING
+    from autocmr.inference.predictor import Predictor
+    from autocmr.trainers.augmentation import PRESETS
+
+    # the documents layer's list agrees with the presets' own parameters
+    assert {name for name, params in PRESETS.items() if not params.mirror} == set(PRESETS_WITHOUT_MIRRORING)
+    result = train(DATASET, "2d", 0, roots, options=options(epochs=1, augmentation="none"), output_dir=tmp_path / "m")
+    assert Predictor(result.fold_dir.parent, device="cpu", mirror=True).mirror_axes == ()
+    assert Predictor(tiny_model_dir, device="cpu", mirror=True).mirror_axes == (0, 1)  # default augmentation
+    trainer_options = options(epochs=1, augmentation="none", final_validation=True)
+    assert train(DATASET, "2d", 0, roots, options=trainer_options, output_dir=tmp_path / "v").validation
+    record = json.loads((tmp_path / "v" / "fold_0" / "validation" / "validated.json").read_text())
+    assert record["mirror_axes"] == []
