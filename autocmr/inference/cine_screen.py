@@ -94,7 +94,8 @@ class SliceScreen:
     ``fast`` and ``full`` hold each frame's :func:`slice_areas` (network grid, before postprocessing) from the
     fast pass and from full accuracy; the caller fills them as frames are predicted."""
 
-    def __init__(self, predictor: Predictor, units: Sequence[Unit], options: CineOptions) -> None:
+    def __init__(self, predictor: Predictor, units: Sequence[Unit], options: CineOptions,
+                 blank: Collection[int] = ()) -> None:
         self.predictor, self.units, self.options = predictor, units, options
         self.fast: dict[int, np.ndarray] = {}
         self.full: dict[int, np.ndarray] = {}
@@ -103,9 +104,11 @@ class SliceScreen:
         # the full-accuracy probabilities (C, y, x) of each screened frame's uncertain slices, by slice
         self.exact: dict[int, dict[int, torch.Tensor]] = {}
         self.seconds = 0.0
-        # slice k must be the same slice in every frame: frames cropped alike (as for the heart window)
-        same_crop = (len({pre.shape for pre, _ in units}) <= 1
-                     and len({repr(props.get("bbox")) for _, props in units}) <= 1)
+        # slice k must be the same slice in every frame: frames cropped alike (as for the heart window). A blank
+        # frame (no content, never a candidate) keeps the full extent where the others lose a zero border
+        content = [unit for t, unit in enumerate(units) if t not in set(blank)] or list(units)
+        same_crop = (len({pre.shape for pre, _ in content}) <= 1
+                     and len({repr(props.get("bbox")) for _, props in content}) <= 1)
         self.enabled = options.screen and predictor.config.dim == 2 and same_crop
 
     def _refined(self, label: int) -> tuple[np.ndarray, np.ndarray]:

@@ -214,7 +214,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
     full: list[int] = []
     same = _fast_pass_is_full_accuracy(predictor, options)
     window: Window | None = None
-    screen = SliceScreen(predictor, units, options)
+    screen = SliceScreen(predictor, units, options, blank)
     if same:  # nothing to gain: predict every frame once, at full accuracy
         notes.append("the predictor is already as fast as the fast pass: every frame at full accuracy")
         masks: list[Prediction | None] = [None] * n
@@ -259,6 +259,10 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
         full.append(frame)
+        # a frame the screen ruled out whose patched volume still beat ED or ES is refined all the same: the
+        # record names it once, as full accuracy (its screened slices no longer describe its mask)
+        screen.screened.discard(frame)
+        screen.exact.pop(frame, None)
     ed, es = find_ed_es(lv, rv, excluded=blank)[:2] if _ed_es_findable(lv, rv, content) else (None, None)
     if blank:
         notes.append(f"frame(s) {blank} have no image content: not taken for ED or ES")

@@ -156,6 +156,11 @@ def test_the_screen_predicts_only_the_uncertain_slices_exactly_as_the_whole_fram
     # frames cropped differently: slice k is not the same slice everywhere, no screen
     cropped = [(pre, {"bbox": [[t, 9], [0, 40], [0, 40]]}) for t, (pre, _) in enumerate(units)]
     assert not SliceScreen(predictor, cropped, options).enabled and SliceScreen(predictor, units, options).enabled
+    # a blank frame keeps the full extent where content frames lose a zero border: it is never a candidate, so
+    # it does not switch the screen off
+    border = [(pre, {"bbox": [[0, 9], [0 if t == 1 else 1, 40], [0, 40]]}) for t, (pre, _) in enumerate(units)]
+    assert not SliceScreen(predictor, border, options).enabled
+    assert SliceScreen(predictor, border, options, blank=[1]).enabled
 
 
 class _MeanOfChannels(nn.Module):

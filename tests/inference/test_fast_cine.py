@@ -469,3 +469,28 @@ def test_cli_refuses_a_tie_tolerance_outside_0_to_100_percent(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--cine-tie-tolerance" in err and reason in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_frame_ruled_out_by_the_screen_but_refined_after_all_is_recorded_once(tmp_path, tiny_model_dir,
+                                                                                monkeypatch):
+    """Step 5: the screen rules a challenger out, its patched volume still beats ED, so it is refined: the
+    record lists it as full accuracy only (it said both, with screened slices of a mask no longer written)."""
+    from autocmr.inference import fast_cine
+    from autocmr.inference.cine_screen import SliceScreen
+
+    def ruled_out(self, frame, side, ed, es, label):
+        self.screened.add(frame)
+        self.exact[frame] = {}
+        return True
+
+    def refine_after_screening(lv, rv, full, options, notes, screen, near_ties, blank):
+        assert screen(1, "ED", 0, 2, 1)  # ruled out, patched...
+        yield from (0, 1, 2)  # ...and refined all the same
+
+    monkeypatch.setattr(SliceScreen, "__call__", ruled_out)
+    monkeypatch.setattr(fast_cine, "_frames_to_refine", refine_after_screening)
+    _phantom_cine(tmp_path / "in", seed=5)
+    predictor = PredictorOptions(device="cpu", mirror=False, postprocess="off").build(tiny_model_dir)
+    record = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0).cine["cine"]
+    assert record["full_accuracy_frames"] == [0, 1, 2]
+    assert record["screened_frames"] == [] and record["screened_slices"] == {}
