@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-slice-oversampling", type=float, default=0.0, metavar="SHARE",
                    help="2d: share of each batch drawn from the first and last labelled slice of a case, where the "
                    "base and apex are (default 0: slices drawn uniformly)")
+    p.add_argument("--patch-placement", default="anywhere", choices=("anywhere", "inside"),
+                   help="where training patches may lie: anywhere (centred on any voxel, up to half padding; the "
+                   "recipe so far) or inside (nnU-Net's rule: within the image where the patch fits)")
     p.add_argument("--other-phase-dropout", type=float, default=0.2, metavar="P",
                    help="plans made with --other-phase: chance that a training sample sees itself in place of the "
                    "other phase, so that lone volumes are segmented as well (default 0.2)")
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         options = TrainOptions(
             epochs=args.epochs, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             learning_rate=args.lr, augmentation=args.augmentation, elastic=args.elastic, seed=args.seed,
-            end_slice_oversampling=args.end_slice_oversampling, precision=args.precision,
+            end_slice_oversampling=args.end_slice_oversampling, patch_placement=args.patch_placement,
+            precision=args.precision,
             other_phase_dropout=args.other_phase_dropout,
             dice_weight=args.dice_weight, dice_weight_end=args.dice_weight_end,
             device=args.device,

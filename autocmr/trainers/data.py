@@ -99,7 +99,7 @@ class PatchSampler:
                  batch_size: int, oversampling: float, foreground_labels: Sequence[int],
                  forced: int | None = None, context_slices: int = 0, end_slices: int = 0,
                  other_phase: bool = False, partners: Mapping[str, str] | None = None,
-                 partner_dropout: float = 0.0) -> None:
+                 partner_dropout: float = 0.0, final_patch: Sequence[int] | None = None) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         self.cache = cache
@@ -126,6 +126,8 @@ class PatchSampler:
         if not 0.0 <= partner_dropout <= 1.0:
             raise ValueError(f"partner_dropout must be in [0, 1], got {partner_dropout}")
         self.partner_dropout = partner_dropout
+        # patch placement "inside": the final patch (after augmentation's centre crop) within the image
+        self.final_patch = tuple(int(v) for v in final_patch) if final_patch is not None else None
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         images, segs = [], []
@@ -136,6 +138,8 @@ class PatchSampler:
             centre = self._end_slice_centre(rng, case_id, seg) if i < self.n_end else None
             if centre is None:
                 centre = self._centre(rng, seg.shape[1:], locations, forced)
+            if self.final_patch is not None:
+                centre = self._inside(centre, seg.shape[1:])
             partner = self._partner(rng, case_id, data)
             if self.dim == 2:
                 z = centre[0]
@@ -190,4 +194,29 @@ class PatchSampler:
             if present:
                 coords = locations[present[rng.integers(len(present))]]
                 return [int(v) for v in coords[rng.integers(len(coords))]]
+        if self.final_patch is not None:  # uniform over the centres that keep the final patch inside
+            bounds = self._centre_bounds(shape)
+            return [int(rng.integers(lo, hi + 1)) if lo is not None else int(rng.integers(n))
+                    for n, (lo, hi) in zip(shape, bounds)]
         return [int(rng.integers(n)) for n in shape]
+
+    def _centre_bounds(self, shape: Sequence[int]) -> list[tuple[int | None, int | None]]:
+        """Per axis of ``shape`` (z, y, x), the centres whose final patch lies inside the image (where the
+        image is smaller than the patch: the one that centres it); (None, None) for a 2D configuration's slice
+        axis, which the patch does not span."""
+        assert self.final_patch is not None
+        patch = ((None,) if self.dim == 2 else ()) + self.final_patch
+        bounds: list[tuple[int | None, int | None]] = []
+        for n, p in zip(shape, patch):
+            if p is None:
+                bounds.append((None, None))
+                continue
+            lo = p // 2 - max(p - n, 0) // 2
+            bounds.append((lo, lo + max(n - p, 0)))
+        return bounds
+
+    def _inside(self, centre: Sequence[int], shape: Sequence[int]) -> list[int]:
+        """``centre`` moved the least so that the final patch lies inside the image (forced and end-slice
+        samples keep their structure in the patch: it moves by at most half a patch)."""
+        return [int(c) if lo is None else int(np.clip(c, lo, hi))
+                for c, (lo, hi) in zip(centre, self._centre_bounds(shape))]

@@ -26,6 +26,7 @@ RUNTIME_ONLY_OPTIONS = frozenset({"device", "num_workers", "save_every"})
 # Names of the augmentation presets (autocmr.trainers.augmentation.PRESETS holds their parameters): known here
 # so that a wrong name is refused before any data is loaded or any file written.
 AUGMENTATION_PRESETS = ("default", "cross-domain", "none")
+PATCH_PLACEMENTS = ("anywhere", "inside")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class TrainOptions:
     augmentation: str = "default"
     elastic: bool = False  # add elastic deformation to the preset (slower; off in the nnU-Net recipe)
     end_slice_oversampling: float = 0.0  # 2d: share of each batch drawn from the end slices of the labelled extent
+    # Where a training patch may lie: "anywhere" (centred on any voxel, so up to half of it padding: the recipe of
+    # every result so far) or "inside" (nnU-Net's rule: the final patch within the image where it fits, centred
+    # where it does not; inference tiles never leave the image). A recipe choice for cross-validation to decide.
+    patch_placement: str = "anywhere"
     # With plans whose configuration has other_phase: the chance that a sample sees itself where the other phase
     # would be, so that one network also segments volumes that come without their other phase
     other_phase_dropout: float = 0.2
@@ -90,6 +95,9 @@ class TrainOptions:
         if not 0.0 <= self.end_slice_oversampling <= 1.0:
             raise ConfigurationError(f"end-slice oversampling is a share of the batch in [0, 1], "
                                      f"got {self.end_slice_oversampling}")
+        if self.patch_placement not in PATCH_PLACEMENTS:
+            raise ConfigurationError(f"--patch-placement must be one of {PATCH_PLACEMENTS}, got "
+                                     f"{self.patch_placement!r}")
         if not 0.0 <= self.other_phase_dropout <= 1.0:  # also rejects NaN
             raise ConfigurationError(f"--other-phase-dropout is a probability in [0, 1], "
                                      f"got {self.other_phase_dropout}")

@@ -70,7 +70,8 @@ class DataPipeline:
                                context_slices=config.context_slices,
                                end_slices=self.share.end_slices if augment else 0,  # pseudo-Dice: as drawn
                                other_phase=config.other_phase, partners=self.partners,
-                               partner_dropout=self.options.other_phase_dropout if augment else 0.0)
+                               partner_dropout=self.options.other_phase_dropout if augment else 0.0,
+                               final_patch=config.patch_size if self.options.patch_placement == "inside" else None)
         # neighbouring slices and the other phase are one acquisition: one intensity mapping for all channels
         transforms = build_transforms(params, config.patch_size, anisotropic=anisotropic, ds_scales=self.ds_scales,
                                       synchronize_channels=config.context_slices > 0 or config.other_phase)
