@@ -76,6 +76,14 @@ class DistributedContext:
         out = tensor.cpu().numpy()
         return out / self.world_size if op == "mean" else out
 
+    @staticmethod
+    def sum_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks, differentiable: each rank's gradient flows back to its own share
+        (the loss of a global-batch statistic then has the gradient one process would compute)."""
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
+
     def broadcast(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         """Rank 0's ``values`` on every rank: decisions that must agree (stop now?) are made from them."""
         array = np.asarray(values, dtype=np.float64)

@@ -2,6 +2,8 @@
 decreasing weights."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -11,13 +13,18 @@ DICE_SMOOTH = 1e-5
 
 class SoftDiceLoss(nn.Module):
     """1 - mean foreground soft Dice. With ``batch_dice`` the sums run over the whole batch (more stable
-    for 2D slices, many of which contain only some classes)."""
+    for 2D slices, many of which contain only some classes). ``sum_across``: with ``batch_dice`` in a
+    data-parallel run, a sum over the processes that carries gradients (``torch.distributed.nn.functional
+    .all_reduce``), so the Dice is the global batch's, as one process would compute it (each process holds a
+    share, and the forced-foreground samples, last in the batch, may all sit on one of them)."""
 
-    def __init__(self, *, batch_dice: bool, include_background: bool = False, smooth: float = DICE_SMOOTH) -> None:
+    def __init__(self, *, batch_dice: bool, include_background: bool = False, smooth: float = DICE_SMOOTH,
+                 sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.batch_dice = batch_dice
         self.include_background = include_background
         self.smooth = smooth
+        self.sum_across = sum_across if batch_dice else None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(logits.float(), dim=1)
@@ -29,14 +36,17 @@ class SoftDiceLoss(nn.Module):
             axes = (0,) + axes
         intersect = (probs * onehot).sum(axes)
         denominator = probs.sum(axes) + onehot.sum(axes)
+        if self.sum_across is not None:
+            intersect, denominator = self.sum_across(torch.stack([intersect, denominator])).unbind(0)
         dice = (2 * intersect + self.smooth) / (denominator + self.smooth).clamp_min(1e-8)
         return 1.0 - dice.mean()
 
 
 class DiceCELoss(nn.Module):
-    def __init__(self, *, batch_dice: bool, weight_dice: float = 1.0, weight_ce: float = 1.0) -> None:
+    def __init__(self, *, batch_dice: bool, weight_dice: float = 1.0, weight_ce: float = 1.0,
+                 sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.dice = SoftDiceLoss(batch_dice=batch_dice)
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, sum_across=sum_across)
         self.weight_dice, self.weight_ce = weight_dice, weight_ce
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -70,11 +70,13 @@ class Trainer:
         # float16 needs loss scaling against underflowing gradients; bfloat16 has float32's range and does not
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         n_outputs = config.topology.n_stages - 1 if options.deep_supervision else 1
-        # the Dice weight is set again at each epoch's start (run_epoch), as the learning rate is
-        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice, weight_dice=dice_weight(options, 0.0)),
-                                        n_outputs)
-        self.batch_size = options.batch_size or config.batch_size  # the global batch
         self.distributed = distributed or DistributedContext()
+        # batch Dice of a data-parallel run: sums over every process's share (the global batch's Dice)
+        sum_across = self.distributed.sum_with_gradients if self.distributed.enabled else None
+        # the Dice weight is set again at each epoch's start (run_epoch), as the learning rate is
+        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=config.batch_dice, weight_dice=dice_weight(options, 0.0),
+                                                   sum_across=sum_across), n_outputs)
+        self.batch_size = options.batch_size or config.batch_size  # the global batch
         forced = forced_samples(self.batch_size, config.foreground_oversampling)
         self.share = batch_share(self.batch_size, forced, self.distributed,
                                  end_slice_samples(self.batch_size, options.end_slice_oversampling, forced))

@@ -133,3 +133,41 @@ def test_conflicting_parallel_options_are_refused(tmp_path):
     torchrun = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
     with pytest.raises(ConfigurationError, match="torchrun/srun"):
         run_training(request, ["0"], num_processes=2, environ=torchrun)
+
+
+def _dice_gradient_rank(rank: int, store_path: str, logits: torch.Tensor, target: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    from autocmr.trainers.distributed import DistributedContext
+    from autocmr.trainers.loss import SoftDiceLoss
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
+    try:
+        share = slice(0, 3) if rank == 0 else slice(3, 5)  # unequal shares, as batch 5 on 2 processes
+        mine = logits[share].clone().requires_grad_(True)
+        loss = SoftDiceLoss(batch_dice=True, sum_across=DistributedContext.sum_with_gradients)(mine, target[share])
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": mine.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_dice_of_a_data_parallel_run_is_the_global_batchs(tmp_path):
+    """Each process holds a share of the batch: summed across processes, the Dice and, once DDP averages the
+    gradients over the 2 processes, its gradient are those of one process with the whole batch."""
+    import torch.multiprocessing as mp
+
+    from autocmr.trainers.loss import SoftDiceLoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 4, 12, 12, generator=generator)
+    target = torch.randint(0, 4, (5, 1, 12, 12), generator=generator)
+    target[3:] = 0  # the second share has no foreground: its own Dice would be a different loss
+    mp.spawn(_dice_gradient_rank, args=(str(tmp_path / "store"), logits, target, str(tmp_path)), nprocs=2)
+    whole = logits.clone().requires_grad_(True)
+    expected = SoftDiceLoss(batch_dice=True)(whole, target)
+    expected.backward()
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for r, share in ((0, slice(0, 3)), (1, slice(3, 5))):
+        assert torch.allclose(results[r]["loss"], expected.detach(), atol=1e-6)
+        assert torch.allclose(results[r]["grad"] / 2, whole.grad[share], atol=1e-7)  # DDP's mean over 2 ranks
