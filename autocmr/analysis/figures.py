@@ -89,7 +89,7 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
     _draw_curve(fig.add_subplot(plot[0, 0]), curve, curve_x, markers, exact)
     handles = [_legend_patch(colour, name) for name, colour in CONTOUR_COLOURS.values()]
     fig.legend(handles=handles, loc="lower left", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.02, 0.0))
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, parse_math=False)  # a '$' in a subject's name is text, not math
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)

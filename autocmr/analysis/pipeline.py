@@ -211,11 +211,13 @@ def _remove_stale_temporaries(out: Path, suffix: str, subjects: Sequence[Subject
 
 
 def figure_file_name(subject: str) -> str:
-    """The subject's figure file. A name that is not file-safe as it is gets a short hash of itself added, so
-    that two subjects such as ``P 1`` and ``P/1`` never share a figure, even when parts of a batch on
-    different machines draw them into the same folder."""
+    """The subject's figure file. A name that is not file-safe as it is, or not lower-case ASCII, gets a short
+    hash of itself added, so that two subjects such as ``P 1`` and ``P/1``, or ``P1`` and ``p1``, never share
+    a figure, even when parts of a batch on different machines draw them into the same folder."""
     safe = sanitise_name(subject)
-    if safe != subject:
+    # ``P1`` and ``p1`` (or two Unicode spellings of one name) are one file on macOS and Windows: names with
+    # upper case or non-ASCII letters get the hash too
+    if safe != subject or safe != safe.lower() or not safe.isascii():
         safe += "_" + hashlib.sha1(subject.encode("utf-8")).hexdigest()[:8]
     return f"{safe}.png"
 

@@ -122,11 +122,11 @@ def _slice_positions(profiles: list[SliceProfile], info: pd.DataFrame, by: Seque
 def _write_positions(output_dir: Path, table: pd.DataFrame, summary_rows: pd.DataFrame, classes: Sequence[str],
                      make_plots: bool) -> list[Path]:
     written = [output_dir / SLICE_POSITIONS_CSV]
-    write_text_atomic(written[0], table.to_csv(index=False))
+    write_text_atomic(written[0], table.to_csv(index=False, float_format="%.6g"))
     if summary_rows.empty:
         return written
     written.append(output_dir / SLICE_POSITION_SUMMARY_CSV)
-    write_text_atomic(written[-1], summary_rows.to_csv(index=False))
+    write_text_atomic(written[-1], summary_rows.to_csv(index=False, float_format="%.6g"))
     if make_plots:
         written.append(plots.plot_slice_positions(summary_rows, classes, position_report.POSITIONS,
                                                   output_dir / SLICE_POSITION_PNG))
@@ -228,8 +228,9 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[f
         except ValueError as exc:
             failures.append(CaseFailure(str(case_id), None, str(exc)))
             continue
-        if SLICE_POSITION in (by or ()) and np.ndim(reference) < 3:  # a 2D array: its rows are no slices
-            profiles.append(no_slices_profile(str(case_id), int(np.ndim(reference))))
+        # a 2D image, or a 2D cine (t, y, x) with its 2 spacings: its rows are no slices
+        if SLICE_POSITION in (by or ()) and (np.ndim(reference) < 3 or len(spacing) < 3):
+            profiles.append(no_slices_profile(str(case_id), min(int(np.ndim(reference)), len(spacing))))
         elif SLICE_POSITION in (by or ()):
             profiles += case_slice_profiles(str(case_id), reference, prediction, spacing, label_map, ignore_labels)
     out = Path(output_dir) if output_dir is not None else None

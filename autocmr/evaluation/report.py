@@ -122,9 +122,11 @@ def clinical_summary(clinical: pd.DataFrame | None) -> dict[str, Any]:
         return {"n_subjects": 0, "n_complete": 0, "units": MEASURE_UNITS, "agreement": {},
                 "note": "no subject with both ED and ES (metadata 'subject'/'phase', CASE_ED/CASE_ES ids, or 4D)"}
     # complete: every measure scored, reference and prediction (a note may still warn, e.g. a reference on two
-    # slices, whose volumes are scored all the same)
-    values = clinical[[f"{side}_{m}" for side in ("ref", "pred") for m in MEASURES]].to_numpy(dtype=float)
-    complete = np.isfinite(values).all(axis=1)
+    # slices, whose volumes are scored all the same). Measures no reference has (no RV in an LV/MYO-only
+    # dataset such as Sunnybrook's) are not asked of anyone
+    scored = [m for m in MEASURES if np.isfinite(clinical[f"ref_{m}"].to_numpy(dtype=float)).any()]
+    values = clinical[[f"{side}_{m}" for side in ("ref", "pred") for m in scored]].to_numpy(dtype=float)
+    complete = np.isfinite(values).all(axis=1) if scored else np.zeros(len(clinical), bool)
     agreement = {m: agreement_stats(clinical[f"ref_{m}"].to_numpy(dtype=float),
                                     clinical[f"pred_{m}"].to_numpy(dtype=float)) for m in MEASURES}
     notes = clinical["note"].fillna("").astype(str)

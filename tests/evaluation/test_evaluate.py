@@ -274,3 +274,29 @@ def test_a_subject_scored_with_a_warning_note_counts_as_complete():
     assert summary["n_complete"] == 2  # A (scored, with its warning) and C
     assert summary["skipped_subjects"] == {"B": "some measures undefined"}
     assert list(summary["subjects_with_notes"]) == ["A"]
+
+
+def test_without_any_rv_in_the_references_subjects_are_complete_on_the_lv_measures():
+    """An LV/MYO-only dataset (Sunnybrook's labels): the RV measures are nobody's, so they do not make every
+    subject 'incomplete' (the summary said 0 subjects and listed all as left out)."""
+    from autocmr.evaluation.clinical import MEASURES
+    from autocmr.evaluation.report import clinical_summary
+
+    rows = []
+    for subject in ("A", "B", "C"):
+        row = {"subject": subject, "note": ""}
+        row.update({f"{side}_{m}": (float("nan") if m.startswith("RV") else 50.0)
+                    for side in ("ref", "pred") for m in MEASURES})
+        rows.append(row)
+    rows[2]["pred_LVM"] = float("nan")  # a prediction without myocardium: that one is incomplete
+    summary = clinical_summary(pd.DataFrame(rows))
+    assert summary["n_complete"] == 2 and list(summary["skipped_subjects"]) == ["C"]
+
+
+def test_a_2d_cine_array_has_no_slice_positions():
+    """(t, y, x) with its two in-plane spacings: frames of one slice, whose rows are no slices."""
+    rng = np.random.default_rng(0)
+    masks = (rng.random((3, 20, 24)) > 0.5).astype(np.uint8)
+    result = evaluate_cases([("lax", masks, masks, (1.5, 1.5))], by=["slice_position"], make_plots=False)
+    entry = result.summary["slice_position"]
+    assert entry["n_cases_with_breakdown"] == 0 and "no slice positions" in entry["cases_without_breakdown"]["lax"]
