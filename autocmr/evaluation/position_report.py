@@ -27,7 +27,7 @@ import pandas as pd
 
 from autocmr.errors import ConfigurationError
 from autocmr.evaluation.agreement import describe
-from autocmr.evaluation.clinical import ED, ES, MYOCARDIAL_DENSITY_G_PER_ML
+from autocmr.evaluation.clinical import ED, ES, MYOCARDIAL_DENSITY_G_PER_ML, ed_es_from_curve
 from autocmr.evaluation.slice_position import FIRST, LAST, SliceProfile
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ BASE_END_OPTIONS = ("auto", FIRST, LAST)
 # A subject's summed anatomy score below this is ambiguous (ACDC patients: 0.08 and more).
 ANATOMY_MARGIN = 0.02
 UNKNOWN = "unknown"
+OTHER_FRAME = "other"  # a cine's annotated frame that is neither its ED nor its ES
 # Clinical measure -> (phase, class, factor to its unit): each is a sum of slice volumes, so its bias splits
 # exactly over positions.
 MEASURE_PARTS = {"LVEDV": (ED, "LV", 1.0), "LVESV": (ES, "LV", 1.0), "LVM": (ED, "MYO", MYOCARDIAL_DENSITY_G_PER_ML),
@@ -121,6 +122,7 @@ def position_table(profiles: Iterable[SliceProfile], decisions: Mapping[str, tup
     meta = info.drop(columns=[c for c in info.columns if c in CASE_COLUMNS and c not in ("subject", "phase")],
                      errors="ignore")
     table = table.join(meta, on="source_case", rsuffix="_meta")
+    _cine_frame_phases(table)
     for column in ("subject", "phase"):
         values = table[column] if column in table.columns else pd.Series(pd.NA, index=table.index)
         table[column] = values.astype(object).where(values.notna(), UNKNOWN).astype(str)
@@ -128,6 +130,26 @@ def position_table(profiles: Iterable[SliceProfile], decisions: Mapping[str, tup
     table = table.sort_values(["case_id", "class", "position"], kind="stable").reset_index(drop=True)
     extra = [c for c in table.columns if c not in CASE_COLUMNS and c != "vol_inter_ml"]
     return table[CASE_COLUMNS + extra]
+
+
+def _cine_frame_phases(table: pd.DataFrame) -> None:
+    """The phase of each frame of a 4D case, which no case table can give: its ED and ES are the frames of the
+    largest and smallest reference LV volume among its annotated frames (the rule of the clinical table), the
+    others ``other``. Without LV rows a cine's frames keep their case's phase."""
+    cine = table["frame"].notna()
+    lv = table[cine & (table["class"] == "LV")]
+    if lv.empty:
+        return
+    if "phase" not in table.columns:
+        table["phase"] = pd.NA
+    table["phase"] = table["phase"].astype(object)
+    curves = lv.groupby(["source_case", "frame"], sort=True)["vol_ref_ml"].sum()
+    for source, curve in curves.groupby(level=0, sort=False):
+        frames = curve.index.get_level_values(1).tolist()
+        ed, es = ed_es_from_curve(curve.to_numpy(dtype=float))
+        phase = {frame: (ED if k == ed else ES if k == es else OTHER_FRAME) for k, frame in enumerate(frames)}
+        rows = cine & (table["source_case"] == source)
+        table.loc[rows, "phase"] = [phase.get(f, UNKNOWN) for f in table.loc[rows, "frame"]]
 
 
 def _describe_group(rows: pd.DataFrame) -> dict[str, Any]:

@@ -124,6 +124,22 @@ def test_measure_bias_split_by_position_and_phase():
     assert "LVM" in result.report() and "above_base" in result.report()
 
 
+def test_a_cines_frames_get_their_phases_from_the_reference_lv_curve():
+    """A 4D case has no case-table phase per frame: its ED and ES are the reference's largest and smallest LV
+    frames (as in the clinical table), the others 'other'; the measure split then works as for 3D files."""
+    ed, es, mid = synthetic_heart(), synthetic_heart(scale=0.8), synthetic_heart(scale=0.9)
+    pred, expected = errors_in_known_slices(ed)
+    reference = np.stack([mid, ed, es])  # frame 1 is ED, frame 2 ES, frame 0 neither
+    prediction = np.stack([mid.copy(), pred, es.copy()])
+    result = evaluate_cases([("cine", reference, prediction, SPACING)], by=["slice_position"], make_plots=False)
+    phases = result.positions.drop_duplicates("case_id").set_index("case_id")["phase"].to_dict()
+    assert phases == {"cine@t00": "other", "cine@t01": "ED", "cine@t02": "ES"}
+    entry = result.summary["slice_position"]
+    assert set(entry["all"]) == {"ED", "ES", "other"}
+    assert entry["measure_bias_by_position"]["LVEDV"]["mid"] == pytest.approx(expected["lv_mid"])
+    assert result.clinical.iloc[0]["ref_ED"] == 1 and result.clinical.iloc[0]["ref_ES"] == 2
+
+
 def test_base_end_option_overrides_the_anatomy():
     reference = synthetic_heart()
     pred, expected = errors_in_known_slices(reference)
