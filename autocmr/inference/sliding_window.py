@@ -5,11 +5,10 @@ tile (sigma = patch/8) because predictions near a patch border see less context.
 slices with tiles of several slices batched together; a 2D model trained with through-plane context sees each
 slice with its neighbours as channels (``context_slices``, :mod:`autocmr.preprocessing.context`).
 
-Optionally (:func:`predict_logits_and_spread`) the pass also measures how much its members (the
-mirrorings) disagree: each mirrored pass's softmax is blended over the tiles with the same Gaussian weights
-(one map per member), then their sum and the sum of their squares are taken. Together with other networks'
-sums this gives the ensemble's per-voxel variance without any extra network pass (see
-:func:`disagreement_score`); identical members score 0 whatever the tile overlap.
+Optionally (:func:`predict_logits_and_spread`) the pass also accumulates how much its members (the
+mirrorings) disagree: the softmax of each mirrored pass and the sum of its squares, blended with the same
+Gaussian weights. Together with other networks' sums this gives the ensemble's per-voxel variance without
+any extra network pass (see :func:`disagreement_score`).
 """
 from __future__ import annotations
 
@@ -160,45 +159,43 @@ def _sliding_window(network: nn.Module, data: torch.Tensor, *, patch_size: Seque
     weight = gaussian_importance(patch_size) if use_gaussian else torch.ones(tuple(patch_size))
     lead = volume.shape[0]
     out = torch.zeros((lead, num_classes) + tuple(spatial), dtype=torch.float32)
-    flips = mirror_combinations([a + 2 for a in mirror_axes])
-    # each member (mirroring) blends its own softmax over the tiles; only then are they compared: blending the
-    # squares tile by tile would count two overlapping tiles' differences as members' disagreement
-    members = (torch.zeros((len(flips), lead, num_classes) + tuple(spatial), dtype=torch.float32)
-               if with_spread else None)
+    # spread: channels 0..C-1 sum the members' probabilities, channel C their summed squares
+    spread = torch.zeros((lead, num_classes + 1) + tuple(spatial), dtype=torch.float32) if with_spread else None
     norm = torch.zeros(tuple(spatial), dtype=torch.float32)
     tiles = [(s, corner) for s in range(lead) for corner in itertools.product(*starts)]
     for corner in itertools.product(*starts):
         norm[_region(corner, patch_size)] += weight
+    flips = mirror_combinations([a + 2 for a in mirror_axes])
     weight_dev = weight.to(device)
     for i in range(0, len(tiles), tile_batch):
         chunk = tiles[i:i + tile_batch]
         x = torch.stack([volume[(s, slice(None)) + _region(corner, patch_size)] for s, corner in chunk]).to(device)
-        logits = None
-        for k, f in enumerate(flips):
+        logits, moments = None, None
+        for f in flips:
             with autocast(precision, device):
                 y = network(torch.flip(x, f) if f else x)
             y = y.float()  # mirrorings are summed in float32 whatever the network's precision
             y = torch.flip(y, f) if f else y
             logits = y if logits is None else logits + y
-            if members is not None:
-                p = (torch.softmax(y, dim=1) * weight_dev).cpu()
-                for j, (s, corner) in enumerate(chunk):
-                    members[(k, s, slice(None)) + _region(corner, patch_size)] += p[j]
-        assert logits is not None
+            if spread is not None:
+                p = torch.softmax(y.float(), dim=1)
+                m = torch.cat([p, (p * p).sum(dim=1, keepdim=True)], dim=1)
+                moments = m if moments is None else moments + m
         logits = ((logits / len(flips)) * weight_dev).float().cpu()
+        moments = (moments * weight_dev).cpu() if moments is not None else None
         for j, (s, corner) in enumerate(chunk):
             out[(s, slice(None)) + _region(corner, patch_size)] += logits[j]
+            if spread is not None and moments is not None:
+                spread[(s, slice(None)) + _region(corner, patch_size)] += moments[j]
     out /= norm
     out = out[(slice(None), slice(None)) + tuple(crops)]
     out = out.permute(1, 0, 2, 3).contiguous() if dim == 2 else out[0]
-    if members is None:
+    if spread is None:
         return out, None
-    members /= norm
-    members = members[(slice(None), slice(None), slice(None)) + tuple(crops)]
-    sum_probabilities, sum_squares = members.sum(dim=0), (members * members).sum(dim=(0, 2))
-    if dim == 2:
-        return out, MemberSpread(sum_probabilities.permute(1, 0, 2, 3).contiguous(), sum_squares, len(flips))
-    return out, MemberSpread(sum_probabilities[0], sum_squares[0], len(flips))
+    spread /= norm
+    spread = spread[(slice(None), slice(None)) + tuple(crops)]
+    spread = spread.permute(1, 0, 2, 3).contiguous() if dim == 2 else spread[0]
+    return out, MemberSpread(spread[:num_classes], spread[num_classes], len(flips))
 
 
 def disagreement_score(spread: MemberSpread, probabilities: torch.Tensor) -> float:

@@ -39,34 +39,6 @@ def test_spread_leaves_the_logits_unchanged_and_measures_mirror_disagreement():
     assert math.isnan(disagreement_score(single, probabilities))  # one member: nothing to compare
 
 
-class _FlipSymmetric(nn.Module):
-    """A conv net whose output commutes with in-plane flips (symmetric kernel, no position term): its mirrored
-    passes are identical members, while overlapping tiles still differ (each sees its own tile's mean)."""
-
-    def __init__(self, classes: int = 4) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(1, classes, kernel_size=5, padding=2)
-        with torch.no_grad():
-            w = self.conv.weight
-            w.copy_((w + w.flip(-1) + w.flip(-2) + w.flip(-1, -2)) / 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the tile's own mean, as a network's whole-tile context: overlapping tiles differ everywhere
-        return self.conv(x - x.mean(dim=(-2, -1), keepdim=True)) * 3
-
-
-def test_identical_members_score_zero_through_the_sliding_window_at_any_step():
-    """Tile-to-tile differences are no disagreement between members: blending each member's softmax before
-    comparing them makes the score of identical members 0 whatever the overlap (it grew with the overlap)."""
-    data = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 3, 50, 44)).astype(np.float32))
-    net = _FlipSymmetric().eval()
-    for step in (1.0, 0.5, 0.25):
-        logits, spread = predict_logits_and_spread(net, data, patch_size=(32, 32), num_classes=4, step=step,
-                                                   tile_batch=4, mirror_axes=(0, 1))
-        assert disagreement_score(spread, torch.softmax(logits, dim=0)) < 1e-6, step  # float32 rounding
-
-
 def test_identical_members_score_zero_and_opposite_members_score_high():
     probs = torch.zeros(2, 1, 4, 4)
     probs[1] = 1.0  # every voxel foreground
