@@ -58,8 +58,10 @@ def test_tables_figures_and_report_are_written(analysed):
     folder, outputs, _ = analysed
     for name in ("measures_part1.csv", "volumes_part1.csv", "qc_part1.csv", "report_part1.html"):
         assert (folder / name).is_file(), name
+    from autocmr.analysis.pipeline import figure_file_name
+
     for subject in ("cineA", "cineB", "pair", "lone", "mystery", "blank"):
-        assert (folder / "figures" / f"{subject}.png").stat().st_size > 10_000
+        assert (folder / "figures" / figure_file_name(subject)).stat().st_size > 10_000
     assert not [p for p in folder.rglob(f"{TEMP_PREFIX}*")]  # nothing half-written left behind
     page = (folder / "report_part1.html").read_text()
     assert page.index("broken") < page.index("cineA")  # failed and flagged subjects come first

@@ -164,7 +164,8 @@ def test_model_by_dataset_and_results_root(tmp_path, tiny_model_dir, monkeypatch
     assert main(args + ["--results", str(results), "--harmonise"]) == 0  # on the CPU the CPU plans are picked
     assert (out / "one.nii.gz").is_file()
     monkeypatch.setenv("AUTOCMR_RESULTS", str(results))
-    assert main(args + ["--continue", "-f", "0"]) == 0  # env var instead of the flag; nothing left to predict
+    # env var instead of the flag; nothing left to predict (harmonised again: a switch would be refused)
+    assert main(args + ["--continue", "-f", "0", "--harmonise"]) == 0
     record = json.loads((out / "predictions.json").read_text())
     assert record["predictor"]["model"].endswith("autocmrPlans_cpu__2d") and record["skipped"] == ["one"]
 
