@@ -91,7 +91,8 @@ def fullres_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     median_shape = np.median(shapes, axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(3) if a != worst]
-    anisotropic = target[worst] > ANISOTROPY_THRESHOLD * target[others].min()
+    # strongly anisotropic: coarser than every other axis by the threshold (rectangular pixels do not count)
+    anisotropic = target[worst] > ANISOTROPY_THRESHOLD * target[others].max()
     few_slices = median_shape[worst] * ANISOTROPY_THRESHOLD < median_shape[others].min()
     if anisotropic and few_slices:
         finer = float(np.percentile(spacings[:, worst], 10))

@@ -24,9 +24,13 @@ def make_topology(spacing: Sequence[float], patch_size: Sequence[int], *, base_f
     kernel = [3 if s <= COARSE_AXIS_RATIO * finest else 1 for s in current_spacing]
     kernels, strides = [tuple(kernel)], [(1,) * dim]
     while len(strides) < max_stages:
-        finest = min(current_spacing)
-        pool = [size[a] // 2 >= min_feature_map and current_spacing[a] <= COARSE_AXIS_RATIO * finest
-                for a in range(dim)]
+        poolable = [a for a in range(dim) if size[a] // 2 >= min_feature_map]
+        if not poolable:
+            break
+        # the finest of the axes that can still pool: an axis too small to halve again (a few slices) must not
+        # hold the others back (nnU-Net's rule; with all axes the bottleneck of a 6-slice patch stayed 11x9)
+        finest = min(current_spacing[a] for a in poolable)
+        pool = [a in poolable and current_spacing[a] <= COARSE_AXIS_RATIO * finest for a in range(dim)]
         if not any(pool):
             break
         for a in range(dim):

@@ -96,6 +96,25 @@ def test_anisotropic_axis_pooled_only_once_spacing_catches_up():
     assert t.kernels[0] == (1, 3, 3)
 
 
+def test_an_axis_too_small_to_pool_does_not_hold_the_others_back():
+    """A 6-slice patch whose 5 mm axis cannot halve again: the in-plane axes pool down to ~4-8 voxels anyway
+    (the finest spacing is taken over the axes that can still pool; it was over all axes, which left a 6x11x9
+    bottleneck: a receptive field far smaller than the heart)."""
+    t = make_topology((5.0, 1.562, 1.562), (6, 88, 72), base_features=16, max_features=256, max_stages=5)
+    bottleneck = [p // s for p, s in zip((6, 88, 72), t.total_stride())]
+    assert bottleneck[1] <= 8 and bottleneck[2] <= 8 and len(t.strides) == 5
+    t = make_topology((5.0, 1.58, 1.58), (14, 240, 224), base_features=32, max_features=320, max_stages=6)
+    assert [p // s for p, s in zip((14, 240, 224), t.total_stride())] == [7, 7, 7]
+
+
+def test_rectangular_pixels_do_not_make_a_stack_anisotropic():
+    """The 10th-percentile rule needs the slice axis coarser than every other axis by 3x: 6 mm slices of
+    1 x 2 mm pixels are not (it fired against the 1 mm side and upsampled half the cases through-plane)."""
+    spacings = np.array([(4.0, 1.0, 2.0), (6.0, 1.0, 2.0), (8.0, 1.0, 2.0)])
+    target = fullres_spacing(spacings, np.array([[20, 200, 100]] * 3, float))
+    assert target == pytest.approx([6.0, 1.0, 2.0])
+
+
 def test_patch_divisible_by_total_stride_and_batch_rules():
     plans = plan(acdc_like())
     for c in plans.configurations.values():
