@@ -149,11 +149,14 @@ class Plans:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "plans") -> "Plans":
         version = d.get("schema_version")
-        if version != PLANS_SCHEMA_VERSION:
+        if type(version) is not int or version != PLANS_SCHEMA_VERSION:  # ``true`` is no version 1
+            newer = type(version) is int and version > PLANS_SCHEMA_VERSION
+            remedy = ("written by a newer autocmr: upgrade autocmr to use it (a model folder's plans cannot be "
+                      "regenerated)" if newer else "re-run `autocmr_plan` to regenerate the plans")
             raise PlansError(f"{source}: plans schema version {version!r}, this autocmr reads version "
-                             f"{PLANS_SCHEMA_VERSION}; re-run `autocmr_plan` to regenerate the plans")
+                             f"{PLANS_SCHEMA_VERSION}; {remedy}")
         try:
-            return cls(
+            plans = cls(
                 dataset_name=d["dataset_name"], plans_name=d["plans_name"], target=d["target"],
                 labels={str(k): int(v) for k, v in d["labels"].items()},
                 channel_names={str(k): str(v) for k, v in d["channel_names"].items()},
@@ -161,15 +164,19 @@ class Plans:
                 original_median_spacing=_floats(d["original_median_spacing"]),
                 original_median_shape=_ints(d["original_median_shape"]),
                 intensity=tuple(IntensityStats(**s) for s in d["intensity"]),
-                configurations={k: _configuration(v) for k, v in d["configurations"].items()},
+                configurations={k: _checked(k, _configuration(v)) for k, v in d["configurations"].items()},
                 autocmr_version=str(d.get("autocmr_version", "")),
                 schema_version=int(version),
                 notes=dict(d.get("notes", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list for a mapping
             raise PlansError(f"{source}: malformed plans ({exception_text(exc)})") from exc
         except PlansError as exc:  # an inconsistent configuration: name the file too
             raise PlansError(f"{source}: {exc}") from exc
+        if sorted(plans.transpose_forward) != [0, 1, 2]:
+            raise PlansError(f"{source}: transpose_forward {list(plans.transpose_forward)} is not an order of the "
+                             "axes 0, 1, 2")
+        return plans
 
     @classmethod
     def load(cls, path: str | Path) -> "Plans":
@@ -192,6 +199,31 @@ def _ints(v: Any) -> tuple[int, ...]:
 
 def _floats(v: Any) -> tuple[float, ...]:
     return tuple(float(x) for x in v)
+
+
+def _checked(key: str, config: Configuration) -> Configuration:
+    """A loaded configuration that describes one buildable network (a hand-edited or damaged plans file would
+    otherwise load and fail deep inside training, or build another network than the plans list)."""
+    t = config.topology
+    problems = []
+    if config.name != key:
+        problems.append(f"its name is {config.name!r}")
+    if not (len(t.features) == len(t.kernels) == len(t.strides) >= 2):
+        problems.append(f"{len(t.features)} features, {len(t.kernels)} kernels and {len(t.strides)} strides "
+                        "(one of each per stage, at least 2 stages)")
+    if not (t.dim == config.dim == len(config.patch_size)) or any(len(v) != t.dim for v in t.kernels + t.strides):
+        problems.append(f"dimensions disagree (configuration {config.dim}D, topology {t.dim}D, patch "
+                        f"{list(config.patch_size)}, kernels/strides of other lengths)")
+    elif any(v < 1 for v in config.patch_size + t.features + sum(t.kernels + t.strides, ())):
+        problems.append("a size, feature count, kernel or stride below 1")
+    elif t.strides and any(v != 1 for v in t.strides[0]):
+        problems.append(f"the first stage has strides {list(t.strides[0])} (it must not pool)")
+    elif any(p % s for p, s in zip(config.patch_size, t.total_stride())):
+        problems.append(f"patch {list(config.patch_size)} is not divisible by the network's total stride "
+                        f"{list(t.total_stride())}")
+    if problems:
+        raise PlansError(f"configuration {key!r}: " + "; ".join(problems) + " (re-run `autocmr_plan`)")
+    return config
 
 
 def _configuration(d: dict[str, Any]) -> Configuration:

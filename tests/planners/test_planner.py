@@ -143,10 +143,41 @@ def test_plans_json_round_trip_and_version_check(tmp_path):
     assert Plans.load(path) == plans
     data = plans.to_dict()
     data["schema_version"] = 99
-    with pytest.raises(PlansError, match="schema version 99"):
+    with pytest.raises(PlansError, match="schema version 99.*newer autocmr: upgrade autocmr"):
+        Plans.from_dict(data, source="x.json")
+    data["schema_version"] = 0
+    with pytest.raises(PlansError, match="schema version 0.*re-run `autocmr_plan`"):
         Plans.from_dict(data, source="x.json")
     with pytest.raises(PlansError, match="valid names"):
         plans.configuration("3d_lowres")
+
+
+def _edited(plans, change):
+    import json
+
+    data = json.loads(json.dumps(plans.to_dict()))  # lists, as a plans.json reads
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["configurations"]["2d"]["topology"]["features"].pop(), "features"),
+    (lambda d: d["configurations"]["2d"].update(patch_size=[250, 224]), "not divisible"),
+    (lambda d: d["configurations"]["2d"]["topology"]["strides"].__setitem__(0, [2, 2]), "must not pool"),
+    (lambda d: d["configurations"]["2d"]["topology"].update(dim=3), "dimensions disagree"),
+    (lambda d: d["configurations"]["2d"]["topology"]["kernels"].__setitem__(1, [3, 3, 3]), "dimensions disagree"),
+    (lambda d: d["configurations"]["2d"].update(name="3d_fullres"), "its name is"),
+    (lambda d: d.update(transpose_forward=[0, 0, 1]), "not an order of the axes"),
+    (lambda d: d.update(schema_version=True), "schema version True"),
+    (lambda d: d.update(labels=["background", "LV"]), "malformed plans"),
+])
+def test_a_plans_file_that_describes_no_buildable_network_is_refused_naming_the_problem(change, words):
+    """Hand-edited or damaged plans loaded before and failed deep inside training (a bare torch size error),
+    or built another network than they listed (a shorter features list silently dropped a stage)."""
+    data = _edited(plan(acdc_like()), change)
+    with pytest.raises(PlansError, match=words) as info:
+        Plans.from_dict(data, source="plans.json")
+    assert str(info.value).startswith("plans.json")
 
 
 def test_unknown_target_lists_valid_names():
