@@ -250,6 +250,9 @@ def analyse_masks(subject: str, frames: Sequence[FrameMask], *, thresholds: QcTh
                      "per frame only (area x slice thickness), no clinical measures")
     elif phased and len(phased) == len(frames):
         measures = measure_phases(subject, phased.get(ED), phased.get(ES))
+    elif phased and cine is False:  # beside them, masks of no single phase (two ED files): their volumes too
+        measures = measure_phases(subject, phased.get(ED), phased.get(ES))
+        measures.volume_rows += volumes_only(subject, [f for f in frames if f.phase not in (ED, ES)]).volume_rows
     elif len(frames) >= 2 and not phased and cine is not False:
         measures = measure_cine(subject, frames)
     else:
@@ -305,9 +308,11 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
                                  predicted, blank=t in subject.cine.blank_frames))
         return out
     single = {p: cases[0] for p, cases in subject.phases.items() if len(cases) == 1}
-    # without one unambiguous phase (two ED files, no ES), the volumes of each file and no measures
-    records = ([(single[p], p) for p in (ED, ES) if p in single]
-               or [(c, None) for c in subject.cases])
+    # without one unambiguous phase (two ED files, no ES), the volumes of each file and no measures; beside an
+    # unambiguous one (two ED files, one ES), its measures and every file's volumes
+    ambiguous = [(c, None) for p in subject.ambiguous_phases for c in subject.phases[p]]
+    records = ([(single[p], p) for p in (ED, ES) if p in single] + ambiguous
+               if single else [(c, None) for c in subject.cases])
     out = []
     for case, phase in records:
         masks, geometry = read_cine(case.mask)  # a 3D mask reads as one frame

@@ -230,6 +230,9 @@ def test_two_ed_files_beside_one_es_keep_the_es_measures_and_are_flagged(tmp_pat
     values = report.measures.measures
     assert values["LVESV"] > 0 and math.isnan(values["LVEDV"]) and math.isnan(values["LVEF"])
     assert "ambiguous_phase" in report.qc.flags and report.review
+    rows = {row["case"]: row for row in report.measures.volume_rows}  # every file's volumes, for the reviewer
+    assert set(rows) == {"p_ED", "p-ED", "p_ES"} and rows["p_ES"]["phase"] == "ES" and rows["p_ED"]["phase"] == ""
+    assert rows["p_ED"]["LV"] == pytest.approx(rows["p-ED"]["LV"]) and rows["p_ED"]["LV"] > rows["p_ES"]["LV"]
 
 
 def test_ed_and_es_stacks_of_different_sizes_are_drawn(tmp_path):
