@@ -2,7 +2,7 @@
 
 Cluster schedulers (SLURM at the end of a job's time limit, preemption), container stops and ended sessions
 send SIGTERM and kill a few seconds later; without a handler the run loses every epoch since its last
-checkpoint (``--save-every``, 50 epochs on a GPU by default). The trainer keeps an in-memory copy of the
+checkpoint (``--save-every``, 5 epochs by default). The trainer keeps an in-memory copy of the
 checkpoint payload as it stands at the end of each epoch (on the CPU: a few tens of MB for the CPU plans'
 network and its optimiser) and writes it as ``checkpoint_latest.pth`` when a stop signal arrives. The copy is
 what an ordinary save at that epoch's end would have written, random states included, so the resumed run
