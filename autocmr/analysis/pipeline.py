@@ -37,7 +37,7 @@ from autocmr.io.atomic import TEMP_PREFIX, temporary_target
 from autocmr.io.cine import read_cine
 from autocmr.io.dicom_seg import seg_output_exists
 from autocmr.io.image import Geometry, read_header
-from autocmr.io.orientation import to_canonical
+from autocmr.io.orientation import through_plane_axis, to_canonical
 
 if TYPE_CHECKING:
     from autocmr.inference.batch_report import BatchReport
@@ -302,7 +302,7 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
         spatial = geometry.spatial()
         out = []
         for t, mask in enumerate(masks):
-            label, spacing, _ = to_canonical(mask, spatial)
+            label, spacing = _slices_first(*to_canonical(mask, spatial)[:2])
             predicted = subject.cine.predicted[t] if t < len(subject.cine.predicted) else FULL_ACCURACY
             out.append(FrameMask(label, spacing, subject.cine.name, t, None, _uncertainty(subject.cine, t),
                                  predicted, blank=t in subject.cine.blank_frames))
@@ -316,10 +316,22 @@ def _load_frames(subject: Subject) -> list[FrameMask]:
     out = []
     for case, phase in records:
         masks, geometry = read_cine(case.mask)  # a 3D mask reads as one frame
-        label, spacing, _ = to_canonical(masks[0], geometry.spatial())
+        label, spacing = _slices_first(*to_canonical(masks[0], geometry.spatial())[:2])
         out.append(FrameMask(label, spacing, case.name, subject.frame_numbers.get(phase or ""), phase,
                              _uncertainty(case, 0)))
     return out
+
+
+def _slices_first(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """``array`` with its slice axis first, as the QC rules and figures read it. Canonical order puts it first
+    for stacks of thick slices; a stack of thin slices (under twice the pixel size) is in patient-axis order
+    there, which for an oblique stack may put an in-plane axis first: the slice axis is then the largest
+    spacing (:func:`autocmr.io.orientation.through_plane_axis`)."""
+    axis = through_plane_axis(array.shape, spacing)
+    if axis == 0:
+        return array, tuple(spacing)  # type: ignore[return-value]
+    order = [axis] + [a for a in range(3) if a != axis]
+    return np.ascontiguousarray(np.transpose(array, order)), tuple(float(spacing[a]) for a in order)  # type: ignore
 
 
 def _uncertainty(case: CaseRecord, frame: int) -> float:
@@ -368,7 +380,7 @@ def _image_for(subject: Subject, frame: FrameMask,
             read[case.image] = read_cine(case.image)
         images, geometry = read[case.image]
         index = frame.frame if subject.cine is not None and frame.frame is not None else 0
-        image, _, _ = to_canonical(images[index], geometry.spatial())
+        image, _ = _slices_first(*to_canonical(images[index], geometry.spatial())[:2])
     except Exception as exc:  # noqa: BLE001 - a figure without its image beats no figure
         logger.warning("%s: image not shown in the figure (%s)", case.image, exc)
         return None

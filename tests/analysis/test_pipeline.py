@@ -350,3 +350,29 @@ def test_separate_ed_and_es_dicom_series_give_the_heart_rate_too(sunnybrook_root
     outputs = analyse_cases(cases, tmp_path / "out", figures=False)
     measures = pd.read_csv(outputs.files["measures.csv"])
     assert measures.loc[0, "HR_bpm"] == 80.0 and measures.loc[0, "CO_L_per_min"] > 0
+
+
+def test_a_thin_slice_stack_whose_slice_axis_is_not_first_in_patient_order_is_checked_along_its_slices(tmp_path):
+    """Slices 1.4x the pixel size (no 'thick-slice' stack for the canonical order, which then sorts the axes by
+    patient direction) with the slice normal along the patient's x: the QC rules and figures must still run
+    across the slices, not across an in-plane axis (the myocardium then looked open, the LV profile irregular)."""
+    from autocmr.io.image import Geometry
+
+    subject = make_phantom_subject(7, fov_mm=160.0)
+    # thin slices: a short stack and small volumes, which are not what this test is about
+    thresholds = QcThresholds(min_lv_length_mm=5.0, min_rv_length_mm=3.0, edv_range_ml=(0.0, 1e6),
+                              lvm_range_g=(0.0, 1e6))
+    flags = {}
+    for layout in ("usual", "thin"):
+        cases = []
+        for phase, case in subject.items():
+            g = case.geometry
+            if layout == "thin":  # ITK x -> patient y, y -> patient z, z (the slices) -> patient x
+                g = Geometry(g.size, (g.spacing[0], g.spacing[1], 1.4 * max(g.spacing[:2])), g.origin,
+                             (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+            path = tmp_path / layout / f"s_{phase}.nii.gz"
+            write_image(case.label, g, path)
+            cases.append(CaseRecord(f"s_{phase}", path, None, ()))
+        (report,) = analyse_cases(cases, tmp_path / layout, thresholds=thresholds).reports
+        flags[layout] = sorted(report.qc.flags)
+    assert flags["thin"] == flags["usual"] == []
