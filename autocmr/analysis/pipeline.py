@@ -330,8 +330,8 @@ def _slices_first(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarr
     axis = through_plane_axis(array.shape, spacing)
     if axis == 0:
         return array, tuple(spacing)  # type: ignore[return-value]
-    order = [axis] + [a for a in range(3) if a != axis]
-    return np.ascontiguousarray(np.transpose(array, order)), tuple(float(spacing[a]) for a in order)  # type: ignore
+    spacing_first = (float(spacing[axis]),) + tuple(float(s) for a, s in enumerate(spacing) if a != axis)
+    return np.ascontiguousarray(np.moveaxis(array, axis, 0)), spacing_first  # type: ignore[return-value]
 
 
 def _uncertainty(case: CaseRecord, frame: int) -> float:

@@ -14,7 +14,8 @@ FRAME_IN_NAME = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)$", re.IGNORECA
 
 # what a preprocessed case's own files add to its id (``CASE_seg.b2nd``, ``CASE_locs.npz``, autocmr.preprocessing
 # .storage): a case named like another's id plus one of them would share that case's files
-STORED_FILE_SUFFIXES = ("_seg", "_locs")
+SEG_SUFFIX, LOCATIONS_SUFFIX = "_seg", "_locs"
+STORED_FILE_SUFFIXES = (SEG_SUFFIX, LOCATIONS_SUFFIX)
 
 
 def colliding_case_ids(case_ids: "set[str] | list[str]") -> list[tuple[str, str]]:

@@ -122,7 +122,6 @@ def with_phase_partners(jobs: Sequence[PredictionJob], partners: dict[str, str])
             if job.kind == "3d" and partners.get(job.name) in by_name else job for job in jobs]
 
 
-
 def check_input_exists(input_path: str | Path) -> None:
     """Refuse a missing input before a model is loaded or a process started for it."""
     if not Path(input_path).expanduser().exists():

@@ -20,8 +20,8 @@ from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, Window
                                               disagreement_score, embed_in_background, predict_logits,
                                               predict_logits_and_spread)
 from autocmr.io.image import Geometry
-from autocmr.io.validity import check_voxels
 from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.io.validity import check_voxels
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import resolve_precision

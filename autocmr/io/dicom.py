@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -190,7 +190,8 @@ def _unreadable_note(unreadable: Sequence[InputFileError]) -> str:
     return f"; {len(unreadable)} DICOM-looking files could not be read: {shown}{more}"
 
 
-Slots = list  # slice locations along the normal, each its images sorted by phase, None where a slice is missing
+# slice locations along the normal, each its images sorted by phase, None where a slice is missing
+Slots = list[Optional[list[DicomHeader]]]
 
 
 def _layout(members: Sequence[DicomHeader], source: Path) -> tuple[Slots, np.ndarray, float]:

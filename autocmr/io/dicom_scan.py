@@ -36,6 +36,10 @@ SAME_POSITION_TOLERANCE_MM = 0.01
 # Direction cosines (unitless) and pixel spacings (mm) closer than these are the same (a series' images, the
 # slices of a stack); scanners write IOP with ~6 decimals, so 1e-3 absorbs rounding but not a change of plane.
 ORIENTATION_TOLERANCE = 1e-3
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
+# Images of one series whose direction cosines differ by more than this (~6 degrees) lie in different planes:
+# a localizer or survey, not a volume (a volume with a slightly tilted image is refused when read instead).
+DISTINCT_PLANE_COSINE = 0.1
 # ImageOrientationPatient's two directions must be unit vectors at right angles to this (cosines written with
 # a few decimals pass; zeros, equal or unscaled directions do not: no plane can be built from them)
 ORTHONORMAL_TOLERANCE = 1e-2
@@ -63,10 +67,6 @@ def orthonormal_axes(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarr
     col = col - (col @ row) * row
     col = col / np.linalg.norm(col)
     return row, col, np.cross(row, col)
-PIXEL_SPACING_TOLERANCE_MM = 1e-3
-# Images of one series whose direction cosines differ by more than this (~6 degrees) lie in different planes:
-# a localizer or survey, not a volume (a volume with a slightly tilted image is refused when read instead).
-DISTINCT_PLANE_COSINE = 0.1
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import blosc2
 import numpy as np
 
+from autocmr.dataset.naming import LOCATIONS_SUFFIX, SEG_SUFFIX  # the names the case-id collision rule knows
 from autocmr.errors import InputFileError, exception_text
 from autocmr.io.atomic import atomic_path, write_json_atomic
 
@@ -41,8 +42,8 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray | No
     folder.mkdir(parents=True, exist_ok=True)
     _write_array(folder / f"{case_id}.b2nd", data.astype(np.float32, copy=False))
     if seg is not None:
-        _write_array(folder / f"{case_id}_seg.b2nd", seg.astype(np.int8, copy=False)[None])
-    with atomic_path(folder / f"{case_id}_locs.npz") as tmp:
+        _write_array(folder / f"{case_id}{SEG_SUFFIX}.b2nd", seg.astype(np.int8, copy=False)[None])
+    with atomic_path(folder / f"{case_id}{LOCATIONS_SUFFIX}.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{str(k): v.astype(np.int32) for k, v in locations.items()})
     write_json_atomic(folder / f"{case_id}.json", properties)
@@ -57,12 +58,12 @@ def load_properties(folder: Path, case_id: str) -> dict[str, Any]:
 
 def load_arrays(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
     data = _read_array(folder / f"{case_id}.b2nd")
-    seg_path = folder / f"{case_id}_seg.b2nd"
+    seg_path = folder / f"{case_id}{SEG_SUFFIX}.b2nd"
     return data, (_read_array(seg_path) if seg_path.is_file() else None)
 
 
 def load_locations(folder: Path, case_id: str) -> dict[int, np.ndarray]:
-    with np.load(folder / f"{case_id}_locs.npz") as f:
+    with np.load(folder / f"{case_id}{LOCATIONS_SUFFIX}.npz") as f:
         return {int(k): f[k] for k in f.files}
 
 
@@ -75,13 +76,14 @@ def is_current(folder: Path, case_id: str, signature: str) -> bool:
         props = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError):
         return False
-    needed = [folder / f"{case_id}.b2nd", folder / f"{case_id}_locs.npz"]
+    needed = [folder / f"{case_id}.b2nd", folder / f"{case_id}{LOCATIONS_SUFFIX}.npz"]
     return props.get("signature") == signature and all(os.path.exists(p) for p in needed)
 
 
 def remove_case(folder: Path, case_id: str) -> None:
     """Delete a case's stored files (its record first, so it stops being listed at once)."""
-    for name in (f"{case_id}.json", f"{case_id}.b2nd", f"{case_id}_seg.b2nd", f"{case_id}_locs.npz"):
+    for name in (f"{case_id}.json", f"{case_id}.b2nd", f"{case_id}{SEG_SUFFIX}.b2nd",
+                 f"{case_id}{LOCATIONS_SUFFIX}.npz"):
         (folder / name).unlink(missing_ok=True)
 
 

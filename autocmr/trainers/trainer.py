@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocmr.documents.checkpoint import trained_with_mirroring
 from autocmr.documents.layout import checkpoint_name
 from autocmr.errors import AutocmrError
 from autocmr.networks.unet import GenericUNet
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import autocast, cpu_has_fast_bf16, resolve_precision
 from autocmr.trainers import validation
+from autocmr.trainers.augmentation import preset
 from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
 from autocmr.trainers.data import end_slice_samples, forced_samples
 from autocmr.trainers.distributed import DistributedContext, batch_share, data_parallel
@@ -298,8 +298,8 @@ class Trainer:
         """What the final validation needs of this run (:mod:`autocmr.trainers.validation`)."""
         return validation.ValidationSettings(
             network=self.network, plans=self.plans, config=self.config, data_folder=self.data_folder,
-            device=self.device, mirror=self.options.mirror_validation and trained_with_mirroring(
-                {"options": self.options.to_dict()}), output_dir=self.output_dir,
+            device=self.device, mirror=self.options.mirror_validation and preset(self.options.augmentation).mirror,
+            output_dir=self.output_dir,
             cases=tuple(self.val_cases), distributed=self.distributed, log=self.log, partners=self.partners)
 
     # ----- checkpoints (autocmr.trainers.checkpoint) --------------------------------------------------
