@@ -22,6 +22,8 @@ UNIT_SUFFIX = {"mL": "mL", "%": "percent", "g": "g"}
 MEASURE_COLUMNS = {m: f"{m}_{UNIT_SUFFIX[MEASURE_UNITS[m]]}" for m in MEASURES}  # LVEF -> LVEF_percent
 OK, FAILED = "ok", "failed"
 FLOAT_FORMAT = "%.6g"
+# a text cell starting with one of these is run as a formula by spreadsheet programs (CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -120,10 +122,24 @@ def write_tables(reports: Sequence[SubjectReport], output_dir: str | Path, *, su
     for name, table in ((MEASURES_CSV, measures_table(reports)), (VOLUMES_CSV, volumes_table(reports)),
                         (QC_CSV, qc_table(reports))):
         path = out / with_suffix(name, suffix)
-        write_text_atomic(path, table.to_csv(index=False, float_format=FLOAT_FORMAT))
+        write_text_atomic(path, spreadsheet_safe(table).to_csv(index=False, float_format=FLOAT_FORMAT))
         written[name] = path
     return written
 
 
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a leading apostrophe on text cells a spreadsheet would run as a formula. Subject names and
+    source files come from DICOM PatientIDs and file names, which anyone can set to ``=HYPERLINK(...)``; these
+    tables are made to be opened in Excel by the people who review the results (OWASP's CSV-injection advice).
+    Numbers are untouched: a negative volume is a number column, not text."""
+    out = table.copy()
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
+    return out
+
+
 __all__ = ["FIGURES_DIR", "MEASURES_CSV", "MEASURE_COLUMNS", "QC_CSV", "REPORT_HTML", "SubjectReport", "VOLUMES_CSV",
-           "measures_table", "qc_table", "sort_for_review", "volumes_table", "write_tables"]
+           "measures_table", "qc_table", "sort_for_review", "spreadsheet_safe", "volumes_table",
+           "write_tables"]

@@ -56,9 +56,14 @@ def load_properties(folder: Path, case_id: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def label_path(folder: Path, case_id: str) -> Path:
+    """Where a case's stored label map lives (absent for an unlabelled case)."""
+    return folder / f"{case_id}{SEG_SUFFIX}.b2nd"
+
+
 def load_arrays(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
     data = _read_array(folder / f"{case_id}.b2nd")
-    seg_path = folder / f"{case_id}{SEG_SUFFIX}.b2nd"
+    seg_path = label_path(folder, case_id)
     return data, (_read_array(seg_path) if seg_path.is_file() else None)
 
 

@@ -30,7 +30,7 @@ class CaseCache:
             return self._items[case_id]
         data, seg = storage.load_arrays(self.folder, case_id)
         if seg is None:
-            raise FileNotFoundError(f"{self.folder / case_id}_seg.b2nd: training case has no label")
+            raise FileNotFoundError(f"{storage.label_path(self.folder, case_id)}: training case has no label")
         item = (data, seg, storage.load_locations(self.folder, case_id))
         self._items[case_id] = item
         self._bytes += data.nbytes + seg.nbytes
