@@ -84,6 +84,11 @@ def case_signature(case: RawCase, config: Configuration) -> str:
         # Only here may a case's own thick slices change its through-plane resampling (through_plane_nearest,
         # 2026-11-29): data stored before that rule are redone; every other configuration keeps its data.
         h.update(b"per-case-through-plane-rule")
+    # Label ties at resampling go to the nearest label, no longer to background (resample_label, 2026-11-30):
+    # stored labels made before were eroded wherever a case was resampled.
+    h.update(b"label-resampling-nearest-tie-break")
+    if any(config.use_mask_for_norm):  # the mask's in-slice holes are filled (foreground_mask, 2026-11-30)
+        h.update(b"normalisation-mask-holes-filled")
     hash_file_stats(h, case.files)
     return h.hexdigest()[:16]
 

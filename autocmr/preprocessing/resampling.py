@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 Shape3 = tuple[int, int, int]
 ANISOTROPY_THRESHOLD = 3.0  # slice spacing / finest in-plane spacing above which slices are "thick"
+TIE_BREAK = 1e-4  # added to the nearest label's score when resampling labels: far below any interpolation step
 
 
 def through_plane_nearest(plan_anisotropic: bool, spacing: Sequence[float]) -> bool:
@@ -69,19 +70,27 @@ def resample_image(data: np.ndarray, new_shape: Sequence[int], *, anisotropic: b
 
 
 def resample_label(seg: np.ndarray, new_shape: Sequence[int], *, anisotropic: bool) -> np.ndarray:
-    """Resample an integer label map (z, y, x) to ``new_shape``; output classes are a subset of the input's."""
+    """Resample an integer label map (z, y, x) to ``new_shape``; output classes are a subset of the input's.
+
+    Each class's mask is interpolated and the highest score wins. Exact ties are common (at a 2x reduction
+    every output voxel averages a 2x2 block, and a block half inside a structure scores 0.5 for both): they go
+    to the nearest-neighbour label rather than to the lowest class, which would be background and would erode
+    every structure (a myocardium ring lost ~5 % of its area at 2x, a one-voxel line vanished)."""
     new_shape = tuple(int(n) for n in new_shape)
     if tuple(seg.shape) == new_shape:
         return seg
     classes = np.unique(seg)
     if classes.size == 1:
         return np.full(new_shape, classes[0], dtype=seg.dtype)
+    nearest = _nearest_label(seg, new_shape, anisotropic)
     best_score = None
     best = np.zeros(new_shape, dtype=seg.dtype)
     with torch.no_grad():
         for cls in classes:
             mask = torch.from_numpy((seg == cls).astype(np.float32))[None]
             score = _through_plane(_in_plane(mask, new_shape[1:], "bilinear"), new_shape[0], anisotropic)[0]
+            # smaller than any step of the interpolation weights: it decides ties only
+            score = score + TIE_BREAK * torch.from_numpy(nearest == cls)
             if best_score is None:
                 best_score = score
                 best[...] = cls
@@ -90,6 +99,16 @@ def resample_label(seg: np.ndarray, new_shape: Sequence[int], *, anisotropic: bo
                 best[better] = cls
                 best_score = torch.maximum(best_score, score)
     return best
+
+
+def _nearest_label(seg: np.ndarray, new_shape: Shape3, anisotropic: bool) -> np.ndarray:
+    """``seg`` resampled by nearest neighbour, voxel centres aligned as in the interpolation (nearest-exact)."""
+    with torch.no_grad():
+        t = torch.from_numpy(seg.astype(np.float32))[:, None]  # label values are small integers: exact in float32
+        if tuple(t.shape[2:]) != tuple(new_shape[1:]):
+            t = F.interpolate(t, size=new_shape[1:], mode="nearest-exact")
+        t = _through_plane(t[:, 0][None], new_shape[0], nearest=True)[0]
+    return t.numpy().astype(seg.dtype)
 
 
 def resample_probabilities(probs: torch.Tensor, new_shape: Sequence[int], *, anisotropic: bool) -> torch.Tensor:

@@ -40,9 +40,15 @@ def _read_array(path: Path) -> np.ndarray:
 def save_case(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray | None,
               locations: dict[int, np.ndarray], properties: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    # The record goes first and comes back last: a case listed (list_cases) is one whose files were all
+    # written together. Replacing a stored case in place, a run killed between its files left the old record
+    # beside a new image and an old label, and training listed it.
+    (folder / f"{case_id}.json").unlink(missing_ok=True)
     _write_array(folder / f"{case_id}.b2nd", data.astype(np.float32, copy=False))
     if seg is not None:
-        _write_array(folder / f"{case_id}{SEG_SUFFIX}.b2nd", seg.astype(np.int8, copy=False)[None])
+        _write_array(label_path(folder, case_id), seg.astype(np.int8, copy=False)[None])
+    else:
+        label_path(folder, case_id).unlink(missing_ok=True)  # an earlier, labelled version's
     with atomic_path(folder / f"{case_id}{LOCATIONS_SUFFIX}.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{str(k): v.astype(np.int32) for k, v in locations.items()})

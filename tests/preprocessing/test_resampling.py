@@ -45,6 +45,28 @@ def test_label_never_gains_a_class_absent_from_the_input():
     assert set(np.unique(out)) == {0, 1, 3}
 
 
+def test_label_ties_at_a_2x_reduction_do_not_erode_structures():
+    # At exactly 2x every output voxel averages a 2x2 block: a block half inside a structure is a tie between
+    # it and its neighbour. Ties went to the lowest class (background), shrinking every structure.
+    rng = np.random.default_rng(0)
+    ratios = {2: [], 3: []}
+    yy, xx = np.mgrid[:128, :128]
+    for _ in range(10):
+        cy, cx = rng.uniform(55, 73, 2)
+        r = np.hypot(yy - cy, xx - cx)
+        seg = np.zeros((1, 128, 128), np.int16)
+        seg[0][r < 30] = 2
+        seg[0][r < 20] = 3  # cavity inside a myocardium ring
+        out = resample_label(seg, (1, 64, 64), anisotropic=True)
+        for cls in ratios:
+            ratios[cls].append((out == cls).sum() * 4 / (seg == cls).sum())
+    for cls, values in ratios.items():
+        assert abs(np.mean(values) - 1) < 0.005, (cls, np.mean(values))
+    line = np.zeros((1, 40, 40), np.int16)
+    line[0, 20, 5:35] = 2  # one voxel thick
+    assert (resample_label(line, (1, 25, 25), anisotropic=True) == 2).sum() > 0
+
+
 def test_through_plane_is_nearest_for_anisotropic_data():
     image = np.zeros((1, 4, 8, 8), np.float32)
     for z in range(4):
@@ -97,3 +119,36 @@ def test_zscore_is_the_same_at_any_stored_intensity_scale(scale):
     scaled = (image.astype(np.float64) * scale).astype(np.float32)
     np.testing.assert_allclose(normalize(scaled, ("zscore",), (False,), None), expected,
                                atol=2e-2 if scale < 1e-38 else 1e-4)  # 1e-42 is a float32 denormal: 3 digits
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_zscore_needs_no_float64_copies_of_the_image(use_mask):
+    import tracemalloc
+
+    image = np.random.default_rng(2).normal(300, 50, (1, 8, 256, 256)).astype(np.float32)
+    image[0, :, :20] = 0  # something outside the mask
+    tracemalloc.start()
+    try:
+        normalize(image, ("zscore",), (use_mask,), None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the float64 deviation inside std (2x), the output (1x), the mask and its values; was 4-5x the image
+    assert peak < 3.5 * image.nbytes, peak / image.nbytes
+
+
+def test_masked_zscore_keeps_zeros_inside_the_field_of_view():
+    # an integer image: tissue at ~300, air at the noise floor (0 to 3), zero padding around the acquisition
+    rng = np.random.default_rng(3)
+    data = np.zeros((1, 2, 40, 40), np.float32)
+    data[0, :, 5:35, 5:35] = rng.choice([0, 1, 2, 3], size=(2, 30, 30), p=[0.2, 0.3, 0.3, 0.2])
+    data[0, :, 12:28, 12:28] = rng.normal(300, 20, (2, 16, 16))
+    air = np.zeros(data.shape[1:], bool)
+    air[:, 9:31, 9:31] = True  # away from the acquisition's edge, where a chain of zeros reaches the padding
+    air[:, 12:28, 12:28] = False
+    out = normalize(data, ("zscore",), (True,), None)[0]
+    zero_air, one_air = out[air & (data[0] == 0)], out[air & (data[0] == 1)]
+    # air zeros normalise like the air around them (they were all set to 0, the tissue mean)
+    assert zero_air.size > 20 and (zero_air == 0).mean() < 0.1, (zero_air == 0).mean()
+    assert zero_air.mean() < one_air.mean() < -0.3
+    assert (out[:, :5] == 0).all() and (out[:, :, 35:] == 0).all()  # padding stays 0
