@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 from autocmr.cli.common import run_command
@@ -100,12 +99,9 @@ def _convert(args: argparse.Namespace) -> Path:
                                          label_map=args.label_map, metadata_csv=args.metadata,
                                          file_ending=args.file_ending, num_workers=args.num_workers, **options)
     from autocmr.dataset.converters.sunnybrook import convert_sunnybrook
-    from autocmr.dataset.naming import make_dataset_name
 
-    build = partial(convert_sunnybrook, args.source, dataset_id=args.dataset_id, short_name=args.name,
-                    strict=args.strict)
-    return converters.convert_staged(args.raw, make_dataset_name(args.dataset_id, args.name), build,
-                                     overwrite=args.overwrite, sources=[args.source])
+    # it stages its own output (converters.common): wrapping it again would name a staging folder in its errors
+    return convert_sunnybrook(args.source, args.raw, args.dataset_id, strict=args.strict, **options)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -115,10 +115,15 @@ def check_dataset(dataset_folder: str | Path, *, num_workers: int = 1,
     if dj.num_training != len(train):
         problems.append(IntegrityProblem("", folder / DATASET_JSON, f"numTraining is {dj.num_training} but "
                                          f"{len(train)} training cases were found in imagesTr"))
+    for case_id in sorted(set(train) & set(test)):  # cases.csv and predictions name a case by its id alone
+        problems.append(IntegrityProblem(case_id, test[case_id][0], "case id is used in both imagesTr and imagesTs: "
+                                         "its cases.csv row and predicted file would belong to both; rename one"))
     problems += _check_cases_csv(folder / CASES_CSV, set(train) | set(test))
     allowed = sorted(dj.labels.values())
-    jobs = [(case_id, (case_id, train[case_id], labels.get(case_id), allowed, tolerance)) for case_id in train]
-    jobs += [(case_id, (case_id, test[case_id], None, allowed, tolerance)) for case_id in test]
+    # jobs keyed by folder and id: a test case named like a training case must not replace its results
+    jobs = [(f"imagesTr/{case_id}", (case_id, train[case_id], labels.get(case_id), allowed, tolerance))
+            for case_id in train]
+    jobs += [(f"imagesTs/{case_id}", (case_id, test[case_id], None, allowed, tolerance)) for case_id in test]
     problems += _run_checks(jobs, num_workers)
     report = IntegrityReport(folder, len(train), len(test), tuple(problems))
     logger.info("integrity check of %s: %d error(s), %d warning(s)", folder, len(report.errors), len(report.warnings))
@@ -182,7 +187,7 @@ def _run_checks(jobs: list, num_workers: int) -> list[IntegrityProblem]:
         with make_bare_pool(min(num_workers, len(jobs))) as pool:  # no torch needed here: starts faster
             results, failures = run_all(check_case, jobs, num_workers=num_workers, desc="checking", pool=pool)
     problems = [p for key, _ in jobs for p in results.get(key, [])]
-    problems += [IntegrityProblem(key, args[1][0], f"check failed ({failures[key]})")
+    problems += [IntegrityProblem(args[0], args[1][0], f"check failed ({failures[key]})")
                  for key, args in jobs if key in failures]
     return problems
 

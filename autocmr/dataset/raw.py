@@ -13,6 +13,7 @@ Layout::
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -63,13 +64,14 @@ class DatasetJson:
     def from_dict(cls, d: dict[str, Any], source: str = DATASET_JSON) -> "DatasetJson":
         missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending") if k not in d]
         if missing:
-            raise DatasetError(f"{source}: missing required keys {missing}")
-        labels: dict[str, int] = {}
-        for name, value in d["labels"].items():
-            if isinstance(value, (list, tuple)):
-                raise DatasetError(f"{source}: label {name!r} is a region {value}; region-based training is "
-                                   "not supported by autocmr, give one integer per label")
-            labels[str(name)] = int(value)
+            v1 = ("; this is nnU-Net v1's dataset.json: v2 names 'modality' 'channel_names', maps labels name -> "
+                  "value and adds 'file_ending'" if "modality" in d else "")
+            raise DatasetError(f"{source}: missing required keys {missing}{v1}")
+        for key in ("channel_names", "labels"):
+            if not isinstance(d[key], dict):
+                raise DatasetError(f"{source}: {key} must be an object of name/value pairs (nnU-Net v2), got "
+                                   f"{type(d[key]).__name__} {d[key]!r}")
+        labels = {str(name): _label_value(name, value, d["labels"], source) for name, value in d["labels"].items()}
         if 0 not in labels.values():
             raise DatasetError(f"{source}: labels must include background = 0, got {labels}")
         if sorted(labels.values()) != list(range(len(labels))):
@@ -82,7 +84,7 @@ class DatasetJson:
         return cls(
             channel_names={str(k): str(v) for k, v in d["channel_names"].items()},
             labels=labels,
-            num_training=int(d["numTraining"]),
+            num_training=_count(d["numTraining"], "numTraining", source),
             file_ending=str(d["file_ending"]),
             name=str(d.get("name", "")),
             description=str(d.get("description", "")),
@@ -101,6 +103,45 @@ class DatasetJson:
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int when JSON holds a whole number (``3``, ``3.0``, ``"3"``), else None (``True`` too)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _label_value(name: Any, value: Any, labels: dict[str, Any], source: str) -> int:
+    """One label's value; a region, a name or another non-integer is a :class:`DatasetError` saying why."""
+    if isinstance(value, (list, tuple)):
+        raise DatasetError(f"{source}: label {name!r} is a region {value}; region-based training is "
+                           "not supported by autocmr, give one integer per label")
+    number = _whole_number(value)
+    if number is not None:
+        return number
+    # nnU-Net v1 wrote labels value -> name ({"0": "background"}); v2 writes name -> value
+    hint = ""
+    if all(_whole_number(k) is not None for k in labels) and all(isinstance(v, str) for v in labels.values()):
+        v2 = json.dumps({v: _whole_number(k) for k, v in labels.items()})
+        hint = f"; this is nnU-Net v1's direction (value -> name), nnU-Net v2 maps name -> value: \"labels\": {v2}"
+    raise DatasetError(f"{source}: label {name!r} has the value {value!r}, expected an integer{hint}")
+
+
+def _count(value: Any, key: str, source: str) -> int:
+    number = _whole_number(value)
+    if number is None or number < 0:
+        raise DatasetError(f"{source}: {key} must be a whole number of cases, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -199,7 +240,10 @@ def load_metadata(root: Path, case_ids: list[str]) -> pd.DataFrame:
     (:func:`autocmr.dataset.naming.subject_from_name`: ``P1_ED``/``P1_ES`` -> ``P1``), else the case id."""
     path = root / CASES_CSV
     if path.is_file():
-        table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
+        try:
+            table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: cannot read as CSV ({exc}); save it as UTF-8 comma-separated text") from exc
         if "case_id" not in table.columns:
             raise DatasetError(f"{path}: needs a 'case_id' column, found {list(table.columns)}")
         if table["case_id"].duplicated().any():

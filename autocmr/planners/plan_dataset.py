@@ -48,15 +48,15 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
     also see the subject's other cardiac phase (pairs from ``cases.csv``'s subject and phase columns)."""
     name = resolve_dataset_name(dataset, roots.raw)
     raw_folder = roots.raw / name
+    workers = num_workers if num_workers is not None else default_workers()
+    if check:  # first: it lists every problem (cases.csv included) where loading stops at the first one
+        from autocmr.dataset.integrity import check_dataset
+
+        check_dataset(raw_folder, num_workers=workers).raise_if_errors()
     raw = load_raw_dataset(raw_folder)
     out = roots.preprocessed / name
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, older_than_s=SHARED_FOLDER_STALE_S)
-    workers = num_workers if num_workers is not None else default_workers()
-    if check:
-        from autocmr.dataset.integrity import check_dataset
-
-        check_dataset(raw_folder, num_workers=workers).raise_if_errors()
     pool = make_pool(workers) if workers > 1 else None
     try:
         fingerprint = _fingerprint(raw, out, workers, seed, pool)

@@ -18,7 +18,7 @@ from autocmr.dataset.integrity import check_dataset
 from autocmr.dataset.raw import DatasetJson, load_raw_dataset
 from autocmr.errors import ConfigurationError, DatasetError
 from autocmr.io.image import Geometry, read_header, read_image, write_image
-from autocmr.testing.phantoms import make_phantom_case, make_phantom_cine
+from autocmr.testing.phantoms import make_phantom_case, make_phantom_cine, write_phantom_dataset
 
 # patient001 (DCM) and patient061 (NOR): two pathology groups, different frame numbers.
 ACDC_PATIENTS = ("patient001", "patient061")
@@ -391,3 +391,126 @@ def test_a_conversion_removes_staging_copies_a_killed_one_left_long_ago(tmp_path
     os.utime(old, (time.time() - 2 * 86400,) * 2)  # a conversion killed two days ago
     convert_folder(images, labels, raw, 127, short_name="Mine", num_workers=1)
     assert not old.exists() and fresh.is_dir()  # another conversion may be running right now
+
+
+def test_folder_metadata_rows_without_a_case_id_or_naming_one_case_twice_are_refused(tmp_path: Path,
+                                                                                      capsys) -> None:
+    """case_a and case_a_0000.nii.gz are one case: two rows for it would give it two subjects."""
+    images, labels, _ = _folder_pairs(tmp_path)
+    raw = tmp_path / "raw"
+    blank = tmp_path / "blank.csv"
+    blank.write_text("case_id,subject,phase\ncase_a,s1,ED\ncase_b,s1,ES\n,s1,\n")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("case_id,subject,phase\ncase_a,s1,ED\ncase_b,s1,ES\ncase_a_0000.nii.gz,s9,ED\n")
+    for metadata, words in ((blank, "row(s) [4] have no case_id"),
+                            (twice, "rows [2, 4] are all for case case_a (written ['case_a', 'case_a_0000.nii.gz'])")):
+        with pytest.raises(DatasetError) as info:
+            convert_folder(images, labels, raw, 128, short_name="Mine", metadata_csv=metadata, num_workers=1)
+        assert str(info.value).startswith(f"{metadata}: {words}")
+        argv = ["folder", "--images", str(images), "--labels", str(labels), "-d", "128", "--name", "Mine",
+                "--raw", str(raw), "--metadata", str(metadata), "-j", "1"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+        assert not (raw / "Dataset128_Mine").exists()
+
+
+def test_the_renumbering_that_a_gapped_dataset_json_suggests_works(tmp_path: Path, capsys) -> None:
+    """A dataset numbered 0, 1, 2, 4 is refused with a --label-map hint; the command it suggests converts it."""
+    import re
+
+    folder = write_phantom_dataset(tmp_path / "other", n_subjects=1, seed=6, fov_mm=100)
+    for label_file in (folder / "labelsTr").iterdir():
+        label, geometry = read_image(label_file)
+        write_image(np.where(label == 3, 4, label).astype(np.uint8), geometry, label_file)
+    data = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**data, "labels": {"background": 0, "LV": 1, "MYO": 2,
+                                                                        "RV": 4}}))
+    with pytest.raises(DatasetError, match="renumber them") as info:
+        DatasetJson.load(folder / "dataset.json")
+    suggested = re.search(r"autocmr_convert folder --label-map '(\{.*?\})'", str(info.value)).group(1)
+
+    raw = tmp_path / "raw"
+    assert main(["folder", "--images", str(folder / "imagesTr"), "--labels", str(folder / "labelsTr"), "-d", "129",
+                 "--name", "Renumbered", "--raw", str(raw), "-j", "1", "--label-map", suggested]) == 0
+    out = raw / "Dataset129_Renumbered"
+    for case_id in ("subject000_ED", "subject000_ES"):
+        before, _ = read_image(folder / "labelsTr" / f"{case_id}.nii.gz")
+        after, _ = read_image(out / "labelsTr" / f"{case_id}.nii.gz")
+        assert (before == 4).any() and np.array_equal(after, np.where(before == 4, 3, before))
+    assert check_dataset(out).ok
+
+
+def _synthetic_acdc_patient(parent: Path, number: int, *, ground_truth: bool = True) -> Path:
+    """patientNNN with Info.cfg and frames 1 (ED) and 2 (ES): phantom images, labels in ACDC's values."""
+    patient = parent / f"patient{number:03d}"
+    patient.mkdir(parents=True)
+    (patient / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\nHeight: 170\nNbFrame: 2\nWeight: 70\n")
+    for frame in (1, 2):
+        case = make_phantom_case(number * 10 + frame, phase=frame - 1.0, fov_mm=100)
+        write_image(case.image, case.geometry, patient / f"{patient.name}_frame{frame:02d}.nii.gz")
+        if ground_truth:
+            write_image(case.label, case.geometry, patient / f"{patient.name}_frame{frame:02d}_gt.nii.gz")
+    return patient
+
+
+def test_acdc_testing_patients_with_ground_truth_stay_test_patients(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The later ACDC releases ship testing/ with _gt files: those patients are the test set, not training data."""
+    release = tmp_path / "ACDC" / "database"
+    _synthetic_acdc_patient(release / "training", 1)
+    _synthetic_acdc_patient(release / "testing", 101)
+    raw = tmp_path / "raw"
+
+    with caplog.at_level("INFO", logger="autocmr.dataset.converters.acdc"):
+        folder = convert_acdc(release, raw, 101, num_workers=1)
+
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == ["patient001_frame01_0000.nii.gz",
+                                                                       "patient001_frame02_0000.nii.gz"]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["patient001_frame01.nii.gz",
+                                                                       "patient001_frame02.nii.gz"]
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["patient101_frame01_0000.nii.gz",
+                                                                       "patient101_frame02_0000.nii.gz"]
+    assert not (folder / "labelsTs").exists()  # the raw format has no test labels
+    assert DatasetJson.load(folder / "dataset.json").num_training == 2
+    assert "1 patient(s) under testing/ (patient101 ...) go to imagesTs; their _gt files are not used" in caplog.text
+    assert check_dataset(folder).ok and not (folder / "conversion_skipped.json").exists()
+
+    # a flat folder keeps its rule: the patient without any ground truth is the test patient
+    flat = tmp_path / "flat"
+    _synthetic_acdc_patient(flat, 2)
+    _synthetic_acdc_patient(flat, 3, ground_truth=False)
+    folder = convert_acdc(flat, raw, 102, short_name="Flat", num_workers=1)
+    assert DatasetJson.load(folder / "dataset.json").num_training == 2
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["patient003_frame01_0000.nii.gz",
+                                                                       "patient003_frame02_0000.nii.gz"]
+
+
+def test_acdc_frames_failing_with_one_unexpected_error_are_all_dropped(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crashed pool fails every pending frame with the same message: none of them may stay in dataset.json or
+    cases.csv without its files."""
+    from autocmr.dataset.converters import acdc
+
+    source = tmp_path / "acdc"
+    for number in range(1, 7):
+        _synthetic_acdc_patient(source, number)
+    convert_frame = acdc._convert_frame
+
+    def crashing(image: Path, label: Path | None, folder: Path, case_id: str) -> list:
+        if case_id >= "patient003":
+            raise RuntimeError("A process in the process pool was terminated abruptly")
+        return convert_frame(image, label, folder, case_id)
+
+    monkeypatch.setattr(acdc, "_convert_frame", crashing)
+    folder = convert_acdc(source, tmp_path / "raw", 101, num_workers=1)
+
+    images = sorted(p.name for p in (folder / "imagesTr").iterdir())
+    assert images == [f"patient00{n}_frame0{f}_0000.nii.gz" for n in (1, 2) for f in (1, 2)]
+    assert DatasetJson.load(folder / "dataset.json").num_training == len(images) == len(pd.read_csv(
+        folder / "cases.csv"))
+    skipped = json.loads((folder / "conversion_skipped.json").read_text())
+    assert sorted(Path(s["file"]).name for s in skipped["skipped"]) == [
+        f"patient00{n}_frame0{f}.nii.gz" for n in range(3, 7) for f in (1, 2)]
+    assert all("terminated abruptly" in s["reason"] for s in skipped["skipped"])
+    assert skipped["converted_cases"] == 4 and check_dataset(folder).ok

@@ -146,3 +146,52 @@ def test_case_ids_whose_stored_files_would_collide_are_an_error(tmp_path: Path) 
     report = check_dataset(folder)
     (problem,) = report.errors
     assert problem.case_id == "subject000_ED_seg" and "clashes with case subject000_ED" in problem.reason
+
+
+def test_a_test_case_named_like_a_training_case_hides_none_of_its_problems(tmp_path: Path) -> None:
+    """The check of imagesTs/A must not replace the check of imagesTr/A; the shared id is itself an error."""
+    folder = write_phantom_dataset(tmp_path / "raw", n_subjects=1, seed=4, fov_mm=100)
+    clean = _image(folder, "subject000_ED").read_bytes()
+    image, _ = read_image(_image(folder, "subject000_ED"))
+    image[0, 0, 0] = np.nan
+    _rewrite(_image(folder, "subject000_ED"), image)
+    label, _ = read_image(_label(folder, "subject000_ED"))
+    label[0, 0, :2] = 7
+    _rewrite(_label(folder, "subject000_ED"), label)
+    (folder / "imagesTs").mkdir()
+    (folder / "imagesTs" / "subject000_ED_0000.nii.gz").write_bytes(clean)
+
+    for workers in (1, 2):
+        report = check_dataset(folder, num_workers=workers)
+        reasons = {(p.file.parent.name, p.file.name): p.reason for p in report.errors}
+        assert "1 voxels are NaN" in reasons[("imagesTr", "subject000_ED_0000.nii.gz")]
+        assert "label values [7]" in reasons[("labelsTr", "subject000_ED.nii.gz")]
+        assert "both imagesTr and imagesTs" in reasons[("imagesTs", "subject000_ED_0000.nii.gz")]
+        assert len(report.errors) == 3 and report.num_test == 1
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"labels": {"0": "background", "1": "LV", "2": "MYO", "3": "RV"}},
+     "label '0' has the value 'background', expected an integer; this is nnU-Net v1's direction (value -> name), "
+     'nnU-Net v2 maps name -> value: "labels": {"background": 0, "LV": 1, "MYO": 2, "RV": 3}'),
+    ({"labels": ["background", "LV", "MYO", "RV"]}, "labels must be an object of name/value pairs"),
+    ({"channel_names": ["cineMRI"]}, "channel_names must be an object of name/value pairs"),
+    ({"numTraining": "four"}, "numTraining must be a whole number of cases, got 'four'"),
+    ({"numTraining": 3.5}, "numTraining must be a whole number of cases, got 3.5"),
+    ({"channel_names": None, "file_ending": None, "modality": {"0": "MRI"}},  # None: the key is left out
+     "missing required keys ['channel_names', 'file_ending']; this is nnU-Net v1's dataset.json"),
+])
+def test_a_malformed_dataset_json_is_a_dataset_error_naming_it(tmp_path: Path, capsys, changes, words) -> None:
+    from autocmr.cli.convert import main
+    from autocmr.dataset.raw import DatasetJson
+
+    folder = write_phantom_dataset(tmp_path / "raw", n_subjects=1, seed=5, fov_mm=100)
+    dataset_json = folder / "dataset.json"
+    document = {**json.loads(dataset_json.read_text()), **changes}
+    dataset_json.write_text(json.dumps({k: v for k, v in document.items() if v is not None}))
+    with pytest.raises(DatasetError) as info:
+        DatasetJson.load(dataset_json)
+    assert str(info.value).startswith(f"{dataset_json}: {words}")
+    assert main(["check", "-d", folder.name, "--raw", str(tmp_path / "raw"), "-j", "1"]) == 1
+    captured = capsys.readouterr()
+    assert words in captured.out and "Traceback" not in captured.err

@@ -164,3 +164,22 @@ def test_existing_dataset_is_not_replaced_without_overwrite(converted, sunnybroo
     with pytest.raises(DatasetError, match="already exists"):
         convert_sunnybrook(sunnybrook_root, converted.parent, 130)
     assert sorted(p.name for p in (converted / "labelsTr").iterdir()) == before
+
+
+def test_cli_errors_name_the_dataset_folder_not_a_staging_folder(tmp_path, monkeypatch, capsys):
+    """convert_sunnybrook stages its own output: the CLI calls it as it is, so a failed conversion names the
+    dataset folder the user asked for."""
+    from autocmr.cli.convert import main
+    from autocmr.dataset.converters import sunnybrook
+    from autocmr.dataset.converters.common import STAGING_PREFIX, ConversionProblem
+
+    study = tmp_path / "SC-HF-I-1"
+    bad = study / "contours" / "i-contours" / "IM-0001-0079-icontour-manual.txt"
+    monkeypatch.setattr(sunnybrook, "_write_cases", lambda study_dir, folder: ([], [ConversionProblem(bad, "broken")]))
+    raw = tmp_path / "raw"
+
+    assert main(["sunnybrook", str(study), "--raw", str(raw), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert f"nothing was written to {raw / 'Dataset130_Sunnybrook'}:" in err and f"{bad}: broken" in err
+    assert STAGING_PREFIX not in err and "Traceback" not in err
+    assert sorted(p.name for p in raw.iterdir()) == []

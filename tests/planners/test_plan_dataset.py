@@ -110,3 +110,17 @@ def test_case_ids_whose_stored_files_would_collide_are_refused_before_preprocess
     (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": 3}))
     with pytest.raises(DatasetError, match="subject000_ED and subject000_ED_locs cannot be stored side by side"):
         plan_dataset(953, roots, num_workers=1, configurations=("2d",), check=False)
+
+
+def test_an_unreadable_cases_csv_is_a_dataset_error_naming_it(roots, capsys):
+    """A cases.csv saved by Excel in Latin-1 ("Besançon") is the dataset's problem, with or without the check."""
+    folder = write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=953, fov_mm=120)
+    (folder / "cases.csv").write_bytes("case_id,subject,centre\nsubject000_ED,subject000,Besan\xe7on\n"
+                                       .encode("latin-1"))
+    for check in (True, False):
+        with pytest.raises(DatasetError, match=r"cases\.csv:? +cannot read as CSV"):
+            plan_dataset(953, roots, num_workers=1, check=check, preprocess=False)
+    argv = ["-d", "953", "--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed), "--plan-only", "-j", "1"]
+    assert plan_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cases.csv" in err and "Traceback" not in err

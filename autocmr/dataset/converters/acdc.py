@@ -9,8 +9,11 @@ Source layout (official release)::
 
 ``SOURCE`` may also be the release's top folder holding ``training/`` and ``testing/``. Each frame becomes
 one case ``patientNNN_frameXX``. Images are copied byte-for-byte; labels are re-written from ACDC's
-convention (1 RV, 2 MYO, 3 LV) to autocmr's (1 LV, 2 MYO, 3 RV). Patients without any ground truth (the
-testing layout) go to ``imagesTs``.
+convention (1 RV, 2 MYO, 3 LV) to autocmr's (1 LV, 2 MYO, 3 RV). The split follows the patient's folder:
+patients under a folder named ``testing`` go to ``imagesTs`` even when they have ``_gt`` files (the later
+releases ship the test set's ground truth; training on it would leak the test set into training), and their
+``_gt`` files are not used (the raw format has no test labels). In a folder named otherwise, patients
+without any ground truth go to ``imagesTs``; under ``training``, a missing ground truth is a problem.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ ACDC_CITATION = ("Bernard et al., Deep Learning Techniques for Automatic MRI Car
 _FRAME_FILE = re.compile(r"^(patient\d+)_frame(\d+)(_gt)?(\.nii\.gz|\.nii)$")
 _PATIENT_DIR = re.compile(r"^patient\d+$")
 INFO_FILE = "Info.cfg"
+TRAINING_DIR, TESTING_DIR = "training", "testing"  # the release's split folders
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ def convert_acdc(source: str | Path, raw_root: str | Path | None, dataset_id: in
     name = make_dataset_name(dataset_id, short_name)
     frames, problems = scan_acdc(source)
     if not any(f.label is not None for f in frames) and not problems:
-        raise DatasetError(f"{source}: no frame with ground truth (patientNNN_frameXX_gt.nii.gz) found")
+        raise DatasetError(f"{source}: no frame with ground truth (patientNNN_frameXX_gt.nii.gz) found (the "
+                           f"ground truth of patients under a '{TESTING_DIR}' folder is not used)")
     converted: list[_Frame] = []
 
     def build(staging_root: Path) -> Path:
@@ -127,6 +132,10 @@ def scan_acdc(source: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
     if not patient_dirs:
         raise DatasetError(f"{source}: no patientNNN folders found (expected the official ACDC layout, "
                            "patientNNN/Info.cfg and patientNNN_frameXX[_gt].nii.gz)")
+    held_out = [p.name for p in patient_dirs if _is_testing(p) and any(p.glob("*_gt.nii*"))]
+    if held_out:
+        logger.info("ACDC: %d patient(s) under %s/ (%s ...) go to imagesTs; their _gt files are not used for "
+                    "training", len(held_out), TESTING_DIR, ", ".join(held_out[:3]))
     frames: list[_Frame] = []
     problems: list[ConversionProblem] = []
     for patient_dir in patient_dirs:
@@ -143,9 +152,14 @@ def scan_acdc(source: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
 def _patient_dirs(source: Path) -> list[Path]:
     found = sorted(p for p in source.iterdir() if p.is_dir() and _PATIENT_DIR.match(p.name))
     if not found:  # the release's top folder
-        found = sorted(p for split in ("training", "testing") if (source / split).is_dir()
+        found = sorted(p for split in (TRAINING_DIR, TESTING_DIR) if (source / split).is_dir()
                        for p in (source / split).iterdir() if p.is_dir() and _PATIENT_DIR.match(p.name))
     return found
+
+
+def _is_testing(patient_dir: Path) -> bool:
+    """A patient of the release's test set, by its folder (whether or not it ships ground truth)."""
+    return patient_dir.parent.name.lower() == TESTING_DIR
 
 
 class _PatientProblems(Exception):
@@ -163,6 +177,8 @@ def _scan_patient(patient_dir: Path) -> tuple[list[_Frame], list[ConversionProbl
         match = _FRAME_FILE.match(f.name)
         if match and match.group(1) == patient_dir.name:
             (labels if match.group(3) else images)[int(match.group(2))] = f
+    if _is_testing(patient_dir):
+        labels = {}  # a test patient's ground truth must not become training data (logged in scan_acdc)
     problems = [ConversionProblem(path, "label without its image "
                                         f"{patient_dir.name}_frame{number:02d}.nii.gz")
                 for number, path in sorted(labels.items()) if number not in images]
@@ -170,8 +186,8 @@ def _scan_patient(patient_dir: Path) -> tuple[list[_Frame], list[ConversionProbl
         if info[key] not in images:
             problems.append(ConversionProblem(patient_dir / INFO_FILE, f"{key} is frame {info[key]} but no image "
                                               f"{patient_dir.name}_frame{info[key]:02d}.nii.gz was found"))
-    # a patient of the testing layout: no ground truth at all; under training/ that is missing ground truth
-    is_test = not labels and patient_dir.parent.name.lower() != "training"
+    # a patient of the testing layout: no ground truth (used); under training/ that is missing ground truth
+    is_test = not labels and patient_dir.parent.name.lower() != TRAINING_DIR
     frames = []
     for number, image in sorted(images.items()):
         label = labels.get(number)

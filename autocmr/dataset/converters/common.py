@@ -42,8 +42,6 @@ GZIP_LEVEL = 1
 MIN_CASES_FOR_POOL = 4
 # At most this many problems are spelled out in an error message; the count says how many there were.
 MAX_LISTED_PROBLEMS = 50
-# An unexpected error shared by more cases than this is reported once, with a count.
-MAX_SAME_FAILURE = 3
 # What a converter skipped (partial-skip policy, see settle_problems), written into the dataset folder.
 SKIPPED_JSON = "conversion_skipped.json"
 
@@ -244,16 +242,10 @@ def run_cases(fn: Callable[..., list[ConversionProblem]], jobs: list[tuple[str, 
         with make_bare_pool(workers) as pool:
             results, failures = run_all(fn, jobs, num_workers=workers, desc=desc, pool=pool)
     problems = [p for key, _ in jobs for p in results.get(key, [])]
-    by_message: dict[str, list[str]] = {}
-    for key, message in failures.items():
-        by_message.setdefault(message, []).append(key)
-    for message, keys in by_message.items():
-        # A crashed pool fails every pending case with the same message: say it once.
-        if len(keys) > MAX_SAME_FAILURE:
-            problems.append(ConversionProblem(Path(sorted(keys)[0]), f"conversion failed ({message}), and "
-                                              f"{len(keys) - 1} other cases with the same error"))
-        else:
-            problems += [ConversionProblem(Path(key), f"conversion failed ({message})") for key in sorted(keys)]
+    # Every failed case is a problem of its own, even when a crashed pool failed them all with one message:
+    # the converters drop the cases their problems name, and a case left out of the list would be kept as
+    # converted without its files. The log and the error message cap how many they list.
+    problems += [ConversionProblem(Path(key), f"conversion failed ({failures[key]})") for key in sorted(failures)]
     return problems
 
 

@@ -54,7 +54,11 @@ def parse_label_map(label_map: Mapping[Any, Any] | str | Path | None) -> dict[in
 
 
 def label_mapping(labels: Mapping[str, int], label_map: Mapping[int, int]) -> dict[int, int]:
-    """Source value -> target value: the declared values map to themselves unless ``label_map`` says otherwise."""
+    """Source value -> target value: the declared values map to themselves unless ``label_map`` says otherwise.
+
+    An entry from a value that is not a declared label renumbers it (``{"4": 3}`` for a source numbered 0, 1, 2,
+    4); an entry from a declared value that joins another declared value's class is refused as a one-sided swap.
+    """
     targets = set(labels.values())
     bad = {k: v for k, v in label_map.items() if v not in targets or k < 0}
     if bad:
@@ -64,8 +68,11 @@ def label_mapping(labels: Mapping[str, int], label_map: Mapping[int, int]) -> di
     sources: dict[int, list[int]] = {}
     for source, target in mapping.items():
         sources.setdefault(target, []).append(source)
-    merged = {t: sorted(v) for t, v in sources.items() if len(v) > 1 and not all(k in label_map for k in v)}
-    if merged:  # {"1": 3} alone keeps 3 -> 3 as well: meant as a swap, it merges two classes
+    # {"1": 3} alone keeps 3 -> 3 as well: meant as a swap, it merges two classes ({"4": 3}, from a value that
+    # is no declared label, renumbers it)
+    merged = {t: sorted(v) for t, v in sources.items()
+              if any(k not in label_map for k in v) and any(k in label_map and k in targets for k in v)}
+    if merged:
         target, both = next(iter(merged.items()))
         raise ConfigurationError(f"label map {dict(label_map)} sends {both} all to {target} (declared values keep "
                                  f"their own value unless the map says otherwise): to swap, map both ways (e.g. "
@@ -185,13 +192,19 @@ def _metadata_rows(metadata_csv: str | Path | None, case_ids: list[str]) -> list
         raise DatasetError(f"{path}: cannot read metadata CSV ({exc})") from exc
     if "case_id" not in table.columns:
         raise DatasetError(f"{path}: needs a 'case_id' column, found {list(table.columns)}")
-    if table["case_id"].duplicated().any():
-        raise DatasetError(f"{path}: duplicated case ids "
-                           f"{sorted(table.loc[table['case_id'].duplicated(), 'case_id'])[:5]}")
     table["case_id"] = table["case_id"].str.strip()
+    empty = table.index[table["case_id"].isna() | (table["case_id"] == "")]
+    if len(empty):  # rows numbered as a spreadsheet shows them: the header is row 1
+        raise DatasetError(f"{path}: row(s) {[int(i) + 2 for i in empty][:5]} have no case_id (the header is row 1)")
     known = set(case_ids)
     # a row keyed by the image's file name or its channel file (CASE_0000, CASE.nii.gz) names the same case
-    table["case_id"] = [_case_of(c, known) for c in table["case_id"]]
+    written = table["case_id"].copy()
+    table["case_id"] = [_case_of(c, known) for c in written]
+    # after the mapping: P1_ED and P1_ED_0000.nii.gz are two rows for one case
+    for case_id, rows in table.groupby("case_id", sort=True):
+        if len(rows) > 1:
+            raise DatasetError(f"{path}: rows {[int(i) + 2 for i in rows.index]} are all for case {case_id} "
+                               f"(written {sorted(set(written[rows.index]))}); keep one row per case")
     unknown = sorted(set(table["case_id"]) - known)
     if unknown and len(unknown) == len(table):  # every row: the ids are written another way, not a few extras
         raise DatasetError(f"{path}: none of its case ids ({unknown[:3]} ...) is a case of this dataset (e.g. "
