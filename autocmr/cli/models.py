@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from autocmr.cli.common import run_command, setup_logging
+from autocmr.cli.common import positive_finite, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("archive")
     i.add_argument("--name", default=None, help="install under this name (default: the archive's)")
     i.add_argument("--replace", action="store_true", help="replace an installed model of the same name")
+    i.add_argument("--max-gib", type=positive_finite, default=None, metavar="GIB",
+                   help="refuse an archive whose files add up to more (default: 16; never more than the free "
+                        "space less 1 GiB)")
     k = sub.add_parser("pack", help="write the compact shipped form (float16 weights, manifest, card)")
     k.add_argument("model", help="trained model folder")
     k.add_argument("dest", help="folder to write (replaced as a whole), e.g. autocmr/pretrained/default")
@@ -84,9 +87,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                                replace=args.replace)
         print(f"exported to {archive}")
     elif args.command == "import":
-        from autocmr.models.archive import import_model
+        from autocmr.models.archive import GIB, MAX_IMPORT_BYTES, import_model
 
-        dest = import_model(args.archive, name=args.name, models_dir=args.models_dir, replace=args.replace)
+        limit = MAX_IMPORT_BYTES if args.max_gib is None else int(args.max_gib * GIB)
+        dest = import_model(args.archive, name=args.name, models_dir=args.models_dir, replace=args.replace,
+                            max_bytes=limit)
         from autocmr.settings import resolve_models_dir
 
         # the other commands find installed models in $AUTOCMR_MODELS: say so when --models-dir put it elsewhere

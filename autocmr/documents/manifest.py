@@ -11,12 +11,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from autocmr.documents.layout import MODEL_DOCUMENTS, MODEL_MANIFEST
+from autocmr.documents.layout import CHECKPOINT_KINDS, FOLD_PREFIX, MODEL_DOCUMENTS, MODEL_MANIFEST
 from autocmr.documents.versioning import check_version, read_json_document
 from autocmr.errors import DocumentError
 from autocmr.io.atomic import write_json_atomic
@@ -27,6 +28,10 @@ MANIFEST_SCHEMA_VERSION = 2
 LEGACY_SCHEMA_VERSION = 1
 UPGRADE_HINT = "run `autocmr_models upgrade FOLDER` to convert it"
 _HASH_CHUNK = 1 << 20
+# The only keys a manifest may hold: they are joined to the model folder and read, and a manifest can come from
+# an archive (an absolute path or ``..`` would make import hash, or loading open, a file outside the model)
+WEIGHT_KEY = re.compile(rf"{FOLD_PREFIX}[^/\\]+/checkpoint_({'|'.join(CHECKPOINT_KINDS)})\.pth")
+DOCUMENT_KEYS = tuple(name for name in MODEL_DOCUMENTS if name != MODEL_MANIFEST)
 
 
 def autocmr_version() -> str:
@@ -88,12 +93,14 @@ class ModelManifest:
         version = check_version(path, data.get("schema_version", LEGACY_SCHEMA_VERSION), kind="model manifest",
                                 supported=(LEGACY_SCHEMA_VERSION, MANIFEST_SCHEMA_VERSION), what_to_rerun=UPGRADE_HINT)
         try:
-            return cls(str(data["dataset"]), str(data["plans_name"]), str(data["configuration"]),
-                       {str(k): str(v) for k, v in (data.get("weights") or {}).items()}, data.get("name"),
-                       str(data.get("autocmr_version", "unknown")), version,
-                       {str(k): str(v) for k, v in (data.get("documents") or {}).items()})
+            manifest = cls(str(data["dataset"]), str(data["plans_name"]), str(data["configuration"]),
+                           {str(k): str(v) for k, v in (data.get("weights") or {}).items()}, data.get("name"),
+                           str(data.get("autocmr_version", "unknown")), version,
+                           {str(k): str(v) for k, v in (data.get("documents") or {}).items()})
         except KeyError as exc:
             raise DocumentError(f"{path}: model manifest lacks {exc}; {UPGRADE_HINT}") from None
+        _check_keys(manifest, path)
+        return manifest
 
     @classmethod
     def load(cls, folder: Path) -> "ModelManifest | None":
@@ -102,6 +109,42 @@ class ModelManifest:
         if not path.exists():
             return None
         return cls.from_dict(read_json_document(path, kind="model manifest", what_to_rerun=UPGRADE_HINT), path)
+
+
+def _check_keys(manifest: ModelManifest, path: Path) -> None:
+    """Every key names a file inside the model folder that a manifest may list, checked before any is read."""
+    for key in manifest.weights:
+        if not WEIGHT_KEY.fullmatch(key):
+            raise DocumentError(f"{path}: {key!r} is not a weight file a model manifest may list (only "
+                                f"{FOLD_PREFIX}N/checkpoint_{{{','.join(CHECKPOINT_KINDS)}}}.pth); the manifest is "
+                                "corrupt or was forged")
+    for key in manifest.documents:
+        if key not in DOCUMENT_KEYS:
+            raise DocumentError(f"{path}: {key!r} is not a model document (only {list(DOCUMENT_KEYS)}); the manifest "
+                                "is corrupt or was forged")
+
+
+def is_distributed(manifest: ModelManifest | None) -> bool:
+    """A finished model passed on as a whole (packed, exported, imported): its manifest lists the checksums of
+    its documents and weights. A training folder lists no documents (and lacks the folds still training)."""
+    return manifest is not None and not manifest.is_legacy and bool(manifest.weights) and bool(manifest.documents)
+
+
+def verify_weight_listing(folder: Path, manifest: ModelManifest | None) -> None:
+    """For a distributed model (:func:`is_distributed`), the weight files on disk are exactly those the manifest
+    lists: a listed one that is missing (an interrupted copy) or a ``.pth`` in a fold folder it does not list
+    (copied in from elsewhere) would change which folds are ensembled, so it raises :class:`DocumentError` naming
+    the file. A training folder is not checked (its folds come and go as they train)."""
+    if manifest is None or not is_distributed(manifest):
+        return
+    for rel in manifest.weights:
+        if not (folder / rel).is_file():
+            raise DocumentError(f"{folder / rel}: listed in {folder / MODEL_MANIFEST} but missing; copy the model "
+                                "folder again from its source")
+    for path in sorted(folder.glob(f"{FOLD_PREFIX}*/**/*.pth")):
+        if path.relative_to(folder).as_posix() not in manifest.weights:
+            raise DocumentError(f"{path}: not listed in {folder / MODEL_MANIFEST} (added after the model was packed "
+                                "or exported); remove it or copy the model folder again from its source")
 
 
 def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str) -> bool:

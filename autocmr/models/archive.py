@@ -2,12 +2,16 @@
 
 ``export_model`` writes ``NAME.tar.gz`` holding the small documents, the chosen checkpoints and a manifest
 that lists exactly those weight files with their sha256 (each is verified against the source's manifest
-first). ``import_model`` reads the archive without trusting it: only regular files under one top folder, no
-absolute paths, links or ``..``; contents are written by autocmr itself (never ``extractall``) into a staging
-folder, every weight file is checked against the manifest, and only then is the model moved into place.
+first; links are stored as the files they point to). ``import_model`` reads the archive without trusting it:
+only regular files under one top folder, no absolute paths, links, sparse files, ``..`` or duplicate names, and
+limits on size checked before anything is written; contents are written by autocmr itself (never
+``extractall``) into a staging folder, every weight file is checked against the manifest, and only then is the
+model moved into place, under the models folder's lock.
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import json
 import logging
@@ -15,8 +19,9 @@ import os
 import re
 import shutil
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, sha256_of, verify_documents, verify_listed_weight_file
@@ -24,7 +29,8 @@ from autocmr.errors import AutocmrError, InputFileError, OutputPathError, PlansE
 from autocmr.io.atomic import atomic_path
 from autocmr.models.folder import ModelFolder
 from autocmr.models.registry import DEFAULT_MODEL_NAME, resolve_models_dir
-from autocmr.models.store import staging_folder, swap_in_folder
+from autocmr.models.store import (models_lock, recover_swapped_out, remove_leftovers, staging_folder,
+                                  swap_in_folder)
 
 logger = logging.getLogger(__name__)
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -39,6 +45,12 @@ def _check_name(name: str) -> str:
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+GIB = 1 << 30
+MAX_IMPORT_BYTES = 16 * GIB  # the files of one archive; a model of five folds weighs well under 1 GiB
+FREE_SPACE_MARGIN = GIB  # left free on the models folder's filesystem after an import
+MAX_MEMBERS = 10_000
+MAX_EXPANSION = 50  # unpacked size / archive size: model weights barely compress, a bomb does a thousandfold
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # not CONTTYPE or GNU sparse, which isfile() also accepts
 
 
 def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Sequence[str] = ("final",),
@@ -66,9 +78,12 @@ def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Seq
     manifest = ModelManifest(identity.dataset, identity.plans_name, model.configuration.name, weights,
                              name=name).with_documents_of(model.path)  # the importer checks them all
     archive = Path(archive).expanduser()
-    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+    # dereference: a symlinked or hard-linked file is stored as the regular file it points to, the only kind of
+    # member import accepts (tarfile would store a link, or a second name of one inode as a hard link)
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz", dereference=True) as tar:
         for rel in sorted(manifest.documents) + sorted(weights):
-            tar.add(model.path / rel, arcname=f"{name}/{rel}", recursive=False)
+            with open(model.path / rel, "rb") as src:  # the file a link points to, and the size of what is read
+                tar.addfile(tar.gettarinfo(fileobj=src, arcname=f"{name}/{rel}"), src)
         data = json.dumps(manifest.to_dict(), indent=2).encode()
         info = tarfile.TarInfo(f"{name}/{layout.MODEL_MANIFEST}")
         info.size = len(data)
@@ -78,30 +93,86 @@ def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Seq
 
 
 def _safe_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, list[tuple[tarfile.TarInfo, str]]]:
-    """(top folder, [(member, path inside it)]) after checking every member is a plain file or folder."""
-    tops, files = set(), []
-    for member in tar.getmembers():
+    """(top folder, [(member, path inside it)]) after checking every member is a plain file or folder, each
+    named once, with no file standing where another member needs a folder."""
+    tops, files, names, file_names = set(), [], set(), set()
+    for count, member in enumerate(tar, start=1):  # not getmembers(): stop reading headers past the limit
+        if count > MAX_MEMBERS:
+            raise InputFileError(archive, f"holds more than {MAX_MEMBERS} members; a model archive holds a few dozen "
+                                          "files, refusing to import it")
         parts = PurePosixPath(member.name).parts
         if member.name.startswith("/") or ".." in parts:
             raise InputFileError(archive, f"unsafe path {member.name!r} in the archive; refusing to import it")
-        if not (member.isfile() or member.isdir()):
+        if member.issparse():  # expands to more than it declares: its size could not be checked
+            raise InputFileError(archive, f"{member.name!r} is a sparse file; refusing to import it (export the "
+                                          "model with `autocmr_models export`)")
+        if member.type not in _FILE_TYPES and not member.isdir():
             raise InputFileError(archive, f"{member.name!r} is a link or special file; refusing to import it")
         if not parts or (member.isfile() and len(parts) == 1):  # "." or model.json at the top: no model folder
             raise InputFileError(archive, f"{member.name!r} lies at the archive's top level, but a model archive "
                                           "holds one model folder (made with `tar -C FOLDER .`?); export it with "
                                           "`autocmr_models export FOLDER`, or tar the folder itself")
+        normalized = "/".join(parts)
+        if normalized in names:  # the second copy would silently replace the first
+            raise InputFileError(archive, f"{member.name!r} appears twice in the archive; refusing to import it")
+        names.add(normalized)
         tops.add(parts[0])
         if member.isfile():
+            file_names.add(normalized)
             files.append((member, "/".join(parts[1:])))
+    for name in names:
+        clash = next((parent for parent in _parents(name) if parent in file_names), None)
+        if clash is not None:
+            raise InputFileError(archive, f"{clash!r} is a file and also the folder of {name!r} in the archive; "
+                                          "refusing to import it")
     if len(tops) != 1:
         raise InputFileError(archive, f"expected one model folder in the archive, found {sorted(tops) or 'none'}")
     return tops.pop(), files
 
 
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free space of the filesystem ``folder`` is (or will be) on."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def _size(size: float) -> str:
+    return f"{size / GIB:.2f} GiB" if abs(size) >= GIB else f"{size / (1 << 20):.1f} MiB"
+
+
+def _check_sizes(files: list[tuple[tarfile.TarInfo, str]], archive: Path, root: Path, max_bytes: int) -> None:
+    """Refuse, before writing anything, an archive whose files would not fit (or are implausibly large): a
+    forged archive or a decompression bomb must not fill the disk the models folder is on."""
+    declared = sum(member.size for member, _ in files)
+    free = _free_bytes(root) - FREE_SPACE_MARGIN
+    if declared > min(max_bytes, free):
+        why = (f"the import limit of {_size(max_bytes)} (raise it with --max-gib)" if max_bytes <= free else
+               f"the free space of {root} less a {_size(FREE_SPACE_MARGIN)} margin ({_size(max(free, 0))})")
+        raise InputFileError(archive, f"its files add up to {_size(declared)}, more than {why}; refusing to import it")
+    packed = archive.stat().st_size
+    if declared > MAX_EXPANSION * packed:
+        raise InputFileError(archive, f"its files add up to {_size(declared)}, over {MAX_EXPANSION} times the "
+                                      f"archive's {_size(packed)} (model weights barely compress): a corrupt archive "
+                                      "or a decompression bomb; refusing to import it")
+
+
 def import_model(archive: str | Path, *, name: str | None = None, models_dir: str | Path | None = None,
-                 replace: bool = False) -> Path:
+                 replace: bool = False, max_bytes: int = MAX_IMPORT_BYTES) -> Path:
     """Install the model in ``archive`` under the models folder; returns its folder. Refuses to overwrite an
-    installed model of the same name unless ``replace``."""
+    installed model of the same name unless ``replace``.
+
+    Limits, checked before anything is written: at most :data:`MAX_MEMBERS` members, only regular files and
+    folders (no links, sparse or special files), files adding up to at most ``max_bytes`` (default
+    :data:`MAX_IMPORT_BYTES`, 16 GiB), to at most the free space of the models folder's filesystem less
+    :data:`FREE_SPACE_MARGIN` (1 GiB), and to at most :data:`MAX_EXPANSION` times the archive's size.
+    A truncated or corrupt archive is an InputFileError naming it; nothing is installed then. Imports into one
+    models folder check and install under its lock (:func:`~autocmr.models.store.models_lock`): of two imports
+    of one name, the second fails unless ``replace``. Folders interrupted imports left are removed."""
     archive = Path(archive).expanduser()
     try:
         tar = tarfile.open(archive, "r:*")
@@ -109,35 +180,62 @@ def import_model(archive: str | Path, *, name: str | None = None, models_dir: st
         raise InputFileError(archive, f"not a readable model archive ({exc})") from exc
     root = resolve_models_dir(models_dir)
     with tar:
-        top, files = _safe_members(tar, archive)
+        with _reading(archive):
+            top, files = _safe_members(tar, archive)
         dest = root / _check_name(name or top)
-        if dest.exists() and not replace:
-            raise PlansError(f"{dest}: a model named {dest.name!r} is already installed; pass --replace to "
-                             "replace it or --name to install this one under another name")
-        staging = staging_folder(dest)
+        _check_sizes(files, archive, root, max_bytes)
+        with models_lock(root):
+            remove_leftovers(root)
+            recover_swapped_out(dest)
+            _refuse_installed(dest, replace)
+            staging = staging_folder(dest)
         try:
-            for member, rel in files:
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(staging / rel, "wb") as out:  # type: ignore[union-attr]
-                    shutil.copyfileobj(src, out)
+            with _reading(archive):
+                for member, rel in files:
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(staging / rel, "wb") as out:  # type: ignore[union-attr]
+                        shutil.copyfileobj(src, out)
             _verify_imported(staging, archive)
-            swap_in_folder(staging, dest)
+            with models_lock(root):  # the check again: another import may have installed this name meanwhile
+                recover_swapped_out(dest)
+                _refuse_installed(dest, replace, meanwhile=True)
+                swap_in_folder(staging, dest, replace=replace)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("installed %s as %s", archive, dest)
     return dest
 
 
-def _verify_imported(folder: Path, archive: Path) -> None:
-    manifest = ModelManifest.load(folder)
-    if manifest is None or manifest.is_legacy or not manifest.weights:
-        raise InputFileError(archive, f"the archive has no {layout.MODEL_MANIFEST} with weight checksums; export "
-                                      "the model again with `autocmr_models export`")
-    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.pth")
-                      if p.relative_to(folder).as_posix() not in manifest.weights)
-    if unlisted:
-        raise InputFileError(archive, f"weight files not listed in the manifest: {unlisted}")
+def _refuse_installed(dest: Path, replace: bool, *, meanwhile: bool = False) -> None:
+    if dest.exists() and not replace:
+        when = " (by another import, while this one was unpacking)" if meanwhile else ""
+        raise PlansError(f"{dest}: a model named {dest.name!r} is already installed{when}; pass --replace to "
+                         "replace it or --name to install this one under another name")
+
+
+# what a truncated download or a damaged copy raises while the archive is read (gzip.BadGzipFile: a bad CRC)
+_CORRUPT = (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile)
+
+
+@contextlib.contextmanager
+def _reading(archive: Path) -> Iterator[None]:
     try:
+        yield
+    except _CORRUPT as exc:
+        raise InputFileError(archive, f"truncated or corrupt archive ({str(exc) or type(exc).__name__}); copy it again "
+                                      "from its source") from exc
+
+
+def _verify_imported(folder: Path, archive: Path) -> None:
+    try:
+        manifest = ModelManifest.load(folder)  # its keys are checked here, before any file they name is read
+        if manifest is None or manifest.is_legacy or not manifest.weights:
+            raise InputFileError(archive, f"the archive has no {layout.MODEL_MANIFEST} with weight checksums; "
+                                          "export the model again with `autocmr_models export`")
+        unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.pth")
+                          if p.relative_to(folder).as_posix() not in manifest.weights)
+        if unlisted:
+            raise InputFileError(archive, f"weight files not listed in the manifest: {unlisted}")
         for rel in manifest.weights:
             if not (folder / rel).is_file():
                 raise InputFileError(archive, f"{rel} is listed in the manifest but missing from the archive")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autocmr.documents import layout
-from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
+from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file, verify_weight_listing
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import list_models, resolve_model
@@ -18,7 +18,8 @@ def list_text(models_dir: str | Path | None = None) -> str:
     lines = [f"{'name':<24} {'configuration':<14} {'folds':<16} path"]
     for m in models:
         config = m.manifest.configuration if m.manifest else "?"
-        lines.append(f"{m.name:<24} {config:<14} {','.join(m.folds) or '-':<16} {m.path}")
+        line = f"{m.name:<24} {config:<14} {','.join(m.folds) or '-':<16} {m.path}"
+        lines.append(f"{line}\n{'':<24} ? cannot be used: {m.error}" if m.error else line)
     return "\n".join(lines)
 
 
@@ -33,7 +34,8 @@ def _model_folder(reference: str, models_dir: str | Path | None) -> Path:
 def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
     """Checks every weight file listed in the manifest. A mismatch, a listed file that is missing, or a folder
     without checksums raises (the command exits 2: a script's ``verify && deploy`` stops); weight files the
-    manifest does not list (a fold still training) are named in the text."""
+    manifest does not list fail a packed, exported or imported model (loading refuses them too) and are named in
+    the text of a training folder (a fold still training)."""
     folder = _model_folder(reference, models_dir)
     manifest = ModelManifest.load(folder)
     if manifest is None or manifest.is_legacy or not manifest.weights:
@@ -42,6 +44,7 @@ def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
     missing = [rel for rel in manifest.weights if not (folder / rel).is_file()]
     if missing:
         raise DocumentError(f"{folder}: weight file(s) listed in the manifest are missing: {missing}")
+    verify_weight_listing(folder, manifest)  # a packed/exported/imported model: exactly what loading accepts
     for rel in manifest.weights:
         verify_weight_file(folder, manifest, rel)
     documents = verify_documents(folder, manifest)

@@ -19,7 +19,8 @@ from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson
 from autocmr.documents import layout
 from autocmr.documents.checkpoint import HEADER_KEYS, load_checkpoint
-from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file
+from autocmr.documents.manifest import (ModelManifest, verify_documents, verify_weight_file,
+                                       verify_weight_listing)
 from autocmr.errors import DocumentError, PlansError
 from autocmr.models.registry import resolve_model
 from autocmr.networks.unet import GenericUNet, build_network
@@ -61,6 +62,9 @@ class ModelFolder:
         return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / layout.DATASET), manifest)
 
     def available_folds(self, checkpoint: str = "final") -> list[str]:
+        """The folds with a ``checkpoint`` on disk; for a packed, exported or imported model, DocumentError when
+        those on disk are not the ones its manifest lists (the ensemble would silently differ)."""
+        verify_weight_listing(self.path, self.manifest)
         prefix = len(layout.FOLD_PREFIX)
         return sorted(p.parent.name[prefix:] for p in self.path.glob(f"{layout.FOLD_PREFIX}*/"
                                                                       f"{layout.checkpoint_name(checkpoint)}"))
@@ -77,6 +81,7 @@ class ModelFolder:
                                   ) -> list[tuple[GenericUNet, dict[str, Any]]]:
         """Each fold's network with its checkpoint's header (:data:`~autocmr.documents.checkpoint.HEADER_KEYS`:
         the options it was trained with among them)."""
+        verify_weight_listing(self.path, self.manifest)  # also when the folds are named
         folds = list(folds) if folds else self.available_folds(checkpoint)
         if not folds:
             raise PlansError(f"{self.path}: no fold has a checkpoint_{checkpoint}.pth; train a fold first "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest
-from autocmr.errors import PlansError
+from autocmr.errors import AutocmrError, PlansError
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.settings import default_model_override, resolve_models_dir
 
@@ -60,9 +60,9 @@ def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None
     if not bare:
         raise PlansError(f"{path}: model folder not found")
     if imported is not None and not imported.exists():
-        from autocmr.models.store import recover_swapped_out
+        from autocmr.models.store import restore_interrupted_swap
 
-        recover_swapped_out(imported)  # an import --replace killed mid-swap
+        restore_interrupted_swap(imported)  # an import --replace killed mid-swap
     if imported is not None and imported.is_dir():
         return imported
     names = [m.name for m in list_models(models_dir)]
@@ -76,12 +76,16 @@ class InstalledModel:
     path: Path
     manifest: ModelManifest | None
     folds: tuple[str, ...]
+    error: str | None = None  # why its manifest cannot be read (a newer autocmr's, corrupt); listed all the same
 
 
 def _describe(name: str, path: Path) -> InstalledModel:
     folds = tuple(sorted(p.parent.name[len(layout.FOLD_PREFIX):]
                          for p in path.glob(f"{layout.FOLD_PREFIX}*/{layout.checkpoint_name('final')}")))
-    return InstalledModel(name, path, ModelManifest.load(path), folds)
+    try:
+        return InstalledModel(name, path, ModelManifest.load(path), folds)
+    except AutocmrError as exc:  # one unreadable model must not hide the others from `autocmr_models list`
+        return InstalledModel(name, path, None, folds, str(exc))
 
 
 def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:

@@ -2,11 +2,15 @@
 and the upgrade of folders written before manifests and versioned checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -16,6 +20,7 @@ from autocmr.documents.checkpoint import (CHECKPOINT_SCHEMA_VERSION, HEADER_KEYS
 from autocmr.documents.manifest import ModelManifest, sha256_of, verify_listed_weight_file, verify_weight_file
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import PlansError
+from autocmr.io.locks import held
 from autocmr.models.folder import ModelFolder
 
 logger = logging.getLogger(__name__)
@@ -23,15 +28,54 @@ COMPACT_DTYPE = torch.float16  # halves the size; predictions agree with float32
 
 
 OLD_PREFIX = ".tmp_old_"
+# An old model already replaced, renamed here before it is deleted: a deletion cut short leaves a trash folder,
+# never a half-deleted ``.tmp_old_`` one that :func:`recover_swapped_out` would put back in place.
+TRASH_PREFIX = ".tmp_trash_"
+_STAGING = re.compile(r"\.tmp_[0-9a-f]{8}_.+")  # :func:`staging_folder`'s names
+STALE_STAGING_S = 3600.0  # a staging folder untouched this long belongs to an import that was killed
+MODELS_LOCK = ".autocmr_models.lock"
+LOCK_WAIT_S = 120.0  # the lock is held for renames and deletions only, never for a whole extraction
+
+
+class _Busy(Exception):
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def models_lock(folder: Path) -> Iterator[None]:
+    """Hold the lock of the models folder ``folder`` (:mod:`autocmr.io.locks`), waiting up to
+    :data:`LOCK_WAIT_S` for another process: whoever holds it is alone to check whether a model is installed,
+    swap one in, or put back or delete what an interrupted one left."""
+    lock_file = folder / MODELS_LOCK
+    deadline = time.monotonic() + LOCK_WAIT_S
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(held(lock_file, _Busy))
+                break
+            except _Busy as busy:  # held() refuses at once; its holders only rename and delete folders
+                if time.monotonic() >= deadline:
+                    raise PlansError(f"{lock_file}: held by {busy.holder} for over {LOCK_WAIT_S:.0f} s (another "
+                                     "import or replacement of a model); retry when it has finished") from None
+                time.sleep(0.1)
+        yield
+
+
+def _swapped_out(dest: Path) -> list[Path]:
+    return [p for p in dest.parent.glob(f"{OLD_PREFIX}*") if p.is_dir() and p.name.split("_", 3)[-1] == dest.name
+            and len(p.name.split("_", 3)) == 4]
 
 
 def recover_swapped_out(dest: Path) -> bool:
     """A process killed between the two renames of :func:`swap_in_folder` left ``dest`` missing and the model it
-    was replacing under ``.tmp_old_<hex>_NAME``: put that back (the newest, if several). True if it did."""
+    was replacing under ``.tmp_old_<hex>_NAME``: put that back (the newest, if several). True if it did. Trash
+    folders (``.tmp_trash_``: a replaced model being deleted) are never put back. Callers sharing ``dest``'s
+    folder with other processes hold :func:`models_lock` (or use :func:`restore_interrupted_swap`)."""
     if dest.exists() or not dest.parent.is_dir():
         return False
-    left = [p for p in dest.parent.glob(f"{OLD_PREFIX}*") if p.is_dir() and p.name.split("_", 3)[-1] == dest.name
-            and len(p.name.split("_", 3)) == 4]
+    left = _swapped_out(dest)
     if not left:
         return False
     newest = max(left, key=lambda p: p.stat().st_mtime)
@@ -40,20 +84,65 @@ def recover_swapped_out(dest: Path) -> bool:
     return True
 
 
-def swap_in_folder(staging: Path, dest: Path) -> None:
+def restore_interrupted_swap(dest: Path) -> bool:
+    """:func:`recover_swapped_out` for a model of the models folder, under its lock (a replacement that is not
+    interrupted but in progress is left to finish). The lock is only taken when there is something to put back,
+    so a read-only models folder stays usable."""
+    if dest.exists() or not dest.parent.is_dir() or not _swapped_out(dest):
+        return False
+    with models_lock(dest.parent):
+        return recover_swapped_out(dest)
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete what interrupted imports and replacements left in ``folder`` (call it under :func:`models_lock`):
+    trash folders, and staging folders untouched for :data:`STALE_STAGING_S` (a younger one may be an import
+    still extracting). Returns the names removed."""
+    now, removed = time.time(), []
+    for item in sorted(folder.glob(".tmp_*")) if folder.is_dir() else ():
+        if not item.is_dir() or item.is_symlink():
+            continue
+        stale = _STAGING.fullmatch(item.name) and now - _newest_mtime(item) > STALE_STAGING_S
+        if item.name.startswith(TRASH_PREFIX) or stale:
+            shutil.rmtree(item, ignore_errors=True)
+            removed.append(item.name)
+    if removed:
+        logger.info("%s: removed %s, left by interrupted imports", folder, removed)
+    return removed
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The last time anything was written in ``folder`` (an extraction writes into subfolders)."""
+    newest = folder.stat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for entry in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(root, entry)).st_mtime)
+    return newest
+
+
+def swap_in_folder(staging: Path, dest: Path, *, replace: bool = True) -> None:
     """Replace ``dest`` by the complete folder ``staging`` (same parent): readers see the old or the new one
-    (or, for the instant between two renames, none: :func:`recover_swapped_out` repairs a kill there)."""
+    (or, for the instant between two renames, none: :func:`recover_swapped_out` repairs a kill there). Without
+    ``replace`` an existing ``dest`` is never replaced: PlansError."""
     recover_swapped_out(dest)
+    if dest.exists() and not replace:
+        raise PlansError(f"{dest}: exists (written meanwhile by another process?); not replaced")
     old = dest.with_name(f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}_{dest.name}")
     if dest.exists():
         dest.rename(old)
     try:
-        staging.rename(dest)
-    except OSError:
+        staging.rename(dest)  # onto a folder that is not empty this fails: never a silent replacement
+    except OSError as exc:
         if old.exists():
             old.rename(dest)
+        elif not replace and dest.exists():
+            raise PlansError(f"{dest}: exists (written meanwhile by another process?); not replaced") from exc
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        trash = dest.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:8]}_{dest.name}")
+        old.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _check_pack_destination(source: Path, dest: Path) -> None:

@@ -107,7 +107,13 @@ def test_unverifiable_or_modified_weights_are_not_passed_on_or_re_blessed(packed
 
 def test_verify_fails_on_missing_files_and_names_unlisted_ones(packed, tmp_path):
     copy = shutil.copytree(packed, tmp_path / "copy")
-    shutil.copy(copy / FINAL, copy / "fold_0" / "checkpoint_latest.pth")  # e.g. left by a training
+    shutil.copy(copy / FINAL, copy / "fold_0" / "checkpoint_latest.pth")
+    # a packed model: loading refuses a weight file its manifest does not list, so verify does too
+    with pytest.raises(DocumentError, match=r"checkpoint_latest\.pth: not listed"):
+        verify_text(str(copy))
+    manifest = json.loads((copy / "model.json").read_text())
+    manifest["documents"] = {}  # as a training folder's manifest: its folds come and go, it only names them
+    (copy / "model.json").write_text(json.dumps(manifest))
     assert "not covered by the manifest (not verified): ['fold_0/checkpoint_latest.pth']" in verify_text(str(copy))
     (copy / FINAL).unlink()
     with pytest.raises(DocumentError, match=r"missing: \['fold_0/checkpoint_final.pth'\]"):
