@@ -98,12 +98,18 @@ def _selection_provenance(predictor: Mapping[str, Any]) -> ModelProvenance:
     members = ", ".join(f"{m.get('name')} (folds {', '.join(map(str, m.get('folds', [])))})"
                         for m in predictor.get("members") or [])
     record: dict[str, Any] = {}
+    note: tuple[tuple[str, str], ...] = ()
     if source:
         path = Path(source) / SELECTION if Path(source).is_dir() else Path(source)
         try:  # read as a document, not loaded: the figures are wanted even where the members' folders moved
             record = read_json_document(path, kind="selection", what_to_rerun="run autocmr_find_best again")
         except (AutocmrError, OSError) as exc:
             logger.warning("selection %s: its cross-validation figures are not shown in the report: %s", source, exc)
+        other = _other_selection(predictor, record) if record else None
+        if other:  # autocmr_find_best ran again since: its figures describe another selection, not these masks
+            logger.warning("selection %s: its cross-validation figures are not shown in the report: %s", path, other)
+            note = (("cross-validation figures", f"not shown: {path} {other}"),)
+            record = {}
     chosen = record.get("chosen") or {}
     figures = chosen.get("cv_postprocessed") or chosen.get("cv") or {}
     agreement = {m: a for m, stats in (figures.get("clinical") or {}).items()
@@ -111,9 +117,29 @@ def _selection_provenance(predictor: Mapping[str, Any]) -> ModelProvenance:
     folds = ", ".join(map(str, record.get("folds") or []))
     return ModelProvenance(
         name=f"selection {predictor.get('name') or ''}".strip(), folder=source,
-        settings=(("members", members),) + _settings(predictor), agreement=agreement,
+        settings=(("members", members),) + _settings(predictor) + note, agreement=agreement,
         agreement_source=f"autocmr_find_best, folds {folds}, {record.get('n_cases', '?')} cases" if record else "",
         limits=())
+
+
+def _other_selection(predictor: Mapping[str, Any], record: Mapping[str, Any]) -> str | None:
+    """How the selection.json read now differs from the selection the batch recorded (its name, its members'
+    names and folds, and when it was made where the batch recorded that), or None when it is the same one."""
+    chosen = record.get("chosen") or {}
+
+    def members(entries: Any) -> list[tuple[Any, list[str]]]:
+        return [(m.get("name"), [str(f) for f in m.get("folds") or []]) for m in entries or []
+                if isinstance(m, Mapping)]
+
+    if chosen.get("name") != predictor.get("name") or members(chosen.get("members")) != \
+            members(predictor.get("members")):
+        return (f"now records selection {chosen.get('name')!r}, not {predictor.get('name')!r} that made these "
+                "masks (autocmr_find_best ran again since)")
+    made = predictor.get("selection_created")
+    if made and record.get("created") != made:
+        return (f"was made again at {record.get('created')} (these masks: the selection made at {made}); its "
+                "figures may not describe them")
+    return None
 
 
 def _agreement(stats: Any, *, limits: bool = True) -> Agreement | None:

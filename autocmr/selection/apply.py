@@ -1,10 +1,14 @@
 """Segment new images with a configuration chosen by :mod:`autocmr.selection.find_best`.
 
-A single model runs as ``autocmr_predict`` would, with the selection's folds and postprocessing. An ensemble
-runs each member over the input with ``save_probabilities`` into ``OUT/.ensemble_members/<name>/``, then
-averages the members' native-space probabilities case by case (softmax average, as in the cross-validation
-that chose it), takes the argmax, applies the selection's postprocessing and writes ``OUT/NAME.nii.gz``
-with the input's geometry (4D cines get 4D masks). The members' folders are kept, so ``continue_`` resumes.
+A single model runs as ``autocmr_predict`` would, with the selection's folds, and its predictor applies the
+selection's postprocessing as it writes each mask (a mask on disk is final: ``continue_`` leaves the masks it
+skips as they are). An ensemble runs each member over the input with ``save_probabilities`` into
+``OUT/.ensemble_members/<name>/``, then averages the members' native-space probabilities case by case (softmax
+average, as in the cross-validation that chose it), takes the argmax, applies the selection's postprocessing and
+writes ``OUT/NAME.nii.gz`` with the input's geometry (4D cines get 4D masks). An ensemble predicts every frame of
+a 4D cine at full accuracy (``--cine full``): the fast cine path picks its full-accuracy frames from each
+member's own volume curve, so the members' frames would differ and fast-pass probabilities would be averaged
+with full-accuracy ones. The members' folders are kept, so ``continue_`` resumes.
 
 Either way ``OUT/predictions.json`` records the masks as any batch does (the members' case records, the
 masks' paths in ``OUT``, a predictor naming the selection and its postprocessing), so the clinical analysis
@@ -24,7 +28,8 @@ import numpy as np
 from autocmr.documents.layout import BATCH_PREDICTIONS
 from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.inference.batch import BatchReport, predict_folder
-from autocmr.inference.batch_report import write_batch_record
+from autocmr.inference.batch_report import stored_predictors, write_batch_record
+from autocmr.inference.batch_settings import setting_differences
 from autocmr.inference.fast_cine import CineOptions
 from autocmr.inference.inputs import (IMAGES_FROM_DICOM, OUTPUT_SUFFIX, OVERWRITES_INPUT, PROBABILITIES_SUFFIX,
                                      CaseFailure, discover_jobs)
@@ -37,11 +42,9 @@ from autocmr.selection.document import Selection
 
 logger = logging.getLogger(__name__)
 MEMBERS_DIR = ".ensemble_members"
-
-
-def _postprocess_file(path: Path, decision: PostprocessingDecision) -> None:
-    label, geometry = read_image(path)
-    _write_mask(label, geometry, path, decision)
+# the settings of a batch record's predictor that say how its masks were made, as a selection's record keeps
+# them (its model, folds and weights are its members'): a continued run must share them
+CONTINUED_SETTINGS = ("configuration", "mirror_axes", "step", "precision", "harmonise", "cine", "postprocessing")
 
 
 def _write_mask(label: np.ndarray, geometry, path: Path, decision: PostprocessingDecision) -> None:
@@ -51,10 +54,6 @@ def _write_mask(label: np.ndarray, geometry, path: Path, decision: Postprocessin
         write_image(decision.apply(label).astype(np.uint8), geometry, path)
 
 
-def _has_postprocessing(decision: PostprocessingDecision) -> bool:
-    return decision.foreground_lcc or bool(decision.per_label_lcc)
-
-
 def predict_with_selection(input_path: str | Path, output_dir: str | Path, selection: Selection | str | Path, *,
                            options: PredictorOptions | None = None, continue_: bool = False,
                            num_workers: int | None = None, cine: CineOptions | None = None,
@@ -62,9 +61,9 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
     """Segment every image of ``input_path`` with the selection's model or ensemble into ``output_dir``.
 
     ``options`` sets device, mirroring and step; folds, checkpoint and postprocessing come from the
-    selection; ``cine`` how 4D cines are predicted and ``phase_pairs`` how members that take the other cardiac
-    phase find it (both as ``predict_folder``'s). Returns the report of the (last) member's run with the
-    ensemble's failures merged in.
+    selection; ``cine`` how 4D cines are predicted (an ensemble: every frame at full accuracy, see the module
+    doc) and ``phase_pairs`` how members that take the other cardiac phase find it (both as
+    ``predict_folder``'s). Returns the report of the (last) member's run with the ensemble's failures merged in.
     """
     source = None if isinstance(selection, Selection) else Path(selection)
     if not isinstance(selection, Selection):
@@ -79,20 +78,25 @@ def predict_with_selection(input_path: str | Path, output_dir: str | Path, selec
         logger.warning("predicting with other settings than the selection's cross-validation figures were measured "
                        "with (%s): the figures in selection.json do not describe these predictions exactly",
                        "; ".join(differences))
-    decision = selection.postprocessing
+    cine = cine or CineOptions()
     if len(selection.members) == 1:
         member = selection.members[0]
-        # its predictions.json is rewritten below as the selection's record, which is not a plain predictor's
-        report = predict_folder(input_path, out, member.model, options=replace(base, folds=member.folds),
-                                continue_=continue_, num_workers=num_workers, cine=cine, phase_pairs=phase_pairs,
-                                check_settings=False)
-        if _has_postprocessing(decision):
-            # skipped masks too: a run killed before this step left them unprocessed, and keeping the largest
-            # component(s) again changes nothing in a mask already processed
-            for name in report.done + report.skipped:
-                _postprocess_file(out / f"{name}{OUTPUT_SUFFIX}", decision)
+        predictor = replace(base, folds=member.folds).build(member.model)
+        # the predictor postprocesses each mask as it writes it: a mask on disk is final, so --continue skips it
+        # as it is (postprocessing is not idempotent, and a second pass would alter a mask already final)
+        predictor.postprocessing = selection.postprocessing
+        if continue_:
+            _check_continued_settings(out, {**predictor.describe(), "cine": cine.describe()})
+        # its predictions.json is rewritten below as the selection's record, which is not a plain predictor's:
+        # the settings were checked above instead
+        report = predict_folder(input_path, out, predictor, continue_=continue_, num_workers=num_workers, cine=cine,
+                                phase_pairs=phase_pairs, check_settings=False)
         _record_batch(out, [out], selection, source, report, input_path)
         return report
+    if cine.mode != "full":
+        logger.info("an ensemble predicts every frame of a 4D cine at full accuracy (the members' fast paths would "
+                    "pick different frames)")
+        cine = replace(cine, mode="full")
     reports = []
     for member in selection.members:
         folder = out / MEMBERS_DIR / member.name
@@ -131,6 +135,24 @@ def _check_continued_record(out: Path, selection: Selection) -> None:
         raise ConfigurationError(f"{record}: its masks were made by {made_by}, not by selection {selection.name!r} "
                                  f"({current['members']}); --continue would mix the two in one folder. Predict into "
                                  "another folder, or run without --continue to predict every case again")
+
+
+def _check_continued_settings(out: Path, description: dict[str, Any]) -> None:
+    """``--continue`` with a one-member selection: refuse masks made with other settings (mirroring, step,
+    precision, cine mode, postprocessing), as a plain ``-m MODEL`` run and an ensemble's members do. The folder's
+    record is the selection's (only the settings it keeps are compared) or, for a run killed before that record,
+    its member's own (compared as a plain run compares)."""
+    for name, stored in stored_predictors(out).items():
+        if "members" in stored:
+            differences = setting_differences({k: stored.get(k) for k in CONTINUED_SETTINGS},
+                                              {k: description.get(k) for k in CONTINUED_SETTINGS})
+        else:
+            differences = setting_differences(stored, description)
+        if differences:
+            raise ConfigurationError(f"{out / name}: its masks were predicted with other settings "
+                                     f"({'; '.join(differences)}); --continue would mix the two in one folder. "
+                                     "Predict into another folder, or run without --continue to predict every "
+                                     "case again")
 
 
 def _identity(selection: Selection) -> dict[str, Any]:
@@ -220,9 +242,11 @@ def _copy_dicom_image(member_dir: Path, out: Path, name: str) -> None:
 
 def _predictor(selection: Selection, source: Path | None, records: list[dict[str, Any]]) -> dict[str, Any]:
     first = (records[0].get("predictor") or {}) if records else {}
-    predictor = {key: first[key] for key in ("configuration", "device", "mirror_axes", "step", "precision")
-                 if key in first}
+    predictor = {key: first[key] for key in ("configuration", "device", "mirror_axes", "step", "precision",
+                                             "harmonise", "cine") if key in first}
+    # "selection_created" tells the analysis whether selection.json still holds the figures of this selection
     predictor.update(selection=str(source) if source is not None else None, **_identity(selection),
+                     selection_created=selection.record.get("created"),
                      postprocessing={"foreground_lcc": selection.postprocessing.foreground_lcc,
                                      "per_label_lcc": list(selection.postprocessing.per_label_lcc)})
     return predictor

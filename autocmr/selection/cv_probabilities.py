@@ -5,9 +5,10 @@ Probabilities are cached as ``CACHE/<model name>/CASE.npz`` (float16, key ``prob
 (C, z, y, x)), written atomically, and reused on the next run when they come from the same source:
 ``CACHE/<model name>/source.json`` records the model folder, the sha256 of each fold's checkpoint and the
 prediction settings (checkpoint kind, mirroring, step, precision), and per case the fold that predicts it and its
-raw image files (name, size, modification time). A cache made by anything else (a retrained fold, another model
-of the same folder name, ``--no-mirror``) is deleted and predicted again; so is a case that another splits file
-moved to another fold, or whose image was replaced (a re-converted dataset).
+raw image files (name, size, modification time), with those of its other phase for a model that reads it. A cache
+made by anything else (a retrained fold, another model of the same folder name, ``--no-mirror``) is deleted and
+predicted again; so is a case that another splits file moved to another fold, or whose image (or other phase's
+image) was replaced (a re-converted dataset).
 Predicting reads only the raw images and the fold's checkpoint, never writes into the model folder.
 """
 from __future__ import annotations
@@ -112,13 +113,24 @@ def cache_source(model: CvModel, options: PredictorOptions) -> dict[str, Any]:
                         for fold in model.folds}}
 
 
+def scored_weights(source: dict[str, Any], folds: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each fold's checkpoint from a :func:`cache_source`, keyed by its path in the model folder
+    (as a manifest keys them): the weights whose predictions were scored."""
+    return {checkpoint_relpath(fold, source["checkpoint"]): source["weights"][fold] for fold in folds}
+
+
 def case_sources(model: CvModel, cases: Sequence[str], raw_dir: Path) -> dict[str, str]:
     """Per case, what its cached probabilities depend on beyond the model: the fold that predicts it (another
-    splits file moves it) and its raw image files (name, size, modification time: a re-converted dataset)."""
+    splits file moves it) and its raw image files (name, size, modification time: a re-converted dataset), with
+    its other phase's for a model that reads that phase as input (its probabilities depend on both images)."""
     sources = {}
     for case_id in cases:
         digest = hashlib.sha256(str(raw_dir.resolve()).encode())
         hash_file_stats(digest, image_files(raw_dir, case_id, model.file_ending))
+        partner_id = model.partners.get(case_id)
+        if partner_id is not None:
+            digest.update(f"other phase {partner_id};".encode())
+            hash_file_stats(digest, image_files(raw_dir, partner_id, model.file_ending))
         sources[case_id] = f"fold {model.case_fold[case_id]}, images {digest.hexdigest()[:16]}"
     return sources
 
@@ -149,13 +161,16 @@ def _use_cache_of(folder: Path, source: dict[str, Any], cases: dict[str, str] | 
 
 
 def ensure_probabilities(model: CvModel, cases: Sequence[str], raw_dir: Path, cache_dir: Path,
-                         options: PredictorOptions) -> dict[str, Path]:
-    """Predict the cached-missing ``cases`` fold by fold (each with its own fold's network); their paths."""
+                         options: PredictorOptions, source: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Predict the cached-missing ``cases`` fold by fold (each with its own fold's network); their paths.
+    ``source``: the model's :func:`cache_source` when the caller computed it already (it hashes every checkpoint
+    and records the digests the cross-validation was scored with)."""
     paths = {c: probabilities_path(cache_dir, model, c) for c in cases}
     unknown = sorted(set(cases) - set(model.case_fold))
     if unknown:
         raise ConfigurationError(f"{model.path}: cases {unknown[:5]} are in no validation fold used")
-    _use_cache_of(cache_dir / model.name, cache_source(model, options), case_sources(model, cases, raw_dir))
+    _use_cache_of(cache_dir / model.name, source if source is not None else cache_source(model, options),
+                  case_sources(model, cases, raw_dir))
     todo = [c for c in cases if not paths[c].is_file()]
     logger.info("%s: %d validation case(s) cached, %d to predict", model.name, len(cases) - len(todo), len(todo))
     for fold in model.folds:
@@ -190,5 +205,5 @@ def _partner_data(model: CvModel, case_id: str, case: Any, raw_dir: Path) -> np.
     return partner.data
 
 
-__all__ = ["CvModel", "ensure_probabilities", "image_files", "open_cv_model", "probabilities_path",
-           "read_probabilities"]
+__all__ = ["CvModel", "cache_source", "ensure_probabilities", "image_files", "open_cv_model", "probabilities_path",
+           "read_probabilities", "scored_weights"]

@@ -11,13 +11,15 @@ Layout (schema version :data:`SCHEMA_VERSION`)::
      "prediction": {"mirror", "step", "precision", "harmonise"}}   # the settings the figures were measured with
 
     FIGURES = {"dice_mean", "dice": {class: mean}, "hd95": {class: mean},
-               "clinical": {measure: {"bias", "mean_abs_diff", "spearman_r", "n"}}}
+               "clinical": {measure: {"bias", "mean_abs_diff", "spearman_r", "n", "n_excluded"}}}
 
 ``model`` is the absolute path of a member's model folder when the selection was made; ``relative_model``
 the same path relative to the folder holding ``selection.json``, tried first so that a results tree can be
-moved or copied as a whole. ``weights``: the sha256 of the member's checkpoints from its manifest when the
-selection was made; a member folder found with other weights (retrained since, another model copied to that
-path) is refused, since the figures and postprocessing describe the weights they were measured on.
+moved or copied as a whole. ``weights``: checkpoint path in the model folder -> sha256 of the checkpoint files
+the cross-validation scored (hashed from the files themselves, not taken from the manifest, which need not list
+a ``--checkpoint latest`` or a fold retrained since). Applying the selection hashes the member's files again and
+refuses a member folder whose files differ (retrained since, another model copied to that path), naming the
+file, since the figures and postprocessing describe the weights they were measured on.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from autocmr.documents.layout import SELECTION, checkpoint_relpath
-from autocmr.documents.manifest import ModelManifest
+from autocmr.documents.manifest import sha256_of
 from autocmr.errors import DocumentError
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.io.atomic import write_json_atomic
@@ -45,22 +47,36 @@ class Member:
     name: str
     model: Path
     folds: tuple[str, ...]
+    # checkpoint path in the model folder -> sha256 of the file scored (find_best); empty: hashed when saved
+    weights: dict[str, str] = field(default_factory=dict, hash=False)
 
     def to_dict(self, base: Path, checkpoint: str = "final") -> dict[str, Any]:
         entry = {"name": self.name, "model": str(self.model.resolve()),
                  "relative_model": os.path.relpath(self.model.resolve(), base.resolve()), "folds": list(self.folds)}
-        weights = _weights(self.model, self.folds, checkpoint)
-        return {**entry, "weights": weights} if weights else entry
+        weights = self.weights or _file_weights(self.model, self.folds, checkpoint)
+        return {**entry, "weights": dict(weights)} if weights else entry
 
 
-def _weights(model: Path, folds: tuple[str, ...], checkpoint: str) -> dict[str, str]:
-    """The sha256 of the member's checkpoints from its manifest (empty when it does not list them all): which
-    weights the selection was made with, wherever the folder is found later."""
-    try:
-        manifest = ModelManifest.load(model)
-    except DocumentError:
+def _file_weights(model: Path, folds: tuple[str, ...], checkpoint: str) -> dict[str, str]:
+    """The sha256 of the member's checkpoint files as they are now (empty when one is missing): which weights
+    the selection was made with, wherever the folder is found later."""
+    files = {checkpoint_relpath(fold, checkpoint): model / checkpoint_relpath(fold, checkpoint) for fold in folds}
+    if not files or not all(path.is_file() for path in files.values()):
         return {}
-    return manifest.checksums_of(checkpoint_relpath(fold, checkpoint) for fold in folds) if manifest else {}
+    return {rel: sha256_of(path) for rel, path in files.items()}
+
+
+def _weights_mismatch(folder: Path, recorded: dict[str, str]) -> str | None:
+    """Why ``folder`` does not hold the recorded weights (the first checkpoint file that is missing or differs),
+    or None when every recorded file has its recorded sha256."""
+    for rel, digest in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        actual = sha256_of(path)
+        if actual != digest:
+            return f"{path} has sha256 {actual[:12]}..., not the {str(digest)[:12]}... the selection was scored with"
+    return None
 
 
 # the prediction settings the cross-validation figures were measured with (checkpoint aside: it is a field)
@@ -122,9 +138,8 @@ class Selection:
                                 f"reads version {SCHEMA_VERSION}: run autocmr_find_best again")
         try:
             chosen = data["chosen"]
-            checkpoint = str(data.get("checkpoint", "final"))
-            members = tuple(Member(m["name"], _member_path(path, m, checkpoint), tuple(str(f) for f in m["folds"]))
-                            for m in chosen["members"])
+            members = tuple(Member(m["name"], _member_path(path, m), tuple(str(f) for f in m["folds"]),
+                                   dict(m.get("weights") or {})) for m in chosen["members"])
             decision = PostprocessingDecision.from_dict(chosen.get("postprocessing", {}))
         except (KeyError, TypeError) as exc:
             raise DocumentError(f"{path}: malformed selection, missing {exc}") from exc
@@ -134,28 +149,32 @@ class Selection:
         return cls(members, decision, str(data.get("rank_by", "dice")), str(data.get("checkpoint", "final")), record)
 
 
-def _member_path(selection_path: Path, member: dict[str, Any], checkpoint: str = "final") -> Path:
+def _member_path(selection_path: Path, member: dict[str, Any]) -> Path:
     """The member's model folder: where its relative path from the selection points (a results tree moved as a
     whole), else its absolute path; with recorded weights (selections made since they were recorded), the
-    first of the two that holds those very weights."""
+    first of the two whose checkpoint files are those very weights."""
     candidates = [Path(member["model"])]
     if member.get("relative_model"):
         candidates.insert(0, selection_path.parent / member["relative_model"])
-    found = [c.resolve() for c in candidates if c.is_dir()]
+    found = list(dict.fromkeys(c.resolve() for c in candidates if c.is_dir()))
     if not found:
         raise DocumentError(f"{selection_path}: model {member.get('name')!r} not found at "
                             f"{' nor at '.join(str(c) for c in candidates)}")
     recorded = member.get("weights")
     if not recorded:
         return found[0]
-    folds = tuple(str(f) for f in member.get("folds", []))
+    if not isinstance(recorded, dict):
+        raise DocumentError(f"{selection_path}: malformed selection, weights of model {member.get('name')!r} are "
+                            "not a mapping of checkpoint files to sha256")
+    first_problem = None
     for folder in found:
-        if _weights(folder, folds, checkpoint) == recorded:
+        problem = _weights_mismatch(folder, recorded)
+        if problem is None:
             return folder
-    raise DocumentError(f"{selection_path}: model {member.get('name')!r} at {found[0]} no longer has the weights "
-                        "the selection was made with (retrained since, or another model at that path); its "
-                        "cross-validation figures and postprocessing do not describe it: run autocmr_find_best "
-                        "again")
+        first_problem = first_problem or problem
+    raise DocumentError(f"{selection_path}: model {member.get('name')!r}: {first_problem} (retrained since, or another "
+                        "model at that path); the selection's cross-validation figures and postprocessing do not "
+                        "describe these weights: run autocmr_find_best again")
 
 
 __all__ = ["Member", "SELECTION_JSON", "SCHEMA_VERSION", "Selection"]

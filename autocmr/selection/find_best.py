@@ -3,7 +3,10 @@
 Every candidate (each model alone, and each combination of up to ``max_members`` models) is scored on the
 validation cases common to all models, with :func:`autocmr.evaluation.evaluate_cases` (Dice, HD95, clinical
 agreement, and the breakdown by slice position), written under ``OUT/candidates/<name>/``. The best by
-``rank_by`` wins; ties go to the candidate with fewer members (cheaper to run). Its largest-component
+``rank_by`` wins; ties go to the candidate with fewer members (cheaper to run). A clinical measure ranks by the
+number of subjects on which it is undefined for the candidate first (a predicted end-diastolic volume of 0 leaves
+an EF undefined: a candidate that fails a subject completely must not win on the others), then by its mean
+absolute difference; a measure undefined for every candidate is an error. Its largest-component
 postprocessing is then decided on the same predictions (as :mod:`autocmr.inference.postprocessing` does
 for one model) and its figures are given with and without it. The result is ``OUT/selection.json``.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -23,11 +27,13 @@ from autocmr.errors import ConfigurationError
 from autocmr.evaluation import evaluate_cases
 from autocmr.evaluation.cases import safe_name
 from autocmr.evaluation.clinical import MEASURES
+from autocmr.evaluation.evaluate import EvaluationResult
 from autocmr.inference.postprocessing import decide_postprocessing
 from autocmr.inference.predictor import PredictorOptions
 from autocmr.io.atomic import write_text_atomic
 from autocmr.io.image import read_image
-from autocmr.selection.cv_probabilities import CvModel, ensure_probabilities, open_cv_model, read_probabilities
+from autocmr.selection.cv_probabilities import (CvModel, cache_source, ensure_probabilities, open_cv_model,
+                                                read_probabilities, scored_weights)
 from autocmr.selection.document import SELECTION_JSON, Member, Selection, prediction_settings
 
 logger = logging.getLogger(__name__)
@@ -65,20 +71,44 @@ def figures(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {"dice_mean": summary["mean_over_classes"]["dice"],
             "dice": {c: s["dice"]["mean"] for c, s in summary["classes"].items()},
             "hd95": {c: s["hd95"]["mean"] for c, s in summary["classes"].items()},
-            "clinical": {m: {k: a.get(k) for k in ("bias", "mean_abs_diff", "spearman_r", "n")}
+            "clinical": {m: {k: a.get(k) for k in ("bias", "mean_abs_diff", "spearman_r", "n", "n_excluded")}
                          for m, a in agreement.items()}}
 
 
-def rank_key(rank_by: str) -> Callable[[Mapping[str, Any]], float]:
-    """Smaller is better: -Dice, or a measure's mean absolute difference (undefined ranks last)."""
+def rank_key(rank_by: str) -> Callable[[Mapping[str, Any]], tuple[int, float]]:
+    """Smaller is better: (0, -Dice), or (subjects on which the measure is undefined, its mean absolute
+    difference). The count comes first: the mean absolute difference leaves those subjects out, so a candidate
+    that fails a subject completely (no LV at ED: an undefined EF) would otherwise win on the remaining ones.
+    An undefined value ranks last."""
     if rank_by not in RANK_BY_NAMES:
         raise ConfigurationError(f"rank_by {rank_by!r} unknown; valid: {list(RANK_BY_NAMES)}")
 
-    def key(fig: Mapping[str, Any]) -> float:
-        value = (-fig["dice_mean"] if fig["dice_mean"] is not None else None) if rank_by == DEFAULT_RANK_BY \
-            else fig["clinical"].get(rank_by, {}).get("mean_abs_diff")
-        return float("inf") if value is None else float(value)
+    def key(fig: Mapping[str, Any]) -> tuple[int, float]:
+        if rank_by == DEFAULT_RANK_BY:
+            excluded, value = 0, (-fig["dice_mean"] if fig["dice_mean"] is not None else None)
+        else:
+            agreement = fig["clinical"].get(rank_by, {})
+            excluded, value = int(agreement.get("n_excluded") or 0), agreement.get("mean_abs_diff")
+        return excluded, float("inf") if value is None else float(value)
     return key
+
+
+def _undefined_reason(rank_by: str, evaluation: EvaluationResult, metadata: Any) -> str:
+    """Why ``rank_by`` is undefined for a candidate (said once every candidate has it undefined: the references
+    and the subjects are the same for all, so the first candidate's evaluation tells)."""
+    if rank_by == DEFAULT_RANK_BY:
+        return "no foreground class was scored on any validation case"
+    clinical = evaluation.summary.get("clinical", {})
+    if not clinical.get("n_subjects") or evaluation.clinical is None or evaluation.clinical.empty:
+        where = metadata if isinstance(metadata, (str, Path)) else "the cases' metadata"
+        return (f"no validation subject has both its ED and its ES case known: give 'subject' and 'phase' in "
+                f"{where}, or name the cases CASE_ED and CASE_ES")
+    n = int(clinical["n_subjects"])
+    reference = evaluation.clinical[f"ref_{rank_by}"].to_numpy(dtype=float)
+    if not np.isfinite(reference).any():
+        return f"the manual references define it for none of the {n} validation subjects (structure not labelled?)"
+    return (f"every candidate's predictions leave it undefined on all {n} validation subjects (e.g. a predicted "
+            "end-diastolic volume of 0)")
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -174,37 +204,46 @@ def find_best_configuration(model_dirs: Sequence[str | Path], raw_dir: str | Pat
     _check_same_classes(models)
     cases = _common_cases(models)
     cache = Path(cache_dir) if cache_dir is not None else out / PROBABILITIES_DIR
-    paths = [ensure_probabilities(m, cases, raw_dir, cache, options) for m in models]
+    # the checkpoints hashed once: they key the cache, and selection.json records them as the weights scored
+    sources = [cache_source(m, options) for m in models]
+    paths = [ensure_probabilities(m, cases, raw_dir, cache, options, source=s) for m, s in zip(models, sources)]
     combos = [c for k in range(1, min(max_members, len(models)) + 1)
               for c in itertools.combinations(range(len(models)), k)]
     labels, references = _candidate_labels(models, combos, cases, paths, raw_dir)
     meta = metadata if metadata is not None else (raw_dir / "cases.csv" if (raw_dir / "cases.csv").is_file() else None)
 
-    def score(name: str, predictions: Sequence[np.ndarray]) -> dict[str, Any]:
+    def score(name: str, predictions: Sequence[np.ndarray]) -> EvaluationResult:
         evaluation = evaluate_cases([(c, ref, lab, sp) for (c, ref, sp), lab in zip(references, predictions)],
                                     out / CANDIDATES_DIR / safe_name(name), labels=models[0].labels, metadata=meta,
                                     by=list(by), make_plots=make_plots)
         logger.info("candidate %s: mean Dice %s", name, evaluation.summary["mean_over_classes"]["dice"])
-        return figures(evaluation.summary)
+        return evaluation
 
-    scored = [_Scored("+".join(models[i].name for i in combo), combo,
-                      score("+".join(models[i].name for i in combo), labels[combo])) for combo in combos]
+    evaluations = {combo: score("+".join(models[i].name for i in combo), labels[combo]) for combo in combos}
+    scored = [_Scored("+".join(models[i].name for i in combo), combo, figures(evaluations[combo].summary))
+              for combo in combos]
+    if all(math.isinf(rank(c.figures)[1]) for c in scored):  # the first candidate would win on nothing
+        raise ConfigurationError(f"rank_by {rank_by!r} is undefined for every candidate, so none can be chosen by "
+                                 f"it: {_undefined_reason(rank_by, evaluations[combos[0]], meta)}; rank by "
+                                 "another measure or by dice")
     scored.sort(key=lambda c: (rank(c.figures), len(c.members)))  # ties: the cheaper candidate
     best = scored[0]
     pairs = [(ref, lab) for (_, ref, _), lab in zip(references, labels[best.members])]
     decision = decide_postprocessing(pairs, sorted(v for v in models[0].labels.values() if v != 0))
-    post = score(best.name + "_postprocessed", [decision.apply(lab) for lab in labels[best.members]])
+    post = figures(score(best.name + "_postprocessed", [decision.apply(lab) for lab in labels[best.members]]).summary)
     candidates = [{"rank": k + 1, "name": c.name, "members": [models[i].name for i in c.members], "cv": c.figures}
                   for k, c in enumerate(scored)]
     record = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "folds": _scored_folds(models[0], cases), "n_cases": len(cases),
               "chosen": {"cv": best.figures, "cv_postprocessed": post}, "candidates": candidates,
               "prediction": prediction_settings(options)}
-    members = tuple(Member(models[i].name, models[i].path, models[i].folds) for i in best.members)
+    # the sha256 of the checkpoints whose predictions were scored: applying the selection checks the files
+    members = tuple(Member(models[i].name, models[i].path, models[i].folds,
+                           scored_weights(sources[i], models[i].folds)) for i in best.members)
     selection = Selection(members, decision, rank_by, options.checkpoint, record)
     out.mkdir(parents=True, exist_ok=True)
     selection.save(out / SELECTION_JSON)
-    table = _candidate_table(candidates)
+    table = _candidate_table(candidates, rank_by)
     write_text_atomic(out / CANDIDATES_CSV, table.to_csv(index=False))
     return SelectionResult(selection, table, out / SELECTION_JSON)
 
@@ -220,12 +259,16 @@ def _nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _candidate_table(candidates: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def _candidate_table(candidates: Sequence[Mapping[str, Any]], rank_by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
     rows = []
     for c in candidates:
         clinical = c["cv"]["clinical"]
         mad = {f"{m}_mad": _nan_if_none(clinical.get(m, {}).get("mean_abs_diff")) for m in MEASURES}
-        rows.append({"rank": c["rank"], "name": c["name"], "dice_mean": _nan_if_none(c["cv"]["dice_mean"]), **mad})
+        # ranked by a measure: the subjects it is undefined on come first in the ranking, so they are shown
+        excluded = ({f"{rank_by}_n_excluded": clinical.get(rank_by, {}).get("n_excluded")}
+                    if rank_by != DEFAULT_RANK_BY else {})
+        rows.append({"rank": c["rank"], "name": c["name"], "dice_mean": _nan_if_none(c["cv"]["dice_mean"]), **mad,
+                     **excluded})
     return pd.DataFrame(rows)
 
 

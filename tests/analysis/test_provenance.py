@@ -51,11 +51,11 @@ def test_without_a_card_or_a_record(tmp_path, caplog):
 
 def test_a_selection_shows_its_members_and_the_figures_it_was_chosen_on(tmp_path, caplog):
     figures = {"clinical": {"LVEF": {"bias": -1.5, "mean_abs_diff": 3.2, "spearman_r": 0.9, "n": 10}}}
+    members = [{"name": "a", "folds": ["0"]}, {"name": "b", "folds": ["0", "1"]}]
     (tmp_path / "selection.json").write_text(json.dumps({
         "kind": "autocmr_selection", "schema_version": 1, "folds": ["0", "1"], "n_cases": 20,
-        "chosen": {"cv": {"clinical": {}}, "cv_postprocessed": figures}}))
-    predictor = {**PREDICTOR, "selection": str(tmp_path), "name": "a+b",
-                 "members": [{"name": "a", "folds": ["0"]}, {"name": "b", "folds": ["0", "1"]}]}
+        "chosen": {"name": "a+b", "members": members, "cv": {"clinical": {}}, "cv_postprocessed": figures}}))
+    predictor = {**PREDICTOR, "selection": str(tmp_path), "name": "a+b", "members": members}
     p = model_provenance(predictor)
     assert p.name == "selection a+b" and dict(p.settings)["members"] == "a (folds 0), b (folds 0, 1)"
     assert p.agreement["LVEF"].loa_lower is None and p.agreement_source == "autocmr_find_best, folds 0, 1, 20 cases"
@@ -64,6 +64,37 @@ def test_a_selection_shows_its_members_and_the_figures_it_was_chosen_on(tmp_path
     with caplog.at_level(logging.WARNING):
         gone = model_provenance({**predictor, "selection": str(tmp_path / "moved.json")})
     assert not gone.agreement and "selection" in caplog.text
+
+
+def test_a_selection_made_again_since_the_masks_does_not_lend_them_its_figures(tmp_path, caplog):
+    """autocmr_find_best ran again into the same folder after the batch: the figures now in selection.json
+    describe another selection (or the same one measured again), not these masks: left out, with a note."""
+    figures = {"clinical": {"LVEF": {"bias": -1.5, "mean_abs_diff": 3.2, "spearman_r": 0.9, "n": 10}}}
+    members = [{"name": "a", "folds": ["0"]}, {"name": "b", "folds": ["0"]}]
+
+    def write(name, chosen_members, created):
+        (tmp_path / "selection.json").write_text(json.dumps({
+            "kind": "autocmr_selection", "schema_version": 1, "folds": ["0"], "n_cases": 20, "created": created,
+            "chosen": {"name": name, "members": chosen_members, "cv": figures, "cv_postprocessed": figures}}))
+
+    predictor = {**PREDICTOR, "selection": str(tmp_path / "selection.json"), "name": "a+b", "members": members,
+                 "selection_created": "2026-01-01T00:00:00+00:00"}
+    write("a+b", members, "2026-01-01T00:00:00+00:00")
+    assert set(model_provenance(predictor).agreement) == {"LVEF"}  # the very selection that made the masks
+    for name, chosen_members, created in (("a", members[:1], "2026-02-01T00:00:00+00:00"),
+                                          ("a+b", [members[0], {"name": "b", "folds": ["0", "1"]}], None),
+                                          ("a+b", members, "2026-02-01T00:00:00+00:00")):
+        write(name, chosen_members, created)
+        with caplog.at_level(logging.WARNING):
+            p = model_provenance(predictor)
+        assert not p.agreement and p.agreement_source == ""
+        assert dict(p.settings)["cross-validation figures"].startswith(f"not shown: {tmp_path / 'selection.json'}")
+        page = write_report([], tmp_path / "report.html", model=p).read_text()
+        assert "not shown:" in page and "<td>3.2</td>" not in page
+    assert "not shown in the report" in caplog.text
+    # a batch recorded before the selection's time was: the name and members decide
+    write("a+b", members, "2026-03-01T00:00:00+00:00")
+    assert set(model_provenance({**predictor, "selection_created": None}).agreement) == {"LVEF"}
 
 
 def test_the_report_counts_each_flag_over_the_batch(tmp_path):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from autocmr.cli.find_best import main
 from autocmr.cli.predict import main as predict_main
+from autocmr.documents.manifest import sha256_of
 from autocmr.errors import ConfigurationError, DocumentError
 from autocmr.evaluation.cases import safe_name
 from autocmr.evaluation.metrics import case_metrics
@@ -79,6 +81,10 @@ def test_every_candidate_scored_and_the_best_chosen(two_models, selection_run):
     assert dice == sorted(dice, reverse=True)
     assert document["chosen"]["name"] == document["candidates"][0]["name"]
     assert "LVEF" in document["chosen"]["cv"]["clinical"] and "cv_postprocessed" in document["chosen"]
+    assert document["chosen"]["cv"]["clinical"]["LVEF"]["n_excluded"] == 0  # the subjects the ranking counts
+    for member in document["chosen"]["members"]:  # the weights recorded: the checkpoint files scored
+        checkpoint = Path(member["model"]) / "fold_0" / "checkpoint_final.pth"
+        assert member["weights"] == {"fold_0/checkpoint_final.pth": sha256_of(checkpoint)}
     assert (selection_run / "candidates" / safe_name(f"{name_a}+{name_b}") / "slice_position_summary.csv").is_file()
     selection = Selection.load(selection_run)
     assert [m.model for m in selection.members] == [p.resolve() for p in
@@ -104,6 +110,7 @@ def test_cached_probabilities_are_reused_and_bad_options_rejected(two_models, se
     result = find_best_configuration([model_a, model_b], raw, selection_run / "again", options=OPTIONS,
                                      cache_dir=selection_run / "probabilities", rank_by="LVEF", max_members=1)
     assert len(result.candidates) == 2 and result.selection.rank_by == "LVEF"
+    assert list(result.candidates["LVEF_n_excluded"]) == [0, 0]
     with pytest.raises(ConfigurationError, match="valid"):
         find_best_configuration([model_a], raw, selection_run / "bad", rank_by="accuracy")
     with pytest.raises(ConfigurationError, match="checkpoint"):
@@ -193,28 +200,103 @@ def test_autocmr_predict_with_an_ensemble_selection(two_models, selection_run, t
     assert f"selection {base.name}" in page and "autocmr_find_best, folds" in page  # its CV figures shown
 
 
-def test_a_single_model_selection_postprocesses_masks_a_killed_run_left(two_models, tmp_path):
+def test_a_measure_undefined_for_every_candidate_is_an_error(two_models, selection_run, monkeypatch):
+    """Ranking by LVEF with no subject's ED and ES known: no candidate has a figure, none is chosen silently."""
+    import pandas as pd
+
+    model_a, model_b, raw = two_models
+    monkeypatch.setattr(PredictorOptions, "build", lambda *a, **k: pytest.fail("cached cases were predicted again"))
+    cases = sorted(open_cv_model(model_a).case_fold)
+    no_phases = pd.DataFrame({"case_id": cases, "subject": cases, "phase": ["MID"] * len(cases)})
+    with pytest.raises(ConfigurationError, match=r"rank_by 'LVEF' is undefined for every candidate.*ED and its ES"):
+        find_best_configuration([model_a, model_b], raw, selection_run / "undefined", options=OPTIONS,
+                                cache_dir=selection_run / "probabilities", rank_by="LVEF", metadata=no_phases)
+    assert not (selection_run / "undefined" / "selection.json").exists()
+
+
+def _one_case_input(model, raw, folder):
+    case = sorted(open_cv_model(model).case_fold)[0]
+    folder.mkdir()
+    (folder / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    return case
+
+
+def test_continue_leaves_the_masks_it_skips_as_they_are(two_models, tmp_path):
+    """A one-member selection's masks are written postprocessed; --continue does not postprocess the masks it
+    skips again (not idempotent: a final mask would change)."""
     from autocmr.inference.postprocessing import PostprocessingDecision
     from autocmr.io.image import write_image
     from autocmr.selection.apply import predict_with_selection
 
     model_a, _, raw = two_models
     chosen = Selection((Member("a", model_a, ("0",)),), PostprocessingDecision(foreground_lcc=True), "dice")
-    case = sorted(open_cv_model(model_a).case_fold)[0]
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / f"{case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{case}_0000.nii.gz")
+    case = _one_case_input(model_a, raw, tmp_path / "images")
     out = tmp_path / "out"
-    predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0)
+    assert predict_with_selection(tmp_path / "images", out, chosen, options=OPTIONS, num_workers=0).done == [case]
     mask, geometry = read_image(out / f"{case}.nii.gz")
-    stray = mask.copy()
-    stray[:, :5, :5] = 0
-    stray[:, 2, 2] = 3  # an island, as a mask stands before its postprocessing (the run was killed there)
-    write_image(stray, geometry, out / f"{case}.nii.gz")
-    report = predict_with_selection(images, out, chosen, options=OPTIONS, num_workers=0, continue_=True)
-    assert report.skipped == [case]
-    done = read_image(out / f"{case}.nii.gz")[0]
-    assert np.array_equal(done, chosen.postprocessing.apply(stray)) and done[0, 2, 2] == 0
+    assert np.array_equal(mask, chosen.postprocessing.apply(mask))  # postprocessed as written
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["predictor"]["postprocessing"] == {"foreground_lcc": True, "per_label_lcc": []}
+    final = mask.copy()
+    final[:, :5, :5] = 0
+    final[:, 2, 2] = 3  # a final mask that the postprocessing would change
+    write_image(final, geometry, out / f"{case}.nii.gz")
+    report = predict_with_selection(tmp_path / "images", out, chosen, options=OPTIONS, num_workers=0, continue_=True)
+    assert report.skipped == [case] and not report.done
+    assert np.array_equal(read_image(out / f"{case}.nii.gz")[0], final)
+
+
+def test_continue_refuses_a_one_member_selection_run_with_other_settings(two_models, tmp_path):
+    """As a plain -m MODEL run and an ensemble's members do: masks made with another step or cine mode are not
+    mixed with new ones under one record."""
+    from dataclasses import replace
+
+    from autocmr.inference.fast_cine import CineOptions
+    from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.selection.apply import predict_with_selection
+
+    model_a, _, raw = two_models
+    chosen = Selection((Member("a", model_a, ("0",)),), PostprocessingDecision(), "dice")
+    case = _one_case_input(model_a, raw, tmp_path / "images")
+    out = tmp_path / "out"
+    predict_with_selection(tmp_path / "images", out, chosen, options=OPTIONS, num_workers=0)
+    for options, cine, changed in ((replace(OPTIONS, step=0.25), None, "step"),
+                                   (OPTIONS, CineOptions(mode="full"), "cine")):
+        with pytest.raises(ConfigurationError, match=rf"predicted with other settings \({changed}: .*--continue"):
+            predict_with_selection(tmp_path / "images", out, chosen, options=options, num_workers=0, continue_=True,
+                                   cine=cine)
+    assert predict_with_selection(tmp_path / "images", out, chosen, options=OPTIONS, num_workers=0,
+                                  continue_=True).skipped == [case]
+
+
+def test_an_ensemble_predicts_every_cine_frame_at_full_accuracy(two_models, tmp_path):
+    """Each member's fast cine path would pick its own ED/ES frames and average fast-pass with full-accuracy
+    probabilities: an ensemble predicts cines frame by frame at full accuracy, and records it."""
+    from autocmr.inference.postprocessing import PostprocessingDecision
+    from autocmr.io.cine import read_cine, write_cine
+    from autocmr.io.image import Geometry
+    from autocmr.selection.apply import predict_with_selection
+    from autocmr.testing.phantoms import make_phantom_cine
+
+    model_a, model_b, _ = two_models
+    image, _, g4, _, _ = make_phantom_cine(3, n_frames=4, fov_mm=120.0)
+    start = (image.shape[1] - 2) // 2  # two mid-ventricular slices keep it fast
+    geometry = Geometry(g4.size[:2] + (2,) + g4.size[3:], g4.spacing, g4.origin, g4.direction)
+    (tmp_path / "in").mkdir()
+    write_cine(image[:, start:start + 2], geometry, tmp_path / "in" / "cine.nii.gz")
+    ensemble = Selection((Member("a", model_a, ("0",)), Member("b", model_b, ("0",))), PostprocessingDecision(),
+                         "dice")
+    out = tmp_path / "out"
+    assert predict_with_selection(tmp_path / "in", out, ensemble, options=OPTIONS, num_workers=0).done == ["cine"]
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["predictor"]["cine"]["mode"] == "full" and "cine" not in record["cases"]["cine"]
+    probs = []
+    for member in ("a", "b"):
+        member_record = json.loads((out / MEMBERS_DIR / member / "predictions.json").read_text())
+        assert member_record["predictor"]["cine"]["mode"] == "full" and "cine" not in member_record["cases"]["cine"]
+        probs.append(np.load(out / MEMBERS_DIR / member / "cine_probabilities.npz")["probabilities"].astype(np.float32))
+    mask = read_cine(out / "cine.nii.gz")[0]
+    assert mask.shape[0] == 4 and np.array_equal(mask, np.argmax(probs[0] + probs[1], axis=1))
 
 
 def test_continue_refuses_masks_another_model_or_selection_made(two_models, tmp_path):
