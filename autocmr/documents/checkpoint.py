@@ -5,7 +5,10 @@ A checkpoint is a dict of tensors and plain values (str, int, float, bool, None,
 ``torch.load(..., weights_only=True)`` reads it: unpickling cannot call anything a file names. Keys:
 
 * header (:class:`CheckpointHeader`): ``format``, ``schema_version``, ``plans_name``, ``configuration``,
-  ``topology``, ``epochs``, ``options``, ``weights_dtype``;
+  ``topology``, ``epochs``, ``options``, ``weights_dtype``; training checkpoints add ``precision`` (the
+  precision their ``options`` resolved to on the device that trained) and ``cases`` (the fold's sorted
+  ``train`` and ``val`` case ids), which ``--continue`` compares; both absent from exported models and from
+  checkpoints written before them;
 * ``network``: the state dict (float32, or float16 in the compact shipped form);
 * training checkpoints add ``optimizer``, ``scaler``, ``state`` (epoch, history...) and ``rng`` (tensors).
 
@@ -36,6 +39,8 @@ CHECKPOINT_SCHEMA_VERSION = 2
 LEGACY_SCHEMA_VERSION = 1  # no header stamp, numpy RNG state pickled as an ndarray
 SUPPORTED_VERSIONS = (LEGACY_SCHEMA_VERSION, CHECKPOINT_SCHEMA_VERSION)
 HEADER_KEYS = ("plans_name", "configuration", "topology", "epochs", "options")
+# Header keys of training checkpoints only: left out of the file when unset (an exported model has none)
+TRAINING_HEADER_KEYS = ("precision", "cases")
 # Augmentation presets (autocmr.trainers.augmentation.PRESETS) that train without mirroring: a network that
 # never saw a mirrored heart is not averaged over mirrored passes at prediction (as nnU-Net does too)
 PRESETS_WITHOUT_MIRRORING = ("none",)
@@ -79,9 +84,12 @@ class CheckpointHeader:
     options: dict[str, Any] = field(default_factory=dict)
     weights_dtype: str = "float32"
     schema_version: int = CHECKPOINT_SCHEMA_VERSION
+    precision: str | None = None  # fp32, bf16 or fp16: what the run's network passes used (never "auto")
+    cases: dict[str, list[str]] | None = None  # {"train": [...], "val": [...]}: the fold's case ids, sorted
 
     def to_payload(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, **asdict(self)}
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in TRAINING_HEADER_KEYS}
+        return {"format": CHECKPOINT_FORMAT, **fields}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path | str) -> "CheckpointHeader":
@@ -97,7 +105,24 @@ class CheckpointHeader:
             raise DocumentError(f"{path}: checkpoint header lacks {missing}; it was not written by autocmr_train")
         return cls(str(payload["plans_name"]), str(payload["configuration"]), dict(payload["topology"]),
                    payload["epochs"], dict(payload.get("options") or {}),
-                   str(payload.get("weights_dtype", "float32")), version)
+                   str(payload.get("weights_dtype", "float32")), version,
+                   _optional_precision(payload.get("precision"), path), _optional_cases(payload.get("cases"), path))
+
+
+def _optional_precision(value: Any, path: Path | str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise DocumentError(f"{path}: checkpoint header 'precision' is {value!r}, not a precision name")
+    return value
+
+
+def _optional_cases(value: Any, path: Path | str) -> dict[str, list[str]] | None:
+    """The header's ``cases``: None, or lists of case ids under ``train`` and ``val``."""
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) == {"train", "val"}
+            and all(isinstance(ids, (list, tuple)) and all(isinstance(c, str) for c in ids) for ids in value.values())):
+        raise DocumentError(f"{path}: checkpoint header 'cases' is not {{'train': [case ids], 'val': [case ids]}}")
+    return {"train": list(value["train"]), "val": list(value["val"])}
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,25 +18,46 @@ from autocmr.errors import ConfigurationError
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.state import TrainState
 
-__all__ = ["check_resumable", "load_checkpoint", "restore_rng_state", "restore_training", "rng_state",
-           "save_checkpoint", "training_payload"]
+__all__ = ["check_resumable", "fold_cases", "load_checkpoint", "restore_rng_state", "restore_training", "rng_state",
+           "save_checkpoint", "trained_precision", "training_payload"]
 
 
 def training_payload(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler | None, state: TrainState, epochs: int | None,
                      options: TrainOptions, plans_name: str, configuration: str,
-                     topology: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`save_checkpoint` writes for a training run (the process's random states included)."""
-    header = CheckpointHeader(plans_name, configuration, topology, epochs, options.to_dict())
+                     topology: dict[str, Any], precision: str | None = None,
+                     cases: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes for a training run (the process's random states included).
+    ``precision``: the one ``options.precision`` resolved to; ``cases``: :func:`fold_cases` of the fold."""
+    header = CheckpointHeader(plans_name, configuration, topology, epochs, options.to_dict(), precision=precision,
+                              cases=cases)
     return {**header.to_payload(), "network": network.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler else None, "state": state.to_dict(), "rng": rng_state()}
 
 
+def fold_cases(train: Sequence[str], val: Sequence[str]) -> dict[str, list[str]]:
+    """The checkpoint's record of the cases its fold trains and validates on (sorted: compared as sets)."""
+    return {"train": sorted(str(c) for c in train), "val": sorted(str(c) for c in val)}
+
+
+def trained_precision(payload: dict[str, Any]) -> str:
+    """The precision a training checkpoint's run used. Checkpoints written before the header recorded it
+    stored the literal option: ``auto`` trained in fp16 (with a gradient scaler) on CUDA, in fp32 elsewhere."""
+    if payload.get("precision"):
+        return str(payload["precision"])
+    requested = str((payload.get("options") or {}).get("precision") or "auto")
+    if requested != "auto":
+        return requested
+    return "fp16" if payload.get("scaler") else "fp32"
+
+
 def check_resumable(payload: dict[str, Any], *, network: torch.nn.Module, plans_name: str, configuration: str,
-                    path: Path | str) -> None:
+                    path: Path | str, parameters: Sequence[torch.nn.Parameter] | None = None) -> None:
     """Refuse to resume ``payload`` into ``network`` before anything of the model folder is rewritten: a
     checkpoint of other plans or another configuration, or whose network has other tensors or shapes (the
-    dataset was re-planned since, e.g. with context slices), names the checkpoint and the first difference."""
+    dataset was re-planned since, e.g. with context slices), names the checkpoint and the first difference.
+    ``parameters``: those the resumed optimizer will train (the network's trainable ones when not given);
+    another ``--freeze`` gives other ones, which the checkpoint's optimizer state does not fit."""
     if payload.get("configuration") != configuration or payload.get("plans_name") != plans_name:
         raise ConfigurationError(f"{path}: checkpoint is from {payload.get('plans_name')}/"
                                  f"{payload.get('configuration')}, not {plans_name}/{configuration}; resume with the "
@@ -50,6 +71,27 @@ def check_resumable(payload: dict[str, Any], *, network: torch.nn.Module, plans_
                                      f"{old or 'absent'} in the checkpoint, {new or 'absent'} now; the dataset was "
                                      "re-planned since this fold was trained); train the fold again without "
                                      "--continue, or plan it as before")
+    trained = list(parameters) if parameters is not None else [p for p in network.parameters() if p.requires_grad]
+    _check_optimizer_fits(payload.get("optimizer"), trained, path)
+
+
+def _check_optimizer_fits(optimizer: Any, parameters: Sequence[torch.nn.Parameter], path: Path | str) -> None:
+    """The optimizer a run resumes into has one parameter group of ``parameters`` (:class:`Trainer`); the
+    checkpoint's must have as many tensors, of the same shapes where it kept momentum for them. Otherwise
+    ``load_state_dict`` would fail only after the run options were rewritten (or, with equal counts, attach
+    momentum to other tensors)."""
+    if not isinstance(optimizer, dict) or not optimizer.get("param_groups"):
+        return  # nothing to load into the optimizer: restore_training says so
+    stored = [len(group.get("params", ())) for group in optimizer["param_groups"]]
+    differs = stored != [len(parameters)]
+    if not differs:
+        buffers = [((optimizer.get("state") or {}).get(i) or {}).get("momentum_buffer") for i in range(len(parameters))]
+        differs = any(isinstance(b, torch.Tensor) and b.shape != p.shape for b, p in zip(buffers, parameters))
+    if differs:
+        raise ConfigurationError(f"{path}: its optimizer trained other parameters ({' + '.join(map(str, stored))} "
+                                 f"tensors) than this run would ({len(parameters)}): --freeze or --unfreeze-blocks "
+                                 "differs from the run's; resume with the ones it was trained with, or train the "
+                                 "fold again without --continue")
 
 
 def restore_training(payload: dict[str, Any], *, network: torch.nn.Module, optimizer: torch.optim.Optimizer,

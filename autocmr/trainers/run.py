@@ -25,12 +25,12 @@ from autocmr.io.locks import held
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
-from autocmr.trainers.checkpoint import check_resumable, load_checkpoint
+from autocmr.trainers.checkpoint import check_resumable, fold_cases, load_checkpoint
 from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_device
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
-from autocmr.trainers.run_folder import (check_plans_of_trained_folds, check_resume_options, finish_fold, start_fold,
-                                         write_run_options)
+from autocmr.trainers.run_folder import (check_plans_of_trained_folds, check_resume_options, check_resumed_run,
+                                         finish_fold, start_fold, write_run_options)
 from autocmr.trainers.schedule import resolve_schedule
 from autocmr.trainers.splits import load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
@@ -77,23 +77,28 @@ def _prepare_model_dir(model_dir: Path, pre_dir: Path, plans: Plans, configurati
     start_fold(model_dir, _identity(plans, configuration), fold)  # its checkpoints are about to be rewritten
 
 
-def _check_before_writing(options: TrainOptions, device: torch.device, dim: int, model_dir: Path) -> None:
+def _check_before_writing(options: TrainOptions, device: torch.device, dim: int, model_dir: Path) -> str:
     """What the trainer or its loader would refuse later, refused before the model folder is touched (a run
-    from epoch 0 removes the fold's earlier checkpoints first)."""
+    from epoch 0 removes the fold's earlier checkpoints first). Returns the precision the run trains in."""
     from autocmr.precision import resolve_precision
 
-    resolve_precision(options.precision, device, training=True)
+    precision = resolve_precision(options.precision, device, training=True)
     if options.end_slice_oversampling and dim != 2:
         raise ConfigurationError(f"--end-slice-oversampling needs the 2d configuration, this one is {dim}D")
     if options.pretrained and Path(options.pretrained).expanduser().resolve() == Path(model_dir).resolve():
         raise ConfigurationError(f"--pretrained {options.pretrained} is the folder this run trains into: fine-tune "
                                  "into another folder (-o), or the pretrained weights would be replaced")
+    return precision
+
+
+def _finished_epochs(resumed: dict[str, Any]) -> int:
+    return int((resumed.get("state") or {}).get("epoch", 0))
 
 
 def _check_not_past_end(resumed: dict[str, Any], options: TrainOptions, path: Path) -> None:
     """A run cannot be shortened after the fact: its learning rate followed the longer schedule, so resuming it
     with fewer ``--epochs`` would record a model of N epochs that is not one."""
-    done = int((resumed.get("state") or {}).get("epoch", 0))
+    done = _finished_epochs(resumed)
     if options.epochs and done > options.epochs:
         raise ConfigurationError(f"{path}: the run has trained {done} epochs already, more than --epochs "
                                  f"{options.epochs}; train the shorter run from epoch 0 (without --continue, or into "
@@ -216,19 +221,15 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         if resumed is not None:
             _check_not_past_end(resumed, options, latest)
         check_plans_of_trained_folds(model_dir, plans, configuration, fold)
-        _check_before_writing(options, device, config.dim, model_dir)
+        precision = _check_before_writing(options, device, config.dim, model_dir)
+        cases = fold_cases(train_cases, val_cases)
+        if resumed is not None:
+            changes += check_resumed_run(latest, resumed, cases=cases, precision=precision, requested=options,
+                                         device_type=device.type, allow_changes=allow_changed_options, log=log)
         torch.manual_seed(options.seed)
         network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
-        if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was
-            check_resumable(resumed, network=network, plans_name=plans.plans_name, configuration=configuration,
-                            path=latest)
-        if dist.is_main:
-            if not resuming:
-                _forget_earlier_run(fold_dir, log)
-            _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
-            write_run_options(fold_dir, options, str(device), changes, resuming=resuming)
         trainable, pretrained = None, None
-        if options.pretrained:
+        if options.pretrained:  # before check_resumable: --freeze decides which parameters the optimizer trains
             from autocmr.trainers.finetune import freeze, load_pretrained
 
             pretrained = ModelFolder.open(options.pretrained)
@@ -236,6 +237,15 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
             trainable = freeze(network, options.freeze, options.unfreeze_blocks)
             log(f"fine-tuning from {options.pretrained}: {report}; freeze={options.freeze}, "
                 f"{sum(p.numel() for p in trainable)} trainable parameters")
+        if resumed is not None:  # before anything is written: a refused resume leaves the model folder as it was
+            check_resumable(resumed, network=network, plans_name=plans.plans_name, configuration=configuration,
+                            path=latest, parameters=trainable)
+        if dist.is_main:
+            if not resuming:
+                _forget_earlier_run(fold_dir, log)
+            _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
+            write_run_options(fold_dir, options, str(device), changes, resuming=resuming, precision=precision,
+                              cases=cases, resumed_after=_finished_epochs(resumed) if resumed is not None else None)
         raw_folder = roots.raw / name if (roots.raw / name).is_dir() else None
         partners = _phase_partners(metadata, data_dir, log) if config.other_phase else {}
         trainer = Trainer(network=network, plans=plans, config=config, data_folder=data_dir, train_cases=train_cases,
@@ -243,9 +253,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
                           parameters=trainable, start_time=start_time, distributed=dist, partners=partners)
         if resumed is not None:
             trainer.restore(resumed)
-            log(f"resumed from {latest} at epoch {trainer.state.epoch}")
-        elif continue_training:
-            log(f"--continue given but {latest} does not exist: starting from scratch")
+            # the epoch lines count from 0: the next one logged is "epoch N"
+            log(f"resumed from {latest} after {trainer.state.epoch} finished epoch(s)")
         if dist.is_main:
             _write_intensity_reference(model_dir, data_dir, train_cases)
         finished_before = resumed is not None and trainer.finished()  # --continue of a finished fold

@@ -1,10 +1,13 @@
 """What a training run records in its model folder besides the checkpoints: the manifest's entries for the
 fold (forgotten when the fold starts training, recorded with their sha256 when it ends) and the run options,
-which ``--continue`` compares with the requested ones before it resumes; and the check that a fold does not
-replace the folder's plans under folds trained with others."""
+which ``--continue`` compares with the requested ones before it resumes, as it compares the fold's cases and
+resolved precision with the checkpoint's; and the check that a fold does not replace the folder's plans under
+folds trained with others."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,6 +17,7 @@ from autocmr.documents.manifest import ModelManifest, update_weights
 from autocmr.documents.plans import Plans
 from autocmr.documents.run_options import RunOptionsDocument
 from autocmr.errors import AutocmrError, ConfigurationError
+from autocmr.trainers.checkpoint import trained_precision
 from autocmr.trainers.options import TrainOptions
 
 ALLOW_CHANGES_FLAG = "--allow-changed-options"
@@ -93,9 +97,66 @@ def check_resume_options(fold_dir: Path, requested: TrainOptions, *, allow_chang
     return changes
 
 
+def check_resumed_run(path: Path, checkpoint: dict[str, Any], *, cases: dict[str, list[str]], precision: str,
+                      requested: TrainOptions, device_type: str, allow_changes: bool,
+                      log: Callable[[str], None]) -> list[str]:
+    """What resuming ``checkpoint`` (read from ``path``) would change besides its options: the fold's cases
+    (:func:`~autocmr.trainers.checkpoint.fold_cases`; another ``--splits``, a splits.json dealt again) and the
+    precision the requested one resolves to on this ``device_type`` (``auto``: fp16 on CUDA, fp32 elsewhere).
+    Refused, naming the checkpoint, unless ``allow_changes``; returns the changes accepted. A checkpoint written
+    before it recorded its cases resumes without that comparison."""
+    changes = []
+    stored_cases = checkpoint.get("cases")
+    moved = case_changes(stored_cases, cases) if stored_cases is not None else None
+    if stored_cases is None:
+        log(f"--continue: {path.name} does not record its fold's cases (saved by an earlier autocmr), so they are "
+            "not compared with this run's")
+    elif moved and not allow_changes:
+        raise ConfigurationError(
+            f"{path}: --continue would resume on other cases than the checkpoint was trained and validated on "
+            f"({moved}): the fold's partition changed (another --splits, splits.json dealt again, or cases added to "
+            "or removed from the dataset), so the final validation could score cases the network trained on and the "
+            "best checkpoint would compare two validation sets. Resume with the splits it was trained with, train "
+            f"the fold again without --continue, or pass {ALLOW_CHANGES_FLAG} to resume on the new cases")
+    if moved:
+        changes.append(moved)
+    trained = trained_precision(checkpoint)
+    literal = str((checkpoint.get("options") or {}).get("precision") or "auto")
+    if literal == requested.precision and trained != precision:  # a changed literal is an option change already
+        change = f"precision: {trained!r} -> {precision!r} (--precision {literal} on {device_type})"
+        if not allow_changes:
+            raise ConfigurationError(
+                f"{path}: the run trained in {trained} and would resume in {precision} (--precision {literal} "
+                f"resolves per device type, and this one is {device_type}); precision changes what is learnt. "
+                f"Resume on the kind of device it was trained on, or pass {ALLOW_CHANGES_FLAG} to resume in "
+                f"{precision}")
+        changes.append(change)
+    if changes:
+        log(f"resuming with changes ({ALLOW_CHANGES_FLAG}): {'; '.join(changes)}")
+    return changes
+
+
+def case_changes(stored: dict[str, list[str]], cases: dict[str, list[str]]) -> str | None:
+    """``"cases: training 2 of 32 removed, 2 added; ..."`` where the fold's cases differ from the ``stored`` ones."""
+    parts = []
+    for key, name in (("train", "training"), ("val", "validation")):
+        before, now = set(stored[key]), set(cases[key])
+        if before != now:
+            parts.append(f"{name} {len(before - now)} of {len(before)} removed, {len(now - before)} added")
+    return f"cases: {'; '.join(parts)}" if parts else None
+
+
 def write_run_options(fold_dir: Path, options: TrainOptions, device: str, changes: list[str], *,
-                      resuming: bool) -> None:
-    """Store the resolved options; changes accepted on resume are appended to those of earlier resumes."""
+                      resuming: bool, precision: str = "", cases: dict[str, list[str]] | None = None,
+                      resumed_after: int | None = None) -> None:
+    """Store the resolved options, the ``precision`` they resolved to and a record of the fold's ``cases``;
+    changes accepted on resume (after ``resumed_after`` finished epochs) are appended to earlier resumes'."""
     path = fold_dir / RUN_OPTIONS
     earlier = RunOptionsDocument.load(path).changes_on_resume if resuming and path.is_file() else []
-    RunOptionsDocument(options.to_dict(), options.digest(), device, earlier + changes).save(path)
+    if resumed_after is not None:
+        changes = [f"{change} (resumed after {resumed_after} finished epoch(s))" for change in changes]
+    record = None if cases is None else {
+        "train": len(cases["train"]), "val": len(cases["val"]),
+        "sha256": hashlib.sha256(json.dumps(cases, sort_keys=True).encode()).hexdigest()}
+    RunOptionsDocument(options.to_dict(), options.digest(), device, earlier + changes, precision=precision,
+                       cases=record).save(path)

@@ -102,15 +102,18 @@ def schedule_progress(state: TrainState, epochs: int | None, budget: float | Non
     return min(p, 1.0)
 
 
-def schedule_finished(state: TrainState, epochs: int | None, budget: float | None) -> bool:
-    """Whether the run is over: its epochs done, or another epoch would overrun the training budget."""
+def schedule_finished(state: TrainState, epochs: int | None, budget: float | None, *,
+                      wall_seconds: float | None = None) -> bool:
+    """Whether the run is over: its epochs done, or another epoch would overrun the training budget.
+    ``wall_seconds``: the run's wall time now (default: as of its last epoch's end, ``state.wall_seconds``)."""
     if epochs and state.epoch >= epochs:
         return True
     if budget and state.history["epoch_time"]:
         recent = float(np.mean(state.history["epoch_time"][-RECENT_EPOCHS:]))
         # the first epoch always runs; wall time counts set-up, checkpoints and plots too, so the whole
         # command keeps to the budget
-        return state.wall_seconds + recent > budget
+        now = state.wall_seconds if wall_seconds is None else wall_seconds
+        return now + recent > budget
     return False
 
 

@@ -17,14 +17,16 @@ class TrainState:
     ema: float | None = None
     reserve_s: float | None = None  # time kept for the final validation (measured)
     history: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    reserve_device: str | None = None  # the device type reserve_s was measured on (None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's ``state`` entry (plain values only)."""
         return {"epoch": self.epoch, "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds,
-                "best_ema": self.best_ema, "ema": self.ema, "reserve_s": self.reserve_s, "history": self.history}
+                "best_ema": self.best_ema, "ema": self.ema, "reserve_s": self.reserve_s, "history": self.history,
+                "reserve_device": self.reserve_device}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainState":
         # checkpoints written before wall time was recorded count their training time as wall time
         return cls(d["epoch"], d["train_seconds"], d.get("wall_seconds", d["train_seconds"]), d["best_ema"],
-                   d["ema"], d["reserve_s"], d["history"])
+                   d["ema"], d["reserve_s"], d["history"], d.get("reserve_device"))

@@ -28,7 +28,7 @@ from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import autocast, cpu_has_fast_bf16, resolve_precision
 from autocmr.trainers import validation
 from autocmr.trainers.augmentation import preset
-from autocmr.trainers.checkpoint import restore_training, save_checkpoint, training_payload
+from autocmr.trainers.checkpoint import fold_cases, restore_training, save_checkpoint, training_payload
 from autocmr.trainers.data import end_slice_samples, forced_samples
 from autocmr.trainers.distributed import DistributedContext, batch_share, data_parallel
 from autocmr.trainers.loader import deep_supervision_scales
@@ -100,7 +100,16 @@ class Trainer:
         return schedule_progress(self.state, self.epochs, self.training_budget())
 
     def finished(self) -> bool:
-        return schedule_finished(self.state, self.epochs, self.training_budget())
+        budget = self.training_budget()
+        # the wall time now, not at the last epoch's end: a resumed session's set-up and the checkpoints written
+        # since count too, or a nearly spent budget would start one more whole epoch
+        return schedule_finished(self.state, self.epochs, budget, wall_seconds=self.wall_seconds() if budget else None)
+
+    def wall_seconds(self) -> float:
+        """The run's wall time so far (earlier sessions', and this one's since it started); rank 0's on every
+        rank, so that the ranks of a data-parallel run stop at the same epoch."""
+        now = self._wall_before + (time.monotonic() - self.start_time)
+        return float(self.distributed.broadcast([now])[0])
 
     def current_lr(self) -> float:
         return poly_learning_rate(self.options, self.progress())
@@ -217,6 +226,10 @@ class Trainer:
                           else wall_seconds)
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, pseudo, s.ema, lr, seconds, dice)):
             s.history[key].append(value)
+        if self._needs_reserve():
+            # measured before the epoch's payload is copied and saved: a run resumed from it keeps this reserve,
+            # so its budget (and learning rate) are those of the run never stopped
+            self._measure_reserve()
         improved = s.ema > s.best_ema
         if improved:
             s.best_ema = s.ema
@@ -248,10 +261,12 @@ class Trainer:
         train_it, val_it = self.pipeline.iterators(self.train_cases, self.val_cases, epoch=self.state.epoch)
         try:
             with saving_on_stop(self._save_on_stop):
+                if self.state.epoch and self._needs_reserve():
+                    # resumed without a reserve (the one saved was measured on another device type, or the
+                    # checkpoint was saved before it was measured): measured now, before the next epoch's lr
+                    self._measure_reserve()
                 while not self.finished():
                     self.run_epoch(train_it, val_it)
-                    if self.state.reserve_s is None and self.options.time_budget_s:
-                        self.state.reserve_s = float(self.distributed.broadcast([self.estimate_final_validation()])[0])
                 self.on_train_end()
         finally:
             del train_it, val_it  # stops the worker processes
@@ -284,6 +299,14 @@ class Trainer:
         self.log(f"training done after {self.state.epoch} epochs ({self.state.train_seconds / 60:.1f} min of "
                  f"training); best EMA pseudo Dice {self.state.best_ema:.4f}")
 
+    def _needs_reserve(self) -> bool:
+        return self.state.reserve_s is None and bool(self.options.time_budget_s)
+
+    def _measure_reserve(self) -> None:
+        """Keep the final validation's time (rank 0's estimate, on every rank) out of the budget."""
+        self.state.reserve_s = float(self.distributed.broadcast([self.estimate_final_validation()])[0])
+        self.state.reserve_device = self.device.type
+
     def estimate_final_validation(self) -> float:
         """Seconds the final validation will take (one validation case timed, scaled, x VALIDATION_MARGIN)."""
         if not self.val_cases or not self.options.final_validation:
@@ -306,7 +329,8 @@ class Trainer:
     def checkpoint_payload(self) -> dict[str, Any]:
         return training_payload(network=self.network, optimizer=self.optimizer, scaler=self.scaler, state=self.state,
                                 epochs=self.epochs, options=self.options, plans_name=self.plans.plans_name,
-                                configuration=self.config.name, topology=self.config.topology.__dict__)
+                                configuration=self.config.name, topology=self.config.topology.__dict__,
+                                precision=self.precision, cases=fold_cases(self.train_cases, self.val_cases))
 
     def save(self, which: str) -> None:
         if not self.distributed.is_main:
@@ -317,6 +341,12 @@ class Trainer:
         self.state = restore_training(payload, network=self.network, optimizer=self.optimizer, scaler=self.scaler,
                                       plans_name=self.plans.plans_name, configuration=self.config.name)
         self._wall_before = self.state.wall_seconds  # this session's set-up (since start_time) counts on top
+        measured_on = self.state.reserve_device
+        if self.state.reserve_s is not None and measured_on not in (None, self.device.type):
+            # a validation timed on a GPU says nothing of its time on a CPU (nor the reverse)
+            self.log(f"the final validation's time reserve ({self.state.reserve_s:.0f} s) was measured on "
+                     f"{measured_on}; this session runs on {self.device.type}, so it is measured again")
+            self.state.reserve_s = None
         # self.epochs stays the requested one: run.py compared it with the stored options before resuming
 
 

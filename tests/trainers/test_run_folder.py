@@ -1,6 +1,9 @@
 """``--continue`` compares the stored result-changing options with the requested ones (issue 13, point 2)."""
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -34,7 +37,9 @@ def test_continue_refuses_changed_options_unless_allowed(tiny_model, tmp_path):
     _, roots = tiny_model
     out = tmp_path / "run"
     train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
-    assert "--continue: no checkpoint_latest.pth" in (out / "fold_0" / "log.txt").read_text()  # says it starts anew
+    log = (out / "fold_0" / "log.txt").read_text()
+    notes = [line for line in log.splitlines() if "--continue" in line or "starting from scratch" in line]
+    assert len(notes) == 1 and "--continue: no checkpoint_latest.pth" in notes[0]  # says it starts anew, once
     refused = r"epochs: 1 -> 2; learning_rate: 0.01 -> 0.02.*--allow-changed-options"
     with pytest.raises(ConfigurationError, match=refused):
         train(TINY_DATASET_ID, "2d", 0, roots, options=_options(epochs=2, learning_rate=0.02), output_dir=out,
@@ -48,7 +53,9 @@ def test_continue_refuses_changed_options_unless_allowed(tiny_model, tmp_path):
     assert longer.epochs == 2  # the requested schedule wins over the checkpoint's, and says so
     assert torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["epochs"] == 2
     stored = RunOptionsDocument.load(out / "fold_0" / "options.json")
-    assert stored.options["epochs"] == 2 and stored.changes_on_resume == ["epochs: 1 -> 2"]
+    # when in the run the change came (the epoch lines count from 0: the first resumed one was "epoch 1")
+    assert stored.options["epochs"] == 2
+    assert stored.changes_on_resume == ["epochs: 1 -> 2 (resumed after 1 finished epoch(s))"]
     assert "resuming with changed options" in (out / "fold_0" / "log.txt").read_text()
 
 
@@ -131,3 +138,90 @@ def test_a_pretrained_folder_is_stored_resolved_and_compared_as_a_folder(tmp_pat
     other = {**relative.to_dict(), "pretrained": "models/other"}
     assert [d.split(":")[0] for d in relative.differences_from(other)] == ["pretrained"]
     assert _options(pretrained="default").pretrained == "default"
+
+
+def _splits_files(roots, tmp_path):
+    """The tiny dataset's fold 0 as a --splits file, and the same with one subject moved each way."""
+    pre = next(roots.preprocessed.glob(f"Dataset{TINY_DATASET_ID}_*"))
+    fold = json.loads((pre / "splits.json").read_text())[0]
+
+    def subject(case):
+        return case.rsplit("_", 1)[0]
+
+    to_train, to_val = subject(fold["val"][0]), subject(fold["train"][0])
+    moved = {"train": sorted([c for c in fold["train"] if subject(c) != to_val]
+                             + [c for c in fold["val"] if subject(c) == to_train]),
+             "val": sorted([c for c in fold["val"] if subject(c) != to_train]
+                           + [c for c in fold["train"] if subject(c) == to_val])}
+    (tmp_path / "first.json").write_text(json.dumps([fold]))
+    (tmp_path / "moved.json").write_text(json.dumps([moved]))
+    return tmp_path / "first.json", tmp_path / "moved.json"
+
+
+def test_continue_refuses_a_fold_whose_cases_changed_unless_allowed(tiny_model, tmp_path):
+    """Another --splits (or a re-dealt splits.json) must not resume a fold on other cases: its final validation
+    would score cases the network trained on. Checkpoints saved before the cases were recorded still resume."""
+    _, roots = tiny_model
+    first, moved = _splits_files(roots, tmp_path)
+    out = tmp_path / "run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, splits_file=first)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    recorded = torch.load(latest, weights_only=True)["cases"]
+    assert recorded == {k: sorted(v) for k, v in json.loads(first.read_text())[0].items()}
+    stored = RunOptionsDocument.load(out / "fold_0" / "options.json")
+    assert (stored.cases["train"], stored.cases["val"]) == (len(recorded["train"]), len(recorded["val"]))
+    splits = (out / "splits.json").read_text()
+    counts = r"cases: training 2 of \d+ removed, 2 added; validation 2 of \d+ removed, 2 added"
+    with pytest.raises(ConfigurationError, match=rf"checkpoint_latest\.pth: --continue would resume on other cases "
+                                                 rf".*\({counts}\).*--allow-changed-options"):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, splits_file=moved,
+              continue_training=True)
+    assert (out / "splits.json").read_text() == splits  # refused before the folder's splits were replaced
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, splits_file=moved,
+          continue_training=True, allow_changed_options=True)
+    changes = RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume
+    assert len(changes) == 1 and re.fullmatch(counts + r" \(resumed after 1 finished epoch\(s\)\)", changes[0])
+    payload = torch.load(latest, weights_only=True)
+    del payload["cases"]  # saved by an autocmr that did not record them
+    torch.save(payload, latest)
+    assert train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, splits_file=first,
+                 continue_training=True).epochs == 1
+    assert "does not record its fold's cases" in (out / "fold_0" / "log.txt").read_text()
+
+
+def test_continue_compares_the_precision_the_run_trained_in(tiny_model, tmp_path):
+    """--precision auto is fp16 on CUDA and fp32 on a CPU: the precision it resolved to is what is compared."""
+    _, roots = tiny_model
+    out = tmp_path / "run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    payload = torch.load(latest, weights_only=True)
+    assert payload["precision"] == "fp32" and payload["options"]["precision"] == "auto"
+    assert RunOptionsDocument.load(out / "fold_0" / "options.json").precision == "fp32"
+    payload["precision"] = "fp16"  # as if trained with --precision auto on a GPU
+    torch.save(payload, latest)
+    with pytest.raises(ConfigurationError, match=r"checkpoint_latest\.pth: the run trained in fp16 and would resume "
+                                                 r"in fp32 \(--precision auto .* cpu\).*--allow-changed-options"):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True,
+          allow_changed_options=True)
+    assert RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume == [
+        "precision: 'fp16' -> 'fp32' (--precision auto on cpu) (resumed after 1 finished epoch(s))"]
+
+
+def test_a_resume_with_another_freeze_is_refused_before_the_model_folder_changes(tiny_model, tmp_path):
+    """Even with --allow-changed-options: the checkpoint's optimizer state trained other parameters."""
+    from autocmr.testing.phantoms import write_phantom_dataset
+
+    model_dir, roots = tiny_model
+    write_phantom_dataset(roots.raw, n_subjects=2, seed=11, dataset_id=995, short_name="FreezeSite", fov_mm=140)
+    out = tmp_path / "tuned"
+    tuned = dict(pretrained=str(model_dir), freeze="decoder")
+    train(995, "2d", "all", roots, options=_options(**tuned), output_dir=out)
+    before = {name: (out / name).read_bytes() for name in ("fold_all/options.json", "model.json")}
+    with pytest.raises(ConfigurationError, match=r"fold_all/checkpoint_latest\.pth: its optimizer trained other "
+                                                 r"parameters .*--freeze"):
+        train(995, "2d", "all", roots, options=_options(**{**tuned, "freeze": "encoder"}), output_dir=out,
+              continue_training=True, allow_changed_options=True)
+    assert {name: (out / name).read_bytes() for name in before} == before  # options and checksums as they were
+    assert train(995, "2d", "all", roots, options=_options(**tuned), output_dir=out, continue_training=True).epochs == 1

@@ -102,6 +102,9 @@ def test_a_run_ends_after_its_epochs_or_before_an_epoch_would_overrun_the_budget
     assert not schedule_finished(state, None, 70.0)  # 50 + 20 fits in 70
     assert schedule_finished(state, None, 69.0)
     assert schedule_finished(state, 10, 69.0)
+    # the wall time now (a resumed session's set-up, checkpoints written since the epoch's end) decides
+    assert schedule_finished(state, None, 70.0, wall_seconds=55.0)
+    assert not schedule_finished(state, None, 80.0, wall_seconds=55.0)
 
 
 @pytest.mark.parametrize("bad", [dict(learning_rate=float("nan")), dict(learning_rate=float("inf")),

@@ -67,7 +67,10 @@ def test_interrupted_run_resumes_exactly(roots, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "run_epoch", original)
     resumed = train(DATASET, "2d", 0, roots, options=options(), output_dir=tmp_path / "b", continue_training=True)
     assert resumed.epochs == 3
-    assert "resumed from" in (resumed.fold_dir / "log.txt").read_text()
+    log = (resumed.fold_dir / "log.txt").read_text()
+    # the epoch lines count from 0: "epoch 2" comes next, not a second "epoch 2"
+    assert f"resumed from {resumed.fold_dir / 'checkpoint_latest.pth'} after 2 finished epoch(s)" in log
+    assert "epoch 2: train loss" in log.split("resumed from", 1)[1]
     got = torch.load(resumed.fold_dir / "checkpoint_final.pth", weights_only=True)["network"]
     for key in expected:
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
@@ -101,6 +104,90 @@ def test_time_budget_stops_the_run(roots, tmp_path, monkeypatch):
     assert state["wall_seconds"] <= 12 + max(state["history"]["epoch_time"])
     lrs = state["history"]["lr"]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]  # the learning rate follows the budget
+
+
+def _stop_before_epoch(monkeypatch, epoch: int, stop):
+    """Trainer.run_epoch calls ``stop(trainer)`` instead of training epoch ``epoch`` (0-based); returns the
+    original, to put back."""
+    original = Trainer.run_epoch
+
+    def run_epoch(self, *args):
+        if self.state.epoch == epoch:
+            stop(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+    return original
+
+
+def _killed(trainer) -> None:
+    raise KeyboardInterrupt("simulated kill")
+
+
+def test_a_resumed_budget_run_counts_the_set_up_time_before_starting_another_epoch(roots, tmp_path, monkeypatch):
+    """The stop check uses the wall time so far: a session whose set-up (or checkpoint writing) spent what was
+    left of the budget starts no other epoch, though the last epoch's end left room for one."""
+    from autocmr.trainers import run as run_module, trainer as trainer_module
+
+    clock = _SteppingClock()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(run_module, "time", clock)
+    budget = options(epochs=None, time_budget_s=1000, iterations_per_epoch=2)
+    out = tmp_path / "budget"
+    original = _stop_before_epoch(monkeypatch, 2, _killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(DATASET, "2d", 0, roots, options=budget, output_dir=out)
+    monkeypatch.setattr(Trainer, "run_epoch", original)
+    saved = torch.load(out / "fold_0" / "checkpoint_latest.pth", weights_only=True)["state"]
+    assert saved["epoch"] == 2 and saved["wall_seconds"] + max(saved["history"]["epoch_time"]) < 900
+    restore = Trainer.restore
+
+    def slow_set_up(self, payload):  # the next session's set-up takes all but a second of what is left
+        restore(self, payload)
+        clock.now += 1000 - saved["wall_seconds"] - 1
+
+    monkeypatch.setattr(Trainer, "restore", slow_set_up)
+    result = train(DATASET, "2d", 0, roots, options=budget, output_dir=out, continue_training=True)
+    assert result.epochs == 2
+    assert "schedule already complete" in (out / "fold_0" / "log.txt").read_text()
+
+
+def test_the_first_epochs_checkpoints_hold_the_validation_time_reserve(roots, tmp_path, monkeypatch):
+    """A --time-budget run measures its final validation's time after the first epoch: that epoch's best
+    checkpoint and the copy a stop signal saves as the latest must hold it, or a run resumed from them keeps
+    no reserve and its learning rate follows another budget than the run never stopped."""
+    def stopped_by_sigterm(trainer):
+        trainer._save_on_stop("SIGTERM")  # what the signal handler does, then the process ends
+        raise SystemExit(143)
+
+    _stop_before_epoch(monkeypatch, 1, stopped_by_sigterm)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        train(DATASET, "2d", 0, roots, options=options(time_budget_s=3600, save_every=100, final_validation=True),
+              output_dir=out)
+    latest = torch.load(out / "fold_0" / "checkpoint_latest.pth", weights_only=True)["state"]
+    best = torch.load(out / "fold_0" / "checkpoint_best.pth", weights_only=True)["state"]
+    assert latest["epoch"] == best["epoch"] == 1
+    assert latest["reserve_s"] and latest["reserve_s"] > 10 and best["reserve_s"] == latest["reserve_s"]
+    assert latest["reserve_device"] == "cpu"
+
+
+def test_a_budget_run_resumed_on_another_device_type_measures_its_validation_reserve_again(roots, tmp_path,
+                                                                                          monkeypatch):
+    out = tmp_path / "run"
+    budget = options(time_budget_s=3600)  # three epochs end it; no final validation: a reserve of 0 s
+    original = _stop_before_epoch(monkeypatch, 1, _killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(DATASET, "2d", 0, roots, options=budget, output_dir=out)
+    monkeypatch.setattr(Trainer, "run_epoch", original)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    payload = torch.load(latest, weights_only=True)
+    payload["state"].update(reserve_s=500.0, reserve_device="cuda")  # as if timed on a GPU before a move here
+    torch.save(payload, latest)
+    result = train(DATASET, "2d", 0, roots, options=budget, output_dir=out, continue_training=True)
+    final = torch.load(result.fold_dir / "checkpoint_final.pth", weights_only=True)["state"]
+    assert result.epochs == 3 and final["reserve_s"] == 0.0 and final["reserve_device"] == "cpu"
+    assert "(500 s) was measured on cuda; this session runs on cpu" in (result.fold_dir / "log.txt").read_text()
 
 
 def test_clear_errors_for_missing_data_and_bad_fold(roots, tmp_path):
@@ -159,7 +246,7 @@ def test_kill_9_then_continue_loses_at_most_the_epochs_since_the_last_checkpoint
     done = subprocess.run(cmd + ["--continue"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (out / "fold_0" / "log.txt").read_text()
-    assert f"resumed from {latest} at epoch {saved_epoch}" in log
+    assert f"resumed from {latest} after {saved_epoch} finished epoch(s)" in log
     final = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["state"]
     assert final["epoch"] == 6 and len(final["history"]["train_loss"]) == 6
     assert not list((out / "fold_0").glob(".tmp_*"))  # a kill during a checkpoint write leaves none behind
@@ -222,7 +309,7 @@ def test_sigterm_saves_the_last_finished_epoch_and_continue_resumes_exactly(root
     assert f"stopped by SIGTERM: checkpoint_latest.pth holds the {saved} finished epoch(s)" in log.read_text()
     done = subprocess.run(command(out) + ["--continue"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resumed from {latest} at epoch {saved}" in log.read_text()
+    assert f"resumed from {latest} after {saved} finished epoch(s)" in log.read_text()
     expected = torch.load(tmp_path / "ref" / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
     got = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
     for key in expected:  # the copy taken at the epoch's end is what an ordinary save there would have written
