@@ -8,6 +8,7 @@ naming the file at fault. Stage 2, the network, runs in the main process
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from autocmr.io.atomic import atomic_path
 from autocmr.io.cine import join_frames, read_cine, write_cine
 from autocmr.io.completeness import check_complete
 from autocmr.io.dicom import read_dicom_series
-from autocmr.io.dicom_seg import write_seg_for_series
+from autocmr.io.dicom_seg import seg_destination, write_seg_for_series
 from autocmr.io.image import Geometry, write_image
 from autocmr.io.nifti import is_nifti, write_mask_like
 from autocmr.io.orientation import Reorientation, canonical_reorientation
@@ -185,25 +186,56 @@ def write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[
               geometry: Geometry, output_format: str = "nifti", phase_notes: dict[int, str] | None = None,
               missing_slices: Sequence[int] = ()) -> float:
     """Stage 3b: write the mask (and probabilities) atomically with the input's geometry, and/or DICOM-SEG.
-    ``missing_slices``: slices of a DICOM stack no image fills (zero in the image): nothing is segmented there."""
+    ``missing_slices``: slices of a DICOM stack no image fills (zero in the image): nothing is segmented there.
+
+    The NIfTI mask and the probabilities are written before the SEG, so that with ``--output-format both`` a
+    SEG that cannot be built (source headers highdicom refuses) costs the SEG only: the case is then reported
+    as failed with a reason that says the SEG is missing and the NIfTI mask was written, and the mask stays
+    (a SEG an earlier run wrote for it is removed: it would not match). The case has no record in
+    ``predictions.json``, so ``--continue`` predicts it again (its SEG is missing).
+    """
     start = time.perf_counter()
     for label in labels:
         label[list(missing_slices)] = 0  # masks are (z, y, x) in the series' stored order
+    mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
+    nifti = writes_nifti(job, output_format)
+    if nifti:
+        _write_mask(job, mask, probabilities, geometry)
     if writes_seg(job, output_format):
-        mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
-        write_seg_for_series(mask, job.sources, job.output, phase_notes=phase_notes)
-        if not writes_nifti(job, output_format):
-            return time.perf_counter() - start
+        try:
+            write_seg_for_series(mask, job.sources, job.output, phase_notes=phase_notes)
+        except Exception as exc:  # noqa: BLE001 - reported for this case's SEG, naming what it kept
+            if not nifti:
+                raise
+            _remove_seg(job.output)  # an earlier run's SEG would no longer match the mask just written
+            path, reason = (exc.path, exc.reason) if isinstance(exc, InputFileError) else \
+                (job.source, exception_text(exc))
+            kept = (f"the NIfTI mask {job.output.name} and its probabilities were" if probabilities is not None
+                    else f"the NIfTI mask {job.output.name} was")
+            raise InputFileError(path, f"DICOM-SEG not written ({kept} written): {reason}") from exc
+    return time.perf_counter() - start
+
+
+def _write_mask(job: PredictionJob, mask: np.ndarray, probabilities: list[np.ndarray] | None,
+                geometry: Geometry) -> None:
+    """The NIfTI mask (and probabilities), atomically, with the input's geometry."""
     if probabilities is not None:
         probs = np.stack(probabilities) if geometry.dim == 4 else probabilities[0]
         with atomic_path(job.probabilities_path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, probabilities=probs)
-    mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
     template = job.sources[0] if job.kind != "dicom" and is_nifti(job.sources[0]) else None
     # A NIfTI input's own header (qform, sform, codes) goes to its mask, so it overlays in every viewer.
     if template is None or not write_mask_like(mask, geometry, job.output, template):
         _write_volume(mask, geometry, job.output)
-    return time.perf_counter() - start
+
+
+def _remove_seg(mask_path: Path) -> None:
+    """The SEG file or per-phase folder beside the mask at ``mask_path``, if any."""
+    for stale in (seg_destination(mask_path, cine=False), seg_destination(mask_path, cine=True)):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        elif stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def _write_volume(array: np.ndarray, geometry: Geometry, path: Path | None) -> None:

@@ -29,7 +29,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from autocmr.errors import InputFileError
-from autocmr.io.dicom_pixels import read_pixels
+from autocmr.io.dicom_pixels import DecodedFile, read_pixels
 from autocmr.io.dicom_scan import (ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM, SAME_POSITION_TOLERANCE_MM,
                                    DicomHeader, DicomSeriesInfo, SkippedObject, classify_dicom_file, describe_series,
                                    orientation_problem, orthonormal_axes, scan_folder, series_info, warn_unreadable)
@@ -224,7 +224,7 @@ def _assemble(members: Sequence[DicomHeader], source: Path) -> DicomVolume:
     n_z, n_t = len(slots), len(grid[0])
     rows, cols = members[0].shape
     array = np.zeros((n_t, n_z, rows, cols), np.float32)  # a missing slice stays 0
-    decoded: dict[Path, np.ndarray] = {}  # multi-frame files, decoded once for all their frames
+    decoded: dict[Path, DecodedFile] = {}  # multi-frame files, decoded once for all their frames
     for z, location in enumerate(slots):
         for t, header in enumerate(location or ()):
             array[t, z] = read_pixels(header, decoded)

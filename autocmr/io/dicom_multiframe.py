@@ -78,7 +78,20 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
     return headers
 
 
-def _lookup(item: pydicom.Dataset, shared: pydicom.Dataset | None, sequence: str, keyword: str) -> Any:
+def functional_group_rescale(ds: pydicom.Dataset, intercept: Any = None) -> tuple[Any, Any]:
+    """RescaleSlope and RescaleIntercept (raw values) of the first frame's functional groups, else the shared
+    ones; ``(None, intercept)`` when they hold no slope. A single-frame file that carries functional groups
+    beside a top-level ImagePositionPatient is read as a classic image (:func:`is_enhanced`), and some keep
+    their rescale only in the groups."""
+    per_frame, shared = ds.get("PerFrameFunctionalGroupsSequence"), ds.get("SharedFunctionalGroupsSequence")
+    item, shared_item = (per_frame[0] if per_frame else None), (shared[0] if shared else None)
+    slope = _lookup(item, shared_item, "PixelValueTransformationSequence", "RescaleSlope")
+    if slope is None:
+        return None, intercept
+    return slope, _lookup(item, shared_item, "PixelValueTransformationSequence", "RescaleIntercept")
+
+
+def _lookup(item: pydicom.Dataset | None, shared: pydicom.Dataset | None, sequence: str, keyword: str) -> Any:
     """``keyword`` of the first entry of ``sequence`` in the frame's functional groups, else the shared ones."""
     for groups in (item, shared):
         if groups is None or sequence not in groups or not len(groups[sequence].value):
@@ -89,4 +102,4 @@ def _lookup(item: pydicom.Dataset, shared: pydicom.Dataset | None, sequence: str
     return None
 
 
-__all__ = ["frame_headers", "is_enhanced"]
+__all__ = ["frame_headers", "functional_group_rescale", "is_enhanced"]

@@ -191,14 +191,22 @@ def _phase_segmentation(labels: np.ndarray, sources: Sequence[Dataset], phase: i
     import highdicom as hd
 
     text = (f"autocmr, phase {phase + 1}/{n_phases}" if n_phases > 1 else "autocmr") + (f", {note}" if note else "")
-    seg = hd.seg.Segmentation(
-        source_images=_as_one_series(sources), pixel_array=np.ascontiguousarray(labels, dtype=np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=list(common.descriptions),
-        series_instance_uid=common.series_uid, series_number=common.series_number,
-        sop_instance_uid=str(hd.UID()), instance_number=phase + 1, manufacturer="autocmr",
-        manufacturer_model_name="autocmr", software_versions=common.software_version,
-        device_serial_number="none", content_label=SEG_CONTENT_LABEL, content_description=text[:MAX_LO_CHARS],
-        series_description="autocmr segmentation", omit_empty_frames=bool(labels.any()))
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=_as_one_series(sources), pixel_array=np.ascontiguousarray(labels, dtype=np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=list(common.descriptions),
+            series_instance_uid=common.series_uid, series_number=common.series_number,
+            sop_instance_uid=str(hd.UID()), instance_number=phase + 1, manufacturer="autocmr",
+            manufacturer_model_name="autocmr", software_versions=common.software_version,
+            device_serial_number="none", content_label=SEG_CONTENT_LABEL, content_description=text[:MAX_LO_CHARS],
+            series_description="autocmr segmentation", omit_empty_frames=bool(labels.any()))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # highdicom checks the source headers its own way; what the repairs of autocmr.io.dicom_seg_sources do
+        # not cover would otherwise surface as a bare library error naming no file
+        folder = Path(os.path.commonpath([str(Path(ds.filename).parent) for ds in sources]))
+        which = f"the DICOM-SEG of phase {phase + 1}" if n_phases > 1 else "the DICOM-SEG"
+        raise InputFileError(folder, f"highdicom cannot build {which} from series {sources[0].SeriesInstanceUID} "
+                                     f"({type(exc).__name__}: {exc})") from exc
     _reference_true_series(seg, sources)
     return seg
 

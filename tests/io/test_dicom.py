@@ -363,6 +363,82 @@ def test_write_dicom_as_nifti_keeps_geometry(tmp_path, stored):
     assert header.get_xyzt_units()[1] == "sec" and header.get_zooms()[3] == pytest.approx(0.035)
 
 
+def _edit(path: Path, **attributes) -> None:
+    """Set (a value) or delete (None) top-level attributes of one file."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+def test_monochrome1_reads_as_the_monochrome2_image_it_inverts(tmp_path, stored):
+    from autocmr.preprocessing.normalization import zscore
+
+    # 12-bit unsigned, as an export that inverts within the stored range writes it (4095 - value): exactly the
+    # MONOCHROME2 image
+    positive = np.abs(stored)
+    _write_series(tmp_path / "mono2", positive)
+    for (z, t), path in _write_series(tmp_path / "mono1", positive).items():
+        _edit(path, PhotometricInterpretation="MONOCHROME1", BitsStored=12, HighBit=11, PixelRepresentation=0,
+              PixelData=(4095 - positive[t, z]).astype("<u2").tobytes())
+    np.testing.assert_allclose(read_dicom_series(tmp_path / "mono1").array, positive * SLOPE + INTERCEPT)
+    # 16-bit signed, the same stored values: every image is the negated MONOCHROME2 one shifted by one constant
+    # (slices and phases keep their relative brightness), so the z-scored volume is exactly the inverted one
+    _write_series(tmp_path / "mono2_signed", stored)
+    for path in _write_series(tmp_path / "mono1_signed", stored).values():
+        _edit(path, PhotometricInterpretation="MONOCHROME1")
+    mono1 = read_dicom_series(tmp_path / "mono1_signed").array
+    mono2 = read_dicom_series(tmp_path / "mono2_signed").array
+    np.testing.assert_allclose(mono1 + mono2, (mono1 + mono2).flat[0])
+    np.testing.assert_allclose(zscore(mono1, None, None), -zscore(mono2, None, None), atol=1e-5)
+
+
+def test_padding_pixels_get_the_lowest_real_value_of_their_image(tmp_path, stored):
+    # PixelPaddingValue is a stored value (before the rescale); padded pixels would otherwise sit far below the
+    # image (-2000 * 0.5 + 3) and weigh on the z-score
+    padded = stored.copy()
+    padded[:, :, 0, :] = -2000  # the first row of every image
+    padded[1, 0, 1, :2] = -1990  # inside PixelPaddingRangeLimit in one image
+    paths = _write_series(tmp_path / "s", padded)
+    for (z, t), path in paths.items():
+        ds = pydicom.dcmread(path)
+        ds.add_new("PixelPaddingValue", "SS", -2000)  # US or SS: signed, as the pixels (PixelRepresentation 1)
+        if (z, t) == (0, 1):
+            ds.add_new("PixelPaddingRangeLimit", "SS", -1980)
+        ds.save_as(path)
+    volume = read_dicom_series(tmp_path / "s")
+    expected = stored * SLOPE + INTERCEPT
+    for t, z in np.ndindex(*stored.shape[:2]):
+        image, real = volume.array[t, z], expected[t, z, 1:]
+        if (t, z) == (1, 0):
+            real = np.concatenate([real[0, 2:], real[1:].ravel()])
+            assert (image[1, :2] == real.min()).all()
+        assert (image[0] == real.min()).all()
+        np.testing.assert_allclose(image[2:], expected[t, z, 2:])
+
+
+def test_rescale_slope_0_reads_as_1_and_a_rescale_only_in_functional_groups_is_applied(tmp_path, stored, caplog):
+    from pydicom.dataset import Dataset as Item
+
+    paths = _write_series(tmp_path / "s", stored)
+    _edit(paths[(1, 2)], RescaleSlope="0")
+    # a single-frame file with functional groups beside its top-level position (read as classic) whose rescale
+    # is only in the groups
+    transform = Item()
+    transform.RescaleSlope, transform.RescaleIntercept = _ds(SLOPE), _ds(INTERCEPT)
+    group = Item()
+    group.PixelValueTransformationSequence = [transform]
+    _edit(paths[(0, 1)], RescaleSlope=None, RescaleIntercept=None, PerFrameFunctionalGroupsSequence=[group])
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "s")
+    assert f"{paths[(1, 2)]}: RescaleSlope is 0, which would blank the image; read as 1" in caplog.text
+    np.testing.assert_allclose(volume.array[2, 1], stored[2, 1] + INTERCEPT)
+    np.testing.assert_allclose(volume.array[1, 0], stored[1, 0] * SLOPE + INTERCEPT)
+
+
 # --------------------------------------------------------------------------------------- real data
 
 

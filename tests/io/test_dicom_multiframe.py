@@ -101,6 +101,27 @@ def test_enhanced_mr_phase_and_per_frame_rescale(tmp_path, synthetic):
     _same_volume(read_dicom_series([path]), single)
 
 
+def test_enhanced_monochrome1_is_inverted_and_a_frame_slope_of_0_reads_as_1(tmp_path, synthetic, caplog):
+    import logging
+
+    single = read_dicom_series(synthetic)
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "cine.dcm", seed=4)
+    ds = pydicom.dcmread(path)
+    # MONOCHROME1 as an export inverting within the stored range (16-bit signed: -32768 + 32767 - value)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.PixelData = (-1 - ds.pixel_array.astype(np.int32)).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(path)
+    _same_volume(read_dicom_series([path]), single)
+    as_enhanced_mr(path, slope=1.0)  # every frame its own slope; one of them 0, which would blank the frame
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence[:2]:
+        item.PixelValueTransformationSequence[0].RescaleSlope = "0"
+    ds.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        _same_volume(read_dicom_series([path]), single)
+    assert caplog.text.count(f"{path}: RescaleSlope is 0, which would blank the image; read as 1") == 1
+
+
 def test_an_enhanced_file_of_one_frame_reads_like_its_single_frame_file(tmp_path, synthetic):
     one = sorted(synthetic.iterdir())[0]
     path = to_enhanced([one], tmp_path / "enhanced" / "one.dcm")

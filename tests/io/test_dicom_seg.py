@@ -226,3 +226,81 @@ def test_a_seg_write_removes_its_own_stale_temporaries_not_another_cases(tmp_pat
     _remove_stale_temporaries(tmp_path / "P1_seg.dcm")
     _remove_stale_temporaries(tmp_path / "P1_seg")
     assert not mine.exists() and other.exists() and other_cine.is_dir()
+
+
+def test_orientation_rounding_noise_between_slice_series_gives_one_orientation(tmp_path):
+    # a stack stored one series per slice whose ImageOrientationPatient differs at the 6th decimal: the reader
+    # joins it (within its tolerance), and highdicom, which wants one orientation exactly, gets the first one
+    write_series(tmp_path / "cine", n_phases=2, n_slices=3)
+    for z, files in enumerate(_files_by_slice(read_dicom_series(tmp_path / "cine"))):
+        uid = generate_uid()
+        for path in files:
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID, ds.SeriesNumber = uid, 20 + z
+            ds.ImageOrientationPatient = [f"{float(v) + 2e-6 * z * (-1) ** i:.7f}"
+                                          for i, v in enumerate(ds.ImageOrientationPatient)]
+            ds.save_as(path)
+    files = sorted((tmp_path / "cine").iterdir())
+    volume = read_dicom_series(files)
+    mask = random_mask(volume.array.shape, 5)
+    written = write_seg_for_series(mask, files, tmp_path / "out" / "case.nii.gz")
+    for t in range(2):
+        sources = [volume.files[(z, t)] for z in range(3)]
+        seg = check_against_source(written[t], sources, mask[t])  # the first slice's orientation, 1e-6
+        first = pydicom.dcmread(sources[0], stop_before_pixels=True).ImageOrientationPatient
+        assert list(seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient) \
+            == [float(v) for v in first]
+
+
+def test_decimal_commas_and_a_missing_slice_thickness_are_repaired_in_the_seg(tmp_path, caplog):
+    from tests.io.test_dicom import _set_raw
+
+    write_series(tmp_path / "cine", n_phases=2, n_slices=3)
+    volume = read_dicom_series(tmp_path / "cine")
+    for path in volume.files.values():  # as some European exports write them; the reader reads them
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        position = "\\".join(str(v).replace(".", ",") for v in ds.ImagePositionPatient).encode()
+        _set_raw(path, "ImagePositionPatient", "DS", position + b" " * (len(position) % 2))
+        _set_raw(path, "PixelSpacing", "DS", b"1,25\\1,5 ")
+        _set_raw(path, "SpacingBetweenSlices", "DS", b"8,0 ")
+        ds = pydicom.dcmread(path)
+        del ds.SliceThickness
+        ds.save_as(path)
+    assert read_dicom_series(tmp_path / "cine").geometry.spacing == pytest.approx((1.5, 1.25, SLICE_GAP, 0.03))
+    mask = random_mask(volume.array.shape, 6)
+    with caplog.at_level(logging.WARNING):
+        written = write_dicom_seg(mask, volume.files, tmp_path / "seg")
+    assert "6 image(s) have no SliceThickness; the DICOM-SEG gives them the slice gap, 8 mm" in caplog.text
+    seg = hd.seg.segread(written[1])
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [1.25, 1.5] and float(measures.SliceThickness) == SLICE_GAP
+    by_uid = {pydicom.dcmread(volume.files[(z, 1)]).SOPInstanceUID: z for z in range(3)}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        z = by_uid[frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        expected = (-20.0, 15.0, 40.0) + z * SLICE_GAP * ROTATION[:, 2]
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                                   expected, atol=1e-4)
+    assert b"1,25" in volume.files[(0, 0)].read_bytes()  # the sources are left as they are
+
+
+def test_a_single_slice_without_thickness_and_other_highdicom_errors_name_the_source(tmp_path, monkeypatch):
+    write_series(tmp_path / "one", n_phases=2, n_slices=1)
+    volume = read_dicom_series(tmp_path / "one")
+    for path in volume.files.values():
+        ds = pydicom.dcmread(path)
+        del ds.SliceThickness
+        ds.save_as(path)
+    with pytest.raises(InputFileError, match="no SliceThickness .*a single slice has no slice gap") as info:
+        write_dicom_seg(random_mask(volume.array.shape), volume.files, tmp_path / "seg")
+    assert info.value.path in volume.files.values()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Source images must have a shared orientation.")
+
+    write_series(tmp_path / "stack", n_phases=1, n_slices=2)
+    volume = read_dicom_series(tmp_path / "stack")
+    monkeypatch.setattr(hd.seg, "Segmentation", refuse)
+    with pytest.raises(InputFileError, match=r"highdicom cannot build the DICOM-SEG from series [0-9.]+ "
+                                             r"\(ValueError: Source images must have a shared orientation") as info:
+        write_dicom_seg(random_mask(volume.array.shape), volume.files, tmp_path / "seg.dcm")
+    assert info.value.path == tmp_path / "stack" and not (tmp_path / "seg.dcm").exists()
