@@ -7,7 +7,7 @@ Examples::
 
 Writes ``failures.json``, ``predictions.json`` and one table per ``NAME_partK.csv`` (measures, volumes, QC)
 into OUT; the part files are kept. Exit code: 0 merged and no case failed, 1 merged with failed cases,
-2 nothing to merge, parts missing or inconsistent.
+2 nothing to merge, parts missing or inconsistent, or a later run without parts wrote OUT/predictions.json.
 """
 from __future__ import annotations
 

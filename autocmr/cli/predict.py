@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
                                                            "(default 0.5; 1 is faster)")
     p.add_argument("--continue", dest="continue_", action="store_true",
-                   help="skip cases an earlier run finished (mask written and recorded); the rest are predicted")
+                   help="skip cases an earlier run finished (mask written and recorded, from the same input files: "
+                        "same size and time); the rest are predicted")
     p.add_argument("--num-parts", type=int, default=1, help="split the cases over this many runs (default 1)")
     p.add_argument("--part-id", type=int, default=0, help="which part this run does, 0..num-parts-1")
     p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
-from autocmr.inference.batch_report import (BatchReport, append_progress, holding_part, open_journal, progress_path,
-                                             recorded_cases, report_names, stored_predictors, write_reports)
+from autocmr.inference.batch_report import (BatchReport, append_progress, holding_part, open_journal,
+                                             recorded_cases, report_names, same_sources, stored_predictors,
+                                             write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_settings import input_listing, setting_differences
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
@@ -33,7 +34,7 @@ from autocmr.inference.inputs import (IMAGES_FROM_DICOM, PredictionJob, check_in
                                      with_phase_partners)
 from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
-from autocmr.io.atomic import check_output_folder, temporary_target
+from autocmr.io.atomic import SHARED_FOLDER_STALE_S, check_output_folder, temporary_target
 from autocmr.io.dicom_seg import OUTPUT_FORMATS, seg_output_exists
 from autocmr.models.folder import ModelSpec
 from autocmr.parallel import ResilientPool, default_workers
@@ -69,8 +70,9 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
             ``NAME_probabilities.npz``, ``images_from_dicom/``, ``failures.json`` and ``predictions.json``.
         model: a :class:`Predictor`, a model folder, or a :class:`ModelSpec`.
         options: how to build the predictor when ``model`` is not one already.
-        continue_: skip cases whose mask (and probabilities, if requested) already exist and are recorded (a
-            mask without its record, written just before a job was killed, is predicted again).
+        continue_: skip cases whose mask (and probabilities, if requested) already exist and are recorded from
+            the same input files (a mask without its record, written just before a job was killed, or one
+            recorded from files of another size or time, is predicted again).
         num_parts, part_id: run only every ``num_parts``-th subject of the sorted list, starting at
             ``part_id`` (several machines share a folder); reports are then named ``failures_partK.json`` etc.
         subject_of: a case name's subject (default :func:`~autocmr.inference.parts.subject_key` by name; the
@@ -110,7 +112,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     jobs = discovery.jobs
     if phase_pairs is not None and predictor.config.other_phase:  # over every job: a partner may be in another part
         jobs = with_phase_partners(jobs, dict(phase_pairs(jobs)))
-    split = {**input_listing([j.name for j in jobs] + [p.name for p in discovery.problems]),
+    # what the parts are dealt over (the jobs' names and subjects), so parts that saw other inputs are told apart
+    split = {**input_listing([(j.name, subject_of(j.name)) for j in jobs], [p.name for p in discovery.problems]),
              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     jobs = take_part(jobs, num_parts, part_id, lambda job: subject_of(job.name))
     # one process at a time per part: a requeued array task racing the original would double every record
@@ -119,15 +122,20 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         cine = cine or CineOptions()
         description = {**predictor.describe(), "cine": cine.describe()}  # how 4D cines were predicted, too
         if continue_ and check_settings:
-            _check_same_settings(out, description, (num_parts, part_id))
+            _check_same_settings(out, description)
         open_journal(out, (num_parts, part_id), description)
         recorded = recorded_cases(out) if continue_ else {}
-        finished = [j.name for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
-        report.skipped = [name for name in finished if name in recorded]
-        unrecorded = [name for name in finished if name not in recorded]
+        finished = [j for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
+        report.skipped = [j.name for j in finished if j.name in recorded and same_sources(recorded[j.name], j)]
+        unrecorded = [j.name for j in finished if j.name not in recorded]
         if unrecorded:
             logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, "
                         "e.g. %s", len(unrecorded), unrecorded[0])
+        changed = [j.name for j in finished if j.name in recorded and j.name not in set(report.skipped)]
+        if changed:  # same name, other files: another input folder, or a study exported again in place
+            logger.info("%d case(s) were recorded from other input files than these (another input folder, or "
+                        "files replaced since; their size or time differs): predicted again, e.g. %s", len(changed),
+                        changed[0])
         todo = [j for j in jobs if j.name not in set(report.skipped)]
         _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
         workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
@@ -190,13 +198,12 @@ def _warn_non_dicom(jobs: Sequence[PredictionJob], output_format: str) -> None:
                        "(e.g. %s) get NIfTI masks", output_format, len(enhanced), enhanced[0])
 
 
-def _check_same_settings(out: Path, description: dict[str, Any], part: tuple[int, int]) -> None:
+def _check_same_settings(out: Path, description: dict[str, Any]) -> None:
     """``--continue`` adds to the cases an earlier run predicted: refuse when that run used another model or
     other settings, which would leave one folder of masks made two ways under one record. Other parts'
-    records (a cluster run) are held to what parts must share (:mod:`autocmr.inference.batch_settings`)."""
-    own = {report_names(*part)[1], progress_path(out, part).name}
+    records (a cluster run) are held to the same rule (:mod:`autocmr.inference.batch_settings`)."""
     for name, stored in stored_predictors(out).items():
-        differences = setting_differences(stored, description, same_part=name in own)
+        differences = setting_differences(stored, description)
         if differences:
             hint = (" (--precision auto chose differently on this machine: give --precision explicitly)"
                     if any(d.startswith("precision:") for d in differences) else "")
@@ -206,14 +213,23 @@ def _check_same_settings(out: Path, description: dict[str, Any], part: tuple[int
                                      "every case again")
 
 
-def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str]) -> None:
-    """Delete temporaries an interrupted run left for *these* outputs (other parts may be writing now)."""
+def _remove_stale_temporaries(out: Path, jobs: Sequence[PredictionJob], names: Sequence[str],
+                              older_than_s: float = SHARED_FOLDER_STALE_S) -> None:
+    """Delete temporaries an interrupted run left for *these* outputs (other parts may be writing now), and
+    only those not written to for ``older_than_s``: another run into this folder that the locks did not keep
+    out (a file system without them) may be writing one now. A younger leftover is removed by a later run."""
     targets = set(names) | {p.name for j in jobs for p in (j.output, j.probabilities_path, j.image_copy) if p}
+    now = time.time()
     for folder in (out, out / IMAGES_FROM_DICOM):
         if folder.is_dir():
             for item in folder.iterdir():
-                if temporary_target(item.name) in targets:
-                    item.unlink(missing_ok=True)
+                if temporary_target(item.name) not in targets:
+                    continue
+                try:
+                    if now - item.stat().st_mtime >= older_than_s:
+                        item.unlink()
+                except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                    continue
 
 
 __all__ = ["AfterBatch", "BatchReport", "ModelSpec", "PredictorOptions", "predict_folder"]

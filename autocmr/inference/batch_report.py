@@ -14,11 +14,14 @@ and removes it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from autocmr.documents import layout
 from autocmr.errors import ConfigurationError
@@ -26,9 +29,12 @@ from autocmr.inference.batch_settings import setting_differences
 from autocmr.inference.inputs import CaseFailure, PredictionJob
 from autocmr.inference.parts import part_file_name
 from autocmr.io.atomic import write_json_atomic
-from autocmr.io.locks import held
+from autocmr.io.locks import held, is_held
 
 logger = logging.getLogger(__name__)
+
+_PREDICTIONS_STEM = Path(layout.BATCH_PREDICTIONS).stem
+_SPLIT_LOCK = re.compile(rf"\.{re.escape(_PREDICTIONS_STEM)}\.split(?P<n>\d+)\.lock")
 
 
 @dataclass
@@ -73,6 +79,7 @@ def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
     """What ``predictions.json`` says about one predicted case."""
     name = job.name
     record = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
+              **({"sources_stamp": stamp} if (stamp := sources_stamp(job)) else {}),
               "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
               "warnings": report.warnings.get(name, []),
               "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
@@ -83,14 +90,61 @@ def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
     return record
 
 
-def holding_part(output_dir: Path, part: tuple[int, int]) -> contextlib.AbstractContextManager[None]:
+def sources_stamp(job: PredictionJob) -> str | None:
+    """A short digest of the job's input files as they are now: each one's path within the job's folder, size
+    and modification time (whole seconds: some file systems keep no finer). ``--continue`` compares it with
+    the record's, so a case of the same name from another input folder, or a study re-exported in place, is
+    predicted again; paths within the folder, so one input mounted elsewhere (another node) still matches.
+    None when a file cannot be read now."""
+    folder = os.path.commonpath([str(p.parent) for p in job.sources])
+    try:
+        items = sorted((Path(os.path.relpath(p, folder)).as_posix(), (st := p.stat()).st_size, int(st.st_mtime))
+                       for p in job.sources)
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()[:16]
+
+
+def same_sources(record: Any, job: PredictionJob) -> bool:
+    """Whether a case record (of ``predictions.json``) was made from the job's input files as they are now; a
+    record written before autocmr stamped its sources counts as the same, as it did then (by name)."""
+    stamp = record.get("sources_stamp") if isinstance(record, dict) else None
+    return not stamp or stamp == sources_stamp(job)
+
+
+@contextlib.contextmanager
+def holding_part(output_dir: Path, part: tuple[int, int]) -> Iterator[None]:
     """Hold this part of ``output_dir`` for the calling process (:mod:`autocmr.io.locks`): a second process on
     the same part (the same command started twice, a requeued array task racing the original) is refused at
-    once, naming the holder, instead of predicting every case twice and interleaving the records."""
+    once, naming the holder, instead of predicting every case twice and interleaving the records. So is a run
+    split otherwise than one running there (a plain run beside a ``--num-parts`` run, two ``--devices``
+    counts): the two would predict the same cases at once, each into its own records. Only the parts of one
+    split run side by side."""
+    out = Path(output_dir)
     which = "this folder" if part[0] == 1 else f"part {part[1]} of {part[0]} in this folder"
-    return held(Path(output_dir) / f".{Path(report_names(*part)[1]).stem}.lock",
-                lambda holder: ConfigurationError(f"{output_dir}: {which} is being predicted by {holder}; wait for "
-                                                  "it to end, or predict into another folder"))
+    with held(out / f".{Path(report_names(*part)[1]).stem}.lock",
+              lambda holder: ConfigurationError(f"{output_dir}: {which} is being predicted by {holder}; wait for "
+                                                "it to end, or predict into another folder")):
+        # every run holds its split's lock shared, then looks for a holder of another split's: of two runs
+        # started together, the later to look sees the other (both may refuse; neither goes on unseen)
+        with held(_split_lock(out, part[0]), lambda holder: ConfigurationError(holder), shared=True):
+            for lock in sorted(out.glob(f".{_PREDICTIONS_STEM}.split*.lock")):
+                other = _SPLIT_LOCK.fullmatch(lock.name)
+                if other and int(other["n"]) != part[0] and is_held(lock):
+                    raise ConfigurationError(
+                        f"{output_dir}: another run ({_split(int(other['n']))}) is predicting into this folder now "
+                        f"and this one is {_split(part[0])} (--num-parts, --devices): the two would predict the "
+                        "same cases at once. Wait for it to end (then --continue), or predict into another folder")
+            yield
+
+
+def _split_lock(output_dir: Path, num_parts: int) -> Path:
+    """Held (shared) by every part of a run split into ``num_parts`` while it predicts into ``output_dir``."""
+    return output_dir / f".{_PREDICTIONS_STEM}.split{num_parts}.lock"
+
+
+def _split(num_parts: int) -> str:
+    return "not split" if num_parts == 1 else f"split into {num_parts} parts"
 
 
 def open_journal(output_dir: Path, part: tuple[int, int], predictor_description: dict[str, Any]) -> None:
@@ -257,5 +311,5 @@ def write_batch_record(report: BatchReport, predictor_description: dict[str, Any
 
 
 __all__ = ["BatchReport", "append_progress", "case_record", "holding_part", "journal_predictor", "open_journal",
-           "progress_path", "recorded_cases", "report_names", "stored_predictors", "write_batch_record",
-           "write_reports"]
+           "progress_path", "recorded_cases", "report_names", "same_sources", "sources_stamp", "stored_predictors",
+           "write_batch_record", "write_reports"]

@@ -369,30 +369,34 @@ def sanitise_name(text: str) -> str:
 def _unique_names(jobs: list[PredictionJob]) -> _Found:
     """Two inputs that would write the same mask: DICOM series of one folder (two patients scanned with the
     same protocol, exported together) get a short hash of their series UID added to the name; otherwise keep
-    the first (sorted by source) and report the others."""
+    the first (sorted by source) and report the others. Names that differ only in case (``Case1``,
+    ``case1``) clash too: on a case-insensitive output folder (macOS, Windows, some shares) they are one file."""
     jobs = _series_named_apart(jobs)
     seen: dict[str, PredictionJob] = {}
     clashes = []
-    for job in sorted(jobs, key=lambda j: (j.name, str(j.source))):
-        if job.name in seen:
-            clashes.append(CaseFailure(job.name, str(job.source), f"output name {job.name} is already used by "
-                                                                  f"{seen[job.name].source}; rename one of them"))
-        else:
-            seen[job.name] = job
+    for job in sorted(jobs, key=lambda j: (j.name.casefold(), j.name, str(j.source))):
+        first = seen.get(job.name.casefold())
+        if first is None:
+            seen[job.name.casefold()] = job
+            continue
+        which = (f"output name {job.name}" if first.name == job.name else
+                 f"output name {job.name} differs only in case from {first.name}, which")
+        clashes.append(CaseFailure(job.name, str(job.source), f"{which} is already used by {first.source}; rename "
+                                                              "one of them"))
     return list(seen.values()), clashes
 
 
 def _series_named_apart(jobs: list[PredictionJob]) -> list[PredictionJob]:
     by_name: dict[str, list[PredictionJob]] = {}
-    for job in jobs:
-        by_name.setdefault(job.name, []).append(job)
+    for job in jobs:  # names equal but for case are one file on a case-insensitive output folder
+        by_name.setdefault(job.name.casefold(), []).append(job)
     renamed = []
-    for name, same in by_name.items():
+    for same in by_name.values():
         uids = [j.series_uid for j in same]
         if len(same) > 1 and all(j.kind == "dicom" and j.series_uid for j in same) and len(set(uids)) == len(uids):
             for job in same:
-                new = f"{name}_{hashlib.sha1(job.series_uid.encode()).hexdigest()[:6]}"
-                logger.info("%s: %d DICOM series share this name; this one (%s) is named %s", name, len(same),
+                new = f"{job.name}_{hashlib.sha1(job.series_uid.encode()).hexdigest()[:6]}"
+                logger.info("%s: %d DICOM series share this name; this one (%s) is named %s", job.name, len(same),
                             job.series_uid, new)
                 renamed.append(replace(job, name=new, output=job.output.with_name(f"{new}{OUTPUT_SUFFIX}")))
         else:

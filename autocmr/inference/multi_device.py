@@ -2,9 +2,13 @@
 
 ``autocmr_predict ... --devices cuda:0 cuda:1 cuda:2 cuda:3`` splits this run's cases into one part per
 device exactly as ``--num-parts`` does between machines (the same output folder, the same ``_partK`` tables),
-then merges the tables (:func:`autocmr.inference.parts.merge_parts`). Combined with ``--num-parts P
+then merges the tables (:func:`autocmr.inference.parts.merge_parts`). One device alone is one part, the whole
+run: its process writes the plain tables and there is nothing to merge. Combined with ``--num-parts P
 --part-id K`` on a cluster, device ``d`` of part ``K`` becomes part ``K * D + d`` of ``P * D``, and the tables
 are merged once, after all machines finished, by ``autocmr_merge_parts``.
+
+When every device's process refuses its part (exit status 2: a bad model or option, an unusable device), the
+run is refused as one run on one device would be (:class:`~autocmr.errors.ConfigurationError`; exit status 2).
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from autocmr.parent_watch import finishing_on_sigterm
 
 logger = logging.getLogger(__name__)
 
+REFUSED = 2  # a device process's exit status for autocmr's own errors (bad options or model), as autocmr_predict's
+
 
 @dataclass
 class DevicesReport:
@@ -35,6 +41,7 @@ class DevicesReport:
     output_dir: Path
     parts: dict[str, str] = field(default_factory=dict)  # device -> its part's summary line
     failed_devices: dict[str, str] = field(default_factory=dict)  # device -> why its process failed
+    exit_codes: dict[str, int | None] = field(default_factory=dict)  # device -> its failed process's exit code
     failed_cases: int = 0
     merge: MergeReport | None = None
 
@@ -89,7 +96,10 @@ def predict_on_devices(input_path: str | Path, output_dir: str | Path, model: st
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=10)
-    if num_parts == 1 and not report.failed_devices:
+    if report.failed_devices and not report.parts and set(report.exit_codes.values()) == {REFUSED}:
+        raise ConfigurationError(f"{'every device' if len(devices) > 1 else devices[0]}: refused to predict (the "
+                                 "reason is printed above: bad options or model, an unusable device, a folder in use)")
+    if num_parts == 1 and len(devices) > 1 and not report.failed_devices:
         report.merge = merge_parts(output_dir)
     elif num_parts > 1:
         logger.info("this machine's %d parts are done; merge all %d parts with `autocmr_merge_parts %s` once every "
@@ -114,6 +124,7 @@ def _collect(running: dict[int, tuple[str, Any, Connection]], report: DevicesRep
             else:
                 report.failed_devices[device] = (f"its process ended with code {process.exitcode} before reporting "
                                                  "(its error is printed above)")
+                report.exit_codes[device] = process.exitcode
 
 
 def _check_up_front(input_path: str | Path, output_dir: str | Path, devices: Sequence[str],
@@ -146,5 +157,5 @@ def _device_main(input_path: str, output_dir: str, model: str | Path | ModelSpec
                                     part_id=part_id, **batch_options)
     except AutocmrError as exc:  # a one-line reason, as autocmr_predict gives, not a child's traceback
         print(f"[{options.device}] error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(REFUSED) from None
     pipe.send((report.summary().splitlines()[0], len(report.failures)))

@@ -8,9 +8,9 @@ writes the unsuffixed tables over all parts:
 
 - ``failures_partK.json`` (lists): concatenated, sorted by case name.
 - ``predictions_partK.json``: cases, done/skipped/failed lists joined; ``wall_s`` is the slowest part (parts run
-  side by side); the parts must agree on how they predicted (every setting but the device and the model
-  folder's path: :mod:`autocmr.inference.batch_settings`); model folder paths and devices may differ and are
-  listed.
+  side by side); the parts must agree on how they predicted (every setting but the device, and the model
+  folder's path where their records name the weights' sha256: :mod:`autocmr.inference.batch_settings`);
+  model folder paths and devices may then differ and are listed.
 - any other ``NAME_partK.csv``: rows concatenated in part order, columns joined; when every part's rows are
   sorted by the first column, so are the merged rows.
 - any other ``NAME_partK.json``: lists concatenated, objects merged key by key (values that differ between
@@ -21,7 +21,8 @@ cluster's time limit), still has its journal of finished cases (running, or kill
 of inputs than the other parts (studies added between the array tasks' starts) is merged only with
 ``allow_incomplete``. The parts of an earlier split into another number of parts (a ``--continue`` rerun
 with other ``--num-parts`` or ``--devices``) are left out with a warning: the new parts' records carry
-their cases.
+their cases. A ``predictions.json`` written after the newest part's record by a run without parts (a plain
+run, or ``--devices`` with one device) is not overwritten: the merge is refused.
 
 The parts are kept, so merging again after a rerun of one part is safe. Other per-part files (an HTML
 report, say) are left as they are.
@@ -133,7 +134,8 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
 
     Raises:
         ConfigurationError: no parts, parts of different splits (``num_parts``) or predicted differently,
-            or parts missing (unless ``allow_incomplete``: then the parts present are merged, with a warning).
+            a later run without parts wrote ``predictions.json``, or parts missing (unless
+            ``allow_incomplete``: then the parts present are merged, with a warning).
         InputFileError: a part file that cannot be read, naming it.
     """
     out = Path(output_dir).expanduser()
@@ -144,6 +146,7 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     if not predictions:
         raise ConfigurationError(f"{out}: no predictions_partK.json found; run autocmr_predict with --num-parts N "
                                  "--part-id K into this folder first")
+    _refuse_a_later_unsplit_run(out, predictions)
     documents = {k: _read_json(p) for k, p in predictions.items()}
     num_parts, documents = _current_split(out, documents, predictions)
     _check_split(out, documents, num_parts, allow_incomplete)
@@ -177,6 +180,24 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     # autocmr_merge_parts prints the summary on stdout; logged at info level as well, a terminal showed it twice
     logger.debug("%s", report.summary().splitlines()[0])
     return report
+
+
+def _refuse_a_later_unsplit_run(out: Path, parts: dict[int, Path]) -> None:
+    """A ``predictions.json`` newer than every part's record that no merge wrote is a later run without parts
+    (plain, or on one device) into this folder: merging the older parts would overwrite its record."""
+    plain = out / layout.BATCH_PREDICTIONS
+    newest = max(parts.values(), key=lambda p: p.stat().st_mtime)
+    try:
+        if plain.stat().st_mtime <= newest.stat().st_mtime:
+            return  # an earlier run's: the parts' records replace it
+        document = json.loads(plain.read_text())  # read only then: a cohort's record runs to megabytes
+    except (OSError, ValueError):
+        return  # none, or unreadable: nothing to keep
+    if isinstance(document, dict) and "merged_from" not in document:
+        raise ConfigurationError(f"{plain}: written by a run without parts after the newest part's record "
+                                 f"({newest.name}); merging the parts would overwrite it with older records. If that "
+                                 "run replaces the parts, remove their predictions_partK.json files; to merge the "
+                                 "parts after all, remove predictions.json")
 
 
 def _current_split(out: Path, documents: dict[int, dict[str, Any]],
@@ -219,8 +240,12 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], num_parts: int
                 if isinstance(d.get("split"), dict) and "digest" in d["split"]}
     if len({(v.get("cases"), v.get("digest")) for v in listings.values()}) > 1:
         found = ", ".join(f"part {k}: {v.get('cases')}" for k, v in sorted(listings.items()))
-        problems.append(f"the parts found different inputs ({found} cases; studies added or removed between their "
-                        "starts), so some subjects may be in no part or in two")
+        problems.append(f"the parts found different inputs ({found} cases; studies added, removed or still being "
+                        "copied between their starts, or another cases.csv), so some subjects may be in no part "
+                        "or in two")
+    elif len({v.get("problems_digest") for v in listings.values()}) > 1:  # the same split: only part 0 reports them
+        logger.warning("%s: the parts found different unreadable inputs (failures.json lists those part 0 found)",
+                       out)
     if problems and not allow_incomplete:
         raise ConfigurationError(f"{out}: {'; '.join(problems)}. Rerun the parts concerned with the same command "
                                  "and --continue (after a change of inputs: every part), or merge what is there "
@@ -234,7 +259,7 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], num_parts: int
     describe = {k: d.get("predictor", {}) for k, d in documents.items()}
     first = min(describe)
     for k, predictor in describe.items():
-        differing = setting_differences(describe[first], predictor, same_part=False)
+        differing = setting_differences(describe[first], predictor)
         if differing:
             raise ConfigurationError(f"{out}: part {k} was predicted differently from part {first} "
                                      f"({'; '.join(differing)}); rerun it with the same options")

@@ -219,8 +219,8 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.model.path), "configuration": self.config.name, "folds": self.folds,
-                "device": str(self.device), "mirror_axes": list(self.mirror_axes), "step": self.step,
-                "precision": self.precision, "harmonise": self.harmoniser is not None,
+                "checkpoint": self.checkpoint, "device": str(self.device), "mirror_axes": list(self.mirror_axes),
+                "step": self.step, "precision": self.precision, "harmonise": self.harmoniser is not None,
                 "postprocessing": {"foreground_lcc": self.postprocessing.foreground_lcc,
                                    "per_label_lcc": list(self.postprocessing.per_label_lcc)},
                 **({"weights": weights} if (weights := self.weight_checksums()) else {})}

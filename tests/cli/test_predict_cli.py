@@ -198,3 +198,15 @@ def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):
         main(io + ["-d", "990"])  # -c missing
     assert exc.value.code == 2
     assert not (tmp_path / "out" / "a.nii.gz").exists()
+
+
+def test_devices_that_all_refuse_their_part_exit_2(tmp_path, capsys):
+    """--devices with a bad -m: each device's process refuses (exit status 2), so the run does, as without
+    --devices (README: 2 = bad options or model), not 1 (some cases failed)."""
+    case = small_case(40)
+    write_image(case.image, case.geometry, tmp_path / "in" / "p.nii.gz")
+    argv = ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "no_model"),
+            "--devices", "cpu", "--no-analysis", "-j", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: cpu: refused to predict" in err and "Traceback" not in err, err

@@ -43,6 +43,7 @@ def test_stale_temporaries_of_this_run_are_removed_others_kept(tmp_path, tiny_pr
     out.mkdir()
     stale = out / ".tmp_0123456789ab_mine.nii.gz"  # left by an interrupted run that was writing mine.nii.gz
     stale.write_bytes(b"half a file")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))  # long ago: younger ones may be another run's, being written
     other = out / ".tmp_0123456789ab_other.nii.gz"  # another part of a sharded run may be writing this now
     other.write_bytes(b"in progress elsewhere")
     report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
@@ -161,11 +162,12 @@ def test_continue_predicts_again_a_mask_without_a_record_and_a_failed_case_loses
     report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
     assert [f.name for f in report.failures] == ["second"]
     assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
-    # an input problem that shares a kept case's name (first.nii beside first.nii.gz) leaves its record alone
+    # an input problem that shares a kept case's name (first.nii beside first.nii.gz) leaves its record alone;
+    # the case kept is first.nii now (sorted first), another file than its record's: predicted again
     write_image(small_case(7, slices=3).image, small_case(7, slices=3).geometry, tmp_path / "in" / "first.nii")
     (tmp_path / "in" / "second.nii.gz").unlink()
     report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
-    assert report.skipped == ["first"] and [f.name for f in report.failures] == ["first"]
+    assert report.done == ["first"] and [f.name for f in report.failures] == ["first"]
     assert sorted(json.loads((out / "predictions.json").read_text())["cases"]) == ["first"]
 
 
@@ -227,6 +229,46 @@ def test_stack_stored_one_series_per_slice_is_one_case_with_mask_and_seg(tmp_pat
 
     referenced = {series for _, series, _ in hd.seg.segread(segs[0]).get_source_image_uids()}
     assert len(referenced) == 4  # phase 1's images of the four slice series
+
+
+def test_a_seg_that_cannot_be_built_fails_only_the_seg_and_the_nifti_mask_stays(tmp_path, tiny_model_dir):
+    """--output-format both on a single-slice cine whose files lost SliceThickness (a DICOM-SEG must copy one,
+    and one slice has no gap to take it from): the NIfTI mask and probabilities are written, the case is in
+    failures.json with the SEG's reason, an earlier run's SEG (made for another mask) is removed, and
+    --continue predicts the case again (its SEG is missing)."""
+    import json
+
+    import pydicom
+
+    from tests.helpers import write_dicom_series
+
+    frames = np.random.default_rng(1).integers(0, 800, size=(3, 1, 40, 36)).astype(np.int16)
+    study = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.79", "PatientID": "P3", "FrameOfReferenceUID": "1.2.5"}
+    write_dicom_series(tmp_path / "in" / "lax", frames, series_number=40, description="cine 4ch", attributes=study)
+    options = PredictorOptions(device="cpu", mirror=False, step=1.0)
+    out = tmp_path / "out"
+    first = predict_folder(tmp_path / "in", out, tiny_model_dir, options=options, num_workers=0,
+                           output_format="both")
+    (name,) = first.done
+    assert first.ok and (out / f"{name}_seg").is_dir()
+    for path in (tmp_path / "in" / "lax").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.SliceThickness
+        ds.save_as(path)
+    (out / f"{name}.nii.gz").unlink()
+    for continue_ in (False, True):
+        report = predict_folder(tmp_path / "in", out, tiny_model_dir, options=options, num_workers=0,
+                                output_format="both", save_probabilities=True, continue_=continue_)
+        assert report.done == [] and report.skipped == [] and [f.name for f in report.failures] == [name]
+        failure = report.failures[0]
+        assert failure.reason.startswith(f"DICOM-SEG not written (the NIfTI mask {name}.nii.gz and its "
+                                         "probabilities were written): has no SliceThickness")
+        assert failure.file.startswith(str(tmp_path / "in" / "lax"))
+        assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}_probabilities.npz").is_file()
+        assert not (out / f"{name}_seg").exists() and not temporaries(out)
+        assert json.loads((out / "failures.json").read_text()) == [failure.to_dict()]
+        assert json.loads((out / "predictions.json").read_text())["cases"] == {}
+    assert read_header(out / f"{name}.nii.gz").size == (36, 40, 1, 3)
 
 
 def test_a_dicom_stack_with_a_missing_slice_gets_a_mask_on_the_true_grid_and_a_seg(tmp_path, tiny_model_dir):

@@ -268,3 +268,33 @@ def test_a_broken_link_in_the_input_folder_is_a_failed_case_not_silence(tmp_path
     assert [j.name for j in found.jobs] == ["good"]
     (problem,) = found.problems
     assert problem.name == "moved.nii.gz" and "broken link" in problem.reason and "elsewhere" in problem.reason
+
+
+def test_names_that_differ_only_in_case_clash_as_one_output_file(tmp_path):
+    """Case1.nii.gz and case1.nii.gz would write one mask on a case-insensitive output folder (macOS, Windows,
+    some shares): the first is kept and the other reported, as for equal names; two DICOM series so named get
+    their series UID's hash, as series of equal names do."""
+    from tests.helpers import write_dicom_series
+
+    src = tmp_path / "in"
+    _image(src / "Case1.nii.gz")
+    _image(src / "case1.nii.gz")
+    _image(src / "other.nii.gz")
+    found = discover_jobs(src, tmp_path / "out")
+    assert [j.name for j in found.jobs] == ["Case1", "other"]
+    (problem,) = found.problems
+    assert problem.name == "case1" and problem.file == str(src / "case1.nii.gz")
+    assert "differs only in case from Case1" in problem.reason and "Case1.nii.gz" in problem.reason
+
+    frames = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)
+    for k, description in enumerate(["sax cine", "SAX cine"]):
+        write_dicom_series(tmp_path / f"p{k}", frames + k, series_number=10, description=description,
+                           attributes={"PatientID": f"P{k}"})
+    (tmp_path / "export").mkdir()
+    for k in range(2):
+        for path in (tmp_path / f"p{k}").iterdir():
+            path.rename(tmp_path / "export" / f"P{k}_{path.name}")
+    found = discover_jobs(tmp_path / "export", tmp_path / "out")
+    names = sorted(j.name for j in found.jobs)
+    assert not found.problems and len(names) == 2 and names[0].casefold() != names[1].casefold()
+    assert names[0].startswith("export_s10_SAX_cine_") and names[1].startswith("export_s10_sax_cine_")

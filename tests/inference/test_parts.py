@@ -149,7 +149,8 @@ def test_an_earlier_split_into_more_parts_is_left_out(tmp_path, caplog):
 
 
 def test_csv_and_other_tables_merge_generically(tmp_path):
-    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
+    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {},
+                "weights": {"fold_0/checkpoint_final.pth": "a" * 64}}  # one model, mounted at each node's path
     for k, (subjects, extra) in enumerate([(["s0", "s3"], None), (["s1", "s4"], 7), (["s2"], None)]):
         (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
             {"predictor": dict(describe, model=f"/node{k}/m", device="cpu"), "num_parts": 3, "wall_s": k,
@@ -200,3 +201,55 @@ def test_merged_measures_put_the_subjects_with_most_flags_first(tmp_path):
              pd.DataFrame({"subject": ["c"], "status": ["ok"], "review": [False], "qc_flags": [""]})]
     _merge_measures_parts(tmp_path, parts)
     assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["b", "a", "c"]
+
+
+def test_parts_that_dealt_other_jobs_from_the_same_names_are_refused(tmp_path, tiny_predictor):
+    """Study b is still being copied when part 0 starts (unreadable: an input problem there) and readable when
+    part 1 starts: the same names, but part 0 dealt [a, c] and part 1 [a, b, c], so c fell in no part."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    for seed, name in enumerate("abc"):
+        case = small_case(30 + seed)
+        write_image(case.image, case.geometry, folder / f"{name}.nii.gz")
+    copied = (folder / "b.nii.gz").read_bytes()
+    (folder / "b.nii.gz").write_bytes(copied[:100])  # half-copied
+    first = predict_folder(folder, out, tiny_predictor, num_parts=2, part_id=0, num_workers=0)
+    (folder / "b.nii.gz").write_bytes(copied)
+    second = predict_folder(folder, out, tiny_predictor, num_parts=2, part_id=1, num_workers=0)
+    assert first.done == ["a"] and second.done == ["b"]  # nobody predicted c
+    with pytest.raises(ConfigurationError, match=r"found different inputs \(part 0: 2, part 1: 3 cases"):
+        merge_parts(out)
+
+
+def test_parts_without_weight_checksums_must_name_the_same_model_folder(tmp_path):
+    """Without the weights' sha256 in their records, only the model path tells two parts' models apart."""
+    for k in range(2):
+        _part(tmp_path, k, 2)
+    doc = json.loads((tmp_path / "predictions_part1.json").read_text())
+    doc["predictor"]["model"] = "/other/model"
+    (tmp_path / "predictions_part1.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match="part 1 was predicted differently.*model: /m -> /other/model"):
+        merge_parts(tmp_path)
+    for k in range(2):  # with checksums the weights decide, wherever each node mounts the folder
+        doc = json.loads((tmp_path / f"predictions_part{k}.json").read_text())
+        doc["predictor"]["weights"] = {"fold_0/checkpoint_final.pth": "a" * 64}
+        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(doc))
+    assert merge_parts(tmp_path).done == 2
+
+
+def test_a_later_run_without_parts_is_not_overwritten_by_the_merge(tmp_path):
+    """A 2-part run, then a plain run (or --devices with one device) into the same folder: its
+    predictions.json is newer than the parts' records, and a merge would replace it with theirs."""
+    import os
+
+    for k in range(2):
+        _part(tmp_path, k, 2)
+        os.utime(tmp_path / f"predictions_part{k}.json", (1_000_000_000, 1_000_000_000))
+    plain = {"predictor": {}, "num_parts": 1, "part_id": 0, "done": ["new"], "cases": {"new": {}}}
+    (tmp_path / "predictions.json").write_text(json.dumps(plain))
+    with pytest.raises(ConfigurationError, match=r"predictions.json: written by a run without parts after the "
+                                                 r"newest part's record \(predictions_part\d.json\)"):
+        merge_parts(tmp_path)
+    assert json.loads((tmp_path / "predictions.json").read_text()) == plain
+    assert merge_main([str(tmp_path)]) == 2
+    (tmp_path / "predictions.json").unlink()  # the user chose the parts: merged, and merged again after that
+    assert merge_parts(tmp_path).done == 2 and merge_parts(tmp_path).done == 2

@@ -1,0 +1,110 @@
+"""Batch prediction into a folder other runs touch: --continue compares a case's input files, not only its
+name; runs split otherwise than one running there are refused; a temporary another run may be writing is left
+alone; a file system without locks does not stop a batch. The tiny model comes from tests/conftest.py."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from autocmr.errors import ConfigurationError
+from autocmr.inference.batch import predict_folder
+from autocmr.io.image import read_header, write_image
+from tests.helpers import small_case
+
+
+def _write(path, seed, slices):
+    case = small_case(seed, slices=slices)
+    write_image(case.image, case.geometry, path)
+    return path
+
+
+def test_continue_predicts_again_a_case_recorded_from_other_input_files(tmp_path, tiny_predictor, caplog):
+    """-i siteA, then -i siteB --continue (same case names), then a study re-exported in place: each time
+    the case is predicted again, since its record names files of another size or time."""
+    _write(tmp_path / "siteA" / "case1.nii.gz", 7, 3)
+    _write(tmp_path / "siteB" / "case1.nii.gz", 8, 4)
+    then = time.time() - 100
+    os.utime(tmp_path / "siteB" / "case1.nii.gz", (then, then))
+    out = tmp_path / "out"
+    predict_folder(tmp_path / "siteA", out, tiny_predictor, num_workers=0)
+    assert read_header(out / "case1.nii.gz").size[2] == 3
+    with caplog.at_level(logging.INFO, logger="autocmr.inference.batch"):
+        report = predict_folder(tmp_path / "siteB", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.done == ["case1"] and report.skipped == []
+    assert read_header(out / "case1.nii.gz").size[2] == 4  # siteB's mask, not siteA's
+    assert "1 case(s) were recorded from other input files than these" in caplog.text
+    report = predict_folder(tmp_path / "siteB", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["case1"] and report.done == []  # the same files: skipped
+    os.utime(tmp_path / "siteB" / "case1.nii.gz", (then + 50, then + 50))  # exported again in place
+    report = predict_folder(tmp_path / "siteB", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.done == ["case1"]
+
+
+def test_continue_skips_by_name_a_case_recorded_before_sources_were_stamped(tmp_path, tiny_predictor):
+    _write(tmp_path / "in" / "case1.nii.gz", 7, 3)
+    out = tmp_path / "out"
+    predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["cases"]["case1"]["sources_stamp"]
+    del record["cases"]["case1"]["sources_stamp"]  # as autocmr wrote it before
+    (out / "predictions.json").write_text(json.dumps(record))
+    later = time.time() + 100
+    os.utime(tmp_path / "in" / "case1.nii.gz", (later, later))
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["case1"] and report.done == []
+
+
+def test_a_fresh_temporary_of_this_runs_outputs_is_left_to_the_run_writing_it(tmp_path, tiny_predictor):
+    """A plain run beside a --num-parts run that the locks did not keep out (no flock on the file system):
+    the temporary the other run is writing now must survive this run's clean-up; an old one goes."""
+    _write(tmp_path / "in" / "mine.nii.gz", 4, 3)
+    _write(tmp_path / "in" / "yours.nii.gz", 5, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    live = out / ".tmp_0123456789ab_yours.nii.gz"
+    live.write_bytes(b"being written by another run")
+    stale = out / ".tmp_0123456789ab_mine.nii.gz"
+    stale.write_bytes(b"left by a run killed hours ago")
+    hours_ago = time.time() - 7200
+    os.utime(stale, (hours_ago, hours_ago))
+    assert predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0).done == ["mine", "yours"]
+    assert live.exists() and not stale.exists()
+
+
+def test_a_run_split_otherwise_than_one_running_in_the_folder_is_refused(tmp_path, tiny_predictor):
+    """A plain run (or another --devices count) beside a 2-part run would predict the same cases at once,
+    each into its own records; parts of the one split run side by side."""
+    from autocmr.inference.batch_report import holding_part
+
+    _write(tmp_path / "in" / "a.nii.gz", 7, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    with holding_part(out, (2, 1)):  # part 1 of a 2-part run is predicting here
+        with pytest.raises(ConfigurationError, match=r"another run \(split into 2 parts\) is predicting into this "
+                                                     r"folder now and this one is not split"):
+            predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0)
+        with pytest.raises(ConfigurationError, match=r"split into 2 parts.*this one is split into 3 parts"):
+            predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, num_parts=3, part_id=0)
+        assert predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, num_parts=2, part_id=0).ok
+    assert not (out / "predictions.json").exists()  # refused before writing anything
+    assert predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0).ok  # once it has ended
+
+
+def test_a_file_system_without_flock_does_not_stop_the_batch(tmp_path, tiny_predictor, monkeypatch):
+    import fcntl
+
+    from autocmr.io import locks
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(locks, "_warned_no_locking", False, raising=False)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    _write(tmp_path / "in" / "a.nii.gz", 7, 3)
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
+    assert report.ok and report.done == ["a"]
