@@ -53,12 +53,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 RERUN = "rerun the same command to continue where it stopped"
+INTERNAL_ERROR = 3  # exit status of an unexpected exception
 RERUN_WITH_CONTINUE = "rerun the same command with --continue to resume where it stopped"
 
 
 def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
-    """Run ``fn``; autocmr's own errors become ``error: message`` on stderr and exit code 2. ``on_interrupt``:
-    what to tell the user after Ctrl-C (commands that start over unless given --continue say so)."""
+    """Run ``fn``; autocmr's own errors (and the filesystem's) become ``error: message`` on stderr and exit code
+    2, Ctrl-C 130, any other exception a logged traceback and :data:`INTERNAL_ERROR`. ``on_interrupt``: what to
+    tell the user after Ctrl-C (commands that start over unless given --continue say so)."""
     from autocmr.errors import AutocmrError
 
     try:
@@ -73,6 +75,10 @@ def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; {on_interrupt}", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - a bug, not a failed case: its own status, so 1 keeps meaning "cases failed"
+        logging.getLogger(__name__).error("unexpected error (a bug in autocmr or a library; please report it with "
+                                          "this traceback):", exc_info=True)
+        return INTERNAL_ERROR
 
 
 def apply_device_settings(device: str) -> None:

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plans", default=None,
                    help="plans name with -d (default: autocmrPlans_cpu on the CPU when trained, else autocmrPlans)")
     p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: all available)")
-    p.add_argument("--checkpoint", default="final", choices=("final", "best", "latest"),
+    # defaults None: a selection refuses any explicit value, the default's name included (resolved below)
+    p.add_argument("--checkpoint", default=None, choices=("final", "best", "latest"),
                    help="which checkpoint of each fold (default final)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--no-mirror", action="store_true", help="no test-time mirroring (faster, slightly worse)")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one worker process per device (e.g. cuda:0 cuda:1), each predicting a part of the cases; "
                         "the parts' tables are merged at the end (see autocmr_merge_parts)")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz (float16)")
-    p.add_argument("--postprocess", default="auto", choices=("auto", "on", "off"),
+    p.add_argument("--postprocess", default=None, choices=("auto", "on", "off"),
                    help="largest-component postprocessing: auto (as chosen at training), on, off")
     p.add_argument("--harmonise", action="store_true",
                    help="match image intensities to the training set (histogram matching)")
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.metadata is not None and not Path(args.metadata).expanduser().is_file():
         parser.error(f"--metadata {args.metadata}: no such file")  # found now, not after every case is predicted
     if args.selection is not None:  # what the selection path does not do: refused, not silently ignored
-        chosen = [flag for flag, given in (("-f/--folds", args.folds), ("--checkpoint", args.checkpoint != "final"),
-                                           ("--postprocess", args.postprocess != "auto")) if given]
+        chosen = [flag for flag, given in (("-f/--folds", args.folds), ("--checkpoint", args.checkpoint is not None),
+                                           ("--postprocess", args.postprocess is not None)) if given]
         if chosen:
             parser.error(f"{', '.join(chosen)}: the selection fixes its members' folds, checkpoint and "
                          "postprocessing (see its selection.json); predict with -m MODEL to choose them")
@@ -137,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
         model = (ModelSpec(args.dataset, args.configuration, args.plans, args.results) if args.dataset is not None
                  else args.model or "default")
-        options = PredictorOptions(folds=tuple(args.folds) if args.folds else None, checkpoint=args.checkpoint,
-                                   device=args.device, mirror=not args.no_mirror, step=args.step,
-                                   postprocess=args.postprocess, harmonise=args.harmonise, precision=args.precision)
+        options = PredictorOptions(folds=tuple(args.folds) if args.folds else None,
+                                   checkpoint=args.checkpoint or "final", device=args.device,
+                                   mirror=not args.no_mirror, step=args.step, postprocess=args.postprocess or "auto",
+                                   harmonise=args.harmonise, precision=args.precision)
         if args.selection:  # the configuration or ensemble chosen by autocmr_find_best (autocmr.selection)
             from autocmr.selection.apply import predict_with_selection
 

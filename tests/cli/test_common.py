@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from autocmr.cli.common import RERUN_WITH_CONTINUE, apply_device_settings, run_command
+from autocmr.cli.common import INTERNAL_ERROR, RERUN_WITH_CONTINUE, apply_device_settings, run_command
 from autocmr.errors import ConfigurationError
 
 
@@ -39,3 +39,12 @@ def test_a_command_s_device_settings_keep_cpu_memory_or_make_its_gpu_current(mon
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(str(d)))
     apply_device_settings(device)
     assert (len(calls), made_current) == (kept, current)
+
+
+def test_an_unexpected_exception_has_its_own_exit_status_and_a_traceback(caplog):
+    def _bug() -> int:
+        raise ValueError("not autocmr's error")
+
+    # 1 means "the command ran and some cases failed": a bug must not look like that
+    assert run_command(_bug) == INTERNAL_ERROR == 3
+    assert "unexpected error" in caplog.text and "ValueError: not autocmr's error" in caplog.text

@@ -352,7 +352,8 @@ def test_predict_with_a_selection_refuses_what_it_does_not_do(tmp_path, capsys, 
     assert exc.value.code == 2 and f"--selection does not support {flags[0]}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [["-f", "0"], ["--checkpoint", "best"], ["--postprocess", "off"]])
+@pytest.mark.parametrize("flags", [["-f", "0"], ["--checkpoint", "best"], ["--postprocess", "off"],
+                                   ["--checkpoint", "final"], ["--postprocess", "auto"]])  # the defaults named too
 def test_a_selection_fixes_folds_checkpoint_and_postprocessing(tmp_path, capsys, flags):
     with pytest.raises(SystemExit) as exc:
         predict_main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--selection", str(tmp_path), *flags])
