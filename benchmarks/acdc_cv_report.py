@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     "figures recomputed for these folds")
     ap.add_argument("--pool", nargs="+", metavar=("NAME", "PART"), help="write acdc_cv_NAME.json pooling the stored "
                     "results acdc_cv_PART.json of disjoint folds (e.g. evaluated on different machines)")
-    ap.add_argument("--allow-mixed", action="store_true", help="--pool parts trained with different options")
+    ap.add_argument("--allow-mixed", action="store_true",
+                    help="report (or --pool) folds trained with different options")
     ap.add_argument("--figure", nargs="+", metavar=("PNG", "RUN"), help="bar chart of the stored runs' bias by "
                     "slice position, one panel per measure (the README's figure)")
     ap.add_argument("--labels", nargs="+", help="--figure: a legend label per RUN (default: the run names)")
@@ -349,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
         folds = sorted(args.folds)
     if not folds:
         raise SystemExit(f"{model}: no fold has finished its final validation yet")
+    # one recipe per report: a fold resumed or trained with other options would be pooled under the first's
+    digests = {f: json.loads((model / f"fold_{f}" / "options.json").read_text()).get("digest") for f in folds}
+    if len(set(digests.values())) > 1 and not args.allow_mixed:
+        raise SystemExit(f"{model}: the folds were trained with different options (digests {digests}); "
+                         "pass --allow-mixed to report them together")
+    if folds != [0, 1, 2, 3, 4]:  # the results file says which; a five-fold figure must not be read from it
+        print(f"note: folds {folds} only, not the five-fold cross-validation", file=sys.stderr)
     suffix = f"_folds{''.join(map(str, folds))}" if args.folds else ""  # a fold subset keeps its own files
     result_name = f"acdc_cv_{args.run}{suffix}"
     decision = PostprocessingDecision.from_dict(json.loads((model / "postprocessing.json").read_text()))

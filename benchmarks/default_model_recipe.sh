@@ -59,6 +59,14 @@ else
   (export AUTOCMR_HOME=$BASE  # both add cv_$RUN themselves
    bash "$HERE/acdc_cross_validation.sh" "$RUN" "${RECIPE[@]}" && python "$HERE/acdc_cv_report.py" "$RUN")
   CV_SUMMARY=$AUTOCMR_HOME/evaluation/postprocessed/summary.json
+  # the card says five-fold: a report made while some folds were still training (FOLDS= run in parts) is not that
+  python - "$HERE/results/acdc_cv_$RUN.json" <<'EOF_FOLDS' || exit 1
+import json, sys
+folds = json.load(open(sys.argv[1]))["folds"]
+if sorted(folds) != [0, 1, 2, 3, 4]:
+    sys.exit(f"{sys.argv[1]}: the cross-validation report covers folds {folds}, not all five; finish the others "
+             "(rerun with the same RUN and FOLDS of the missing ones) before building the model")
+EOF_FOLDS
 fi
 
 [ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS

@@ -127,15 +127,22 @@ def wrong_label_model(out: Path, metadata: pd.DataFrame, val: list[str], chosen:
     return folder
 
 
-def score_subjects(folder: Path, raw: Path, table: pd.DataFrame, fold: int) -> list[dict]:
-    """Truth (Dice, measure errors) against the references, beside the QC verdict, per subject."""
+def score_subjects(folder: Path, raw: Path, table: pd.DataFrame, fold: int,
+                   skipped: list[dict] | None = None) -> list[dict]:
+    """Truth (Dice, measure errors) against the references, beside the QC verdict, per subject. Subjects that
+    cannot be scored (a failed prediction, ED or ES missing) go to ``skipped`` with the reason: a benchmark
+    that drops them silently would look better than it is."""
     measures = pd.read_csv(folder / "measures.csv").set_index("subject")
     results = []
     for subject, row in measures.iterrows():
         if row["status"] != "ok":
+            if skipped is not None:
+                skipped.append({"subject": str(subject), "fold": fold, "reason": f"status {row['status']}"})
             continue
         cases = {str(table.at[c, "phase"]): c for c in table.index if table.at[c, "subject"] == subject}
         if set(cases) != {"ED", "ES"}:
+            if skipped is not None:
+                skipped.append({"subject": str(subject), "fold": fold, "reason": f"phases {sorted(cases)}"})
             continue
         references, dices = {}, []
         for phase, case in cases.items():
@@ -202,6 +209,16 @@ def summarise(rows: list[dict]) -> dict:
     dice_only = table.assign(bad=table["min_dice"] < DICE_BAD)
     summary["dice_only"] = {"bad": int(dice_only["bad"].sum()), "good": int((~dice_only["bad"]).sum()),
                             "uncertainty_threshold_sweep": threshold_sweep(dice_only, extra=(0.1, 0.14, 0.2))}
+    # The degraded inputs are gross failures (mean Dice near 0) that nearly every rule catches; a recipe's own
+    # failures on real scans are milder. Counted apart, so the synthetic ones cannot carry the verdict alone.
+    real = table["kind"] == "cross_validation"
+    summary["dice_only"]["by_origin"] = {origin: _flag_counts(dice_only[mask])
+                                         for origin, mask in (("real", real), ("degraded", ~real))}
+    summary["issue_definition_real"] = _flag_counts(table[real])
+    real_finite = finite[finite["kind"] == "cross_validation"] if len(finite) else finite
+    if len(real_finite) >= 3 and real_finite["uncertainty"].nunique() > 1 and real_finite["mean_dice"].nunique() > 1:
+        rho, p = stats.spearmanr(real_finite["uncertainty"], real_finite["mean_dice"])
+        summary.update({"spearman_uncertainty_vs_dice_real": float(rho), "spearman_p_real": float(p)})
     if "ef_point_errors" in table:  # results written since 2026-11-29 keep each measure's error
         ef_points = table.assign(bad=[_bad_with_ef_in_points(r) for r in rows])
         bad_p, good_p = ef_points[ef_points["bad"]], ef_points[~ef_points["bad"]]
@@ -220,6 +237,13 @@ def summarise(rows: list[dict]) -> dict:
         flags = [f for value in part["flags"] for f in value.split(";") if f]
         summary[name] = {str(k): int(v) for k, v in pd.Series(flags, dtype=str).value_counts().items()}
     return summary
+
+
+def _flag_counts(table: pd.DataFrame) -> dict:
+    """Bad and good subjects of ``table`` and how many of each the review flag raised."""
+    bad, good = table[table["bad"]], table[~table["bad"]]
+    return {"bad": len(bad), "bad_flagged": int(bad["review"].sum()),
+            "good": len(good), "good_flagged": int(good["review"].sum())}
 
 
 def threshold_sweep(table: pd.DataFrame, extra: tuple[float, ...] = ()) -> list[dict]:
@@ -267,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     folds = args.folds if args.folds is not None else [k for k in range(len(splits))
                                                        if (args.model / f"fold_{k}" / "checkpoint_final.pth").is_file()]
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows: list[dict] = []
+    skipped: list[dict] = []
     for fold in folds:
         val = sorted(splits[fold]["val"])
         if args.max_subjects is not None:
@@ -280,15 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         predict_folder(inputs, out, predictor, num_workers=args.num_workers,
                        after_batch=partial(analyse_batch, metadata=table_path))
         table = read_metadata(table_path)
-        rows += score_subjects(out, args.raw, table, fold)
+        rows += score_subjects(out, args.raw, table, fold, skipped)
         wrong = wrong_label_model(out, metadata, val, chosen, table_path)
-        rows += score_subjects(wrong, args.raw, read_metadata(wrong / "cases.csv"), fold)
+        rows += score_subjects(wrong, args.raw, read_metadata(wrong / "cases.csv"), fold, skipped)
         shutil.rmtree(inputs)  # degraded copies are big; predictions and tables stay for inspection
     summary = summarise(rows)
     path = save_results(f"qc_benchmark_{args.tag}", {"machine": machine(), "model": str(args.model),
                                                      "raw": str(args.raw), "folds": folds,
                                                      "degraded_per_fold": args.degraded, "summary": summary,
-                                                     "subjects": rows})
+                                                     "subjects": rows, "skipped_subjects": skipped})
     print(json.dumps(summary, indent=2))
     print(f"results: {path}")
     return 0

@@ -45,8 +45,9 @@ def test_scoring_and_summary_of_the_qc_benchmark(tmp_path):
     out = tmp_path / "fold_0" / "predicted"
     _exact_predictions(inputs, raw, out)
     analyse_output_folder(out, metadata=table_path)
-    rows = qc_benchmark.score_subjects(out, raw, read_metadata(table_path), 0)
-    assert len(rows) == 2 + len(qc_benchmark.IMAGE_KINDS)
+    skipped: list[dict] = []
+    rows = qc_benchmark.score_subjects(out, raw, read_metadata(table_path), 0, skipped)
+    assert len(rows) == 2 + len(qc_benchmark.IMAGE_KINDS) and skipped == []
     assert all(not r["bad"] and not r["review"] and r["min_dice"] == 1.0 for r in rows)
     wrong = qc_benchmark.wrong_label_model(out, metadata, val, chosen, table_path)
     wrong_rows = qc_benchmark.score_subjects(wrong, raw, read_metadata(wrong / "cases.csv"), 0)
@@ -55,6 +56,11 @@ def test_scoring_and_summary_of_the_qc_benchmark(tmp_path):
     summary = qc_benchmark.summarise(rows + wrong_rows)
     assert summary["bad_flagged_fraction"] == 1.0 and summary["good_flagged_fraction"] == 0.0
     assert summary["by_kind"]["wrong_labels"]["flagged"] == 1
+    # real and degraded subjects counted apart: the synthetic failures must not carry the verdict alone
+    by_origin = summary["dice_only"]["by_origin"]
+    assert by_origin["real"] == {"bad": 0, "bad_flagged": 0, "good": 2, "good_flagged": 0}
+    assert by_origin["degraded"]["bad"] == by_origin["degraded"]["bad_flagged"] == 1
+    assert summary["issue_definition_real"]["good"] == 2
     # exact masks: only the rounding of measures.csv's values is left
     assert all(e < 1e-3 for r in rows for e in r["measure_errors"].values())
     assert all(e < 0.05 for r in rows for e in r["ef_point_errors"].values())
