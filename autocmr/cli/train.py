@@ -37,8 +37,10 @@ def _check_folds(args: argparse.Namespace) -> None:
 
     from autocmr.dataset.naming import resolve_dataset_name
     from autocmr.errors import ConfigurationError, DatasetError, InputFileError
+    from autocmr.trainers.run import check_plans_choice
     from autocmr.trainers.splits import check_fold_names
 
+    check_plans_choice(args.plans, args.pretrained)
     repeated = sorted({f for f in args.fold if args.fold.count(f) > 1})
     if repeated:
         raise ConfigurationError(f"fold(s) {repeated} given more than once")
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold", nargs="+", type=_fold, help="fold 0-4, or 'all'; several folds train one after another "
                    "(or at once with --devices)")
     p.add_argument("-p", "--plans", default=None,
-                   help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans)")
+                   help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans; not with --pretrained, "
+                   "whose plans are used)")
     p.add_argument("--epochs", type=int, default=None,
                    help="number of epochs (default: 1000 on GPU; on CPU the time budget; "
                    "when fine-tuning, 25 passes over the training slices per training subject)")

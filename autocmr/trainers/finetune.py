@@ -2,9 +2,10 @@
 and freeze parts of the network.
 
 Heads are matched by label name: a label the pretrained model knew (e.g. LV, MYO) keeps its output
-channel's weights; new labels start from He initialisation. With ``freeze='decoder'`` the encoder adapts to
-the new scanner's images while the decoder's shape knowledge is kept (the few-case recipe of the
-cross-site research); ``freeze='encoder'`` does the opposite, optionally unfreezing the first
+channel's weights; new labels start from He initialisation (each unmatched label is logged as a warning).
+Background, value 0, keeps the pretrained background channel whatever its name. With ``freeze='decoder'``
+the encoder adapts to the new scanner's images while the decoder's shape knowledge is kept (the few-case
+recipe of the cross-site research); ``freeze='encoder'`` does the opposite, optionally unfreezing the first
 ``unfreeze_blocks`` encoder stages (those that see raw intensities).
 """
 from __future__ import annotations
@@ -23,23 +24,53 @@ logger = logging.getLogger(__name__)
 
 
 def pretrained_checkpoint(model: ModelFolder) -> Path:
-    """The checkpoint to start from: fold 'all' if trained, else the first fold's final checkpoint."""
+    """The checkpoint to start from: fold 'all' if trained, else the first fold's final checkpoint (logged,
+    naming the fold: one of several cross-validation models is used, trained on part of the cases only)."""
     folds = model.available_folds("final")
     if not folds:
         raise ConfigurationError(f"{model.path}: no fold has a checkpoint_final.pth to fine-tune from")
-    fold = "all" if "all" in folds else folds[0]
+    if "all" in folds:
+        fold = "all"
+        logger.info("fine-tuning from %s fold all's weights", model.path)
+    else:
+        fold = folds[0]
+        logger.warning("fine-tuning from %s fold %s's weights: the model has no fold 'all', and of its "
+                       "cross-validation folds (%s) the first is used", model.path, fold, ", ".join(folds))
     return model.checkpoint_path(fold, "final")
 
 
+def _foreground(labels: dict[str, int]) -> dict[str, int]:
+    return {name: value for name, value in labels.items() if value != 0}
+
+
 def head_channel_map(old_labels: dict[str, int], new_labels: dict[str, int]) -> dict[int, int]:
-    """New output channel -> old output channel, by label name (background always maps)."""
-    old_by_name = {name: value for name, value in old_labels.items()}
-    mapping = {new_value: old_by_name[name] for name, new_value in new_labels.items() if name in old_by_name}
-    shared = [n for n in new_labels if n in old_by_name and new_labels[n] != 0]
+    """New output channel -> old output channel: background (value 0) to background whatever either side calls
+    it ("bg", "background": channel 0 is background by convention), foreground labels by name."""
+    old_by_name = _foreground(old_labels)
+    shared = {value: old_by_name[name] for name, value in _foreground(new_labels).items() if name in old_by_name}
     if not shared:
         raise ConfigurationError(f"label sets do not map: the pretrained model knows {sorted(old_labels)}, the new "
                                  f"dataset has {sorted(new_labels)}; at least one foreground label name must match")
-    return mapping
+    return {0: 0, **shared}
+
+
+def unmatched_labels(old_labels: dict[str, int], new_labels: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(the new dataset's foreground labels the pretrained model does not know, the pretrained model's
+    foreground labels the new dataset lacks), by name as :func:`head_channel_map` matches them."""
+    old_names, new_names = set(_foreground(old_labels)), set(_foreground(new_labels))
+    return sorted(new_names - old_names), sorted(old_names - new_names)
+
+
+def _warn_unmatched(model: ModelFolder, new_labels: dict[str, int]) -> None:
+    """A label name spelt differently on the two sides ("LV" and "lv", "MYO" and "Myo") starts from scratch
+    without failing: name each such label, so that a renaming mistake is seen before the run is judged."""
+    new_only, old_only = unmatched_labels(model.plans.labels, new_labels)
+    for name in new_only:
+        logger.warning("fine-tuning: label %r of the new dataset is not one %s knows (%s); its output channel "
+                       "starts untrained", name, model.path, sorted(_foreground(model.plans.labels)))
+    for name in old_only:
+        logger.warning("fine-tuning: label %r of %s has no label of that name in the new dataset (%s); its output "
+                       "channel's weights are dropped", name, model.path, sorted(_foreground(new_labels)))
 
 
 def load_pretrained(network: GenericUNet, model: ModelFolder, new_labels: dict[str, int]) -> dict[str, int]:
@@ -50,6 +81,7 @@ def load_pretrained(network: GenericUNet, model: ModelFolder, new_labels: dict[s
         raise ConfigurationError(f"{model.path}: pretrained model takes {expected} input channel(s), the new "
                                  f"dataset's network has {network.encoder[0][0][0].in_channels}")
     mapping = head_channel_map(model.plans.labels, new_labels)
+    _warn_unmatched(model, new_labels)
     own = network.state_dict()
     copied, adapted = 0, 0
     for key, value in state.items():

@@ -14,8 +14,9 @@ import torch
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson, load_metadata
 from autocmr.device import make_current, resolve_device
-from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REFERENCE, PLANS, POSTPROCESSING, RUN_LOG,
-                                      SPLITS, VALIDATION_DIR, checkpoint_name, fold_dir_name)
+from autocmr.documents.layout import (CASES, CHECKPOINT_KINDS, DATASET, FINGERPRINT, FOLD_PREFIX, INTENSITY_REFERENCE,
+                                      PLANS, POSTPROCESSING, RUN_LOG, SPLITS, VALIDATION_DIR, checkpoint_name,
+                                      fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
@@ -37,6 +38,7 @@ from autocmr.trainers.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 TRAINING_LOCK = ".training.lock"  # beside the fold's checkpoints: who trains it now
+REFERENCE_CASES = 50  # training cases the intensity reference is built from: 50 describe it well
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ def choose_plans_name(folder: Path, requested: str | None, device: torch.device)
     if requested:
         return requested
     return default_plans_name(device.type, cpu_plans_exist=(folder / f"{CPU_PLANS_NAME}.json").is_file())
+
+
+def check_plans_choice(plans_name: str | None, pretrained: str | None) -> None:
+    """Fine-tuning trains with the pretrained model's plans (its network, its preprocessing): plans named as
+    well would not be used, so the two together are refused rather than one of them ignored."""
+    if plans_name and pretrained:
+        raise ConfigurationError(f"-p/--plans {plans_name} and --pretrained {pretrained} given together: a fine-tuned "
+                                 "model is trained with the pretrained model's plans; leave out -p")
 
 
 def _identity(plans: Plans, configuration: str) -> ModelManifest:
@@ -132,6 +142,29 @@ def _forget_earlier_run(fold_dir: Path, log: Callable[[str], None]) -> None:
             "use --continue)")
 
 
+def _other_trained_folds(model_dir: Path, fold: str | int) -> list[str]:
+    """The folder's folds besides ``fold`` with a checkpoint (the rule of
+    :func:`~autocmr.trainers.run_folder.check_plans_of_trained_folds`)."""
+    this = fold_dir_name(fold)
+    return sorted(d.name for d in model_dir.glob(f"{FOLD_PREFIX}*") if d.name != this
+                  and any((d / checkpoint_name(kind)).is_file() for kind in CHECKPOINT_KINDS))
+
+
+def _forget_folder_documents(model_dir: Path, fold: str | int, log: Callable[[str], None]) -> None:
+    """A fold trained from epoch 0 with no other trained fold beside it owns the folder's documents derived
+    from training: its earlier run's intensity reference (other training cases, perhaps) and postprocessing
+    (inherited from another ``--pretrained``, or decided from validation masks now removed) would otherwise be
+    kept as this run's, since both are written only where none exists. This run writes them again."""
+    if _other_trained_folds(model_dir, fold):
+        return  # theirs as much as this fold's: the final validation decides the postprocessing again
+    stale = [model_dir / name for name in (INTENSITY_REFERENCE, POSTPROCESSING) if (model_dir / name).is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log(f"training from epoch 0 with no other trained fold in {model_dir}: removed the earlier run's "
+            f"{', '.join(p.name for p in stale)} (this run writes them again)")
+
+
 def _read_folds(path: Path) -> list[dict[str, Any]] | None:
     try:
         return read_splits(path)
@@ -154,6 +187,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
     setting that ``autocmr_train`` applies; callers of this function opt in by calling it first.
     """
     start_time = time.monotonic()  # the time budget counts from here
+    check_plans_choice(plans_name, options.pretrained)
     if options.pretrained:  # fine-tuning preprocesses the raw cases to the pretrained plans itself
         name = resolve_dataset_name(dataset, roots.preprocessed, roots.raw)
     else:
@@ -243,6 +277,7 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         if dist.is_main:
             if not resuming:
                 _forget_earlier_run(fold_dir, log)
+                _forget_folder_documents(model_dir, fold, log)
             _prepare_model_dir(model_dir, pre_dir, plans, configuration, fold, folds or None, log)
             write_run_options(fold_dir, options, str(device), changes, resuming=resuming, precision=precision,
                               cases=cases, resumed_after=_finished_epochs(resumed) if resumed is not None else None)
@@ -339,13 +374,24 @@ def _dice_line(summary: dict[str, Any]) -> str:
     return ", ".join(parts) or "see validation/summary.json"
 
 
+def reference_cases(train_cases: list[str], count: int = REFERENCE_CASES) -> list[str]:
+    """The training cases the intensity reference is built from: ``count`` of them at evenly spaced places in
+    id order, so the same cases every time. Not the first ``count``: datasets number their cases by group
+    (ACDC's 100 patients by pathology, 20 each), and the first 50 would describe two or three groups only."""
+    ordered = sorted(train_cases)
+    if len(ordered) <= count:
+        return ordered
+    step = len(ordered) / count
+    return [ordered[int(i * step)] for i in range(count)]
+
+
 def _write_intensity_reference(model_dir: Path, data_dir: Path, train_cases: list[str]) -> None:
     from autocmr.inference.harmonisation import build_reference, save_reference
 
     path = model_dir / INTENSITY_REFERENCE
     if path.is_file():
         return
-    images = (storage.load_arrays(data_dir, c)[0] for c in train_cases[:50])  # 50 cases describe it well
+    images = (storage.load_arrays(data_dir, c)[0] for c in reference_cases(train_cases))
     save_reference(path, build_reference(images))
 
 

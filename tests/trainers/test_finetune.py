@@ -1,6 +1,7 @@
 """Fine-tuning: frozen weights stay fixed, heads follow label names, incompatible inputs fail clearly."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -117,3 +118,93 @@ def test_finetuned_model_without_validation_inherits_postprocessing_by_label_nam
     assert sorted(decision["per_label_lcc"]) == [1, 3] and decision["per_label_lcc"] == [3, 1]  # LV is 3, RV 1 now
     assert decision["evidence"]["inherited_from"] == str(pretrained.resolve())
     assert result.fold_dir.name == "fold_all"
+
+
+def test_fold_retrained_from_scratch_rewrites_the_documents_it_owns(tiny_model, tmp_path):
+    """A fold retrained from epoch 0 into its folder, with no other trained fold there, writes the intensity
+    reference and the inherited postprocessing again instead of keeping its earlier run's."""
+    import shutil
+
+    from autocmr.inference.postprocessing import PostprocessingDecision
+
+    model_dir, roots = tiny_model
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, per_label in ((first, (1,)), (second, (2,))):
+        shutil.copytree(model_dir, folder)
+        PostprocessingDecision(True, per_label, {}).save(folder / "postprocessing.json")
+    write_phantom_dataset(roots.raw, n_subjects=2, seed=9, dataset_id=997, short_name="Retrained", fov_mm=140)
+    options = TrainOptions(epochs=1, iterations_per_epoch=2, val_iterations=1, num_workers=0, batch_size=2,
+                           device="cpu", pretrained=str(first), freeze="decoder")
+    tuned = tmp_path / "tuned"
+    train(997, "2d", "all", roots, options=options, output_dir=tuned)
+    reference = json.loads((tuned / "intensity_reference.json").read_text())
+    # an earlier run's reference (built from other cases), and another --pretrained this time
+    (tuned / "intensity_reference.json").write_text(json.dumps({**reference, "quantiles": [[0.0] * 101]}))
+    train(997, "2d", "all", roots, options=dataclasses.replace(options, pretrained=str(second)),
+          output_dir=tuned)
+    assert json.loads((tuned / "intensity_reference.json").read_text()) == reference
+    decision = json.loads((tuned / "postprocessing.json").read_text())
+    assert decision["evidence"]["inherited_from"] == str(second.resolve())
+    assert decision["per_label_lcc"] == [2]
+    assert "removed the earlier run's intensity_reference.json, postprocessing.json" in (
+        tuned / "fold_all" / "log.txt").read_text()
+
+    # another trained fold shares the documents: retraining this one keeps them
+    (tuned / "fold_0").mkdir()
+    shutil.copy(model_dir / "fold_0" / "checkpoint_final.pth", tuned / "fold_0")
+    (tuned / "intensity_reference.json").write_text(json.dumps({**reference, "quantiles": [[0.0] * 101]}))
+    train(997, "2d", "all", roots, options=options, output_dir=tuned)
+    assert json.loads((tuned / "intensity_reference.json").read_text())["quantiles"] == [[0.0] * 101]
+    assert json.loads((tuned / "postprocessing.json").read_text())["evidence"]["inherited_from"] == str(
+        second.resolve())
+
+
+def test_background_maps_to_background_whatever_its_name(tiny_model):
+    model_dir, _ = tiny_model
+    model = ModelFolder.open(model_dir)
+    assert model.plans.labels == {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
+    new_labels = {"bg": 0, "LV": 1, "aorta": 2}
+    assert head_channel_map(model.plans.labels, new_labels) == {0: 0, 1: 1}
+    net = build_network(model.configuration.topology, 1, 3)
+    load_pretrained(net, model, new_labels)
+    old = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=True)["network"]
+    assert torch.equal(net.state_dict()["heads.0.weight"][0], old["heads.0.weight"][0])  # background kept
+
+
+def test_each_unmatched_label_is_named_in_a_warning(tiny_model, caplog):
+    model_dir, _ = tiny_model
+    model = ModelFolder.open(model_dir)
+    net = build_network(model.configuration.topology, 1, 3)
+    with caplog.at_level("WARNING", logger="autocmr.trainers.finetune"):
+        load_pretrained(net, model, {"background": 0, "LV": 1, "aorta": 2})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for name in ("aorta", "MYO", "RV"):  # the new side's and the pretrained side's, one line each
+        assert sum(f"label {name!r}" in w for w in warnings) == 1, warnings
+    assert not any("label 'LV'" in w or "label 'background'" in w for w in warnings)
+
+
+def test_the_fold_whose_weights_are_used_is_named(tiny_model, caplog):
+    model_dir, _ = tiny_model
+    model = ModelFolder.open(model_dir)
+    assert model.available_folds("final") == ["0"]  # cross-validation folds only, no fold 'all'
+    with caplog.at_level("INFO", logger="autocmr.trainers.finetune"):
+        load_pretrained(build_network(model.configuration.topology, 1, 4), model, model.plans.labels)
+    assert any(f"{model_dir} fold 0's weights" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_plans_named_with_pretrained_are_refused_not_ignored(tiny_model, tmp_path, capsys):
+    from autocmr.cli.train import main
+
+    model_dir, roots = tiny_model
+    options = TrainOptions(epochs=1, iterations_per_epoch=2, val_iterations=1, num_workers=0, batch_size=2,
+                           device="cpu", pretrained=str(model_dir), final_validation=False)
+    with pytest.raises(ConfigurationError, match="-p/--plans autocmrPlans_cpu and --pretrained"):
+        train(990, "2d", "all", roots, options=options, plans_name="autocmrPlans_cpu", output_dir=tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    argv = ["990", "2d", "all", "--pretrained", str(model_dir), "-p", "autocmrPlans_cpu", "-o", str(tmp_path / "b"),
+            "--epochs", "1", "--iterations", "2", "--val-iterations", "1", "--num-workers", "0", "--batch-size", "2",
+            "--device", "cpu", "--no-final-validation", "--raw", str(roots.raw),
+            "--preprocessed", str(roots.preprocessed), "--results", str(roots.results)]
+    assert main(argv) == 2
+    assert "leave out -p" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

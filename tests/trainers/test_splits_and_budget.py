@@ -115,7 +115,7 @@ def test_the_train_api_leaves_the_allocator_alone(roots, tmp_path, allocator_cal
     assert allocator_calls == []
 
 
-class _Spawned(Exception):
+class _Spawned(BaseException):  # a sentinel, not an error: passes run_command (which maps errors to exit codes)
     """Raised in place of starting a training process; carries the arguments the process would have got."""
 
 
