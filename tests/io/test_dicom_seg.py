@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import highdicom as hd
 import numpy as np
@@ -120,16 +121,24 @@ def test_write_seg_for_series_reads_the_layout_and_replaces_a_previous_folder(tm
         check_against_source(second[t], [volume.files[(z, t)] for z in range(2)], mask[t])
 
 
-def test_stack_of_single_slice_series_gets_segs_referencing_every_series(tmp_path):
-    # a short-axis cine stored as one series per slice (autocmr.io.dicom_stacks): each phase's SEG references
-    # the images of all the slice series, in their own series
-    write_series(tmp_path / "cine", n_phases=2, n_slices=3)
-    for z, files in enumerate(_files_by_slice(read_dicom_series(tmp_path / "cine"))):
+def _one_series_per_slice(folder: Path, edit: Callable[[pydicom.Dataset, int], None] | None = None) -> None:
+    """A 2-phase, 3-slice cine stored as one series per slice (autocmr.io.dicom_stacks joins them);
+    ``edit(dataset, slice)`` changes each file further."""
+    write_series(folder, n_phases=2, n_slices=3)
+    for z, files in enumerate(_files_by_slice(read_dicom_series(folder))):
         uid = generate_uid()
         for path in files:
             ds = pydicom.dcmread(path)
             ds.SeriesInstanceUID, ds.SeriesNumber = uid, 20 + z
+            if edit is not None:
+                edit(ds, z)
             ds.save_as(path)
+
+
+def test_stack_of_single_slice_series_gets_segs_referencing_every_series(tmp_path):
+    # a short-axis cine stored as one series per slice (autocmr.io.dicom_stacks): each phase's SEG references
+    # the images of all the slice series, in their own series
+    _one_series_per_slice(tmp_path / "cine")
     files = sorted((tmp_path / "cine").iterdir())
     volume = read_dicom_series(files)
     mask = random_mask(volume.array.shape, 4)
@@ -231,15 +240,11 @@ def test_a_seg_write_removes_its_own_stale_temporaries_not_another_cases(tmp_pat
 def test_orientation_rounding_noise_between_slice_series_gives_one_orientation(tmp_path):
     # a stack stored one series per slice whose ImageOrientationPatient differs at the 6th decimal: the reader
     # joins it (within its tolerance), and highdicom, which wants one orientation exactly, gets the first one
-    write_series(tmp_path / "cine", n_phases=2, n_slices=3)
-    for z, files in enumerate(_files_by_slice(read_dicom_series(tmp_path / "cine"))):
-        uid = generate_uid()
-        for path in files:
-            ds = pydicom.dcmread(path)
-            ds.SeriesInstanceUID, ds.SeriesNumber = uid, 20 + z
-            ds.ImageOrientationPatient = [f"{float(v) + 2e-6 * z * (-1) ** i:.7f}"
-                                          for i, v in enumerate(ds.ImageOrientationPatient)]
-            ds.save_as(path)
+    def tilt(ds: pydicom.Dataset, z: int) -> None:
+        ds.ImageOrientationPatient = [f"{float(v) + 2e-6 * z * (-1) ** i:.7f}"
+                                      for i, v in enumerate(ds.ImageOrientationPatient)]
+
+    _one_series_per_slice(tmp_path / "cine", edit=tilt)
     files = sorted((tmp_path / "cine").iterdir())
     volume = read_dicom_series(files)
     mask = random_mask(volume.array.shape, 5)
