@@ -127,16 +127,17 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         recorded = recorded_cases(out) if continue_ else {}
         finished = [j for j in jobs if continue_ and _finished(j, save_probabilities, output_format)]
         report.skipped = [j.name for j in finished if j.name in recorded and same_sources(recorded[j.name], j)]
+        skipped = set(report.skipped)
         unrecorded = [j.name for j in finished if j.name not in recorded]
         if unrecorded:
             logger.info("%d case(s) have outputs but no record (a run stopped between the two): predicted again, "
                         "e.g. %s", len(unrecorded), unrecorded[0])
-        changed = [j.name for j in finished if j.name in recorded and j.name not in set(report.skipped)]
+        changed = [j.name for j in finished if j.name in recorded and j.name not in skipped]
         if changed:  # same name, other files: another input folder, or a study exported again in place
             logger.info("%d case(s) were recorded from other input files than these (another input folder, or "
                         "files replaced since; their size or time differs): predicted again, e.g. %s", len(changed),
                         changed[0])
-        todo = [j for j in jobs if j.name not in set(report.skipped)]
+        todo = [j for j in jobs if j.name not in skipped]
         _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
         workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
         logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",

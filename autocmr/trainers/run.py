@@ -14,9 +14,8 @@ import torch
 from autocmr.dataset.naming import resolve_dataset_name
 from autocmr.dataset.raw import DatasetJson, load_metadata
 from autocmr.device import make_current, resolve_device
-from autocmr.documents.layout import (CASES, CHECKPOINT_KINDS, DATASET, FINGERPRINT, FOLD_PREFIX, INTENSITY_REFERENCE,
-                                      PLANS, POSTPROCESSING, RUN_LOG, SPLITS, VALIDATION_DIR, checkpoint_name,
-                                      fold_dir_name)
+from autocmr.documents.layout import (CASES, DATASET, FINGERPRINT, INTENSITY_REFERENCE, PLANS, POSTPROCESSING,
+                                      RUN_LOG, SPLITS, VALIDATION_DIR, checkpoint_name, fold_dir_name)
 from autocmr.documents.manifest import ModelManifest
 from autocmr.documents.plans import CPU_PLANS_NAME, Plans, default_plans_name
 from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
@@ -31,7 +30,7 @@ from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_dev
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
 from autocmr.trainers.run_folder import (check_plans_of_trained_folds, check_resume_options, check_resumed_run,
-                                         finish_fold, start_fold, write_run_options)
+                                         finish_fold, other_trained_folds, start_fold, write_run_options)
 from autocmr.trainers.schedule import resolve_schedule
 from autocmr.trainers.splits import load_or_create_splits, read_splits, select_fold
 from autocmr.trainers.trainer import Trainer
@@ -142,20 +141,12 @@ def _forget_earlier_run(fold_dir: Path, log: Callable[[str], None]) -> None:
             "use --continue)")
 
 
-def _other_trained_folds(model_dir: Path, fold: str | int) -> list[str]:
-    """The folder's folds besides ``fold`` with a checkpoint (the rule of
-    :func:`~autocmr.trainers.run_folder.check_plans_of_trained_folds`)."""
-    this = fold_dir_name(fold)
-    return sorted(d.name for d in model_dir.glob(f"{FOLD_PREFIX}*") if d.name != this
-                  and any((d / checkpoint_name(kind)).is_file() for kind in CHECKPOINT_KINDS))
-
-
 def _forget_folder_documents(model_dir: Path, fold: str | int, log: Callable[[str], None]) -> None:
     """A fold trained from epoch 0 with no other trained fold beside it owns the folder's documents derived
     from training: its earlier run's intensity reference (other training cases, perhaps) and postprocessing
     (inherited from another ``--pretrained``, or decided from validation masks now removed) would otherwise be
     kept as this run's, since both are written only where none exists. This run writes them again."""
-    if _other_trained_folds(model_dir, fold):
+    if other_trained_folds(model_dir, fold):
         return  # theirs as much as this fold's: the final validation decides the postprocessing again
     stale = [model_dir / name for name in (INTENSITY_REFERENCE, POSTPROCESSING) if (model_dir / name).is_file()]
     for path in stale:

@@ -48,15 +48,20 @@ def check_plans_of_trained_folds(model_dir: Path, plans: Plans, configuration: s
                     if getattr(stored, name) != getattr(plans, name)]
     if not differences:
         return
-    this = fold_dir_name(fold)
-    trained = sorted(d.name for d in model_dir.glob(f"{FOLD_PREFIX}*") if d.name != this
-                     and any((d / checkpoint_name(kind)).is_file() for kind in CHECKPOINT_KINDS))
+    trained = other_trained_folds(model_dir, fold)
     if trained:
         raise ConfigurationError(
             f"{model_dir}: {', '.join(trained)} were trained with other plans than this run's "
-            f"({'; '.join(differences)}); training {this} here would replace the folder's plans under them. "
-            f"Train into another folder (autocmr_train ... -o FOLDER), or remove those folds to retrain them "
-            f"with the new plans")
+            f"({'; '.join(differences)}); training {fold_dir_name(fold)} here would replace the folder's plans "
+            f"under them. Train into another folder (autocmr_train ... -o FOLDER), or remove those folds to retrain "
+            f"them with the new plans")
+
+
+def other_trained_folds(model_dir: Path, fold: str | int) -> list[str]:
+    """The folder names of ``model_dir``'s folds besides ``fold`` that have a checkpoint of any kind."""
+    this = fold_dir_name(fold)
+    return sorted(d.name for d in model_dir.glob(f"{FOLD_PREFIX}*") if d.name != this
+                  and any((d / checkpoint_name(kind)).is_file() for kind in CHECKPOINT_KINDS))
 
 
 def start_fold(model_dir: Path, identity: ModelManifest, fold: str | int) -> None:
