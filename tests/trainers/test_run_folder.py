@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,13 @@ def test_continue_compares_with_the_checkpoints_own_options(tiny_model, tmp_path
         train(TINY_DATASET_ID, "2d", 0, roots, options=newer, output_dir=out, continue_training=True)
 
 
+def _trained_fold_0(roots, out: Path) -> tuple[Path, dict]:
+    """Fold 0 trained into ``out``: its latest checkpoint's path and payload (for a test to alter)."""
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    latest = out / "fold_0" / "checkpoint_latest.pth"
+    return latest, torch.load(latest, weights_only=True)
+
+
 def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
     """Version-1 checkpoint (numpy RNG state pickled) and options.json (digest over every option)."""
     import json
@@ -82,9 +90,7 @@ def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
 
     _, roots = tiny_model
     out = tmp_path / "old_run"
-    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
-    latest = out / "fold_0" / "checkpoint_latest.pth"
-    payload = torch.load(latest, weights_only=True)
+    latest, payload = _trained_fold_0(roots, out)
     payload.pop("schema_version"), payload.pop("format")
     payload["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     torch.save(payload, latest)
@@ -193,9 +199,7 @@ def test_continue_compares_the_precision_the_run_trained_in(tiny_model, tmp_path
     """--precision auto is fp16 on CUDA and fp32 on a CPU: the precision it resolved to is what is compared."""
     _, roots = tiny_model
     out = tmp_path / "run"
-    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
-    latest = out / "fold_0" / "checkpoint_latest.pth"
-    payload = torch.load(latest, weights_only=True)
+    latest, payload = _trained_fold_0(roots, out)
     assert payload["precision"] == "fp32" and payload["options"]["precision"] == "auto"
     assert RunOptionsDocument.load(out / "fold_0" / "options.json").precision == "fp32"
     payload["precision"] = "fp16"  # as if trained with --precision auto on a GPU
