@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from autocmr.cli.common import (RERUN_WITH_CONTINUE, add_root_flags, apply_device_settings, at_least, roots_from,
@@ -177,7 +178,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: fold {fold}: {error}", file=sys.stderr)
         return 1 if report.failures else 0
 
-    return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
+    code = run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
+    if _rank_of_a_launched_job():
+        from autocmr.trainers.distributed import end_rank_process
+
+        end_rank_process(code)  # no interpreter teardown under torch's leftover gloo threads (see there)
+    return code
+
+
+def _rank_of_a_launched_job() -> bool:
+    """Whether torchrun/srun started this process as one rank of a data-parallel job."""
+    from autocmr.errors import ConfigurationError
+    from autocmr.trainers.distributed import launcher_context
+
+    try:
+        context = launcher_context(os.environ)
+    except ConfigurationError:  # a malformed launcher environment: the command already said so
+        return False
+    return context is not None and context.enabled
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@ others fail with an error instead of waiting for ever; the launcher then stops t
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -80,9 +83,7 @@ class DistributedContext:
     def sum_with_gradients(tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the ranks, differentiable: each rank's gradient flows back to its own share
         (the loss of a global-batch statistic then has the gradient one process would compute)."""
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(tensor)
+        return _SumOverRanks.apply(tensor)
 
     def broadcast(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         """Rank 0's ``values`` on every rank: decisions that must agree (stop now?) are made from them."""
@@ -135,6 +136,29 @@ class DistributedContext:
             sums = [float(p.double().sum()) for p in module.parameters()]
         spread = self.reduce(sums, "max") + self.reduce([-s for s in sums], "max")
         return float(spread.max()) if len(sums) else 0.0
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Sum over the ranks of the default group, in forward and (for the gradient) in backward.
+
+    Not ``torch.distributed.nn.functional.all_reduce``: its ``group`` default is the world group as of its
+    module's first import, which here comes after the group exists, so the module keeps that group (and its
+    gloo threads) alive after :func:`leave_process_group`, until the interpreter tears down; a rank that
+    exits first can then abort there (SIGABRT). This one refers to no group and holds nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102 (autograd protocol)
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        # d(sum over ranks)/d(this rank's share) is the sum of every rank's upstream gradient
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
 
 
 @dataclass(frozen=True)
@@ -247,6 +271,32 @@ def init_process_group(context: DistributedContext, device: torch.device, *, tim
 def leave_process_group(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_rank_process(code: int) -> NoReturn:
+    """End a data-parallel rank whose work is done (its group left, its files written) without the
+    interpreter's teardown.
+
+    DistributedDataParallel keeps its gloo process group, and so the group's worker threads, alive after
+    :func:`leave_process_group` (torch 2.13: the threads outlive ``destroy_process_group``). Tearing the
+    interpreter down under threads that may still release a finished collective's tensors is where a rank that
+    finished first aborted in CI (SIGABRT, "terminate called without an active exception"; not reproduced
+    here), and the launcher then fails a job whose results are all written. So: flush what Python buffers and
+    leave at once. DataLoader workers notice their parent is gone and end themselves.
+    """
+    # what a normal exit runs before the teardown, while the interpreter is whole: the atexit handlers (logging's
+    # flush, multiprocessing's finalizers that give semaphores back to its resource tracker, ...)
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is not None:
+        run_exit_handlers()
+    else:  # not CPython
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can reach it anyway
+            pass
+    os._exit(code)
 
 
 def threads_per_process(cores: int, processes: int) -> int:

@@ -34,7 +34,7 @@ from autocmr.device import ChildSettings
 from autocmr.errors import AutocmrError, ConfigurationError
 from autocmr.parallel import default_workers
 from autocmr.settings import Roots
-from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, DistributedContext, init_process_group,
+from autocmr.trainers.distributed import (DEFAULT_TIMEOUT_S, DistributedContext, end_rank_process, init_process_group,
                                           launcher_context, leave_process_group, rank_device, threads_per_process)
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.pipeline import loader_workers
@@ -174,11 +174,16 @@ def _rank_main(rank: int, world: int, port: int, request: TrainRequest, timeout_
         result = request.run(context)
     except AutocmrError as exc:
         print(f"error: rank {rank}: {exc}", file=sys.stderr)
-        sys.exit(ERROR_EXIT_CODE)
-    finally:
         leave_process_group(context)
+        end_rank_process(ERROR_EXIT_CODE)
+    except BaseException:
+        leave_process_group(context)
+        raise  # a bug or a signal: multiprocessing prints the traceback and sets the exit code
+    leave_process_group(context)
     if result_pipe is not None:
         result_pipe.send(result)
+        result_pipe.close()
+    end_rank_process(0)
 
 
 def train_folds_on_devices(request: TrainRequest, folds: Sequence[str], devices: Sequence[str], *,

@@ -94,3 +94,29 @@ def test_an_evaluation_output_that_is_a_file_is_refused_before_scoring(tmp_path,
     (tmp_path / "out").write_text("a file")
     assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-o", str(tmp_path / "out")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+class _Ended(BaseException):
+    """Stands for the process ending (a BaseException, so run_command does not turn it into exit 3)."""
+
+
+def test_a_rank_started_by_a_launcher_ends_without_interpreter_teardown(tmp_path, monkeypatch, capsys):
+    import autocmr.trainers.distributed as distributed
+    from autocmr.cli.train import main
+
+    def end(code):
+        raise _Ended(code)
+
+    monkeypatch.setattr(distributed, "end_rank_process", end)
+    roots = ["--raw", str(tmp_path / "r"), "--preprocessed", str(tmp_path / "p"), "--results", str(tmp_path / "x")]
+    argv = ["999", "2d", "0", *roots]  # no such dataset: refused before any process group is joined
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(argv) == 2  # an ordinary process returns its exit code
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(_Ended) as ended:
+        main(argv)
+    assert ended.value.args == (2,)  # a launched rank leaves through end_rank_process, with the same code
+    assert "no dataset with id 999" in capsys.readouterr().err

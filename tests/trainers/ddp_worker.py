@@ -10,13 +10,12 @@ import argparse
 import builtins
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from autocmr.settings import resolve_roots
-from autocmr.trainers.distributed import launcher_context
+from autocmr.trainers.distributed import end_rank_process, launcher_context
 from autocmr.trainers.distributed_launch import TrainRequest, run_training
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.trainer import Trainer
@@ -45,7 +44,7 @@ def _record_writes(model_dir: Path, sink: list[str]) -> None:
     builtins.open, os.replace = recording_open, recording_replace
 
 
-def main() -> int:
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True, help="folder holding raw/ pre/ (the planned phantom dataset)")
     ap.add_argument("--dataset", required=True)
@@ -81,8 +80,8 @@ def main() -> int:
                            continue_training=args.continue_training, output_dir=args.output)
     run_training(request, ["0"], timeout_s=120)
     (dumps / f"rank{context.rank}_writes.json").write_text(json.dumps(writes))
-    return 0
+    end_rank_process(0)  # as autocmr_train ends a launched rank
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -56,14 +56,15 @@ def _torchrun(base: Path, output: Path, dumps: Path, options: TrainOptions, *ext
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
            "--base", str(base), "--dataset", str(DATASET), "--output", str(output), "--dumps", str(dumps),
            "--options", json.dumps(asdict(options)), *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT))
+    # faulthandler: a rank that dies by a signal prints where each of its threads was
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", PYTHONPATH=str(PROJECT))
     for attempt in range(2):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
         # torchrun --standalone picks a free port, frees it, then binds it again: a test on the other xdist worker
         # can take it in between. That is the launcher's race, not autocmr's: one more try
         if done.returncode == 0 or not any(words in done.stderr for words in PORT_TAKEN) or attempt:
             break
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-8000:]
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -188,7 +189,7 @@ def test_folds_train_at_once_on_several_devices_and_a_fold_that_does_not_exist_i
     assert not out.exists() or not any(out.glob("fold_*/checkpoint_*.pth"))
     done = subprocess.run([train, str(DATASET), "2d", "0", "1", *common[1:]], capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-8000:]
     for fold in ("0", "1"):
         assert load_checkpoint(out / f"fold_{fold}" / "checkpoint_final.pth")["state"]["epoch"] == 1
         assert f"model written to {out / f'fold_{fold}'}" in done.stdout

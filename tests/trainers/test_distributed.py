@@ -2,7 +2,9 @@
 failure messages."""
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +152,13 @@ def _dice_gradient_rank(rank: int, store_path: str, logits: torch.Tensor, target
         torch.save({"loss": loss.detach(), "grad": mine.grad}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    # the group is gone with its threads: none may live on into the interpreter's teardown (where a rank that
+    # exits before the others can abort)
+    Path(f"{out}/rank{rank}_threads.txt").write_text("\n".join(_thread_names()))
+
+
+def _thread_names() -> list[str]:
+    return [Path(f"/proc/self/task/{task}/comm").read_text().strip() for task in os.listdir("/proc/self/task")]
 
 
 def test_batch_dice_of_a_data_parallel_run_is_the_global_batchs(tmp_path):
@@ -171,3 +180,6 @@ def test_batch_dice_of_a_data_parallel_run_is_the_global_batchs(tmp_path):
     for r, share in ((0, slice(0, 3)), (1, slice(3, 5))):
         assert torch.allclose(results[r]["loss"], expected.detach(), atol=1e-6)
         assert torch.allclose(results[r]["grad"] / 2, whole.grad[share], atol=1e-7)  # DDP's mean over 2 ranks
+        if Path("/proc/self/task").is_dir():
+            left = (tmp_path / f"rank{r}_threads.txt").read_text().split()
+            assert not [name for name in left if "gloo" in name], left
