@@ -95,11 +95,13 @@ def sources_stamp(job: PredictionJob) -> str | None:
     and modification time (whole seconds: some file systems keep no finer). ``--continue`` compares it with
     the record's, so a case of the same name from another input folder, or a study re-exported in place, is
     predicted again; paths within the folder, so one input mounted elsewhere (another node) still matches.
-    None when a file cannot be read now."""
-    folder = os.path.commonpath([str(p.parent) for p in job.sources])
+    The other phase's files count too where the model reads them (``partner_sources``): a re-exported ES
+    changes the ED prediction. None when a file cannot be read now."""
+    files = [(p, "") for p in job.sources] + [(p, "other phase: ") for p in job.partner_sources]
+    folder = os.path.commonpath([str(p.parent) for p, _ in files])
     try:
-        items = sorted((Path(os.path.relpath(p, folder)).as_posix(), (st := p.stat()).st_size, int(st.st_mtime))
-                       for p in job.sources)
+        items = sorted((role + Path(os.path.relpath(p, folder)).as_posix(), (st := p.stat()).st_size,
+                        int(st.st_mtime)) for p, role in files)
     except OSError:
         return None
     return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()[:16]

@@ -108,3 +108,24 @@ def test_a_file_system_without_flock_does_not_stop_the_batch(tmp_path, tiny_pred
     _write(tmp_path / "in" / "a.nii.gz", 7, 3)
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
     assert report.ok and report.done == ["a"]
+
+
+def test_the_stamp_of_a_case_read_with_its_other_phase_covers_that_file_too(tmp_path):
+    """Models that take the other cardiac phase as input: ES re-exported in place changes the ED prediction,
+    so --continue must see it; a case without a partner keeps the stamp it had."""
+    from dataclasses import replace
+
+    from autocmr.inference.batch_report import same_sources, sources_stamp
+    from autocmr.inference.inputs import PredictionJob
+
+    ed = _write(tmp_path / "in" / "p1_ED.nii.gz", 7, 3)
+    es = _write(tmp_path / "in" / "p1_ES.nii.gz", 8, 3)
+    alone = PredictionJob("p1_ED", "3d", (ed,), tmp_path / "out" / "p1_ED.nii.gz")
+    paired = replace(alone, partner_sources=(es,))
+    record = {"sources_stamp": sources_stamp(paired)}
+    assert sources_stamp(alone) != sources_stamp(paired)
+    assert same_sources(record, paired)
+    later = time.time() + 100
+    os.utime(es, (later, later))  # only the other phase changed
+    assert not same_sources(record, paired)
+    assert same_sources({"sources_stamp": sources_stamp(alone)}, alone)
