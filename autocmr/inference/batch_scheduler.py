@@ -125,7 +125,7 @@ class BatchScheduler:
         try:
             result = predict_cine_fast(self.predictor, loaded.units, voxel_ml,  # type: ignore[arg-type]
                                        options=self.cine, with_probabilities=self.save_probabilities,
-                                       blank_frames=loaded.blank_frames)
+                                       blank_frames=loaded.blank_frames, missing_slices=loaded.missing_slices)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory on this case only
             self._fail(state.job, exc, state)
             return

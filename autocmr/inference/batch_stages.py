@@ -19,7 +19,7 @@ import torch
 
 from autocmr.errors import InputFileError, exception_text
 from autocmr.inference.inputs import PredictionJob
-from autocmr.inference.predictor import Predictor, export_prediction, preprocess_for_model
+from autocmr.inference.predictor import Predictor, clear_slices, export_prediction, preprocess_for_model
 from autocmr.io.atomic import atomic_path
 from autocmr.io.cine import join_frames, read_cine, write_cine
 from autocmr.io.completeness import check_complete
@@ -195,8 +195,8 @@ def write_job(job: PredictionJob, labels: list[np.ndarray], probabilities: list[
     ``predictions.json``, so ``--continue`` predicts it again (its SEG is missing).
     """
     start = time.perf_counter()
-    for label in labels:
-        label[list(missing_slices)] = 0  # masks are (z, y, x) in the series' stored order
+    for index, label in enumerate(labels):  # masks are (z, y, x) in the series' stored order
+        clear_slices(label, probabilities[index] if probabilities is not None else None, missing_slices)
     mask = join_frames(labels, geometry) if geometry.dim == 4 else labels[0]
     nifti = writes_nifti(job, output_format)
     if nifti:

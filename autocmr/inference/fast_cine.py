@@ -68,7 +68,7 @@ from autocmr.errors import ConfigurationError
 from autocmr.evaluation.phases import cyclic_distance, find_ed_es
 from autocmr.inference.cine_screen import SliceScreen, Unit, slice_areas
 from autocmr.inference.postprocessing import largest_component
-from autocmr.inference.predictor import Prediction, Predictor
+from autocmr.inference.predictor import Prediction, Predictor, clear_slices
 from autocmr.inference.sliding_window import Window, crop_to_window, embed_in_background, predict_logits
 from autocmr.precision import PRECISIONS, fast_precision, resolve_precision
 from autocmr.preprocessing.other_phase import pair_aligned
@@ -194,7 +194,7 @@ class CinePrediction:
 
 def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: float, *,
                       options: CineOptions = CineOptions(), with_probabilities: bool = False,
-                      blank_frames: Collection[int] = ()) -> CinePrediction:
+                      blank_frames: Collection[int] = (), missing_slices: Collection[int] = ()) -> CinePrediction:
     """Predict the frames of one cine the fast way (see the module docstring).
 
     Args:
@@ -204,6 +204,8 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         options: fast-pass settings.
         with_probabilities: also return each frame's class probabilities (float16, stored order).
         blank_frames: frames without image content (a zero-padded frame): predicted, but never ED or ES.
+        missing_slices: slices no image fills (a gap in a DICOM stack): background in every mask, before the
+            volume curves are measured, so the curves, ED/ES and the written masks agree.
     """
     start = time.perf_counter()
     blank = sorted({int(t) for t in blank_frames if 0 <= int(t) < len(units)})
@@ -225,7 +227,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         for t, (pre, props) in enumerate(units):
             probabilities = _fast_probabilities(predictor, pre, options, window)
             screen.fast[t] = slice_areas(probabilities)
-            masks.append(_export(predictor, probabilities, props, with_probabilities))
+            masks.append(_export(predictor, probabilities, props, with_probabilities, missing_slices))
     fast_pass_s = time.perf_counter() - start
     lv, rv = _curves(masks, voxel_ml)
     fast_lv = [] if same else lv.tolist()
@@ -243,7 +245,8 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         if not screen(frame, side, ed, es, label):
             return False
         fast = _fast_probabilities(predictor, units[frame][0], options, window)
-        masks[frame] = _export(predictor, screen.patched(frame, fast), units[frame][1], with_probabilities)
+        masks[frame] = _export(predictor, screen.patched(frame, fast), units[frame][1], with_probabilities,
+                               missing_slices)
         lv[frame], rv[frame] = _volumes(masks[frame].label, voxel_ml)
         return True
 
@@ -255,7 +258,7 @@ def predict_cine_fast(predictor: Predictor, units: Sequence[Unit], voxel_ml: flo
         screen.full[frame] = slice_areas(probabilities)
         logger.debug("refined frame %d: %.0f voxels LV at full accuracy, %.0f in the fast pass", frame,
                      screen.full[frame][LV].sum(), screen.fast[frame][LV].sum() if frame in screen.fast else -1)
-        prediction = _export(predictor, probabilities, props, with_probabilities)
+        prediction = _export(predictor, probabilities, props, with_probabilities, missing_slices)
         masks[frame] = prediction
         lv[frame], rv[frame] = _volumes(prediction.label, voxel_ml)
         full.append(frame)
@@ -490,11 +493,11 @@ def _fast_probabilities(predictor: Predictor, data: np.ndarray, options: CineOpt
 
 
 def _export(predictor: Predictor, probabilities: torch.Tensor, props: dict[str, Any],
-            with_probabilities: bool) -> Prediction:
+            with_probabilities: bool, missing_slices: Collection[int] = ()) -> Prediction:
     prediction = predictor.export(probabilities.float().cpu(), props, return_probabilities=with_probabilities)
-    if prediction.probabilities is None:
-        return prediction
-    return Prediction(prediction.label, prediction.probabilities.astype(np.float16))  # as batch.py stores them
+    probs = None if prediction.probabilities is None else prediction.probabilities.astype(np.float16)  # as stored
+    clear_slices(prediction.label, probs, missing_slices)
+    return Prediction(prediction.label, probs)
 
 
 def _curves(masks: Sequence[Prediction | None], voxel_ml: float) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from autocmr.inference.sliding_window import (DEFAULT_STEP, MemberSpread, Window
                                               predict_logits_and_spread)
 from autocmr.io.image import Geometry
 from autocmr.io.orientation import Reorientation, canonical_reorientation
-from autocmr.io.validity import check_voxels
+from autocmr.io.validity import check_spacing, check_voxels
 from autocmr.models.folder import ModelFolder
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import resolve_precision
@@ -37,6 +37,18 @@ class Prediction:
     label: np.ndarray  # uint8, stored order of the input
     probabilities: np.ndarray | None  # float32 (C, ...) in stored order, when requested
     uncertainty: float = float("nan")  # members' disagreement (sliding_window.disagreement_score); NaN: not computed
+
+
+def clear_slices(label: np.ndarray, probabilities: np.ndarray | None, slices: Collection[int]) -> None:
+    """Make ``slices`` (along the first axis of the stored order, z) background, in place, in the mask and in its
+    probabilities (C, z, y, x): the slices of a DICOM stack no image fills, where nothing is segmented."""
+    index = sorted({int(z) for z in slices})
+    if not index:
+        return
+    label[index] = 0
+    if probabilities is not None:
+        probabilities[:, index] = 0
+        probabilities[0, index] = 1
 
 
 @dataclass(frozen=True)
@@ -206,8 +218,13 @@ class Predictor:
         """
         data = image[None] if image.ndim == 3 else image
         check_voxels(data, "<array>")  # the policy of every file path: NaN would empty the mask without a word
-        if partner is not None and (partner[None] if partner.ndim == 3 else partner).shape != data.shape:
-            raise InputFileError("<array>", f"the other phase has shape {partner.shape}, the image {image.shape}")
+        if partner is not None:
+            if (partner[None] if partner.ndim == 3 else partner).shape != data.shape:
+                raise InputFileError("<array>", f"the other phase has shape {partner.shape}, the image {image.shape}")
+            check_voxels(partner, "<array> (other phase)")
+        check_spacing(spacing, "<array>")  # the readers refuse these too; resampling would squash the image
+        if direction is not None and len(direction) != 9:
+            raise InputFileError("<array>", f"direction needs 9 values (a 3x3 matrix), got {len(direction)}")
         size = tuple(reversed(data.shape[1:]))
         geometry = Geometry(size, tuple(float(s) for s in reversed(spacing)), (0.0, 0.0, 0.0),
                             tuple(direction) if direction is not None else tuple(np.eye(3).ravel()))

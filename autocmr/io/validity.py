@@ -22,9 +22,10 @@ The readers keep NaN as stored (ITK's NIfTI reader would turn it into 0, see :fu
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +76,14 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
         return []
     return [f"{path}: frame(s) {constant} of {array.shape[frame_axis]} are constant (no image content); their "
             "masks carry no information and they are not taken for ED or ES"]
+
+
+def check_spacing(spacing: Sequence[float], path: str | Path, dims: int = 3) -> None:
+    """Refuse a voxel spacing that is not ``dims`` positive, finite millimetre values (:class:`InputFileError`):
+    resampling to the model's spacing would squash the image to a single row or divide by zero."""
+    values = [float(s) for s in spacing]
+    if len(values) != dims or not all(math.isfinite(s) and s > 0 for s in values):
+        raise InputFileError(path, f"voxel spacing {tuple(values)} is not {dims} positive, finite values (mm)")
 
 
 def constant_frames(array: np.ndarray, frame_axis: int = 0) -> list[int]:

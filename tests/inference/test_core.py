@@ -170,3 +170,14 @@ def test_predict_array_refuses_what_the_file_paths_refuse(tiny_model_dir):
         predictor.predict_array(image, case.geometry.spacing_zyx)
     with pytest.raises(InputFileError, match="all zero"):
         predictor.predict_array(np.zeros_like(image), case.geometry.spacing_zyx)
+    clean = case.image.astype(np.float32)
+    z, y, x = case.geometry.spacing_zyx
+    # a negative or zero spacing would squash the image to one row on resampling (or divide by zero)
+    for spacing in ((z, -y, x), (-z, y, x), (0.0, y, x), (z, float("nan"), x), (z, y)):
+        with pytest.raises(InputFileError, match="voxel spacing"):
+            predictor.predict_array(clean, spacing)
+    with pytest.raises(InputFileError, match="9 values"):
+        predictor.predict_array(clean, case.geometry.spacing_zyx, direction=(1.0, 0.0, 0.0))
+    # the other phase gets the image's policy too (a model that reads it would spread the NaN to every logit)
+    with pytest.raises(InputFileError, match=r"other phase.*1 voxels are NaN"):
+        predictor.predict_array(clean, case.geometry.spacing_zyx, partner=image)

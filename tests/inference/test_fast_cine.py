@@ -494,3 +494,27 @@ def test_a_frame_ruled_out_by_the_screen_but_refined_after_all_is_recorded_once(
     record = predict_folder(tmp_path / "in", tmp_path / "out", predictor, num_workers=0).cine["cine"]
     assert record["full_accuracy_frames"] == [0, 1, 2]
     assert record["screened_frames"] == [] and record["screened_slices"] == {}
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_a_slice_no_image_fills_is_background_in_masks_probabilities_and_curves(tmp_path, tiny_predictor,
+                                                                                 monkeypatch, mode):
+    """A DICOM stack with a slice missing (autocmr.io.dicom fills it with zeros): nothing is segmented there, in
+    the mask, in the saved probabilities and in the volume curves the fast path finds ED/ES on."""
+    import dataclasses
+
+    from autocmr.inference import batch_scheduler
+
+    _, geometry, _, _ = _phantom_cine(tmp_path / "in")
+    load = batch_scheduler.load_job
+    monkeypatch.setattr(batch_scheduler, "load_job",
+                        lambda job, ctx: dataclasses.replace(load(job, ctx), missing_slices=[0]))
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0,
+                            cine=CineOptions(mode=mode, fast_region="whole"), save_probabilities=True)
+    assert report.ok
+    mask = read_cine(tmp_path / "out" / "cine.nii.gz")[0]
+    assert not mask[:, 0].any() and mask[:, 1].any()
+    probabilities = np.load(tmp_path / "out" / "cine_probabilities.npz")["probabilities"]  # (t, c, z, y, x)
+    assert np.all(probabilities[:, 0, 0] == 1) and not probabilities[:, 1:, 0].any()
+    if mode == "fast":
+        np.testing.assert_allclose(report.cine["cine"]["lv_ml"], _volume_curves(mask, geometry)[0], atol=1e-3)
