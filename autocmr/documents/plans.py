@@ -6,6 +6,7 @@ Unknown or old schema versions fail with a clear message instead of a KeyError d
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from autocmr.io.atomic import write_json_atomic
 PLANS_SCHEMA_VERSION = 1
 DEFAULT_PLANS_NAME = "autocmrPlans"
 CPU_PLANS_NAME = "autocmrPlans_cpu"
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a data_identifier: one folder name, no separators
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,14 @@ class Plans:
             raise PlansError(f"{source}: malformed plans ({exception_text(exc)})") from exc
         except PlansError as exc:  # an inconsistent configuration: name the file too
             raise PlansError(f"{source}: {exc}") from exc
+        channels = len(plans.channel_names)
+        if len(plans.intensity) != channels:
+            raise PlansError(f"{source}: {len(plans.intensity)} intensity statistics for {channels} channel(s)")
+        for key, config in plans.configurations.items():
+            if not len(config.normalization) == len(config.use_mask_for_norm) == channels:
+                raise PlansError(f"{source}: configuration {key!r} has {len(config.normalization)} normalisation "
+                                 f"scheme(s) and {len(config.use_mask_for_norm)} mask setting(s) for {channels} "
+                                 "channel(s)")
         if sorted(plans.transpose_forward) != [0, 1, 2]:
             raise PlansError(f"{source}: transpose_forward {list(plans.transpose_forward)} is not an order of the "
                              "axes 0, 1, 2")
@@ -221,6 +231,14 @@ def _checked(key: str, config: Configuration) -> Configuration:
     elif any(p % s for p, s in zip(config.patch_size, t.total_stride())):
         problems.append(f"patch {list(config.patch_size)} is not divisible by the network's total stride "
                         f"{list(t.total_stride())}")
+    elif any(k % 2 == 0 for k in sum(t.kernels, ())):
+        problems.append("an even kernel size (a 'same' convolution needs odd kernels: the decoder's sizes would "
+                        "not match its skip connections)")
+    if t.convs_per_stage < 1:
+        problems.append(f"{t.convs_per_stage} convolutions per stage (at least 1)")
+    if not SAFE_NAME.fullmatch(config.data_identifier) or set(config.data_identifier) == {"."}:
+        # a folder name under the preprocessed root: a path here would write (and clean up) elsewhere
+        problems.append(f"data_identifier {config.data_identifier!r} is not a plain folder name")
     if problems:
         raise PlansError(f"configuration {key!r}: " + "; ".join(problems) + " (re-run `autocmr_plan`)")
     return config
@@ -234,7 +252,7 @@ def _configuration(d: dict[str, Any]) -> Configuration:
         convs_per_stage=int(t["convs_per_stage"]), deep_supervision=bool(t["deep_supervision"]),
     )
     return Configuration(
-        name=d["name"], dim=int(d["dim"]), data_identifier=d["data_identifier"],
+        name=d["name"], dim=int(d["dim"]), data_identifier=str(d["data_identifier"]),
         spacing=_floats(d["spacing"]), resampling=Resampling(**d["resampling"]),
         median_shape=_ints(d["median_shape"]), patch_size=_ints(d["patch_size"]),
         batch_size=int(d["batch_size"]), topology=topology,

@@ -86,8 +86,17 @@ def transpose_order(median_spacing: np.ndarray, median_shape: np.ndarray | None 
 
 
 def fullres_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """Target spacing for 3d_fullres (spacings/shapes already transposed: axis 0 is the coarsest)."""
+    """Target spacing for 3d_fullres (spacings/shapes already transposed: axis 0 is the coarsest).
+
+    Single-slice images beside stacks say nothing about the slice spacing (2D exports often write 1 mm, finer
+    than their pixels): the slice axis's statistics come from the stacks alone, else a few of them would pull
+    the target down to the pixel size and every stack would be upsampled several-fold along it."""
+    spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
+    stacks = shapes[:, 0] > 1
+    if not stacks.any():
+        stacks = np.ones(len(shapes), bool)
     target = np.median(spacings, axis=0)
+    target[0] = np.median(spacings[stacks, 0])
     median_shape = np.median(shapes, axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(3) if a != worst]
@@ -95,7 +104,7 @@ def fullres_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     anisotropic = target[worst] > ANISOTROPY_THRESHOLD * target[others].max()
     few_slices = median_shape[worst] * ANISOTROPY_THRESHOLD < median_shape[others].min()
     if anisotropic and few_slices:
-        finer = float(np.percentile(spacings[:, worst], 10))
+        finer = float(np.percentile(spacings[stacks, worst] if worst == 0 else spacings[:, worst], 10))
         target[worst] = max(finer, float(target[others].max()) + 1e-5)
     return target
 

@@ -115,6 +115,16 @@ def test_rectangular_pixels_do_not_make_a_stack_anisotropic():
     assert target == pytest.approx([6.0, 1.0, 2.0])
 
 
+def test_single_slice_images_beside_stacks_do_not_set_the_slice_spacing():
+    """20 cine stacks of 10 mm slices plus 4 single-slice exports that wrote 1 mm: the stacks' spacing, not
+    the 10th percentile of all 24 (which upsampled every stack 6.4x along its slices)."""
+    spacings = np.array([(10.0, 1.5625, 1.5625)] * 20 + [(1.0, 1.5625, 1.5625)] * 4)
+    shapes = np.array([[10, 200, 200]] * 20 + [[1, 200, 200]] * 4, float)
+    assert fullres_spacing(spacings, shapes) == pytest.approx([10.0, 1.5625, 1.5625])
+    # single-slice data alone keep their own statistics
+    assert fullres_spacing(spacings[20:], shapes[20:]) == pytest.approx([1.0, 1.5625, 1.5625])
+
+
 def test_patch_divisible_by_total_stride_and_batch_rules():
     plans = plan(acdc_like())
     for c in plans.configurations.values():
@@ -170,6 +180,17 @@ def _edited(plans, change):
     (lambda d: d.update(transpose_forward=[0, 0, 1]), "not an order of the axes"),
     (lambda d: d.update(schema_version=True), "schema version True"),
     (lambda d: d.update(labels=["background", "LV"]), "malformed plans"),
+    # a 'same' convolution with an even kernel changes the size: the decoder no longer meets its skips
+    (lambda d: d["configurations"]["2d"]["topology"]["kernels"].__setitem__(1, [2, 2]), "even kernel"),
+    (lambda d: d["configurations"]["2d"]["topology"].update(convs_per_stage=0), "0 convolutions per stage"),
+    # the preprocessed folder's name: a path would write, and clean up, outside the preprocessed root
+    (lambda d: d["configurations"]["2d"].update(data_identifier="../../x"), "not a plain folder name"),
+    (lambda d: d["configurations"]["2d"].update(data_identifier="/tmp/x"), "not a plain folder name"),
+    (lambda d: d["configurations"]["2d"].update(data_identifier=".."), "not a plain folder name"),
+    # one normalisation scheme, mask setting and intensity statistic per channel
+    (lambda d: d["channel_names"].update({"1": "LGE"}), "for 2 channel"),
+    (lambda d: d["configurations"]["2d"]["normalization"].append("zscore"), "2 normalisation scheme"),
+    (lambda d: d["intensity"].clear(), "0 intensity statistics for 1 channel"),
 ])
 def test_a_plans_file_that_describes_no_buildable_network_is_refused_naming_the_problem(change, words):
     """Hand-edited or damaged plans loaded before and failed deep inside training (a bare torch size error),
