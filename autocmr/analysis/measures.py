@@ -83,7 +83,7 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     blank = [i for i, f in enumerate(frames) if f.blank]
     content = [v for f, v in zip(frames, volumes) if not f.blank]
     if len(content) < 2:
-        return replace(volumes_only(subject, frames), is_cine=True,
+        return replace(volumes_only(subject, frames), is_cine=True, blank_frames=tuple(blank),
                        notes=[f"frame(s) {blank} have no image content, {len(content)} frame(s) left: no ED/ES, "
                               "no measures"])
     if not any(v["LV"] > 0 or v["RV"] > 0 for v in content):  # nothing to find ED/ES on; QC says what is missing

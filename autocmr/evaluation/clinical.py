@@ -158,6 +158,9 @@ def _volume_lookup(volumes: pd.DataFrame) -> dict[str, dict[str, dict[str, float
     return out
 
 
+FLAT_NOTE = "2D images: no volumes, so no measures (a pixel has an area, and a 2D file no slice thickness)"
+
+
 def _few_slices_note(ed: Mapping[str, int], es: Mapping[str, int]) -> str:
     """The note for reference structures present on fewer than :data:`MIN_REFERENCE_SLICES` slices."""
     said = []
@@ -194,7 +197,10 @@ def _row(subject: str, ref: tuple[Any, Any, dict], pred: tuple[Any, Any, dict], 
         undefined, empty_note = _undefined_in_reference(*ref_volumes)
         ref = (ref[0], ref[1], {m: (float("nan") if m in undefined else v) for m, v in ref[2].items()})
         note = "; ".join(n for n in (note, empty_note) if n)
-    if ref_slices is not None:
+    flat = ref_volumes is not None and any(pd.isna(v) for volumes in ref_volumes for v in volumes.values())
+    if flat:  # voxel_volume_ml: a 2D image's pixels have areas, not volumes
+        note = "; ".join(n for n in (note, FLAT_NOTE) if n)
+    elif ref_slices is not None:
         note = "; ".join(n for n in (note, _few_slices_note(*ref_slices)) if n)
     row: dict[str, Any] = {"subject": subject, "ref_ED": ref[0], "ref_ES": ref[1],
                            "pred_ED": pred[0], "pred_ES": pred[1]}
@@ -216,6 +222,9 @@ def _cine_rows(volumes: pd.DataFrame, lookup: dict, metadata: pd.DataFrame | Non
         if len(ids) < 2 or "LV" not in lookup[ids[0]]["ref"]:
             note = "a cine needs at least two frames and an LV class to find ED and ES"
             rows.append(_row(subject, (None, None, {}), (None, None, {}), note))
+            continue
+        if not all(np.isfinite(lookup[c]["ref"]["LV"]) for c in ids):  # voxel_volume_ml: a 2D cine has no volumes
+            rows.append(_row(subject, (None, None, {}), (None, None, {}), FLAT_NOTE))
             continue
         sides, extremes = [], []
         for side in ("ref", "pred"):
@@ -243,16 +252,24 @@ def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | 
     rows = []
     for subject, phases in sorted(by_subject.items()):
         eds, ess = phases[ED], phases[ES]
-        if len(eds) != 1 or len(ess) != 1:
+        if len(eds) > 1 or len(ess) > 1:
             note = f"needs one ED and one ES case, found ED {eds} and ES {ess}"
             logger.warning("clinical measures skipped for subject %s: %s", subject, note)
             rows.append(_row(subject, (None, None, {}), (None, None, {}), note))
             continue
-        ed, es = eds[0], ess[0]
-        rows.append(_row(subject, (ed, es, measures_from_volumes(lookup[ed]["ref"], lookup[es]["ref"])),
-                         (ed, es, measures_from_volumes(lookup[ed]["pred"], lookup[es]["pred"])),
-                         ref_volumes=(lookup[ed]["ref"], lookup[es]["ref"]),
-                         ref_slices=(lookup[ed]["slices"], lookup[es]["slices"])))
+        ed, es = (eds or [None])[0], (ess or [None])[0]
+        # one phase alone still has its own measures (ED: LVEDV, RVEDV, LVM), as the cine analysis reports them
+        note = "" if ed and es else f"no {ES if ed else ED} case: only the {ED if ed else ES} measures are scored"
+        if note:
+            logger.warning("subject %s: %s", subject, note)
+
+        def volumes(case, side):
+            return lookup[case][side] if case else {}
+
+        rows.append(_row(subject, (ed, es, measures_from_volumes(volumes(ed, "ref"), volumes(es, "ref"))),
+                         (ed, es, measures_from_volumes(volumes(ed, "pred"), volumes(es, "pred"))), note,
+                         ref_volumes=(volumes(ed, "ref"), volumes(es, "ref")),
+                         ref_slices=(volumes(ed, "slices"), volumes(es, "slices"))))
     return rows
 
 

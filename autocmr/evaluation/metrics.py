@@ -21,6 +21,8 @@ Conventions (shared by every function here and by the independent check in the t
 """
 from __future__ import annotations
 
+import math
+
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -52,7 +54,10 @@ ONE_EMPTY = {DICE: 0.0, IOU: 0.0, HD: float("nan"), HD95: float("nan"), ASSD: fl
 
 
 def voxel_volume_ml(spacing: Sequence[float]) -> float:
-    """Volume of one voxel in mL for a spacing in mm."""
+    """Volume of one voxel in mL for a 3D spacing in mm; NaN for a 2D image (a pixel has an area, and the file
+    no slice thickness: its product of two spacings in mm^2 is no volume in mL)."""
+    if len(spacing) != 3:
+        return math.nan
     return float(np.prod(np.asarray(spacing, dtype=float))) / MM3_PER_ML
 
 

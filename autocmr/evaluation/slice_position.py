@@ -1,8 +1,9 @@
 """Per-slice volumes of one case, for the error breakdown by slice position (``--by slice_position``).
 
-Slices are taken along the first axis of the canonical order (:mod:`autocmr.io.orientation`), which is the
-through-plane axis of a short-axis stack. The **reference LV extent** is the run of slices, from the first to
-the last, where the reference has LV cavity or LV myocardium. Each slice is later labelled (by
+Slices are taken along the through-plane axis of the stack: the first axis of the canonical order
+(:mod:`autocmr.io.orientation`) for thick slices, else the axis of the largest spacing. The **reference LV
+extent** is the run of slices, from the first to the last, where the reference has LV cavity or LV
+myocardium. Each slice is later labelled (by
 :mod:`autocmr.evaluation.position_report`, once base and apex are known) as ``above_base``, ``basal``, ``mid``,
 ``apical`` or ``below_apex``: thirds of the extent by slice centre, plus the slices beyond either end.
 
@@ -80,12 +81,16 @@ def slice_axis_order(shape: Sequence[int], spacing: Sequence[float],
                      geometry: Geometry | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """Axis permutation and flips that put the slice axis first: the canonical ones when the header is known,
     else :func:`autocmr.io.orientation.through_plane_axis` first (in-memory arrays, e.g. a trainer's
-    validation)."""
-    if geometry is not None:
-        reo = canonical_reorientation(geometry.spatial())
-        return reo.axes, reo.flips
-    thick = through_plane_axis(shape, spacing)
-    return (thick,) + tuple(a for a in range(len(spacing)) if a != thick), (False,) * len(spacing)
+    validation). Canonical order puts the slice axis first only for thick slices (twice the pixel size or
+    more); a stack of thinner slices is in patient-axis order there, so its slice axis (the largest spacing)
+    is moved first, keeping its canonical flip."""
+    if geometry is None:
+        thick = through_plane_axis(shape, spacing)
+        return (thick,) + tuple(a for a in range(len(spacing)) if a != thick), (False,) * len(spacing)
+    reo = canonical_reorientation(geometry.spatial())
+    thick = through_plane_axis([shape[a] for a in reo.axes], [spacing[a] for a in reo.axes])
+    order = (thick,) + tuple(k for k in range(len(reo.axes)) if k != thick)
+    return tuple(reo.axes[k] for k in order), tuple(reo.flips[k] for k in order)
 
 
 def geometry_hint(geometry: Geometry | None) -> str | None:
@@ -93,9 +98,9 @@ def geometry_hint(geometry: Geometry | None) -> str | None:
     if geometry is None:
         return None
     geometry = geometry.spatial()
-    reo = canonical_reorientation(geometry)
+    axes, flips = slice_axis_order(geometry.size[::-1], geometry.spacing[::-1], geometry)
     cosines = geometry.direction_matrix()
-    normal = cosines[:, 2 - reo.axes[0]] * (-1.0 if reo.flips[0] else 1.0)  # world direction of slice index +1
+    normal = cosines[:, 2 - axes[0]] * (-1.0 if flips[0] else 1.0)  # world direction of slice index +1
     if np.abs(normal).max() > AXIS_ALIGNED_COSINE:
         return None
     towards_apex = float(normal @ APEX_DIRECTION_LPS)

@@ -155,6 +155,12 @@ def test_a_frame_without_image_content_raises_no_curve_flag():
     assert (result.ed.frame, result.es.frame) == (ed, es) and result.blank_frames == (10,)
     assert any("no image content" in note for note in result.notes)
     assert check_subject(result).flags == []
+    # one frame with content among five blank ones: no ED/ES, and the blank frames are no curve either
+    lone = [frames[ed]] + [FrameMask(np.zeros_like(frames[0].label), frames[0].spacing, "cine", t, blank=True)
+                           for t in range(1, 6)]
+    result = measure_cine("c", lone)
+    assert result.blank_frames == (1, 2, 3, 4, 5)
+    assert "rough_volume_curve" not in check_subject(result).flags
 
 
 def test_a_model_without_rv_gets_no_rv_numbers_and_no_flag_for_the_rv_it_never_draws(tmp_path):

@@ -100,7 +100,8 @@ def test_normal_acdc_subjects_have_normal_function(acdc_root, patient):
 
 
 def test_a_reference_on_too_few_slices_gets_a_note():
-    """A stack annotated on one slice, and a 2D image: the volumes are scored and the note says what they are."""
+    """A stack annotated on one slice: the volumes are scored and the note says what they are. A 2D image has
+    pixel areas, not volumes (they were mm^2 / 1000 reported as mL): no measures, and a note saying why."""
     ed, es = _mask(8000, 6000, 9000), _mask(3000, 6000, 4500)
     one_slice = np.zeros_like(es)
     one_slice[2] = es[2]  # the reference ES holds one slice, the prediction the whole stack
@@ -110,9 +111,8 @@ def test_a_reference_on_too_few_slices_gets_a_note():
     assert rows.loc["A", "note"] == ("reference LV on 1 slice(s) at ES; RV on 1 slice(s) at ES: fewer than 3 "
                                      "slices, so its volumes are those slices', not a whole ventricle's")
     assert rows.loc["A", "ref_LVESV"] == pytest.approx(7.5)  # scored all the same: a quarter of the cavity
-    assert rows.loc["B", "note"].startswith("reference LV on 1 slice(s) at ED and 1 slice(s) at ES; "
-                                            "MYO on 1 slice(s) at ED; RV on ")
-    assert rows.loc["B", "ref_LVEF"] == pytest.approx(62.5)
+    assert rows.loc["B", "note"].startswith("2D images: no volumes, so no measures")
+    assert np.isnan(rows.loc["B", "ref_LVEF"]) and np.isnan(rows.loc["B", "pred_LVEDV"])
 
 
 def test_a_single_slice_with_a_small_slice_spacing_is_still_one_slice():
@@ -126,3 +126,21 @@ def test_a_single_slice_with_a_small_slice_spacing_is_still_one_slice():
     assert "fewer than 3 slices" in rows.loc["C", "note"]
     profile = slice_profile("C_ED", ed, ed, spacing, {"LV": 1, "MYO": 2, "RV": 3})
     assert profile.n_slices == 1
+
+
+def test_a_subject_with_one_phase_gets_that_phases_measures_and_a_note():
+    """ED alone still gives LVEDV, RVEDV and LVM (as the cine analysis reports them), ES alone the ESVs; EF and
+    SV need both, and a second ED case of one subject is still refused."""
+    ed, es = _mask(8000, 6000, 9000), _mask(3000, 6000, 4500)
+    table = clinical_table_from_masks([("A_ED", ed, ed, SPACING), ("B_ES", es, es, SPACING)])
+    rows = table.set_index("subject")
+    both = clinical_table_from_masks([("C_ED", ed, ed, SPACING), ("C_ES", es, es, SPACING)]).set_index("subject")
+    for measure in ("LVEDV", "RVEDV", "LVM"):
+        assert rows.loc["A", f"ref_{measure}"] == pytest.approx(both.loc["C", f"ref_{measure}"])
+        assert np.isnan(rows.loc["B", f"ref_{measure}"])
+    for measure in ("LVESV", "RVESV"):
+        assert rows.loc["B", f"pred_{measure}"] == pytest.approx(both.loc["C", f"pred_{measure}"])
+        assert np.isnan(rows.loc["A", f"ref_{measure}"])
+    assert all(np.isnan(rows.loc[s, f"ref_{m}"]) for s in "AB" for m in ("LVEF", "RVEF", "LVSV"))
+    assert rows.loc["A", "note"] == "no ES case: only the ED measures are scored"
+    assert rows.loc["B", "note"] == "no ED case: only the ES measures are scored"

@@ -300,3 +300,5 @@ def test_a_2d_cine_array_has_no_slice_positions():
     result = evaluate_cases([("lax", masks, masks, (1.5, 1.5))], by=["slice_position"], make_plots=False)
     entry = result.summary["slice_position"]
     assert entry["n_cases_with_breakdown"] == 0 and "no slice positions" in entry["cases_without_breakdown"]["lax"]
+    (row,) = result.clinical.to_dict("records")  # areas, not volumes: no measures, and the note says why
+    assert row["note"].startswith("2D images: no volumes") and np.isnan(row["ref_LVEDV"])

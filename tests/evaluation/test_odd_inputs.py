@@ -77,6 +77,9 @@ def test_a_2d_image_is_evaluated_and_left_out_of_the_slice_positions(tmp_path):
         write_image(flat, geometry, folder / "flat.nii.gz")
     result = evaluate_folders(ref, pred, tmp_path / "out", by=["slice_position"], make_plots=False)
     assert not result.failures and "flat" in set(result.cases["case_id"])
+    flat_rows = result.cases[result.cases["case_id"] == "flat"]
+    assert flat_rows["dice"].notna().all()
+    assert flat_rows["vol_ref_ml"].isna().all()  # a pixel area is no volume: not mm^2 / 1000 called mL
     notes = result.summary["slice_position"]["cases_without_breakdown"]
     assert "no slice positions" in notes["flat"]  # said in the breakdown, not only in a log line
 

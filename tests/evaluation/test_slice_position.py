@@ -258,3 +258,25 @@ def test_cross_validation_folders_are_pooled(tmp_path, capsys):
     write_image(pred, geometry, tmp_path / "fold_1" / "s1_ED.nii.gz")
     assert main(["-ref", str(tmp_path / "ref"), "-pred", *folds, "-o", str(out)]) == 2
     assert "in two folders" in capsys.readouterr().err
+
+
+def test_a_stack_of_thin_slices_is_broken_down_along_its_slices_whatever_its_orientation():
+    """Slices 1.4x the pixel size, the slice normal along the patient's x axis: canonical order (patient-axis
+    order for thin slices) puts an in-plane axis first there; the breakdown must still run along the slices."""
+    from autocmr.evaluation.slice_position import slice_profile
+
+    reference = synthetic_heart()
+    prediction, _ = errors_in_known_slices(reference)
+    spacing = (2.1, 1.5, 1.5)  # (z, y, x): slices 1.4x the pixels
+    # ITK columns: x axis -> patient y, y axis -> patient z, z (slice) axis -> patient x
+    direction = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    geometry = Geometry((48, 48, N_SLICES), spacing[::-1], (0.0, 0.0, 0.0), direction)
+    labels = {"LV": LV, "MYO": MYO, "RV": RV}
+    with_header = slice_profile("c", reference, prediction, spacing, labels, geometry=geometry)
+    in_memory = slice_profile("c", reference, prediction, spacing, labels)
+    assert with_header.n_slices == in_memory.n_slices == N_SLICES
+    extent = in_memory.extent
+    assert with_header.extent[1] - with_header.extent[0] == extent[1] - extent[0]
+    volumes = sorted((r["class"], round(r["vol_ref_ml"], 6), round(r["vol_pred_ml"], 6)) for r in with_header.rows)
+    assert volumes == sorted((r["class"], round(r["vol_ref_ml"], 6), round(r["vol_pred_ml"], 6))
+                             for r in in_memory.rows)
