@@ -27,7 +27,7 @@ from autocmr.io.dicom import read_dicom_series
 from autocmr.io.dicom_seg import seg_destination, write_seg_for_series
 from autocmr.io.image import Geometry, write_image
 from autocmr.io.nifti import is_nifti, write_mask_like
-from autocmr.io.orientation import Reorientation, canonical_reorientation
+from autocmr.io.orientation import Reorientation, canonical_reorientation, slices_cut_across
 from autocmr.io.validity import captured_input_warnings, check_voxels, constant_frames
 from autocmr.preprocessing.loading import load_case
 from autocmr.preprocessing.other_phase import pair_aligned, with_partner
@@ -107,7 +107,7 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     if job.kind == "3d":
         case = load_case(job.sources)
         unit = _preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)
-        warnings: list[str] = []
+        warnings = _cut_across(case.geometry, ctx)
         if ctx.config.other_phase:
             unit = _with_other_phase(unit, case.geometry, job, ctx, warnings)
         return LoadedCase([unit], case.geometry, time.perf_counter() - start, warnings)
@@ -125,12 +125,19 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         if ctx.config.other_phase and not volume.is_cine:
             warnings.append("the model takes the other cardiac phase, and separate ED and ES DICOM series are not "
                             "paired: predicted with the image itself in its place (a cine series is paired)")
+    warnings += _cut_across(geometry, ctx)
     reo = canonical_reorientation(geometry)
     spacing = reo.spacing(geometry.spatial().spacing_zyx)
     blank = constant_frames(frames, 0) if len(frames) > 1 else []
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
                          ctx, job.source) for frame in frames]
     return LoadedCase(units, geometry, time.perf_counter() - start, warnings, blank, missing)
+
+
+def _cut_across(geometry: Geometry, ctx: ModelContext) -> list[str]:
+    """The warning for a 2D model on a stack it would segment across its slices (see slices_cut_across)."""
+    why = slices_cut_across(geometry) if ctx.config.dim == 2 else None
+    return [why] if why else []
 
 
 def _with_other_phase(unit: tuple[np.ndarray, dict[str, Any]], geometry: Geometry, job: PredictionJob,

@@ -71,6 +71,25 @@ def through_plane_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
     return int(np.argmax(np.asarray(spacing, dtype=float)))
 
 
+SLICE_LIKE_RATIO = 1.5  # below ANISOTROPY_RATIO, a spacing this much coarser than the finest still reads as slices
+
+
+def slices_cut_across(geometry: Geometry) -> str | None:
+    """Why a 2D model would see this image cut across its slices, or None: slices thinner than
+    ``ANISOTROPY_RATIO`` x the pixels but clearly coarser (:data:`SLICE_LIKE_RATIO`) are ordered by patient axis,
+    and in an oblique stack that can put an in-plane axis first, the axis a 2D model slices along."""
+    geometry = geometry.spatial()
+    spacing = geometry.spacing_zyx
+    axes = canonical_reorientation(geometry).axes
+    thick = through_plane_axis(geometry.shape, spacing)
+    if axes[0] == thick or spacing[thick] < SLICE_LIKE_RATIO * min(spacing):
+        return None
+    return (f"its {spacing[thick]:g} mm slices are thinner than {ANISOTROPY_RATIO:g}x its {min(spacing):g} mm "
+            "pixels, so canonical order follows the patient axes, and in this oblique stack that puts an in-plane "
+            "axis first: a 2D model segments cuts across the slices, not the slices (check the mask, or resample "
+            "the stack to thicker slices)")
+
+
 def canonical_reorientation(geometry: Geometry) -> Reorientation:
     """Permutation and flips that bring an image of ``geometry`` into canonical order (see module doc)."""
     geometry = geometry.spatial()

@@ -129,3 +129,18 @@ def test_the_stamp_of_a_case_read_with_its_other_phase_covers_that_file_too(tmp_
     os.utime(es, (later, later))  # only the other phase changed
     assert not same_sources(record, paired)
     assert same_sources({"sources_stamp": sources_stamp(alone)}, alone)
+
+
+def test_a_stack_the_2d_model_would_cut_across_its_slices_is_predicted_with_a_warning(tmp_path, tiny_predictor):
+    import numpy as np
+
+    from autocmr.io.image import Geometry
+
+    assert tiny_predictor.config.dim == 2
+    tilt = np.deg2rad(20)
+    normal, u = np.array([np.cos(tilt), np.sin(tilt), 0.0]), np.array([-np.sin(tilt), np.cos(tilt), 0.0])
+    direction = tuple(np.stack([u, np.cross(normal, u), normal], axis=1).ravel())
+    image = np.random.default_rng(0).normal(100, 20, (6, 40, 40)).astype(np.float32)
+    write_image(image, Geometry((40, 40, 6), (1.7, 1.7, 3.3), (0.0, 0.0, 0.0), direction), tmp_path / "in" / "a.nii.gz")
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
+    assert report.ok and any("cuts across the slices" in w for w in report.warnings["a"])

@@ -89,3 +89,23 @@ def test_through_plane_axis_without_a_header(shape, spacing, axis):
     from autocmr.io.orientation import through_plane_axis
 
     assert through_plane_axis(shape, spacing) == axis
+
+
+def test_a_thin_slice_oblique_stack_a_2d_model_would_cut_across_is_named():
+    """3.3 mm slices of 1.7 mm pixels (under the 2x that puts slices first) with the slice normal closest to the
+    patient's x axis: canonical order follows the patient axes and puts an in-plane axis first."""
+    from autocmr.io.orientation import slices_cut_across
+
+    tilt = np.deg2rad(20)
+    normal = np.array([np.cos(tilt), np.sin(tilt), 0.0])  # mostly patient x (left)
+    u = np.array([-np.sin(tilt), np.cos(tilt), 0.0])
+    v = np.cross(normal, u)
+    direction = tuple(np.stack([u, v, normal], axis=1).ravel())  # ITK columns: x, y, z (slice) axes
+    thin = Geometry((64, 64, 12), (1.7, 1.7, 3.3), (0.0, 0.0, 0.0), direction)
+    assert "cuts across the slices" in slices_cut_across(thin)
+    # thick slices go first whatever the orientation; slices along the patient's z axis come first by that axis
+    assert slices_cut_across(Geometry((64, 64, 12), (1.7, 1.7, 8.0), (0.0, 0.0, 0.0), direction)) is None
+    assert slices_cut_across(Geometry((64, 64, 12), (1.7, 1.7, 3.3), (0.0, 0.0, 0.0),
+                                      tuple(np.eye(3).ravel()))) is None
+    # an isotropic volume has no slices to cut across
+    assert slices_cut_across(Geometry((64, 64, 64), (1.2, 1.2, 1.2), (0.0, 0.0, 0.0), direction)) is None
