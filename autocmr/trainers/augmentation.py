@@ -91,8 +91,9 @@ def in_plane_only(dim: int, anisotropic: bool) -> bool:
 
 
 def sampling_patch_size(patch_size: Sequence[int], params: AugmentationParams, *, in_plane: bool) -> tuple[int, ...]:
-    """Size of the region to cut before spatial augmentation, so that rotating and zooming out the final
-    patch never reaches past it (the bounding box of the rotated, scaled patch)."""
+    """Size of the region to cut before spatial augmentation, so that rotating, zooming out and elastically
+    deforming the final patch never reaches past it (the bounding box of the rotated, scaled patch, widened by
+    the largest elastic displacement): beyond it the transform would sample zeros, a blank band at the edge."""
     size = np.asarray(patch_size, float)
     dim = len(size)
     planar = dim == 2 or in_plane
@@ -107,6 +108,9 @@ def sampling_patch_size(patch_size: Sequence[int], params: AugmentationParams, *
         zoom = max(params.scaling[1], 1.0)
         for a in (range(dim - 2, dim) if planar else range(dim)):
             size[a] *= zoom
+    if params.p_elastic > 0:  # the deformation moves sampling points up to ELASTIC_MAX_SHARE of the side outwards
+        for a in (range(dim - 2, dim) if in_plane else range(dim)):
+            size[a] += 2 * ELASTIC_MAX_SHARE * float(patch_size[a]) * max(params.scaling[1], 1.0)
     return tuple(int(math.ceil(v - 1e-6)) for v in size)
 
 

@@ -190,6 +190,24 @@ def test_elastic_deformation_moves_voxels_by_pixels_not_fractions_of_one():
     assert pickle.loads(pickle.dumps(ElasticMagnitude(0.05, True))) == ElasticMagnitude(0.05, True)
 
 
+def test_the_region_cut_for_an_elastic_deformation_covers_every_point_it_samples():
+    """--augmentation none --elastic: the region cut before augmentation was the bare patch, so a deformation
+    pointing outwards sampled zeros (a blank band at the patch edge); the region now allows for it."""
+    from autocmr.trainers.augmentation import with_overrides
+
+    params = with_overrides(preset("none"), p_elastic=1.0)
+    patch = (64, 64)
+    size = sampling_patch_size(patch, params, in_plane=False)
+    assert all(s > p for s, p in zip(size, patch))
+    spatial = build_transforms(params, patch, anisotropic=False, ds_scales=None).transforms[0]
+    for seed in range(30):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        out = spatial(image=torch.ones((1, *size)), segmentation=torch.ones((1, *size), dtype=torch.int16))
+        assert out["image"].shape[1:] == patch
+        assert float(out["image"].min()) > 0.99 and int(out["segmentation"].min()) == 1, seed
+
+
 def test_elastic_deformation_never_folds_the_image():
     """A field smoothed over a pixel or two with a 6 px displacement swaps neighbours (12 % of draws did with
     batchgeneratorsv2's default smoothing range): the displacement steps between neighbours stay above -1 px."""
