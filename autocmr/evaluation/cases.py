@@ -22,6 +22,7 @@ from autocmr.evaluation.clinical import (REF_SLICES, annotated_frames, frame_cas
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, no_slices_profile, slice_profile
+from autocmr.io.completeness import check_complete
 from autocmr.io.image import IMAGE_SUFFIXES, Geometry, read_image
 
 logger = logging.getLogger(__name__)
@@ -276,6 +277,8 @@ def evaluate_pair_detailed(pair: CasePair, labels: Mapping[str, int], ignore: Se
                            ) -> tuple[list[dict[str, Any]], list[SliceProfile], CaseFailure | None]:
     """:func:`evaluate_pair` plus, with ``slice_positions``, the per-slice volumes of each 3D case or frame."""
     try:
+        for path in (pair.reference, pair.prediction):
+            check_complete(path)  # ITK reads a truncated NIfTI with zeros for the missing voxels: a silent wrong score
         ref, ref_geo = read_image(pair.reference)
         pred, pred_geo = read_image(pair.prediction)
     except InputFileError as exc:

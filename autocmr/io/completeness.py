@@ -25,6 +25,15 @@ def check_complete(path: str | Path) -> None:
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         return
+    if name.endswith(".gz"):
+        with path.open("rb") as raw:
+            start = raw.read(_NIFTI2_HEADER_BYTES)
+        if not start.startswith(b"\x1f\x8b"):
+            if _nifti_expected_bytes(start) is not None:
+                raise InputFileError(path, "is not gzip-compressed: a plain NIfTI named .nii.gz; rename it to .nii "
+                                           "(or compress it)")
+            raise InputFileError(path, f"cannot read it: not a gzip-compressed NIfTI file (it starts with "
+                                       f"{start[:8]!r})")
     try:
         with (gzip.open(path, "rb") if name.endswith(".gz") else path.open("rb")) as fh:
             header = fh.read(_NIFTI2_HEADER_BYTES)

@@ -197,10 +197,40 @@ def read_sitk(path: str | Path) -> sitk.Image:
     return image
 
 
+# header keys that give the voxel size: MetaImage (.mha/.mhd) and NRRD (.nrrd/.nhdr); without any, ITK reads 1 mm
+_VOXEL_SIZE_KEYS = {".mha": ("ElementSpacing", "ElementSize"), ".mhd": ("ElementSpacing", "ElementSize"),
+                    ".nrrd": ("spacings", "space directions"), ".nhdr": ("spacings", "space directions")}
+_TEXT_HEADER_BYTES = 65536
+
+
+def _check_declared_voxel_size(path: Path) -> None:
+    """Refuse an MHA/NRRD file whose header gives no voxel size: ITK reads it as 1 mm without a word, and every
+    volume and the resampling to the model's spacing would be wrong."""
+    keys = _VOXEL_SIZE_KEYS.get(path.suffix.lower())
+    if keys is None:
+        return
+    with path.open("rb") as fh:
+        text = fh.read(_TEXT_HEADER_BYTES).decode("latin-1")
+    found = set()
+    for line in text.splitlines():
+        if path.suffix.lower() in (".nrrd", ".nhdr") and not line.strip():
+            break  # NRRD: a blank line ends the header
+        key = line.split("=" if ":" not in line.split("=")[0] else ":", 1)[0].strip()
+        found.add(key)
+        if key == "ElementDataFile":
+            break  # MetaImage: the last header line
+    recognised = "NDims" in found or "DimSize" in found or text.startswith("NRRD")
+    if recognised and not found.intersection(keys):  # else not a header ITK can read: its reader says why
+        raise InputFileError(path, f"the header gives no voxel size (no {' or '.join(keys)}): ITK would take 1 mm, "
+                                   "so no volume could be trusted; write the voxel size into the header")
+
+
 def _check_nifti_voxel_size(path: Path) -> None:
     """ITK reads a NIfTI voxel size of 0 as 1 mm without a word; refuse it first (:mod:`autocmr.io.nifti`).
-    A header nibabel cannot read is left to ITK's reader and its fallback, which say why."""
+    A header nibabel cannot read is left to ITK's reader and its fallback, which say why. MHA/NRRD headers
+    without a voxel size are refused here too."""
     if not _is_nifti(path):
+        _check_declared_voxel_size(path)
         return
     from autocmr.io import nifti
 
@@ -255,12 +285,13 @@ def _nifti_fallback(path: Path, exc: RuntimeError, *, header_only: bool) -> tupl
 
 
 def _restore_nonfinite(image: sitk.Image, path: Path) -> sitk.Image:
-    array = sitk.GetArrayViewFromImage(image)
-    if array.all():  # ITK writes 0 where NaN was stored: no zero, nothing hidden
-        return image
     from autocmr.io import nifti
 
+    array = sitk.GetArrayViewFromImage(image)
     try:
+        stand_in = nifti.itk_nonfinite_stand_in(path)  # 0, or scl_inter for a scaled file
+        if not np.any(array == stand_in):  # no voxel holds what ITK puts where NaN was stored: nothing hidden
+            return image
         stored = nifti.stored_voxels_if_nonfinite(path)
     except (InputFileError, OSError, EOFError, ValueError):  # nibabel cannot read what ITK could: keep ITK's
         return image

@@ -218,7 +218,16 @@ def _voxels(image, path: Path) -> np.ndarray:
         raw = np.asanyarray(image.dataobj) if scaled else image.dataobj.get_unscaled()
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise InputFileError(path, f"cannot read voxel data ({type(exc).__name__}: {exc})") from exc
-    return np.asarray(raw, np.float32) if scaled else np.asarray(raw)
+    array = np.asarray(raw, np.float32) if scaled else np.asarray(raw)
+    # the file's byte order: SimpleITK takes native arrays only (a big-endian '>i2' raised a bare TypeError)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def itk_nonfinite_stand_in(path: str | Path) -> float:
+    """The value ITK's NIfTI reader leaves where the file stores NaN or inf: niftilib writes 0 there and ITK
+    then applies ``scl_slope``/``scl_inter`` to it, so ``scl_inter`` when the file is scaled (else 0)."""
+    inter = float(_load(Path(path)).dataobj.inter)  # nibabel moves the scaling to the proxy on loading
+    return inter if np.isfinite(inter) else 0.0
 
 
 def stored_voxels_if_nonfinite(path: str | Path) -> np.ndarray | None:

@@ -105,3 +105,16 @@ def test_a_breakdown_by_a_column_named_like_a_result_column_is_refused(tmp_path,
     code = main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "out"), "-meta",
                  str(tmp_path / "cases.csv"), "--by", "frame"])
     assert code == 2 and "share a name with the results' own columns" in capsys.readouterr().err
+
+
+def test_a_truncated_prediction_is_a_failed_pair_not_a_zero_filled_score(tmp_path):
+    """ITK reads a NIfTI cut short (an interrupted copy) with zeros for the missing voxels: scored, it gave a
+    silently wrong Dice; now the pair fails naming the file."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _subject(ref, pred, "a", 5, ending=".nii")
+    cut = pred / "a_ED.nii"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    result = evaluate_folders(ref, pred, tmp_path / "out", make_plots=False, file_ending=".nii")
+    (failure,) = result.failures
+    assert failure.file == str(cut) and "truncated" in failure.reason
+    assert "a_ES" in set(result.cases["case_id"]) and "a_ED" not in set(result.cases["case_id"])

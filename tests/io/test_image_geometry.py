@@ -134,3 +134,28 @@ def test_directions_written_with_three_decimals_are_accepted(tmp_path: Path) -> 
     geometry = Geometry((6, 5, 4), (1.25, 1.5, 8.0), (10.0, -20.0, 30.0), tuple(rounded.ravel()))
     write_image(np.zeros((4, 5, 6), np.int16), geometry, tmp_path / "r.mha")
     assert read_header(tmp_path / "r.mha").differences(geometry) == []
+
+
+@pytest.mark.parametrize("suffix, key", [(".mha", "ElementSpacing"), (".nrrd", "space directions")])
+def test_an_mha_or_nrrd_header_without_a_voxel_size_is_refused(tmp_path, suffix, key):
+    """ITK takes 1 mm where the header gives no voxel size: volumes and resampling would be wrong silently."""
+    import SimpleITK as sitk
+
+    from autocmr.errors import InputFileError
+    from autocmr.io.image import read_header, read_image
+
+    image = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))
+    image.SetSpacing((1.5, 1.5, 8.0))
+    good = tmp_path / f"good{suffix}"
+    sitk.WriteImage(image, str(good), useCompression=False)
+    assert read_header(good).spacing == pytest.approx((1.5, 1.5, 8.0))
+    raw = good.read_bytes()
+    cut = raw.index(b"\n\n") if suffix == ".nrrd" else raw.index(b"ElementDataFile")
+    lines = raw[:cut].split(b"\n")
+    header = b"\n".join(line for line in lines if not line.startswith(key.encode()))
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(header + raw[cut:])
+    assert sitk.ReadImage(str(bad)).GetSpacing() == (1.0, 1.0, 1.0)  # what ITK alone does
+    for read in (read_header, read_image):
+        with pytest.raises(InputFileError, match="no voxel size"):
+            read(bad)

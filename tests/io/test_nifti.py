@@ -163,6 +163,34 @@ def test_nan_stored_in_nifti_is_kept(tmp_path):
     assert np.isnan(array).sum() == 1 and np.isnan(array[1, 4, 3])
 
 
+def test_nan_stored_in_a_scaled_nifti_is_kept(tmp_path):
+    """ITK turns a stored NaN into 0 and then applies scl_inter to it: the voxel reads 100, not 0, and a check
+    for zeros alone let the NaN through."""
+    data = 1.0 + np.random.default_rng(3).random(SHAPE_XYZ).astype(np.float32)  # no zero anywhere
+    data[3, 4, 1] = np.nan
+    path = write_nifti(tmp_path / "scaled_nan.nii.gz", sform=_affine(), scode=1, data=data, slope=(1.0, 100.0))
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert not np.isnan(itk).any() and itk[1, 4, 3] == pytest.approx(100.0)  # what ITK alone does
+    array, _ = read_image(path)
+    assert np.isnan(array).sum() == 1 and np.isnan(array[1, 4, 3])
+
+
+def test_a_big_endian_file_itk_refuses_is_read_by_the_fallback(tmp_path):
+    """The nibabel fallback gave SimpleITK voxels in the file's byte order ('>i2'), which it does not take."""
+    little = _nearly_orthonormal(tmp_path)
+    image = nib.load(str(little))
+    big = nib.Nifti1Image(np.asarray(image.dataobj.get_unscaled()).astype(">i2"), None,
+                          header=image.header.as_byteswapped(">"))
+    nib.save(big, str(tmp_path / "big.nii.gz"))
+    assert nib.load(str(tmp_path / "big.nii.gz")).header.endianness == ">"
+    with pytest.raises(RuntimeError, match="orthonormal"):
+        sitk.ReadImage(str(tmp_path / "big.nii.gz"))
+    array, geometry = read_image(tmp_path / "big.nii.gz")
+    expected, expected_geometry = read_image(little)
+    assert np.array_equal(array, expected) and array.dtype.isnative
+    assert not geometry.differences(expected_geometry, GEOMETRY_TOLERANCE)
+
+
 HEADER_FIELDS = ("dim", "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x",
                  "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "xyzt_units")
 
@@ -249,3 +277,13 @@ def test_a_cine_mask_keeps_its_inputs_header_with_a_time_offset_or_a_negative_ti
         assert (written["sform_code"], written["qform_code"], written["toffset"]) == (2, 1, toffset)
         write_cine(mask, geometry, tmp_path / f"{name}_plain.nii.gz")  # the writer from the geometry accepts it
         assert np.array_equal(read_cine(tmp_path / f"{name}_plain.nii.gz")[0], mask)
+
+
+def test_a_plain_nifti_named_nii_gz_is_told_apart_from_a_corrupt_one(tmp_path):
+    from autocmr.io.completeness import check_complete
+
+    plain = write_nifti(tmp_path / "a.nii")
+    misnamed = tmp_path / "a.nii.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    with pytest.raises(InputFileError, match="not gzip-compressed: a plain NIfTI named .nii.gz; rename it to .nii"):
+        check_complete(misnamed)
