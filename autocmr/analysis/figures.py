@@ -49,7 +49,8 @@ def choose_slices(label: np.ndarray) -> dict[str, int]:
 
 def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.ndarray | None, np.ndarray]],
                    spacing: Sequence[float], curve: dict[str, Sequence[float]], curve_x: Sequence[object],
-                   markers: dict[str, int], exact: Sequence[bool] | None = None) -> Path:
+                   markers: dict[str, int], exact: Sequence[bool] | None = None,
+                   spacings: Sequence[Sequence[float]] | None = None) -> Path:
     """Write the subject's PNG.
 
     Args:
@@ -63,6 +64,7 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
         markers: ``ED``/``ES`` -> index into the curve to mark.
         exact: per curve value, whether its frame was predicted at full accuracy (filled markers) or only by
             a cine's fast pass (hollow); None: all at full accuracy.
+        spacings: each phase's own voxel size, where ED and ES come from separate stacks (else ``spacing``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -70,13 +72,14 @@ def subject_figure(path: str | Path, title: str, phases: Sequence[tuple[str, np.
     fig = Figure(figsize=FIGURE_SIZE_IN)
     FigureCanvasAgg(fig)
     images = fig.add_gridspec(2, 3, left=0.01, right=0.64, top=0.86, bottom=0.09, wspace=0.04, hspace=0.14)
+    own = list(spacings) if spacings is not None else [spacing] * len(phases)
     for row, (phase, image, label) in enumerate(phases[:2]):
         # the same slices for ED and ES (a reader compares them), unless their stacks differ (separate files)
-        if row == 0 or label.shape != phases[0][2].shape:
-            slices, crop = choose_slices(label), _crop_box(label, spacing)
+        if row == 0 or label.shape != phases[0][2].shape or tuple(own[row]) != tuple(own[0]):
+            slices, crop = choose_slices(label), _crop_box(label, own[row])
         for col, (position, k) in enumerate(slices.items()):
             ax = fig.add_subplot(images[row, col])
-            _draw_slice(ax, None if image is None else image[k], label[k], spacing, crop)
+            _draw_slice(ax, None if image is None else image[k], label[k], own[row], crop)
             ax.set_title(f"{phase} {position} (slice {k})", fontsize=9)
     if len(phases) == 1:
         shown = phases[0][0]

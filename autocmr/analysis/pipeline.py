@@ -21,7 +21,7 @@ import pandas as pd
 
 from autocmr.analysis.figures import subject_figure
 from autocmr.analysis.measures import FULL_ACCURACY, FrameMask, measure_cine, measure_phases, volumes_only
-from autocmr.analysis.provenance import ModelProvenance, model_provenance, segmented_structures
+from autocmr.analysis.provenance import ModelProvenance, model_provenance, one_path, segmented_structures
 from autocmr.analysis.qc import QcResult, QcThresholds, check_subject
 from autocmr.analysis.report import write_report
 from autocmr.analysis.subjects import (CaseRecord, Subject, find_metadata, frame_predictions, group_subjects,
@@ -76,12 +76,28 @@ def analyse_batch(report: BatchReport, jobs: Sequence[PredictionJob], input_path
     seg_only = [CaseFailure(job.name, str(job.source), SEG_ONLY_REASON)
                 for job in jobs if job.name in finished and not job.output.is_file()]
     metadata_path = Path(metadata) if metadata is not None else find_metadata(input_path)
-    table = read_metadata(metadata_path) if metadata_path is not None else None
-    if metadata_path is not None:
-        logger.info("subjects and phases from %s", metadata_path)
+    table = _metadata_table(metadata_path, given=metadata is not None)
     return analyse_cases(cases, report.output_dir, metadata=table, failures=list(report.failures) + unreadable,
                          suffix=suffix, thresholds=thresholds, model=model_provenance(recorded.get("predictor")),
                          not_analysed=seg_only, structures=segmented_structures(recorded.get("predictor")))
+
+
+def _metadata_table(path: Path | None, *, given: bool):
+    """The subjects and phases of ``path`` (a cases.csv). One found beside the input rather than given with
+    --metadata may be another tool's file: unreadable, it is left out with a warning instead of costing the
+    tables and report of a batch whose masks are all written."""
+    if path is None:
+        return None
+    try:
+        table = read_metadata(path)
+    except InputFileError as exc:
+        if given:
+            raise
+        logger.warning("%s: not used for subjects and phases (%s); subjects come from the file names", path,
+                       exc.reason)
+        return None
+    logger.info("subjects and phases from %s", path)
+    return table
 
 
 def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None = None,
@@ -111,8 +127,8 @@ def analyse_output_folder(output_dir: str | Path, *, metadata: str | Path | None
             not_analysed.append(_mask_not_found(job))
     cases, unreadable = _records(found)
     failures = [CaseFailure(f["name"], f["file"], f["reason"]) for f in failures_found] + unreadable
-    metadata_path = Path(metadata) if metadata is not None else find_metadata(recorded.get("input", out))
-    table = read_metadata(metadata_path) if metadata_path is not None else None
+    metadata_path = Path(metadata) if metadata is not None else find_metadata(one_path(recorded.get("input")) or out)
+    table = _metadata_table(metadata_path, given=metadata is not None)
     return analyse_cases(cases, out, metadata=table, failures=failures, thresholds=thresholds,
                          model=model_provenance(recorded.get("predictor")), not_analysed=not_analysed,
                          structures=segmented_structures(recorded.get("predictor")))
@@ -361,7 +377,8 @@ def _figure(subject: Subject, report: SubjectReport, path: Path, frames: Sequenc
     title = f"{subject.name}   {shown_values}"
     if report.qc.flags:
         title += "\nQC: " + ", ".join(report.qc.flags)
-    subject_figure(path, title, phases, shown[0][1].spacing, curve, x, markers, exact)
+    subject_figure(path, title, phases, shown[0][1].spacing, curve, x, markers, exact,
+                   spacings=[f.spacing for _, f in shown])
 
 
 def _rounded(value: float) -> str:

@@ -46,6 +46,14 @@ class ModelProvenance:
     limits: tuple[str, ...]
 
 
+def one_path(value: Any) -> Any:
+    """A path ``predictions.json`` records; merged parts that saw it at different paths (another mount on each
+    node) record a list of them, all the same folder: the first."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
 def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | None:
     """The provenance of a batch from its recorded predictor description (``predictions.json``'s
     ``predictor``); None when nothing was recorded. An unreadable model card is logged and left out."""
@@ -53,7 +61,7 @@ def model_provenance(predictor: Mapping[str, Any] | None) -> ModelProvenance | N
         return None
     if predictor.get("selection") is not None or predictor.get("members"):
         return _selection_provenance(predictor)
-    folder = str(predictor.get("model") or "")
+    folder = str(one_path(predictor.get("model")) or "")
     card = None
     if folder:
         try:
@@ -76,9 +84,7 @@ def segmented_structures(predictor: Mapping[str, Any] | None) -> tuple[str, ...]
     if not predictor:
         return STRUCTURES
     members = predictor.get("members") or []
-    model = predictor.get("model")
-    if isinstance(model, list):  # merged parts that saw the model folder at different paths: one model
-        model = model[0] if model else None
+    model = one_path(predictor.get("model"))
     folder = str(model or (members[0].get("model") if members and isinstance(members[0], dict) else "") or "")
     if not folder:
         return STRUCTURES

@@ -113,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                      "model)")
     if args.folds and len(set(args.folds)) != len(args.folds):
         parser.error(f"-f/--folds {' '.join(args.folds)}: a fold given twice would count twice in the ensemble")
-    if args.metadata is not None and not Path(args.metadata).expanduser().is_file():
-        parser.error(f"--metadata {args.metadata}: no such file")  # found now, not after every case is predicted
+    if args.metadata is not None:  # found and read now, not after every case is predicted
+        if not Path(args.metadata).expanduser().is_file():
+            parser.error(f"--metadata {args.metadata}: no such file")
+        from autocmr.analysis.subjects import read_metadata
+        from autocmr.errors import InputFileError
+
+        try:
+            read_metadata(Path(args.metadata).expanduser())
+        except InputFileError as exc:
+            parser.error(f"--metadata {exc}")
     if args.selection is not None:  # what the selection path does not do: refused, not silently ignored
         chosen = [flag for flag, given in (("-f/--folds", args.folds), ("--checkpoint", args.checkpoint is not None),
                                            ("--postprocess", args.postprocess is not None)) if given]

@@ -8,6 +8,7 @@ from typing import Any
 
 from autocmr.documents.layout import MODEL_CARD
 from autocmr.documents.versioning import check_version, read_json_document
+from autocmr.errors import DocumentError
 from autocmr.io.atomic import write_json_atomic
 
 MODEL_CARD_SCHEMA_VERSION = 1
@@ -44,7 +45,10 @@ class ModelCard:
         check_version(path, data.get("schema_version"), kind="model card", supported=(MODEL_CARD_SCHEMA_VERSION,),
                       what_to_rerun=_RERUN)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:
+            return cls(**known)
+        except TypeError as exc:  # a required field missing: a damaged or hand-written card
+            raise DocumentError(f"{path}: malformed model card ({exc})") from exc
 
     def render(self) -> str:
         lines = [f"# {self.name}", f"task: {self.task}",

@@ -177,9 +177,23 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
             continue
         write_json_atomic(out / name, merged)
         report.merged[name] = [p.name for p in ordered]
+    _remove_stale_report(out, report)
     # autocmr_merge_parts prints the summary on stdout; logged at info level as well, a terminal showed it twice
     logger.debug("%s", report.summary().splitlines()[0])
     return report
+
+
+def _remove_stale_report(out: Path, report: MergeReport) -> None:
+    """A ``report.html`` beside the merged tables is an earlier unsplit run's (the parts write
+    ``report_partK.html``): its numbers and subjects no longer match ``measures.csv``, so it goes, with a word
+    on how to build one report for the merged folder."""
+    stale = out / "report.html"
+    if not report.merged or not stale.is_file():
+        return
+    stale.unlink()
+    logger.warning("%s removed: an earlier run's report, which no longer matches the merged tables; the parts' "
+                   "reports are report_partK.html, and autocmr.analysis.analyse_output_folder(%r) builds one "
+                   "report for the whole folder", stale, str(out))
 
 
 def _refuse_a_later_unsplit_run(out: Path, parts: dict[int, Path]) -> None:

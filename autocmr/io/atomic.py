@@ -83,8 +83,10 @@ def _flush_to_disk(path: Path) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """``text`` as UTF-8 under ``path``, atomically, its line endings as given: no translation, which on Windows
+    made pandas' CSV rows (already ``\r\n`` there) end in ``\r\r\n``, a blank row between rows in Excel."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

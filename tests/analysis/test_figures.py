@@ -32,3 +32,20 @@ def test_the_endocardium_epicardium_and_rv_contours_all_show(tmp_path):
     # each outline drawn on six panels: hundreds of pixels (the cavity's was 0 when the myocardium's inner
     # edge was drawn over it)
     assert all(n > 300 for n in counts.values()), counts
+
+
+def test_ed_and_es_from_separate_stacks_are_each_drawn_at_their_own_voxel_size(tmp_path, monkeypatch):
+    """ED at 1.25 mm and ES at 1.0 mm pixels (separate files): each row uses its own spacing for its crop and
+    its mm extent (the ES heart was drawn 25 % too large with ED's)."""
+    from autocmr.analysis import figures
+
+    drawn = []
+    real = figures._draw_slice
+    monkeypatch.setattr(figures, "_draw_slice", lambda ax, image, label, spacing, crop:
+                        (drawn.append(tuple(spacing)), real(ax, image, label, spacing, crop)))
+    ed, es = np.zeros((4, 60, 60), np.uint8), np.zeros((4, 75, 75), np.uint8)
+    ed[:, 20:40, 20:40], es[:, 25:50, 25:50] = LV, LV  # one 25 mm cavity in both
+    curve = {"LV": [25.0, 25.0], "RV": [0.0, 0.0], "MYO": [0.0, 0.0]}
+    subject_figure(tmp_path / "s.png", "s", [("ED", None, ed), ("ES", None, es)], (8.0, 1.25, 1.25), curve, [0, 1],
+                   {"ED": 0, "ES": 1}, spacings=[(8.0, 1.25, 1.25), (8.0, 1.0, 1.0)])
+    assert drawn == [(8.0, 1.25, 1.25)] * 3 + [(8.0, 1.0, 1.0)] * 3

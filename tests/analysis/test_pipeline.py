@@ -376,3 +376,33 @@ def test_a_thin_slice_stack_whose_slice_axis_is_not_first_in_patient_order_is_ch
         (report,) = analyse_cases(cases, tmp_path / layout, thresholds=thresholds).reports
         flags[layout] = sorted(report.qc.flags)
     assert flags["thin"] == flags["usual"] == []
+
+
+def test_merged_parts_that_saw_other_paths_and_a_foreign_cases_csv_still_get_their_report(tmp_path, caplog):
+    """autocmr_merge_parts records the input and model as lists when the parts' nodes mounted them elsewhere
+    (a TypeError before); a cases.csv found beside the input that is another tool's file is left out with a
+    warning, not the end of the analysis; a --metadata file given by the user still has to be right."""
+    import json
+    import logging
+
+    from autocmr.analysis.pipeline import analyse_output_folder
+    from autocmr.errors import InputFileError
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (tmp_path / "cases.csv").write_text("patient,notes\nA,unrelated\n")  # beside the input: found, not ours
+    out = tmp_path / "out"
+    for phase, case in make_phantom_subject(31, fov_mm=160.0).items():
+        write_image(case.label, case.geometry, out / f"p1_{phase}.nii.gz")
+    cases = {f"p1_{phase}": {"kind": "3d", "sources": [str(inputs / f"p1_{phase}_0000.nii.gz")],
+                             "output": str(out / f"p1_{phase}.nii.gz")} for phase in ("ED", "ES")}
+    predictor = {"model": [str(tmp_path / "no_model_here"), "/mnt/node2/no_model_here"]}
+    (out / "predictions.json").write_text(json.dumps({"cases": cases, "input": [str(inputs), "/mnt/node2/in"],
+                                                      "predictor": predictor}))
+    with caplog.at_level(logging.WARNING):
+        outputs = analyse_output_folder(out)
+    assert [(r.subject, r.status) for r in outputs.reports] == [("p1", "ok")]
+    assert "not used for subjects and phases" in caplog.text
+    assert (out / "report.html").is_file() and "no_model_here" in (out / "report.html").read_text()
+    with pytest.raises(InputFileError, match="cases.csv"):
+        analyse_output_folder(out, metadata=tmp_path / "cases.csv")

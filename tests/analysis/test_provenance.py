@@ -46,6 +46,11 @@ def test_without_a_card_or_a_record(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         broken = model_provenance({**PREDICTOR, "model": str(tmp_path)})
     assert broken is not None and not broken.agreement and "model card" in caplog.text
+    caplog.clear()
+    (tmp_path / MODEL_CARD).write_text(json.dumps({"schema_version": 1, "task": "x"}))  # no name: TypeError before
+    with caplog.at_level(logging.WARNING):
+        nameless = model_provenance({**PREDICTOR, "model": str(tmp_path)})
+    assert nameless is not None and "malformed model card" in caplog.text
     assert "Model and the accuracy" not in write_report([], tmp_path / "plain.html").read_text()
 
 

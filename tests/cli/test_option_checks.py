@@ -120,3 +120,14 @@ def test_a_rank_started_by_a_launcher_ends_without_interpreter_teardown(tmp_path
         main(argv)
     assert ended.value.args == (2,)  # a launched rank leaves through end_rank_process, with the same code
     assert "no dataset with id 999" in capsys.readouterr().err
+
+
+def test_a_metadata_file_that_is_no_cases_table_is_refused_before_predicting(tmp_path, capsys):
+    from autocmr.cli.predict import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "cases.csv").write_text("patient,notes\nA,unrelated\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--metadata", str(tmp_path / "cases.csv")])
+    assert exited.value.code == 2 and "--metadata" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -56,7 +56,10 @@ def test_three_parts_merge_into_one_set_of_tables(inputs, tmp_path, tiny_predict
     csv_parts = {name for name in find_parts(out) if name.endswith(".csv")}
     assert {"measures.csv", "volumes.csv", "qc.csv"} <= csv_parts  # each part's after_batch hook analysed it
 
+    (out / "report.html").write_text("<html>an earlier unsplit run's report</html>")
     assert merge_main([str(out)]) == 1  # merged; exit 1 because a case failed, as autocmr_predict would
+    # the earlier run's report would contradict the merged tables: removed (the parts keep theirs)
+    assert not (out / "report.html").exists() and (out / "report_part0.html").is_file()
     failures = json.loads((out / "failures.json").read_text())
     assert [f["name"] for f in failures] == ["e"] and "e.nii.gz" in failures[0]["file"]
     predictions = json.loads((out / "predictions.json").read_text())

@@ -123,3 +123,12 @@ def test_an_output_folder_is_checked_before_work_is_spent_on_it(tmp_path):
                 check_output_folder(locked / "out")
     finally:
         locked.chmod(0o700)
+
+
+def test_text_is_written_with_its_own_line_endings(tmp_path):
+    """No newline translation: CSV text pandas ends with os.linesep stays one row per line everywhere."""
+    from autocmr.io.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "a.csv", "a,b\r\n1,2\r\n")
+    write_text_atomic(tmp_path / "b.json", "{}\n")
+    assert (tmp_path / "a.csv").read_bytes() == b"a,b\r\n1,2\r\n" and (tmp_path / "b.json").read_bytes() == b"{}\n"
