@@ -238,9 +238,9 @@ def test_fast_frames_are_a_fast_pass_and_ed_es_frames_are_the_full_path(tmp_path
     # ED/ES are those of the written mask's volume curves, and (unless a note says otherwise) full accuracy
     lv, rv = _volume_curves(masks["fast"], geometry)
     np.testing.assert_allclose(record["lv_ml"], lv, atol=1e-3)
-    if lv.any() or rv.any():
-        assert (record["ed_frame"], record["es_frame"]) == find_ed_es(lv, rv)[:2]
-        assert {record["ed_frame"], record["es_frame"]} <= set(full_frames) or record["notes"]
+    assert lv.any()  # the tiny model finds an LV in the phantom: the checks below are not skipped
+    assert (record["ed_frame"], record["es_frame"]) == find_ed_es(lv, rv)[:2]
+    assert {record["ed_frame"], record["es_frame"]} <= set(full_frames) or record["notes"]
     uncertainty = run["fast"].uncertainty["cine"]
     assert all(np.isnan(uncertainty[t]) != (t in full_frames) for t in range(N_FRAMES))
 
@@ -299,8 +299,9 @@ def test_the_heart_window_keeps_the_full_accuracy_frames_and_is_recorded(tmp_pat
     record = json.loads((tmp_path / "heart" / "predictions.json").read_text())["cases"]["cine"]["cine"]
     for t in record["full_accuracy_frames"]:
         np.testing.assert_array_equal(masks["heart"][t], masks["full"][t], err_msg=f"frame {t}")
-    window = record["fast_window"]
-    assert window is None or (len(window) == 2 and all(0 <= lo < hi for lo, hi in window))
+    window = record["fast_window"]  # the tiny model finds the phantom's heart (its masks hold foreground)
+    assert masks["full"].any() and window is not None and len(window) == 2
+    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(window, masks["heart"].shape[2:]))
     assert run["whole"].cine["cine"]["fast_window"] is None
 
 

@@ -210,10 +210,13 @@ def test_fold_all_keeps_the_splits_its_cross_validation_folds_were_trained_with(
     _prepare_model_dir(model_dir, pre_dir, plans, "2d", 0, custom, lambda m: None)  # fold 0 with --splits
     _prepare_model_dir(model_dir, pre_dir, plans, "2d", "all", [], lambda m: None)  # then fold all
     assert json.loads((model_dir / "splits.json").read_text(encoding="utf-8")) == custom
+    subjects: dict[str, list[str]] = {}
+    for case in cases:
+        subjects.setdefault(case.rsplit("_", 1)[0], []).append(case)
+    load_or_create_splits(pre_dir / "splits.json", subjects)  # the dataset's own (another test may have made them)
     fresh = tmp_path / "fresh"
     _prepare_model_dir(fresh, pre_dir, plans, "2d", "all", [], lambda m: None)  # alone: the dataset's splits
-    if (pre_dir / "splits.json").is_file():
-        assert (fresh / "splits.json").read_bytes() == (pre_dir / "splits.json").read_bytes()
+    assert (fresh / "splits.json").read_bytes() == (pre_dir / "splits.json").read_bytes()
 
 
 def test_a_fold_that_does_not_exist_stops_the_command_before_any_fold_trains(roots, tmp_path, capsys, allocator_calls,
