@@ -90,6 +90,12 @@ def check_voxel_size(header, path: str | Path) -> None:
             raise InputFileError(path, f"pixdim[{axis + 1}], the voxel size along {'xyz'[axis]} ({n} voxels), is "
                                        f"{value}{hint}: the voxel size is unknown, so no volume can be measured; "
                                        "write the voxel size into the header")
+        if n > 1 and value < 0:
+            # the standard has voxel sizes positive; ITK then mirrors that axis against the sform nibabel, FSL
+            # and viewers follow: the image and its mask would lie mirrored in one of them
+            raise InputFileError(path, f"pixdim[{axis + 1}] is negative ({value}): tools disagree on which way "
+                                       f"this image's {'xyz'[axis]} axis runs (ITK mirrors it, the sform does not); "
+                                       "rewrite the header with positive voxel sizes (nibabel does so on saving)")
 
 
 def load_header(path: str | Path):

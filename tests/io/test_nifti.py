@@ -287,3 +287,16 @@ def test_a_plain_nifti_named_nii_gz_is_told_apart_from_a_corrupt_one(tmp_path):
     misnamed.write_bytes(plain.read_bytes())
     with pytest.raises(InputFileError, match="not gzip-compressed: a plain NIfTI named .nii.gz; rename it to .nii"):
         check_complete(misnamed)
+
+
+def test_a_negative_voxel_size_is_refused_naming_the_axis(tmp_path):
+    """pixdim[1] < 0 with an sform: ITK mirrors x, nibabel and viewers follow the sform; the mask would lie
+    mirrored in one of them."""
+    import struct
+
+    path = write_nifti(tmp_path / "neg.nii", sform=_affine(), scode=1)
+    raw = bytearray(path.read_bytes())
+    raw[80:84] = struct.pack("<f", -float(ZOOMS[0]))  # pixdim[1]: bytes 80-83 of a NIfTI-1 header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputFileError, match=r"neg.nii: pixdim\[1\] is negative"):
+        read_image(path)
