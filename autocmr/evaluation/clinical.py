@@ -11,6 +11,7 @@ curve chooses the predicted ED/ES frames, as a fully automatic analysis would.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any, Iterable, Mapping, Sequence
@@ -237,6 +238,11 @@ def _cine_rows(volumes: pd.DataFrame, lookup: dict, metadata: pd.DataFrame | Non
     return rows
 
 
+def _side_of(lookup: dict, case: str | None, side: str) -> dict:
+    """``lookup``'s ``side`` (ref, pred, slices) of ``case``; empty for a phase the subject has no case of."""
+    return lookup[case][side] if case else {}
+
+
 def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | None) -> list[dict[str, Any]]:
     by_subject: dict[str, dict[str, list[str]]] = {}
     other_phases: dict[str, list[str]] = {}
@@ -250,6 +256,7 @@ def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | 
         logger.warning("%d case(s) of phase %r are left out of the clinical measures (ED or ES needed), e.g. %s",
                        len(cases), phase, cases[0])
     rows = []
+    volumes = functools.partial(_side_of, lookup)
     for subject, phases in sorted(by_subject.items()):
         eds, ess = phases[ED], phases[ES]
         if len(eds) > 1 or len(ess) > 1:
@@ -262,10 +269,6 @@ def _phase_rows(case_ids: Iterable[str], lookup: dict, metadata: pd.DataFrame | 
         note = "" if ed and es else f"no {ES if ed else ED} case: only the {ED if ed else ES} measures are scored"
         if note:
             logger.warning("subject %s: %s", subject, note)
-
-        def volumes(case, side):
-            return lookup[case][side] if case else {}
-
         rows.append(_row(subject, (ed, es, measures_from_volumes(volumes(ed, "ref"), volumes(es, "ref"))),
                          (ed, es, measures_from_volumes(volumes(ed, "pred"), volumes(es, "pred"))), note,
                          ref_volumes=(volumes(ed, "ref"), volumes(es, "ref")),

@@ -107,7 +107,7 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     if job.kind == "3d":
         case = load_case(job.sources)
         unit = _preprocess(case.data, case.spacing, case.reorientation, ctx, job.source)
-        warnings = _cut_across(case.geometry, ctx)
+        warnings = _cut_across(case.geometry, case.reorientation, ctx)
         if ctx.config.other_phase:
             unit = _with_other_phase(unit, case.geometry, job, ctx, warnings)
         return LoadedCase([unit], case.geometry, time.perf_counter() - start, warnings)
@@ -125,8 +125,8 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
         if ctx.config.other_phase and not volume.is_cine:
             warnings.append("the model takes the other cardiac phase, and separate ED and ES DICOM series are not "
                             "paired: predicted with the image itself in its place (a cine series is paired)")
-    warnings += _cut_across(geometry, ctx)
     reo = canonical_reorientation(geometry)
+    warnings += _cut_across(geometry, reo, ctx)
     spacing = reo.spacing(geometry.spatial().spacing_zyx)
     blank = constant_frames(frames, 0) if len(frames) > 1 else []
     units = [_preprocess(np.ascontiguousarray(reo.apply(frame[None].astype(np.float32, copy=False))), spacing, reo,
@@ -134,9 +134,9 @@ def _read_and_preprocess(job: PredictionJob, ctx: ModelContext) -> LoadedCase:
     return LoadedCase(units, geometry, time.perf_counter() - start, warnings, blank, missing)
 
 
-def _cut_across(geometry: Geometry, ctx: ModelContext) -> list[str]:
+def _cut_across(geometry: Geometry, reorientation: Reorientation, ctx: ModelContext) -> list[str]:
     """The warning for a 2D model on a stack it would segment across its slices (see slices_cut_across)."""
-    why = slices_cut_across(geometry) if ctx.config.dim == 2 else None
+    why = slices_cut_across(geometry, reorientation) if ctx.config.dim == 2 else None
     return [why] if why else []
 
 

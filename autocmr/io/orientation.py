@@ -74,13 +74,14 @@ def through_plane_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
 SLICE_LIKE_RATIO = 1.5  # below ANISOTROPY_RATIO, a spacing this much coarser than the finest still reads as slices
 
 
-def slices_cut_across(geometry: Geometry) -> str | None:
+def slices_cut_across(geometry: Geometry, reorientation: Reorientation | None = None) -> str | None:
     """Why a 2D model would see this image cut across its slices, or None: slices thinner than
     ``ANISOTROPY_RATIO`` x the pixels but clearly coarser (:data:`SLICE_LIKE_RATIO`) are ordered by patient axis,
-    and in an oblique stack that can put an in-plane axis first, the axis a 2D model slices along."""
+    and in an oblique stack that can put an in-plane axis first, the axis a 2D model slices along.
+    ``reorientation``: the image's canonical one, where the caller has it already."""
     geometry = geometry.spatial()
     spacing = geometry.spacing_zyx
-    axes = canonical_reorientation(geometry).axes
+    axes = (reorientation or canonical_reorientation(geometry)).axes
     thick = through_plane_axis(geometry.shape, spacing)
     if axes[0] == thick or spacing[thick] < SLICE_LIKE_RATIO * min(spacing):
         return None
