@@ -5,12 +5,13 @@ process however that ends (a crash or ``kill -9`` leaves no stale lock to clean 
 it, for the refusal's message. Network file systems map ``flock`` onto their own locks (NFSv4) or may not
 lock at all; there the hold is a courtesy, not a guarantee: where the file system refuses ``flock`` outright
 (Lustre mounted without ``flock``, some NFS setups: ENOSYS, ENOLCK, EOPNOTSUPP) the work goes on without the
-hold, with one warning per process.
+hold, with one warning per file system and process.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -22,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 # flock errors that say "this file system does not lock", not "another process holds it"
 NO_LOCKING = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
-_warned_no_locking = False
 
 
 @contextlib.contextmanager
@@ -85,11 +85,27 @@ def is_held(lock_file: Path) -> bool:
 
 
 def _warn_no_locking(lock_file: Path, exc: OSError) -> None:
-    global _warned_no_locking
-    if not _warned_no_locking:  # once: a batch takes several locks, a cluster log need not repeat it
-        _warned_no_locking = True
-        logger.warning("%s: this file system does not lock files (%s); going on without the lock, so nothing "
-                       "stops a second process on the same work here", lock_file, os.strerror(exc.errno or 0))
+    _warn_no_locking_under(str(_mount_point(lock_file.parent)), os.strerror(exc.errno or 0))
+
+
+def _mount_point(folder: Path) -> Path:
+    """The top folder of the file system ``folder`` is on (the folder itself where it cannot be stat'ed)."""
+    try:
+        top = folder.resolve()
+        device = os.stat(top).st_dev
+        while top.parent != top and os.stat(top.parent).st_dev == device:
+            top = top.parent
+    except OSError:
+        return folder
+    return top
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_locking_under(mount_point: str, reason: str) -> None:
+    """Warns once per file system (the cache remembers): a batch takes many locks on the same one, and a
+    cluster log need not repeat it."""
+    logger.warning("files under %s: this file system does not lock files (%s); going on without the lock, so "
+                   "nothing stops a second process on the same work there", mount_point, reason)
 
 
 __all__ = ["NO_LOCKING", "held", "is_held"]

@@ -103,7 +103,7 @@ def test_a_file_system_without_flock_does_not_stop_the_batch(tmp_path, tiny_pred
     def flock(fd, operation):
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
-    monkeypatch.setattr(locks, "_warned_no_locking", False, raising=False)
+    locks._warn_no_locking_under.cache_clear()
     monkeypatch.setattr(fcntl, "flock", flock)
     _write(tmp_path / "in" / "a.nii.gz", 7, 3)
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)

@@ -23,7 +23,7 @@ def test_a_file_system_without_flock_goes_on_without_the_lock_warning_once(tmp_p
     """Lustre mounted without flock, some NFS setups: the hold is a courtesy there, never the end of the run."""
     import fcntl
 
-    monkeypatch.setattr(locks, "_warned_no_locking", False, raising=False)
+    locks._warn_no_locking_under.cache_clear()
     monkeypatch.setattr(fcntl, "flock", _refusing_flock(code))
     entered = []
     with caplog.at_level(logging.WARNING, logger="autocmr.io.locks"):
@@ -54,3 +54,19 @@ def test_a_held_lock_refuses_a_second_holder_and_is_seen_held(tmp_path):
     with held(tmp_path / "s.lock", ConfigurationError, shared=True):
         with held(tmp_path / "s.lock", ConfigurationError, shared=True):  # shared holds coexist
             assert locks.is_held(tmp_path / "s.lock")
+
+
+def test_each_file_system_without_flock_is_named_once(tmp_path, monkeypatch, caplog):
+    """A job whose output and model folders sit on two such file systems hears about each, once."""
+    import fcntl
+
+    locks._warn_no_locking_under.cache_clear()
+    monkeypatch.setattr(fcntl, "flock", _refusing_flock(errno.ENOLCK))
+    monkeypatch.setattr(locks, "_mount_point", lambda folder: folder)  # each folder its own file system
+    with caplog.at_level(logging.WARNING, logger="autocmr.io.locks"):
+        for name in ("one", "two", "one"):
+            with held(tmp_path / name / "x.lock", ConfigurationError):
+                pass
+    assert caplog.text.count("does not lock files") == 2, caplog.text
+    assert str(tmp_path / "one") in caplog.text and str(tmp_path / "two") in caplog.text
+    locks._warn_no_locking_under.cache_clear()
