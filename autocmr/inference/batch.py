@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from autocmr.errors import ConfigurationError, InputFileError
 from autocmr.inference.batch_report import (BatchReport, append_progress, holding_part, open_journal,
-                                             recorded_cases, report_names, same_sources, stored_predictors,
-                                             write_reports)
+                                             recorded_cases, report_names, same_sources, sources_stamp,
+                                             stored_predictors, write_reports)
 from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_settings import input_listing, setting_differences
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
@@ -138,6 +138,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                         "files replaced since; their size or time differs): predicted again, e.g. %s", len(changed),
                         changed[0])
         todo = [j for j in jobs if j.name not in skipped]
+        report.stamps = {j.name: sources_stamp(j) for j in todo}  # before any is read: see BatchReport.stamps
         _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
         workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
         logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",

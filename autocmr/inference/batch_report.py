@@ -51,6 +51,9 @@ class BatchReport:
     uncertainty: dict[str, list[float]] = field(default_factory=dict)  # per frame; see Prediction.uncertainty
     cine: dict[str, dict[str, Any]] = field(default_factory=dict)  # fast cine path: ED/ES, full-accuracy frames
     blank_frames: dict[str, list[int]] = field(default_factory=dict)  # a cine's frames without image content
+    # per case, its input files' stamp taken before they were read (see sources_stamp): a file replaced while
+    # its case ran then differs from the record's stamp, and --continue predicts it again
+    stamps: dict[str, str | None] = field(default_factory=dict)
     wall_s: float = 0.0
 
     @property
@@ -78,8 +81,9 @@ def progress_path(output_dir: Path, part: tuple[int, int]) -> Path:
 def case_record(report: BatchReport, job: PredictionJob) -> dict[str, Any]:
     """What ``predictions.json`` says about one predicted case."""
     name = job.name
+    stamp = report.stamps[name] if name in report.stamps else sources_stamp(job)
     record = {"kind": job.kind, "sources": [str(s) for s in job.sources], "output": str(job.output),
-              **({"sources_stamp": stamp} if (stamp := sources_stamp(job)) else {}),
+              **({"sources_stamp": stamp} if stamp else {}),
               "seconds": {k: round(v, 3) for k, v in report.timings[name].items()},
               "warnings": report.warnings.get(name, []),
               "uncertainty": [u if u == u else None for u in report.uncertainty.get(name, [])]}  # NaN: null
@@ -230,16 +234,25 @@ def _predictor_in(path: Path) -> dict[str, Any] | None:
 
 def recorded_cases(output_dir: Path) -> dict[str, Any]:
     """Every case record in ``output_dir``: ``predictions.json``, each part's ``predictions_partK.json`` and
-    every journal, whichever split (or none) wrote them. ``--continue`` skips only cases recorded here: a mask
-    on disk without its record (a job killed between writing it and recording it) is predicted again."""
+    every journal, whichever split (or none) wrote them; where several hold a case, the most recently written
+    file's record counts (an earlier merge's ``predictions.json`` or another split's part must not override
+    what a later part recorded). ``--continue`` skips only cases recorded here: a mask on disk without its
+    record (a job killed between writing it and recording it) is predicted again."""
     out = Path(output_dir)
     stem = Path(layout.BATCH_PREDICTIONS).stem
+    files = sorted(out.glob(f"{stem}_part*.json")) + [out / layout.BATCH_PREDICTIONS]
+    journals = sorted(out.glob(f".{stem}*.progress.jsonl"))
     cases: dict[str, Any] = {}
-    for path in sorted(out.glob(f"{stem}_part*.json")) + [out / layout.BATCH_PREDICTIONS]:
-        cases.update(_recorded_in(path))
-    for journal in sorted(out.glob(f".{stem}*.progress.jsonl")):
-        cases.update(_journal(journal))
+    for _, _, path in sorted((_written_at(p), i, p) for i, p in enumerate(files + journals)):
+        cases.update(_journal(path) if path in journals else _recorded_in(path))
     return cases
+
+
+def _written_at(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # none (yet): nothing to read
+        return float("-inf")
 
 
 def stored_predictors(output_dir: Path) -> dict[str, dict[str, Any]]:
@@ -277,6 +290,11 @@ def write_reports(report: BatchReport, predictor_description: dict[str, Any], in
                            "(their files are left as they are), e.g. %s", path, len(old), old[0])
         cases = {}
     cases.update(_journal(journal))
+    if part[0] > 1 or record.get("num_parts", 1) != part[0]:
+        # this file may be another split's part K (or a merge of all parts): the cases dealt to other parts
+        # now are theirs to record, and an outdated copy here would win or lose the merge by part order
+        mine = {j.name for j in jobs}
+        cases = {name: case for name, case in cases.items() if name in mine}
     if report.skipped:
         earlier = recorded_cases(report.output_dir)
         cases.update({name: earlier[name] for name in report.skipped if name in earlier})

@@ -144,3 +144,61 @@ def test_a_stack_the_2d_model_would_cut_across_its_slices_is_predicted_with_a_wa
     write_image(image, Geometry((40, 40, 6), (1.7, 1.7, 3.3), (0.0, 0.0, 0.0), direction), tmp_path / "in" / "a.nii.gz")
     report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
     assert report.ok and any("cuts across the slices" in w for w in report.warnings["a"])
+
+
+def test_a_study_replaced_while_its_case_runs_is_predicted_again_by_continue(tmp_path, tiny_predictor,
+                                                                               monkeypatch):
+    """The record's stamp is the input's as it was read: a re-export landing while the network runs leaves
+    a mask of the old files, which the next --continue must not take for the new ones'."""
+    source = _write(tmp_path / "in" / "case1.nii.gz", 7, 3)
+    then = time.time() - 100
+    os.utime(source, (then, then))
+    original = type(tiny_predictor).probabilities_and_uncertainty
+
+    def replaced_meanwhile(self, *args, **kwargs):
+        os.utime(source, (then + 50, then + 50))  # the export tool writes the study again now
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_predictor), "probabilities_and_uncertainty", replaced_meanwhile)
+    out = tmp_path / "out"
+    assert predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0).done == ["case1"]
+    monkeypatch.undo()
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.done == ["case1"] and report.skipped == []
+    report = predict_folder(tmp_path / "in", out, tiny_predictor, num_workers=0, continue_=True)
+    assert report.skipped == ["case1"]  # now recorded from the files as they are
+
+
+def test_continue_with_another_number_of_parts_keeps_no_outdated_copy_of_a_case(tmp_path, tiny_predictor):
+    """Three parts, then two parts with --continue after one study was re-exported: the case is predicted
+    again by the part it falls in now, and neither the merge nor a later --continue takes the record an
+    earlier part left in a file of the same name for it."""
+    from autocmr.inference.parts import merge_parts
+
+    names = ["a", "b", "c", "d", "e"]
+    then = time.time() - 100
+    for seed, name in enumerate(names):
+        os.utime(_write(tmp_path / "in" / f"{name}.nii.gz", 20 + seed, 3), (then, then))
+    out = tmp_path / "out"
+    for k in range(3):
+        predict_folder(tmp_path / "in", out, tiny_predictor, num_parts=3, part_id=k, num_workers=0)
+    old = {k: set(json.loads((out / f"predictions_part{k}.json").read_text())["cases"]) for k in range(3)}
+    new = {k: predict_folder(tmp_path / "in", out, tiny_predictor, num_parts=2, part_id=k, num_workers=0,
+                             continue_=True) for k in range(2)}
+    moved = next(n for n in sorted(old[1]) if n not in set(new[1].skipped))  # in old part 1, new part 0 now
+    os.utime(tmp_path / "in" / f"{moved}.nii.gz", (then + 50, then + 50))  # exported again
+    reports = [predict_folder(tmp_path / "in", out, tiny_predictor, num_parts=2, part_id=k, num_workers=0,
+                              continue_=True) for k in range(2)]
+    assert sum(moved in r.done for r in reports) == 1
+    for k in range(2):  # each part's record lists only the cases dealt to it now
+        cases = json.loads((out / f"predictions_part{k}.json").read_text())["cases"]
+        assert set(cases) == set(reports[k].done) | set(reports[k].skipped)
+    merge_parts(out)
+    merged = json.loads((out / "predictions.json").read_text())["cases"]
+    from autocmr.inference.batch_report import sources_stamp
+    from autocmr.inference.inputs import discover_jobs
+    job = next(j for j in discover_jobs(tmp_path / "in", out).jobs if j.name == moved)
+    assert merged[moved]["sources_stamp"] == sources_stamp(job)
+    again = [predict_folder(tmp_path / "in", out, tiny_predictor, num_parts=2, part_id=k, num_workers=0,
+                            continue_=True) for k in range(2)]
+    assert all(r.done == [] for r in again) and sorted(n for r in again for n in r.skipped) == names
