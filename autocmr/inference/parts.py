@@ -29,6 +29,7 @@ report, say) are left as they are.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import re
@@ -320,6 +321,7 @@ def _merge_csv(paths: Sequence[Path]) -> pd.DataFrame:
         except (ValueError, OSError) as exc:
             raise InputFileError(path, f"cannot read this part's table ({type(exc).__name__}: {exc})") from exc
     merged = pd.concat(tables, ignore_index=True, sort=False).fillna("")
+    merged = merged[_column_order([list(t.columns) for t in tables], list(merged.columns))]
     if set(REVIEW_COLUMNS) <= set(merged.columns):  # failed, then flagged (most flags first), then the others
         if "n_flags" in merged.columns:  # qc.csv counts them; measures.csv lists them, ';'-separated
             flags = merged["n_flags"].map(lambda v: -int(v) if str(v).isdigit() else 0)
@@ -334,6 +336,31 @@ def _merge_csv(paths: Sequence[Path]) -> pd.DataFrame:
     if len(merged.columns) and all(_sorted_by_first_column(t) for t in tables if len(t)):
         merged = merged.sort_values(merged.columns[0], kind="stable", ignore_index=True)
     return merged
+
+
+def _column_order(orders: Sequence[list[str]], fallback: list[str]) -> list[str]:
+    """One column order that keeps every part's: parts whose subjects had other QC metrics (a cine's curve
+    roughness) have other metric columns, each part's sorted after the fixed ones, so where the parts leave
+    a choice the name decides, which is the order one run over all subjects writes. ``fallback`` (the
+    order of first appearance) where the parts disagree (tables of two autocmr versions)."""
+    after: dict[str, set[str]] = {c: set() for c in fallback}
+    waiting = dict.fromkeys(fallback, 0)
+    for order in orders:
+        for first, second in zip(order, order[1:]):
+            if second not in after[first]:
+                after[first].add(second)
+                waiting[second] += 1
+    ready = [c for c, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    result = []
+    while ready:
+        column = heapq.heappop(ready)
+        result.append(column)
+        for later in after[column]:
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                heapq.heappush(ready, later)
+    return result if len(result) == len(fallback) else fallback
 
 
 def _sorted_by_first_column(table: pd.DataFrame) -> bool:

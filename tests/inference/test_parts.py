@@ -198,6 +198,23 @@ def test_merged_analysis_tables_keep_their_text_and_put_review_first(tmp_path):
     assert text[1:] == ["0056,failed,True,", "0034,ok,True,", "0012,ok,False,12", "0078,ok,False,3"]
 
 
+def test_merged_qc_columns_are_in_the_order_one_run_writes(tmp_path):
+    """qc.csv's metric columns follow the fixed ones, sorted by name, over the subjects present: a part of 3D
+    cases lacks a cine's curve-roughness column, and the merge must not put it last."""
+    fixed = {"subject": ["a"], "status": ["ok"], "review": [False], "n_flags": [0], "flags": [""]}
+    cine_part = pd.DataFrame({**fixed, "lv_curve_roughness": [0.1], "lv_profile_dip_ED": [0.0]})
+    volume_part = pd.DataFrame({**fixed, "subject": ["b"], "apex_gap": [0.0], "lv_profile_dip_ED": [0.2]})
+    describe = {"configuration": "2d", "folds": ["0"], "mirror_axes": [], "step": 0.5, "postprocessing": {}}
+    for k, table in enumerate([volume_part, cine_part]):
+        (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(
+            {"predictor": dict(describe, model="m", device="cpu"), "num_parts": 2, "wall_s": k,
+             "done": [], "skipped": [], "failed": [], "cases": {}}))
+        table.to_csv(tmp_path / f"qc_part{k}.csv", index=False)
+    merge_parts(tmp_path)
+    assert list(pd.read_csv(tmp_path / "qc.csv").columns) == [*fixed, "apex_gap", "lv_curve_roughness",
+                                                              "lv_profile_dip_ED"]
+
+
 def test_merged_measures_put_the_subjects_with_most_flags_first(tmp_path):
     parts = [pd.DataFrame({"subject": ["a", "b"], "status": ["ok", "ok"], "review": [True, True],
                            "qc_flags": ["fragmented", "fragmented;ef_out_of_range"]}),
