@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part-id", type=int, default=0, help="which part this run does, 0..num-parts-1")
     p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                    help="one worker process per device (e.g. cuda:0 cuda:1), each predicting a part of the cases; "
-                        "the parts' tables are merged at the end (see autocmr_merge_parts)")
+                        "the parts are merged at the end and the folder analysed once, as one run (with "
+                        "--num-parts, per machine: merge with autocmr_merge_parts)")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz (float16)")
     p.add_argument("--postprocess", default=None, choices=("auto", "on", "off"),
                    help="largest-component postprocessing: auto (as chosen at training), on, off")
@@ -169,13 +170,23 @@ def main(argv: list[str] | None = None) -> int:
                                      keep_freed_memory=True)  # the CLI's allocator setting, in every child too
         # the clinical analysis (measures, QC, figures, report.html) runs after each part's batch
         analysis = None if args.no_analysis else partial(analyse_batch, metadata=args.metadata)
+        # devices of this machine alone are merged at the end: the folder is then analysed once, as one run
+        # (one report.html; a subject whose ED and ES fell to two devices paired), not per device
+        whole_folder = analysis is not None and bool(args.devices) and args.num_parts == 1 and len(args.devices) > 1
         report = predict_folder(args.input, args.output, model, options=options, continue_=args.continue_,
                                 num_parts=args.num_parts, part_id=args.part_id,
                                 save_probabilities=args.save_probabilities, num_workers=args.num_workers,
                                 cine=_cine_options(args),
                                 output_format=args.output_format,
-                                after_batch=analysis, subject_of=_subject_of(args),
+                                after_batch=None if whole_folder else analysis, subject_of=_subject_of(args),
                                 phase_pairs=_phase_pairs(args))
+        if whole_folder and getattr(report, "merge", None) is not None:
+            from autocmr.analysis.pipeline import analyse_output_folder
+
+            analyse_output_folder(args.output, metadata=args.metadata)
+        elif whole_folder:  # a device failed: nothing merged; the rerun with --continue analyses the folder
+            print("not analysed: a device's part did not finish; rerun the same command with --continue",
+                  file=sys.stderr)
         print(report.summary())  # stdout: what scripts read (the batch logs it at debug level only)
         return 0 if report.ok else 1
 

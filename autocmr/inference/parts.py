@@ -151,18 +151,17 @@ def merge_parts(output_dir: str | Path, *, allow_incomplete: bool = False) -> Me
     documents = {k: _read_json(p) for k, p in predictions.items()}
     num_parts, documents = _current_split(out, documents, predictions)
     _check_split(out, documents, num_parts, allow_incomplete)
+    _check_tables_are_this_runs(out, groups, predictions, documents, allow_incomplete)
     report = MergeReport(out, num_parts, present=len(documents))
     for name, parts in sorted(groups.items()):
         ignored = sorted(k for k in parts if k not in documents)
         if ignored:  # another split's (or a part without a record: nothing says its table is this run's)
             logger.warning("%s: not merged (no %s of this %d-part run beside it)",
                            ", ".join(parts[k].name for k in ignored), layout.BATCH_PREDICTIONS, num_parts)
-        ordered = [parts[k] for k in sorted(parts) if k in documents]
+        ordered = [parts[k] for k in sorted(parts)
+                   if k in documents and not (name.endswith(".csv") and _older(parts[k], predictions[k]))]
         if not ordered:
             continue
-        if len(ordered) < len(documents):
-            logger.warning("%s: merged from %d of the %d parts (the others wrote none)", name, len(ordered),
-                           len(documents))
         if name == layout.BATCH_PREDICTIONS:
             merged: Any = _merge_predictions([documents[k] for k in sorted(documents)], ordered, num_parts)
             report.done = len(merged["done"])
@@ -195,6 +194,38 @@ def _remove_stale_report(out: Path, report: MergeReport) -> None:
     logger.warning("%s removed: an earlier run's report, which no longer matches the merged tables; the parts' "
                    "reports are report_partK.html, and autocmr.analysis.analyse_output_folder(%r) builds one "
                    "report for the whole folder", stale, str(out))
+
+
+def _check_tables_are_this_runs(out: Path, groups: dict[str, dict[int, Path]], predictions: dict[int, Path],
+                                documents: dict[int, Any], allow_incomplete: bool) -> None:
+    """A part records its cases before its analysis writes the tables (``measures_partK.csv``...): a part
+    whose analysis was cut short (a time limit, a crash) or not asked for (``--no-analysis``) has no table,
+    or an earlier run's, older than its record. Merging those would give tables that miss that part's
+    subjects, or show superseded numbers, under a record that says every case was predicted."""
+    problems = []
+    for name, parts in sorted(groups.items()):
+        if not name.endswith(".csv"):
+            continue
+        missing = sorted(k for k in documents if k not in parts)
+        stale = sorted(k for k in documents if k in parts and _older(parts[k], predictions[k]))
+        if missing:
+            problems.append(f"part(s) {missing} wrote no {name} (their analysis did not run or did not finish)")
+        if stale:
+            problems.append(f"the {name} of part(s) {stale} is older than the part's {layout.BATCH_PREDICTIONS} "
+                            "(an earlier run's: this run's analysis did not finish)")
+    if problems and not allow_incomplete:
+        raise ConfigurationError(f"{out}: {'; '.join(problems)}. Rerun those parts with the same command and "
+                                 "--continue (predicted cases are skipped; the analysis runs again), or merge with "
+                                 "--allow-incomplete: the tables then leave those parts out")
+    for problem in problems:
+        logger.warning("%s: merging anyway, without those parts' tables: %s", out, problem)
+
+
+def _older(table: Path, record: Path) -> bool:
+    try:
+        return table.stat().st_mtime < record.stat().st_mtime
+    except OSError:
+        return False
 
 
 def _refuse_a_later_unsplit_run(out: Path, parts: dict[int, Path]) -> None:

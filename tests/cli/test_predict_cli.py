@@ -210,3 +210,20 @@ def test_devices_that_all_refuse_their_part_exit_2(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "error: cpu: refused to predict" in err and "Traceback" not in err, err
+
+
+def test_devices_of_one_machine_give_one_analysed_folder_with_one_report(tmp_path, tiny_model_dir):
+    """--devices cpu cpu: the parts are merged at the end and the folder analysed once, as a run without
+    --devices would be: one report.html, measures for every subject, no per-device reports."""
+    for seed, name in enumerate(["p", "q", "r"]):
+        case = small_case(40 + seed)
+        write_image(case.image, case.geometry, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    argv = ["-i", str(tmp_path / "in"), "-o", str(out), "-m", str(tiny_model_dir), "--devices", "cpu", "cpu",
+            "--no-mirror", "-j", "0"]
+    assert main(argv) == 0
+    assert (out / "report.html").is_file() and not list(out.glob("report_part*.html"))
+    assert not list(out.glob("measures_part*.csv"))
+    import pandas as pd
+
+    assert sorted(pd.read_csv(out / "measures.csv")["subject"]) == ["p", "q", "r"]

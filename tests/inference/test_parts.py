@@ -198,6 +198,27 @@ def test_merged_analysis_tables_keep_their_text_and_put_review_first(tmp_path):
     assert text[1:] == ["0056,failed,True,", "0034,ok,True,", "0012,ok,False,12", "0078,ok,False,3"]
 
 
+def test_a_part_whose_analysis_did_not_finish_is_not_merged_as_if_it_had(tmp_path):
+    """A part records its cases, then analyses them; cut off in between (a time limit), it leaves no table or
+    an earlier run's. The merge says so instead of writing a measures.csv that lacks its subjects."""
+    import os
+
+    parts = [pd.DataFrame({"subject": ["a"], "lvedv_ml": [100.0]}),
+             pd.DataFrame({"subject": ["b"], "lvedv_ml": [90.0]})]
+    _merge_measures_parts(tmp_path, parts)  # both analysed: merged
+    assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["a", "b"]
+    record = tmp_path / "predictions_part1.json"
+    earlier = record.stat().st_mtime - 60
+    os.utime(tmp_path / "measures_part1.csv", (earlier, earlier))  # the table of a run before this record's
+    with pytest.raises(ConfigurationError, match=r"measures.csv of part\(s\) \[1\] is older"):
+        merge_parts(tmp_path)
+    (tmp_path / "measures_part1.csv").unlink()
+    with pytest.raises(ConfigurationError, match=r"part\(s\) \[1\] wrote no measures.csv"):
+        merge_parts(tmp_path)
+    merge_parts(tmp_path, allow_incomplete=True)
+    assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["a"]
+
+
 def test_merged_qc_columns_are_in_the_order_one_run_writes(tmp_path):
     """qc.csv's metric columns follow the fixed ones, sorted by name, over the subjects present: a part of 3D
     cases lacks a cine's curve-roughness column, and the merge must not put it last."""
@@ -247,12 +268,14 @@ def test_parts_without_weight_checksums_must_name_the_same_model_folder(tmp_path
     doc = json.loads((tmp_path / "predictions_part1.json").read_text())
     doc["predictor"]["model"] = "/other/model"
     (tmp_path / "predictions_part1.json").write_text(json.dumps(doc))
+    (tmp_path / "measures_part1.csv").touch()  # analysed after the record, as a part does
     with pytest.raises(ConfigurationError, match="part 1 was predicted differently.*model: /m -> /other/model"):
         merge_parts(tmp_path)
     for k in range(2):  # with checksums the weights decide, wherever each node mounts the folder
         doc = json.loads((tmp_path / f"predictions_part{k}.json").read_text())
         doc["predictor"]["weights"] = {"fold_0/checkpoint_final.pth": "a" * 64}
         (tmp_path / f"predictions_part{k}.json").write_text(json.dumps(doc))
+        (tmp_path / f"measures_part{k}.csv").touch()
     assert merge_parts(tmp_path).done == 2
 
 
