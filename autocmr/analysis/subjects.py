@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from autocmr.dataset.converters.acdc import INFO_FILE, read_info_cfg
+from autocmr.dataset.raw import read_case_table
 from autocmr.errors import InputFileError
 from autocmr.analysis.measures import FAST_PASS, FULL_ACCURACY, SCREENED
 from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase
@@ -113,12 +114,11 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
         InputFileError: the file cannot be read as CSV or has no ``case_id`` column.
     """
     try:
-        table = pd.read_csv(path, dtype=str)
+        table = read_case_table(path, dtype=str)  # spreadsheet exports: stray spaces, Subject
     except (OSError, ValueError) as exc:
         raise InputFileError(path, f"cannot read the case table ({exc})") from exc
     if "case_id" not in table.columns:
         raise InputFileError(path, f"needs a 'case_id' column, found {list(table.columns)}")
-    table["case_id"] = table["case_id"].str.strip()  # spreadsheet exports leave stray spaces
     return table.drop_duplicates("case_id").set_index("case_id")
 
 

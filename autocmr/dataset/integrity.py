@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from autocmr.dataset.labels import label_values
-from autocmr.dataset.naming import colliding_case_ids
-from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson, scan_channel_files
+from autocmr.dataset.naming import RESERVED_CASE_IDS, colliding_case_ids
+from autocmr.dataset.raw import CASES_CSV, DATASET_JSON, DatasetJson, read_case_table, scan_channel_files
 from autocmr.errors import DatasetError, InputFileError
 from autocmr.io.completeness import check_complete
 from autocmr.io.image import DEFAULT_GEOMETRY_TOLERANCE, Geometry, read_image
@@ -112,6 +112,10 @@ def check_dataset(dataset_folder: str | Path, *, num_workers: int = 1,
         problems.append(IntegrityProblem(second, train[second][0], f"case id clashes with case {first}: "
                                          f"{second}.b2nd would be both {first}'s stored label map and {second}'s "
                                          "image; rename one"))
+    for case_id in sorted(RESERVED_CASE_IDS & (set(train) | set(test))):
+        found = train.get(case_id) or test[case_id]
+        problems.append(IntegrityProblem(case_id, found[0], f"case id {case_id!r} is reserved: the preprocessed "
+                                         f"folder's {case_id}.json would overwrite its stored properties; rename it"))
     if dj.num_training != len(train):
         problems.append(IntegrityProblem("", folder / DATASET_JSON, f"numTraining is {dj.num_training} but "
                                          f"{len(train)} training cases were found in imagesTr"))
@@ -163,7 +167,7 @@ def _check_cases_csv(path: Path, known: set[str]) -> list[IntegrityProblem]:
     if not path.is_file():
         return []
     try:
-        table = pd.read_csv(path, dtype=str)
+        table = read_case_table(path, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         return [IntegrityProblem("", path, f"cannot read as CSV ({exc})")]
     if "case_id" not in table.columns:

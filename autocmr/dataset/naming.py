@@ -18,6 +18,10 @@ SEG_SUFFIX, LOCATIONS_SUFFIX = "_seg", "_locs"
 STORED_FILE_SUFFIXES = (SEG_SUFFIX, LOCATIONS_SUFFIX)
 
 
+# names of files the preprocessed data folder holds beside the cases' (CASE.json): no case may be called so
+RESERVED_CASE_IDS = frozenset({"configuration"})
+
+
 def colliding_case_ids(case_ids: "set[str] | list[str]") -> list[tuple[str, str]]:
     """Pairs (A, A_seg) or (A, A_locs) among ``case_ids``: A's label map is stored as ``A_seg.b2nd``, the file
     that would hold case A_seg's image, so preprocessing both would overwrite one with the other."""

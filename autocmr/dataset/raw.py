@@ -235,13 +235,34 @@ def list_cases(images_dir: Path, labels_dir: Path | None, file_ending: str, num_
     return cases
 
 
+CASE_TABLE_COLUMNS = ("case_id", "subject", "phase", "frame")  # the columns of cases.csv autocmr reads itself
+
+
+def read_case_table(path: str | Path, *, dtype: Any = None) -> pd.DataFrame:
+    """``cases.csv`` as its readers expect it (``pandas.read_csv`` errors pass through). Spreadsheet exports
+    leave a space after each comma (``case_id, subject``) and capitalise headers (``Subject``): read as they
+    are, the subject column would be missed and a patient's two phases could land in different
+    cross-validation folds without a word. Column names are stripped, one of :data:`CASE_TABLE_COLUMNS` but for
+    its case is renamed to it (unless the table has that exact column too), and those columns are read as
+    stripped text (``dtype``: how the other columns are read; default: inferred)."""
+    header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    stripped = [c.strip() for c in header]
+    names = [n.lower() if n.lower() in CASE_TABLE_COLUMNS and n.lower() not in stripped else n for n in stripped]
+    as_text = {old: str for old, new in zip(header, names) if new in CASE_TABLE_COLUMNS}
+    table = pd.read_csv(path, dtype=dtype if dtype is not None else as_text).set_axis(names, axis=1)
+    for column in CASE_TABLE_COLUMNS:
+        if column in table.columns:
+            table[column] = table[column].str.strip()
+    return table
+
+
 def load_metadata(root: Path, case_ids: list[str]) -> pd.DataFrame:
     """Read ``cases.csv`` if present; every case gets a row, ``subject`` defaults to the one its name gives
     (:func:`autocmr.dataset.naming.subject_from_name`: ``P1_ED``/``P1_ES`` -> ``P1``), else the case id."""
     path = root / CASES_CSV
     if path.is_file():
         try:
-            table = pd.read_csv(path, dtype={"case_id": str, "subject": str})
+            table = read_case_table(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{path}: cannot read as CSV ({exc}); save it as UTF-8 comma-separated text") from exc
         if "case_id" not in table.columns:

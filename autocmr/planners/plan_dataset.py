@@ -52,7 +52,10 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
     if check:  # first: it lists every problem (cases.csv included) where loading stops at the first one
         from autocmr.dataset.integrity import check_dataset
 
-        check_dataset(raw_folder, num_workers=workers).raise_if_errors()
+        integrity = check_dataset(raw_folder, num_workers=workers)
+        integrity.raise_if_errors()
+        if integrity.warnings:  # e.g. cases.csv rows naming no case: their subjects fall back to the names
+            logger.warning("%s", integrity.format())
     raw = load_raw_dataset(raw_folder)
     out = roots.preprocessed / name
     out.mkdir(parents=True, exist_ok=True)
@@ -72,6 +75,9 @@ def plan_dataset(dataset: str | int, roots: Roots, *, targets: Sequence[str] = (
         for f in (DATASET_JSON, CASES_CSV):
             if (raw_folder / f).is_file():
                 copy_file_atomic(raw_folder / f, out / f)
+            elif (out / f).is_file():  # an earlier conversion's: training would take its subjects and folds
+                (out / f).unlink()
+                logger.info("%s removed: %s has none now", out / f, raw_folder)
         done, skipped = {}, {}
         if preprocess:
             done, skipped = _preprocess_all(raw, all_plans, configurations, out, workers, seed, pool)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from autocmr.dataset.naming import STORED_FILE_SUFFIXES, colliding_case_ids
+from autocmr.dataset.naming import RESERVED_CASE_IDS, STORED_FILE_SUFFIXES, colliding_case_ids
 from autocmr.dataset.raw import RawCase, RawDataset, hash_file_stats
 from autocmr.documents.case_properties import CaseProperties
 from autocmr.documents.plans import Configuration, Plans
@@ -120,6 +120,10 @@ def preprocess_stale_cases(raw: RawDataset, plans: Plans, config: Configuration,
         raise DatasetError(f"{raw.root}: case ids {named} cannot be stored side by side ({clashes[0][1]}.b2nd "
                            f"would be both {clashes[0][0]}'s label file and {clashes[0][1]}'s image); rename one "
                            f"(ids must not end in {' or '.join(STORED_FILE_SUFFIXES)} when the rest is a case too)")
+    reserved = sorted(RESERVED_CASE_IDS & {c.case_id for c in raw.cases})
+    if reserved:  # the folder's configuration.json would overwrite that case's properties, every time
+        raise DatasetError(f"{raw.root}: case id {reserved[0]!r} is reserved (the preprocessed folder's "
+                           f"{reserved[0]}.json); rename the case")
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder, older_than_s=SHARED_FOLDER_STALE_S)  # other folds may be writing here
     gone = sorted(set(storage.list_cases(folder)) - {c.case_id for c in raw.cases})

@@ -62,3 +62,26 @@ def test_a_long_label_map_is_read_as_json_not_taken_for_a_file_name():
 
     mapping = {str(k): k % 4 for k in range(40)}  # longer than a file name may be
     assert parse_label_map(json.dumps(mapping)) == {k: k % 4 for k in range(40)}
+
+
+def test_a_spreadsheets_cases_csv_header_is_read_as_meant(tmp_path):
+    """`case_id, Subject` (a space after the comma, a capital): read as written, the subject column would be
+    missed and A1/A2, one patient's two phases, could fall in different folds without a word."""
+    from autocmr.dataset.integrity import _check_cases_csv
+    from autocmr.dataset.raw import load_metadata
+
+    (tmp_path / "cases.csv").write_text("case_id, Subject , phase,Centre\nA1, S1, ED,x\nA2,S1 ,ES, y\n")
+    table = load_metadata(tmp_path, ["A1", "A2"])
+    assert table["subject"].tolist() == ["S1", "S1"] and table["phase"].tolist() == ["ED", "ES"]
+    assert "Centre" in table.columns  # other columns keep their names
+    (tmp_path / "cases.csv").write_text("case_id, subject\nA1,S1\nA1,S2\n")
+    problems = _check_cases_csv(tmp_path / "cases.csv", {"A1"})
+    assert "several subjects ['S1', 'S2']" in problems[0].reason
+
+
+def test_a_label_map_file_that_does_not_exist_is_said_to_be_missing(tmp_path):
+    from autocmr.dataset.converters.generic import parse_label_map
+    from autocmr.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"label map file .*missing_map.json not found"):
+        parse_label_map(str(tmp_path / "missing_map.json"))

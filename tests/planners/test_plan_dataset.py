@@ -124,3 +124,32 @@ def test_an_unreadable_cases_csv_is_a_dataset_error_naming_it(roots, capsys):
     assert plan_main(argv) == 2
     err = capsys.readouterr().err
     assert "cases.csv" in err and "Traceback" not in err
+
+
+def test_plan_shows_the_integrity_warnings_and_drops_a_cases_csv_the_raw_data_no_longer_has(roots, caplog):
+    """A cases.csv row naming no case means that case's subject comes from its name: the planner says so in
+    full. A conversion again without metadata leaves no cases.csv: the preprocessed copy of the old one must
+    not go on deciding subjects and folds."""
+    import logging
+
+    folder = write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=954, fov_mm=120)
+    with open(folder / "cases.csv", "a", encoding="utf-8") as f:
+        f.write("subject000_ED_0000.nii.gz,subject000,ED,phantom,synthetic\n")
+    with caplog.at_level(logging.WARNING, logger="autocmr.planners.plan_dataset"):
+        result = plan_dataset(954, roots, num_workers=1, preprocess=False)
+    assert "subject000_ED_0000.nii.gz" in caplog.text and "not in imagesTr" in caplog.text
+    assert (result.dataset_folder / "cases.csv").is_file()
+    (folder / "cases.csv").unlink()
+    plan_dataset(954, roots, num_workers=1, preprocess=False)
+    assert not (result.dataset_folder / "cases.csv").exists()
+
+
+def test_a_case_named_like_the_data_folders_own_file_is_refused(roots):
+    from autocmr.dataset.integrity import check_dataset
+
+    folder = write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=955, fov_mm=120)
+    for sub, name in (("imagesTr", "subject000_ED_0000.nii.gz"), ("labelsTr", "subject000_ED.nii.gz")):
+        (folder / sub / name).rename(folder / sub / name.replace("subject000_ED", "configuration"))
+    assert any("'configuration' is reserved" in p.reason for p in check_dataset(folder).errors)
+    with pytest.raises(DatasetError, match="'configuration' is reserved"):
+        plan_dataset(955, roots, num_workers=1, configurations=("2d",), check=False)

@@ -8,6 +8,7 @@ Images are copied byte-for-byte; labels too, unless a label map changes their va
 from __future__ import annotations
 
 import json
+import os
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,6 +45,8 @@ def parse_label_map(label_map: Mapping[Any, Any] | str | Path | None) -> dict[in
         try:
             label_map = json.loads(label_map)
         except json.JSONDecodeError as exc:
+            if label_map.strip().lower().endswith(".json") or os.sep in label_map:  # meant as a file name
+                raise ConfigurationError(f"label map file {label_map} not found") from exc
             raise ConfigurationError(f"label map {label_map!r} is not valid JSON ({exc})") from exc
     if not isinstance(label_map, Mapping):
         raise ConfigurationError(f"label map must map source values to target values, got {label_map!r}")
