@@ -4,6 +4,7 @@ Examples::
 
     autocmr_predict -i scans/ -o masks/                        # the default model shipped with autocmr
     autocmr_predict -i scans/ -o masks/ -d 101 -c 2d           # trained model of dataset 101, all folds
+    autocmr_predict -i scans/ -o masks/ -d 101                 # what autocmr_find_best -d 101 chose
     autocmr_predict -i scans/ -o masks/ -m ~/models/acdc_2d    # a copied model folder
     autocmr_predict -i dicom_study/ -o masks/ -d 101 -c 2d -f 0 --device cpu
     autocmr_predict -i scans/ -o masks/ -d 101 -c 2d --num-parts 4 --part-id 2   # one of four machines
@@ -105,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.dataset is not None and not args.configuration:
-        parser.error("-d/--dataset needs -c/--configuration (e.g. -c 2d)")
-    if args.dataset is None and (args.configuration or args.plans or args.results):
+    by_dataset = args.dataset is not None
+    if by_dataset and not args.configuration:  # the dataset's choice by cross-validation, if one was made
+        args.selection, args.dataset = _recorded_selection(parser, args), None
+    if not by_dataset and (args.configuration or args.plans or args.results):
         given = ", ".join(flag for flag, value in (("-c/--configuration", args.configuration),
                                                    ("-p/--plans", args.plans), ("--results", args.results)) if value)
         parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
@@ -195,6 +197,28 @@ def main(argv: list[str] | None = None) -> int:
     # a cluster's time limit (SIGTERM) records the finished cases as Ctrl-C does; the merge knows it stopped
     with finishing_on_sigterm(f"recording the cases finished so far; {RERUN_WITH_CONTINUE}"):
         return run_command(go, on_interrupt=RERUN_WITH_CONTINUE)
+
+
+def _recorded_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``-d 101`` without ``-c``: the configuration or ensemble ``autocmr_find_best -d 101`` chose by
+    cross-validation and recorded in ``<results>/<dataset>/selection/selection.json``."""
+    from autocmr.cli.common import roots_from
+    from autocmr.dataset.naming import resolve_dataset_name
+    from autocmr.errors import AutocmrError
+
+    if args.plans:
+        parser.error("-p/--plans: with -d and no -c the dataset's selection.json names its models; give -c too")
+    roots = roots_from(args)
+    try:
+        name = resolve_dataset_name(args.dataset, roots.raw, roots.results)
+    except AutocmrError as exc:
+        parser.error(f"-d {args.dataset}: {exc}")
+    recorded = roots.results / name / "selection" / "selection.json"
+    if not recorded.is_file():
+        parser.error(f"-d/--dataset needs -c/--configuration (e.g. -c 2d), or a choice made by cross-validation: "
+                     f"no {recorded} (autocmr_find_best -d {args.dataset} -c 2d 3d_fullres writes it)")
+    print(f"predicting with the selection autocmr_find_best recorded: {recorded}", file=sys.stderr)
+    return str(recorded)
 
 
 def _subject_of(args: argparse.Namespace):

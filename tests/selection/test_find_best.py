@@ -371,3 +371,28 @@ def test_the_recorded_folds_are_those_whose_cases_were_scored(tmp_path):
     five, three = model("a", ["0", "1", "2", "3", "4"]), model("b", ["0", "2", "4"])
     cases = _common_cases([five, three])
     assert len(cases) == 6 and _scored_folds(five, cases) == _scored_folds(three, cases) == ["0", "2", "4"]
+
+
+def test_predict_by_dataset_without_a_configuration_uses_the_recorded_selection(two_models, selection_run,
+                                                                                tmp_path, capsys):
+    """autocmr_find_best -d 101 records its choice under <results>/<dataset>/selection/; autocmr_predict -d 101
+    (no -c) predicts with it, and says where it is missing."""
+    import shutil
+
+    _, _, raw = two_models
+    results = tmp_path / "results"
+    images = tmp_path / "images"
+    images.mkdir()
+    case = small_case(6)
+    write_dicom_series(images / "series", np.rint(case.image)[None].astype(np.int16), description="sax")
+    argv = ["-i", str(images), "-o", str(tmp_path / "out"), "-d", raw.name, "--results", str(results),
+            "--device", "cpu", "--no-mirror", "-j", "0", "--no-analysis"]
+    with pytest.raises(SystemExit) as exc:
+        predict_main(argv)
+    assert exc.value.code == 2 and "autocmr_find_best -d" in capsys.readouterr().err
+    recorded = results / raw.name / "selection" / "selection.json"
+    recorded.parent.mkdir(parents=True)
+    shutil.copy(selection_run / "selection.json", recorded)
+    assert predict_main(argv) == 0
+    record = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert record["predictor"]["selection"] == str(recorded) and len(record["done"]) == 1
