@@ -3,7 +3,9 @@
 A model folder is copied between machines and received from colleagues; the manifest lets the reader check
 that every weight file is the one training (or the compact export) wrote: a corrupt or modified file fails
 with a message that names it. Version 1 is the ``model.json`` autocmr wrote before manifests (identity only,
-no checksums): such folders still load, with a warning saying how to add checksums.
+no checksums): such folders still load, with a warning saying how to add checksums. The checksums detect
+corruption and accidental edits, not a deliberate edit that also rewrites ``model.json``: the manifest is not
+signed, so whoever can change a weight file or document can record its new checksum too.
 """
 from __future__ import annotations
 
@@ -92,13 +94,10 @@ class ModelManifest:
     def from_dict(cls, data: dict[str, Any], path: Path) -> "ModelManifest":
         version = check_version(path, data.get("schema_version", LEGACY_SCHEMA_VERSION), kind="model manifest",
                                 supported=(LEGACY_SCHEMA_VERSION, MANIFEST_SCHEMA_VERSION), what_to_rerun=UPGRADE_HINT)
-        try:
-            manifest = cls(str(data["dataset"]), str(data["plans_name"]), str(data["configuration"]),
-                           {str(k): str(v) for k, v in (data.get("weights") or {}).items()}, data.get("name"),
-                           str(data.get("autocmr_version", "unknown")), version,
-                           {str(k): str(v) for k, v in (data.get("documents") or {}).items()})
-        except KeyError as exc:
-            raise DocumentError(f"{path}: model manifest lacks {exc}; {UPGRADE_HINT}") from None
+        manifest = cls(_text(data, "dataset", path), _text(data, "plans_name", path),
+                       _text(data, "configuration", path), _checksums(data, "weights", path),
+                       _optional_text(data, "name", path), str(data.get("autocmr_version", "unknown")),
+                       version, _checksums(data, "documents", path))
         _check_keys(manifest, path)
         return manifest
 
@@ -109,6 +108,40 @@ class ModelManifest:
         if not path.exists():
             return None
         return cls.from_dict(read_json_document(path, kind="model manifest", what_to_rerun=UPGRADE_HINT), path)
+
+
+def _text(data: dict[str, Any], key: str, path: Path) -> str:
+    """The non-empty string ``data[key]``: a manifest of another shape (a hand edit, a forged archive) fails
+    here, naming the field, not later in a command with a TypeError."""
+    if key not in data:
+        raise DocumentError(f"{path}: model manifest lacks {key!r}; {UPGRADE_HINT}")
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise DocumentError(f"{path}: model manifest field {key!r} must be a non-empty string, not {_shape(value)}; "
+                            "the manifest is corrupt or was edited. Copy the model folder again from its source")
+    return value
+
+
+def _optional_text(data: dict[str, Any], key: str, path: Path) -> str | None:
+    return None if data.get(key) is None else _text(data, key, path)
+
+
+def _checksums(data: dict[str, Any], key: str, path: Path) -> dict[str, str]:
+    """``data[key]``: a JSON object of file name -> sha256 string (empty when absent or null)."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise DocumentError(f"{path}: model manifest field {key!r} must map file names to sha256 strings, not "
+                            f"{_shape(value)}; the manifest is corrupt or was edited. Copy the model folder again "
+                            "from its source")
+    return dict(value)
+
+
+def _shape(value: Any) -> str:
+    """A short description of ``value`` for a message (a manifest can be large)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"a JSON {type(value).__name__} ({text[:40]}...)"
 
 
 def _check_keys(manifest: ModelManifest, path: Path) -> None:
@@ -130,12 +163,16 @@ def is_distributed(manifest: ModelManifest | None) -> bool:
     return manifest is not None and not manifest.is_legacy and bool(manifest.weights) and bool(manifest.documents)
 
 
-def verify_weight_listing(folder: Path, manifest: ModelManifest | None) -> None:
-    """For a distributed model (:func:`is_distributed`), the weight files on disk are exactly those the manifest
-    lists: a listed one that is missing (an interrupted copy) or a ``.pth`` in a fold folder it does not list
-    (copied in from elsewhere) would change which folds are ensembled, so it raises :class:`DocumentError` naming
-    the file. A training folder is not checked (its folds come and go as they train)."""
-    if manifest is None or not is_distributed(manifest):
+def verify_weight_listing(folder: Path, manifest: ModelManifest | None, *, installed: bool = False) -> None:
+    """For a distributed model (:func:`is_distributed`), or an ``installed`` one (imported into a models folder,
+    whose manifest may predate document checksums) whose manifest lists weights, the weight files on disk are
+    exactly those the manifest lists: a listed one that is missing (an interrupted copy) or a ``.pth`` in a fold
+    folder it does not list (copied in from elsewhere) would change which folds are ensembled, so it raises
+    :class:`DocumentError` naming the file. A training folder is not checked (its folds come and go as they
+    train): it records no document checksums and is never installed."""
+    finished = is_distributed(manifest) or (installed and manifest is not None and not manifest.is_legacy
+                                            and bool(manifest.weights))
+    if manifest is None or not finished:
         return
     for rel in manifest.weights:
         if not (folder / rel).is_file():

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from autocmr.documents.layout import POSTPROCESSING
+from autocmr.errors import DocumentError
 from autocmr.io.atomic import write_json_atomic
 
+_REDO = "the document is corrupt or was edited; copy it again from its source"
 CONNECTIVITY_3D = ndimage.generate_binary_structure(3, 1)  # face neighbours; thick slices touch by faces
 
 
@@ -60,9 +63,24 @@ class PostprocessingDecision:
         write_json_atomic(path, asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PostprocessingDecision":
-        return cls(bool(d.get("foreground_lcc", False)), tuple(int(v) for v in d.get("per_label_lcc", ())),
-                   dict(d.get("evidence", {})))
+    def from_dict(cls, d: Any, source: str | Path = POSTPROCESSING) -> "PostprocessingDecision":
+        """The decision stored in ``d`` (a model's ``postprocessing.json``, a selection's chosen postprocessing);
+        ``source`` names it in the :class:`DocumentError` a malformed one raises (a string where a flag or a
+        label belongs would otherwise be read as another decision: ``bool("false")`` is True)."""
+        if not isinstance(d, dict):
+            raise DocumentError(f"{source}: the postprocessing decision must be a JSON object, not "
+                                f"{type(d).__name__}; {_REDO}")
+        foreground = d.get("foreground_lcc", False)
+        if not isinstance(foreground, bool):
+            raise DocumentError(f"{source}: 'foreground_lcc' must be true or false, not {foreground!r}; {_REDO}")
+        labels = d.get("per_label_lcc", [])
+        if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+            raise DocumentError(f"{source}: 'per_label_lcc' must be a list of label values (integers), not "
+                                f"{labels!r}; {_REDO}")
+        evidence = d.get("evidence", {})
+        if not isinstance(evidence, dict):
+            raise DocumentError(f"{source}: 'evidence' must be a JSON object, not {type(evidence).__name__}; {_REDO}")
+        return cls(foreground, tuple(labels), dict(evidence))
 
 
 def _dice(ref: np.ndarray, pred: np.ndarray) -> float:

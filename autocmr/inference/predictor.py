@@ -118,7 +118,8 @@ class Predictor:
         if mode == "on":
             return PostprocessingDecision(True, tuple(self.plans.foreground_labels))
         stored = self.model.read_json("postprocessing.json")
-        return PostprocessingDecision.from_dict(stored) if stored else PostprocessingDecision()
+        return (PostprocessingDecision.from_dict(stored, source=self.model.path / "postprocessing.json") if stored
+                else PostprocessingDecision())
 
     def network_input(self, data: np.ndarray) -> np.ndarray:
         """Preprocessed ``data`` as the networks take it. A model trained with the other cardiac phase

@@ -3,8 +3,9 @@
 ``export_model`` writes ``NAME.tar.gz`` holding the small documents, the chosen checkpoints and a manifest
 that lists exactly those weight files with their sha256 (each is verified against the source's manifest
 first; links are stored as the files they point to). ``import_model`` reads the archive without trusting it:
-only regular files under one top folder, no absolute paths, links, sparse files, ``..`` or duplicate names, and
-limits on size checked before anything is written; contents are written by autocmr itself (never
+only regular files under one top folder, no absolute paths, links, sparse files, ``..``, names unsafe on Windows
+(backslash, colon) or duplicate names (letter case aside), and limits on size checked as each header is read
+(before a bomb is decompressed) and before anything is written; contents are written by autocmr itself (never
 ``extractall``) into a staging folder, every weight file is checked against the manifest, and only then is the
 model moved into place, under the models folder's lock.
 """
@@ -20,6 +21,7 @@ import re
 import shutil
 import tarfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
@@ -92,10 +94,13 @@ def export_model(reference: str | Path, archive: str | Path, *, checkpoints: Seq
     return archive
 
 
-def _safe_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, list[tuple[tarfile.TarInfo, str]]]:
+def _safe_members(tar: tarfile.TarFile, archive: Path, limits: _Limits
+                  ) -> tuple[str, list[tuple[tarfile.TarInfo, str]]]:
     """(top folder, [(member, path inside it)]) after checking every member is a plain file or folder, each
-    named once, with no file standing where another member needs a folder."""
-    tops, files, names, file_names = set(), [], set(), set()
+    named once (letter case aside) with a name safe on every system, with no file standing where another member
+    needs a folder, and the files' sizes within ``limits``."""
+    tops, files, file_names, declared = set(), [], set(), 0
+    names: dict[str, str] = {}  # case-folded name -> the name as given
     for count, member in enumerate(tar, start=1):  # not getmembers(): stop reading headers past the limit
         if count > MAX_MEMBERS:
             raise InputFileError(archive, f"holds more than {MAX_MEMBERS} members; a model archive holds a few dozen "
@@ -103,6 +108,9 @@ def _safe_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, list[tuple[
         parts = PurePosixPath(member.name).parts
         if member.name.startswith("/") or ".." in parts:
             raise InputFileError(archive, f"unsafe path {member.name!r} in the archive; refusing to import it")
+        if "\\" in member.name or ":" in member.name:  # '..\\x' and 'C:\\x' are paths on Windows, not names
+            raise InputFileError(archive, f"unsafe path {member.name!r} in the archive: a backslash or a colon is a "
+                                          "folder separator or a drive on Windows; refusing to import it")
         if member.issparse():  # expands to more than it declares: its size could not be checked
             raise InputFileError(archive, f"{member.name!r} is a sparse file; refusing to import it (export the "
                                           "model with `autocmr_models export`)")
@@ -113,18 +121,25 @@ def _safe_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, list[tuple[
                                           "holds one model folder (made with `tar -C FOLDER .`?); export it with "
                                           "`autocmr_models export FOLDER`, or tar the folder itself")
         normalized = "/".join(parts)
-        if normalized in names:  # the second copy would silently replace the first
-            raise InputFileError(archive, f"{member.name!r} appears twice in the archive; refusing to import it")
-        names.add(normalized)
+        first = names.get(normalized.casefold())
+        if first is not None:  # the second copy would silently replace the first
+            if first == normalized:
+                raise InputFileError(archive, f"{member.name!r} appears twice in the archive; refusing to import it")
+            raise InputFileError(archive, f"{member.name!r} and {first!r} differ only by letter case in the archive: "
+                                          "on a case-insensitive disk (Windows, macOS) one would replace the other; "
+                                          "refusing to import it")
+        names[normalized.casefold()] = normalized
         tops.add(parts[0])
         if member.isfile():
-            file_names.add(normalized)
+            file_names.add(normalized.casefold())
             files.append((member, "/".join(parts[1:])))
+            declared += member.size
+            limits.check(declared)  # before the next header is read: gzip decompresses this member to reach it
     for name in names:
         clash = next((parent for parent in _parents(name) if parent in file_names), None)
         if clash is not None:
-            raise InputFileError(archive, f"{clash!r} is a file and also the folder of {name!r} in the archive; "
-                                          "refusing to import it")
+            raise InputFileError(archive, f"{names[clash]!r} is a file and also the folder of {names[name]!r} in the "
+                                          "archive; refusing to import it")
     if len(tops) != 1:
         raise InputFileError(archive, f"expected one model folder in the archive, found {sorted(tops) or 'none'}")
     return tops.pop(), files
@@ -145,20 +160,35 @@ def _size(size: float) -> str:
     return f"{size / GIB:.2f} GiB" if abs(size) >= GIB else f"{size / (1 << 20):.1f} MiB"
 
 
-def _check_sizes(files: list[tuple[tarfile.TarInfo, str]], archive: Path, root: Path, max_bytes: int) -> None:
-    """Refuse, before writing anything, an archive whose files would not fit (or are implausibly large): a
-    forged archive or a decompression bomb must not fill the disk the models folder is on."""
-    declared = sum(member.size for member, _ in files)
-    free = _free_bytes(root) - FREE_SPACE_MARGIN
-    if declared > min(max_bytes, free):
-        why = (f"the import limit of {_size(max_bytes)} (raise it with --max-gib)" if max_bytes <= free else
-               f"the free space of {root} less a {_size(FREE_SPACE_MARGIN)} margin ({_size(max(free, 0))})")
-        raise InputFileError(archive, f"its files add up to {_size(declared)}, more than {why}; refusing to import it")
-    packed = archive.stat().st_size
-    if declared > MAX_EXPANSION * packed:
-        raise InputFileError(archive, f"its files add up to {_size(declared)}, over {MAX_EXPANSION} times the "
-                                      f"archive's {_size(packed)} (model weights barely compress): a corrupt archive "
-                                      "or a decompression bomb; refusing to import it")
+@dataclass(frozen=True)
+class _Limits:
+    """What the files of ``archive`` may add up to: a forged archive or a decompression bomb must not fill the
+    disk the models folder ``root`` is on, nor keep the CPU decompressing what will be refused."""
+
+    archive: Path
+    root: Path
+    max_bytes: int
+    free: int  # of the models folder's filesystem, less FREE_SPACE_MARGIN
+    packed: int  # the archive's own size
+
+    @classmethod
+    def of(cls, archive: Path, root: Path, max_bytes: int) -> "_Limits":
+        return cls(archive, root, max_bytes, _free_bytes(root) - FREE_SPACE_MARGIN, archive.stat().st_size)
+
+    def check(self, declared: int) -> None:
+        """Refuse once the sizes the headers read so far declare add up to more than a limit: reading the next
+        header would decompress the data before it (all of it, for a bomb)."""
+        if declared > min(self.max_bytes, self.free):
+            why = (f"the import limit of {_size(self.max_bytes)} (raise it with --max-gib)"
+                   if self.max_bytes <= self.free else f"the free space of {self.root} less a "
+                   f"{_size(FREE_SPACE_MARGIN)} margin ({_size(max(self.free, 0))})")
+            raise InputFileError(self.archive, f"its files add up to at least {_size(declared)}, more than {why}; "
+                                               "refusing to import it")
+        if declared > MAX_EXPANSION * self.packed:
+            raise InputFileError(self.archive, f"its files add up to at least {_size(declared)}, over "
+                                               f"{MAX_EXPANSION} times the archive's {_size(self.packed)} (model "
+                                               "weights barely compress): a corrupt archive or a decompression bomb; "
+                                               "refusing to import it")
 
 
 def import_model(archive: str | Path, *, name: str | None = None, models_dir: str | Path | None = None,
@@ -181,9 +211,8 @@ def import_model(archive: str | Path, *, name: str | None = None, models_dir: st
     root = resolve_models_dir(models_dir)
     with tar:
         with _reading(archive):
-            top, files = _safe_members(tar, archive)
+            top, files = _safe_members(tar, archive, _Limits.of(archive, root, max_bytes))
         dest = root / _check_name(name or top)
-        _check_sizes(files, archive, root, max_bytes)
         with models_lock(root):
             remove_leftovers(root)
             recover_swapped_out(dest)
@@ -240,10 +269,21 @@ def _verify_imported(folder: Path, archive: Path) -> None:
             if not (folder / rel).is_file():
                 raise InputFileError(archive, f"{rel} is listed in the manifest but missing from the archive")
             verify_listed_weight_file(folder, manifest, rel)
-        verify_documents(folder, manifest)  # archives exported before documents had checksums list none
+        checked = verify_documents(folder, manifest)  # archives exported before documents had checksums list none
         ModelFolder.open(folder)  # plans, dataset.json and configuration readable
+        if not checked:
+            _warn_unchecked_documents(folder, archive)
     except AutocmrError as exc:  # named after the archive: the staging folder they point into is gone by now
         if isinstance(exc, InputFileError) and Path(exc.path) == archive:
             raise
         raise InputFileError(archive, str(exc).replace(f"{folder}{os.sep}", "").replace(str(folder), "the archive")
                              ) from exc
+
+
+def _warn_unchecked_documents(folder: Path, archive: Path) -> None:
+    """Such an archive is still installed (it was made by an earlier autocmr), but nothing says its plans.json
+    or postprocessing.json are the exporter's: an edit would change every mask unnoticed."""
+    present = [name for name in layout.MODEL_DOCUMENTS if name != layout.MODEL_MANIFEST and (folder / name).is_file()]
+    logger.warning("%s: its %s has no checksums of the model's documents (exported by an autocmr before they were "
+                   "recorded): %s are installed UNCHECKED, only the weight files were verified. Ask for an archive "
+                   "exported by a current autocmr to have them checked", archive, layout.MODEL_MANIFEST, present)

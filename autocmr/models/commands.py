@@ -8,7 +8,7 @@ from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest, verify_documents, verify_weight_file, verify_weight_listing
 from autocmr.documents.model_card import ModelCard
 from autocmr.errors import DocumentError, PlansError
-from autocmr.models.registry import list_models, resolve_model
+from autocmr.models.registry import is_installed, list_models, resolve_model
 
 
 def list_text(models_dir: str | Path | None = None) -> str:
@@ -44,7 +44,8 @@ def verify_text(reference: str, *, models_dir: str | Path | None = None) -> str:
     missing = [rel for rel in manifest.weights if not (folder / rel).is_file()]
     if missing:
         raise DocumentError(f"{folder}: weight file(s) listed in the manifest are missing: {missing}")
-    verify_weight_listing(folder, manifest)  # a packed/exported/imported model: exactly what loading accepts
+    # a packed/exported/imported model: exactly what loading accepts
+    verify_weight_listing(folder, manifest, installed=is_installed(folder))
     for rel in manifest.weights:
         verify_weight_file(folder, manifest, rel)
     documents = verify_documents(folder, manifest)

@@ -22,7 +22,7 @@ from autocmr.documents.checkpoint import HEADER_KEYS, load_checkpoint
 from autocmr.documents.manifest import (ModelManifest, verify_documents, verify_weight_file,
                                        verify_weight_listing)
 from autocmr.errors import DocumentError, PlansError
-from autocmr.models.registry import resolve_model
+from autocmr.models.registry import is_installed, resolve_model
 from autocmr.networks.unet import GenericUNet, build_network
 from autocmr.planners.plans import Configuration, Plans
 from autocmr.settings import Roots
@@ -47,6 +47,9 @@ class ModelFolder:
     configuration: Configuration
     dataset_json: DatasetJson
     manifest: ModelManifest | None = field(default=None, compare=False)
+    # imported with autocmr_models: a finished model even when its manifest, from an export made before document
+    # checksums, looks like a training folder's (weights only); its weight files must be exactly those listed
+    installed: bool = field(default=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> "ModelFolder":
@@ -59,12 +62,13 @@ class ModelFolder:
         verify_documents(path, manifest)  # a packed or imported model: an edited plans.json changes every mask
         plans = Plans.load(path / PLANS_JSON)
         cname = manifest.configuration if manifest is not None else path.name.split("__")[-1]
-        return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / layout.DATASET), manifest)
+        return cls(path, plans, plans.configuration(cname), DatasetJson.load(path / layout.DATASET), manifest,
+                   is_installed(path))
 
     def available_folds(self, checkpoint: str = "final") -> list[str]:
         """The folds with a ``checkpoint`` on disk; for a packed, exported or imported model, DocumentError when
         those on disk are not the ones its manifest lists (the ensemble would silently differ)."""
-        verify_weight_listing(self.path, self.manifest)
+        verify_weight_listing(self.path, self.manifest, installed=self.installed)
         prefix = len(layout.FOLD_PREFIX)
         return sorted(p.parent.name[prefix:] for p in self.path.glob(f"{layout.FOLD_PREFIX}*/"
                                                                       f"{layout.checkpoint_name(checkpoint)}"))
@@ -81,7 +85,7 @@ class ModelFolder:
                                   ) -> list[tuple[GenericUNet, dict[str, Any]]]:
         """Each fold's network with its checkpoint's header (:data:`~autocmr.documents.checkpoint.HEADER_KEYS`:
         the options it was trained with among them)."""
-        verify_weight_listing(self.path, self.manifest)  # also when the folds are named
+        verify_weight_listing(self.path, self.manifest, installed=self.installed)  # also when the folds are named
         folds = list(folds) if folds else self.available_folds(checkpoint)
         if not folds:
             raise PlansError(f"{self.path}: no fold has a checkpoint_{checkpoint}.pth; train a fold first "

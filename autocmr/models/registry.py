@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autocmr.documents import layout
 from autocmr.documents.manifest import ModelManifest
-from autocmr.errors import AutocmrError, PlansError
+from autocmr.errors import AutocmrError, PlansError, exception_text
 from autocmr.io.atomic import TEMP_PREFIX
 from autocmr.settings import default_model_override, resolve_models_dir
 
@@ -30,6 +30,19 @@ def packaged_default_model() -> Path:
 
 def is_model_folder(path: Path) -> bool:
     return (path / layout.PLANS).is_file()
+
+
+# The lock file of a models folder (:func:`autocmr.models.store.models_lock`): every import takes it, so it
+# marks the folder whose subfolders are installed models, whatever --models-dir named it.
+MODELS_LOCK = ".autocmr_models.lock"
+
+
+def is_installed(path: Path) -> bool:
+    """Whether ``path`` is a model ``autocmr_models import`` installed (a folder of a models folder): a finished
+    model, never trained into, whatever its manifest records (one exported before document checksums lists
+    only its weights, like a training folder's)."""
+    parent = path.resolve().parent
+    return (parent / MODELS_LOCK).is_file() or parent == resolve_models_dir().resolve()
 
 
 def default_model() -> Path:
@@ -86,6 +99,8 @@ def _describe(name: str, path: Path) -> InstalledModel:
         return InstalledModel(name, path, ModelManifest.load(path), folds)
     except AutocmrError as exc:  # one unreadable model must not hide the others from `autocmr_models list`
         return InstalledModel(name, path, None, folds, str(exc))
+    except Exception as exc:  # noqa: BLE001 - nor may a failure no check foresaw: it is shown with its type
+        return InstalledModel(name, path, None, folds, exception_text(exc))
 
 
 def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:

@@ -22,18 +22,21 @@ from autocmr.documents.model_card import ModelCard
 from autocmr.errors import PlansError
 from autocmr.io.locks import held
 from autocmr.models.folder import ModelFolder
+from autocmr.models.registry import MODELS_LOCK
 
 logger = logging.getLogger(__name__)
 COMPACT_DTYPE = torch.float16  # halves the size; predictions agree with float32 weights (tested)
 
 
+# The model a replacement moves aside, ``.tmp_old_<tag>_NAME``, <tag> being that of the staging folder
+# ``.tmp_<tag>_NAME`` replacing it: while that staging folder is there, the new model is not in place yet and
+# the old one is the model to keep; once it is gone (renamed to NAME), the old one is garbage.
 OLD_PREFIX = ".tmp_old_"
 # An old model already replaced, renamed here before it is deleted: a deletion cut short leaves a trash folder,
 # never a half-deleted ``.tmp_old_`` one that :func:`recover_swapped_out` would put back in place.
 TRASH_PREFIX = ".tmp_trash_"
-_STAGING = re.compile(r"\.tmp_[0-9a-f]{8}_.+")  # :func:`staging_folder`'s names
+_STAGING = re.compile(r"\.tmp_([0-9a-f]{8})_(.+)")  # :func:`staging_folder`'s names: tag, model name
 STALE_STAGING_S = 3600.0  # a staging folder untouched this long belongs to an import that was killed
-MODELS_LOCK = ".autocmr_models.lock"
 LOCK_WAIT_S = 120.0  # the lock is held for renames and deletions only, never for a whole extraction
 
 
@@ -64,18 +67,43 @@ def models_lock(folder: Path) -> Iterator[None]:
 
 
 def _swapped_out(dest: Path) -> list[Path]:
-    return [p for p in dest.parent.glob(f"{OLD_PREFIX}*") if p.is_dir() and p.name.split("_", 3)[-1] == dest.name
-            and len(p.name.split("_", 3)) == 4]
+    """The ``.tmp_old_<tag>_NAME`` folders replacements of ``dest`` (NAME) moved aside."""
+    return [p for p in _all_swapped_out(dest.parent) if _model_name(p) == dest.name]
+
+
+def _all_swapped_out(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(f"{OLD_PREFIX}*") if p.is_dir() and not p.is_symlink()
+                  and len(p.name.split("_", 3)) == 4)
+
+
+def _model_name(old: Path) -> str:
+    return old.name.split("_", 3)[-1]
+
+
+def _replacement_of(old: Path) -> Path:
+    """The staging folder whose swap moved ``old`` aside (same tag and name): present only while a killed swap
+    had not yet put the new model in place."""
+    tag, name = old.name.split("_", 3)[2:]
+    return old.with_name(f".tmp_{tag}_{name}")
+
+
+def _interrupted(dest: Path) -> list[Path]:
+    """The moved-aside models of ``dest`` to put back: those whose replacement is still staged, i.e. a swap
+    killed between its first two renames. One whose replacement is gone was replaced: if ``dest`` is missing,
+    it was deleted after that (uninstalled by hand), and bringing the replaced model back would be wrong."""
+    return [old for old in _swapped_out(dest) if _replacement_of(old).is_dir()]
 
 
 def recover_swapped_out(dest: Path) -> bool:
-    """A process killed between the two renames of :func:`swap_in_folder` left ``dest`` missing and the model it
-    was replacing under ``.tmp_old_<hex>_NAME``: put that back (the newest, if several). True if it did. Trash
-    folders (``.tmp_trash_``: a replaced model being deleted) are never put back. Callers sharing ``dest``'s
-    folder with other processes hold :func:`models_lock` (or use :func:`restore_interrupted_swap`)."""
+    """A process killed between the first two renames of :func:`swap_in_folder` left ``dest`` missing, the model
+    it was replacing under ``.tmp_old_<tag>_NAME`` and the new one still in its staging folder: put the old one
+    back (the newest, if several), the replacement having not been made. True if it did. A ``.tmp_old_`` folder
+    without its staging folder beside it (the new model was swapped in) and trash folders (``.tmp_trash_``: a
+    replaced model being deleted) are never put back. Callers sharing ``dest``'s folder with other processes
+    hold :func:`models_lock` (or use :func:`restore_interrupted_swap`)."""
     if dest.exists() or not dest.parent.is_dir():
         return False
-    left = _swapped_out(dest)
+    left = _interrupted(dest)
     if not left:
         return False
     newest = max(left, key=lambda p: p.stat().st_mtime)
@@ -88,7 +116,7 @@ def restore_interrupted_swap(dest: Path) -> bool:
     """:func:`recover_swapped_out` for a model of the models folder, under its lock (a replacement that is not
     interrupted but in progress is left to finish). The lock is only taken when there is something to put back,
     so a read-only models folder stays usable."""
-    if dest.exists() or not dest.parent.is_dir() or not _swapped_out(dest):
+    if dest.exists() or not dest.parent.is_dir() or not _interrupted(dest):
         return False
     with models_lock(dest.parent):
         return recover_swapped_out(dest)
@@ -96,18 +124,27 @@ def restore_interrupted_swap(dest: Path) -> bool:
 
 def remove_leftovers(folder: Path) -> list[str]:
     """Delete what interrupted imports and replacements left in ``folder`` (call it under :func:`models_lock`):
-    trash folders, and staging folders untouched for :data:`STALE_STAGING_S` (a younger one may be an import
-    still extracting). Returns the names removed."""
+    trash folders, models moved aside by a replacement that was made (the model is in place, or its staging
+    folder is gone: swapped in, and deleted since), and staging folders untouched for :data:`STALE_STAGING_S`
+    (a younger one may be an import still extracting). A replacement killed before its new model was in place
+    is undone first (:func:`recover_swapped_out`), while the staging folder that tells it apart is still there.
+    Returns the names removed."""
+    if not folder.is_dir():
+        return []
+    for old in _all_swapped_out(folder):
+        recover_swapped_out(folder / _model_name(old))
     now, removed = time.time(), []
-    for item in sorted(folder.glob(".tmp_*")) if folder.is_dir() else ():
+    replaced = [old for old in _all_swapped_out(folder)
+                if (folder / _model_name(old)).exists() or not _replacement_of(old).is_dir()]
+    for item in sorted(folder.glob(".tmp_*")):
         if not item.is_dir() or item.is_symlink():
             continue
         stale = _STAGING.fullmatch(item.name) and now - _newest_mtime(item) > STALE_STAGING_S
-        if item.name.startswith(TRASH_PREFIX) or stale:
+        if item.name.startswith(TRASH_PREFIX) or stale or item in replaced:
             shutil.rmtree(item, ignore_errors=True)
             removed.append(item.name)
     if removed:
-        logger.info("%s: removed %s, left by interrupted imports", folder, removed)
+        logger.info("%s: removed %s, left by interrupted imports or replacements", folder, removed)
     return removed
 
 
@@ -122,13 +159,17 @@ def _newest_mtime(folder: Path) -> float:
 
 
 def swap_in_folder(staging: Path, dest: Path, *, replace: bool = True) -> None:
-    """Replace ``dest`` by the complete folder ``staging`` (same parent): readers see the old or the new one
-    (or, for the instant between two renames, none: :func:`recover_swapped_out` repairs a kill there). Without
-    ``replace`` an existing ``dest`` is never replaced: PlansError."""
+    """Replace ``dest`` by the complete folder ``staging`` (made by :func:`staging_folder` for ``dest``): readers
+    see the old or the new one (or, for the instant between two renames, none: :func:`recover_swapped_out`
+    repairs a kill there, and :func:`remove_leftovers` a kill after the new one is in). Without ``replace`` an
+    existing ``dest`` is never replaced: PlansError."""
     recover_swapped_out(dest)
     if dest.exists() and not replace:
         raise PlansError(f"{dest}: exists (written meanwhile by another process?); not replaced")
-    old = dest.with_name(f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}_{dest.name}")
+    staged = _STAGING.fullmatch(staging.name)
+    if staged is None or staged.group(2) != dest.name or staging.parent != dest.parent:
+        raise ValueError(f"{staging}: not a staging folder of {dest} (make it with staging_folder)")
+    old = dest.with_name(f"{OLD_PREFIX}{staged.group(1)}_{dest.name}")  # its staging folder's tag: see OLD_PREFIX
     if dest.exists():
         dest.rename(old)
     try:

@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocmr.documents.layout import SELECTION, checkpoint_relpath
+from autocmr.documents.layout import CHECKPOINT_KINDS, SELECTION, checkpoint_relpath
 from autocmr.documents.manifest import sha256_of
 from autocmr.errors import DocumentError
 from autocmr.inference.postprocessing import PostprocessingDecision
 from autocmr.io.atomic import write_json_atomic
 
 SCHEMA_VERSION = 1
+_FOLD = re.compile(r"[A-Za-z0-9_-]+")
 KIND = "autocmr_selection"
 SELECTION_JSON = SELECTION
 
@@ -136,17 +138,47 @@ class Selection:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise DocumentError(f"{path}: selection schema version {data.get('schema_version')!r}; this autocmr "
                                 f"reads version {SCHEMA_VERSION}: run autocmr_find_best again")
+        checkpoint = data.get("checkpoint", "final")
+        if checkpoint not in CHECKPOINT_KINDS:  # it is joined to model folders: never a path
+            raise DocumentError(f"{path}: malformed selection, 'checkpoint' is {checkpoint!r}, not one of "
+                                f"{list(CHECKPOINT_KINDS)}")
         try:
             chosen = data["chosen"]
-            members = tuple(Member(m["name"], _member_path(path, m), tuple(str(f) for f in m["folds"]),
-                                   dict(m.get("weights") or {})) for m in chosen["members"])
-            decision = PostprocessingDecision.from_dict(chosen.get("postprocessing", {}))
-        except (KeyError, TypeError) as exc:
+            if not isinstance(chosen, dict) or not isinstance(chosen["members"], list):
+                raise DocumentError(f"{path}: malformed selection, 'chosen' must be an object with a list of "
+                                    "'members'")
+            members = tuple(_member(path, m) for m in chosen["members"])
+            decision = PostprocessingDecision.from_dict(chosen.get("postprocessing", {}),
+                                                        source=f"{path}: chosen postprocessing")
+        except KeyError as exc:
             raise DocumentError(f"{path}: malformed selection, missing {exc}") from exc
         if not members:
             raise DocumentError(f"{path}: the selection names no model")
         record = {k: v for k, v in data.items() if k not in ("schema_version", "kind", "rank_by", "checkpoint")}
-        return cls(members, decision, str(data.get("rank_by", "dice")), str(data.get("checkpoint", "final")), record)
+        return cls(members, decision, str(data.get("rank_by", "dice")), checkpoint, record)
+
+
+def _member(selection_path: Path, entry: Any) -> Member:
+    """One member of the chosen configuration, each field checked: a string where the list of folds belongs
+    would be read as one fold per character (``"01"``: folds 0 and 1)."""
+    if not isinstance(entry, dict):
+        raise DocumentError(f"{selection_path}: malformed selection, a member is {entry!r}, not an object")
+    name, folds = entry["name"], entry["folds"]
+    paths = [entry["model"], entry.get("relative_model") or ""]
+    if not isinstance(name, str) or not all(isinstance(p, str) for p in paths):
+        raise DocumentError(f"{selection_path}: malformed selection, a member's 'name', 'model' and "
+                            f"'relative_model' must be strings, not {name!r}, {paths[0]!r} and {paths[1]!r}")
+    if not isinstance(folds, list) or not folds or not all(_is_fold(f) for f in folds):
+        raise DocumentError(f"{selection_path}: malformed selection, 'folds' of model {name!r} must be a list of "
+                            f"folds (e.g. [\"0\", \"1\"]), not {folds!r}")
+    return Member(name, _member_path(selection_path, entry), tuple(str(f) for f in folds),
+                  dict(entry.get("weights") or {}))
+
+
+def _is_fold(value: Any) -> bool:
+    """A fold's name (``0``, ``"0"``, ``"all"``): it becomes a folder name, so never a path."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and _FOLD.fullmatch(value) is not None)
 
 
 def _member_path(selection_path: Path, member: dict[str, Any]) -> Path:

@@ -339,7 +339,7 @@ def _inherit_postprocessing(model_dir: Path, pretrained: ModelFolder, labels: di
     stored = pretrained.read_json(POSTPROCESSING)
     if not stored:
         return
-    old = PostprocessingDecision.from_dict(stored)
+    old = PostprocessingDecision.from_dict(stored, source=Path(pretrained.path) / POSTPROCESSING)
     new_value = {old_value: new for new, old_value in head_channel_map(pretrained.plans.labels, labels).items()}
     per_label = tuple(new_value[v] for v in old.per_label_lcc if v in new_value)
     evidence = {"inherited_from": str(Path(pretrained.path).resolve())}

@@ -94,3 +94,20 @@ def test_documents_sit_below_every_other_layer():
             "('planners', 'trainers', 'inference', 'models', 'networks', 'preprocessing', 'evaluation', 'cli')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"weights": ["fold_0/checkpoint_final.pth"]}, r"'weights' must map file names to sha256 strings, not \["),
+    ({"weights": {"fold_0/checkpoint_final.pth": 12}}, r"'weights' must map file names to sha256 strings"),
+    ({"documents": ["plans.json"]}, r"'documents' must map file names to sha256 strings"),
+    ({"name": 7}, r"'name' must be a non-empty string, not 7"),
+    ({"dataset": None}, r"'dataset' must be a non-empty string, not None"),
+    ({"configuration": ["2d"]}, r"'configuration' must be a non-empty string, not \['2d'\]"),
+])
+def test_a_manifest_field_of_the_wrong_type_is_a_document_error_naming_file_and_field(tmp_path, edit, message):
+    manifest = {"schema_version": 2, "dataset": "D", "plans_name": "P", "configuration": "2d", "weights": {},
+                **edit}
+    (tmp_path / layout.MODEL_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DocumentError, match=rf"model.json: model manifest field {message}"):
+        ModelManifest.load(tmp_path)
+

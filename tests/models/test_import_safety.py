@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import tarfile
 import time
@@ -23,7 +24,7 @@ from autocmr.errors import DocumentError, InputFileError, PlansError
 from autocmr.models import archive as archive_module
 from autocmr.models import store
 from autocmr.models.archive import export_model, import_model
-from autocmr.models.commands import list_text
+from autocmr.models.commands import list_text, verify_text
 from autocmr.models.folder import ModelFolder
 from autocmr.models.registry import resolve_model
 from autocmr.models.store import pack_model
@@ -95,7 +96,7 @@ def test_sparse_oversized_or_overlong_archives_are_refused_before_anything_is_wr
     _never_written(monkeypatch)
 
     bomb = _write_archive(tmp_path / "bomb.tar.gz", [("m/fold_0/checkpoint_final.pth", bytes(8 << 20))])
-    with pytest.raises(InputFileError, match=r"bomb.tar.gz: its files add up to 8.0 MiB, over 50 times"):
+    with pytest.raises(InputFileError, match=r"bomb.tar.gz: its files add up to at least 8.0 MiB, over 50 times"):
         import_model(bomb, models_dir=models)
     monkeypatch.setattr(archive_module, "MAX_MEMBERS", 3)
     many = _write_archive(tmp_path / "many.tar.gz", [(f"m/f{i}.json", b"{}") for i in range(4)])
@@ -290,3 +291,190 @@ def test_duplicate_members_or_a_file_standing_for_a_folder_are_refused(packed, t
     clash = _write_archive(tmp_path / "clash.tar.gz", [("m/fold_0", b"x"), ("m/fold_0/checkpoint_final.pth", b"y")])
     with pytest.raises(InputFileError, match=r"'m/fold_0' is a file and also the folder of 'm/fold_0/checkpoint"):
         import_model(clash, models_dir=tmp_path / "models")
+
+
+class _Killed(BaseException):
+    """The process killed at that instant: nothing after it runs (not even cleanup, see _killed_at)."""
+
+
+def _killed_at(monkeypatch, is_fatal_rename) -> None:
+    """Kill the process at the first rename ``is_fatal_rename(source, target)`` picks: the rename is not made,
+    and the import's cleanup of its staging folder (which a real kill never reaches) does not run."""
+    real_rename, real_rmtree, killed = Path.rename, shutil.rmtree, []
+
+    def rename(self, target):
+        if not killed and is_fatal_rename(Path(self), Path(target)):
+            killed.append(self)
+            raise _Killed()
+        return real_rename(self, target)
+
+    def rmtree(path, *args, **kwargs):
+        if not killed:
+            real_rmtree(path, *args, **kwargs)
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+
+
+def _replace_killed_between(exported, models, monkeypatch, moment: str) -> None:
+    """Install site_x (marked OLD), then replace it by a process killed ``moment``: "after the new is in" (before
+    the old one is renamed to the trash) or "before the new is in" (the old one moved aside)."""
+    (import_model(exported, models_dir=models) / "OLD").write_text("the replaced model")
+    if moment == "after the new is in":
+        _killed_at(monkeypatch, lambda source, target: target.name.startswith(store.TRASH_PREFIX))
+    else:
+        _killed_at(monkeypatch, lambda source, target: target.name == "site_x")
+    with pytest.raises(_Killed):
+        import_model(exported, models_dir=models, replace=True)
+    monkeypatch.undo()
+
+
+def test_a_model_replaced_before_a_kill_is_removed_and_never_comes_back(exported, tmp_path, monkeypatch):
+    """Killed between the new model's rename into place and the old one's rename to the trash: the old model,
+    left as .tmp_old_*_site_x, is garbage; the next import removes it, and it is not put back when site_x is
+    uninstalled by hand (it used to be, with only a warning)."""
+    models = tmp_path / "models"
+    _replace_killed_between(exported, models, monkeypatch, "after the new is in")
+    old = [name for name in _leftovers(models) if name.startswith(store.OLD_PREFIX)]
+    assert len(old) == 1 and not (models / "site_x" / "OLD").exists()  # the new model is in place
+    import_model(exported, models_dir=models, name="site_y")
+    assert _leftovers(models) == ["site_x", "site_y"]
+
+    models = tmp_path / "models_2"
+    _replace_killed_between(exported, models, monkeypatch, "after the new is in")
+    shutil.rmtree(models / "site_x")  # uninstalled by hand before any import tidied up
+    with pytest.raises(PlansError, match="neither a model folder nor the name of an installed model"):
+        resolve_model("site_x", models_dir=models)
+    assert not (models / "site_x").exists()
+    import_model(exported, models_dir=models, name="site_y")
+    assert _leftovers(models) == ["site_y"]
+
+
+def test_a_replacement_killed_before_the_new_model_is_in_keeps_the_old_one(exported, tmp_path, monkeypatch):
+    """Killed between the old model's rename aside and the new one's rename into place: the old model, complete,
+    is put back, by the next use of the name or by the next import."""
+    for models, next_use in ((tmp_path / "a", "resolve"), (tmp_path / "b", "import")):
+        _replace_killed_between(exported, models, monkeypatch, "before the new is in")
+        assert not (models / "site_x").exists()
+        if next_use == "resolve":
+            assert resolve_model("site_x", models_dir=models) == models / "site_x"
+        else:
+            import_model(exported, models_dir=models, name="site_y")
+        assert (models / "site_x" / "OLD").is_file() and (models / "site_x" / layout.PLANS).is_file()
+        assert not [name for name in _leftovers(models) if name.startswith(store.OLD_PREFIX)]
+
+
+def test_headers_are_not_read_past_a_size_limit(packed, tmp_path, monkeypatch):
+    """Sizes are added up as each header is read: reading the next one would decompress the data before it,
+    all of a bomb's before the check (it used to run after every header had been read)."""
+    _never_written(monkeypatch)
+    headers: list[str] = []
+    real_next = tarfile.TarFile.next
+
+    def counting_next(self):
+        member = real_next(self)
+        headers.append(member.name if member is not None else "end")
+        return member
+    monkeypatch.setattr(tarfile.TarFile, "next", counting_next)
+    zeros = [(f"m/fold_{i}/checkpoint_final.pth", bytes(4 << 20)) for i in range(4)]  # a few KiB gzipped
+    bomb = _write_archive(tmp_path / "bomb.tar.gz", zeros)
+    with pytest.raises(InputFileError, match=r"at least 4.0 MiB, over 50 times .*decompression bomb"):
+        import_model(bomb, models_dir=tmp_path / "models")
+    assert set(headers) == {"m/fold_0/checkpoint_final.pth"}  # (opening reads the first one too)
+
+    headers.clear()
+    noise = [(f"m/fold_{i}/checkpoint_final.pth", os.urandom(1 << 20)) for i in range(4)]  # does not compress
+    with pytest.raises(InputFileError, match=r"at least 2.0 MiB, more than the import limit of 1.5 MiB"):
+        import_model(_write_archive(tmp_path / "big.tar.gz", noise), models_dir=tmp_path / "models",
+                     max_bytes=3 << 19)
+    assert set(headers) == {"m/fold_0/checkpoint_final.pth", "m/fold_1/checkpoint_final.pth"}
+
+
+@pytest.mark.parametrize("names, message", [
+    (["m/..\\..\\evil.txt"], r"unsafe path 'm/\.\.\\\\\.\.\\\\evil.txt' .*backslash or a colon"),
+    (["m/C:\\Users\\x\\evil.txt"], r"unsafe path 'm/C:\\\\Users.*backslash or a colon"),
+    (["m/C:evil.txt"], r"unsafe path 'm/C:evil.txt'"),
+    (["m/plans.json", "m/Plans.json"], r"'m/Plans.json' and 'm/plans.json' differ only by letter case"),
+    (["m/Fold_0", "m/fold_0/checkpoint_final.pth"], r"'m/Fold_0' is a file and also the folder of 'm/fold_0/"),
+])
+def test_names_unsafe_on_windows_or_a_case_insensitive_disk_are_refused(tmp_path, monkeypatch, names, message):
+    _never_written(monkeypatch)
+    archive = _write_archive(tmp_path / "names.tar.gz", [(name, b"{}") for name in names])
+    with pytest.raises(InputFileError, match=message) as info:
+        import_model(archive, models_dir=tmp_path / "models")
+    assert info.value.path == archive
+
+
+def _with_manifest(packed: Path, tmp_path: Path, edit, name: str = "edited") -> Path:
+    """A copy of ``packed`` whose manifest ``edit`` (a function of the manifest's dict) changed."""
+    folder = shutil.copytree(packed, tmp_path / name)
+    manifest = json.loads((folder / layout.MODEL_MANIFEST).read_text())
+    edit(manifest)
+    (folder / layout.MODEL_MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weights", [FINAL], r"field 'weights' must map file names to sha256 strings, not \['fold_0"),
+    ("documents", "plans.json", r"field 'documents' must map file names to sha256 strings"),
+    ("name", 7, r"field 'name' must be a non-empty string, not 7"),
+    ("dataset", None, r"field 'dataset' must be a non-empty string, not None"),
+])
+def test_a_malformed_manifest_is_a_document_error_naming_it_everywhere(packed, exported, tmp_path, capsys, field,
+                                                                      value, message):
+    """Loading, listing, exporting and importing a model whose manifest has a field of the wrong type: the
+    document error names the file and the field (they used to raise AttributeError or TypeError, and one such
+    model stopped `autocmr_models list` for every model)."""
+    folder = _with_manifest(packed, tmp_path, lambda manifest: manifest.update({field: value}))
+    with pytest.raises(DocumentError, match=rf"edited.model.json: model manifest {message}"):
+        ModelFolder.open(folder)
+    with pytest.raises(DocumentError, match=message):
+        export_model(folder, tmp_path / "out.tar.gz")
+
+    models = tmp_path / "models"
+    import_model(exported, models_dir=models, name="good")
+    shutil.copytree(folder, models / "broken")
+    text = list_text(models)
+    assert "good " in text and "broken " in text and re.search(rf"cannot be used: .*{message}", text)
+    assert main(["--models-dir", str(models), "list"]) == 0
+    assert "good" in capsys.readouterr().out
+
+    files = _files_of(folder)
+    archive = _write_archive(tmp_path / "malformed.tar.gz", list(files.items()))
+    with pytest.raises(InputFileError, match=rf"malformed.tar.gz: model.json: model manifest {message}"):
+        import_model(archive, models_dir=models)
+
+
+def _older_export(packed: Path, tmp_path: Path) -> Path:
+    """An archive exported before manifests listed the documents' checksums (weights only)."""
+    files = _files_of(packed, top="site_old")
+    manifest = json.loads(files["site_old/model.json"])
+    del manifest["documents"]
+    files["site_old/model.json"] = json.dumps(manifest).encode()
+    return _write_archive(tmp_path / "site_old.tar.gz", list(files.items()))
+
+
+def test_an_installed_model_from_an_older_export_loads_only_the_weights_it_lists(packed, tiny_model_dir, tmp_path,
+                                                                                 caplog):
+    """Its manifest lists weights but no documents, like a training folder's: it is still installed, with a
+    warning that its documents are unchecked, and it is a finished model all the same: a weight file copied
+    into it that the manifest does not list is refused, naming it (it used to join the ensemble)."""
+    models = tmp_path / "models"
+    with caplog.at_level("WARNING", logger="autocmr.models.archive"):
+        installed = import_model(_older_export(packed, tmp_path), models_dir=models)
+    assert re.search(r"site_old.tar.gz: .*no checksums of the model's documents.*'plans.json'.* installed "
+                     r"UNCHECKED, only the weight files were verified", caplog.text)
+    assert ModelFolder.open(installed).available_folds() == ["0"]
+
+    (installed / "fold_1").mkdir()
+    shutil.copyfile(installed / FINAL, installed / "fold_1" / "checkpoint_final.pth")
+    unlisted = r"site_old/fold_1/checkpoint_final\.pth: not listed in"
+    with pytest.raises(DocumentError, match=unlisted):
+        ModelFolder.open(installed).available_folds()
+    with pytest.raises(DocumentError, match=unlisted):
+        ModelFolder.open(installed).load_networks_and_headers(["0"], "final", torch.device("cpu"))
+    with pytest.raises(DocumentError, match=unlisted):
+        verify_text("site_old", models_dir=models)
+
+    training = shutil.copytree(tiny_model_dir, tmp_path / "training")  # weights only too, but trained here
+    shutil.copytree(training / "fold_0", training / "fold_1")
+    assert ModelFolder.open(training).available_folds() == ["0", "1"]

@@ -327,8 +327,10 @@ def test_a_replacement_killed_between_its_two_renames_is_repaired_on_next_use(pa
 
     models = tmp_path / "models"
     installed = import_model(export_model(packed, tmp_path / "a.tar.gz", name="site_x"), models_dir=models)
+    shutil.copytree(installed, models / ".tmp_ab12cd34_site_x")  # the new model, staged for the swap
     installed.rename(models / ".tmp_old_ab12cd34_site_x")  # the old model moved aside, the new one not yet in
     (models / ".tmp_old_ab12cd34_other_site_x").mkdir()  # another model's leftover: not this one's
+    (models / ".tmp_ab12cd34_other_site_x").mkdir()
     assert resolve_model("site_x", models_dir=models) == installed and (installed / layout.PLANS).is_file()
     assert (models / ".tmp_old_ab12cd34_other_site_x").is_dir()
 
