@@ -129,4 +129,8 @@ def _preprocess_all(raw, all_plans: list[Plans], configurations, out: Path, work
                 raw, plans, config, folder, num_workers=workers, seed=seed, pool=pool)
             write_json_atomic(folder / "configuration.json", {"plans": plans.plans_name, "configuration": cname,
                                                                "data_identifier": config.data_identifier})
+    planned = {c for plans in all_plans for c in plans.configurations}
+    for cname in sorted(set(configurations or ()) - planned):  # e.g. 3d_fullres of single-slice images
+        logger.warning("configuration %r was not planned for this dataset (its plans have %s), so nothing was "
+                       "preprocessed for it", cname, sorted(planned))
     return done, skipped

@@ -153,3 +153,13 @@ def test_a_case_named_like_the_data_folders_own_file_is_refused(roots):
     assert any("'configuration' is reserved" in p.reason for p in check_dataset(folder).errors)
     with pytest.raises(DatasetError, match="'configuration' is reserved"):
         plan_dataset(955, roots, num_workers=1, configurations=("2d",), check=False)
+
+
+def test_a_configuration_the_plans_do_not_have_is_named_not_passed_over(roots, caplog):
+    """-c 3d_fullres on single-slice data (no 3D plan): nothing to preprocess for it, and the planner says so."""
+    import logging
+
+    write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=956, fov_mm=120)
+    with caplog.at_level(logging.WARNING, logger="autocmr.planners.plan_dataset"):
+        plan_dataset(956, roots, num_workers=1, configurations=("2d", "3d_lowres"))
+    assert "configuration '3d_lowres' was not planned" in caplog.text
