@@ -13,8 +13,10 @@ What counts as a job:
   given as the input stands for the folder it indexes.
 
 DICOM objects that are no images to segment (a DICOMDIR, structured reports, presentation states, DICOM
-segmentations, secondary captures, colour images) and series whose images lie in several planes (localizers,
-surveys) are skipped with a note in the log, never reported as failures: every study export holds some.
+segmentations, secondary captures, colour images) and series whose images lie in planes far apart (localizers,
+surveys: :data:`MAX_REANGLED_TILT_DEG`) are skipped with a note in the log, never reported as failures: every
+study export holds some. A series whose planes are nearly parallel (a stack with a re-angled slice) is a
+problem: it was meant to be segmented and cannot be read as one volume.
 
 Top-level files that are neither are reported as problems ("not an image"), and so is every file that looks
 like DICOM but cannot be read (a truncated or corrupt instance), wherever it lies. Text side files at the top
@@ -50,6 +52,9 @@ OUTPUT_SUFFIX = ".nii.gz"  # masks are always written as NIfTI, whatever the inp
 IMAGES_FROM_DICOM = "images_from_dicom"  # sub-folder of the output holding DICOM series converted to NIfTI
 PROBABILITIES_SUFFIX = "_probabilities.npz"
 JOB_KINDS = ("3d", "cine", "dicom")
+# A series whose planes all lie within this of each other is a stack with a slice planned apart, reported as
+# a failed case; planes further apart (a localizer's are orthogonal) are a localizer or survey, passed over.
+MAX_REANGLED_TILT_DEG = 30.0
 _UNSAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script (a folder named 张三 stays 张三)
 MAX_DESCRIPTION_CHARS = 40  # series descriptions can be long; keep output names readable
 # Text that travels with images (metadata, notes, a CD export's viewer and index pages) is no image and no
@@ -337,9 +342,17 @@ def _dicom_jobs(series: Iterable[DicomSeriesInfo], root: Path, out: Path,
             continue  # never read our own output folder as input
         members.update(f.resolve() for f in files)
         name = _dicom_name(info, folder, root)
-        if info.n_planes > 1:  # every cardiac study has one; segmenting it could only fail
+        if info.n_planes > 1 and info.plane_tilt_deg > MAX_REANGLED_TILT_DEG:  # every cardiac study has one
             logger.info("not segmented, %s: images in %d planes (a localizer or survey), %s", name, info.n_planes,
                         _relative(folder, root))
+            continue
+        if info.n_planes > 1:  # a stack the user means to segment, which cannot be read as one volume
+            problems.append(CaseFailure(name, str(folder), f"the series holds images in {info.n_planes} "
+                                                           "orientations (their planes up to "
+                                                           f"{info.plane_tilt_deg:.0f} degrees apart: a stack with "
+                                                           "a re-angled slice?), which make no one volume: not "
+                                                           "segmented; give the images of one plane as a series "
+                                                           "of their own"))
             continue
         if num_channels is not None and num_channels != 1:
             problems.append(CaseFailure(name, str(folder), f"DICOM series give one channel but the model expects "

@@ -5,9 +5,11 @@ Users point inference at a folder that may hold several series, nested folders a
 
 * slices are sorted by the projection of ImagePositionPatient (IPP) on the slice normal
   ``n = row x column`` (the two triplets of ImageOrientationPatient, IOP), so ``z`` increases along ``n``;
-* images sharing a slice location are cardiac phases, sorted by TriggerTime (by InstanceNumber when
-  TriggerTime is absent or does not tell them apart);
-* the slice gap is the median IPP distance along ``n``; a gap of a whole number of slice gaps is a missing slice,
+* images sharing a slice location are cardiac phases, sorted by TriggerTime (by InstanceNumber, with a warning,
+  when TriggerTime is absent or does not tell them apart); images there that differ in echo time, inversion
+  time or ImageType are no cine (multi-echo, T1 mapping, magnitude beside phase images) and are refused;
+* the slice gap is the median IPP distance along ``n`` (the smallest distance when every distance is a whole
+  number of it but not of the median: slices missing); a gap of a whole number of slice gaps is a missing slice,
   left empty (0) so the other slices keep their places; other uneven gaps give a warning (approximate volume);
 * the geometry is in SimpleITK order (x, y, z[, t]) in LPS: direction columns are IOP's row direction,
   its column direction and ``n``; spacing is (PixelSpacing[1], PixelSpacing[0], slice gap[, time step]);
@@ -43,6 +45,10 @@ logger = logging.getLogger(__name__)
 SLICE_GAP_WARN_FRACTION = 0.10
 # A gap below this fraction of the median gap means slices overlap: two stacks interleaved in one series.
 SLICE_GAP_OVERLAP_FRACTION = 0.5
+# Echo or inversion times (ms) closer than this are one (scanners write them with 2-3 decimals; the echoes of a
+# multi-echo series lie >= 1 ms apart, the inversion times of a T1 mapping series tens of ms).
+SAME_ECHO_TIME_TOLERANCE_MS = 0.05
+SAME_INVERSION_TIME_TOLERANCE_MS = 1.0
 # Time step (ms) used when no image has a TriggerTime.
 DEFAULT_TIME_STEP_MS = 1.0
 MS_PER_S = 1000.0
@@ -290,8 +296,8 @@ def _check_consistent(members: Sequence[DicomHeader], source: Path) -> None:
         for what, field, tolerance in checks:
             a, b = getattr(first, field), getattr(h, field)
             if np.abs(np.subtract(a, b)).max() > tolerance:
-                raise InputFileError(source, f"mixed {what} in one series: {first.label} has {a}, "
-                                             f"{h.label} has {b}")
+                raise InputFileError(source, f"mixed {what} in one series: {first.located(source)} has {a}, "
+                                             f"{h.located(source)} has {b}")
 
 
 def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -> list[list[DicomHeader]]:
@@ -303,14 +309,16 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
                 < SAME_POSITION_TOLERANCE_MM:
             ref = locations[-1][0]
             if np.linalg.norm(np.subtract(h.position, ref.position)) > SAME_POSITION_TOLERANCE_MM:
-                raise InputFileError(source, f"slices overlap: {ref.label} and {h.label} lie in the "
-                                             f"same plane at different positions {ref.position} / {h.position}")
+                raise InputFileError(source, f"slices overlap: {ref.located(source)} and {h.located(source)} lie "
+                                             f"in the same plane at different positions {ref.position} / "
+                                             f"{h.position}")
             locations[-1].append(h)
         else:
             locations.append([h])
+    _check_only_phases_differ(locations, source)
     counts = [len(loc) for loc in locations]
     if len(set(counts)) > 1:
-        detail = ", ".join(f"{loc[0].label}: {len(loc)}" for loc in locations)
+        detail = ", ".join(f"{loc[0].located(source)}: {len(loc)}" for loc in locations)
         raise InputFileError(source, f"uneven number of phases per slice location ({detail}); a phase is "
                                      "missing or extra images were mixed in")
     # TriggerTime orders phases only when it tells them apart (real-time cine may write 0 everywhere).
@@ -319,6 +327,10 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
     if not use_trigger and any(h.instance_number is None for h in members):
         raise InputFileError(source, "TriggerTime does not distinguish the phases and InstanceNumber is "
                                      "missing: cannot order the cardiac phases")
+    if not use_trigger and counts[0] > 1:
+        logger.warning("%s: %s: TriggerTime is missing or does not tell the %d images at each slice position "
+                       "apart; they are read as cardiac phases in InstanceNumber order (check that the series is "
+                       "a cine)", source, _series_name(members[0]), counts[0])
     for loc in locations:
         loc.sort(key=lambda h: h.trigger_time if use_trigger else h.instance_number)
         for a, b in zip(loc, loc[1:]):
@@ -326,6 +338,40 @@ def _arrange(members: Sequence[DicomHeader], normal: np.ndarray, source: Path) -
                 raise InputFileError(source, f"duplicate images at one slice location with the same phase: "
                                              f"{a.located(source)} and {b.located(source)}")
     return locations
+
+
+def _check_only_phases_differ(locations: Sequence[Sequence[DicomHeader]], source: Path) -> None:
+    """Images sharing a slice position are read as cardiac phases; refuse a series whose images there differ in
+    what a cine keeps fixed: echo time (multi-echo, e.g. T2*), inversion time (e.g. T1 mapping) or ImageType
+    (magnitude beside phase or real images, e.g. PSIR). autocmr segments cine and still short-axis stacks."""
+    for loc in locations:
+        if len(loc) < 2:
+            continue
+        for what, times, tolerance, kind in (
+                ("echo time", [h.echo_time for h in loc], SAME_ECHO_TIME_TOLERANCE_MS, "a multi-echo series"),
+                ("inversion time", [h.inversion_time for h in loc], SAME_INVERSION_TIME_TOLERANCE_MS,
+                 "a series of inversion times (e.g. T1 mapping)")):
+            known = sorted(t for t in times if t is not None)
+            if known and known[-1] - known[0] > tolerance:
+                raise InputFileError(source, f"{_series_name(loc[0])}: images at one slice position "
+                                             f"({loc[0].located(source)}) differ in {what} "
+                                             f"({_listed(known)} ms): {kind}, not a cine")
+        types = sorted({"\\".join(h.image_type) for h in loc if h.image_type})
+        if len(types) > 1:
+            raise InputFileError(source, f"{_series_name(loc[0])}: images at one slice position "
+                                         f"({loc[0].located(source)}) are of different types (ImageType "
+                                         f"{' and '.join(types[:3])}): e.g. magnitude beside phase or real "
+                                         "images, not a cine")
+
+
+def _listed(values: Sequence[float]) -> str:
+    distinct = list(dict.fromkeys(f"{v:g}" for v in values))
+    return ", ".join(distinct[:6]) + (", ..." if len(distinct) > 6 else "")
+
+
+def _series_name(h: DicomHeader) -> str:
+    """The series in messages: its number and description, as a viewer lists them."""
+    return f"series {h.series_number} ({h.description or 'no description'})"
 
 
 def _warn_if_sheared(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, depths: np.ndarray,
@@ -339,7 +385,7 @@ def _warn_if_sheared(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, 
     if offsets[worst] > 0.5 * min(grid[0][0].pixel_spacing or (1.0,)):
         logger.warning("%s: slices are shifted in-plane by up to %.2f mm off the stack's axis (%s); the volume is "
                        "placed on a regular grid through the first slice and its 3D shape is approximate", source,
-                       offsets[worst], grid[worst][0].label)
+                       offsets[worst], grid[worst][0].located(source))
 
 
 def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source: Path) -> float:
@@ -352,26 +398,37 @@ def _slice_gap(grid: Sequence[Sequence[DicomHeader]], normal: np.ndarray, source
     median = float(np.median(gaps))
     small = int(np.argmin(gaps))
     if gaps[small] < SLICE_GAP_OVERLAP_FRACTION * median:
-        raise InputFileError(source, f"slices overlap: {grid[small][0].label} and {grid[small + 1][0].label} "
-                                     f"are {gaps[small]:.3f} mm apart, the median gap is {median:.3f} mm")
+        raise InputFileError(source, f"slices overlap: {grid[small][0].located(source)} and "
+                                     f"{grid[small + 1][0].located(source)} are {gaps[small]:.3f} mm apart, the "
+                                     f"median gap is {median:.3f} mm")
+    # With many slices missing the median gap may be none of the stack's (gaps 10 and 20 mm: 15 mm), while every
+    # gap is a whole number of the smallest one: that is the slice gap (a stack of 10 mm with a slice missing).
+    if not _whole_steps(gaps, median) and _whole_steps(gaps, float(gaps[small])):
+        return float(gaps[small])
     return median
+
+
+def _whole_steps(gaps: np.ndarray, gap: float) -> bool:
+    """Every gap is a whole number (one or more) of ``gap``, within :data:`SLICE_GAP_WARN_FRACTION`."""
+    steps = gaps / gap
+    whole = np.rint(steps)
+    return bool(whole.min() >= 1 and np.abs(steps - whole).max() <= SLICE_GAP_WARN_FRACTION)
 
 
 def _fill_missing_slices(grid: list[list[DicomHeader]], normal: np.ndarray, gap: float, source: Path) -> Slots:
     """``grid`` with None where slices are missing, when every gap is a whole number of slice gaps (within
-    :data:`SLICE_GAP_WARN_FRACTION`): the volume then has an empty slice there and every image its true place.
-    Other uneven gaps (stacks joined from several acquisitions) keep the median gap, with a warning that the
-    volume is approximate."""
+    :data:`SLICE_GAP_WARN_FRACTION`; ``gap`` from :func:`_slice_gap`): the volume then has an empty slice there
+    and every image its true place. Other uneven gaps (stacks joined from several acquisitions) keep the median
+    gap, with a warning that the volume is approximate."""
     if len(grid) < 2:
         return list(grid)
     depths = np.array([float(np.dot(loc[0].position, normal)) for loc in grid])
     steps = np.diff(depths) / gap
-    whole = np.rint(steps)
     if np.abs(steps - 1).max() <= SLICE_GAP_WARN_FRACTION:
         return list(grid)
-    if whole.min() >= 1 and np.abs(steps - whole).max() <= SLICE_GAP_WARN_FRACTION:
+    if _whole_steps(np.diff(depths), gap):
         slots: Slots = [grid[0]]
-        for location, step in zip(grid[1:], whole.astype(int)):
+        for location, step in zip(grid[1:], np.rint(steps).astype(int)):
             slots += [None] * (step - 1) + [location]
         missing = [z for z, loc in enumerate(slots) if loc is None]
         logger.warning("%s: %d slice(s) missing from the stack (slice gap %.3f mm; none at slice(s) %s of %d): "

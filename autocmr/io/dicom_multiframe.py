@@ -9,7 +9,10 @@ the PerFrameFunctionalGroupsSequence, or else the SharedFunctionalGroupsSequence
 * PixelMeasuresSequence > PixelSpacing (and SpacingBetweenSlices / SliceThickness);
 * PixelValueTransformationSequence > RescaleSlope / RescaleIntercept;
 * the cardiac phase: CardiacSynchronizationSequence > NominalCardiacTriggerDelayTime (Enhanced MR), or the
-  TriggerTime a converter kept in UnassignedPerFrameConvertedAttributesSequence.
+  TriggerTime a converter kept in UnassignedPerFrameConvertedAttributesSequence;
+* what must not differ between the phases of a cine: MREchoSequence > EffectiveEchoTime, MRModifierSequence >
+  InversionTimes, MRImageFrameTypeSequence > FrameType (or the EchoTime / InversionTime a converter kept
+  there); without them, the file's own.
 
 :func:`frame_headers` turns the file into one :class:`DicomHeader` per frame (``frame`` set, its number in
 the file), so that :func:`autocmr.io.dicom.read_dicom_series` places frames exactly as it places single-frame
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from autocmr.errors import InputFileError
-from autocmr.io.dicom_values import numeric_tuple, numeric_value
+from autocmr.io.dicom_values import image_type, numeric_tuple, numeric_value
 
 if TYPE_CHECKING:  # autocmr.io.dicom_scan builds headers and calls this module
     from autocmr.io.dicom_scan import DicomHeader
@@ -65,6 +68,13 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
             trigger = get("UnassignedPerFrameConvertedAttributesSequence", "TriggerTime")
         gaps = [numeric_value(base.path, f"frame {index + 1}: {k}", get("PixelMeasuresSequence", k), optional=True)
                 for k in ("SpacingBetweenSlices", "SliceThickness")]
+        echo = get("MREchoSequence", "EffectiveEchoTime")
+        if echo is None:
+            echo = get("UnassignedPerFrameConvertedAttributesSequence", "EchoTime")
+        inversion = _first(get("MRModifierSequence", "InversionTimes"))
+        if inversion is None:
+            inversion = get("UnassignedPerFrameConvertedAttributesSequence", "InversionTime")
+        frame_type = get("MRImageFrameTypeSequence", "FrameType")
         slope = numeric_value(base.path, f"frame {index + 1}: RescaleSlope", slope)
         intercept = numeric_value(base.path, f"frame {index + 1}: RescaleIntercept", intercept)
         headers.append(replace(
@@ -74,8 +84,25 @@ def frame_headers(base: DicomHeader, ds: pydicom.Dataset) -> list[DicomHeader]:
             trigger_time=numeric_value(base.path, f"frame {index + 1}: trigger time", trigger, optional=True),
             instance_number=index + 1, n_frames=1, frame=index,
             slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
-            rescale=(1.0 if slope is None else slope, 0.0 if intercept is None else intercept)))
+            rescale=(1.0 if slope is None else slope, 0.0 if intercept is None else intercept),
+            echo_time=_frame_value(base.path, f"frame {index + 1}: echo time", echo, base.echo_time),
+            inversion_time=_frame_value(base.path, f"frame {index + 1}: inversion time", inversion,
+                                        base.inversion_time),
+            image_type=base.image_type if frame_type is None else image_type(frame_type)))
     return headers
+
+
+def _first(value: Any) -> Any:
+    """The first of several values (InversionTimes lists one per inversion pulse), a single value as it is."""
+    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return value
+    return value[0] if len(value) else None
+
+
+def _frame_value(path: Path, what: str, value: Any, default: float | None) -> float | None:
+    """A frame's own value of an attribute the reader can do without, else the file's (``default``)."""
+    found = numeric_value(path, what, value, optional=True)
+    return default if found is None else found
 
 
 def functional_group_rescale(ds: pydicom.Dataset, intercept: Any = None) -> tuple[Any, Any]:

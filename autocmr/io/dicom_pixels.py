@@ -21,15 +21,20 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_multiframe import functional_group_rescale
-from autocmr.io.dicom_scan import DicomHeader, lenient_pydicom
+from autocmr.io.dicom_scan import DICOM_READ_ERRORS, DicomHeader, decode_values, error_text, lenient_pydicom
 from autocmr.io.dicom_values import numeric_value
 
 logger = logging.getLogger(__name__)
+
+# The attributes the pixels' meaning is read from (besides those the pixel decoder reads itself), decoded while
+# the file is read so that a garbled one fails there, naming the file (see dicom_scan.decode_values).
+PIXEL_KEYWORDS = ("RescaleSlope", "RescaleIntercept", "PhotometricInterpretation", "BitsStored",
+                  "PixelPaddingValue", "PixelPaddingRangeLimit", "PerFrameFunctionalGroupsSequence",
+                  "SharedFunctionalGroupsSequence")
 
 
 @dataclass(frozen=True)
@@ -170,15 +175,16 @@ def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     """The data set of ``path`` and its pixels as stored ((frames,) rows, columns)."""
     try:
         ds = pydicom.dcmread(path, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(path, f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
+        decode_values(ds, PIXEL_KEYWORDS)
+    except DICOM_READ_ERRORS as exc:
+        raise InputFileError(path, f"cannot read DICOM file ({error_text(exc)})") from exc
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise InputFileError(path, "has no pixel data")
     _infer_transfer_syntax(ds)
     try:
         return ds, ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, OSError, EOFError) as exc:
-        raise InputFileError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    except DICOM_READ_ERRORS + (RuntimeError,) as exc:  # RuntimeError: no decoder for the transfer syntax
+        raise InputFileError(path, f"cannot decode pixel data ({error_text(exc)})") from exc
 
 
 def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:

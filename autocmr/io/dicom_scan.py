@@ -7,6 +7,8 @@ validation is relaxed while reading, because real exports often carry slightly i
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +16,26 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from autocmr.errors import InputFileError
 from autocmr.io.dicom_multiframe import frame_headers, is_enhanced
-from autocmr.io.dicom_values import numeric_tuple, numeric_value
+from autocmr.io.dicom_values import image_type, numeric_tuple, numeric_value
 
 logger = logging.getLogger(__name__)
 
+# What pydicom raises on a corrupt or truncated file, while reading it or while decoding one of its values (it
+# decodes a value when it is first used): beyond the usual, struct.error and BytesLengthException for a value
+# cut short, zlib.error inside a deflated file, NotImplementedError for a garbled value representation.
+DICOM_READ_ERRORS = (InvalidDicomError, BytesLengthException, struct.error, zlib.error, NotImplementedError, OSError,
+                     EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+# The attributes a DicomHeader is built from (and what tells an image from other DICOM objects): decoded while
+# the file is read, so that a garbled value fails there, naming the file, not wherever it is first used.
+HEADER_KEYWORDS = ("SOPClassUID", "Modality", "SamplesPerPixel", "SeriesInstanceUID", "SeriesDescription",
+                   "SeriesNumber", "InstanceNumber", "StudyInstanceUID", "PatientID", "SOPInstanceUID", "Rows",
+                   "Columns", "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                   "SpacingBetweenSlices", "SliceThickness", "TriggerTime", "EchoTime", "InversionTime", "ImageType",
+                   "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
 # File name endings that mark a file as DICOM even without the "DICM" preamble (old or anonymised exports).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 # DICOM objects in a study export that are not images to segment: skipped with a note, never a failure.
@@ -83,6 +97,9 @@ class DicomSeriesInfo:
     member_series: tuple[str, ...] = ()  # SeriesInstanceUIDs of a stack joined from single-slice series
     multiframe: bool = False  # images are frames of enhanced multi-frame files
     n_planes: int = 1  # distinct image orientations (a localizer or survey has several)
+    # the largest angle between the planes of its images, degrees: ~90 for a localizer's orthogonal planes, a few
+    # for a stack with one re-angled slice (0 for one plane, or for planes that differ only by an in-plane turn)
+    plane_tilt_deg: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,10 @@ class DicomHeader:
     frame: int | None = None  # the frame of an enhanced multi-frame file (autocmr.io.dicom_multiframe)
     rescale: tuple[float, float] | None = None  # (slope, intercept) of that frame; None: the file's own
     sop_uid: str = ""  # SOPInstanceUID: the same image copied into two files of the input has it twice
+    # what else may tell images at one slice position apart besides the cardiac phase (then they are no cine)
+    echo_time: float | None = None  # EchoTime, ms (several: a multi-echo series)
+    inversion_time: float | None = None  # InversionTime, ms (several: e.g. T1 mapping)
+    image_type: tuple[str, ...] = ()  # ImageType, e.g. ORIGINAL\PRIMARY\M (magnitude) or ...\P (phase)
 
     @property
     def label(self) -> str:
@@ -236,21 +257,45 @@ def _not_an_image(path: Path, ds: pydicom.Dataset) -> SkippedObject | None:
     return None
 
 
+def decode_values(ds: pydicom.Dataset, keywords: Sequence[str]) -> None:
+    """Decode the file meta and the values of ``keywords`` now (every value inside a sequence among them):
+    pydicom decodes a value when it is first used, and a garbled one would otherwise raise wherever that is,
+    outside the read of its file. Raises one of :data:`DICOM_READ_ERRORS`."""
+    for _ in ds.get("file_meta") or ():
+        pass
+    for keyword in keywords:
+        value = ds.get(keyword)
+        if isinstance(value, pydicom.Sequence):
+            for item in value:
+                for _ in item.iterall():
+                    pass
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` for messages; a bare ``error`` (struct's, zlib's) is named with its module."""
+    name = type(exc).__name__
+    if name == "error":
+        name = f"{type(exc).__module__}.{name}"
+    return f"{name}: {exc}"
+
+
 @lenient_pydicom()
 def _read_header_and_dataset(path: Path) -> tuple[DicomHeader, pydicom.Dataset] | SkippedObject | None:
     looks_dicom = _looks_like_dicom(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=looks_dicom)
+        decode_values(ds, HEADER_KEYWORDS)
     except InvalidDicomError as exc:
         if looks_dicom:
             raise InputFileError(path, f"looks like DICOM but cannot be parsed ({exc})") from exc
         return None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except DICOM_READ_ERRORS as exc:
         if looks_dicom:
-            raise InputFileError(path, f"looks like DICOM but cannot be read ({type(exc).__name__}: {exc})") from exc
+            raise InputFileError(path, f"looks like DICOM but cannot be read ({error_text(exc)})") from exc
         return None
     skipped = _not_an_image(path, ds)
-    missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if k not in ds]
+    # an empty value is as good as none: a header cut short may end in one
+    missing = [k for k in ("SeriesInstanceUID", "Rows", "Columns") if ds.get(k) in (None, "")]
     if missing:
         # pydicom stops quietly at the end of a truncated file, so an image whose header lacks these tags is
         # broken; other objects (DICOMDIR, structured reports, presentation states) are not images: skip.
@@ -274,7 +319,7 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
 
     gaps = (number("SpacingBetweenSlices"), number("SliceThickness"))
 
-    rows, cols = ds.get("Rows"), ds.get("Columns")
+    rows, cols = number("Rows", optional=False), number("Columns", optional=False)
     instance = number("InstanceNumber")
     series_number = number("SeriesNumber")
     return DicomHeader(
@@ -289,6 +334,8 @@ def _header_from_dataset(path: Path, ds: pydicom.Dataset) -> DicomHeader:
         slice_gap_hint=next((g for g in gaps if g is not None and g > 0), None),
         study_uid=str(ds.get("StudyInstanceUID", "")), patient_id=str(ds.get("PatientID", "")),
         sop_uid=str(ds.get("SOPInstanceUID", "")),
+        echo_time=number("EchoTime"), inversion_time=number("InversionTime"),
+        image_type=image_type(ds.get("ImageType")),
     )
 
 
@@ -317,7 +364,15 @@ def series_info(uid: str, members: Sequence[DicomHeader]) -> DicomSeriesInfo:
     return DicomSeriesInfo(uid, first.description, first.modality, tuple(dict.fromkeys(h.path for h in members)),
                            len(counts), max(counts.values(), default=0), first.series_number,
                            uids if len(uids) > 1 else (), any(h.frame is not None for h in members),
-                           max(1, len(planes)))
+                           max(1, len(planes)), _largest_tilt(planes))
+
+
+def _largest_tilt(planes: Sequence[np.ndarray]) -> float:
+    """The largest angle (degrees) between the normals of ``planes`` (orientations that cannot make a plane
+    are left out: reading the series refuses them, naming the file)."""
+    normals = [orthonormal_axes(p)[2] for p in planes if orientation_problem(p) is None]
+    cosines = [abs(float(a @ b)) for i, a in enumerate(normals) for b in normals[i + 1:]]
+    return float(np.degrees(np.arccos(min(1.0, min(cosines))))) if cosines else 0.0
 
 
 def warn_unreadable(unreadable: Sequence[InputFileError]) -> None:

@@ -26,7 +26,8 @@ from pydicom import Dataset
 from pydicom.valuerep import DSfloat
 
 from autocmr.errors import InputFileError
-from autocmr.io.dicom_scan import ORIENTATION_TOLERANCE, lenient_pydicom, orthonormal_axes
+from autocmr.io.dicom_scan import (DICOM_READ_ERRORS, ORIENTATION_TOLERANCE, error_text, lenient_pydicom,
+                                   orthonormal_axes)
 from autocmr.io.dicom_values import numeric_tuple, numeric_value
 
 logger = logging.getLogger(__name__)
@@ -72,9 +73,10 @@ def read_source_headers(source_files: Mapping[tuple[int, int], Path]) -> dict[tu
     for key, path in source_files.items():
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            # repairing the copy decodes every value of the header: a garbled one fails here, naming the file
             headers[key] = _repair_geometry(_repair_header(ds), Path(path))
-        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InputFileError(path, f"cannot read DICOM header for the SEG ({type(exc).__name__}: {exc})") from exc
+        except DICOM_READ_ERRORS as exc:
+            raise InputFileError(path, f"cannot read DICOM header for the SEG ({error_text(exc)})") from exc
     for key, ds in headers.items():
         missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES + PLACEMENT_ATTRIBUTES if not ds.get(k)]
         if missing:

@@ -1,5 +1,6 @@
-"""Numeric DICOM values read for placing images: one parser for top-level attributes and for the functional
-groups of enhanced multi-frame files, so both refuse a broken value the same way, naming the file."""
+"""DICOM values read for placing images (numbers) and for telling them apart (ImageType): one parser for
+top-level attributes and for the functional groups of enhanced multi-frame files, so both refuse a broken value
+the same way, naming the file."""
 from __future__ import annotations
 
 import logging
@@ -51,4 +52,12 @@ def numeric_value(path: Path, what: str, value: Any, *, optional: bool = False) 
         return None
 
 
-__all__ = ["numeric_tuple", "numeric_value"]
+def image_type(value: Any) -> tuple[str, ...]:
+    """ImageType's (or FrameType's) values in upper case without padding; () when absent."""
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, (str, bytes)) else list(value)
+    return tuple((v.decode(errors="replace") if isinstance(v, bytes) else str(v)).strip().upper() for v in values)
+
+
+__all__ = ["image_type", "numeric_tuple", "numeric_value"]

@@ -439,6 +439,136 @@ def test_rescale_slope_0_reads_as_1_and_a_rescale_only_in_functional_groups_is_a
     np.testing.assert_allclose(volume.array[1, 0], stored[1, 0] * SLOPE + INTERCEPT)
 
 
+# -------------------------------------------------------------------- what images at one position may differ in
+
+
+def _per_phase(paths: dict[tuple[int, int], Path], **values: list) -> None:
+    """Give every file the value of its phase: ``EchoTime=["2.1", "4.2", ...]`` (None deletes the attribute)."""
+    for (_, t), path in paths.items():
+        _edit(path, **{keyword: phases[t] for keyword, phases in values.items()})
+
+
+@pytest.mark.parametrize("values, message", [
+    # multi-echo T2*: no TriggerTime, one image per echo at each position
+    ({"EchoTime": ["2.1", "4.2", "6.3"], "TriggerTime": [None] * 3},
+     r"differ in echo time \(2\.1, 4\.2, 6\.3 ms\): a multi-echo series, not a cine"),
+    ({"InversionTime": ["100", "180", "1100"]},
+     r"differ in inversion time \(100, 180, 1100 ms\): a series of inversion times \(e\.g\. T1 mapping\), not a cine"),
+    # PSIR: a magnitude and a real image of one heartbeat, with the same trigger time
+    ({"ImageType": [["ORIGINAL", "PRIMARY", "M"], ["ORIGINAL", "PRIMARY", "R"], ["ORIGINAL", "PRIMARY", "R"]],
+      "TriggerTime": ["300"] * 3},
+     r"are of different types \(ImageType ORIGINAL\\PRIMARY\\M and ORIGINAL\\PRIMARY\\R\): e\.g\. magnitude "
+     "beside phase or real images, not a cine"),
+])
+def test_images_at_one_position_that_are_no_cardiac_phases_are_refused(tmp_path, stored, values, message):
+    """Several images per slice position are read as cardiac phases only when nothing but the phase tells them
+    apart; a multi-echo, T1 mapping or magnitude + phase series is refused, naming the series and its folder,
+    instead of being segmented as a cine."""
+    paths = _write_series(tmp_path / "s", stored)
+    _per_phase(paths, **values)
+    with pytest.raises(InputFileError, match=r"series 7 \(sax cine\): images at one slice position \(IM\d+\) "
+                                             + message) as info:
+        read_dicom_series(tmp_path / "s")
+    assert info.value.path == tmp_path / "s"
+    with pytest.raises(InputFileError, match=message):  # the header-only layout (a DICOM-SEG's) checks the same
+        read_dicom_layout(tmp_path / "s")
+
+
+def test_a_cine_keeps_its_echo_and_inversion_time_and_image_type_at_every_phase(tmp_path, stored, caplog):
+    paths = _write_series(tmp_path / "s", stored)
+    _per_phase(paths, EchoTime=["1.532"] * 3, InversionTime=["0"] * 3,
+               ImageType=[["ORIGINAL", "PRIMARY", "M", "RETRO"]] * 3)
+    _edit(paths[(1, 2)], EchoTime="1.54")  # written with fewer decimals
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "s")
+    assert volume.array.shape == stored.shape and caplog.text == ""
+    np.testing.assert_allclose(volume.array, stored * SLOPE + INTERCEPT)
+
+
+@pytest.mark.parametrize("trigger", [None, "0"])
+def test_phases_that_trigger_time_does_not_tell_apart_are_ordered_by_instance_number_with_a_warning(
+        tmp_path, stored, caplog, trigger):
+    paths = _write_series(tmp_path / "s", stored)
+    _per_phase(paths, TriggerTime=[trigger] * 3)
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "s")
+    np.testing.assert_allclose(volume.array, stored[::-1] * SLOPE + INTERCEPT)  # instance numbers run backwards
+    assert (f"{tmp_path / 's'}: series 7 (sax cine): TriggerTime is missing or does not tell the 3 images at each "
+            "slice position apart; they are read as cardiac phases in InstanceNumber order") in caplog.text
+    caplog.clear()
+    _write_series(tmp_path / "stack", stored[:1], trigger=False)  # one image per position: nothing to order
+    with caplog.at_level(logging.WARNING):
+        read_dicom_series(tmp_path / "stack")
+    assert caplog.text == ""
+
+
+# --------------------------------------------------------------------------------------- missing slices
+
+
+@pytest.mark.parametrize("gaps, missing", [
+    ([1, 2], (2,)),  # positions 0, 10, 30 (x slice gap): median 15 would put the middle slice at 15
+    ([2, 1, 1, 2], (1, 5)),  # 0, 20, 30, 40, 60: median 15 would give 5 slices 15 apart
+    ([1, 1, 2], (3,)),  # 0, 10, 20, 40: the median is the slice gap already
+])
+def test_missing_slices_are_found_when_the_median_gap_is_not_the_slice_gap(tmp_path, gaps, missing, caplog):
+    """When every gap is a whole number of the smallest gap, that is the slice gap, even when slices are missing
+    so often that the median gap is another: every image then lies where its ImagePositionPatient says."""
+    written = np.random.default_rng(4).integers(0, 900, size=(1, len(gaps) + 1, ROWS, COLS)).astype(np.int16)
+    paths = _write_series(tmp_path / "s", written, gaps=[g * SLICE_GAP for g in gaps])
+    with caplog.at_level(logging.WARNING):
+        volume = read_dicom_series(tmp_path / "s")
+    assert volume.missing_slices == missing and "slice gaps vary" not in caplog.text
+    assert volume.array.shape[0] == len(gaps) + 1 + len(missing)
+    assert volume.geometry.spacing[2] == pytest.approx(SLICE_GAP)
+    image = sitk.GetImageFromArray(volume.array)
+    volume.geometry.spatial().apply_to(image)
+    for z_written, z_volume in enumerate(np.concatenate([[0], np.cumsum(gaps)]).astype(int)):
+        ipp = [float(v) for v in pydicom.dcmread(paths[(z_written, 0)]).ImagePositionPatient]
+        assert np.allclose(image.TransformIndexToPhysicalPoint((0, 0, int(z_volume))), ipp, atol=1e-3)
+        assert volume.files[(int(z_volume), 0)] == paths[(z_written, 0)]
+    assert read_dicom_layout(tmp_path / "s").shape == volume.array.shape
+
+
+# ----------------------------------------------------------------------- files named where they lie
+
+
+def _in_slice_folders(paths: dict[tuple[int, int], Path]) -> dict[tuple[int, int], Path]:
+    """Each slice's files moved into a folder of its own (as some exports store a series): bare file names
+    then repeat across the series."""
+    moved = {}
+    for (z, t), path in paths.items():
+        moved[(z, t)] = path.parent / f"slice{z}" / f"IM{t}"
+        moved[(z, t)].parent.mkdir(exist_ok=True)
+        path.rename(moved[(z, t)])
+    return moved
+
+
+def test_messages_about_a_series_name_its_files_with_their_folders(tmp_path, stored):
+    paths = _in_slice_folders(_write_series(tmp_path / "spacing", stored))
+    _edit(paths[(1, 1)], PixelSpacing=["0.8", "1.2"])
+    with pytest.raises(InputFileError, match=r"mixed pixel spacings in one series: slice0/IM0 has .*, "
+                                             r"slice1/IM1 has"):
+        read_dicom_series(tmp_path / "spacing")
+
+    paths = _in_slice_folders(_write_series(tmp_path / "uneven", stored))
+    paths[(1, 2)].unlink()
+    with pytest.raises(InputFileError, match=r"uneven number of phases per slice location \(slice0/IM\d: 3, "
+                                             r"slice1/IM\d: 2\)"):
+        read_dicom_series(tmp_path / "uneven")
+
+    paths = _in_slice_folders(_write_series(tmp_path / "plane", stored))
+    for t in range(3):  # slice 1 moved into slice 0's plane, 3 mm along the rows
+        _edit(paths[(1, t)], ImagePositionPatient=[_ds(v) for v in ORIGIN + 3.0 * ROTATION[:, 0]])
+    with pytest.raises(InputFileError, match=r"slices overlap: slice\d/IM\d and slice\d/IM\d lie in the same "
+                                             "plane at different positions"):
+        read_dicom_series(tmp_path / "plane")
+
+    three = np.concatenate([stored, stored[:, :1]], axis=1)
+    _in_slice_folders(_write_series(tmp_path / "close", three, gaps=[SLICE_GAP, 0.2 * SLICE_GAP]))
+    with pytest.raises(InputFileError, match=r"slices overlap: slice1/IM0 and slice2/IM0 are 1\.500 mm apart"):
+        read_dicom_series(tmp_path / "close")
+
+
 # --------------------------------------------------------------------------------------- real data
 
 

@@ -122,6 +122,30 @@ def test_enhanced_monochrome1_is_inverted_and_a_frame_slope_of_0_reads_as_1(tmp_
     assert caplog.text.count(f"{path}: RescaleSlope is 0, which would blank the image; read as 1") == 1
 
 
+def test_an_enhanced_multi_echo_series_is_refused_not_read_as_a_cine(tmp_path, synthetic):
+    """Frames at one position that differ in echo time are echoes, not phases, wherever the file keeps the echo
+    time: a converter's unassigned per-frame attributes or Enhanced MR's MREchoSequence."""
+    for path in synthetic.iterdir():  # 4 echoes (2.5 ms apart) in place of the 4 phases, no trigger time
+        ds = pydicom.dcmread(path)
+        ds.EchoTime = f"{2.5 * ((int(ds.InstanceNumber) - 1) % 4 + 1):g}"
+        del ds.TriggerTime
+        ds.save_as(path)
+    path = to_enhanced(sorted(synthetic.iterdir()), tmp_path / "enhanced" / "t2star.dcm")
+    message = r"differ in echo time \(2\.5, 5, 7\.5, 10 ms\): a multi-echo series, not a cine"
+    with pytest.raises(InputFileError, match=message):
+        read_dicom_series([path])
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        unassigned = item.UnassignedPerFrameConvertedAttributesSequence[0]
+        echo = Dataset()
+        echo.EffectiveEchoTime = float(unassigned.EchoTime)
+        item.MREchoSequence = [echo]
+        del unassigned.EchoTime
+    ds.save_as(path)
+    with pytest.raises(InputFileError, match=message):
+        read_dicom_series([path])
+
+
 def test_an_enhanced_file_of_one_frame_reads_like_its_single_frame_file(tmp_path, synthetic):
     one = sorted(synthetic.iterdir())[0]
     path = to_enhanced([one], tmp_path / "enhanced" / "one.dcm")
