@@ -7,10 +7,13 @@ which keeps tests and small jobs free of process start-up costs.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -101,16 +104,28 @@ class PoolTask:
         self.future: Future = Future()
         self.attempts = 0
         self.generation = 0
+        self.deadline = math.inf  # time.monotonic() by which its result is due (ResilientPool's task_timeout_s)
+        self.timeout_s = math.inf
+
+
+class TaskTimeout(RuntimeError):
+    """A worker gave no result within the pool's ``task_timeout_s`` and was stopped."""
 
 
 class ResilientPool:
     """A spawn process pool (or inline execution with 0 workers) that survives a crashed worker process:
-    a task whose worker died is retried once in a fresh pool, then reported as failed."""
+    a task whose worker died is retried once in a fresh pool, then reported as failed. ``task_timeout_s``: a
+    task without a result this long after it was submitted (a read stuck on a network file system, a library
+    deadlocked on a damaged file) fails with :class:`TaskTimeout`; its workers are stopped and replaced, the
+    other tasks they held retried (inline execution cannot be timed out)."""
 
-    def __init__(self, num_workers: int) -> None:
+    def __init__(self, num_workers: int, task_timeout_s: float | None = None) -> None:
+        if task_timeout_s is not None and not task_timeout_s > 0:
+            raise ValueError(f"task_timeout_s must be positive, got {task_timeout_s}")
         self.num_workers = num_workers
         self.pool = make_pool(num_workers) if num_workers > 0 else None
         self.generation = 0
+        self.task_timeout_s = task_timeout_s
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> PoolTask:
         task = PoolTask(fn, args)
@@ -126,22 +141,47 @@ class ResilientPool:
             except Exception as exc:  # noqa: BLE001 - delivered through result() like a worker's error
                 task.future.set_exception(exc)
             return
+        if self.task_timeout_s is not None:
+            task.timeout_s, task.deadline = self.task_timeout_s, time.monotonic() + self.task_timeout_s
         try:
             task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
         except BrokenProcessPool:
             self._restart(self.generation)
             task.generation, task.future = self.generation, self.pool.submit(task.fn, *task.args)
 
+    def overdue(self, task: PoolTask) -> bool:
+        """Whether ``task`` is past its deadline without a result (:meth:`result` then raises at once)."""
+        return not task.future.done() and time.monotonic() >= task.deadline
+
     def result(self, task: PoolTask) -> Any:
         while True:
             try:
-                return task.future.result()
+                wait_s = None if math.isinf(task.deadline) else max(0.0, task.deadline - time.monotonic())
+                return task.future.result(timeout=wait_s)
+            except FutureTimeout:
+                if task.generation != self.generation:  # its pool was stopped for another task's hang: not its fault
+                    self._start(task)
+                    continue
+                self._stop_workers(task.generation)
+                raise TaskTimeout(f"no result within {task.timeout_s:g} s (a read stuck on a network file "
+                                  "system, or a library hung on this input?); its worker was stopped") from None
             except BrokenProcessPool as exc:
                 if task.attempts >= WORKER_ATTEMPTS:
                     raise RuntimeError("the worker process died while handling this case (killed, out of memory "
                                        "or a crash in a library)") from exc
                 self._restart(task.generation)
                 self._start(task)
+
+    def _stop_workers(self, generation: int) -> None:
+        """End the pool whose worker hangs (a hung worker cannot be stopped alone) and start a fresh one: the
+        other tasks it held see a broken pool and are retried there."""
+        if generation != self.generation or self.pool is None:
+            return
+        logger.warning("a worker gave no result within %g s: stopping the workers and retrying their other cases",
+                       self.task_timeout_s)
+        for process in list(getattr(self.pool, "_processes", {}).values()):  # no public way before Python 3.14
+            process.kill()
+        self._restart(generation)
 
     def _restart(self, generation: int) -> None:
         if generation != self.generation or self.pool is None:
@@ -153,7 +193,10 @@ class ResilientPool:
 
     @staticmethod
     def wait_any(tasks: Sequence[PoolTask]) -> None:
-        wait([t.future for t in tasks], return_when=FIRST_COMPLETED)
+        """Until one of ``tasks`` has its result or passes its deadline (see :meth:`overdue`)."""
+        deadline = min((t.deadline for t in tasks), default=math.inf)
+        timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+        wait([t.future for t in tasks], timeout=timeout, return_when=FIRST_COMPLETED)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -5,13 +5,19 @@ import os
 
 import pytest
 
-from autocmr.parallel import WORKER_ATTEMPTS, ResilientPool, default_workers, run_all
+from autocmr.parallel import WORKER_ATTEMPTS, ResilientPool, TaskTimeout, default_workers, run_all
 
 
 def _square(x: int) -> int:
     if x < 0:
         raise ValueError(f"negative input {x}\nsecond line of the message")
     return x * x
+
+
+def _hang(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)  # a read stuck on a network file system looks like this from outside
 
 
 def _die(_: int) -> int:
@@ -54,3 +60,25 @@ def test_resilient_pool_retries_a_dead_worker_once_then_reports_it() -> None:
         assert pool.result(pool.submit(_square, 5)) == 25  # the replacement pool works
     finally:
         pool.close()
+
+
+def test_a_worker_that_hangs_fails_its_task_after_the_timeout_and_the_pool_goes_on() -> None:
+    import time
+
+    pool = ResilientPool(1, task_timeout_s=600)
+    try:
+        assert pool.result(pool.submit(_square, 3)) == 9  # the worker has started: the deadline is the task's own
+        pool.task_timeout_s = 2.0
+        hung, queued = pool.submit(_hang, 600), pool.submit(_square, 6)  # the second waits behind the first
+        t0 = time.monotonic()
+        pool.wait_any([hung])  # returns at the deadline, not after 600 s
+        assert pool.overdue(hung) and time.monotonic() - t0 < 30
+        with pytest.raises(TaskTimeout, match="no result within 2 s"):
+            pool.result(hung)
+        pool.task_timeout_s = 600
+        assert pool.result(queued) == 36  # retried in the fresh pool
+        assert pool.result(pool.submit(_square, 7)) == 49
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="positive"):
+        ResilientPool(0, task_timeout_s=0)

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one worker process per device (e.g. cuda:0 cuda:1), each predicting a part of the cases; "
                         "the parts are merged at the end and the folder analysed once, as one run (with "
                         "--num-parts, per machine: merge with autocmr_merge_parts)")
+    p.add_argument("--worker-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a case whose reading, export or writing in a worker process takes longer fails (its worker "
+                        "is stopped) and the batch goes on: for inputs on network file systems that can hang "
+                        "(default: no limit; needs worker processes, -j 1 or more)")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz (float16)")
     p.add_argument("--postprocess", default=None, choices=("auto", "on", "off"),
                    help="largest-component postprocessing: auto (as chosen at training), on, off")
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    ("-p/--plans", args.plans), ("--results", args.results)) if value)
         parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
                      "model)")
+    if args.worker_timeout is not None and not args.worker_timeout > 0:
+        parser.error(f"--worker-timeout {args.worker_timeout:g}: give a number of seconds above 0")
     if args.folds and len(set(args.folds)) != len(args.folds):
         parser.error(f"-f/--folds {' '.join(args.folds)}: a fold given twice would count twice in the ensemble")
     if args.metadata is not None:  # found and read now, not after every case is predicted
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{', '.join(chosen)}: the selection fixes its members' folds, checkpoint and "
                          "postprocessing (see its selection.json); predict with -m MODEL to choose them")
         unsupported = [flag for flag, given in (("--num-parts", args.num_parts != 1), ("--devices", args.devices),
+                                                ("--worker-timeout", args.worker_timeout is not None),
                                                 ("--output-format", args.output_format != "nifti"),
                                                 ("--save-probabilities", args.save_probabilities)) if given]
         if unsupported:
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                 cine=_cine_options(args),
                                 output_format=args.output_format,
                                 after_batch=None if whole_folder else analysis, subject_of=_subject_of(args),
+                                worker_timeout_s=args.worker_timeout,
                                 phase_pairs=_phase_pairs(args))
         if whole_folder and getattr(report, "merge", None) is not None:
             from autocmr.analysis.pipeline import analyse_output_folder

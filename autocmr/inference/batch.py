@@ -61,7 +61,7 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                    after_batch: AfterBatch | None = None,
                    subject_of: Callable[[str], str] = subject_key,
                    phase_pairs: Callable[[Sequence[PredictionJob]], Mapping[str, str]] | None = None,
-                   check_settings: bool = True) -> BatchReport:
+                   check_settings: bool = True, worker_timeout_s: float | None = None) -> BatchReport:
     """Segment every image in ``input_path`` (a folder or one file) into ``output_dir``.
 
     Args:
@@ -91,6 +91,9 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         check_settings: with ``continue_``, refuse an ``output_dir`` whose records were written with another
             model or other settings (off only for a caller that rewrites the record in its own form, as a
             one-member selection does).
+        worker_timeout_s: a case whose reading, export or writing in a worker process gives no result this
+            long after it was handed over fails (the worker is stopped) and the batch goes on; None: no limit.
+            Needs worker processes (``num_workers`` > 0).
 
     Raises:
         AutocmrError: the model cannot be loaded, the input does not exist or holds no image, bad options.
@@ -140,7 +143,13 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
         todo = [j for j in jobs if j.name not in skipped]
         report.stamps = {j.name: sources_stamp(j) for j in todo}  # before any is read: see BatchReport.stamps
         _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
-        workers = ResilientPool(_auto_workers(len(todo)) if num_workers is None else max(0, num_workers))
+        count = _auto_workers(len(todo)) if num_workers is None else max(0, num_workers)
+        if num_workers is None and worker_timeout_s is not None:  # a time limit needs a process to stop
+            count = max(1, count)
+        workers = ResilientPool(count, task_timeout_s=worker_timeout_s)
+        if worker_timeout_s is not None and workers.num_workers == 0 and todo:
+            logger.warning("--worker-timeout needs worker processes; with -j 0 (or a single case) cases run here, "
+                           "without a time limit")
         logger.info("%d case(s) to predict (%d skipped, %d input problem(s)) with %d worker process(es)",
                     len(todo), len(report.skipped), len(report.failures), workers.num_workers)
 

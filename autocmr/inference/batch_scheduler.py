@@ -145,9 +145,9 @@ class BatchScheduler:
 
     def _collect(self, *, block: bool) -> None:
         """Handle finished exports (submitting a job's write once all its frames are in) and writes."""
-        if block and self.exports + self.writes and not any(t.future.done() for *_, t in self.exports + self.writes):
+        if block and self.exports + self.writes and not any(self._ready(t) for *_, t in self.exports + self.writes):
             self.workers.wait_any([t for *_, t in self.exports] + [t for _, t in self.writes])
-        for item in [e for e in self.exports if e[2].future.done()]:
+        for item in [e for e in self.exports if self._ready(e[2])]:
             self.exports.remove(item)
             state, index, task = item
             try:
@@ -159,7 +159,7 @@ class BatchScheduler:
             state.seconds["export_s"] += seconds
             if not state.failed and all(lab is not None for lab in state.labels):
                 self._submit_write(state)
-        for item in [w for w in self.writes if w[1].future.done()]:
+        for item in [w for w in self.writes if self._ready(w[1])]:
             self.writes.remove(item)
             state, task = item
             try:
@@ -174,6 +174,10 @@ class BatchScheduler:
             self.bar.update()
             if self.on_case_done is not None:
                 self.on_case_done(state.job)
+
+    def _ready(self, task: PoolTask) -> bool:
+        """Its result is in, or it is overdue (its result() then reports the timeout)."""
+        return task.future.done() or self.workers.overdue(task)
 
     def _fail(self, job: PredictionJob, exc: BaseException, state: _JobState | None = None) -> None:
         if state is not None:

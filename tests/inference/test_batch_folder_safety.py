@@ -202,3 +202,33 @@ def test_continue_with_another_number_of_parts_keeps_no_outdated_copy_of_a_case(
     again = [predict_folder(tmp_path / "in", out, tiny_predictor, num_parts=2, part_id=k, num_workers=0,
                             continue_=True) for k in range(2)]
     assert all(r.done == [] for r in again) and sorted(n for r in again for n in r.skipped) == names
+
+
+def test_a_case_whose_read_hangs_fails_after_the_worker_timeout_and_the_batch_goes_on(tmp_path, tiny_predictor):
+    """A study on a network mount that stops answering: its read never returns. With a worker timeout the
+    case fails, naming the time limit, and the case queued behind it is predicted in fresh workers."""
+    from autocmr.inference.batch_report import BatchReport
+    from autocmr.inference.batch_scheduler import BatchScheduler
+    from autocmr.inference.inputs import PredictionJob
+    from autocmr.parallel import ResilientPool
+
+    hung = tmp_path / "in" / "hung.nii.gz"
+    hung.parent.mkdir()
+    os.mkfifo(hung)  # opened for reading, it blocks until a writer comes: none will
+    good = _write(tmp_path / "in" / "good.nii.gz", 7, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    jobs = [PredictionJob("hung", "3d", (hung,), out / "hung.nii.gz"),
+            PredictionJob("good", "3d", (good,), out / "good.nii.gz")]
+    workers = ResilientPool(1, task_timeout_s=600)
+    try:
+        assert workers.result(workers.submit(abs, -1)) == 1  # started: the limit below is the cases' own
+        workers.task_timeout_s = 5.0
+        report = BatchReport(out)
+        scheduler = BatchScheduler(tiny_predictor, workers, False, report)
+        scheduler.run(jobs)
+        scheduler.close()
+    finally:
+        workers.close()
+    assert report.done == ["good"] and (out / "good.nii.gz").is_file()
+    assert [f.name for f in report.failures] == ["hung"] and "no result within 5 s" in report.failures[0].reason
