@@ -181,12 +181,13 @@ class ResilientPool:
                        self.task_timeout_s)
         for process in list(getattr(self.pool, "_processes", {}).values()):  # no public way before Python 3.14
             process.kill()
-        self._restart(generation)
+        self._restart(generation, quiet=True)
 
-    def _restart(self, generation: int) -> None:
+    def _restart(self, generation: int, *, quiet: bool = False) -> None:
         if generation != self.generation or self.pool is None:
             return  # already replaced since that task was submitted
-        logger.warning("a worker process died; starting new workers and retrying the affected cases once")
+        if not quiet:
+            logger.warning("a worker process died; starting new workers and retrying the affected cases once")
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = make_pool(self.num_workers)
         self.generation += 1
