@@ -46,7 +46,9 @@ def _check_folds(args: argparse.Namespace) -> None:
     if repeated:
         raise ConfigurationError(f"fold(s) {repeated} given more than once")
     roots = roots_from(args)
-    if args.splits and not Path(args.splits).expanduser().is_file():
+    if args.splits:  # once, for every use below (a shell leaves ~ in --splits=~/s.json as it is)
+        args.splits = str(Path(args.splits).expanduser())
+    if args.splits and not Path(args.splits).is_file():
         raise InputFileError(args.splits, "splits file not found")
     try:
         pre_dir = roots.preprocessed / resolve_dataset_name(args.dataset, roots.preprocessed)

@@ -20,9 +20,11 @@ LEARNING_RATE = 1e-2
 # Fine-tuning starts ten times lower: at 1e-2 (with momentum 0.99) a few cases of a new site pull the
 # pretrained weights far from what they learnt, and the tuned model ends up worse than the untuned one.
 FINETUNE_LEARNING_RATE = 1e-3
-# Options that decide how fast or where a run goes, not what it learns: left out of the hash that names the
-# experiment, and free to change when a run is resumed (batches are the same whatever the number of workers).
-RUNTIME_ONLY_OPTIONS = frozenset({"device", "num_workers", "save_every"})
+# Options that decide how fast or where a run goes, or how its finished weights are validated, not what it
+# learns: left out of the hash that names the experiment, and free to change when a run is resumed (batches are
+# the same whatever the number of workers; a run resumed to get its final validation after all learns the same
+# weights; the validation records whether it mirrored).
+RUNTIME_ONLY_OPTIONS = frozenset({"device", "num_workers", "save_every", "final_validation", "mirror_validation"})
 # Names of the augmentation presets (autocmr.trainers.augmentation.PRESETS holds their parameters): known here
 # so that a wrong name is refused before any data is loaded or any file written.
 AUGMENTATION_PRESETS = ("default", "cross-domain", "none")

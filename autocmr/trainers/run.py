@@ -239,6 +239,11 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         latest = fold_dir / checkpoint_name("latest")
         resuming = continue_training and latest.is_file()
         if continue_training and not resuming:
+            kept = [n for n in (checkpoint_name("final"), checkpoint_name("best")) if (fold_dir / n).is_file()]
+            if kept:  # starting over would delete them: a finished fold (exported with its final weights only)
+                raise ConfigurationError(f"--continue: {fold_dir} has {' and '.join(kept)} but no {latest.name}, so "
+                                         "there is no run to resume, and training from epoch 0 would replace "
+                                         "them; run without --continue to train this fold again")
             log(f"--continue: no {latest.name} in {fold_dir}, so this fold starts from epoch 0")
         resumed = load_checkpoint(latest) if resuming else None
         changes = (check_resume_options(fold_dir, options, allow_changes=allow_changed_options, log=log,

@@ -131,3 +131,21 @@ def test_a_metadata_file_that_is_no_cases_table_is_refused_before_predicting(tmp
         main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--metadata", str(tmp_path / "cases.csv")])
     assert exited.value.code == 2 and "--metadata" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_splits_file_given_with_a_tilde_the_shell_left_is_read_for_the_fold_check(tiny_model, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """--splits=~/s.json: the shell expands no ~ after '='; the file's two folds still decide that fold 3 is
+    refused up front (before, the check read no file and allowed the five default folds)."""
+    import json
+
+    from autocmr.cli.train import main
+    from autocmr.testing.tiny_model import TINY_DATASET_ID
+
+    _, roots = tiny_model
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "s.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]))
+    argv = [str(TINY_DATASET_ID), "2d", "3", "--splits=~/s.json", "--raw", str(roots.raw),
+            "--preprocessed", str(roots.preprocessed), "--results", str(tmp_path / "results")]
+    assert main(argv) == 2
+    assert "fold '3' does not exist: valid folds are 0..1" in capsys.readouterr().err

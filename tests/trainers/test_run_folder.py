@@ -24,6 +24,10 @@ def _options(**kw):
 def test_digest_ignores_options_that_do_not_change_the_result():
     a = _options()
     assert a.digest() == _options(device="auto", num_workers=2, save_every=7).digest()
+    # how the finished weights are validated is no part of what is learnt: a run may be resumed to get its
+    # final validation after all
+    assert a.digest() == _options(final_validation=True, mirror_validation=False).digest()
+    assert _options(final_validation=True).differences_from(a.to_dict()) == []
     assert a.digest() != _options(seed=1).digest()
     assert _options(epochs=2).differences_from(a.to_dict()) == ["epochs: 1 -> 2"]
     retired = a.differences_from({**a.to_dict(), "retired_option": 3})
@@ -229,3 +233,17 @@ def test_a_resume_with_another_freeze_is_refused_before_the_model_folder_changes
               continue_training=True, allow_changed_options=True)
     assert {name: (out / name).read_bytes() for name in before} == before  # options and checksums as they were
     assert train(995, "2d", "all", roots, options=_options(**tuned), output_dir=out, continue_training=True).epochs == 1
+
+
+def test_continue_on_a_finished_fold_without_its_latest_checkpoint_deletes_nothing(tiny_model, tmp_path):
+    """An exported model keeps checkpoint_final.pth only: --continue finds no run to resume there, and must
+    not start over (which would delete the final and best weights) but say so."""
+    _, roots = tiny_model
+    out = tmp_path / "run"
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out)
+    (out / "fold_0" / "checkpoint_latest.pth").unlink()
+    final = (out / "fold_0" / "checkpoint_final.pth").read_bytes()
+    with pytest.raises(ConfigurationError, match=r"checkpoint_final.pth .*but no checkpoint_latest.pth.*without "
+                                                 r"--continue"):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
+    assert (out / "fold_0" / "checkpoint_final.pth").read_bytes() == final
