@@ -40,7 +40,7 @@ LEGACY_SCHEMA_VERSION = 1  # no header stamp, numpy RNG state pickled as an ndar
 SUPPORTED_VERSIONS = (LEGACY_SCHEMA_VERSION, CHECKPOINT_SCHEMA_VERSION)
 HEADER_KEYS = ("plans_name", "configuration", "topology", "epochs", "options")
 # Header keys of training checkpoints only: left out of the file when unset (an exported model has none)
-TRAINING_HEADER_KEYS = ("precision", "cases")
+TRAINING_HEADER_KEYS = ("precision", "cases", "data_settings")
 # Augmentation presets (autocmr.trainers.augmentation.PRESETS) that train without mirroring: a network that
 # never saw a mirrored heart is not averaged over mirrored passes at prediction (as nnU-Net does too)
 PRESETS_WITHOUT_MIRRORING = ("none",)
@@ -86,6 +86,9 @@ class CheckpointHeader:
     schema_version: int = CHECKPOINT_SCHEMA_VERSION
     precision: str | None = None  # fp32, bf16 or fp16: what the run's network passes used (never "auto")
     cases: dict[str, list[str]] | None = None  # {"train": [...], "val": [...]}: the fold's case ids, sorted
+    # what the plans' configuration said of the training data (autocmr.trainers.checkpoint.data_settings):
+    # patch and batch size, spacing, normalisation... none of which shows in the network's tensors
+    data_settings: dict[str, Any] | None = None
 
     def to_payload(self) -> dict[str, Any]:
         fields = {k: v for k, v in asdict(self).items() if v is not None or k not in TRAINING_HEADER_KEYS}
@@ -106,12 +109,19 @@ class CheckpointHeader:
         return cls(str(payload["plans_name"]), str(payload["configuration"]), dict(payload["topology"]),
                    payload["epochs"], dict(payload.get("options") or {}),
                    str(payload.get("weights_dtype", "float32")), version,
-                   _optional_precision(payload.get("precision"), path), _optional_cases(payload.get("cases"), path))
+                   _optional_precision(payload.get("precision"), path), _optional_cases(payload.get("cases"), path),
+                   _optional_settings(payload.get("data_settings"), path))
 
 
 def _optional_precision(value: Any, path: Path | str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise DocumentError(f"{path}: checkpoint header 'precision' is {value!r}, not a precision name")
+    return value
+
+
+def _optional_settings(value: Any, path: Path | str) -> dict[str, Any] | None:
+    if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        raise DocumentError(f"{path}: checkpoint header 'data_settings' is {value!r}, not a mapping of settings")
     return value
 
 

@@ -18,7 +18,8 @@ from autocmr.errors import ConfigurationError
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.state import TrainState
 
-__all__ = ["check_resumable", "fold_cases", "load_checkpoint", "restore_rng_state", "restore_training", "rng_state",
+__all__ = ["check_resumable", "data_settings", "fold_cases", "load_checkpoint", "restore_rng_state",
+           "restore_training", "rng_state",
            "save_checkpoint", "trained_precision", "training_payload"]
 
 
@@ -26,13 +27,26 @@ def training_payload(*, network: torch.nn.Module, optimizer: torch.optim.Optimiz
                      scaler: torch.amp.GradScaler | None, state: TrainState, epochs: int | None,
                      options: TrainOptions, plans_name: str, configuration: str,
                      topology: dict[str, Any], precision: str | None = None,
-                     cases: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                     cases: dict[str, list[str]] | None = None,
+                     data: dict[str, Any] | None = None) -> dict[str, Any]:
     """What :func:`save_checkpoint` writes for a training run (the process's random states included).
-    ``precision``: the one ``options.precision`` resolved to; ``cases``: :func:`fold_cases` of the fold."""
+    ``precision``: the one ``options.precision`` resolved to; ``cases``: :func:`fold_cases` of the fold;
+    ``data``: :func:`data_settings` of its configuration."""
     header = CheckpointHeader(plans_name, configuration, topology, epochs, options.to_dict(), precision=precision,
-                              cases=cases)
+                              cases=cases, data_settings=data)
     return {**header.to_payload(), "network": network.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler else None, "state": state.to_dict(), "rng": rng_state()}
+
+
+def data_settings(config: Any) -> dict[str, Any]:
+    """What a plans configuration says of the data a network trains on, beyond its tensors' shapes: another
+    plan (autocmr_plan run again, a new autocmr's planner) may keep the network and change these, and a run
+    resumed on them would train its last epochs on other patches or differently preprocessed images."""
+    return {"data_identifier": config.data_identifier, "spacing": [float(v) for v in config.spacing],
+            "patch_size": [int(v) for v in config.patch_size], "batch_size": int(config.batch_size),
+            "foreground_oversampling": float(config.foreground_oversampling),
+            "normalization": list(config.normalization), "context_slices": int(config.context_slices),
+            "other_phase": bool(config.other_phase)}
 
 
 def fold_cases(train: Sequence[str], val: Sequence[str]) -> dict[str, list[str]]:

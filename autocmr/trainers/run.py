@@ -25,7 +25,7 @@ from autocmr.io.locks import held
 from autocmr.networks.unet import build_network
 from autocmr.preprocessing import storage
 from autocmr.settings import Roots
-from autocmr.trainers.checkpoint import check_resumable, fold_cases, load_checkpoint
+from autocmr.trainers.checkpoint import check_resumable, data_settings, fold_cases, load_checkpoint
 from autocmr.trainers.distributed import DistributedContext, quiet_log, rank_device
 from autocmr.trainers.options import TrainOptions
 from autocmr.trainers.progress import RunLog
@@ -255,7 +255,8 @@ def train(dataset: str | int, configuration: str, fold: str | int, roots: Roots,
         cases = fold_cases(train_cases, val_cases)
         if resumed is not None:
             changes += check_resumed_run(latest, resumed, cases=cases, precision=precision, requested=options,
-                                         device_type=device.type, allow_changes=allow_changed_options, log=log)
+                                         device_type=device.type, allow_changes=allow_changed_options, log=log,
+                                         data=data_settings(config))
         torch.manual_seed(options.seed)
         network = build_network(config.topology, config.input_channels(len(plans.channel_names)), len(plans.labels))
         trainable, pretrained = None, None

@@ -104,13 +104,23 @@ def check_resume_options(fold_dir: Path, requested: TrainOptions, *, allow_chang
 
 def check_resumed_run(path: Path, checkpoint: dict[str, Any], *, cases: dict[str, list[str]], precision: str,
                       requested: TrainOptions, device_type: str, allow_changes: bool,
-                      log: Callable[[str], None]) -> list[str]:
+                      log: Callable[[str], None], data: dict[str, Any] | None = None) -> list[str]:
     """What resuming ``checkpoint`` (read from ``path``) would change besides its options: the fold's cases
     (:func:`~autocmr.trainers.checkpoint.fold_cases`; another ``--splits``, a splits.json dealt again) and the
     precision the requested one resolves to on this ``device_type`` (``auto``: fp16 on CUDA, fp32 elsewhere).
     Refused, naming the checkpoint, unless ``allow_changes``; returns the changes accepted. A checkpoint written
-    before it recorded its cases resumes without that comparison."""
+    before it recorded its cases resumes without that comparison; so does one without ``data_settings`` for
+    ``data`` (:func:`~autocmr.trainers.checkpoint.data_settings` of the plans now: the dataset planned again)."""
     changes = []
+    stored_data = checkpoint.get("data_settings")
+    replanned = [f"{key}: {stored_data.get(key)} -> {value}" for key, value in (data or {}).items()
+                 if stored_data is not None and key in stored_data and stored_data[key] != value]
+    if replanned and not allow_changes:
+        raise ConfigurationError(
+            f"{path}: the plans changed since this run started ({'; '.join(replanned)}: autocmr_plan was run again, "
+            "or another autocmr planned differently), so --continue would train its remaining epochs on other "
+            f"data. Train the fold again without --continue, or pass {ALLOW_CHANGES_FLAG} to resume on these plans")
+    changes += [f"plans {change}" for change in replanned]
     stored_cases = checkpoint.get("cases")
     moved = case_changes(stored_cases, cases) if stored_cases is not None else None
     if stored_cases is None:

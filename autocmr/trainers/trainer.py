@@ -28,7 +28,8 @@ from autocmr.planners.plans import Configuration, Plans
 from autocmr.precision import autocast, cpu_has_fast_bf16, resolve_precision
 from autocmr.trainers import validation
 from autocmr.trainers.augmentation import preset
-from autocmr.trainers.checkpoint import fold_cases, restore_training, save_checkpoint, training_payload
+from autocmr.trainers.checkpoint import (data_settings, fold_cases, restore_training, save_checkpoint,
+                                         training_payload)
 from autocmr.trainers.data import end_slice_samples, forced_samples
 from autocmr.trainers.distributed import DistributedContext, batch_share, data_parallel
 from autocmr.trainers.loader import deep_supervision_scales
@@ -330,7 +331,8 @@ class Trainer:
         return training_payload(network=self.network, optimizer=self.optimizer, scaler=self.scaler, state=self.state,
                                 epochs=self.epochs, options=self.options, plans_name=self.plans.plans_name,
                                 configuration=self.config.name, topology=self.config.topology.__dict__,
-                                precision=self.precision, cases=fold_cases(self.train_cases, self.val_cases))
+                                precision=self.precision, cases=fold_cases(self.train_cases, self.val_cases),
+                                data=data_settings(self.config))
 
     def save(self, which: str) -> None:
         if not self.distributed.is_main:

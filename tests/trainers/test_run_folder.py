@@ -247,3 +247,25 @@ def test_continue_on_a_finished_fold_without_its_latest_checkpoint_deletes_nothi
                                                  r"--continue"):
         train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
     assert (out / "fold_0" / "checkpoint_final.pth").read_bytes() == final
+
+
+def test_continue_refuses_plans_changed_since_the_run_started(tiny_model, tmp_path):
+    """autocmr_plan run again between a stop and --continue may keep the network and change the patch size,
+    batch size or spacing: the rest of the run would train on other data under the same weights."""
+    _, roots = tiny_model
+    latest, payload = _trained_fold_0(roots, tmp_path / "run")
+    out = tmp_path / "run"
+    now = payload["data_settings"]
+    assert now["patch_size"] and now["data_identifier"]
+    payload["data_settings"] = {**now, "patch_size": [8, 8], "batch_size": 99}  # as an earlier plan had them
+    torch.save(payload, latest)
+    with pytest.raises(ConfigurationError, match=r"plans changed since this run started \(patch_size: \[8, 8\] -> "
+                                                 r"\[\d+, \d+\]; batch_size: 99 -> \d+"):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True,
+          allow_changed_options=True)
+    changes = RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume
+    assert any(c.startswith("plans patch_size: [8, 8] ->") for c in changes), changes
+    payload.pop("data_settings")  # a checkpoint of an earlier autocmr: nothing to compare, resumed as before
+    torch.save(payload, latest)
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
