@@ -92,7 +92,19 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     # a structure the model does not segment has no curve: the LV's (or, without one, the RV's) decides alone
     lv_curve = [v["LV"] if math.isfinite(v["LV"]) else 0.0 for v in volumes]
     rv_curve = [v["RV"] for v in volumes] if all(math.isfinite(v["RV"]) for v in volumes) else None
-    ed_index, es_index, notes = find_ed_es(lv_curve, rv_curve, excluded=blank)
+    # a frame with image content but no LV where the others have one (a failed frame, or padding with noise
+    # that is not exactly constant) would be ES at 0 mL and an EF of 100 %: left out, and said as a doubt
+    empty = [i for i, v in enumerate(lv_curve) if v == 0 and i not in blank] if any(lv_curve) else []
+    if len(frames) - len(blank) - len(empty) < 2:
+        empty = []
+    ed_index, es_index, notes = find_ed_es(lv_curve, rv_curve, excluded=sorted(blank + empty))
+    if empty:
+        left_out = f"frame(s) {sorted(blank + empty)} have no image content"
+        notes = [n for n in notes if not n.startswith(left_out)]
+        notes.insert(0, f"frame(s) {empty} have no LV segmented while the other frames have one (a failed "
+                        "prediction, or a padded frame?): left out of the ED/ES choice")
+        if blank:
+            notes.insert(0, f"frame(s) {blank} have no image content: left out of the ED/ES choice")
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")
             for i, (f, v) in enumerate(zip(frames, volumes))]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MS_PER_MINUTE = 60000.0
+MAX_HEART_RATE_FILES = 2000  # headers read for the heart rate: every slice of a cine, in well under a second
 # Fewer slices cannot cover a ventricle (a long-axis cine, a lone slice): their "volumes" would be read as
 # LVEDV or LVEF beside the patient's real short-axis stack, so they get no clinical measures.
 MIN_SLICES_FOR_MEASURES = 3
@@ -410,18 +411,31 @@ def dicom_heart_rate(files: Sequence[Path]) -> float | None:
     keep HeartRate and NominalInterval (the unassigned converted attributes of the functional groups)."""
     import pydicom
 
-    for path in files[:3]:
+    # a multi-breath-hold cine records each slice's own heart rate (Sunnybrook: 75-82 bpm): the median over the
+    # slices, read from one file per slice position, not whichever file sorts first
+    rates: dict[Any, float] = {}
+    for path in files[:MAX_HEART_RATE_FILES]:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            position = tuple(round(float(v), 1) for v in ds.get("ImagePositionPatient") or ()) or str(path)
         except Exception:  # noqa: BLE001 - an unreadable header just means no heart rate
             continue
-        for source in _heart_rate_sources(ds):
-            rate = _positive(source.get("HeartRate"))
-            if rate is not None:
-                return rate
-            interval = _positive(source.get("NominalInterval")) or _positive(source.get("CardiacRRIntervalSpecified"))
-            if interval is not None:
-                return MS_PER_MINUTE / interval
+        if position in rates:
+            continue
+        rate = _rate_of(ds)
+        if rate is not None:
+            rates[position] = rate
+    return float(np.median(list(rates.values()))) if rates else None
+
+
+def _rate_of(ds: Any) -> float | None:
+    for source in _heart_rate_sources(ds):
+        rate = _positive(source.get("HeartRate"))
+        if rate is not None:
+            return rate
+        interval = _positive(source.get("NominalInterval")) or _positive(source.get("CardiacRRIntervalSpecified"))
+        if interval is not None:
+            return MS_PER_MINUTE / interval
     return None
 
 

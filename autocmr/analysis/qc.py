@@ -35,7 +35,8 @@ QC_FLAGS: dict[str, str] = {
     "esv_not_below_edv": "end-systolic volume not smaller than end-diastolic volume (LV or RV)",
     "implausible_size": "LVEDV, RVEDV or LV mass outside the range seen in adult hearts",
     "rough_volume_curve": "the LV volume curve of the cine jumps from frame to frame",
-    "ed_es_doubtful": "ED/ES from the LV curve disagree with the RV curve, or the LV volume hardly changes",
+    "ed_es_doubtful": "ED/ES from the LV curve disagree with the RV curve, the LV volume hardly changes, or a "
+                      "frame without LV was left out",
     "high_uncertainty": "the ensemble members and mirrorings disagree on the segmentation",
     "ambiguous_phase": "several cases of the subject claim the same phase (ED or ES): the measures needing it "
                        "are not computed",
@@ -95,7 +96,8 @@ def describe_flags(t: QcThresholds | None = None) -> dict[str, str]:
                             f"{t.max_uncertainty:g}",
         "ed_es_doubtful": f"the RV curve's ED or ES is more than max({MIN_RV_LAG_FRAMES} frames, "
                           f"{_percent(MAX_RV_LAG_FRACTION)} of the cycle) from the LV's, or the LV volume changes by "
-                          f"less than {_percent(MIN_RELATIVE_STROKE)} of its largest volume",
+                          f"less than {_percent(MIN_RELATIVE_STROKE)} of its largest volume, or a frame with image "
+                          "content but no LV (a failed prediction?) was left out of the choice",
     })
     return texts
 

@@ -466,8 +466,8 @@ def _locate_heart(predictor: Predictor, units: Sequence[Unit], options: CineOpti
     (None: no heart)."""
     content = [t for t in range(len(units)) if t not in set(blank)] or list(range(len(units)))
     frames = sorted({content[0], content[len(content) // 2]})
-    shape = units[0][0].shape
-    if any(units[t][0].shape != shape for t in range(len(units))):
+    shape = units[content[0]][0].shape  # a blank frame keeps its whole size (nothing to crop): not compared
+    if any(units[t][0].shape != shape for t in content):
         return None  # frames cropped differently: one window cannot serve them all
     labels = [class_argmax(_fast_probabilities(predictor, units[t][0], options, None)) for t in frames]
     margin = [int(np.ceil(HEART_MARGIN_MM / s)) for s in predictor.config.spacing[-2:]]

@@ -53,7 +53,12 @@ def check_voxels(array: np.ndarray, path: str | Path, *, frame_axis: int | None 
     """
     bad = nonfinite_count(array)
     if bad:
-        raise InputFileError(path, f"{bad} voxels are NaN or infinite (of {array.size})")
+        where = ""
+        if frame_axis is not None and array.ndim > 1:  # which frames: a cine of 30 has one to look at, not 30
+            per_frame = ~np.isfinite(np.moveaxis(array, frame_axis, 0).reshape(array.shape[frame_axis], -1))
+            frames = [int(t) for t in np.flatnonzero(per_frame.any(axis=1))]
+            where = f" in frame(s) {frames[:10]}{' ...' if len(frames) > 10 else ''} of {array.shape[frame_axis]}"
+        raise InputFileError(path, f"{bad} voxels are NaN or infinite (of {array.size}){where}")
     if array.size == 0:
         raise InputFileError(path, f"empty image: no voxels (shape {array.shape})")
     low, high = array.min(), array.max()

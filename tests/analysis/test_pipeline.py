@@ -157,6 +157,9 @@ def test_heart_rate_from_dicom_headers(sunnybrook_root, tmp_path):
     from autocmr.analysis.pipeline import dicom_heart_rate
 
     assert dicom_heart_rate(sorted((sunnybrook_root / "dicom").glob("*.dcm"))[:2]) == 80.0  # HeartRate tag
+    # each breath-hold slice records its own rate (75-82 bpm here): the median over slice positions, not the
+    # rate of whichever file sorts first (1.dcm: 80)
+    assert dicom_heart_rate(sorted((sunnybrook_root / "dicom").glob("*.dcm"))) == 79.0
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

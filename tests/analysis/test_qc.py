@@ -163,6 +163,20 @@ def test_a_frame_without_image_content_raises_no_curve_flag():
     assert "rough_volume_curve" not in check_subject(result).flags
 
 
+def test_a_frame_with_content_but_no_lv_is_not_taken_for_end_systole():
+    """A frame whose prediction failed (or whose padding is noise, not exactly constant) has no LV: as the
+    smallest LV volume it would be ES, LVESV 0 mL and an EF of 100 %. It is left out, as a doubt QC reports."""
+    _, labels, geometry, ed, es = make_phantom_cine(4, n_frames=10)
+    spatial = geometry.spatial()
+    frames = [FrameMask(*to_canonical(label, spatial)[:2], "cine", t) for t, label in enumerate(labels)]
+    failed = frames + [FrameMask(np.zeros_like(frames[0].label), frames[0].spacing, "cine", 10)]  # not blank
+    result = measure_cine("c", failed)
+    assert (result.ed.frame, result.es.frame) == (ed, es)
+    assert result.measures["LVESV"] > 0 and result.measures["LVEF"] < 90
+    assert any("[10] have no LV segmented" in note for note in result.ed_es_notes)
+    assert "ed_es_doubtful" in check_subject(result).flags
+
+
 def test_a_model_without_rv_gets_no_rv_numbers_and_no_flag_for_the_rv_it_never_draws(tmp_path):
     """A model fine-tuned on LV and myocardium only (a site annotating no RV): RV measures are NaN, not 0 mL,
     and the RV it never draws raises no missing_structure; the structures come from the model's dataset.json."""

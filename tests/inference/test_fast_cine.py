@@ -288,6 +288,20 @@ def test_frames_of_different_shapes_get_no_window(tiny_predictor):
     assert _locate_heart(tiny_predictor, units, CineOptions()) is None
 
 
+def test_a_blank_frame_of_another_size_does_not_cost_the_window(tiny_predictor, monkeypatch):
+    """A zero frame keeps its full size (nothing to crop) while the others are cropped by their zero border:
+    blank frames take no part in the fast pass, so their shape must not drop the heart window either."""
+    import autocmr.inference.fast_cine as fast_cine
+
+    patch = tiny_predictor.config.patch_size
+    found = ((0, patch[0]), (0, patch[1]))
+    monkeypatch.setattr(fast_cine, "heart_window", lambda labels, patch_size, margin: found)
+    cropped = (np.ones((1, 2, patch[0] + 4, patch[1] + 4), np.float32), {})
+    whole = (np.zeros((1, 2, patch[0] + 6, patch[1] + 6), np.float32), {})
+    assert _locate_heart(tiny_predictor, [cropped, cropped, whole, cropped], CineOptions(), blank=[2]) == found
+    assert _locate_heart(tiny_predictor, [cropped, cropped, whole, cropped], CineOptions()) is None
+
+
 def test_the_heart_window_keeps_the_full_accuracy_frames_and_is_recorded(tmp_path, tiny_model_dir):
     _phantom_cine(tmp_path / "in")
     full = PredictorOptions(device="cpu", mirror=True).build(tiny_model_dir)

@@ -34,3 +34,10 @@ def test_images_with_many_or_fractional_values_pass():
     assert check_voxels(steps, "steps.nii.gz") == []  # few values, but no background under most voxels
     cine = np.stack([image, image, np.zeros_like(image)])  # a zero-padded frame: named, not refused
     assert "frame(s) [2] of 3 are constant" in check_voxels(cine, "cine.nii.gz", frame_axis=0)[0]
+
+
+def test_a_cine_with_a_nan_frame_is_refused_naming_the_frame():
+    cine = np.random.default_rng(0).normal(size=(20, 2, 8, 8)).astype(np.float32)
+    cine[7] = np.nan
+    with pytest.raises(InputFileError, match=r"are NaN or infinite \(of 2560\) in frame\(s\) \[7\] of 20"):
+        check_voxels(cine, "cine.nii.gz", frame_axis=0)
