@@ -213,12 +213,18 @@ def _check_tables_are_this_runs(out: Path, groups: dict[str, dict[int, Path]], p
         if stale:
             problems.append(f"the {name} of part(s) {stale} is older than the part's {layout.BATCH_PREDICTIONS} "
                             "(an earlier run's: this run's analysis did not finish)")
+    _refuse_or_warn(out, problems, allow_incomplete,
+                    "Rerun those parts with the same command and --continue (predicted cases are skipped; the "
+                    "analysis runs again), or merge with --allow-incomplete: the tables then leave those parts out",
+                    "merging anyway, without those parts' tables")
+
+
+def _refuse_or_warn(out: Path, problems: Sequence[str], allow_incomplete: bool, remedy: str, anyway: str) -> None:
+    """The merge's problems: refused with ``remedy``, or with ``--allow-incomplete`` each logged."""
     if problems and not allow_incomplete:
-        raise ConfigurationError(f"{out}: {'; '.join(problems)}. Rerun those parts with the same command and "
-                                 "--continue (predicted cases are skipped; the analysis runs again), or merge with "
-                                 "--allow-incomplete: the tables then leave those parts out")
+        raise ConfigurationError(f"{out}: {'; '.join(problems)}. {remedy}")
     for problem in problems:
-        logger.warning("%s: merging anyway, without those parts' tables: %s", out, problem)
+        logger.warning("%s: %s: %s", out, anyway, problem)
 
 
 def _older(table: Path, record: Path) -> bool:
@@ -292,12 +298,9 @@ def _check_split(out: Path, documents: dict[int, dict[str, Any]], num_parts: int
     elif len({v.get("problems_digest") for v in listings.values()}) > 1:  # the same split: only part 0 reports them
         logger.warning("%s: the parts found different unreadable inputs (failures.json lists those part 0 found)",
                        out)
-    if problems and not allow_incomplete:
-        raise ConfigurationError(f"{out}: {'; '.join(problems)}. Rerun the parts concerned with the same command "
-                                 "and --continue (after a change of inputs: every part), or merge what is there "
-                                 "with --allow-incomplete")
-    for problem in problems:
-        logger.warning("%s: merging anyway: %s", out, problem)
+    _refuse_or_warn(out, problems, allow_incomplete,
+                    "Rerun the parts concerned with the same command and --continue (after a change of inputs: "
+                    "every part), or merge what is there with --allow-incomplete", "merging anyway")
     inputs = sorted({str(d.get("input")) for d in documents.values()})
     if len(inputs) > 1:  # one folder mounted at two places on two machines is fine; two batches are not
         logger.warning("%s: the parts read different inputs %s; if these are not one folder seen from different "
