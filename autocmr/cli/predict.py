@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    ("-p/--plans", args.plans), ("--results", args.results)) if value)
         parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
                      "model)")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"-j/--num-workers {args.num_workers}: give 0 (all in this process) or more worker processes")
     if args.worker_timeout is not None and not args.worker_timeout > 0:
         parser.error(f"--worker-timeout {args.worker_timeout:g}: give a number of seconds above 0")
     if args.folds and len(set(args.folds)) != len(args.folds):

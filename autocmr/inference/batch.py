@@ -30,7 +30,7 @@ from autocmr.inference.batch_scheduler import BatchScheduler
 from autocmr.inference.batch_settings import input_listing, setting_differences
 from autocmr.inference.batch_stages import writes_nifti, writes_seg
 from autocmr.inference.fast_cine import CineOptions
-from autocmr.inference.inputs import (IMAGES_FROM_DICOM, PredictionJob, check_input_exists, discover_jobs,
+from autocmr.inference.inputs import (IMAGES_FROM_DICOM, CaseFailure, PredictionJob, check_input_exists, discover_jobs,
                                      with_phase_partners)
 from autocmr.inference.parts import subject_key, take_part
 from autocmr.inference.predictor import Predictor, PredictorOptions
@@ -141,6 +141,11 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
                         "files replaced since; their size or time differs): predicted again, e.g. %s", len(changed),
                         changed[0])
         todo = [j for j in jobs if j.name not in skipped]
+        foreign = {j.name: _foreign_output(j) for j in todo if j.output.is_file() and j.name not in recorded}
+        foreign = {name: failure for name, failure in foreign.items() if failure is not None}
+        if foreign:  # an image of that name the user keeps there: never overwritten by a mask
+            report.failures += list(foreign.values())
+            todo = [j for j in todo if j.name not in foreign]
         report.stamps = {j.name: sources_stamp(j) for j in todo}  # before any is read: see BatchReport.stamps
         _remove_stale_temporaries(out, todo, report_names(num_parts, part_id))
         count = _auto_workers(len(todo)) if num_workers is None else max(0, num_workers)
@@ -177,6 +182,27 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     # autocmr_predict prints the summary on stdout; logged at info level as well, a terminal showed it twice
     logger.debug("%s", report.summary().splitlines()[0])
     return report
+
+
+def _foreign_output(job: PredictionJob) -> CaseFailure | None:
+    """A failure for ``job`` when a file at its mask's path is no mask autocmr could have written (masks are
+    uint8 label maps): an image a user keeps in the output folder under that name, which a prediction would
+    replace. None for a mask (an earlier run's, kept or not recorded)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(job.output))
+    try:
+        reader.ReadImageInformation()
+        mask = reader.GetPixelID() == sitk.sitkUInt8
+        kind = f"{sitk.GetPixelIDValueAsString(reader.GetPixelID())} voxels"
+    except RuntimeError:
+        kind, mask = "not readable as an image", False
+    if mask:
+        return None
+    return CaseFailure(job.name, str(job.output), f"the output folder holds a file of this name that is no autocmr "
+                                                  f"mask ({kind}): predicting would replace it; predict into "
+                                                  "another folder, or move that file")
 
 
 def _make_predictor(model: Predictor | str | Path | ModelSpec, options: PredictorOptions) -> Predictor:

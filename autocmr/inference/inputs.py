@@ -129,6 +129,8 @@ def with_phase_partners(jobs: Sequence[PredictionJob], partners: dict[str, str])
 
 def check_input_exists(input_path: str | Path) -> None:
     """Refuse a missing input before a model is loaded or a process started for it."""
+    if not str(input_path).strip():  # an unset shell variable (-i "$IN"): never the current folder by accident
+        raise InputFileError(input_path, "the input is an empty name (an unset variable?): give a folder or a file")
     if not Path(input_path).expanduser().exists():
         raise InputFileError(input_path, "input not found (a folder of images or DICOM series, or one image file)")
 

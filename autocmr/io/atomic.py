@@ -21,6 +21,8 @@ def check_output_folder(path: str | Path) -> Path:
     :class:`~autocmr.errors.OutputPathError` naming it. Nothing is created."""
     from autocmr.errors import OutputPathError
 
+    if not str(path).strip():  # an unset shell variable (-o "$OUT"): never the current folder by accident
+        raise OutputPathError(path, "the output folder is an empty name (an unset variable?): give a folder")
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputPathError(path, "is a file, not a folder: give a folder for the outputs")

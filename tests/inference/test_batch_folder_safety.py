@@ -232,3 +232,29 @@ def test_a_case_whose_read_hangs_fails_after_the_worker_timeout_and_the_batch_go
         workers.close()
     assert report.done == ["good"] and (out / "good.nii.gz").is_file()
     assert [f.name for f in report.failures] == ["hung"] and "no result within 5 s" in report.failures[0].reason
+
+
+def test_an_image_the_user_keeps_in_the_output_folder_is_never_overwritten(tmp_path, tiny_predictor):
+    """-o pointed at a folder of scans by mistake: a scan named like a case is no mask (masks are uint8), so
+    that case fails naming it and the scan is left as it is; the other cases are predicted."""
+    _write(tmp_path / "in" / "a.nii.gz", 7, 3)
+    _write(tmp_path / "in" / "b.nii.gz", 8, 3)
+    scan = _write(tmp_path / "out" / "a.nii.gz", 9, 3)  # an MR image (float), not a mask
+    before = scan.read_bytes()
+    report = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)
+    assert report.done == ["b"] and [f.name for f in report.failures] == ["a"]
+    assert "holds a file of this name that is no autocmr mask" in report.failures[0].reason
+    assert scan.read_bytes() == before
+    again = predict_folder(tmp_path / "in", tmp_path / "out", tiny_predictor, num_workers=0)  # masks: replaced
+    assert again.done == ["b"]
+
+
+def test_an_empty_input_or_output_name_is_refused_not_taken_for_the_current_folder(tmp_path, tiny_predictor,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in" / "a.nii.gz", 7, 3)
+    with pytest.raises(Exception, match="output folder is an empty name"):
+        predict_folder(tmp_path / "in", "", tiny_predictor, num_workers=0)
+    with pytest.raises(Exception, match="input is an empty name"):
+        predict_folder("", tmp_path / "out", tiny_predictor, num_workers=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
