@@ -170,9 +170,10 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
     """Pair reference and prediction files; returns pairs, references without prediction, unused predictions.
 
     A reference ``CASE<ending>`` (or ``CASE_gt<ending>``) matches the prediction ``CASE<ending>``, or one
-    named exactly like the reference. Hidden files (temporaries) are ignored. Several prediction folders
-    (e.g. the ``fold_N/validation`` folders of a cross-validation) are pooled; a file name found in two of
-    them raises :class:`DatasetError`.
+    named exactly like the reference; where both ``CASE`` and ``CASE_gt`` are in the reference folder (an
+    ACDC patient folder: the image beside its labels), ``CASE_gt`` is the reference. Hidden files
+    (temporaries) are ignored. Several prediction folders (e.g. the ``fold_N/validation`` folders of a
+    cross-validation) are pooled; a file name found in two of them raises :class:`DatasetError`.
     """
     def listing(folder: Path) -> dict[str, Path]:
         return {f.name: f for f in sorted(folder.iterdir())
@@ -187,6 +188,10 @@ def match_files(reference_dir: Path, prediction_dir: Path | Sequence[Path], file
             preds[name] = path
     if not refs:
         raise DatasetError(f"{reference_dir}: no reference files ending in {file_ending}")
+    # an ACDC patient folder holds CASE (the image) beside CASE_gt (its reference): the image is no reference
+    refs = {name: ref for name, ref in refs.items()
+            if not (not name[: -len(file_ending)].endswith(REFERENCE_SUFFIX)
+                    and name[: -len(file_ending)] + REFERENCE_SUFFIX + file_ending in refs)}
     pairs, missing, used = [], [], set()
     for name, ref in refs.items():
         case_id = name[: -len(file_ending)]

@@ -98,6 +98,21 @@ def test_acdc_named_references_and_other_endings_are_pointed_out(tmp_path, caplo
     assert "there is patient002_frame01.nii" in missing.reason and "PosixPath" not in missing.reason
 
 
+def test_an_acdc_patient_folder_as_reference_scores_the_gt_file_not_the_image(tmp_path):
+    """patientNNN/ holds patientNNN_frameXX.nii.gz (the image) beside patientNNN_frameXX_gt.nii.gz: both give
+    the case id patientNNN_frameXX, and the image must not be scored as a second reference."""
+    from autocmr.evaluation.cases import match_files
+
+    ref, pred = tmp_path / "patient001", tmp_path / "pred"
+    case = make_phantom_subject(6, fov_mm=100.0)["ED"]
+    write_image(case.image, case.geometry, ref / "patient001_frame01.nii.gz")
+    write_image(case.label, case.geometry, ref / "patient001_frame01_gt.nii.gz")
+    write_image(case.label, case.geometry, pred / "patient001_frame01.nii.gz")
+    pairs, missing, unused = match_files(ref, pred, ".nii.gz")
+    assert [(p.case_id, p.reference.name) for p in pairs] == [("patient001_frame01", "patient001_frame01_gt.nii.gz")]
+    assert missing == [] and unused == []
+
+
 def test_a_breakdown_by_a_column_named_like_a_result_column_is_refused(tmp_path, capsys):
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     _subject(ref, pred, "a", 4)
