@@ -514,3 +514,22 @@ def test_acdc_frames_failing_with_one_unexpected_error_are_all_dropped(tmp_path:
         f"patient00{n}_frame0{f}.nii.gz" for n in range(3, 7) for f in (1, 2)]
     assert all("terminated abruptly" in s["reason"] for s in skipped["skipped"])
     assert skipped["converted_cases"] == 4 and check_dataset(folder).ok
+
+
+def test_folder_conversion_of_acdc_files_warns_that_their_labels_are_swapped(tmp_path: Path, caplog) -> None:
+    """An ACDC patient folder given to the generic converter: its _gt files are 1 RV, 3 LV, and converted
+    without --label-map the model would learn LV and RV swapped; the converter says so."""
+    import logging
+
+    folder = tmp_path / "patient001"
+    case = make_phantom_case(0, fov_mm=100)
+    write_image(case.image, case.geometry, folder / "patient001_frame01.nii.gz")
+    write_image(case.label, case.geometry, folder / "patient001_frame01_gt.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="autocmr.dataset.converters.generic"):
+        convert_folder(folder, folder, tmp_path / "raw", 121, short_name="Same", num_workers=1)
+    assert "ACDC's own files use 1 RV, 2 MYO, 3 LV" in caplog.text and "patient001_frame01_gt" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="autocmr.dataset.converters.generic"):
+        convert_folder(folder, folder, tmp_path / "raw2", 122, short_name="Mapped", num_workers=1,
+                       label_map={"1": 3, "3": 1})
+    assert "ACDC's own files" not in caplog.text

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import logging
+import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -141,6 +142,17 @@ def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
     return pairs, problems
 
 
+def _warn_if_acdc_labels(pairs: Sequence[tuple[str, Path, Path]], label_map: Any, file_ending: str) -> None:
+    """ACDC's own label files (``patientNNN_frameNN_gt``) use 1 RV, 2 MYO, 3 LV: converted as they are, the
+    dataset trains a model with LV and RV swapped, and nothing later can tell."""
+    acdc = [label.name for _, _, label in pairs
+            if re.fullmatch(r"patient\d+_frame\d+_gt" + re.escape(file_ending), label.name)]
+    if acdc and not label_map:
+        logger.warning("labels named like ACDC's (%s, ...) are read with autocmr's labels (1 LV, 2 MYO, 3 RV); "
+                       "ACDC's own files use 1 RV, 2 MYO, 3 LV: convert them with autocmr_convert acdc, or give "
+                       "--label-map '{\"1\": 3, \"3\": 1}'", acdc[0])
+
+
 def convert_folder(images_dir: str | Path, labels_dir: str | Path, raw_root: str | Path | None, dataset_id: int, *,
                    short_name: str, label_map: Mapping[Any, Any] | str | None = None,
                    labels: Mapping[str, int] | None = None, file_ending: str = ".nii.gz",
@@ -168,6 +180,7 @@ def convert_folder(images_dir: str | Path, labels_dir: str | Path, raw_root: str
                            "file_ending": file_ending}, source="labels")  # validates the label names/values
     mapping = label_mapping(labels, parse_label_map(label_map))
     pairs, problems = match_pairs(images_dir, labels_dir, file_ending)
+    _warn_if_acdc_labels(pairs, label_map, file_ending)
     rows = _metadata_rows(metadata_csv, [c for c, _, _ in pairs])
     ending = output_ending(file_ending)
 
