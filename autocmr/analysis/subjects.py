@@ -26,7 +26,7 @@ from autocmr.dataset.converters.acdc import INFO_FILE, read_info_cfg
 from autocmr.dataset.raw import read_case_table
 from autocmr.errors import InputFileError
 from autocmr.analysis.measures import FAST_PASS, FULL_ACCURACY, SCREENED
-from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase
+from autocmr.evaluation.clinical import ED, ES, FRAME_IN_ID, subject_and_phase, warn_unknown_phases
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
         raise InputFileError(path, f"cannot read the case table ({exc})") from exc
     if "case_id" not in table.columns:
         raise InputFileError(path, f"needs a 'case_id' column, found {list(table.columns)}")
-    return table.drop_duplicates("case_id").set_index("case_id")
+    table = table.drop_duplicates("case_id").set_index("case_id")
+    warn_unknown_phases(table, path)
+    return table
 
 
 def group_subjects(cases: Sequence[CaseRecord], metadata: pd.DataFrame | None = None) -> list[Subject]:

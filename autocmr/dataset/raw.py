@@ -235,7 +235,7 @@ def list_cases(images_dir: Path, labels_dir: Path | None, file_ending: str, num_
     return cases
 
 
-CASE_TABLE_COLUMNS = ("case_id", "subject", "phase", "frame")  # the columns of cases.csv autocmr reads itself
+CASE_TABLE_COLUMNS = ("case_id", "subject", "phase")  # the columns of cases.csv autocmr pairs and splits by
 
 
 def read_case_table(path: str | Path, *, dtype: Any = None) -> pd.DataFrame:

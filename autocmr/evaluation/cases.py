@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from autocmr.dataset.labels import AUTOCMR_LABELS
+from autocmr.dataset.raw import read_case_table
 from autocmr.errors import ConfigurationError, DatasetError, InputFileError
 from autocmr.evaluation.clinical import (REF_SLICES, annotated_frames, frame_case_id, normalise_phase, slices_with,
-                                         subject_and_phase)
+                                         subject_and_phase, warn_unknown_phases)
 from autocmr.evaluation.exchanges import exchange_volumes
 from autocmr.evaluation.metrics import case_metrics, voxel_volume_ml
 from autocmr.evaluation.slice_position import SliceProfile, no_slices_profile, slice_profile
@@ -135,7 +136,7 @@ def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequenc
         if not Path(metadata).is_file():
             raise DatasetError(f"{metadata}: metadata file not found")
         try:
-            table = pd.read_csv(metadata, dtype={"case_id": str, "subject": str})
+            table = read_case_table(metadata)  # headers as spreadsheets write them (" subject", "Subject")
         except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
             raise DatasetError(f"{metadata}: cannot read the metadata table ({type(exc).__name__}: {exc})") from exc
     else:
@@ -149,7 +150,9 @@ def load_metadata(metadata: pd.DataFrame | str | Path | None, *, search: Sequenc
     dupes = sorted(table.loc[table["case_id"].duplicated(), "case_id"].unique())
     if dupes:
         raise DatasetError(f"{source}: duplicated case ids {dupes[:5]}")
-    return table.set_index("case_id")
+    table = table.set_index("case_id")
+    warn_unknown_phases(table, source)
+    return table
 
 
 def case_info(case_ids: Sequence[str], metadata: pd.DataFrame | None) -> pd.DataFrame:

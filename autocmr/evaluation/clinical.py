@@ -56,6 +56,22 @@ def normalise_phase(value: Any) -> Any:
         return value
     words = " ".join(re.sub(r"[_\-]+", " ", value).upper().split())
     return next((phase for phase, names in _PHASE_SYNONYMS.items() if words in names), value.strip())
+
+
+def warn_unknown_phases(table: pd.DataFrame, source: object) -> None:
+    """Log the rows of a case table (indexed by case id) whose ``phase`` is neither ED nor ES in any usual
+    spelling: their cases are paired by name alone, or not at all, so a typo would silently cost an EF."""
+    if "phase" not in table.columns:
+        return
+    unknown = [(str(case), str(value).strip()) for case, value in table["phase"].items()
+               if isinstance(value, str) and value.strip() and normalise_phase(value) not in (ED, ES)]
+    if unknown:
+        shown = ", ".join(f"{case}: {value!r}" for case, value in unknown[:5])
+        logger.warning("%s: %d row(s) give a phase that is neither ED nor ES (%s%s): those cases are not paired "
+                       "as ED/ES by the table (their names may still pair them)", source, len(unknown), shown,
+                       ", ..." if len(unknown) > 5 else "")
+
+
 # ACDC's frame naming, ``patient001_frame12``: the subject, and a frame number that Info.cfg makes ED or ES.
 FRAME_IN_ID = FRAME_IN_NAME
 
