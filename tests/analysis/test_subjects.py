@@ -97,3 +97,21 @@ def test_stray_spaces_in_cases_csv_do_not_split_a_patient(tmp_path):
     (tmp_path / "cases.csv").write_text("case_id,subject,phase\nP1_a ,P1 ,ED\nP1_b,P1,ES\n")
     table = read_metadata(tmp_path / "cases.csv")
     assert subject_and_phase("P1_a", table) == ("P1", "ED") and subject_and_phase("P1_b", table) == ("P1", "ES")
+
+
+def test_a_case_table_phase_that_is_neither_ed_nor_es_is_named_in_a_warning(tmp_path, caplog):
+    """A typo in the phase column ("XX" for ES) pairs nothing: said, naming the file, the case and the value."""
+    import logging
+
+    from autocmr.analysis.subjects import read_metadata
+    from autocmr.evaluation.cases import load_metadata
+
+    table = tmp_path / "cases.csv"
+    table.write_text("case_id,subject,phase\np1_a,p1,diastole\np1_b,p1,XX\n")
+    with caplog.at_level(logging.WARNING):
+        read_metadata(table)
+    assert "1 row(s) give a phase that is neither ED nor ES (p1_b: 'XX')" in caplog.text and str(table) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_metadata(table)
+    assert "p1_b: 'XX'" in caplog.text
