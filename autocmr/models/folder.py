@@ -153,6 +153,10 @@ class ModelSpec:
             path = model_folder(roots, self.dataset, name, self.configuration)
         if not path.is_dir():
             found = sorted(p.name for p in path.parent.glob("*__*") if p.is_dir()) if path.parent.is_dir() else []
-            raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} "
-                             f"(train one with autocmr_train, or give a model folder with -m)")
+            this = [name for name in found if name.endswith(f"__{self.configuration}")]
+            if not self.plans and len(this) == 1:  # e.g. a fine-tuned model's plans (autocmrPlans_from_Dataset101)
+                return path.parent / this[0]
+            hint = (f"give its plans with -p (-p {this[0].rsplit('__', 1)[0]})" if this
+                    else "train one with autocmr_train, or give a model folder with -m")
+            raise PlansError(f"no trained model at {path}; models of this dataset: {found or 'none'} ({hint})")
         return path

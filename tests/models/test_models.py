@@ -346,3 +346,20 @@ def test_card_shows_an_option_the_folds_were_trained_with_differently(tiny_model
     epochs = options["options"]["epochs"]
     assert training["epochs"] == {"fold 0": epochs - 5, "fold 1": epochs}  # not fold 0's value for both
     assert training["augmentation"] == options["options"]["augmentation"]  # the same everywhere: one value
+
+
+def test_a_dataset_model_under_other_plans_is_found_by_configuration_or_named(tmp_path):
+    """A fine-tuned model lives under its own plans (autocmrPlans_cpu_from_Dataset101__2d): -d N -c 2d finds it
+    when it is the only 2d model of the dataset, and names -p when several are."""
+    from autocmr.errors import PlansError
+    from autocmr.models.folder import ModelSpec
+
+    dataset = tmp_path / "results" / "Dataset130_Sunny"
+    (dataset / "autocmrPlans_cpu_from_Dataset101__2d").mkdir(parents=True)
+    spec = ModelSpec("Dataset130_Sunny", "2d", None, tmp_path / "results")
+    assert spec.resolve("cpu") == dataset / "autocmrPlans_cpu_from_Dataset101__2d"
+    (dataset / "autocmrPlans_from_Dataset101__2d").mkdir()
+    with pytest.raises(PlansError, match=r"give its plans with -p \(-p autocmrPlans_cpu_from_Dataset101\)"):
+        spec.resolve("cpu")
+    with pytest.raises(PlansError, match="train one with autocmr_train"):
+        ModelSpec("Dataset130_Sunny", "3d_fullres", None, tmp_path / "results").resolve("cpu")
