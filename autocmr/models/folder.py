@@ -88,8 +88,9 @@ class ModelFolder:
         verify_weight_listing(self.path, self.manifest, installed=self.installed)  # also when the folds are named
         folds = list(folds) if folds else self.available_folds(checkpoint)
         if not folds:
-            raise PlansError(f"{self.path}: no fold has a checkpoint_{checkpoint}.pth; train a fold first "
-                             "(or use --checkpoint latest for an unfinished run)")
+            hint = ("train a fold first (or use --checkpoint latest for an unfinished run)" if checkpoint != "latest"
+                    else "a finished or exported model keeps checkpoint_final.pth: use --checkpoint final")
+            raise PlansError(f"{self.path}: no fold has a checkpoint_{checkpoint}.pth; {hint}")
         return [self._load(self.checkpoint_path(str(f), checkpoint), device) for f in folds]
 
     def _load(self, path: Path, device: torch.device) -> tuple[GenericUNet, dict[str, Any]]:

@@ -79,7 +79,7 @@ def resolve_model(reference: str | Path | None, *, models_dir: str | Path | None
     if imported is not None and imported.is_dir():
         return imported
     names = [m.name for m in list_models(models_dir)]
-    raise PlansError(f"{reference!r} is neither a model folder nor the name of an installed model; installed: "
+    raise PlansError(f"{str(reference)!r} is neither a model folder nor the name of an installed model; installed: "
                      f"{names or 'none'} (install one with `autocmr_models import ARCHIVE`)")
 
 

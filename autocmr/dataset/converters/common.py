@@ -147,7 +147,7 @@ def _refuse_existing(target: Path, overwrite: bool) -> None:
     if target.exists() and not target.is_dir():
         raise DatasetError(f"{target}: exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise DatasetError(f"{target}: dataset folder already exists; pass overwrite=True (CLI: --overwrite) "
+        raise DatasetError(f"{target}: dataset folder already exists; give --overwrite (Python: overwrite=True) "
                            "to replace it once the new conversion has succeeded")
 
 
