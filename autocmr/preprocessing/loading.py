@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from autocmr.errors import InputFileError
+from autocmr.io.completeness import check_complete
 from autocmr.io.image import Geometry, read_image
 from autocmr.io.orientation import Reorientation, canonical_reorientation
 from autocmr.io.validity import check_voxels
@@ -23,6 +24,7 @@ class LoadedCase:
 
 
 def _read_3d(path: Path) -> tuple[np.ndarray, Geometry]:
+    check_complete(path)  # ITK reads a truncated NIfTI with zeros for what is missing: never training data
     array, geometry = read_image(path)
     if geometry.dim == 4 and geometry.size[3] == 1:
         array, geometry = array[0], geometry.spatial()

@@ -163,3 +163,13 @@ def test_a_configuration_the_plans_do_not_have_is_named_not_passed_over(roots, c
     with caplog.at_level(logging.WARNING, logger="autocmr.planners.plan_dataset"):
         plan_dataset(956, roots, num_workers=1, configurations=("2d", "3d_lowres"))
     assert "configuration '3d_lowres' was not planned" in caplog.text
+
+
+def test_a_truncated_image_is_never_preprocessed_into_training_data(roots):
+    """--no-check skips the integrity check, not the reader's: a gzip cut short (a copy that stopped) is
+    refused naming the file, as prediction and the check refuse it, instead of zeros for what is missing."""
+    folder = write_phantom_dataset(roots.raw, n_subjects=1, dataset_id=957, fov_mm=120)
+    image = folder / "imagesTr" / "subject000_ED_0000.nii.gz"
+    image.write_bytes(image.read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="subject000_ED"):
+        plan_dataset(957, roots, num_workers=1, configurations=("2d",), check=False)
