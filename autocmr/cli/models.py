@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--card-json", type=Path, default=None,
                    help="JSON object of card fields to set (intended_use, data_licence, training: {recipe...})")
     sub.add_parser("upgrade", help="convert a folder written before manifests, in place").add_argument("folder")
+    for command in sub.choices.values():  # also after the command (import ARCHIVE --models-dir D), as users type it
+        command.add_argument("--models-dir", default=argparse.SUPPRESS, metavar="DIR",
+                             help="folder of imported models (as before the command)")
     return p
 
 

@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                                                    ("-p/--plans", args.plans), ("--results", args.results)) if value)
         parser.error(f"{given}: these choose a model by -d/--dataset (not -m/--model, --selection or the default "
                      "model)")
+    if not 0 < args.step <= 1:
+        parser.error(f"--step {args.step:g}: give a fraction of the patch in (0, 1] (0.5 is the default)")
+    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+        parser.error(f"--part-id {args.part_id} of --num-parts {args.num_parts}: the parts are numbered "
+                     f"0..{max(args.num_parts, 1) - 1}, and there is at least one")
     if args.num_workers is not None and args.num_workers < 0:
         parser.error(f"-j/--num-workers {args.num_workers}: give 0 (all in this process) or more worker processes")
     if args.worker_timeout is not None and not args.worker_timeout > 0:

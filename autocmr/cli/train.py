@@ -72,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plans", default=None,
                    help="plans name (default: autocmrPlans_cpu on CPU, else autocmrPlans; not with --pretrained, "
                    "whose plans are used)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=at_least(1), default=None,
                    help="number of epochs (default: 1000 on GPU; on CPU the time budget; "
                    "when fine-tuning, 25 passes over the training slices per training subject)")
-    p.add_argument("--iterations", type=int, default=250,
+    p.add_argument("--iterations", type=at_least(1), default=250,
                    help="training iterations per epoch (default 250; the most per epoch when the "
                    "fine-tuning schedule is chosen for you)")
-    p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice batches per epoch (default 50)")
+    p.add_argument("--val-iterations", type=at_least(1), default=50, help="pseudo-Dice batches per epoch (default 50)")
     p.add_argument("--time-budget", default=None, help="wall-clock budget incl. final validation, e.g. 60m, 1h30m")
     p.add_argument("--lr", type=float, default=None,
                    help="initial learning rate, poly decay 0.9 (default 0.01; 0.001 with --pretrained)")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dice weight at the end of the schedule: the weight goes linearly from --dice-weight to this "
                    "with the learning rate's progress (default: constant), e.g. 0 for Dice's fast start and a "
                    "cross-entropy finish")
-    p.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
+    p.add_argument("--batch-size", type=at_least(1), default=None, help="override the plans' batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="network arithmetic: auto (fp16 mixed precision on CUDA, fp32 elsewhere), fp32, bf16 (mixed "

@@ -288,7 +288,7 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
         raise ConfigurationError("no prediction folder given")
     for folder, what in ((reference_dir, "reference"), *((p, "prediction") for p in prediction_dirs)):
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: {what} folder not found")
+            raise DatasetError(f"{folder}: {what} folder " + ("is a file" if folder.exists() else "not found"))
     if output_dir is None and write_outputs and len(prediction_dirs) > 1:
         raise ConfigurationError("several prediction folders need an output folder (-o)")
     label_map = scored_labels(resolve_labels(labels), ignore_labels)

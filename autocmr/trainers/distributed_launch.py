@@ -307,7 +307,8 @@ def _failure_message(what: str, exits: dict[int, int], stopped: set[int], timeou
     if stopped:
         parts.append(f"rank(s) {', '.join(map(str, sorted(stopped)))} stopped by autocmr after that")
     return (f"{what} failed: {'; '.join(parts)}. A rank that stops answering makes the others fail after "
-            f"{timeout_s:.0f} s (--ddp-timeout); rerun with --continue to resume from the last checkpoint")
+            f"{timeout_s:.0f} s (--ddp-timeout). Fix the first error printed above (the others follow from it); "
+            "a run stopped after its first checkpoint resumes with --continue")
 
 
 def _resolve(name: str) -> torch.device:

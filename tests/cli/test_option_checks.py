@@ -149,3 +149,46 @@ def test_a_splits_file_given_with_a_tilde_the_shell_left_is_read_for_the_fold_ch
             "--preprocessed", str(roots.preprocessed), "--results", str(tmp_path / "results")]
     assert main(argv) == 2
     assert "fold '3' does not exist: valid folds are 0..1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [(["--step", "0"], "--step 0"), (["--part-id", "2", "--num-parts", "2"],
+                                                                           "--part-id 2 of --num-parts 2"),
+                                        (["-j", "-1"], "-j/--num-workers -1")])
+def test_predict_names_the_flag_of_a_value_out_of_range(tmp_path, capsys, argv, flag):
+    from autocmr.cli.predict import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), *argv])
+    assert stopped.value.code == 2 and flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--iterations", "--val-iterations", "--batch-size"])
+def test_train_refuses_a_count_below_one_at_parse_time(capsys, flag):
+    from autocmr.cli.train import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["101", "2d", "0", flag, "0"])
+    assert stopped.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_evaluate_says_a_file_is_no_folder_and_checks_compare_before_scoring(tmp_path, capsys):
+    from autocmr.cli.evaluate import main
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "afile.nii.gz").write_bytes(b"x")
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "afile.nii.gz")]) == 2
+    assert "afile.nii.gz: prediction folder is a file" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "--compare",
+                 str(tmp_path / "nonexist"), "-o", str(out)]) == 2
+    assert "nonexist: prediction folder not found" in capsys.readouterr().err and not out.exists()
+
+
+def test_models_dir_may_follow_the_command(tmp_path):
+    from autocmr.cli.models import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["import", "a.tar.gz", "--models-dir", str(tmp_path)]).models_dir == str(tmp_path)
+    assert parser.parse_args(["--models-dir", str(tmp_path), "list"]).models_dir == str(tmp_path)
+    assert parser.parse_args(["list"]).models_dir is None

@@ -178,7 +178,6 @@ def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):
     cases = [
         io + ["-m", str(tmp_path / "no_model")],  # not a model folder
         io + ["-d", "990", "-c", "2d", "--results", str(tmp_path / "empty")],  # no such dataset
-        io + ["-m", str(tiny_model_dir), "--num-parts", "2", "--part-id", "2"],  # part out of range
         io + ["-m", str(tiny_model_dir), "-f", "3"],  # fold without a checkpoint
         ["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "-m", str(tiny_model_dir)],
     ]

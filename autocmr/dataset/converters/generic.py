@@ -96,7 +96,7 @@ def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
     """``(case_id, image, label)`` for every matched pair, and a problem for every unmatched file."""
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: folder not found")
+            raise DatasetError(f"{folder}: " + ("is a file, not a folder" if folder.exists() else "folder not found"))
     same = images_dir.resolve() == labels_dir.resolve()
     # In a shared folder only suffixed files are labels; every other file is an image.
     label_files = {f.name[: -len(file_ending)]: f for f in sorted(labels_dir.iterdir())

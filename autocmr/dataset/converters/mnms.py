@@ -135,7 +135,7 @@ def convert_mnms(source: str | Path, info_csv: str | Path, raw_root: str | Path 
 def scan_mnms(source: Path, info: pd.DataFrame, info_path: Path) -> tuple[list[_Subject], list[ConversionProblem]]:
     """The subjects found under ``source`` with their frames and metadata, and the problems found."""
     if not source.is_dir():
-        raise DatasetError(f"{source}: M&Ms source folder not found")
+        raise DatasetError(f"{source}: M&Ms source folder " + ("is a file" if source.exists() else "not found"))
     images: dict[str, list[Path]] = {}
     for path in sorted(source.rglob(f"*{IMAGE_SUFFIX}")):
         if not path.name.startswith("."):
