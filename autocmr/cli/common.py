@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from typing import Callable
@@ -70,7 +71,7 @@ def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
         return 2
     except OSError as exc:  # the filesystem said no (disk full, permission, a file where a folder should be)
         logging.getLogger(__name__).debug("", exc_info=True)  # the traceback with -v
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; {on_interrupt}", file=sys.stderr)
@@ -79,6 +80,17 @@ def run_command(fn: Callable[[], int], *, on_interrupt: str = RERUN) -> int:
         logging.getLogger(__name__).error("unexpected error (a bug in autocmr or a library; please report it with "
                                           "this traceback):", exc_info=True)
         return INTERNAL_ERROR
+
+
+def os_error_text(exc: OSError) -> str:
+    """``PATH: what the file system said (what that means here)``, not Python's ``[Errno 2] ...: 'PATH'``: the
+    path first, as every other autocmr error names its file."""
+    if exc.filename is None:
+        return str(exc)
+    meaning = {errno.ENOTDIR: "a part of the path is a file, not a folder",
+               errno.EACCES: "no permission", errno.EPERM: "not permitted",
+               errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full"}.get(exc.errno or 0)
+    return f"{exc.filename}: {exc.strerror or exc}" + (f" ({meaning})" if meaning else "")
 
 
 def apply_device_settings(device: str) -> None:

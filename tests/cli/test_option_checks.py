@@ -192,3 +192,21 @@ def test_models_dir_may_follow_the_command(tmp_path):
     assert parser.parse_args(["import", "a.tar.gz", "--models-dir", str(tmp_path)]).models_dir == str(tmp_path)
     assert parser.parse_args(["--models-dir", str(tmp_path), "list"]).models_dir == str(tmp_path)
     assert parser.parse_args(["list"]).models_dir is None
+
+
+def test_a_file_system_refusal_names_the_path_first():
+    import errno
+
+    from autocmr.cli.common import run_command
+
+    def refused() -> int:
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", "afile.txt/fold_all")
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_command(refused) == 2
+    assert err.getvalue() == ("error: afile.txt/fold_all: Not a directory (a part of the path is a file, not a "
+                              "folder)\n")
