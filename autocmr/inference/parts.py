@@ -208,6 +208,11 @@ def _check_tables_are_this_runs(out: Path, groups: dict[str, dict[int, Path]], p
             continue
         missing = sorted(k for k in documents if k not in parts)
         stale = sorted(k for k in documents if k in parts and _older(parts[k], predictions[k]))
+        if len(missing) + len(stale) == len(documents):  # no part of this run analysed: an earlier run's leftovers
+            if stale:
+                logger.warning("%s: the %s of part(s) %s are an earlier run's (this run's parts wrote none): not "
+                               "merged", out, name, stale)
+            continue
         if missing:
             problems.append(f"part(s) {missing} wrote no {name} (their analysis did not run or did not finish)")
         if stale:

@@ -217,6 +217,10 @@ def test_a_part_whose_analysis_did_not_finish_is_not_merged_as_if_it_had(tmp_pat
         merge_parts(tmp_path)
     merge_parts(tmp_path, allow_incomplete=True)
     assert pd.read_csv(tmp_path / "measures.csv")["subject"].tolist() == ["a"]
+    # no part of this run analysed (--no-analysis, or --devices analysing the whole folder afterwards): the
+    # tables an earlier run left are no problem of this merge, only not merged
+    os.utime(tmp_path / "measures_part0.csv", (earlier, earlier))
+    assert merge_parts(tmp_path).done == 0 and "measures.csv" not in merge_parts(tmp_path).merged
 
 
 def test_merged_qc_columns_are_in_the_order_one_run_writes(tmp_path):
