@@ -59,8 +59,12 @@ def open_cv_model(path: str | Path, folds: Sequence[str] | None = None, checkpoi
     available = model.available_folds(checkpoint)
     wanted = [str(f) for f in folds] if folds else [f for f in available if f != "all"]
     missing = [f for f in wanted if f not in available]
-    if missing or not wanted:
-        raise ConfigurationError(f"{model.path}: folds {missing or wanted} have no checkpoint_{checkpoint}.pth "
+    if not wanted:  # fold 'all' alone: it validated on no case, so there is nothing to choose by
+        raise ConfigurationError(f"{model.path}: no cross-validation fold has a checkpoint_{checkpoint}.pth "
+                                 f"(trained folds: {available or 'none'}); choosing needs the folds' validation "
+                                 "predictions: train folds 0-4 (fold 'all' has no validation cases)")
+    if missing:
+        raise ConfigurationError(f"{model.path}: folds {missing} have no checkpoint_{checkpoint}.pth "
                                  f"(trained folds: {available or 'none'})")
     splits = read_splits(model.path / SPLITS_FILE)
     case_fold: dict[str, str] = {}

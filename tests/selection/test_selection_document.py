@@ -53,3 +53,23 @@ def test_a_malformed_chosen_postprocessing_names_the_selection(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(DocumentError, match=r"selection.json: chosen postprocessing: 'per_label_lcc' must be"):
         Selection.load(path)
+
+
+def test_choosing_on_a_model_with_fold_all_only_says_that_folds_are_needed(tiny_model_dir, tmp_path):
+    """Fold 'all' validated on no case: there is nothing to choose by, and the message says what is needed."""
+    import shutil
+
+    from autocmr.errors import ConfigurationError
+    from autocmr.selection.cv_probabilities import open_cv_model
+
+    model = tmp_path / tiny_model_dir.name  # PLANS__CONFIGURATION: the configuration without a manifest
+    shutil.copytree(tiny_model_dir, model)
+    for fold in model.glob("fold_*"):
+        if fold.name != "fold_all":
+            shutil.rmtree(fold)
+    (model / "fold_all").mkdir(exist_ok=True)
+    shutil.copy(next(tiny_model_dir.glob("fold_*/checkpoint_final.pth")), model / "fold_all" / "checkpoint_final.pth")
+    (model / "model.json").unlink(missing_ok=True)
+    with pytest.raises(ConfigurationError, match=r"no cross-validation fold has a checkpoint_final.pth \(trained "
+                                                 r"folds: \['all'\]\).*train folds 0-4"):
+        open_cv_model(model)
