@@ -45,6 +45,12 @@ class DocumentError(PlansError):
     corrupt, modified since it was written, or of a version this autocmr cannot read."""
 
 
+def no_folder(path: str | Path) -> str:
+    """Why ``path`` is no folder to read, for messages: ``is a file`` (given where a folder belongs) or
+    ``not found``."""
+    return "is a file" if Path(path).exists() else "not found"
+
+
 def exception_text(exc: BaseException, *, whole_message: bool = False) -> str:
     """How a failure is reported in failure lists and logs: ``Type: first line of the message`` (the type alone
     when there is no message); ``whole_message`` keeps every line instead of the first."""

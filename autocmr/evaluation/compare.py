@@ -18,7 +18,7 @@ from autocmr.evaluation.evaluate import EvaluationResult, LabelsSpec, MetadataSp
 from autocmr.evaluation.metrics import ASSD, DICE, HD, HD95, IOU, METRICS
 from autocmr.evaluation.position_report import SLICE_POSITION
 from autocmr.evaluation.report import SUMMARY_SCHEMA_VERSION, group_values, json_safe
-from autocmr.errors import ConfigurationError, DatasetError
+from autocmr.errors import ConfigurationError, DatasetError, no_folder
 from autocmr.io.atomic import write_json_atomic, write_text_atomic
 
 PAIRED_METRICS = (DICE, IOU, HD, HD95, ASSD)
@@ -97,8 +97,7 @@ def compare_predictions(reference_dir: str | Path, prediction_a: str | Path, pre
     """
     for folder in (prediction_a, prediction_b):  # both before A is scored: a typo in B must not cost A's work
         if not Path(folder).is_dir():
-            problem = "is a file" if Path(folder).exists() else "not found"
-            raise DatasetError(f"{folder}: prediction folder {problem}")
+            raise DatasetError(f"{folder}: prediction folder {no_folder(folder)}")
     out = Path(output_dir) if output_dir is not None else None
     options: dict[str, Any] = dict(labels=labels, metadata=metadata, by=by, file_ending=file_ending,
                                    num_workers=num_workers, make_plots=make_plots, ignore_labels=ignore_labels,

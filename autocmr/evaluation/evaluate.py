@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from autocmr.errors import ConfigurationError, DatasetError
+from autocmr.errors import ConfigurationError, DatasetError, no_folder
 from autocmr.evaluation import plots
 from autocmr.evaluation import position_report
 from autocmr.evaluation.cases import (CASES_CSV, REFERENCE_SUFFIX, CaseFailure, CasePair, case_info,
@@ -288,7 +288,7 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path | Seq
         raise ConfigurationError("no prediction folder given")
     for folder, what in ((reference_dir, "reference"), *((p, "prediction") for p in prediction_dirs)):
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: {what} folder " + ("is a file" if folder.exists() else "not found"))
+            raise DatasetError(f"{folder}: {what} folder {no_folder(folder)}")
     if output_dir is None and write_outputs and len(prediction_dirs) > 1:
         raise ConfigurationError("several prediction folders need an output folder (-o)")
     label_map = scored_labels(resolve_labels(labels), ignore_labels)

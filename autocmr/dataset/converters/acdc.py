@@ -29,7 +29,7 @@ from autocmr.dataset.converters.common import (ConversionProblem, convert_staged
 from autocmr.dataset.labels import ACDC_TO_AUTOCMR, AUTOCMR_LABELS
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
-from autocmr.errors import AutocmrError, DatasetError
+from autocmr.errors import AutocmrError, DatasetError, no_folder
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _drop_failed(frames: list[_Frame], problems: list[ConversionProblem], folder
 def scan_acdc(source: Path) -> tuple[list[_Frame], list[ConversionProblem]]:
     """All frames of all patients under ``source`` with their metadata, and the problems found."""
     if not source.is_dir():
-        raise DatasetError(f"{source}: ACDC source folder " + ("is a file" if source.exists() else "not found"))
+        raise DatasetError(f"{source}: ACDC source folder {no_folder(source)}")
     patient_dirs = _patient_dirs(source)
     if not patient_dirs:
         raise DatasetError(f"{source}: no patientNNN folders found (expected the official ACDC layout, "

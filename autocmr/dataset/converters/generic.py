@@ -22,7 +22,7 @@ from autocmr.dataset.converters.common import (ConversionProblem, convert_staged
 from autocmr.dataset.labels import AUTOCMR_LABELS
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
-from autocmr.errors import AutocmrError, ConfigurationError, DatasetError
+from autocmr.errors import AutocmrError, ConfigurationError, DatasetError, no_folder
 from autocmr.io.image import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def match_pairs(images_dir: Path, labels_dir: Path, file_ending: str
     """``(case_id, image, label)`` for every matched pair, and a problem for every unmatched file."""
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: " + ("is a file, not a folder" if folder.exists() else "folder not found"))
+            raise DatasetError(f"{folder}: folder {no_folder(folder)}")
     same = images_dir.resolve() == labels_dir.resolve()
     # In a shared folder only suffixed files are labels; every other file is an image.
     label_files = {f.name[: -len(file_ending)]: f for f in sorted(labels_dir.iterdir())

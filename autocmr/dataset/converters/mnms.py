@@ -29,7 +29,7 @@ from autocmr.dataset.converters.common import (ConversionProblem, check_values, 
 from autocmr.dataset.labels import AUTOCMR_LABELS, MNMS_TO_AUTOCMR, label_values, remap_labels
 from autocmr.dataset.naming import make_dataset_name
 from autocmr.dataset.raw import DatasetJson
-from autocmr.errors import AutocmrError, DatasetError, InputFileError
+from autocmr.errors import AutocmrError, DatasetError, InputFileError, no_folder
 from autocmr.io.image import read_image, write_image
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def convert_mnms(source: str | Path, info_csv: str | Path, raw_root: str | Path 
 def scan_mnms(source: Path, info: pd.DataFrame, info_path: Path) -> tuple[list[_Subject], list[ConversionProblem]]:
     """The subjects found under ``source`` with their frames and metadata, and the problems found."""
     if not source.is_dir():
-        raise DatasetError(f"{source}: M&Ms source folder " + ("is a file" if source.exists() else "not found"))
+        raise DatasetError(f"{source}: M&Ms source folder {no_folder(source)}")
     images: dict[str, list[Path]] = {}
     for path in sorted(source.rglob(f"*{IMAGE_SUFFIX}")):
         if not path.name.startswith("."):
