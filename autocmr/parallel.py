@@ -98,6 +98,11 @@ def run_all(fn: Callable[..., T], jobs: Iterable[tuple[str, tuple[Any, ...]]], *
     return results, failures
 
 
+def _seconds_left(deadline: float) -> float | None:
+    """A ``timeout`` for concurrent.futures until ``deadline`` (time.monotonic()); None for no deadline."""
+    return None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+
+
 class PoolTask:
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
@@ -156,8 +161,7 @@ class ResilientPool:
     def result(self, task: PoolTask) -> Any:
         while True:
             try:
-                wait_s = None if math.isinf(task.deadline) else max(0.0, task.deadline - time.monotonic())
-                return task.future.result(timeout=wait_s)
+                return task.future.result(timeout=_seconds_left(task.deadline))
             except FutureTimeout:
                 if task.generation != self.generation:  # its pool was stopped for another task's hang: not its fault
                     self._start(task)
@@ -196,8 +200,7 @@ class ResilientPool:
     def wait_any(tasks: Sequence[PoolTask]) -> None:
         """Until one of ``tasks`` has its result or passes its deadline (see :meth:`overdue`)."""
         deadline = min((t.deadline for t in tasks), default=math.inf)
-        timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
-        wait([t.future for t in tasks], timeout=timeout, return_when=FIRST_COMPLETED)
+        wait([t.future for t in tasks], timeout=_seconds_left(deadline), return_when=FIRST_COMPLETED)
 
     def close(self) -> None:
         if self.pool is not None:
