@@ -97,14 +97,7 @@ def measure_cine(subject: str, frames: Sequence[FrameMask]) -> SubjectMeasures:
     empty = [i for i, v in enumerate(lv_curve) if v == 0 and i not in blank] if any(lv_curve) else []
     if len(frames) - len(blank) - len(empty) < 2:
         empty = []
-    ed_index, es_index, notes = find_ed_es(lv_curve, rv_curve, excluded=sorted(blank + empty))
-    if empty:
-        left_out = f"frame(s) {sorted(blank + empty)} have no image content"
-        notes = [n for n in notes if not n.startswith(left_out)]
-        notes.insert(0, f"frame(s) {empty} have no LV segmented while the other frames have one (a failed "
-                        "prediction, or a padded frame?): left out of the ED/ES choice")
-        if blank:
-            notes.insert(0, f"frame(s) {blank} have no image content: left out of the ED/ES choice")
+    ed_index, es_index, notes = find_ed_es(lv_curve, rv_curve, excluded=blank, without_lv=empty)
     ed, es = frames[ed_index], frames[es_index]
     rows = [_volume_row(f, v, ED if i == ed_index else ES if i == es_index else "")
             for i, (f, v) in enumerate(zip(frames, volumes))]

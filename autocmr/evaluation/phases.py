@@ -33,7 +33,7 @@ class EdEs(NamedTuple):
 
 def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
                volume_curve_rv: Sequence[float] | np.ndarray | None = None, *,
-               excluded: Collection[int] = ()) -> EdEs:
+               excluded: Collection[int] = (), without_lv: Collection[int] = ()) -> EdEs:
     """ED (largest LV volume) and ES (smallest) frames of a cine, checked against the RV curve.
 
     Args:
@@ -41,6 +41,8 @@ def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
         volume_curve_rv: RV cavity volume per frame (same length), or None to skip the check.
         excluded: frames that cannot be ED or ES (frames without image content, e.g. a zero-padded frame,
             whose empty mask would otherwise be the smallest volume); a note names them.
+        without_lv: frames with image content but no LV segmented where others have one (a failed
+            prediction): left out as well, with a note of their own (a doubt about the choice).
 
     Returns:
         ``EdEs(ed, es, notes)``. Ties go to the first frame. If the LV is absent from every frame but
@@ -54,15 +56,20 @@ def find_ed_es(volume_curve_lv: Sequence[float] | np.ndarray,
     rv = None if volume_curve_rv is None else _curve(volume_curve_rv, "RV")
     if rv is not None and rv.size != lv.size:
         raise ValueError(f"LV and RV volume curves differ in length ({lv.size} and {rv.size} frames)")
-    left_out = sorted({int(t) for t in excluded if 0 <= int(t) < lv.size})
+    blank = sorted({int(t) for t in excluded if 0 <= int(t) < lv.size})
+    empty = sorted({int(t) for t in without_lv if 0 <= int(t) < lv.size} - set(blank))
+    left_out = sorted(blank + empty)
     keep = np.ones(lv.size, bool)
     keep[left_out] = False
     if keep.sum() < 2:
         raise ValueError(f"only {int(keep.sum())} of {lv.size} frames can be ED or ES (frames {left_out} are left "
                          "out): no ED/ES can be found")
     notes: list[str] = []
-    if left_out:
-        notes.append(f"frame(s) {left_out} have no image content: left out of the ED/ES choice")
+    if blank:
+        notes.append(f"frame(s) {blank} have no image content: left out of the ED/ES choice")
+    if empty:
+        notes.append(f"frame(s) {empty} have no LV segmented while the other frames have one (a failed "
+                     "prediction, or a padded frame?): left out of the ED/ES choice")
     driver, name = lv, "LV"
     if not lv[keep].any():
         if rv is None or not rv[keep].any():
