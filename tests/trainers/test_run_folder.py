@@ -85,6 +85,17 @@ def _trained_fold_0(roots, out: Path) -> tuple[Path, dict]:
     return latest, torch.load(latest, weights_only=True)
 
 
+def _refused_then_allowed(roots, out: Path, latest: Path, payload: dict, refusal: str) -> list[str]:
+    """Save the altered ``payload`` as the run's latest checkpoint; --continue must refuse it (``refusal``, a
+    pattern) and resume with --allow-changed-options; returns the changes the resumed run recorded."""
+    torch.save(payload, latest)
+    with pytest.raises(ConfigurationError, match=refusal):
+        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
+    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True,
+          allow_changed_options=True)
+    return RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume
+
+
 def test_a_run_written_before_the_documents_resumes(tiny_model, tmp_path):
     """Version-1 checkpoint (numpy RNG state pickled) and options.json (digest over every option)."""
     import json
@@ -207,14 +218,10 @@ def test_continue_compares_the_precision_the_run_trained_in(tiny_model, tmp_path
     assert payload["precision"] == "fp32" and payload["options"]["precision"] == "auto"
     assert RunOptionsDocument.load(out / "fold_0" / "options.json").precision == "fp32"
     payload["precision"] = "fp16"  # as if trained with --precision auto on a GPU
-    torch.save(payload, latest)
-    with pytest.raises(ConfigurationError, match=r"checkpoint_latest\.pth: the run trained in fp16 and would resume "
-                                                 r"in fp32 \(--precision auto .* cpu\).*--allow-changed-options"):
-        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
-    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True,
-          allow_changed_options=True)
-    assert RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume == [
-        "precision: 'fp16' -> 'fp32' (--precision auto on cpu) (resumed after 1 finished epoch(s))"]
+    changes = _refused_then_allowed(roots, out, latest, payload,
+                                    r"checkpoint_latest\.pth: the run trained in fp16 and would resume "
+                                    r"in fp32 \(--precision auto .* cpu\).*--allow-changed-options")
+    assert changes == ["precision: 'fp16' -> 'fp32' (--precision auto on cpu) (resumed after 1 finished epoch(s))"]
 
 
 def test_a_resume_with_another_freeze_is_refused_before_the_model_folder_changes(tiny_model, tmp_path):
@@ -258,13 +265,9 @@ def test_continue_refuses_plans_changed_since_the_run_started(tiny_model, tmp_pa
     now = payload["data_settings"]
     assert now["patch_size"] and now["data_identifier"]
     payload["data_settings"] = {**now, "patch_size": [8, 8], "batch_size": 99}  # as an earlier plan had them
-    torch.save(payload, latest)
-    with pytest.raises(ConfigurationError, match=r"plans changed since this run started \(patch_size: \[8, 8\] -> "
-                                                 r"\[\d+, \d+\]; batch_size: 99 -> \d+"):
-        train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True)
-    train(TINY_DATASET_ID, "2d", 0, roots, options=_options(), output_dir=out, continue_training=True,
-          allow_changed_options=True)
-    changes = RunOptionsDocument.load(out / "fold_0" / "options.json").changes_on_resume
+    changes = _refused_then_allowed(roots, out, latest, payload,
+                                    r"plans changed since this run started \(patch_size: \[8, 8\] -> "
+                                    r"\[\d+, \d+\]; batch_size: 99 -> \d+")
     assert any(c.startswith("plans patch_size: [8, 8] ->") for c in changes), changes
     payload.pop("data_settings")  # a checkpoint of an earlier autocmr: nothing to compare, resumed as before
     torch.save(payload, latest)
