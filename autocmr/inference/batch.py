@@ -110,6 +110,8 @@ def predict_folder(input_path: str | Path, output_dir: str | Path, model: Predic
     discovery = discover_jobs(input_path, out, num_channels=predictor.model.plans_channels())
     if not discovery.jobs and not discovery.problems:
         raise InputFileError(input_path, "no images found (NIfTI/MHA/NRRD files or DICOM series)")
+    if not discovery.jobs and Path(input_path).expanduser().is_file():  # the one file asked for cannot be a case:
+        raise InputFileError(input_path, discovery.problems[0].reason)  # a wrong -i, not a batch with a failure
     _warn_non_dicom(discovery.jobs, output_format)
     out.mkdir(parents=True, exist_ok=True)
     jobs = discovery.jobs

@@ -199,6 +199,18 @@ def test_usage_and_model_errors_exit_2(tmp_path, tiny_model_dir, capsys):
     assert not (tmp_path / "out" / "a.nii.gz").exists()
 
 
+def test_a_single_input_file_that_is_no_image_is_a_usage_error(tmp_path, tiny_model_dir, capsys):
+    """``-i notes.txt`` (one file, nothing to predict) exits 2 naming the file, as a missing ``-i`` does; it is
+    not a batch whose one case failed (exit 1, an output folder holding only failures.json)."""
+    notes = tmp_path / "notes.nii.gz"
+    notes.write_text("I am not an image\n")
+    out = tmp_path / "out"
+    assert main(["-i", str(notes), "-o", str(out), "-m", str(tiny_model_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {notes}: not an image" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 def test_devices_that_all_refuse_their_part_exit_2(tmp_path, capsys):
     """--devices with a bad -m: each device's process refuses (exit status 2), so the run does, as without
     --devices (README: 2 = bad options or model), not 1 (some cases failed)."""
