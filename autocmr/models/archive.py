@@ -5,9 +5,9 @@ that lists exactly those weight files with their sha256 (each is verified agains
 first; links are stored as the files they point to). ``import_model`` reads the archive without trusting it:
 only regular files under one top folder, no absolute paths, links, sparse files, ``..``, names unsafe on Windows
 (backslash, colon) or duplicate names (letter case aside), and limits on size checked as each header is read
-(before a bomb is decompressed) and before anything is written; contents are written by autocmr itself (never
-``extractall``) into a staging folder, every weight file is checked against the manifest, and only then is the
-model moved into place, under the models folder's lock.
+(before a bomb is decompressed; no header is read whole past :data:`MAX_HEADER_READ`) and before anything is
+written; contents are written by autocmr itself (never ``extractall``) into a staging folder, every weight file
+is checked against the manifest, and only then is the model moved into place, under the models folder's lock.
 """
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ MAX_IMPORT_BYTES = 16 * GIB  # the files of one archive; a model of five folds w
 FREE_SPACE_MARGIN = GIB  # left free on the models folder's filesystem after an import
 MAX_MEMBERS = 10_000
 MAX_EXPANSION = 50  # unpacked size / archive size: model weights barely compress, a bomb does a thousandfold
+# one read of the unpacked stream: a pax or GNU long-name header is read whole (tarfile reads the size it declares
+# into memory before any member is seen); real ones are under a kilobyte, file data is read in 64-KiB pieces
+MAX_HEADER_READ = 1 << 20
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # not CONTTYPE or GNU sparse, which isfile() also accepts
 
 
@@ -204,12 +207,8 @@ def import_model(archive: str | Path, *, name: str | None = None, models_dir: st
     models folder check and install under its lock (:func:`~autocmr.models.store.models_lock`): of two imports
     of one name, the second fails unless ``replace``. Folders interrupted imports left are removed."""
     archive = Path(archive).expanduser()
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except (OSError, tarfile.TarError) as exc:
-        raise InputFileError(archive, f"not a readable model archive ({exc})") from exc
     root = resolve_models_dir(models_dir)
-    with tar:
+    with _open_archive(archive) as tar:
         with _reading(archive):
             top, files = _safe_members(tar, archive, _Limits.of(archive, root, max_bytes))
         dest = root / _check_name(name or top)
@@ -235,6 +234,58 @@ def import_model(archive: str | Path, *, name: str | None = None, models_dir: st
     return dest
 
 
+# how the tar stream is packed, by its first bytes (what tarfile.open(..., "r:*") tries in turn)
+_UNPACKERS = ((b"\x1f\x8b", gzip.open), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "lzma"))
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
+    """``archive`` (a tar file, plain or gzip, bzip2 or xz compressed) opened for reading through
+    :class:`_BoundedReads`: tarfile reads the first member's headers while it opens, so the bound is in place
+    before then."""
+    try:
+        with open(archive, "rb") as probe:
+            start = probe.read(6)
+        unpack = next((how for magic, how in _UNPACKERS if start.startswith(magic)), None)
+        if isinstance(unpack, str):  # bz2 and lzma are optional parts of a Python build: imported when needed
+            unpack = __import__(unpack).open
+        stream = unpack(archive, "rb") if unpack is not None else open(archive, "rb")
+    except OSError as exc:
+        raise InputFileError(archive, f"not a readable model archive ({exc})") from exc
+    with stream:
+        try:
+            tar = tarfile.open(fileobj=_BoundedReads(stream, archive), mode="r:")
+        except (tarfile.TarError, *_CORRUPT, OSError) as exc:
+            raise InputFileError(archive, f"not a readable model archive ({str(exc) or type(exc).__name__})"
+                                 ) from exc
+        with tar:
+            yield tar
+
+
+class _BoundedReads:
+    """The unpacked tar stream, refusing any single read over :data:`MAX_HEADER_READ`: tarfile reads a pax or
+    GNU long-name header whole, at the size the header declares, before the member it describes is seen, so
+    without this a forged header (a few bytes packed, gigabytes unpacked) would be held in memory before any
+    of :func:`_safe_members`' checks could run."""
+
+    def __init__(self, stream: io.BufferedIOBase, archive: Path) -> None:
+        self.stream, self.archive = stream, archive
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_HEADER_READ:
+            what = "the whole rest of the stream" if size is None or size < 0 else _size(size)
+            raise InputFileError(self.archive, f"holds a header that reads {what} at once (a model archive's "
+                                               f"headers are under {_size(MAX_HEADER_READ)}): a corrupt archive or "
+                                               "a decompression bomb; refusing to import it")
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+
 def _refuse_installed(dest: Path, replace: bool, *, meanwhile: bool = False) -> None:
     if dest.exists() and not replace:
         when = " (by another import, while this one was unpacking)" if meanwhile else ""
@@ -242,8 +293,13 @@ def _refuse_installed(dest: Path, replace: bool, *, meanwhile: bool = False) -> 
                          "replace it or --name to install this one under another name")
 
 
+try:  # xz is an optional part of a Python build
+    from lzma import LZMAError
+except ImportError:  # pragma: no cover - then no xz archive opens at all
+    LZMAError = zlib.error  # type: ignore[misc, assignment]
+
 # what a truncated download or a damaged copy raises while the archive is read (gzip.BadGzipFile: a bad CRC)
-_CORRUPT = (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile)
+_CORRUPT = (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile, LZMAError)
 
 
 @contextlib.contextmanager

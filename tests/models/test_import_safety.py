@@ -478,3 +478,40 @@ def test_an_installed_model_from_an_older_export_loads_only_the_weights_it_lists
     training = shutil.copytree(tiny_model_dir, tmp_path / "training")  # weights only too, but trained here
     shutil.copytree(training / "fold_0", training / "fold_1")
     assert ModelFolder.open(training).available_folds() == ["0", "1"]
+
+
+def test_a_forged_long_header_is_refused_before_it_is_read_into_memory(exported, tmp_path, monkeypatch):
+    """A pax header declaring 8 MiB (8 KiB gzipped) was read whole into memory by tarfile before any of the
+    import's checks saw a member; now no single read of the unpacked stream may exceed 1 MiB."""
+    import tracemalloc
+
+    _never_written(monkeypatch)
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, 8 << 20
+    forged = tmp_path / "forged.tar.gz"
+    with gzip.open(forged, "wb", compresslevel=1) as out:
+        out.write(pax.tobuf(tarfile.USTAR_FORMAT))
+        out.write(bytes(pax.size))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputFileError, match=r"forged.tar.gz: holds a header that reads 8.0 MiB at once"):
+            import_model(forged, models_dir=tmp_path / "models")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak
+
+    monkeypatch.undo()
+    # a model archive tar'ed by hand with another compression (or none) still imports
+    plain = gzip.decompress(exported.read_bytes())
+    import bz2
+    import lzma
+
+    for suffix, data in ((".tar", plain), (".tar.bz2", bz2.compress(plain)), (".tar.xz", lzma.compress(plain))):
+        path = tmp_path / f"site_x{suffix}"
+        path.write_bytes(data)
+        assert import_model(path, name=f"site_x_{suffix.strip('.').replace('.', '_')}",
+                            models_dir=tmp_path / "models").is_dir()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match=r"site_x.tar.xz: (truncated or corrupt|not a readable)"):
+        import_model(path, name="cut", models_dir=tmp_path / "models")
