@@ -19,6 +19,7 @@ that names it.
 """
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -144,15 +145,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(stamped, tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The payload of a checkpoint, read with ``weights_only=True``; its header is validated."""
+def load_checkpoint(path: Path, content: bytes | None = None) -> dict[str, Any]:
+    """The payload of a checkpoint, read with ``weights_only=True``; its header is validated. ``content``: the
+    file's bytes as already read (and checked), loaded instead of reading ``path`` again; ``path`` names it."""
     path = Path(path)
-    if not path.is_file():
+    if content is None and not path.is_file():
         raise DocumentError(f"{path}: checkpoint not found")
+    source = path if content is None else io.BytesIO(content)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        payload = _load_version_1(path)
+        payload = _load_version_1(path, content)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated or foreign files
         raise DocumentError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); the file is "
                             "truncated or not a checkpoint: copy it again or retrain") from exc
@@ -160,9 +163,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _load_version_1(path: Path) -> dict[str, Any]:
+def _load_version_1(path: Path, content: bytes | None = None) -> dict[str, Any]:
+    def source() -> Any:  # a fresh reader each time: torch reads a file-like object to its end
+        return str(path) if content is None else io.BytesIO(content)
+
     try:  # lists what the pickle would call, without unpickling it
-        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(source()))
     except Exception as exc:  # noqa: BLE001 - a pickle torch cannot even scan
         raise DocumentError(f"{path}: refused to load: not a checkpoint torch can read safely ({exc})") from exc
     if not unsafe or not unsafe <= _LEGACY_GLOBAL_NAMES:
@@ -173,7 +179,7 @@ def _load_version_1(path: Path) -> dict[str, Any]:
                             "written by autocmr or was modified. Ask its author for an autocmr model folder.")
     with torch.serialization.safe_globals(_legacy_safe_globals()):
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(source(), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise DocumentError(f"{path}: cannot read version-1 checkpoint ({type(exc).__name__}: {exc})") from exc
     logger.debug("%s: version-1 checkpoint (numpy RNG state as an array)", path)

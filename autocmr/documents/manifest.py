@@ -184,16 +184,18 @@ def verify_weight_listing(folder: Path, manifest: ModelManifest | None, *, insta
                                 "or exported); remove it or copy the model folder again from its source")
 
 
-def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str) -> bool:
+def verify_weight_file(folder: Path, manifest: ModelManifest | None, relpath: str, content: bytes | None = None
+                       ) -> bool:
     """Check one weight file against the manifest. True when verified, False when the manifest does not cover
-    it (a legacy folder or a fold still training: logged); a mismatch raises :class:`DocumentError`."""
+    it (a legacy folder or a fold still training: logged); a mismatch raises :class:`DocumentError`.
+    ``content``: the file's bytes as already read, so that what is checked is exactly what gets loaded."""
     path = folder / relpath
     expected = manifest.weights.get(relpath) if manifest is not None else None
     if expected is None:
         why = UPGRADE_HINT if manifest is None or manifest.is_legacy else "a fold still training?"
         logger.warning("%s: not covered by %s, loaded without a checksum (%s)", path, folder / MODEL_MANIFEST, why)
         return False
-    actual = sha256_of(path)
+    actual = sha256_of(path) if content is None else hashlib.sha256(content).hexdigest()
     if actual != expected:
         raise DocumentError(f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
                             f"{folder / MODEL_MANIFEST}; the file is corrupt or was modified. Copy the model folder "

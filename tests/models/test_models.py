@@ -363,3 +363,25 @@ def test_a_dataset_model_under_other_plans_is_found_by_configuration_or_named(tm
         spec.resolve("cpu")
     with pytest.raises(PlansError, match="train one with autocmr_train"):
         ModelSpec("Dataset130_Sunny", "3d_fullres", None, tmp_path / "results").resolve("cpu")
+
+
+def test_the_weights_loaded_are_the_bytes_that_were_checked(packed, tmp_path, monkeypatch):
+    """A checkpoint replaced between its sha256 check and its load (another process's ``--replace``) was loaded
+    unchecked: the file was read twice. Now it is read once and those bytes are both checked and loaded."""
+    from autocmr.models import folder as folder_module
+
+    model_dir = shutil.copytree(packed, tmp_path / "model")
+    model = ModelFolder.open(model_dir)
+    path = model.checkpoint_path(model.available_folds()[0])
+    verified = torch.load(path, map_location="cpu", weights_only=True)["network"]
+    other = torch.load(path, map_location="cpu", weights_only=True)
+    other["network"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["network"].items()}
+    check = folder_module.verify_weight_file
+
+    def replaced_right_after_the_check(*args, **kwargs):
+        result = check(*args, **kwargs)
+        torch.save(other, path)  # a valid checkpoint, but not the one the manifest lists
+        return result
+    monkeypatch.setattr(folder_module, "verify_weight_file", replaced_right_after_the_check)
+    loaded = model.load_checkpoint(path)["network"]
+    assert all(torch.equal(loaded[k], verified[k]) for k in verified)
