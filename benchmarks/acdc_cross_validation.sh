@@ -14,10 +14,14 @@
 # PLAN_FLAGS are passed to autocmr_plan (e.g. PLAN_FLAGS="--context-slices 1" for the 2.5D recipe).
 # FOLDS picks the folds (default "0 1 2 3 4"); two folds can train at once, each in its own invocation with
 # THREADS=1, once the first invocation has planned (its log shows "fold N:").
+# Each fold, once trained, is evaluated on its own into benchmarks/results/acdc_cv_RUN_foldsN.json (per-case
+# rows, no images): a machine and what it held under $AUTOCMR_HOME can be replaced between sessions, and these
+# files, committed, are what `acdc_cv_report.py --pool` pools into the five-fold table.
 set -euo pipefail
 RUN=${1:?usage: acdc_cross_validation.sh RUN [autocmr_train flags...]}; shift
 HERE=$(cd "$(dirname "$0")" && pwd)
-export AUTOCMR_HOME=${AUTOCMR_HOME:-$HOME/autocmr_data}/cv_$RUN
+HOME_ROOT=${AUTOCMR_HOME:-$HOME/autocmr_data}
+export AUTOCMR_HOME=$HOME_ROOT/cv_$RUN
 ACDC=${ACDC:-$HERE/../../shared/data/acdc/training}
 CODE=${AUTOCMR_CODE:-$HERE/..}
 [ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -32,5 +36,7 @@ for FOLD in ${FOLDS:-0 1 2 3 4}; do
   CONT=(); [ -f "$MODEL/fold_$FOLD/checkpoint_latest.pth" ] && CONT=(--continue)
   echo "fold $FOLD: $(date -Is)"
   python -m autocmr.cli.train 101 2d "$FOLD" --device cpu --seed 0 "${CONT[@]}" "$@"
+  AUTOCMR_HOME=$HOME_ROOT python "$HERE/acdc_cv_report.py" "$RUN" --folds "$FOLD" \
+    || echo "fold $FOLD: its report failed; run: python benchmarks/acdc_cv_report.py $RUN --folds $FOLD" >&2
 done
 echo "folds ${FOLDS:-0 1 2 3 4} done: $(date -Is)"
