@@ -56,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
         from autocmr.errors import ConfigurationError
 
-        prediction = args.prediction[0] if len(args.prediction) == 1 else args.prediction
-        if args.output:  # a wrong -o fails now, not once every case is scored
-            from autocmr.io.atomic import check_output_folder
+        from autocmr.evaluation.evaluate import DEFAULT_OUTPUT_SUBDIR
+        from autocmr.io.atomic import check_output_folder
 
-            check_output_folder(args.output)
+        prediction = args.prediction[0] if len(args.prediction) == 1 else args.prediction
+        # a wrong -o fails now, not once every case is scored; so does the default beside a read-only prediction
+        first = Path(args.prediction[0]).expanduser()  # not a folder: the scoring names that problem itself
+        if args.output or first.is_dir():
+            check_output_folder(args.output or first / ("comparison" if args.compare else DEFAULT_OUTPUT_SUBDIR))
         if args.compare:
             from autocmr.evaluation.compare import compare_predictions
 

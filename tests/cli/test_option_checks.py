@@ -210,3 +210,25 @@ def test_a_file_system_refusal_names_the_path_first():
         assert run_command(refused) == 2
     assert err.getvalue() == ("error: afile.txt/fold_all: Not a directory (a part of the path is a file, not a "
                               "folder)\n")
+
+
+def test_evaluate_checks_its_default_output_folder_before_scoring(tmp_path, capsys, monkeypatch):
+    """Without -o the results go to <pred>/evaluation: a prediction folder that cannot be written to (a colleague's
+    read-only share) was found only after every case was scored."""
+    import os
+    from pathlib import Path
+
+    from autocmr.cli import evaluate as evaluate_cli
+
+    (tmp_path / "ref").mkdir()
+    shared = tmp_path / "pred"
+    shared.mkdir()
+    real_access = os.access
+    # root (as on CI) may write anywhere: the folder is made unwritable in os.access's answer itself
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == shared and mode & os.W_OK
+                        else real_access(p, mode, *a, **k))
+    scored = []
+    monkeypatch.setattr("autocmr.evaluation.evaluate.evaluate_folders", lambda *a, **k: scored.append(a))
+    assert evaluate_cli.main(["-ref", str(tmp_path / "ref"), "-pred", str(shared)]) == 2
+    err = capsys.readouterr().err
+    assert f"{shared / 'evaluation'}: cannot be written: no write permission in {shared}" in err and not scored
