@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import io
 import json
 import logging
@@ -234,8 +235,9 @@ def import_model(archive: str | Path, *, name: str | None = None, models_dir: st
     return dest
 
 
-# how the tar stream is packed, by its first bytes (what tarfile.open(..., "r:*") tries in turn)
-_UNPACKERS = ((b"\x1f\x8b", gzip.open), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "lzma"))
+# how the tar stream is packed, by its first bytes (what tarfile.open(..., "r:*") tries in turn): the module
+# whose open() unpacks it, imported when needed (bz2 and lzma are optional parts of a Python build)
+_UNPACKERS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "lzma"))
 
 
 @contextlib.contextmanager
@@ -246,16 +248,14 @@ def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
     try:
         with open(archive, "rb") as probe:
             start = probe.read(6)
-        unpack = next((how for magic, how in _UNPACKERS if start.startswith(magic)), None)
-        if isinstance(unpack, str):  # bz2 and lzma are optional parts of a Python build: imported when needed
-            unpack = __import__(unpack).open
-        stream = unpack(archive, "rb") if unpack is not None else open(archive, "rb")
+        module = next((name for magic, name in _UNPACKERS if start.startswith(magic)), None)
+        stream = importlib.import_module(module).open(archive, "rb") if module else open(archive, "rb")
     except OSError as exc:
         raise InputFileError(archive, f"not a readable model archive ({exc})") from exc
     with stream:
         try:
             tar = tarfile.open(fileobj=_BoundedReads(stream, archive), mode="r:")
-        except (tarfile.TarError, *_CORRUPT, OSError) as exc:
+        except (*_CORRUPT, OSError) as exc:
             raise InputFileError(archive, f"not a readable model archive ({str(exc) or type(exc).__name__})"
                                  ) from exc
         with tar:

@@ -110,9 +110,10 @@ class ModelFolder:
         """A checkpoint of this folder, verified against the manifest's sha256 and read without running code."""
         if not path.is_file():
             raise PlansError(f"{path}: checkpoint not found; available folds: {self.available_folds()}")
-        content = path.read_bytes()  # read once: a file replaced between the check and the load (another
-        verify_weight_file(self.path, self.manifest, path.relative_to(self.path).as_posix(), content)  # import's
-        return load_checkpoint(path, content)  # --replace) cannot be loaded unchecked
+        # read once: a file replaced between the check and the load (another import's --replace) is never loaded
+        content = path.read_bytes()
+        verify_weight_file(self.path, self.manifest, path.relative_to(self.path).as_posix(), content)
+        return load_checkpoint(path, content)
 
     def plans_channels(self) -> int:
         return len(self.plans.channel_names)
